@@ -1,0 +1,317 @@
+/*
+ * shmkv.h - libshmkv, a key-value store in one shared mapping.
+ *
+ * A store is one region, either a regular file (the "disk" backend) or a
+ * POSIX shared-memory object (the "memory" backend). Every thread of every
+ * process that opens the same path or name sees the same data. Any of those
+ * processes may be killed at any instruction; the next one to take a lock
+ * the dead process held repairs what it left half done.
+ *
+ * Conventions:
+ *  - Every function that can fail returns 0 on success or a negative error
+ *    code: either one of the SHMKV_E* codes below or a negated errno value
+ *    (e.g. -ENOSPC, -EACCES). shmkv_strerror() explains both.
+ *  - Keys are byte strings of 1 to SHMKV_KEY_MAX bytes; values are byte
+ *    strings of 0 to SHMKV_VALUE_MAX bytes with a kind tag. Keys are compared
+ *    as unsigned bytes (memcmp order), which is also the order of list().
+ *  - Functions that copy a value out take a buffer and its capacity. When the
+ *    value does not fit they return SHMKV_EBUFSIZE, store the size needed in
+ *    *vlen and change nothing; call again with a larger buffer.
+ *  - Every operation is one call that takes and releases its locks inside;
+ *    no lock is ever held between calls.
+ */
+#ifndef SHMKV_H
+#define SHMKV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define SHMKV_API __attribute__((visibility("default")))
+#else
+#define SHMKV_API
+#endif
+
+#define SHMKV_VERSION_MAJOR 0
+#define SHMKV_VERSION_MINOR 1
+#define SHMKV_VERSION_PATCH 0
+
+/** Longest key accepted, in bytes. */
+#define SHMKV_KEY_MAX 16384u
+/** Largest value accepted, in bytes. */
+#define SHMKV_VALUE_MAX (64u * 1024u * 1024u)
+/** Longest memory-backend name accepted (without the leading '/'). */
+#define SHMKV_NAME_MAX 200u
+
+/** @defgroup errors Error codes
+ * Library-specific codes live in [-30999, -30900]; anything else negative
+ * is a negated errno.
+ * @{ */
+#define SHMKV_ERR_BASE   (-30900)
+#define SHMKV_ENOTFOUND  (-30900) /**< key not present */
+#define SHMKV_EBUFSIZE   (-30901) /**< buffer too small; *vlen says what is needed */
+#define SHMKV_ENOTSTORE  (-30902) /**< file or object is not a shmkv store */
+#define SHMKV_EVERSION   (-30903) /**< store has another format version */
+#define SHMKV_EABI       (-30904) /**< store made on an incompatible platform */
+#define SHMKV_EINCOMPAT  (-30905) /**< open options conflict with the store's */
+#define SHMKV_EKEYSIZE   (-30906) /**< key empty or longer than SHMKV_KEY_MAX */
+#define SHMKV_EVALSIZE   (-30907) /**< value longer than SHMKV_VALUE_MAX */
+#define SHMKV_ENOTINT    (-30908) /**< stored value is not a decimal int64 */
+#define SHMKV_EOVERFLOW  (-30909) /**< increment would overflow int64 */
+#define SHMKV_EFULL      (-30910) /**< store reached its reserved size */
+#define SHMKV_EREADONLY  (-30911) /**< write through a read-only handle */
+#define SHMKV_ENAME      (-30912) /**< invalid memory-backend name */
+#define SHMKV_EINVAL     (-30913) /**< invalid argument or option */
+#define SHMKV_ECORRUPT   (-30914) /**< store structure damaged beyond repair */
+#define SHMKV_ELOCK      (-30915) /**< a lock could not be taken or repaired */
+#define SHMKV_ERR_LAST   (-30915)
+/** @} */
+
+/** Kind tag stored with every value, so tools can display it. */
+typedef enum shmkv_kind {
+    SHMKV_KIND_BYTES  = 0, /**< opaque bytes */
+    SHMKV_KIND_STRING = 1, /**< UTF-8 text */
+    SHMKV_KIND_JSON   = 2  /**< a JSON document */
+} shmkv_kind;
+
+/** Where the store lives. */
+typedef enum shmkv_backend {
+    SHMKV_BACKEND_DISK   = 0, /**< a regular file; persists */
+    SHMKV_BACKEND_MEMORY = 1  /**< a POSIX shared-memory object; ephemeral */
+} shmkv_backend;
+
+/** Open flags (shmkv_options.flags). */
+#define SHMKV_RDONLY    0x01u /**< refuse every write through this handle */
+#define SHMKV_NOCREATE  0x02u /**< fail with -ENOENT if the store does not exist */
+#define SHMKV_SYNC      0x04u /**< msync after every write (slow; power-loss safety) */
+#define SHMKV_NOSYNC    0x08u /**< do not msync when the last process closes */
+
+/** Tri-state for options that a joiner may leave to the store. */
+#define SHMKV_TRACK_DEFAULT 0 /**< creating: off; joining: whatever the store has */
+#define SHMKV_TRACK_OFF     1
+#define SHMKV_TRACK_ON      2
+
+/**
+ * Options for shmkv_open(). Zero-initialise and set what you need: every
+ * zero field means "default" when creating and "whatever the store has"
+ * when joining. A non-zero field that disagrees with an existing store makes
+ * the open fail with SHMKV_EINCOMPAT.
+ */
+typedef struct shmkv_options {
+    shmkv_backend backend;  /**< disk (default) or memory */
+    int track_keys;         /**< SHMKV_TRACK_*: keep the key index */
+    uint32_t segments;      /**< lock stripes, power of two in [1, 4096]; default 64 */
+    uint64_t reserve;       /**< largest size the region may grow to, bytes; default 16 GiB */
+    uint32_t mode;          /**< permission bits for a new file/object; default 0600 */
+    uint32_t flags;         /**< SHMKV_RDONLY | SHMKV_NOCREATE | SHMKV_SYNC | SHMKV_NOSYNC */
+} shmkv_options;
+
+/** An open store. One per shmkv_open(); handles to one store share a mapping. */
+typedef struct shmkv_db shmkv_db;
+
+/** Counters returned by shmkv_stat(). */
+typedef struct shmkv_info {
+    uint64_t keys;          /**< number of keys */
+    uint64_t used_bytes;    /**< bytes of the region handed out to structures */
+    uint64_t file_bytes;    /**< bytes allocated to the file / object */
+    uint64_t reserve_bytes; /**< largest size the region may reach */
+    uint32_t segments;      /**< lock stripes */
+    int track_keys;         /**< 1 when the key index is kept */
+    int backend;            /**< shmkv_backend */
+    uint32_t format_version;
+    uint32_t attached;      /**< processes in the attach table */
+} shmkv_info;
+
+/* ------------------------------------------------------------------ */
+/* Open and close                                                      */
+
+/**
+ * Open, create or join a store.
+ * @param where  disk: a file path (NULL means "./.k6.kv");
+ *               memory: a name of 1..SHMKV_NAME_MAX bytes from
+ *               [A-Za-z0-9._-] (NULL means "k6kv"); it names the object
+ *               "/shmkv.<name>" under /dev/shm.
+ * @param opts   options, or NULL for all defaults.
+ * @param out    receives the handle.
+ * @return 0; SHMKV_ENOTSTORE for a file that is not a store (it is left
+ *   untouched); SHMKV_EVERSION, SHMKV_EABI, SHMKV_EINCOMPAT, SHMKV_ENAME,
+ *   SHMKV_EINVAL; -ENOENT with SHMKV_NOCREATE; -ELOOP when the path is a
+ *   symbolic link (never followed); -EISDIR; -EACCES; -ENOSPC; -ENOMEM.
+ *
+ * Opening the same store again in one process is cheap: the handles share
+ * one mapping. A memory store whose processes have all gone (closed or
+ * died) is found empty by the next opener.
+ */
+SHMKV_API int shmkv_open(const char *where, const shmkv_options *opts, shmkv_db **out);
+
+/**
+ * Close a handle. The last handle of the last process marks a disk store
+ * cleanly closed (and msyncs it unless SHMKV_NOSYNC) or removes a memory
+ * store. @return 0, or a negative code from msync; the handle is freed in
+ * every case.
+ */
+SHMKV_API int shmkv_close(shmkv_db *db);
+
+/** Remove a memory store by name (like shm_unlink). @return 0 or -errno. */
+SHMKV_API int shmkv_memory_unlink(const char *name);
+
+/* ------------------------------------------------------------------ */
+/* Single-key operations                                               */
+
+/**
+ * Store a value, replacing any previous one.
+ * @return 0; SHMKV_EKEYSIZE; SHMKV_EVALSIZE; SHMKV_EREADONLY; -ENOSPC when
+ *   the disk or /dev/shm is full; SHMKV_EFULL when the reserve is reached.
+ *   On error the store is unchanged.
+ */
+SHMKV_API int shmkv_set(shmkv_db *db, const void *key, size_t klen,
+              const void *val, size_t vlen, shmkv_kind kind);
+
+/**
+ * Copy a value out.
+ * @param buf,cap  destination (buf may be NULL when cap is 0).
+ * @param vlen     receives the value's size (also on SHMKV_EBUFSIZE).
+ * @param kind     receives the kind tag; may be NULL.
+ * @return 0; SHMKV_ENOTFOUND; SHMKV_EBUFSIZE; SHMKV_EKEYSIZE.
+ */
+SHMKV_API int shmkv_get(shmkv_db *db, const void *key, size_t klen,
+              void *buf, size_t cap, size_t *vlen, shmkv_kind *kind);
+
+/**
+ * Delete a key.
+ * @param existed  receives 1 if the key was there, 0 if not; may be NULL.
+ * @return 0 (whether or not the key existed); SHMKV_EKEYSIZE; SHMKV_EREADONLY.
+ */
+SHMKV_API int shmkv_delete(shmkv_db *db, const void *key, size_t klen, int *existed);
+
+/** @return 1 if the key exists, 0 if not, or a negative code. */
+SHMKV_API int shmkv_exists(shmkv_db *db, const void *key, size_t klen);
+
+/** Number of keys, read without locks in O(segments). Never fails. */
+SHMKV_API uint64_t shmkv_size(shmkv_db *db);
+
+/** Remove every key. @return 0; SHMKV_EREADONLY. */
+SHMKV_API int shmkv_clear(shmkv_db *db);
+
+/* ------------------------------------------------------------------ */
+/* Atomic read-modify-write: each runs under one segment lock.         */
+
+/**
+ * Add delta to a signed 64-bit integer stored as decimal text. A missing
+ * key counts as 0 and is created with the given kind.
+ * @param result  receives the new value; may be NULL.
+ * @return 0; SHMKV_ENOTINT when the stored value is not a decimal integer;
+ *   SHMKV_EOVERFLOW; plus the errors of shmkv_set(). On error nothing changes.
+ */
+SHMKV_API int shmkv_incr(shmkv_db *db, const void *key, size_t klen, int64_t delta,
+               shmkv_kind kind, int64_t *result);
+
+/**
+ * Compare-and-swap. Replace the value with (val, vlen, kind) only if the
+ * stored bytes equal (expect, elen) - or, when expect is NULL, only if the
+ * key is absent.
+ * @param swapped receives 1 when the value was replaced, else 0.
+ * @return 0 whether or not it swapped; errors as shmkv_set().
+ */
+SHMKV_API int shmkv_cas(shmkv_db *db, const void *key, size_t klen,
+              const void *expect, size_t elen,
+              const void *val, size_t vlen, shmkv_kind kind, int *swapped);
+
+/**
+ * Store only if the key is absent.
+ * @param stored receives 1 when stored, 0 when the key already existed.
+ */
+SHMKV_API int shmkv_set_if_absent(shmkv_db *db, const void *key, size_t klen,
+                        const void *val, size_t vlen, shmkv_kind kind,
+                        int *stored);
+
+/**
+ * Return the existing value, or store (val, vlen, kind) and return it.
+ * @param loaded receives 1 when an existing value was returned, 0 when the
+ *   given value was stored (and copied to buf).
+ * @return 0; SHMKV_EBUFSIZE (nothing stored, *outlen set); errors as set.
+ */
+SHMKV_API int shmkv_get_or_set(shmkv_db *db, const void *key, size_t klen,
+                     const void *val, size_t vlen, shmkv_kind kind,
+                     void *buf, size_t cap, size_t *outlen,
+                     shmkv_kind *outkind, int *loaded);
+
+/**
+ * Store a value and return the one it replaced.
+ * @param loaded receives 1 when there was a previous value (copied to buf).
+ * @return 0; SHMKV_EBUFSIZE when the previous value does not fit (nothing
+ *   is stored, *outlen says what is needed); errors as set.
+ */
+SHMKV_API int shmkv_swap(shmkv_db *db, const void *key, size_t klen,
+               const void *val, size_t vlen, shmkv_kind kind,
+               void *buf, size_t cap, size_t *outlen,
+               shmkv_kind *outkind, int *loaded);
+
+/**
+ * Delete only if the stored bytes equal (expect, elen).
+ * @param deleted receives 1 when deleted.
+ */
+SHMKV_API int shmkv_compare_and_delete(shmkv_db *db, const void *key, size_t klen,
+                             const void *expect, size_t elen, int *deleted);
+
+/* ------------------------------------------------------------------ */
+/* Key index: listing and sampling                                     */
+
+/**
+ * Called once per listed key, in key order. Pointers are valid only during
+ * the call. Return 0 to go on, non-zero to stop (shmkv_list returns it).
+ */
+typedef int (*shmkv_list_fn)(void *ctx, const void *key, size_t klen,
+                             const void *val, size_t vlen, shmkv_kind kind);
+
+/** What shmkv_list() hands to its callback. */
+#define SHMKV_LIST_KEYS_ONLY 0x01u /**< val is NULL and vlen 0 */
+
+/**
+ * Visit the keys that start with prefix, in key order, at most limit of
+ * them (0: no limit). With key tracking this costs O(log n + k); without,
+ * a scan of every segment plus a sort of the matches. Keys written while
+ * the listing runs may or may not be seen; each visited (key, value) pair
+ * was current at one moment.
+ * @return 0; the callback's non-zero return; -ENOMEM.
+ */
+SHMKV_API int shmkv_list(shmkv_db *db, const void *prefix, size_t plen, uint64_t limit,
+               unsigned flags, shmkv_list_fn fn, void *ctx);
+
+/**
+ * Copy out one key chosen uniformly among those that start with prefix
+ * (plen 0: among all keys).
+ * @param buf,cap  destination for the key; klen receives its length.
+ * @return 0; SHMKV_ENOTFOUND when no key matches; SHMKV_EBUFSIZE.
+ * With key tracking: O(1) without a prefix, O(log n) with one. Without:
+ * two passes over the segments.
+ */
+SHMKV_API int shmkv_random_key(shmkv_db *db, const void *prefix, size_t plen,
+                     void *buf, size_t cap, size_t *klen);
+
+/**
+ * Rebuild the key index from the hash table (a no-op returning 0 without
+ * key tracking). Takes every segment lock, so it stops writers for O(n).
+ */
+SHMKV_API int shmkv_rebuild_index(shmkv_db *db);
+
+/* ------------------------------------------------------------------ */
+/* Introspection                                                       */
+
+/** Fill *info. @return 0. */
+SHMKV_API int shmkv_stat(shmkv_db *db, shmkv_info *info);
+
+/** Message for any code this library returns (including -errno). */
+SHMKV_API const char *shmkv_strerror(int err);
+
+/** "MAJOR.MINOR.PATCH" */
+SHMKV_API const char *shmkv_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SHMKV_H */
