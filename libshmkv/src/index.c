@@ -1,0 +1,594 @@
+/*
+ * index.c - the key index: a counted B+tree over copies of the keys, plus a
+ * dense array of the same keys for O(1) uniform sampling.
+ *
+ * Everything lives in the region and is reached through offsets only. The
+ * caller holds the index lock. A process killed in here leaves the index
+ * dirty and the next locker rebuilds it from the tables, so nothing below
+ * needs to be crash-consistent; it only has to be correct and to leave the
+ * index untouched when an allocation fails.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#define BT_MAX   (SHMKV__BT_SLOTS - 1) /* entries a node keeps at rest */
+#define BT_MIN   8u                    /* below this a node tries to merge */
+#define BT_FILL  24u                   /* entries per node in a bulk load */
+/* Height only grows when the root splits, which takes ~15^h inserts, so 32
+ * levels cannot be reached; the bound just sizes the path stacks. */
+#define BT_DEPTH 32
+
+typedef struct {
+    uint64_t node;
+    uint32_t i;
+} bt_step;
+
+/* A key being searched for, with its prefix word computed once. */
+typedef struct {
+    const unsigned char *k;
+    size_t len;
+    uint64_t pfx;
+} skey;
+
+/* A prefix test: mask keeps the prefix's bytes of a pfx word. */
+typedef struct {
+    const unsigned char *p;
+    size_t len;
+    uint64_t pfx;
+    uint64_t mask;
+} spfx;
+
+/* True for a monotone run of entries at the start of every node: the keys
+ * "below" the thing searched for. */
+typedef bool (*below_fn)(shmkv__map *m, const shmkv__bt_ent *e, const void *arg);
+
+static inline shmkv__bt_node *node_at(shmkv__map *m, uint64_t off)
+{
+    return (shmkv__bt_node *)SHMKV__P(m, off);
+}
+
+static inline shmkv__kblob *blob_at(shmkv__map *m, uint64_t off)
+{
+    return (shmkv__kblob *)SHMKV__P(m, off);
+}
+
+static inline shmkv__karr *karr_of(shmkv__map *m, shmkv__idx *idx)
+{
+    return (shmkv__karr *)SHMKV__P(m, idx->karr);
+}
+
+static skey mkkey(const void *key, size_t klen)
+{
+    return (skey){ key, klen, shmkv__pfx(key, klen) };
+}
+
+/* Sign of (entry key - s). The blob is only read when the prefix words tie. */
+static int ent_cmp(shmkv__map *m, const shmkv__bt_ent *e, const skey *s)
+{
+    if (e->pfx != s->pfx)
+        return e->pfx < s->pfx ? -1 : 1;
+    const shmkv__kblob *kb = blob_at(m, e->key);
+    return shmkv__keycmp(kb->key, kb->klen, s->k, s->len);
+}
+
+static bool below_lt(shmkv__map *m, const shmkv__bt_ent *e, const void *arg)
+{
+    return ent_cmp(m, e, arg) < 0;
+}
+
+static bool below_le(shmkv__map *m, const shmkv__bt_ent *e, const void *arg)
+{
+    return ent_cmp(m, e, arg) <= 0;
+}
+
+/* Keys before the end of the prefix's range: smaller than the prefix, or
+ * starting with it. Counting these equals the rank of the prefix's
+ * successor string without having to build it (and gives n when there is
+ * none). For prefixes of at most 8 bytes the masked prefix words decide
+ * alone: a key whose bytes run out inside the mask is a proper prefix of
+ * the prefix, hence smaller. */
+static bool below_pfx(shmkv__map *m, const shmkv__bt_ent *e, const void *arg)
+{
+    const spfx *p = arg;
+    uint64_t a = e->pfx & p->mask;
+    if (a != p->pfx)
+        return a < p->pfx;
+    if (p->len <= 8)
+        return true;
+    const shmkv__kblob *kb = blob_at(m, e->key);
+    if (kb->klen >= p->len && memcmp(kb->key, p->p, p->len) == 0)
+        return true;
+    return shmkv__keycmp(kb->key, kb->klen, p->p, p->len) < 0;
+}
+
+/* Number of leading entries of nd for which below holds (binary search:
+ * keys with a long common prefix make each comparison read a blob). */
+static uint32_t nbelow(shmkv__map *m, const shmkv__bt_node *nd, below_fn below,
+                       const void *arg)
+{
+    uint32_t lo = 0, hi = nd->n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (below(m, &nd->e[mid], arg))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static uint64_t node_sum(const shmkv__bt_node *nd)
+{
+    if (nd->leaf)
+        return nd->n;
+    uint64_t s = 0;
+    for (uint32_t i = 0; i < nd->n; i++)
+        s += nd->e[i].count;
+    return s;
+}
+
+/* Make the parent's entry for a child describe it again. */
+static void ent_refresh(shmkv__map *m, shmkv__bt_ent *pe)
+{
+    const shmkv__bt_node *c = node_at(m, pe->child);
+    pe->pfx = c->e[0].pfx;
+    pe->key = c->e[0].key;
+}
+
+static void ent_insert(shmkv__bt_node *nd, uint32_t at, const shmkv__bt_ent *e)
+{
+    memmove(&nd->e[at + 1], &nd->e[at], (nd->n - at) * sizeof(nd->e[0]));
+    nd->e[at] = *e;
+    nd->n++;
+}
+
+static void ent_delete(shmkv__bt_node *nd, uint32_t at)
+{
+    memmove(&nd->e[at], &nd->e[at + 1], (nd->n - at - 1) * sizeof(nd->e[0]));
+    nd->n--;
+}
+
+static int node_alloc(shmkv__map *m, shmkv__idx *idx, uint64_t *off)
+{
+    return shmkv__alloc_block(m, &idx->alloc, SHMKV__OWNER_INDEX,
+                              sizeof(shmkv__bt_node), off);
+}
+
+static void node_init(shmkv__map *m, uint64_t off, bool leaf)
+{
+    shmkv__bt_node *nd = node_at(m, off);
+    nd->leaf = leaf;
+    nd->n = 0;
+    nd->pad = 0;
+}
+
+/* Move the upper half of an overfull node into the fresh node at right. */
+static void node_split(shmkv__map *m, shmkv__bt_node *nd, uint64_t right)
+{
+    shmkv__bt_node *r = node_at(m, right);
+    uint32_t keep = nd->n / 2;
+    node_init(m, right, nd->leaf);
+    r->n = nd->n - keep;
+    memcpy(r->e, &nd->e[keep], r->n * sizeof(nd->e[0]));
+    nd->n = keep;
+}
+
+/* Descend towards the key, recording at each level the entry taken (at the
+ * leaf: the number of entries below). Returns the depth of the leaf. */
+static int descend(shmkv__map *m, below_fn below, const void *arg, bt_step *st)
+{
+    uint64_t off = shmkv__idx_of(m)->root;
+    for (int d = 0; d < BT_DEPTH; d++) {
+        const shmkv__bt_node *nd = node_at(m, off);
+        uint32_t c = nbelow(m, nd, below, arg);
+        st[d].node = off;
+        if (nd->leaf) {
+            st[d].i = c;
+            return d;
+        }
+        st[d].i = c ? c - 1 : 0;
+        off = nd->e[st[d].i].child;
+    }
+    return -1;
+}
+
+static uint64_t count_below(shmkv__map *m, below_fn below, const void *arg)
+{
+    uint64_t off = shmkv__idx_of(m)->root, r = 0;
+    while (off) {
+        const shmkv__bt_node *nd = node_at(m, off);
+        uint32_t c = nbelow(m, nd, below, arg);
+        if (nd->leaf)
+            return r + c;
+        if (c == 0)
+            return r;
+        for (uint32_t i = 0; i + 1 < c; i++)
+            r += nd->e[i].count;
+        off = nd->e[c - 1].child;
+    }
+    return r;
+}
+
+/* Descend to the key of rank r (< n) by counts. Returns the leaf's depth. */
+static int descend_rank(shmkv__map *m, uint64_t r, bt_step *st)
+{
+    uint64_t off = shmkv__idx_of(m)->root;
+    for (int d = 0; d < BT_DEPTH; d++) {
+        const shmkv__bt_node *nd = node_at(m, off);
+        st[d].node = off;
+        if (nd->leaf) {
+            st[d].i = (uint32_t)r;
+            return d;
+        }
+        uint32_t i = 0;
+        while (i + 1 < nd->n && r >= nd->e[i].count)
+            r -= nd->e[i++].count;
+        st[d].i = i;
+        off = nd->e[i].child;
+    }
+    return -1;
+}
+
+int shmkv__idx_insert(shmkv__map *m, const void *key, size_t klen)
+{
+    shmkv__idx *idx = shmkv__idx_of(m);
+    shmkv__karr *ka = idx->karr ? karr_of(m, idx) : NULL;
+    skey s = mkkey(key, klen);
+    bt_step st[BT_DEPTH];
+    uint64_t blob, newarr = 0, nodes[BT_DEPTH + 1];
+    int d = -1, need = 1, got = 0, rc;
+
+    if (idx->root) {
+        if ((d = descend(m, below_lt, &s, st)) < 0)
+            return SHMKV_ECORRUPT;
+        /* A split climbs only through full nodes; past the root it needs a
+         * new root too. */
+        need = 0;
+        for (int l = d; l >= 0 && node_at(m, st[l].node)->n == BT_MAX; l--)
+            need++;
+        if (need == d + 1)
+            need++;
+    }
+
+    if (idx->n >= UINT32_MAX)
+        return SHMKV_EFULL; /* kblob.pos is 32 bits */
+    if ((rc = shmkv__alloc_block(m, &idx->alloc, SHMKV__OWNER_INDEX,
+                                 sizeof(shmkv__kblob) + klen, &blob)) < 0)
+        return rc;
+    uint64_t cap = ka ? ka->cap : 0;
+    if (idx->n == cap) {
+        cap = cap ? cap * 2 : 16;
+        rc = shmkv__alloc_block(m, &idx->alloc, SHMKV__OWNER_INDEX,
+                                sizeof(shmkv__karr) + cap * sizeof(uint64_t), &newarr);
+        if (rc < 0)
+            newarr = 0;
+    }
+    while (rc == 0 && got < need)
+        if ((rc = node_alloc(m, idx, &nodes[got])) == 0)
+            got++;
+    if (rc < 0) {
+        while (got > 0)
+            shmkv__free_block(m, &idx->alloc, nodes[--got]);
+        if (newarr)
+            shmkv__free_block(m, &idx->alloc, newarr);
+        shmkv__free_block(m, &idx->alloc, blob);
+        return rc;
+    }
+
+    shmkv__kblob *kb = blob_at(m, blob);
+    kb->klen = (uint32_t)klen;
+    kb->pos = (uint32_t)idx->n;
+    memcpy(kb->key, key, klen);
+    shmkv__bt_ent ent = { s.pfx, blob, 0, 1 };
+    got = 0;
+
+    if (!idx->root) {
+        node_init(m, nodes[got], true);
+        ent_insert(node_at(m, nodes[got]), 0, &ent);
+        idx->root = nodes[got++];
+    } else {
+        shmkv__bt_node *leaf = node_at(m, st[d].node);
+        uint64_t sib = 0;
+        ent_insert(leaf, st[d].i, &ent);
+        if (leaf->n > BT_MAX)
+            node_split(m, leaf, sib = nodes[got++]);
+        for (int l = d - 1; l >= 0; l--) {
+            shmkv__bt_node *p = node_at(m, st[l].node);
+            shmkv__bt_ent *pe = &p->e[st[l].i];
+            pe->count = sib ? node_sum(node_at(m, pe->child)) : pe->count + 1;
+            ent_refresh(m, pe);
+            if (sib) {
+                shmkv__bt_ent se = { 0, 0, sib, node_sum(node_at(m, sib)) };
+                ent_refresh(m, &se);
+                ent_insert(p, st[l].i + 1, &se);
+                sib = 0;
+                if (p->n > BT_MAX)
+                    node_split(m, p, sib = nodes[got++]);
+            }
+        }
+        if (sib) {
+            uint64_t old = idx->root, nr = nodes[got++];
+            shmkv__bt_ent a = { 0, 0, old, node_sum(node_at(m, old)) };
+            shmkv__bt_ent b = { 0, 0, sib, node_sum(node_at(m, sib)) };
+            node_init(m, nr, false);
+            ent_refresh(m, &a);
+            ent_refresh(m, &b);
+            ent_insert(node_at(m, nr), 0, &a);
+            ent_insert(node_at(m, nr), 1, &b);
+            idx->root = nr;
+        }
+    }
+    /* Counted exactly, but a miscount must not leak. */
+    while (got < need)
+        shmkv__free_block(m, &idx->alloc, nodes[got++]);
+
+    SHMKV__HOOK("idx.insert.mid");
+
+    if (newarr) {
+        shmkv__karr *na = (shmkv__karr *)SHMKV__P(m, newarr);
+        na->cap = cap;
+        if (ka)
+            memcpy(na->off, ka->off, idx->n * sizeof(uint64_t));
+        uint64_t old = idx->karr;
+        idx->karr = newarr;
+        if (old)
+            shmkv__free_block(m, &idx->alloc, old);
+        ka = na;
+    }
+    ka->off[idx->n++] = blob;
+    return 0;
+}
+
+/* Fold the right neighbour of entry j into entry j's child. */
+static void node_merge(shmkv__map *m, shmkv__idx *idx, shmkv__bt_node *p, uint32_t j)
+{
+    shmkv__bt_node *l = node_at(m, p->e[j].child);
+    uint64_t roff = p->e[j + 1].child;
+    shmkv__bt_node *r = node_at(m, roff);
+    memcpy(&l->e[l->n], r->e, r->n * sizeof(r->e[0]));
+    l->n += r->n;
+    p->e[j].count += p->e[j + 1].count;
+    ent_delete(p, j + 1);
+    shmkv__free_block(m, &idx->alloc, roff);
+}
+
+int shmkv__idx_remove(shmkv__map *m, const void *key, size_t klen)
+{
+    shmkv__idx *idx = shmkv__idx_of(m);
+    skey s = mkkey(key, klen);
+    bt_step st[BT_DEPTH];
+    int d;
+
+    if (!idx->root)
+        return 0;
+    if ((d = descend(m, below_le, &s, st)) < 0)
+        return SHMKV_ECORRUPT;
+    shmkv__bt_node *leaf = node_at(m, st[d].node);
+    if (st[d].i == 0 || ent_cmp(m, &leaf->e[st[d].i - 1], &s) != 0)
+        return 0;
+    uint32_t pos = st[d].i - 1;
+    uint64_t blob = leaf->e[pos].key;
+    ent_delete(leaf, pos);
+
+    for (int l = d - 1; l >= 0; l--) {
+        shmkv__bt_node *p = node_at(m, st[l].node);
+        uint32_t i = st[l].i;
+        shmkv__bt_node *c = node_at(m, p->e[i].child);
+        if (c->n == 0) {
+            shmkv__free_block(m, &idx->alloc, p->e[i].child);
+            ent_delete(p, i);
+            continue;
+        }
+        p->e[i].count--;
+        ent_refresh(m, &p->e[i]);
+        if (c->n >= BT_MIN)
+            continue;
+        if (i > 0 && node_at(m, p->e[i - 1].child)->n + c->n <= BT_MAX)
+            node_merge(m, idx, p, i - 1);
+        else if (i + 1 < p->n && node_at(m, p->e[i + 1].child)->n + c->n <= BT_MAX)
+            node_merge(m, idx, p, i);
+    }
+    shmkv__bt_node *r = node_at(m, idx->root);
+    if (r->n == 0) {
+        shmkv__free_block(m, &idx->alloc, idx->root);
+        idx->root = 0;
+    } else {
+        while (!r->leaf && r->n == 1) {
+            uint64_t old = idx->root;
+            idx->root = r->e[0].child;
+            shmkv__free_block(m, &idx->alloc, old);
+            r = node_at(m, idx->root);
+        }
+    }
+
+    SHMKV__HOOK("idx.remove.mid");
+
+    shmkv__karr *ka = karr_of(m, idx);
+    uint32_t at = blob_at(m, blob)->pos;
+    uint64_t last = ka->off[--idx->n];
+    ka->off[at] = last;
+    blob_at(m, last)->pos = at;
+    shmkv__free_block(m, &idx->alloc, blob);
+    return 0;
+}
+
+uint64_t shmkv__idx_rank(shmkv__map *m, const void *key, size_t klen)
+{
+    skey s = mkkey(key, klen);
+    return count_below(m, below_lt, &s);
+}
+
+uint64_t shmkv__idx_select(shmkv__map *m, uint64_t r)
+{
+    bt_step st[BT_DEPTH];
+    if (r >= shmkv__idx_of(m)->n)
+        return 0;
+    int d = descend_rank(m, r, st);
+    if (d < 0)
+        return 0;
+    return node_at(m, st[d].node)->e[st[d].i].key;
+}
+
+uint64_t shmkv__idx_prefix_end(shmkv__map *m, const void *prefix, size_t plen)
+{
+    if (plen == 0)
+        return shmkv__idx_of(m)->n;
+    spfx p = { prefix, plen, 0, ~0ull };
+    if (plen < 8)
+        p.mask <<= 64 - 8 * plen;
+    p.pfx = shmkv__pfx(prefix, plen) & p.mask;
+    return count_below(m, below_pfx, &p);
+}
+
+int shmkv__idx_walk(shmkv__map *m, uint64_t from, const void *prefix, size_t plen,
+                    uint64_t limit, shmkv__idx_visit_fn fn, void *ctx)
+{
+    bt_step st[BT_DEPTH];
+    uint64_t seen = 0;
+    if (from >= shmkv__idx_of(m)->n)
+        return 0;
+    int d = descend_rank(m, from, st);
+    if (d < 0)
+        return SHMKV_ECORRUPT;
+    for (;;) {
+        const shmkv__bt_node *leaf = node_at(m, st[d].node);
+        const shmkv__kblob *kb = blob_at(m, leaf->e[st[d].i].key);
+        if (plen && (kb->klen < plen || memcmp(kb->key, prefix, plen) != 0))
+            return 0;
+        int rc = fn(ctx, kb);
+        if (rc)
+            return rc;
+        if (limit && ++seen == limit)
+            return 0;
+        if (++st[d].i < leaf->n)
+            continue;
+        /* Leaf done: climb to the first ancestor with a next child, then
+         * take the leftmost path below it. All leaves sit at depth d. */
+        int l = d - 1;
+        while (l >= 0 && ++st[l].i >= node_at(m, st[l].node)->n)
+            l--;
+        if (l < 0)
+            return 0;
+        for (l++; l <= d; l++) {
+            st[l].node = node_at(m, st[l - 1].node)->e[st[l - 1].i].child;
+            st[l].i = 0;
+        }
+    }
+}
+
+static int blob_qcmp(const void *a, const void *b, void *arg)
+{
+    shmkv__map *m = arg;
+    const shmkv__kblob *x = blob_at(m, *(const uint64_t *)a);
+    const shmkv__kblob *y = blob_at(m, *(const uint64_t *)b);
+    return shmkv__keycmp(x->key, x->klen, y->key, y->klen);
+}
+
+/* Build one tree level over items[0..n): blob offsets for the leaves, node
+ * offsets above. The new nodes' offsets overwrite items from the front,
+ * which is safe because node j reads only items at or past j. Entries are
+ * spread evenly so that no node of a level is left nearly empty. */
+static int build_level(shmkv__map *m, shmkv__idx *idx, uint64_t *items, uint64_t n,
+                       bool leaf, uint64_t *nout)
+{
+    uint64_t groups = (n + BT_FILL - 1) / BT_FILL;
+    for (uint64_t g = 0; g < groups; g++) {
+        uint64_t a = n * g / groups, b = n * (g + 1) / groups, off;
+        int rc = node_alloc(m, idx, &off);
+        if (rc < 0)
+            return rc;
+        node_init(m, off, leaf);
+        shmkv__bt_node *nd = node_at(m, off);
+        for (uint64_t i = a; i < b; i++) {
+            shmkv__bt_ent *e = &nd->e[nd->n++];
+            if (leaf) {
+                const shmkv__kblob *kb = blob_at(m, items[i]);
+                *e = (shmkv__bt_ent){ shmkv__pfx(kb->key, kb->klen), items[i], 0, 1 };
+            } else {
+                *e = (shmkv__bt_ent){ 0, 0, items[i], node_sum(node_at(m, items[i])) };
+                ent_refresh(m, e);
+            }
+        }
+        items[g] = off;
+    }
+    *nout = groups;
+    return 0;
+}
+
+int shmkv__idx_rebuild(shmkv__map *m)
+{
+    shmkv__hdr *h = SHMKV__HDR(m);
+    shmkv__idx *idx = shmkv__idx_of(m);
+    uint64_t n = 0, k = 0, *items = NULL;
+    int rc = 0;
+
+    /* Until the end, a failure or a crash must leave the index marked. */
+    atomic_store(&idx->dirty, 1);
+    shmkv__alloc_reset(m, &idx->alloc, SHMKV__OWNER_INDEX);
+    idx->root = idx->karr = idx->n = 0;
+
+    for (uint32_t i = 0; i < h->nseg; i++) {
+        uint64_t t = atomic_load(&shmkv__seg_at(m, i)->table);
+        if (!t)
+            continue;
+        shmkv__table *tb = SHMKV__P(m, t);
+        for (uint64_t j = 0; j < tb->cap; j++)
+            n += SHMKV__SLOT_LIVE(atomic_load(&tb->slot[j]));
+    }
+    if (n == 0)
+        goto done;
+    if (n > UINT32_MAX)
+        return SHMKV_ECORRUPT; /* kblob.pos is 32 bits */
+    if (!(items = malloc(n * sizeof(*items))))
+        return -ENOMEM;
+
+    for (uint32_t i = 0; i < h->nseg && k < n; i++) {
+        uint64_t t = atomic_load(&shmkv__seg_at(m, i)->table);
+        if (!t)
+            continue;
+        shmkv__table *tb = SHMKV__P(m, t);
+        for (uint64_t j = 0; j < tb->cap && k < n; j++) {
+            uint64_t w = atomic_load(&tb->slot[j]);
+            if (!SHMKV__SLOT_LIVE(w))
+                continue;
+            const shmkv__entry *en = SHMKV__P(m, SHMKV__SLOT_OFF(w));
+            if ((rc = shmkv__alloc_block(m, &idx->alloc, SHMKV__OWNER_INDEX,
+                                         sizeof(shmkv__kblob) + en->klen, &items[k])) < 0)
+                goto out;
+            shmkv__kblob *kb = blob_at(m, items[k]);
+            kb->klen = en->klen;
+            memcpy(kb->key, en->data, en->klen);
+            k++;
+        }
+    }
+    n = k;
+    qsort_r(items, n, sizeof(*items), blob_qcmp, m);
+
+    uint64_t cap = 16, arr;
+    while (cap < n)
+        cap *= 2;
+    if ((rc = shmkv__alloc_block(m, &idx->alloc, SHMKV__OWNER_INDEX,
+                                 sizeof(shmkv__karr) + cap * sizeof(uint64_t), &arr)) < 0)
+        goto out;
+    shmkv__karr *ka = (shmkv__karr *)SHMKV__P(m, arr);
+    ka->cap = cap;
+    for (uint64_t i = 0; i < n; i++) {
+        ka->off[i] = items[i];
+        blob_at(m, items[i])->pos = (uint32_t)i;
+    }
+
+    bool leaf = true;
+    for (k = n; leaf || k > 1; leaf = false)
+        if ((rc = build_level(m, idx, items, k, leaf, &k)) < 0)
+            goto out;
+    idx->root = items[0];
+    idx->karr = arr;
+    idx->n = n;
+done:
+    atomic_store(&idx->dirty, 0);
+out:
+    free(items);
+    return rc;
+}
