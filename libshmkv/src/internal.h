@@ -289,11 +289,17 @@ int shmkv__mutex_init(pthread_mutex_t *mu);
 /* Take a segment lock; repairs the segment if its owner died. */
 int shmkv__seg_lock(shmkv__map *m, shmkv__seg *s);
 void shmkv__seg_unlock(shmkv__seg *s);
-/* Take the index lock. Returns 0 when the index is usable, SHMKV__RESTART
- * when it had to be rebuilt (all locks were dropped and retaken: the caller
- * must release what it holds and start over), or a negative code. */
+/* Take the index lock; `held` is the segment lock the caller holds, or
+ * NULL. Returns 0 when the index is usable. When the index needed a rebuild
+ * (its last owner died, or it is marked dirty) this drops the index lock
+ * and `held`, rebuilds under every lock, and returns SHMKV__RESTART: the
+ * caller holds nothing and must start its operation over. On a negative
+ * return the caller also holds nothing. */
 #define SHMKV__RESTART 1
 int shmkv__idx_lock(shmkv__map *m, shmkv__seg *held);
+/* Take the index lock without the dirty check (for clear and rebuild,
+ * which run with every segment lock already held). */
+int shmkv__idx_lock_raw(shmkv__map *m);
 void shmkv__idx_unlock(shmkv__map *m);
 int shmkv__lock_all(shmkv__map *m);   /* every segment, in order */
 void shmkv__unlock_all(shmkv__map *m);
@@ -311,6 +317,15 @@ extern void (*shmkv__test_hook)(const char *point);
 int shmkv__seg_recover(shmkv__map *m, shmkv__seg *s);
 /* Drop every entry of a segment (caller holds its lock). */
 int shmkv__seg_clear(shmkv__map *m, shmkv__seg *s);
+/* Call fn for the payload offset of every live entry (caller holds the
+ * segment lock); stops at fn's first non-zero return and returns it. */
+int shmkv__seg_visit(shmkv__map *m, shmkv__seg *s,
+                     int (*fn)(void *ctx, uint64_t entry_off), void *ctx);
+/* Look a key up and call fn on its entry under the segment lock; returns
+ * SHMKV_ENOTFOUND or fn's return. */
+int shmkv__get_locked_copy(shmkv_db *db, const void *key, size_t klen,
+                           int (*fn)(void *ctx, const shmkv__entry *e, shmkv_kind kind),
+                           void *ctx);
 
 /* ---- index (index.c); caller holds the index lock -------------------- */
 int shmkv__idx_insert(shmkv__map *m, const void *key, size_t klen);

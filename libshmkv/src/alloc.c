@@ -1,0 +1,215 @@
+/*
+ * alloc.c - per-owner block allocator inside the region.
+ *
+ * Each owner (a segment, or the index) carves fixed-class blocks out of its
+ * own chunks and keeps one free list per class. Nothing here is made
+ * crash-safe step by step: a dead owner's state is thrown away and rebuilt
+ * by walking its chunks (shmkv__alloc_rebuild), which is why every block
+ * carries its size and every chunk its owner.
+ */
+#include "internal.h"
+
+#include <errno.h>
+
+uint32_t shmkv__class_of(uint64_t size)
+{
+    if (size <= 256)
+        return size ? (uint32_t)((size + 15) / 16 - 1) : 0;
+    /* Four classes per power of two above 256 bytes: at most 25% waste. */
+    uint64_t s = size - 1;
+    uint32_t b = 63u - (uint32_t)__builtin_clzll(s);
+    return 16u + (b - 8u) * 4u + (uint32_t)((s >> (b - 2u)) & 3u);
+}
+
+uint64_t shmkv__class_size(uint32_t cls)
+{
+    if (cls < 16)
+        return 16ull * (cls + 1);
+    uint32_t c = cls - 16u;
+    uint32_t b = 8u + c / 4u;
+    return (uint64_t)(4u + c % 4u + 1u) << (b - 2u);
+}
+
+static inline shmkv__chunk *chunk_at(shmkv__map *m, uint64_t off)
+{
+    return (shmkv__chunk *)SHMKV__P(m, off);
+}
+
+/* Find a chunk with room for csz bytes: a spare one first, else a new one
+ * from the region. Spares that are too small stay on the list. */
+static int take_chunk(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
+                      uint64_t csz, uint64_t *out)
+{
+    uint64_t *link = &a->spare;
+    for (int tries = 0; *link && tries < 8; tries++) {
+        shmkv__chunk *c = chunk_at(m, *link);
+        if (c->size - c->used >= csz) {
+            *out = *link;
+            *link = c->next;
+            c->next = 0;
+            return 0;
+        }
+        link = &c->next;
+    }
+    /* Chunks grow with the owner so that big owners need few of them. */
+    uint64_t size = a->chunk_bytes / 4;
+    if (size < SHMKV__CHUNK_MIN)
+        size = SHMKV__CHUNK_MIN;
+    if (size > SHMKV__CHUNK_MAX)
+        size = SHMKV__CHUNK_MAX;
+    if (size < csz + SHMKV__CHUNK_HDR)
+        size = csz + SHMKV__CHUNK_HDR;
+    size = (size + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
+    int rc = shmkv__grow(m, owner, size, out);
+    if (rc)
+        return rc;
+    a->nchunks++;
+    a->chunk_bytes += size;
+    return 0;
+}
+
+int shmkv__alloc_block(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
+                       uint64_t len, uint64_t *off)
+{
+    uint64_t need = len + SHMKV__BLOCK_HDR;
+    uint32_t cls = shmkv__class_of(need);
+    if (cls >= SHMKV__NCLASS)
+        return SHMKV_EVALSIZE;
+    uint64_t csz = shmkv__class_size(cls);
+
+    uint64_t p = a->free_head[cls];
+    if (p) {
+        shmkv__block *b = shmkv__block_of(m, p);
+        a->free_head[cls] = *(uint64_t *)SHMKV__P(m, p);
+        b->flags = SHMKV__BF_USED;
+        b->kind = 0;
+        a->used_bytes += csz;
+        *off = p;
+        return 0;
+    }
+
+    shmkv__chunk *c = a->cur ? chunk_at(m, a->cur) : NULL;
+    if (!c || c->size - c->used < csz) {
+        uint64_t coff;
+        int rc = take_chunk(m, a, owner, csz, &coff);
+        if (rc)
+            return rc;
+        /* Keep the old chunk's tail usable for smaller blocks later. */
+        if (c && c->size - c->used >= 256) {
+            c->next = a->spare;
+            a->spare = a->cur;
+        }
+        a->cur = coff;
+        c = chunk_at(m, coff);
+    }
+    uint64_t boff = a->cur + c->used;
+    shmkv__block *b = (shmkv__block *)SHMKV__P(m, boff);
+    b->size = (uint32_t)csz;
+    b->cls = (uint8_t)cls;
+    b->flags = SHMKV__BF_USED;
+    b->kind = 0;
+    /* The header must exist before `used` covers it: a recovery walk
+     * trusts every block below `used`. */
+    atomic_signal_fence(memory_order_release);
+    SHMKV__HOOK("alloc.mid");
+    c->used += csz;
+    a->used_bytes += csz;
+    *off = boff + SHMKV__BLOCK_HDR;
+    return 0;
+}
+
+void shmkv__free_block(shmkv__map *m, shmkv__alloc *a, uint64_t payload)
+{
+    shmkv__block *b = shmkv__block_of(m, payload);
+    b->flags = 0;
+    *(uint64_t *)SHMKV__P(m, payload) = a->free_head[b->cls];
+    a->free_head[b->cls] = payload;
+    a->used_bytes -= b->size;
+}
+
+static void state_forget(shmkv__alloc *a)
+{
+    memset(a->free_head, 0, sizeof a->free_head);
+    a->cur = a->spare = 0;
+    a->nchunks = a->chunk_bytes = a->used_bytes = 0;
+}
+
+static void spare_push(shmkv__alloc *a, shmkv__chunk *c, uint64_t off)
+{
+    c->next = 0;
+    if (c->size - c->used >= 256) {
+        c->next = a->spare;
+        a->spare = off;
+    }
+}
+
+/* Walk the chunks of the region that belong to owner. Chunk headers are
+ * written before `top` is published and never change, so this is safe
+ * while other owners grow the region. */
+#define FOR_OWNED_CHUNK(m, owner, off, c)                                                    \
+    for (uint64_t off = SHMKV__HDR(m)->data_off,                                             \
+                  top_ = atomic_load_explicit(&SHMKV__HDR(m)->top, memory_order_acquire);   \
+         off < top_; off += chunk_at(m, off)->size)                                          \
+        for (shmkv__chunk *c = chunk_at(m, off); c; c = NULL)                                \
+            if (c->magic != SHMKV__CHUNK_MAGIC || c->size < SHMKV__PAGE ||                   \
+                c->size % SHMKV__PAGE || c->size > top_ - off)                               \
+                return SHMKV_ECORRUPT;                                                       \
+            else if (c->owner == (owner))
+
+int shmkv__alloc_rebuild(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
+{
+    state_forget(a);
+    FOR_OWNED_CHUNK(m, owner, off, c) {
+        if (c->used < SHMKV__CHUNK_HDR || c->used > c->size)
+            return SHMKV_ECORRUPT;
+        a->nchunks++;
+        a->chunk_bytes += c->size;
+        uint64_t live_end = SHMKV__CHUNK_HDR;
+        for (uint64_t b = SHMKV__CHUNK_HDR, bs; b < c->used; b += bs) {
+            shmkv__block *blk = (shmkv__block *)SHMKV__P(m, off + b);
+            bs = blk->size;
+            if (bs < 16 || bs % 16 || bs > c->used - b || blk->cls >= SHMKV__NCLASS ||
+                shmkv__class_size(blk->cls) != bs)
+                return SHMKV_ECORRUPT;
+            if (blk->flags & SHMKV__BF_MARK)
+                live_end = b + bs;
+        }
+        /* Unmarked blocks are garbage: freed ones, and ones a dead process
+         * allocated but never published. The tail past the last live block
+         * goes back to the chunk instead of onto free lists. */
+        for (uint64_t b = SHMKV__CHUNK_HDR, bs; b < live_end; b += bs) {
+            shmkv__block *blk = (shmkv__block *)SHMKV__P(m, off + b);
+            bs = blk->size;
+            if (blk->flags & SHMKV__BF_MARK) {
+                blk->flags = SHMKV__BF_USED;
+                a->used_bytes += bs;
+            } else {
+                blk->flags = 0;
+                *(uint64_t *)SHMKV__P(m, off + b + SHMKV__BLOCK_HDR) = a->free_head[blk->cls];
+                a->free_head[blk->cls] = off + b + SHMKV__BLOCK_HDR;
+            }
+        }
+        c->used = live_end;
+        spare_push(a, c, off);
+    }
+    return 0;
+}
+
+static int reset_walk(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
+{
+    state_forget(a);
+    FOR_OWNED_CHUNK(m, owner, off, c) {
+        a->nchunks++;
+        a->chunk_bytes += c->size;
+        c->used = SHMKV__CHUNK_HDR;
+        spare_push(a, c, off);
+    }
+    return 0;
+}
+
+void shmkv__alloc_reset(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
+{
+    /* A damaged chunk chain ends the walk early; what lies past it is
+     * simply not reused. */
+    (void)reset_walk(m, a, owner);
+}

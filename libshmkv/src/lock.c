@@ -1,0 +1,159 @@
+/*
+ * lock.c - robust process-shared mutexes, and the one place where a lock
+ * whose owner died is repaired.
+ *
+ * Lock order (never the reverse): segment locks in ascending number, then
+ * the index lock, then the growth lock. A lock and its critical section are
+ * always inside one library call.
+ */
+#include "internal.h"
+
+#include <errno.h>
+
+void (*shmkv__test_hook)(const char *point);
+
+int shmkv__mutex_init(pthread_mutex_t *mu)
+{
+    pthread_mutexattr_t at;
+    int rc = pthread_mutexattr_init(&at);
+    if (rc)
+        return -rc;
+    rc = pthread_mutexattr_setpshared(&at, PTHREAD_PROCESS_SHARED);
+    if (!rc)
+        rc = pthread_mutexattr_setrobust(&at, PTHREAD_MUTEX_ROBUST);
+    if (!rc)
+        rc = pthread_mutex_init(mu, &at);
+    pthread_mutexattr_destroy(&at);
+    return -rc;
+}
+
+/* Returns 0 (and *died) or a negative code. */
+static int lock_robust(pthread_mutex_t *mu, bool *died)
+{
+    int rc = pthread_mutex_lock(mu);
+    *died = false;
+    if (rc == 0)
+        return 0;
+    if (rc == EOWNERDEAD) {
+        *died = true;
+        return 0;
+    }
+    return rc == ENOTRECOVERABLE ? SHMKV_ELOCK : -rc;
+}
+
+int shmkv__seg_lock(shmkv__map *m, shmkv__seg *s)
+{
+    bool died;
+    int rc = lock_robust(&s->lock, &died);
+    if (rc || !died)
+        return rc;
+    /* The dead owner may have been anywhere between allocating and
+     * publishing; the repair must finish before anyone else sees the
+     * segment, i.e. before the mutex is marked consistent. */
+    atomic_fetch_add(&SHMKV__HDR(m)->recoveries, 1);
+    rc = shmkv__seg_recover(m, s);
+    pthread_mutex_consistent(&s->lock);
+    if (rc) {
+        pthread_mutex_unlock(&s->lock);
+        return rc;
+    }
+    return 0;
+}
+
+void shmkv__seg_unlock(shmkv__seg *s)
+{
+    pthread_mutex_unlock(&s->lock);
+}
+
+int shmkv__idx_lock_raw(shmkv__map *m)
+{
+    shmkv__idx *ix = shmkv__idx_of(m);
+    bool died;
+    int rc = lock_robust(&ix->lock, &died);
+    if (rc)
+        return rc;
+    if (died) {
+        atomic_fetch_add(&SHMKV__HDR(m)->recoveries, 1);
+        atomic_store(&ix->dirty, 1);
+        pthread_mutex_consistent(&ix->lock);
+    }
+    return 0;
+}
+
+void shmkv__idx_unlock(shmkv__map *m)
+{
+    pthread_mutex_unlock(&shmkv__idx_of(m)->lock);
+}
+
+int shmkv__lock_all(shmkv__map *m)
+{
+    uint32_t n = SHMKV__HDR(m)->nseg;
+    for (uint32_t i = 0; i < n; i++) {
+        int rc = shmkv__seg_lock(m, shmkv__seg_at(m, i));
+        if (rc) {
+            while (i--)
+                shmkv__seg_unlock(shmkv__seg_at(m, i));
+            return rc;
+        }
+    }
+    return 0;
+}
+
+void shmkv__unlock_all(shmkv__map *m)
+{
+    for (uint32_t i = SHMKV__HDR(m)->nseg; i--;)
+        shmkv__seg_unlock(shmkv__seg_at(m, i));
+}
+
+/* Rebuild the index under every lock. The index is only ever repaired by
+ * rebuilding it from the tables: a dead index owner may have left the tree
+ * half split, and a rebuild is simpler to trust than a roll-back. */
+static int rebuild_all(shmkv__map *m)
+{
+    int rc = shmkv__lock_all(m);
+    if (rc)
+        return rc;
+    rc = shmkv__idx_lock_raw(m);
+    if (!rc) {
+        rc = shmkv__idx_rebuild(m);
+        shmkv__idx_unlock(m);
+    }
+    shmkv__unlock_all(m);
+    return rc;
+}
+
+int shmkv__idx_lock(shmkv__map *m, shmkv__seg *held)
+{
+    int rc = shmkv__idx_lock_raw(m);
+    if (rc) {
+        if (held)
+            shmkv__seg_unlock(held);
+        return rc;
+    }
+    if (!atomic_load(&shmkv__idx_of(m)->dirty))
+        return 0;
+    /* Rebuilding needs every segment lock, which may not be taken while
+     * holding the index lock or a higher segment: drop everything. */
+    shmkv__idx_unlock(m);
+    if (held)
+        shmkv__seg_unlock(held);
+    rc = rebuild_all(m);
+    return rc ? rc : SHMKV__RESTART;
+}
+
+int shmkv__grow_lock(shmkv__map *m)
+{
+    bool died;
+    pthread_mutex_t *mu = &SHMKV__HDR(m)->grow_lock;
+    int rc = lock_robust(mu, &died);
+    /* Growth publishes `top` last, after the chunk header and the
+     * fallocate: a dead grower leaves nothing to repair. */
+    if (!rc && died)
+        pthread_mutex_consistent(mu);
+    return rc;
+}
+
+void shmkv__grow_unlock(shmkv__map *m)
+{
+    pthread_mutex_unlock(&SHMKV__HDR(m)->grow_lock);
+}

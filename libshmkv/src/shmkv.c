@@ -1,0 +1,449 @@
+/*
+ * shmkv.c - the multi-key half of the public API: size, clear, list,
+ * random_key, rebuild_index, stat, and the error strings. Single-key
+ * operations live in table.c, next to the table they act on.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+const char *shmkv_version(void)
+{
+    return STR(SHMKV_VERSION_MAJOR) "." STR(SHMKV_VERSION_MINOR) "." STR(SHMKV_VERSION_PATCH);
+}
+
+const char *shmkv_strerror(int err)
+{
+    switch (err) {
+    case 0: return "success";
+    case SHMKV_ENOTFOUND: return "key not found";
+    case SHMKV_EBUFSIZE: return "buffer too small for the value";
+    case SHMKV_ENOTSTORE: return "not a shmkv store (wrong magic number; for example a BoltDB file left by xk6-kv)";
+    case SHMKV_EVERSION: return "store was written in another format version";
+    case SHMKV_EABI: return "store was created on an incompatible platform (endianness, word or mutex size)";
+    case SHMKV_EINCOMPAT: return "open options conflict with the existing store's (segments, key tracking or reserve)";
+    case SHMKV_EKEYSIZE: return "key is empty or longer than " STR(SHMKV_KEY_MAX) " bytes";
+    case SHMKV_EVALSIZE: return "value is larger than 64 MiB";
+    case SHMKV_ENOTINT: return "stored value is not a decimal 64-bit integer";
+    case SHMKV_EOVERFLOW: return "increment overflows a 64-bit integer";
+    case SHMKV_EFULL: return "store reached its reserved size (open option reserve)";
+    case SHMKV_EREADONLY: return "store handle is read-only";
+    case SHMKV_ENAME: return "invalid memory store name (1-200 characters from A-Z a-z 0-9 . _ -)";
+    case SHMKV_EINVAL: return "invalid argument or option";
+    case SHMKV_ECORRUPT: return "store is truncated or damaged";
+    case SHMKV_ELOCK: return "a lock of the store could not be taken or repaired";
+    case -ENOSPC: return "no space left on the device holding the store (disk or /dev/shm full)";
+    default: break;
+    }
+    if (err < 0 && err > -4096)
+        return strerror(-err);
+    return "unknown error";
+}
+
+uint64_t shmkv_size(shmkv_db *db)
+{
+    if (!db || db->closed)
+        return 0;
+    shmkv__map *m = db->m;
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < SHMKV__HDR(m)->nseg; i++)
+        n += atomic_load_explicit(&shmkv__seg_at(m, i)->count, memory_order_relaxed);
+    return n;
+}
+
+int shmkv_clear(shmkv_db *db)
+{
+    if (!db || db->closed)
+        return SHMKV_EINVAL;
+    if (db->flags & SHMKV_RDONLY)
+        return SHMKV_EREADONLY;
+    shmkv__map *m = db->m;
+    bool track = SHMKV__HDR(m)->track_keys;
+    int rc = shmkv__lock_all(m);
+    if (rc)
+        return rc;
+    if (track && (rc = shmkv__idx_lock_raw(m)) != 0) {
+        shmkv__unlock_all(m);
+        return rc;
+    }
+    for (uint32_t i = 0; i < SHMKV__HDR(m)->nseg; i++)
+        shmkv__seg_clear(m, shmkv__seg_at(m, i));
+    if (track) {
+        shmkv__idx *ix = shmkv__idx_of(m);
+        ix->root = ix->karr = ix->n = 0;
+        shmkv__alloc_reset(m, &ix->alloc, SHMKV__OWNER_INDEX);
+        atomic_store(&ix->dirty, 0);
+        shmkv__idx_unlock(m);
+    }
+    shmkv__unlock_all(m);
+    return 0;
+}
+
+int shmkv_rebuild_index(shmkv_db *db)
+{
+    if (!db || db->closed)
+        return SHMKV_EINVAL;
+    shmkv__map *m = db->m;
+    if (!SHMKV__HDR(m)->track_keys)
+        return 0;
+    int rc = shmkv__lock_all(m);
+    if (rc)
+        return rc;
+    rc = shmkv__idx_lock_raw(m);
+    if (!rc) {
+        rc = shmkv__idx_rebuild(m);
+        shmkv__idx_unlock(m);
+    }
+    shmkv__unlock_all(m);
+    return rc;
+}
+
+int shmkv_stat(shmkv_db *db, shmkv_info *info)
+{
+    if (!db || db->closed || !info)
+        return SHMKV_EINVAL;
+    shmkv__map *m = db->m;
+    shmkv__hdr *h = SHMKV__HDR(m);
+    memset(info, 0, sizeof *info);
+    info->keys = shmkv_size(db);
+    /* Read without locks: a moment's approximation, which is all a
+     * statistic needs. */
+    for (uint32_t i = 0; i < h->nseg; i++)
+        info->used_bytes += shmkv__seg_at(m, i)->alloc.used_bytes;
+    info->used_bytes += shmkv__idx_of(m)->alloc.used_bytes + h->data_off;
+    info->file_bytes = atomic_load(&h->file_size);
+    info->reserve_bytes = h->reserve;
+    info->segments = h->nseg;
+    info->track_keys = (int)h->track_keys;
+    info->backend = (int)h->backend;
+    info->format_version = h->version;
+    for (unsigned i = 0; i < SHMKV__ATTACH_SLOTS; i++)
+        info->attached += atomic_load(&h->attach[i].pid) != 0;
+    return 0;
+}
+
+/* ---- a growable byte buffer for collecting under locks ------------------------- */
+
+typedef struct buf {
+    unsigned char *p;
+    size_t len, cap;
+} buf;
+
+static int buf_reserve(buf *b, size_t more)
+{
+    if (b->len + more <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + more)
+        cap *= 2;
+    unsigned char *p = realloc(b->p, cap);
+    if (!p)
+        return -ENOMEM;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+/* Records: [u32 klen][u32 vlen][u32 kind][key][value] */
+static int rec_put(buf *b, const void *k, uint32_t klen, const void *v, uint32_t vlen,
+                   uint32_t kind)
+{
+    int rc = buf_reserve(b, 12 + (size_t)klen + vlen);
+    if (rc)
+        return rc;
+    uint32_t h[3] = {klen, vlen, kind};
+    memcpy(b->p + b->len, h, 12);
+    memcpy(b->p + b->len + 12, k, klen);
+    if (vlen)
+        memcpy(b->p + b->len + 12 + klen, v, vlen);
+    b->len += 12 + (size_t)klen + vlen;
+    return 0;
+}
+
+static void rec_get(const unsigned char *r, uint32_t h[3], const unsigned char **k,
+                    const unsigned char **v)
+{
+    memcpy(h, r, 12);
+    *k = r + 12;
+    *v = r + 12 + h[0];
+}
+
+static bool has_prefix(const void *k, size_t klen, const void *p, size_t plen)
+{
+    return klen >= plen && (plen == 0 || memcmp(k, p, plen) == 0);
+}
+
+/* ---- list ------------------------------------------------------------------------ */
+
+typedef struct scan {
+    shmkv__map *m;
+    buf *out;
+    const void *prefix;
+    size_t plen;
+    bool keys_only;
+    uint64_t n;      /* matches seen */
+    uint64_t target; /* random_key: which match to copy out */
+    uint64_t found;  /* random_key: payload offset of the target, 0: none */
+} scan;
+
+static int collect_entry(void *ctx, uint64_t off)
+{
+    scan *sc = ctx;
+    shmkv__entry *e = (shmkv__entry *)SHMKV__P(sc->m, off);
+    if (!has_prefix(e->data, e->klen, sc->prefix, sc->plen))
+        return 0;
+    sc->n++;
+    return rec_put(sc->out, e->data, e->klen, e->data + e->klen, sc->keys_only ? 0 : e->vlen,
+                   shmkv__block_of(sc->m, off)->kind);
+}
+
+static int rec_cmp(const void *a, const void *b, void *base)
+{
+    uint32_t ha[3], hb[3];
+    const unsigned char *ka, *kb, *v;
+    rec_get((const unsigned char *)base + *(const size_t *)a, ha, &ka, &v);
+    rec_get((const unsigned char *)base + *(const size_t *)b, hb, &kb, &v);
+    return shmkv__keycmp(ka, ha[0], kb, hb[0]);
+}
+
+static int emit(buf *recs, uint64_t limit, shmkv_list_fn fn, void *ctx, unsigned flags)
+{
+    size_t n = 0;
+    for (size_t at = 0; at < recs->len; n++) {
+        uint32_t h[3];
+        const unsigned char *k, *v;
+        rec_get(recs->p + at, h, &k, &v);
+        at += 12 + (size_t)h[0] + h[1];
+    }
+    size_t *order = malloc((n ? n : 1) * sizeof *order);
+    if (!order)
+        return -ENOMEM;
+    for (size_t i = 0, at = 0; i < n; i++) {
+        uint32_t h[3];
+        const unsigned char *k, *v;
+        order[i] = at;
+        rec_get(recs->p + at, h, &k, &v);
+        at += 12 + (size_t)h[0] + h[1];
+    }
+    qsort_r(order, n, sizeof *order, rec_cmp, recs->p);
+    int rc = 0;
+    for (size_t i = 0; i < n && (!limit || i < limit) && !rc; i++) {
+        uint32_t h[3];
+        const unsigned char *k, *v;
+        rec_get(recs->p + order[i], h, &k, &v);
+        rc = fn(ctx, k, h[0], (flags & SHMKV_LIST_KEYS_ONLY) ? NULL : v, h[1], (shmkv_kind)h[2]);
+    }
+    free(order);
+    return rc;
+}
+
+/* Without the index: copy every match out segment by segment, then sort. */
+static int list_scan(shmkv_db *db, const void *prefix, size_t plen, uint64_t limit,
+                     unsigned flags, shmkv_list_fn fn, void *ctx)
+{
+    shmkv__map *m = db->m;
+    buf recs = {0};
+    scan sc = {.m = m, .out = &recs, .prefix = prefix, .plen = plen,
+               .keys_only = flags & SHMKV_LIST_KEYS_ONLY};
+    int rc = 0;
+    for (uint32_t i = 0; i < SHMKV__HDR(m)->nseg && !rc; i++) {
+        shmkv__seg *s = shmkv__seg_at(m, i);
+        if ((rc = shmkv__seg_lock(m, s)) != 0)
+            break;
+        rc = shmkv__seg_visit(m, s, collect_entry, &sc);
+        shmkv__seg_unlock(s);
+    }
+    if (!rc)
+        rc = emit(&recs, limit, fn, ctx, flags);
+    free(recs.p);
+    return rc;
+}
+
+static int collect_kblob(void *ctx, const shmkv__kblob *kb)
+{
+    return rec_put(ctx, kb->key, kb->klen, NULL, 0, 0);
+}
+
+static int copy_entry_value(void *ctx, const shmkv__entry *e, shmkv_kind kind)
+{
+    buf *b = ctx;
+    b->len = 0;
+    int rc = rec_put(b, e->data, e->klen, e->data + e->klen, e->vlen, kind);
+    return rc;
+}
+
+/* With the index: take the keys in order under the index lock, then fetch
+ * each value under its own segment lock (the index lock must not be held
+ * while taking a segment lock). A key deleted in between is skipped. */
+static int list_index(shmkv_db *db, const void *prefix, size_t plen, uint64_t limit,
+                      unsigned flags, shmkv_list_fn fn, void *ctx)
+{
+    shmkv__map *m = db->m;
+    buf keys = {0}, val = {0};
+    int rc;
+    for (;;) {
+        keys.len = 0;
+        if ((rc = shmkv__idx_lock(m, NULL)) == SHMKV__RESTART)
+            continue;
+        if (rc)
+            return rc;
+        uint64_t from = plen ? shmkv__idx_rank(m, prefix, plen) : 0;
+        rc = shmkv__idx_walk(m, from, prefix, plen, limit, collect_kblob, &keys);
+        shmkv__idx_unlock(m);
+        break;
+    }
+    for (size_t at = 0; at < keys.len && !rc;) {
+        uint32_t h[3];
+        const unsigned char *k, *v;
+        rec_get(keys.p + at, h, &k, &v);
+        at += 12 + (size_t)h[0];
+        if (flags & SHMKV_LIST_KEYS_ONLY) {
+            rc = fn(ctx, k, h[0], NULL, 0, SHMKV_KIND_BYTES);
+            continue;
+        }
+        rc = shmkv__get_locked_copy(db, k, h[0], copy_entry_value, &val);
+        if (rc == SHMKV_ENOTFOUND) {
+            rc = 0;
+            continue;
+        }
+        if (!rc) {
+            uint32_t vh[3];
+            const unsigned char *vk, *vv;
+            rec_get(val.p, vh, &vk, &vv);
+            rc = fn(ctx, vk, vh[0], vv, vh[1], (shmkv_kind)vh[2]);
+        }
+    }
+    free(keys.p);
+    free(val.p);
+    return rc;
+}
+
+int shmkv_list(shmkv_db *db, const void *prefix, size_t plen, uint64_t limit, unsigned flags,
+               shmkv_list_fn fn, void *ctx)
+{
+    if (!db || db->closed || !fn || (plen && !prefix) || (flags & ~SHMKV_LIST_KEYS_ONLY))
+        return SHMKV_EINVAL;
+    if (SHMKV__HDR(db->m)->track_keys)
+        return list_index(db, prefix, plen, limit, flags, fn, ctx);
+    return list_scan(db, prefix, plen, limit, flags, fn, ctx);
+}
+
+/* ---- random_key --------------------------------------------------------------------- */
+
+static int copy_key(const void *k, size_t klen, void *out, size_t cap, size_t *outlen)
+{
+    if (outlen)
+        *outlen = klen;
+    if (klen > cap)
+        return SHMKV_EBUFSIZE;
+    memcpy(out, k, klen);
+    return 0;
+}
+
+static int random_index(shmkv__map *m, const void *prefix, size_t plen, void *out, size_t cap,
+                        size_t *klen)
+{
+    int rc;
+    while ((rc = shmkv__idx_lock(m, NULL)) == SHMKV__RESTART)
+        ;
+    if (rc)
+        return rc;
+    shmkv__idx *ix = shmkv__idx_of(m);
+    uint64_t kb = 0;
+    if (plen == 0) {
+        if (ix->n)
+            kb = ((shmkv__karr *)SHMKV__P(m, ix->karr))->off[shmkv__rand_below(ix->n)];
+    } else {
+        uint64_t lo = shmkv__idx_rank(m, prefix, plen);
+        uint64_t hi = shmkv__idx_prefix_end(m, prefix, plen);
+        if (hi > lo)
+            kb = shmkv__idx_select(m, lo + shmkv__rand_below(hi - lo));
+    }
+    if (kb) {
+        const shmkv__kblob *b = SHMKV__P(m, kb);
+        rc = copy_key(b->key, b->klen, out, cap, klen);
+    } else {
+        rc = SHMKV_ENOTFOUND;
+    }
+    shmkv__idx_unlock(m);
+    return rc;
+}
+
+static int count_match(void *ctx, uint64_t off)
+{
+    scan *sc = ctx;
+    shmkv__entry *e = (shmkv__entry *)SHMKV__P(sc->m, off);
+    if (has_prefix(e->data, e->klen, sc->prefix, sc->plen) && sc->n++ == sc->target) {
+        sc->found = off;
+        return 1;
+    }
+    return 0;
+}
+
+/* Without the index: count the matches per segment, draw one, then walk
+ * to it. If writers changed that segment between the passes so that the
+ * draw falls off its end, draw again. */
+static int random_scan(shmkv__map *m, const void *prefix, size_t plen, void *out, size_t cap,
+                       size_t *klen)
+{
+    uint32_t nseg = SHMKV__HDR(m)->nseg;
+    uint64_t *counts = malloc(nseg * sizeof *counts);
+    if (!counts)
+        return -ENOMEM;
+    int rc = SHMKV_ENOTFOUND;
+    for (int attempt = 0; attempt < 64; attempt++) {
+        uint64_t total = 0;
+        for (uint32_t i = 0; i < nseg; i++) {
+            shmkv__seg *s = shmkv__seg_at(m, i);
+            if (plen == 0) {
+                counts[i] = atomic_load_explicit(&s->count, memory_order_relaxed);
+            } else {
+                scan sc = {.m = m, .prefix = prefix, .plen = plen, .target = UINT64_MAX};
+                if ((rc = shmkv__seg_lock(m, s)) != 0)
+                    goto out;
+                shmkv__seg_visit(m, s, count_match, &sc);
+                shmkv__seg_unlock(s);
+                counts[i] = sc.n;
+            }
+            total += counts[i];
+        }
+        if (total == 0) {
+            rc = SHMKV_ENOTFOUND;
+            break;
+        }
+        uint64_t r = shmkv__rand_below(total);
+        uint32_t i = 0;
+        while (r >= counts[i])
+            r -= counts[i++];
+        shmkv__seg *s = shmkv__seg_at(m, i);
+        scan sc = {.m = m, .prefix = prefix, .plen = plen, .target = r};
+        if ((rc = shmkv__seg_lock(m, s)) != 0)
+            break;
+        shmkv__seg_visit(m, s, count_match, &sc);
+        if (sc.found) {
+            shmkv__entry *e = (shmkv__entry *)SHMKV__P(m, sc.found);
+            rc = copy_key(e->data, e->klen, out, cap, klen);
+        }
+        shmkv__seg_unlock(s);
+        if (sc.found)
+            break;
+        rc = SHMKV_ENOTFOUND;
+    }
+out:
+    free(counts);
+    return rc;
+}
+
+int shmkv_random_key(shmkv_db *db, const void *prefix, size_t plen, void *buf, size_t cap,
+                     size_t *klen)
+{
+    if (!db || db->closed || (plen && !prefix) || (cap && !buf))
+        return SHMKV_EINVAL;
+    if (SHMKV__HDR(db->m)->track_keys)
+        return random_index(db->m, prefix, plen, buf, cap, klen);
+    return random_scan(db->m, prefix, plen, buf, cap, klen);
+}

@@ -1,0 +1,641 @@
+/*
+ * table.c - the per-segment hash table and every single-key operation.
+ *
+ * Open addressing with linear probing. A slot is one 8-byte word (tag and
+ * entry offset) and every change a reader could observe is one aligned
+ * store of a slot: a new entry is written out of place first, then
+ * published, then the old one freed. A writer killed at any point leaves
+ * either the old or the new state plus, at worst, an unreachable block that
+ * shmkv__seg_recover reclaims.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <sys/mman.h>
+
+/* Position of a key in its segment, as found under the segment lock. */
+typedef struct lookup {
+    shmkv__table *t; /* NULL: the segment has no table yet */
+    uint64_t slot;   /* where the key is, or where it would go */
+    uint64_t off;    /* entry payload when found */
+    bool found;
+    bool slot_valid; /* false when the table must grow before an insert */
+} lookup;
+
+static inline shmkv__seg *seg_for(shmkv__map *m, uint64_t h)
+{
+    return shmkv__seg_at(m, (uint32_t)(h >> 32) & (SHMKV__HDR(m)->nseg - 1));
+}
+
+static inline uint64_t slot_word(uint64_t h, uint64_t off)
+{
+    return (h & 0xffff000000000000ull) | off;
+}
+
+static inline shmkv__entry *entry_at(shmkv__map *m, uint64_t off)
+{
+    return (shmkv__entry *)SHMKV__P(m, off);
+}
+
+static void find(shmkv__map *m, shmkv__seg *s, uint64_t h, const void *key, size_t klen,
+                 lookup *lk)
+{
+    uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed);
+    lk->found = false;
+    lk->slot_valid = false;
+    lk->t = toff ? (shmkv__table *)SHMKV__P(m, toff) : NULL;
+    if (!lk->t)
+        return;
+    uint64_t mask = lk->t->cap - 1, i = h & mask, first_tomb = UINT64_MAX;
+    uint16_t tag = (uint16_t)(h >> 48);
+    for (uint64_t n = 0; n <= mask; n++, i = (i + 1) & mask) {
+        uint64_t w = atomic_load_explicit(&lk->t->slot[i], memory_order_relaxed);
+        if (w == SHMKV__SLOT_EMPTY) {
+            lk->slot = first_tomb != UINT64_MAX ? first_tomb : i;
+            lk->slot_valid = true;
+            return;
+        }
+        if (w == SHMKV__SLOT_TOMB) {
+            if (first_tomb == UINT64_MAX)
+                first_tomb = i;
+            continue;
+        }
+        if (SHMKV__SLOT_TAG(w) != tag)
+            continue;
+        shmkv__entry *e = entry_at(m, SHMKV__SLOT_OFF(w));
+        if (e->klen == klen && memcmp(e->data, key, klen) == 0) {
+            lk->found = true;
+            lk->slot = i;
+            lk->off = SHMKV__SLOT_OFF(w);
+            return;
+        }
+    }
+    if (first_tomb != UINT64_MAX) {
+        lk->slot = first_tomb;
+        lk->slot_valid = true;
+    }
+}
+
+/* ---- table growth ---------------------------------------------------------- */
+
+static int rehash(shmkv__map *m, shmkv__seg *s, uint64_t cap)
+{
+    uint64_t noff;
+    int rc = shmkv__alloc_block(m, &s->alloc, s->id, sizeof(shmkv__table) + cap * 8, &noff);
+    if (rc)
+        return rc;
+    shmkv__table *nt = (shmkv__table *)SHMKV__P(m, noff);
+    nt->cap = cap;
+    memset((void *)nt->slot, 0, cap * 8);
+    uint64_t ooff = atomic_load_explicit(&s->table, memory_order_relaxed);
+    if (ooff) {
+        shmkv__table *ot = (shmkv__table *)SHMKV__P(m, ooff);
+        for (uint64_t i = 0; i < ot->cap; i++) {
+            uint64_t w = atomic_load_explicit(&ot->slot[i], memory_order_relaxed);
+            if (!SHMKV__SLOT_LIVE(w))
+                continue;
+            shmkv__entry *e = entry_at(m, SHMKV__SLOT_OFF(w));
+            uint64_t j = shmkv__hash(e->data, e->klen) & (cap - 1);
+            while (atomic_load_explicit(&nt->slot[j], memory_order_relaxed))
+                j = (j + 1) & (cap - 1);
+            atomic_store_explicit(&nt->slot[j], w, memory_order_relaxed);
+        }
+    }
+    SHMKV__HOOK("rehash.before_publish");
+    atomic_store_explicit(&s->table, noff, memory_order_release);
+    SHMKV__HOOK("rehash.after_publish");
+    s->tombs = 0;
+    if (ooff)
+        shmkv__free_block(m, &s->alloc, ooff);
+    return 0;
+}
+
+/* Make room for one more key; keeps live + tombstones under 3/4 of the
+ * slots so probes stay short and always meet an empty slot. */
+static int ensure_room(shmkv__map *m, shmkv__seg *s, const void *key, size_t klen, uint64_t h,
+                       lookup *lk)
+{
+    uint64_t count = atomic_load_explicit(&s->count, memory_order_relaxed);
+    if (lk->t && lk->slot_valid && (count + s->tombs + 1) * 4 <= lk->t->cap * 3)
+        return 0;
+    uint64_t cap = 16;
+    while (cap < (count + 1) * 2)
+        cap *= 2;
+    int rc = rehash(m, s, cap);
+    if (rc)
+        return rc;
+    find(m, s, h, key, klen, lk);
+    return 0;
+}
+
+/* ---- writes ----------------------------------------------------------------- */
+
+/* One single-key operation in progress: its segment lock is held while
+ * `locked`; index trouble may drop it (then the operation restarts). */
+typedef struct op {
+    shmkv_db *db;
+    shmkv__map *m;
+    shmkv__seg *s;
+    uint64_t h;
+    const void *key;
+    size_t klen;
+    lookup lk;
+    bool locked;
+} op;
+
+static void sync_range(const void *p, size_t len)
+{
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)(SHMKV__PAGE - 1);
+    uintptr_t b = (uintptr_t)p + len;
+    msync((void *)a, b - a, MS_SYNC);
+}
+
+static int entry_new(op *o, const void *val, size_t vlen, shmkv_kind kind, uint64_t *off)
+{
+    int rc = shmkv__alloc_block(o->m, &o->s->alloc, o->s->id,
+                                sizeof(shmkv__entry) + o->klen + vlen, off);
+    if (rc)
+        return rc;
+    shmkv__entry *e = entry_at(o->m, *off);
+    e->klen = (uint32_t)o->klen;
+    e->vlen = (uint32_t)vlen;
+    memcpy(e->data, o->key, o->klen);
+    if (vlen)
+        memcpy(e->data + o->klen, val, vlen);
+    shmkv__block_of(o->m, *off)->kind = (uint16_t)kind;
+    return 0;
+}
+
+static int index_enter(op *o)
+{
+    int rc = shmkv__idx_lock(o->m, o->s);
+    if (rc)
+        o->locked = false; /* RESTART or error: idx_lock dropped the segment */
+    return rc;
+}
+
+/* Store the value at the looked-up position (insert or replace). */
+static int put(op *o, const void *val, size_t vlen, shmkv_kind kind)
+{
+    shmkv__map *m = o->m;
+    shmkv__seg *s = o->s;
+    lookup *lk = &o->lk;
+    uint64_t noff;
+    int rc;
+    if (lk->found) {
+        /* The key stays, so the index does not change: no index lock. */
+        rc = entry_new(o, val, vlen, kind, &noff);
+        if (rc)
+            return rc;
+        SHMKV__HOOK("set.before_publish");
+        atomic_store_explicit(&lk->t->slot[lk->slot], slot_word(o->h, noff), memory_order_release);
+        SHMKV__HOOK("set.after_publish");
+        shmkv__free_block(m, &s->alloc, lk->off);
+    } else {
+        rc = ensure_room(m, s, o->key, o->klen, o->h, lk);
+        if (rc)
+            return rc;
+        bool track = SHMKV__HDR(m)->track_keys;
+        if (track && (rc = index_enter(o)) != 0)
+            return rc;
+        rc = entry_new(o, val, vlen, kind, &noff);
+        if (!rc && track && (rc = shmkv__idx_insert(m, o->key, o->klen)) != 0)
+            shmkv__free_block(m, &s->alloc, noff);
+        if (!rc) {
+            uint64_t old = atomic_load_explicit(&lk->t->slot[lk->slot], memory_order_relaxed);
+            SHMKV__HOOK("set.before_publish");
+            atomic_store_explicit(&lk->t->slot[lk->slot], slot_word(o->h, noff), memory_order_release);
+            SHMKV__HOOK("set.after_publish");
+            atomic_fetch_add_explicit(&s->count, 1, memory_order_relaxed);
+            if (old == SHMKV__SLOT_TOMB)
+                s->tombs--;
+        }
+        if (track)
+            shmkv__idx_unlock(m);
+        if (rc)
+            return rc;
+    }
+    if (o->db->flags & SHMKV_SYNC) {
+        sync_range(shmkv__block_of(m, noff), shmkv__block_of(m, noff)->size);
+        sync_range((const void *)&lk->t->slot[lk->slot], 8);
+    }
+    return 0;
+}
+
+static int removes(op *o)
+{
+    shmkv__map *m = o->m;
+    shmkv__seg *s = o->s;
+    lookup *lk = &o->lk;
+    bool track = SHMKV__HDR(m)->track_keys;
+    if (track) {
+        int rc = index_enter(o);
+        if (rc)
+            return rc;
+        rc = shmkv__idx_remove(m, o->key, o->klen);
+        if (rc) {
+            shmkv__idx_unlock(m);
+            return rc;
+        }
+    }
+    /* When the next slot is empty no probe runs through this one, so it can
+     * become empty instead of a tombstone. */
+    uint64_t mask = lk->t->cap - 1;
+    uint64_t next = atomic_load_explicit(&lk->t->slot[(lk->slot + 1) & mask], memory_order_relaxed);
+    uint64_t w = next == SHMKV__SLOT_EMPTY ? SHMKV__SLOT_EMPTY : SHMKV__SLOT_TOMB;
+    atomic_store_explicit(&lk->t->slot[lk->slot], w, memory_order_release);
+    SHMKV__HOOK("delete.after_publish");
+    atomic_fetch_sub_explicit(&s->count, 1, memory_order_relaxed);
+    if (w == SHMKV__SLOT_TOMB)
+        s->tombs++;
+    if (track)
+        shmkv__idx_unlock(m);
+    if (o->db->flags & SHMKV_SYNC)
+        sync_range((const void *)&lk->t->slot[lk->slot], 8);
+    shmkv__free_block(m, &s->alloc, lk->off);
+    return 0;
+}
+
+/* ---- recovery ------------------------------------------------------------- */
+
+static bool entry_sane(shmkv__map *m, uint64_t off)
+{
+    if (!shmkv__in_region(m, off - SHMKV__BLOCK_HDR, SHMKV__BLOCK_HDR + sizeof(shmkv__entry)))
+        return false;
+    shmkv__block *b = shmkv__block_of(m, off);
+    if (!(b->flags & SHMKV__BF_USED) || b->size < 16 || !shmkv__in_region(m, off - SHMKV__BLOCK_HDR, b->size))
+        return false;
+    shmkv__entry *e = entry_at(m, off);
+    return (uint64_t)e->klen + e->vlen + sizeof *e + SHMKV__BLOCK_HDR <= b->size && e->klen > 0;
+}
+
+int shmkv__seg_recover(shmkv__map *m, shmkv__seg *s)
+{
+    uint64_t toff = atomic_load(&s->table), count = 0, tombs = 0;
+    if (toff && !shmkv__in_region(m, toff - SHMKV__BLOCK_HDR, SHMKV__BLOCK_HDR + 8)) {
+        atomic_store(&s->table, 0); /* unreadable: the segment's keys are lost */
+        toff = 0;
+    }
+    if (toff) {
+        shmkv__table *t = (shmkv__table *)SHMKV__P(m, toff);
+        shmkv__block_of(m, toff)->flags |= SHMKV__BF_MARK;
+        for (uint64_t i = 0; i < t->cap; i++) {
+            uint64_t w = atomic_load(&t->slot[i]);
+            if (w == SHMKV__SLOT_TOMB) {
+                tombs++;
+            } else if (w != SHMKV__SLOT_EMPTY) {
+                if (!entry_sane(m, SHMKV__SLOT_OFF(w))) {
+                    atomic_store(&t->slot[i], SHMKV__SLOT_TOMB);
+                    tombs++;
+                    continue;
+                }
+                shmkv__block_of(m, SHMKV__SLOT_OFF(w))->flags |= SHMKV__BF_MARK;
+                count++;
+            }
+        }
+    }
+    int rc = shmkv__alloc_rebuild(m, &s->alloc, s->id);
+    atomic_store(&s->count, count);
+    s->tombs = tombs;
+    return rc;
+}
+
+int shmkv__seg_clear(shmkv__map *m, shmkv__seg *s)
+{
+    /* Unpublish the table first: if we die after this, recovery finds no
+     * live entry and frees every block. */
+    atomic_store_explicit(&s->table, 0, memory_order_release);
+    atomic_store(&s->count, 0);
+    s->tombs = 0;
+    SHMKV__HOOK("clear.mid");
+    shmkv__alloc_reset(m, &s->alloc, s->id);
+    return 0;
+}
+
+/* ---- argument checks --------------------------------------------------------- */
+
+static int check_key(shmkv_db *db, const void *key, size_t klen)
+{
+    if (!db || db->closed)
+        return SHMKV_EINVAL;
+    if (klen == 0 || klen > SHMKV_KEY_MAX || !key)
+        return SHMKV_EKEYSIZE;
+    return 0;
+}
+
+static int check_write(shmkv_db *db, const void *key, size_t klen, const void *val,
+                       size_t vlen, shmkv_kind kind)
+{
+    int rc = check_key(db, key, klen);
+    if (rc)
+        return rc;
+    if (db->flags & SHMKV_RDONLY)
+        return SHMKV_EREADONLY;
+    if (vlen > SHMKV_VALUE_MAX)
+        return SHMKV_EVALSIZE;
+    if (vlen && !val)
+        return SHMKV_EINVAL;
+    if ((unsigned)kind > SHMKV_KIND_JSON)
+        return SHMKV_EINVAL;
+    return 0;
+}
+
+static void op_init(op *o, shmkv_db *db, const void *key, size_t klen)
+{
+    o->db = db;
+    o->m = db->m;
+    o->key = key;
+    o->klen = klen;
+    o->h = shmkv__hash(key, klen);
+    o->s = seg_for(o->m, o->h);
+    o->locked = false;
+}
+
+static int op_begin(op *o)
+{
+    int rc = shmkv__seg_lock(o->m, o->s);
+    if (rc)
+        return rc;
+    o->locked = true;
+    find(o->m, o->s, o->h, o->key, o->klen, &o->lk);
+    return 0;
+}
+
+/* Every single-key operation: lock the key's segment, look the key up, act,
+ * unlock; start over when the index had to be rebuilt under us. */
+#define RUN_OP(o, db, key, klen, ...)                \
+    do {                                              \
+        op_init(&(o), (db), (key), (klen));           \
+        for (;;) {                                    \
+            if ((rc = op_begin(&(o))) != 0)           \
+                return rc;                            \
+            __VA_ARGS__;                              \
+            if (rc != SHMKV__RESTART)                 \
+                break;                                \
+        }                                             \
+        if ((o).locked)                               \
+            shmkv__seg_unlock((o).s);                 \
+    } while (0)
+
+static int copy_value(shmkv__map *m, uint64_t off, void *buf, size_t cap, size_t *vlen,
+                      shmkv_kind *kind)
+{
+    shmkv__entry *e = entry_at(m, off);
+    if (vlen)
+        *vlen = e->vlen;
+    if (kind)
+        *kind = (shmkv_kind)shmkv__block_of(m, off)->kind;
+    if (e->vlen > cap)
+        return SHMKV_EBUFSIZE;
+    if (e->vlen)
+        memcpy(buf, e->data + e->klen, e->vlen);
+    return 0;
+}
+
+static bool same_bytes(shmkv__map *m, uint64_t off, const void *p, size_t n)
+{
+    shmkv__entry *e = entry_at(m, off);
+    return e->vlen == n && (n == 0 || memcmp(e->data + e->klen, p, n) == 0);
+}
+
+/* ---- the public single-key operations -------------------------------------- */
+
+int shmkv_set(shmkv_db *db, const void *key, size_t klen, const void *val, size_t vlen,
+              shmkv_kind kind)
+{
+    int rc = check_write(db, key, klen, val, vlen, kind);
+    if (rc)
+        return rc;
+    op o;
+    RUN_OP(o, db, key, klen, rc = put(&o, val, vlen, kind));
+    return rc;
+}
+
+int shmkv_get(shmkv_db *db, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen,
+              shmkv_kind *kind)
+{
+    int rc = check_key(db, key, klen);
+    if (rc)
+        return rc;
+    if (cap && !buf)
+        return SHMKV_EINVAL;
+    op o;
+    RUN_OP(o, db, key, klen,
+           rc = o.lk.found ? copy_value(o.m, o.lk.off, buf, cap, vlen, kind) : SHMKV_ENOTFOUND);
+    return rc;
+}
+
+int shmkv_exists(shmkv_db *db, const void *key, size_t klen)
+{
+    int rc = check_key(db, key, klen);
+    if (rc)
+        return rc;
+    op o;
+    RUN_OP(o, db, key, klen, rc = o.lk.found);
+    return rc;
+}
+
+int shmkv_delete(shmkv_db *db, const void *key, size_t klen, int *existed)
+{
+    int rc = check_key(db, key, klen);
+    if (rc)
+        return rc;
+    if (db->flags & SHMKV_RDONLY)
+        return SHMKV_EREADONLY;
+    op o;
+    RUN_OP(o, db, key, klen, rc = o.lk.found ? removes(&o) : 0);
+    if (existed && rc == 0)
+        *existed = o.lk.found;
+    return rc;
+}
+
+/* Strict decimal: optional '-', then 1..19 digits, nothing else. */
+static int parse_i64(const unsigned char *p, size_t n, int64_t *out)
+{
+    bool neg = n > 0 && p[0] == '-';
+    size_t i = neg;
+    if (i == n || n - i > 19)
+        return SHMKV_ENOTINT;
+    uint64_t v = 0;
+    for (; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return SHMKV_ENOTINT;
+        v = v * 10 + (uint64_t)(p[i] - '0');
+    }
+    if (v > (uint64_t)INT64_MAX + neg)
+        return SHMKV_ENOTINT;
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
+    return 0;
+}
+
+int shmkv_incr(shmkv_db *db, const void *key, size_t klen, int64_t delta, shmkv_kind kind,
+               int64_t *result)
+{
+    int rc = check_write(db, key, klen, NULL, 0, kind);
+    if (rc)
+        return rc;
+    op o;
+    int64_t now = 0;
+    RUN_OP(o, db, key, klen, {
+        int64_t cur = 0;
+        shmkv_kind k = kind;
+        rc = 0;
+        if (o.lk.found) {
+            shmkv__entry *e = entry_at(o.m, o.lk.off);
+            k = (shmkv_kind)shmkv__block_of(o.m, o.lk.off)->kind;
+            rc = parse_i64(e->data + e->klen, e->vlen, &cur);
+        }
+        if (!rc && __builtin_add_overflow(cur, delta, &now))
+            rc = SHMKV_EOVERFLOW;
+        if (!rc) {
+            char txt[24];
+            int n = snprintf(txt, sizeof txt, "%lld", (long long)now);
+            SHMKV__HOOK("incr.before_publish");
+            rc = put(&o, txt, (size_t)n, k);
+        }
+    });
+    if (!rc && result)
+        *result = now;
+    return rc;
+}
+
+int shmkv_cas(shmkv_db *db, const void *key, size_t klen, const void *expect, size_t elen,
+              const void *val, size_t vlen, shmkv_kind kind, int *swapped)
+{
+    int rc = check_write(db, key, klen, val, vlen, kind);
+    if (rc)
+        return rc;
+    if (elen && !expect)
+        return SHMKV_EINVAL;
+    op o;
+    bool did = false;
+    RUN_OP(o, db, key, klen, {
+        did = expect ? o.lk.found && same_bytes(o.m, o.lk.off, expect, elen) : !o.lk.found;
+        rc = did ? put(&o, val, vlen, kind) : 0;
+    });
+    if (swapped)
+        *swapped = rc == 0 && did;
+    return rc;
+}
+
+int shmkv_set_if_absent(shmkv_db *db, const void *key, size_t klen, const void *val,
+                        size_t vlen, shmkv_kind kind, int *stored)
+{
+    return shmkv_cas(db, key, klen, NULL, 0, val, vlen, kind, stored);
+}
+
+int shmkv_get_or_set(shmkv_db *db, const void *key, size_t klen, const void *val, size_t vlen,
+                     shmkv_kind kind, void *buf, size_t cap, size_t *outlen,
+                     shmkv_kind *outkind, int *loaded)
+{
+    int rc = check_write(db, key, klen, val, vlen, kind);
+    if (rc)
+        return rc;
+    if (cap && !buf)
+        return SHMKV_EINVAL;
+    op o;
+    RUN_OP(o, db, key, klen, {
+        if (o.lk.found) {
+            rc = copy_value(o.m, o.lk.off, buf, cap, outlen, outkind);
+        } else if (vlen > cap) {
+            /* Refuse before storing, so a retry with a bigger buffer sees
+             * the same state. */
+            if (outlen)
+                *outlen = vlen;
+            rc = SHMKV_EBUFSIZE;
+        } else {
+            rc = put(&o, val, vlen, kind);
+        }
+    });
+    if (rc == 0) {
+        if (loaded)
+            *loaded = o.lk.found;
+        if (!o.lk.found) {
+            if (vlen)
+                memcpy(buf, val, vlen);
+            if (outlen)
+                *outlen = vlen;
+            if (outkind)
+                *outkind = kind;
+        }
+    }
+    return rc;
+}
+
+int shmkv_swap(shmkv_db *db, const void *key, size_t klen, const void *val, size_t vlen,
+               shmkv_kind kind, void *buf, size_t cap, size_t *outlen, shmkv_kind *outkind,
+               int *loaded)
+{
+    int rc = check_write(db, key, klen, val, vlen, kind);
+    if (rc)
+        return rc;
+    if (cap && !buf)
+        return SHMKV_EINVAL;
+    op o;
+    RUN_OP(o, db, key, klen, {
+        rc = 0;
+        if (o.lk.found)
+            rc = copy_value(o.m, o.lk.off, buf, cap, outlen, outkind);
+        else if (outlen)
+            *outlen = 0;
+        if (!rc)
+            rc = put(&o, val, vlen, kind);
+    });
+    if (rc == 0 && loaded)
+        *loaded = o.lk.found;
+    return rc;
+}
+
+int shmkv_compare_and_delete(shmkv_db *db, const void *key, size_t klen, const void *expect,
+                             size_t elen, int *deleted)
+{
+    int rc = check_key(db, key, klen);
+    if (rc)
+        return rc;
+    if (db->flags & SHMKV_RDONLY)
+        return SHMKV_EREADONLY;
+    if (elen && !expect)
+        return SHMKV_EINVAL;
+    op o;
+    bool did = false;
+    RUN_OP(o, db, key, klen, {
+        did = o.lk.found && same_bytes(o.m, o.lk.off, expect, elen);
+        rc = did ? removes(&o) : 0;
+    });
+    if (deleted)
+        *deleted = rc == 0 && did;
+    return rc;
+}
+
+/* ---- whole-segment access for shmkv.c ------------------------------------------ */
+
+int shmkv__seg_visit(shmkv__map *m, shmkv__seg *s,
+                     int (*fn)(void *ctx, uint64_t entry_off), void *ctx)
+{
+    uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed);
+    if (!toff)
+        return 0;
+    shmkv__table *t = (shmkv__table *)SHMKV__P(m, toff);
+    for (uint64_t i = 0; i < t->cap; i++) {
+        uint64_t w = atomic_load_explicit(&t->slot[i], memory_order_relaxed);
+        if (SHMKV__SLOT_LIVE(w)) {
+            int rc = fn(ctx, SHMKV__SLOT_OFF(w));
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+int shmkv__get_locked_copy(shmkv_db *db, const void *key, size_t klen,
+                           int (*fn)(void *ctx, const shmkv__entry *e, shmkv_kind kind), void *ctx)
+{
+    op o;
+    int rc;
+    RUN_OP(o, db, key, klen,
+           rc = o.lk.found ? fn(ctx, entry_at(o.m, o.lk.off),
+                                (shmkv_kind)shmkv__block_of(o.m, o.lk.off)->kind)
+                           : SHMKV_ENOTFOUND);
+    return rc;
+}
