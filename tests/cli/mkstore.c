@@ -1,0 +1,311 @@
+/*
+ * mkstore.c - helper of the shmkv-dump CLI tests.
+ *
+ *   dump-mkstore golden PATH [memory]     the known store of the golden tests
+ *   dump-mkstore many PATH N TRACK SEGS   N keys "k:%08d" (TRACK 0/1)
+ *   dump-mkstore writer PATH SECONDS      write and delete keys until killed
+ *                                         or SECONDS pass (prints "ready")
+ *   dump-mkstore hold PATH                open the store and wait for stdin EOF
+ *   dump-mkstore corrupt PATH KIND        damage a (copied) store in place
+ *
+ * Stores are written with the public API; corrupt maps the file itself and
+ * uses the format definitions of internal.h to find what to damage.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static void die(const char *what, int rc)
+{
+    fprintf(stderr, "dump-mkstore: %s: %s\n", what, rc ? shmkv_strerror(rc) : "failed");
+    exit(2);
+}
+
+static void set(shmkv_db *db, const char *k, size_t kl, const void *v, size_t vl, shmkv_kind kind)
+{
+    int rc = shmkv_set(db, k, kl, v, vl, kind);
+    if (rc)
+        die("set", rc);
+}
+
+static shmkv_db *open_store(const char *path, int memory, int track, uint32_t segs)
+{
+    shmkv_options o = {0};
+    shmkv_db *db;
+    o.backend = memory ? SHMKV_BACKEND_MEMORY : SHMKV_BACKEND_DISK;
+    o.track_keys = track ? SHMKV_TRACK_ON : SHMKV_TRACK_OFF;
+    o.segments = segs;
+    o.reserve = 64ull << 20;
+    int rc = shmkv_open(path, &o, &db);
+    if (rc)
+        die("open", rc);
+    return db;
+}
+
+static int golden(const char *path, int memory)
+{
+    shmkv_db *db = open_store(path, memory, 1, 4);
+    static const char json[] =
+        "{\"name\":\"demo\",\"tags\":[\"a\",\"b\"],\"n\":1.5e3,\"ok\":true,\"none\":null,"
+        "\"nested\":{\"empty\":{},\"list\":[]}}";
+    set(db, "config", 6, json, sizeof json - 1, SHMKV_KIND_JSON);
+    set(db, "greeting", 8, "hello, world", 12, SHMKV_KIND_STRING);
+    set(db, "multi", 5, "line one\nline two", 17, SHMKV_KIND_STRING);
+    unsigned char bytes[20];
+    for (int i = 0; i < 20; i++)
+        bytes[i] = (unsigned char)(i * 13);
+    set(db, "blob", 4, bytes, sizeof bytes, SHMKV_KIND_BYTES);
+    set(db, "bad-json", 8, "{not json", 9, SHMKV_KIND_JSON);
+    set(db, "empty", 5, "", 0, SHMKV_KIND_BYTES);
+    set(db, "\x01" "bin\xff", 5, "x", 1, SHMKV_KIND_BYTES);
+    char k[32], v[32];
+    for (int i = 1; i <= 25; i++) {
+        int kl = snprintf(k, sizeof k, "user:%03d", i);
+        int vl = snprintf(v, sizeof v, "name-%d", i);
+        set(db, k, (size_t)kl, v, (size_t)vl, SHMKV_KIND_STRING);
+    }
+    int64_t r;
+    for (int i = 0; i < 42; i++)
+        if (shmkv_incr(db, "counter", 7, 1, SHMKV_KIND_STRING, &r))
+            die("incr", 0);
+    /* Replacements and deletions leave free blocks and tombstones. */
+    set(db, "greeting", 8, "hello, world", 12, SHMKV_KIND_STRING);
+    for (int i = 10; i <= 14; i++) {
+        int kl = snprintf(k, sizeof k, "user:%03d", i);
+        if (shmkv_delete(db, k, (size_t)kl, NULL))
+            die("delete", 0);
+    }
+    if (memory) {
+        /* A memory store lives while a process has it open. */
+        printf("ready\n");
+        fflush(stdout);
+        char buf[16];
+        while (fread(buf, 1, sizeof buf, stdin) > 0)
+            ;
+    }
+    shmkv_close(db);
+    return 0;
+}
+
+static int many(const char *path, long n, int track, uint32_t segs)
+{
+    shmkv_db *db = open_store(path, 0, track, segs);
+    char k[32], v[64];
+    for (long i = 0; i < n; i++) {
+        int kl = snprintf(k, sizeof k, "k:%08ld", i);
+        int vl = snprintf(v, sizeof v, "{\"i\":%ld,\"pad\":\"%.*s\"}", i, (int)(i % 40),
+                          "........................................");
+        set(db, k, (size_t)kl, v, (size_t)vl, SHMKV_KIND_JSON);
+    }
+    for (long i = 0; i < n; i += 7) {
+        int kl = snprintf(k, sizeof k, "k:%08ld", i);
+        shmkv_delete(db, k, (size_t)kl, NULL);
+    }
+    shmkv_close(db);
+    return 0;
+}
+
+static int writer(const char *path, int seconds)
+{
+    shmkv_db *db = open_store(path, 0, 0, 0);
+    time_t end = time(NULL) + seconds;
+    unsigned x = (unsigned)getpid();
+    char k[32], v[600];
+    memset(v, 'v', sizeof v);
+    printf("ready\n");
+    fflush(stdout);
+    while (time(NULL) < end) {
+        for (int i = 0; i < 1000; i++) {
+            x = x * 1103515245u + 12345u;
+            int kl = snprintf(k, sizeof k, "w:%05u", (x >> 8) % 20000);
+            if ((x >> 4) % 4 == 0)
+                shmkv_delete(db, k, (size_t)kl, NULL);
+            else
+                set(db, k, (size_t)kl, v, (x >> 12) % sizeof v, SHMKV_KIND_BYTES);
+        }
+    }
+    shmkv_close(db);
+    return 0;
+}
+
+static int hold(const char *path)
+{
+    shmkv_db *db = open_store(path, 0, 0, 0);
+    printf("ready\n");
+    fflush(stdout);
+    char buf[16];
+    while (fread(buf, 1, sizeof buf, stdin) > 0)
+        ;
+    shmkv_close(db);
+    return 0;
+}
+
+/* ---- damage ---------------------------------------------------------------- */
+
+static unsigned char *base;
+static shmkv__hdr *H;
+
+static void *P(uint64_t off)
+{
+    return base + off;
+}
+
+static shmkv__seg *seg(uint32_t i)
+{
+    return (shmkv__seg *)P(H->seg_off + (uint64_t)i * sizeof(shmkv__seg));
+}
+
+/* The first live slot of the store: segment, table and slot index. */
+static bool first_live(uint32_t *si, shmkv__table **tb, uint64_t *slot)
+{
+    for (uint32_t i = 0; i < H->nseg; i++) {
+        uint64_t t = atomic_load(&seg(i)->table);
+        if (!t)
+            continue;
+        shmkv__table *T = P(t);
+        for (uint64_t j = 0; j < T->cap; j++)
+            if (SHMKV__SLOT_LIVE(atomic_load(&T->slot[j]))) {
+                *si = i, *tb = T, *slot = j;
+                return true;
+            }
+    }
+    return false;
+}
+
+static int corrupt(const char *path, const char *kind)
+{
+    int fd = open(path, O_RDWR);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0)
+        die(path, -errno);
+    base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED)
+        die("mmap", -errno);
+    H = (shmkv__hdr *)base;
+    uint32_t si;
+    shmkv__table *T;
+    uint64_t j;
+    if (!first_live(&si, &T, &j))
+        die("no live entry", 0);
+    uint64_t w = atomic_load(&T->slot[j]);
+    shmkv__entry *e = P(SHMKV__SLOT_OFF(w));
+    shmkv__idx *ix = P(H->idx_off);
+    shmkv__chunk *c0 = P(H->data_off);
+
+    if (!strcmp(kind, "magic")) {
+        H->magic[2] ^= 0x20;
+    } else if (!strcmp(kind, "version")) {
+        H->version = 7;
+    } else if (!strcmp(kind, "nseg")) {
+        H->nseg = 3;
+    } else if (!strcmp(kind, "top")) {
+        atomic_store(&H->top, (uint64_t)st.st_size + (1u << 20));
+    } else if (!strcmp(kind, "entry-key")) {
+        e->data[0] ^= 0x5a;
+    } else if (!strcmp(kind, "entry-len")) {
+        e->vlen = 0x7ffffff0u;
+    } else if (!strcmp(kind, "slot-off")) {
+        atomic_store(&T->slot[j], w + 8);
+    } else if (!strcmp(kind, "slot-tag")) {
+        atomic_store(&T->slot[j], w ^ (0x0101ull << 48));
+    } else if (!strcmp(kind, "slot-wild")) {
+        atomic_store(&T->slot[j], (w & ~0x0000ffffffffffffull) | 0x0000123456789ab0ull);
+    } else if (!strcmp(kind, "slot-dup")) {
+        /* Another slot of the table points at the same entry. */
+        for (uint64_t k = 0; k < T->cap; k++)
+            if (k != j && SHMKV__SLOT_LIVE(atomic_load(&T->slot[k]))) {
+                atomic_store(&T->slot[k], w);
+                break;
+            }
+    } else if (!strcmp(kind, "slot-empty")) {
+        /* Empty a slot: the entry leaks and the count disagrees. */
+        atomic_store(&T->slot[j], SHMKV__SLOT_EMPTY);
+    } else if (!strcmp(kind, "count")) {
+        atomic_fetch_add(&seg(si)->count, 3);
+    } else if (!strcmp(kind, "table")) {
+        atomic_store(&seg(si)->table, atomic_load(&seg(si)->table) + 24);
+    } else if (!strcmp(kind, "chunk-magic")) {
+        c0->magic ^= 0xffu;
+    } else if (!strcmp(kind, "chunk-used")) {
+        c0->used = c0->size + 4096;
+    } else if (!strcmp(kind, "chunk-owner")) {
+        c0->owner = 77777;
+    } else if (!strcmp(kind, "block-size")) {
+        shmkv__block *b = shmkv__block_of(&(shmkv__map){ .base = base }, SHMKV__SLOT_OFF(w));
+        b->size = 0xfff0u;
+    } else if (!strcmp(kind, "used-bytes")) {
+        seg(si)->alloc.used_bytes += 16;
+    } else if (!strcmp(kind, "freelist-loop") || !strcmp(kind, "freelist-live")) {
+        shmkv__alloc *a = NULL;
+        uint32_t cls = 0;
+        for (uint32_t i = 0; i < H->nseg && !a; i++)
+            for (uint32_t k = 0; k < SHMKV__NCLASS && !a; k++)
+                if (seg(i)->alloc.free_head[k])
+                    a = &seg(i)->alloc, cls = k;
+        if (!a)
+            die("no free block", 0);
+        uint64_t p = a->free_head[cls];
+        if (!strcmp(kind, "freelist-loop"))
+            *(uint64_t *)P(p) = p; /* the block links to itself */
+        else
+            ((shmkv__block *)P(p - 8))->flags = SHMKV__BF_USED;
+    } else if (!strcmp(kind, "index-count")) {
+        shmkv__bt_node *r = P(ix->root);
+        if (r->leaf)
+            r->n--;
+        else
+            r->e[0].count += 1;
+    } else if (!strcmp(kind, "index-node")) {
+        /* Garbage over the middle of the root node. */
+        shmkv__bt_node *r = P(ix->root);
+        memset((unsigned char *)r + 24, 0xa5, 64);
+    } else if (!strcmp(kind, "index-cycle")) {
+        shmkv__bt_node *r = P(ix->root);
+        if (r->leaf)
+            die("root is a leaf", 0);
+        r->e[r->n - 1].child = ix->root;
+    } else if (!strcmp(kind, "index-blob")) {
+        shmkv__bt_node *r = P(ix->root);
+        while (!r->leaf)
+            r = P(r->e[0].child);
+        shmkv__kblob *kb = P(r->e[0].key);
+        kb->key[kb->klen - 1] ^= 0x01;
+    } else if (!strcmp(kind, "karr")) {
+        shmkv__karr *ka = P(ix->karr);
+        uint64_t t = ka->off[0];
+        ka->off[0] = ka->off[1];
+        ka->off[1] = t;
+    } else if (!strcmp(kind, "index-n")) {
+        ix->n += 1;
+    } else {
+        fprintf(stderr, "dump-mkstore: unknown damage '%s'\n", kind);
+        return 2;
+    }
+    munmap(base, (size_t)st.st_size);
+    close(fd);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 3 && !strcmp(argv[1], "golden"))
+        return golden(argv[2], argc > 3 && !strcmp(argv[3], "memory"));
+    if (argc == 6 && !strcmp(argv[1], "many"))
+        return many(argv[2], atol(argv[3]), atoi(argv[4]), (uint32_t)atoi(argv[5]));
+    if (argc == 4 && !strcmp(argv[1], "writer"))
+        return writer(argv[2], atoi(argv[3]));
+    if (argc == 3 && !strcmp(argv[1], "hold"))
+        return hold(argv[2]);
+    if (argc == 4 && !strcmp(argv[1], "corrupt"))
+        return corrupt(argv[2], argv[3]);
+    fprintf(stderr, "usage: dump-mkstore golden|many|writer|hold|corrupt ...\n");
+    return 2;
+}

@@ -1,0 +1,429 @@
+/*
+ * keys.c - --keys, --list and --get: read entries through the tables
+ * without any lock. A store being written can show a torn moment: every
+ * length is validated against the entry's block before a byte is copied,
+ * the slot is read again after the copy, and a slot that changed is read
+ * again (a few times) instead of trusting what was copied.
+ */
+#include "dump.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+
+#define READ_TRIES 4
+
+bool block_hdr_read(const view *v, uint64_t payload, shmkv__block *b, char *why, size_t n)
+{
+    if (payload < SHMKV__BLOCK_HDR || !vcopy(v, payload - SHMKV__BLOCK_HDR, b, sizeof *b)) {
+        snprintf(why, n, "offset 0x%" PRIx64 " is outside the region", payload);
+        return false;
+    }
+    if (b->size < 16 || b->size % 16 || b->cls >= SHMKV__NCLASS ||
+        shmkv__class_size(b->cls) != b->size) {
+        snprintf(why, n, "block at 0x%" PRIx64 " has invalid size %" PRIu32 " / class %u",
+                 payload - SHMKV__BLOCK_HDR, b->size, b->cls);
+        return false;
+    }
+    if (!vptr(v, payload - SHMKV__BLOCK_HDR, b->size)) {
+        snprintf(why, n, "block at 0x%" PRIx64 " (%" PRIu32 " bytes) runs past the region end",
+                 payload - SHMKV__BLOCK_HDR, b->size);
+        return false;
+    }
+    return true;
+}
+
+bool table_read(const view *v, uint64_t toff, uint64_t *cap, uint32_t *bsize, char *why,
+                size_t n)
+{
+    shmkv__block b;
+    if (!block_hdr_read(v, toff, &b, why, n))
+        return false;
+    if (!(b.flags & SHMKV__BF_USED)) {
+        snprintf(why, n, "table block at 0x%" PRIx64 " is not in use (freed)",
+                 toff - SHMKV__BLOCK_HDR);
+        return false;
+    }
+    uint64_t c = 0;
+    if (!vu64(v, toff, &c) || c == 0 || (c & (c - 1))) {
+        snprintf(why, n, "table at 0x%" PRIx64 ": capacity %" PRIu64 " is not a power of two",
+                 toff, c);
+        return false;
+    }
+    if (c > (b.size - SHMKV__BLOCK_HDR - sizeof(shmkv__table)) / 8) {
+        snprintf(why, n, "table at 0x%" PRIx64 ": %" PRIu64 " slots do not fit its %" PRIu32
+                 "-byte block", toff, c, b.size);
+        return false;
+    }
+    *cap = c;
+    if (bsize)
+        *bsize = b.size;
+    return true;
+}
+
+bool entry_read(const view *v, const scan *sc, uint64_t payload, ent *e, char *why, size_t n)
+{
+    shmkv__block b;
+    if (sc) {
+        long i = scan_find(sc, payload);
+        if (i < 0) {
+            snprintf(why, n, "entry offset 0x%" PRIx64 " is not the start of a block", payload);
+            return false;
+        }
+    }
+    if (!block_hdr_read(v, payload, &b, why, n))
+        return false;
+    if (!(b.flags & SHMKV__BF_USED)) {
+        snprintf(why, n, "entry block at 0x%" PRIx64 " is not in use (freed)",
+                 payload - SHMKV__BLOCK_HDR);
+        return false;
+    }
+    shmkv__entry eh;
+    if (!vcopy(v, payload, &eh, sizeof eh)) {
+        snprintf(why, n, "entry at 0x%" PRIx64 " is outside the region", payload);
+        return false;
+    }
+    if (eh.klen == 0 || eh.klen > SHMKV_KEY_MAX || eh.vlen > SHMKV_VALUE_MAX) {
+        snprintf(why, n, "entry at 0x%" PRIx64 ": key length %" PRIu32 " or value length %"
+                 PRIu32 " out of range", payload, eh.klen, eh.vlen);
+        return false;
+    }
+    uint64_t need = SHMKV__BLOCK_HDR + sizeof eh + (uint64_t)eh.klen + eh.vlen;
+    if (need > b.size) {
+        snprintf(why, n, "entry at 0x%" PRIx64 ": key %" PRIu32 " + value %" PRIu32
+                 " bytes do not fit its %" PRIu32 "-byte block", payload, eh.klen, eh.vlen,
+                 b.size);
+        return false;
+    }
+    e->off = payload;
+    e->key = vptr(v, payload + sizeof eh, eh.klen);
+    e->klen = eh.klen;
+    e->vlen = eh.vlen;
+    e->kind = b.kind;
+    return e->key != NULL;
+}
+
+int ent_cmp(const void *a, const void *b)
+{
+    const ent *x = a, *y = b;
+    return shmkv__keycmp(x->key, x->klen, y->key, y->klen);
+}
+
+/* ---- collecting entries ------------------------------------------------- */
+
+typedef struct item {
+    size_t koff; /* into the copy buffer */
+    uint32_t klen, vlen;
+    uint16_t kind;
+} item;
+
+typedef struct coll {
+    unsigned char *buf;
+    size_t len, cap;
+    item *it;
+    size_t n, capn;
+    uint64_t skipped;
+    report warns;
+} coll;
+
+static int coll_add(coll *c, const ent *e, const unsigned char *val, bool with_value)
+{
+    size_t need = e->klen + (with_value ? e->vlen : 0);
+    if (c->len + need > c->cap) {
+        size_t nc = c->cap ? c->cap : 1 << 16;
+        while (nc < c->len + need)
+            nc *= 2;
+        unsigned char *p = realloc(c->buf, nc);
+        if (!p)
+            return -ENOMEM;
+        c->buf = p;
+        c->cap = nc;
+    }
+    if (c->n == c->capn) {
+        size_t nn = c->capn ? c->capn * 2 : 1024;
+        item *p = realloc(c->it, nn * sizeof *p);
+        if (!p)
+            return -ENOMEM;
+        c->it = p;
+        c->capn = nn;
+    }
+    item *it = &c->it[c->n++];
+    it->koff = c->len;
+    it->klen = e->klen;
+    it->vlen = with_value ? e->vlen : 0;
+    it->kind = e->kind;
+    memcpy(c->buf + c->len, e->key, e->klen);
+    if (with_value && e->vlen)
+        memcpy(c->buf + c->len + e->klen, val, e->vlen);
+    c->len += need;
+    return 0;
+}
+
+static int item_cmp(const void *a, const void *b, void *arg)
+{
+    const item *x = a, *y = b;
+    const unsigned char *base = arg;
+    return shmkv__keycmp(base + x->koff, x->klen, base + y->koff, y->klen);
+}
+
+static uint64_t seg_field(const shmkv__hdr *h, uint32_t i, size_t field)
+{
+    return h->seg_off + (uint64_t)i * sizeof(shmkv__seg) + field;
+}
+
+/* Read the slot, validate its entry, copy it, and read the slot again. */
+static int collect_slot(const view *v, bool live, uint64_t slot_off, uint32_t seg, uint64_t j,
+                        const opts *o, bool with_value, coll *c)
+{
+    char why[256] = "";
+    for (int t = 0; t < READ_TRIES; t++) {
+        uint64_t w, w2 = 0;
+        if (!vu64(v, slot_off, &w))
+            return 0;
+        if (!SHMKV__SLOT_LIVE(w))
+            return 0;
+        ent e;
+        if (!entry_read(v, NULL, SHMKV__SLOT_OFF(w), &e, why, sizeof why)) {
+            if (live)
+                continue;
+            break;
+        }
+        if (o->plen && (e.klen < o->plen || memcmp(e.key, o->prefix, o->plen) != 0)) {
+            vu64(v, slot_off, &w2);
+            if (w2 == w || !live)
+                return 0;
+            continue;
+        }
+        size_t mark_len = c->len, mark_n = c->n;
+        if (coll_add(c, &e, e.key + e.klen, with_value) < 0)
+            return -ENOMEM;
+        vu64(v, slot_off, &w2);
+        if (w2 == w || !live)
+            return 0;
+        c->len = mark_len, c->n = mark_n; /* changed under us: read again */
+        snprintf(why, sizeof why, "slot kept changing while being read");
+    }
+    c->skipped++;
+    warn(&c->warns, "segment %" PRIu32 " slot %" PRIu64 ": skipped: %s", seg, j, why);
+    return 0;
+}
+
+static int collect(store *s, const opts *o, bool with_value, coll *c)
+{
+    const view *v = &s->v;
+    const shmkv__hdr *h = &s->hdr;
+    bool live = store_attached(s);
+    char why[256];
+    for (uint32_t i = 0; i < h->nseg; i++) {
+        uint64_t toff, cap;
+        if (!vu64(v, seg_field(h, i, offsetof(shmkv__seg, table)), &toff) || !toff)
+            continue;
+        if (!table_read(v, toff, &cap, NULL, why, sizeof why)) {
+            c->skipped++;
+            warn(&c->warns, "segment %" PRIu32 ": table skipped: %s", i, why);
+            continue;
+        }
+        for (uint64_t j = 0; j < cap; j++)
+            if (collect_slot(v, live, toff + sizeof(shmkv__table) + j * 8, i, j, o,
+                             with_value, c) < 0)
+                return -ENOMEM;
+    }
+    if (c->n)
+        qsort_r(c->it, c->n, sizeof *c->it, item_cmp, c->buf);
+    return 0;
+}
+
+static void coll_free(coll *c)
+{
+    free(c->buf);
+    free(c->it);
+    report_free(&c->warns);
+}
+
+static void print_warnings_text(const report *w)
+{
+    for (size_t i = 0; i < w->nwarn; i++)
+        fprintf(stderr, "shmkv-dump: warning: %s\n", w->warn[i]);
+    if (w->warn_total > w->nwarn)
+        fprintf(stderr, "shmkv-dump: warning: ... and %" PRIu64 " more\n",
+                w->warn_total - w->nwarn);
+}
+
+static void print_warnings_json(FILE *f, const report *w)
+{
+    fputs("\"warnings\":[", f);
+    for (size_t i = 0; i < w->nwarn; i++) {
+        if (i)
+            fputc(',', f);
+        put_jcstr(f, w->warn[i]);
+    }
+    fputc(']', f);
+}
+
+int mode_keys(store *s, const opts *o, bool values)
+{
+    coll c = {0};
+    if (collect(s, o, values, &c) < 0) {
+        coll_free(&c);
+        fprintf(stderr, "shmkv-dump: out of memory\n");
+        return EXIT_RUNTIME;
+    }
+    size_t n = c.n;
+    bool more = false;
+    if (o->limit && n > o->limit) {
+        n = (size_t)o->limit;
+        more = true;
+    }
+    FILE *f = stdout;
+    if (o->json) {
+        fputs("{\"store\":", f);
+        put_jcstr(f, s->label);
+        fputs(",\"prefix\":", f);
+        if (o->plen && utf8_valid(o->prefix, o->plen))
+            put_jstr(f, o->prefix, o->plen);
+        else if (o->plen) {
+            fputc('"', f);
+            put_hex(f, o->prefix, o->plen);
+            fputc('"', f);
+        } else
+            fputs("null", f);
+        fprintf(f, ",\"limit\":%" PRIu64 ",\"count\":%zu,\"more\":%s,\"skipped\":%" PRIu64 ",",
+                o->limit, n, more ? "true" : "false", c.skipped);
+        print_warnings_json(f, &c.warns);
+        fputs(values ? ",\"entries\":[" : ",\"keys\":[", f);
+        for (size_t i = 0; i < n; i++) {
+            const item *it = &c.it[i];
+            const unsigned char *k = c.buf + it->koff;
+            fputs(i ? ",\n" : "\n", f);
+            if (values) {
+                fputc('{', f);
+                put_jkey(f, k, it->klen);
+                fputc(',', f);
+                put_value_json(f, k + it->klen, it->vlen, it->kind);
+                fputc('}', f);
+            } else if (utf8_valid(k, it->klen)) {
+                put_jstr(f, k, it->klen);
+            } else {
+                fputc('{', f);
+                put_jkey(f, k, it->klen);
+                fputc('}', f);
+            }
+        }
+        fputs("\n]}\n", f);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            const item *it = &c.it[i];
+            const unsigned char *k = c.buf + it->koff;
+            put_text(f, k, it->klen, false);
+            if (values) {
+                fprintf(f, " (%s, %" PRIu32 " byte%s)\n", kind_name(it->kind), it->vlen,
+                        it->vlen == 1 ? "" : "s");
+                put_value_text(f, k + it->klen, it->vlen, it->kind, "  ", false);
+            } else {
+                fputc('\n', f);
+            }
+        }
+        print_warnings_text(&c.warns);
+        if (c.skipped)
+            fprintf(stderr, "shmkv-dump: %" PRIu64 " damaged entries or tables were skipped; "
+                    "run --check\n", c.skipped);
+    }
+    int rc = c.skipped ? EXIT_PROBLEMS : EXIT_SOUND;
+    coll_free(&c);
+    if (fflush(f) != 0)
+        return EXIT_RUNTIME;
+    return rc;
+}
+
+/* ---- --get -------------------------------------------------------------- */
+
+typedef enum { LK_FOUND, LK_ABSENT, LK_DAMAGED } lk_res;
+
+static lk_res lookup(const view *v, const shmkv__hdr *h, const opts *o, unsigned char **val,
+                     uint32_t *vlen, uint16_t *kind, char *why, size_t n)
+{
+    uint64_t hash = shmkv__hash(o->key, o->klen), toff, cap;
+    uint32_t seg = (uint32_t)(hash >> 32) & (h->nseg - 1);
+    uint16_t tag = (uint16_t)(hash >> 48);
+    if (!vu64(v, seg_field(h, seg, offsetof(shmkv__seg, table)), &toff)) {
+        snprintf(why, n, "segment %" PRIu32 " is outside the region", seg);
+        return LK_DAMAGED;
+    }
+    if (!toff)
+        return LK_ABSENT;
+    if (!table_read(v, toff, &cap, NULL, why, n))
+        return LK_DAMAGED;
+    for (uint64_t k = 0, j = hash & (cap - 1); k < cap; k++, j = (j + 1) & (cap - 1)) {
+        uint64_t slot_off = toff + sizeof(shmkv__table) + j * 8, w, w2 = 0;
+        if (!vu64(v, slot_off, &w)) {
+            snprintf(why, n, "slot outside the region");
+            return LK_DAMAGED;
+        }
+        if (w == SHMKV__SLOT_EMPTY)
+            return LK_ABSENT;
+        if (!SHMKV__SLOT_LIVE(w) || SHMKV__SLOT_TAG(w) != tag)
+            continue;
+        ent e;
+        if (!entry_read(v, NULL, SHMKV__SLOT_OFF(w), &e, why, n))
+            return LK_DAMAGED;
+        if (e.klen != o->klen || memcmp(e.key, o->key, o->klen) != 0)
+            continue;
+        unsigned char *p = malloc(e.vlen ? e.vlen : 1);
+        if (!p) {
+            snprintf(why, n, "out of memory");
+            return LK_DAMAGED;
+        }
+        memcpy(p, e.key + e.klen, e.vlen);
+        vu64(v, slot_off, &w2);
+        if (w2 != w) {
+            free(p);
+            snprintf(why, n, "the key's slot changed while it was read");
+            return LK_DAMAGED;
+        }
+        *val = p;
+        *vlen = e.vlen;
+        *kind = e.kind;
+        return LK_FOUND;
+    }
+    return LK_ABSENT;
+}
+
+int mode_get(store *s, const opts *o)
+{
+    unsigned char *val = NULL;
+    uint32_t vlen = 0;
+    uint16_t kind = 0;
+    char why[256] = "";
+    lk_res r = LK_DAMAGED;
+    bool live = store_attached(s);
+    for (int t = 0; t < (live ? READ_TRIES : 1) && r == LK_DAMAGED; t++)
+        r = lookup(&s->v, &s->hdr, o, &val, &vlen, &kind, why, sizeof why);
+    FILE *f = stdout;
+    if (o->json) {
+        fputs("{\"store\":", f);
+        put_jcstr(f, s->label);
+        fputc(',', f);
+        put_jkey(f, o->key, o->klen);
+        fprintf(f, ",\"found\":%s", r == LK_FOUND ? "true" : "false");
+        if (r == LK_FOUND) {
+            fputc(',', f);
+            put_value_json(f, val, vlen, kind);
+        } else if (r == LK_DAMAGED) {
+            fputs(",\"error\":", f);
+            put_jcstr(f, why);
+        }
+        fputs("}\n", f);
+    } else if (r == LK_FOUND) {
+        put_value_text(f, val, vlen, kind, "", true);
+    } else if (r == LK_ABSENT) {
+        fputs("shmkv-dump: key not found: ", stderr);
+        put_text(stderr, o->key, o->klen, false);
+        fputc('\n', stderr);
+    } else {
+        fprintf(stderr, "shmkv-dump: cannot read the key: %s (run --check)\n", why);
+    }
+    free(val);
+    if (fflush(f) != 0)
+        return EXIT_RUNTIME;
+    return r == LK_FOUND ? EXIT_SOUND : EXIT_PROBLEMS;
+}
