@@ -1,0 +1,1446 @@
+/*
+ * shmkv-bench - throughput of libshmkv beside a baseline measured in the
+ * same run over the same keys.
+ *
+ * The baseline (baseline.c) is one robust process-shared mutex around a
+ * bare open-addressing probe and copy in a shared anonymous mapping: the
+ * least any shared-memory store must do per operation. Every measurement
+ * is repeated for --rounds rounds, interleaved with its baseline, and the
+ * program reports medians; shmkv/baseline and 2p/1p ratios are medians of
+ * the per-round ratios, so slow phases of a noisy machine hit both sides.
+ *
+ * Exit status: 0 whatever the targets say (this is a measurement), 1 when
+ * the store misbehaves (wrong value, missing key, unexpected error) or the
+ * benchmark cannot run, 2 on a usage error.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include "shmkv.h"
+#include "baseline.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ */
+/* Constants                                                           */
+
+#define VLEN         32u           /* every value is 32 bytes */
+#define SEQ_BITS     20u
+#define SEQ_LEN      (1u << SEQ_BITS)
+#define SEQ_MASK     (SEQ_LEN - 1u)
+#define NPFX         100u          /* random_key prefixes "p%03d:" */
+#define LIST_K       100u          /* keys per list group and list limit */
+#define LP_COUNT     1024u         /* list prefixes drawn in advance */
+#define MAXP         2             /* processes in the scaling rows */
+#define MAX_SIZES    8
+#define MAX_ROUNDS   99
+#define MIN_KEYS     1000u
+#define MAX_KEYS     100000000u    /* keys keep 8 digits */
+#define UNTRACKED_RK_MAX 10000u    /* the scanning random_key row only up to here */
+
+#define PLAIN_KLEN   12u           /* "key:%08u" */
+#define PLAIN_STRIDE 16u
+#define TRACK_KLEN   21u           /* "p%03u:g%05u:k%08u" */
+#define TRACK_STRIDE 24u
+#define RK_PLEN      5u            /* "p%03u:" */
+#define LP_PLEN      12u           /* "p%03u:g%05u:" */
+
+#define MAX_PATHS    8
+#define PATH_LEN     512
+
+/* ------------------------------------------------------------------ */
+/* Configuration                                                       */
+
+static struct {
+    uint64_t sizes[MAX_SIZES];
+    int nsizes;
+    int rounds;
+    double budget; /* seconds per timed measurement */
+    bool markdown;
+    bool disk;
+    bool quick;
+    bool verbose;
+} cfg;
+
+/* ------------------------------------------------------------------ */
+/* Cleanup: stores to remove on exit and on SIGINT/SIGTERM/SIGHUP       */
+
+static char g_paths[MAX_PATHS][PATH_LEN + 64];
+static volatile sig_atomic_t g_is_child;
+static volatile pid_t g_kids[MAXP];
+
+static int path_register(const char *path)
+{
+    for (int i = 0; i < MAX_PATHS; i++) {
+        if (g_paths[i][0] == '\0') {
+            snprintf(g_paths[i], sizeof g_paths[i], "%s", path);
+            return i;
+        }
+    }
+    return -1;
+}
+
+static void path_forget(int slot)
+{
+    if (slot >= 0 && slot < MAX_PATHS)
+        g_paths[slot][0] = '\0';
+}
+
+/* Async-signal-safe: kill() and unlink() only. */
+static void cleanup_files(void)
+{
+    if (g_is_child)
+        return;
+    for (int i = 0; i < MAXP; i++) {
+        if (g_kids[i] > 0)
+            kill(g_kids[i], SIGKILL);
+    }
+    for (int i = 0; i < MAX_PATHS; i++) {
+        if (g_paths[i][0] != '\0')
+            unlink(g_paths[i]);
+    }
+}
+
+static void on_signal(int sig)
+{
+    cleanup_files();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
+static void child_signals(void)
+{
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+}
+
+static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    fflush(stdout);
+    fprintf(stderr, "shmkv-bench: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    cleanup_files();
+    exit(1);
+}
+
+static void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void progress(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "shmkv-bench: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+/* ------------------------------------------------------------------ */
+/* Time, randomness, statistics                                        */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+    /* xorshift64* */
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545f4914f6cdd1dull;
+}
+
+typedef struct series {
+    double v[MAX_ROUNDS];
+    int n;
+} series;
+
+static void put(series *s, double x)
+{
+    if (s->n < MAX_ROUNDS)
+        s->v[s->n++] = x;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(const series *s)
+{
+    if (s->n == 0)
+        return NAN;
+    double t[MAX_ROUNDS];
+    memcpy(t, s->v, (size_t)s->n * sizeof(double));
+    qsort(t, (size_t)s->n, sizeof(double), cmp_double);
+    if (s->n % 2)
+        return t[s->n / 2];
+    return (t[s->n / 2 - 1] + t[s->n / 2]) / 2;
+}
+
+/* ------------------------------------------------------------------ */
+/* The keys of one size                                                */
+
+typedef struct dataset {
+    uint64_t n;
+    char *pkeys;            /* n keys "key:%08u", PLAIN_STRIDE apart */
+    char *tkeys;            /* n keys "p%03u:g%05u:k%08u", TRACK_STRIDE apart */
+    uint32_t *seq;          /* SEQ_LEN random key numbers in [0, n) */
+    char rkp[NPFX][8];      /* random_key prefixes */
+    char lp[LP_COUNT][16];  /* list prefixes */
+    uint32_t lp_expect[LP_COUNT];
+} dataset;
+
+/*
+ * Tracked key i belongs to prefix a = i % 100 and, inside it, to list group
+ * g = (i / 100) / 100: each "p<a>:g<g>:" names exactly 100 keys when n is
+ * a multiple of 10,000 (fewer in the last group otherwise).
+ */
+static void tkey_parts(uint64_t i, unsigned *a, unsigned *g)
+{
+    *a = (unsigned)(i % NPFX);
+    *g = (unsigned)((i / NPFX) / LIST_K);
+}
+
+static void dataset_init(dataset *ds, uint64_t n, uint64_t seed)
+{
+    memset(ds, 0, sizeof *ds);
+    ds->n = n;
+    ds->pkeys = malloc((size_t)n * PLAIN_STRIDE);
+    ds->tkeys = malloc((size_t)n * TRACK_STRIDE);
+    ds->seq = malloc((size_t)SEQ_LEN * sizeof(uint32_t));
+    if (!ds->pkeys || !ds->tkeys || !ds->seq)
+        die("out of memory for %" PRIu64 " keys", n);
+    char tmp[64];
+    for (uint64_t i = 0; i < n; i++) {
+        unsigned a, g;
+        snprintf(tmp, sizeof tmp, "key:%08u", (unsigned)i);
+        memcpy(ds->pkeys + i * PLAIN_STRIDE, tmp, PLAIN_KLEN + 1);
+        tkey_parts(i, &a, &g);
+        snprintf(tmp, sizeof tmp, "p%03u:g%05u:k%08u", a, g, (unsigned)i);
+        memcpy(ds->tkeys + i * TRACK_STRIDE, tmp, TRACK_KLEN + 1);
+    }
+    uint64_t s = seed | 1;
+    for (uint32_t j = 0; j < SEQ_LEN; j++)
+        ds->seq[j] = (uint32_t)(rng_next(&s) % n);
+    for (unsigned a = 0; a < NPFX; a++)
+        snprintf(ds->rkp[a], sizeof ds->rkp[a], "p%03u:", a);
+    for (unsigned j = 0; j < LP_COUNT; j++) {
+        uint64_t i = rng_next(&s) % n;
+        unsigned a, g, cnt = 0;
+        tkey_parts(i, &a, &g);
+        snprintf(ds->lp[j], sizeof ds->lp[j], "p%03u:g%05u:", a, g);
+        for (uint64_t k = (uint64_t)g * LIST_K; k < (uint64_t)g * LIST_K + LIST_K; k++)
+            if (k * NPFX + a < n)
+                cnt++;
+        ds->lp_expect[j] = cnt;
+    }
+}
+
+static void dataset_free(dataset *ds)
+{
+    free(ds->pkeys);
+    free(ds->tkeys);
+    free(ds->seq);
+    memset(ds, 0, sizeof *ds);
+}
+
+/* The key number in the last 8 characters of a key, or UINT64_MAX. */
+static uint64_t key_number(const char *k, size_t klen)
+{
+    if (klen < 8)
+        return UINT64_MAX;
+    uint64_t v = 0;
+    for (size_t i = klen - 8; i < klen; i++) {
+        if (k[i] < '0' || k[i] > '9')
+            return UINT64_MAX;
+        v = v * 10 + (uint64_t)(k[i] - '0');
+    }
+    return v;
+}
+
+/* ------------------------------------------------------------------ */
+/* Workers: the timed loops                                            */
+
+typedef enum op_kind {
+    OP_GET, OP_SET, OP_RK, OP_RKP, OP_LIST, OP_LISTK,
+    OP_SPIN /* arithmetic only: what the machine gives two processes */
+} op_kind;
+
+typedef struct worker {
+    op_kind op;
+    shmkv_db *db;      /* NULL: run against the baseline */
+    bl_table *bl;
+    const dataset *ds;
+    const char *keys;  /* ds->pkeys or ds->tkeys */
+    size_t stride, klen;
+    uint64_t base, span; /* key numbers used: base + [0, span) */
+    unsigned shift;      /* seq value >> shift, folded into span */
+    uint64_t pos;        /* position in ds->seq */
+    uint64_t gen;        /* set: stamp written into values */
+    char err[256];
+} worker;
+
+static inline uint64_t next_idx(worker *w)
+{
+    uint64_t x = (uint64_t)w->ds->seq[w->pos++ & SEQ_MASK] >> w->shift;
+    if (x >= w->span)
+        x -= w->span;
+    return w->base + x;
+}
+
+static int fail(worker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(worker *w, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(w->err, sizeof w->err, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int kv_get_loop(worker *w, uint64_t n)
+{
+    unsigned char buf[64];
+    for (uint64_t i = 0; i < n; i++) {
+        const char *key = w->keys + next_idx(w) * w->stride;
+        size_t vlen = 0;
+        int rc = shmkv_get(w->db, key, w->klen, buf, sizeof buf, &vlen, NULL);
+        if (rc != 0)
+            return fail(w, "shmkv_get(%.*s): %s", (int)w->klen, key, shmkv_strerror(rc));
+        if (vlen != VLEN || memcmp(buf, key, w->klen) != 0)
+            return fail(w, "shmkv_get(%.*s) returned a wrong value (%zu bytes: %.*s)",
+                        (int)w->klen, key, vlen, (int)(vlen < 32 ? vlen : 32), (const char *)buf);
+    }
+    return 0;
+}
+
+static int bl_get_loop(worker *w, uint64_t n)
+{
+    unsigned char buf[64];
+    for (uint64_t i = 0; i < n; i++) {
+        const char *key = w->keys + next_idx(w) * w->stride;
+        size_t vlen = 0;
+        int rc = bl_get(w->bl, key, w->klen, buf, sizeof buf, &vlen);
+        if (rc != 0)
+            return fail(w, "baseline get(%.*s): error %d", (int)w->klen, key, rc);
+        if (vlen != VLEN || memcmp(buf, key, w->klen) != 0)
+            return fail(w, "baseline get(%.*s) returned a wrong value", (int)w->klen, key);
+    }
+    return 0;
+}
+
+/* A value is the key, padding, and an 8-byte stamp at the end. */
+static inline void make_value(unsigned char *val, const char *key, size_t klen, uint64_t gen)
+{
+    memcpy(val, key, klen);
+    memcpy(val + VLEN - 8, &gen, 8);
+}
+
+static int kv_set_loop(worker *w, uint64_t n)
+{
+    unsigned char val[VLEN];
+    memset(val, '.', sizeof val);
+    for (uint64_t i = 0; i < n; i++) {
+        const char *key = w->keys + next_idx(w) * w->stride;
+        make_value(val, key, w->klen, ++w->gen);
+        int rc = shmkv_set(w->db, key, w->klen, val, VLEN, SHMKV_KIND_BYTES);
+        if (rc != 0)
+            return fail(w, "shmkv_set(%.*s): %s", (int)w->klen, key, shmkv_strerror(rc));
+    }
+    return 0;
+}
+
+static int bl_set_loop(worker *w, uint64_t n)
+{
+    unsigned char val[VLEN];
+    memset(val, '.', sizeof val);
+    for (uint64_t i = 0; i < n; i++) {
+        const char *key = w->keys + next_idx(w) * w->stride;
+        make_value(val, key, w->klen, ++w->gen);
+        int rc = bl_set(w->bl, key, w->klen, val, VLEN);
+        if (rc != 0)
+            return fail(w, "baseline set(%.*s): error %d", (int)w->klen, key, rc);
+    }
+    return 0;
+}
+
+/* A key returned by random_key must be one of ours and carry the prefix. */
+static int check_key(worker *w, const char *what, const char *k, size_t kl,
+                     const char *pfx, size_t plen)
+{
+    uint64_t num = key_number(k, kl);
+    if (kl != w->klen || num >= w->ds->n || memcmp(k, w->keys + num * w->stride, kl) != 0)
+        return fail(w, "%s returned a key that was never stored: %.*s", what,
+                    (int)(kl < 64 ? kl : 64), k);
+    if (plen && memcmp(k, pfx, plen) != 0)
+        return fail(w, "%s(%.*s) returned a key without the prefix: %.*s", what,
+                    (int)plen, pfx, (int)kl, k);
+    return 0;
+}
+
+static int kv_rk_loop(worker *w, uint64_t n)
+{
+    char kb[64];
+    for (uint64_t i = 0; i < n; i++) {
+        size_t kl = 0;
+        w->pos++;
+        int rc = shmkv_random_key(w->db, NULL, 0, kb, sizeof kb, &kl);
+        if (rc != 0)
+            return fail(w, "shmkv_random_key: %s", shmkv_strerror(rc));
+        if (check_key(w, "shmkv_random_key", kb, kl, NULL, 0))
+            return -1;
+    }
+    return 0;
+}
+
+static int kv_rkp_loop(worker *w, uint64_t n)
+{
+    char kb[64];
+    for (uint64_t i = 0; i < n; i++) {
+        const char *pfx = w->ds->rkp[w->ds->seq[w->pos++ & SEQ_MASK] % NPFX];
+        size_t kl = 0;
+        int rc = shmkv_random_key(w->db, pfx, RK_PLEN, kb, sizeof kb, &kl);
+        if (rc != 0)
+            return fail(w, "shmkv_random_key(%s): %s", pfx, shmkv_strerror(rc));
+        if (check_key(w, "shmkv_random_key", kb, kl, pfx, RK_PLEN))
+            return -1;
+    }
+    return 0;
+}
+
+typedef struct list_ctx {
+    const char *pfx;
+    size_t plen;
+    unsigned n;
+    bool bad;
+    bool keys_only;
+    size_t prevlen;
+    char prev[64];
+} list_ctx;
+
+static int list_cb(void *ctx, const void *key, size_t klen, const void *val,
+                   size_t vlen, shmkv_kind kind)
+{
+    list_ctx *c = ctx;
+    (void)kind;
+    bool val_ok = c->keys_only ? (val == NULL && vlen == 0)
+                               : (vlen == VLEN && memcmp(val, key, klen < VLEN ? klen : VLEN) == 0);
+    if (klen > sizeof c->prev || klen < c->plen || memcmp(key, c->pfx, c->plen) != 0 || !val_ok) {
+        c->bad = true;
+        return 1;
+    }
+    if (c->n > 0) {
+        size_t m = klen < c->prevlen ? klen : c->prevlen;
+        int d = memcmp(c->prev, key, m);
+        if (d > 0 || (d == 0 && c->prevlen >= klen)) {
+            c->bad = true; /* not in ascending key order */
+            return 1;
+        }
+    }
+    memcpy(c->prev, key, klen);
+    c->prevlen = klen;
+    c->n++;
+    return 0;
+}
+
+static int kv_list_loop(worker *w, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        unsigned j = w->ds->seq[w->pos++ & SEQ_MASK] & (LP_COUNT - 1);
+        list_ctx c;
+        c.pfx = w->ds->lp[j];
+        c.plen = LP_PLEN;
+        c.n = 0;
+        c.bad = false;
+        c.keys_only = w->op == OP_LISTK;
+        c.prevlen = 0;
+        int rc = shmkv_list(w->db, c.pfx, LP_PLEN, LIST_K, c.keys_only ? SHMKV_LIST_KEYS_ONLY : 0,
+                            list_cb, &c);
+        if (rc != 0 && !c.bad)
+            return fail(w, "shmkv_list(%s): %s", c.pfx, shmkv_strerror(rc));
+        if (c.bad)
+            return fail(w, "shmkv_list(%s) visited a wrong key or value, or out of order", c.pfx);
+        if (c.n != w->ds->lp_expect[j])
+            return fail(w, "shmkv_list(%s) visited %u keys, expected %u", c.pfx, c.n,
+                        (unsigned)w->ds->lp_expect[j]);
+    }
+    return 0;
+}
+
+static volatile uint64_t g_sink;
+
+static int spin_loop(worker *w, uint64_t n)
+{
+    uint64_t x = w->gen | 1;
+    for (uint64_t i = 0; i < n; i++)
+        for (int j = 0; j < 32; j++)
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+    w->gen = x;
+    g_sink = x;
+    return 0;
+}
+
+static int run_ops(worker *w, uint64_t n)
+{
+    if (w->op == OP_SPIN)
+        return spin_loop(w, n);
+    if (!w->db) {
+        switch (w->op) {
+        case OP_GET: return bl_get_loop(w, n);
+        case OP_SET: return bl_set_loop(w, n);
+        default: return fail(w, "the baseline has no such operation");
+        }
+    }
+    switch (w->op) {
+    case OP_GET: return kv_get_loop(w, n);
+    case OP_SET: return kv_set_loop(w, n);
+    case OP_RK: return kv_rk_loop(w, n);
+    case OP_RKP: return kv_rkp_loop(w, n);
+    case OP_LIST:
+    case OP_LISTK: return kv_list_loop(w, n);
+    case OP_SPIN: break;
+    }
+    return fail(w, "unknown operation");
+}
+
+static worker make_worker(op_kind op, shmkv_db *db, bl_table *bl, const dataset *ds,
+                          bool tracked_keys, uint64_t pos)
+{
+    worker w;
+    memset(&w, 0, sizeof w);
+    w.op = op;
+    w.db = db;
+    w.bl = bl;
+    w.ds = ds;
+    w.keys = tracked_keys ? ds->tkeys : ds->pkeys;
+    w.stride = tracked_keys ? TRACK_STRIDE : PLAIN_STRIDE;
+    w.klen = tracked_keys ? TRACK_KLEN : PLAIN_KLEN;
+    w.base = 0;
+    w.span = ds->n;
+    w.shift = 0;
+    w.pos = pos;
+    w.gen = 0;
+    return w;
+}
+
+/* Run w's operation for about `budget` seconds in this process; returns
+ * nanoseconds per operation. A store error ends the program. */
+static double timed(worker *w, double budget)
+{
+    uint64_t batch = 4, ops = 0;
+    double t0 = now_s(), el;
+    for (;;) {
+        if (run_ops(w, batch) != 0)
+            die("%s", w->err);
+        ops += batch;
+        el = now_s() - t0;
+        if (el >= budget)
+            break;
+        if (el < budget / 32)
+            batch *= 2;
+    }
+    return el * 1e9 / (double)ops;
+}
+
+/* ------------------------------------------------------------------ */
+/* Forked runs: 1 or 2 processes on disjoint key ranges                */
+
+typedef struct ctl {
+    _Atomic int ready;
+    _Atomic int go;
+    struct {
+        double t0, t1;
+        int failed;
+        char msg[256];
+    } r[MAXP];
+} ctl;
+
+static ctl *g_ctl;
+
+typedef struct store_ref {
+    const char *where; /* name (memory) or path (disk); NULL: baseline */
+    shmkv_backend backend;
+} store_ref;
+
+static void child_main(const worker *tmpl, store_ref st, int nproc, int c, uint64_t ops)
+    __attribute__((noreturn));
+static void child_main(const worker *tmpl, store_ref st, int nproc, int c, uint64_t ops)
+{
+    g_is_child = 1;
+    child_signals();
+    worker w = *tmpl;
+    shmkv_db *db = NULL;
+    int rc = 0;
+    if (st.where) {
+        /* Each process opens the store itself. */
+        shmkv_options o;
+        memset(&o, 0, sizeof o);
+        o.backend = st.backend;
+        o.flags = SHMKV_NOCREATE;
+        rc = shmkv_open(st.where, &o, &db);
+        if (rc != 0) {
+            fail(&w, "child shmkv_open(%s): %s", st.where, shmkv_strerror(rc));
+            goto out;
+        }
+    }
+    w.db = db;
+    uint64_t n = w.ds->n;
+    w.span = nproc == 1 ? n : n / (uint64_t)nproc;
+    w.base = (uint64_t)c * w.span;
+    w.shift = nproc == 1 ? 0 : 1;
+    w.pos = tmpl->pos + (uint64_t)c * (SEQ_LEN / MAXP);
+
+    /* Fault in this process's mapping of its keys before the clock starts:
+     * one get of every key in the range, for the store and the baseline. */
+    if (w.op != OP_SPIN) {
+        worker g = w;
+        g.op = OP_GET;
+        for (uint64_t i = 0; i < w.span && rc == 0; i++) {
+            unsigned char buf[64];
+            size_t vlen = 0;
+            const char *key = g.keys + (g.base + i) * g.stride;
+            int r = db ? shmkv_get(db, key, g.klen, buf, sizeof buf, &vlen, NULL)
+                       : bl_get(g.bl, key, g.klen, buf, sizeof buf, &vlen);
+            if (r != 0 || vlen != VLEN || memcmp(buf, key, g.klen) != 0)
+                rc = fail(&w, "child warm-up get(%.*s) failed or returned a wrong value",
+                          (int)g.klen, key);
+        }
+    }
+out:
+    atomic_fetch_add(&g_ctl->ready, 1);
+    if (rc == 0) {
+        while (!atomic_load(&g_ctl->go))
+            sched_yield();
+        double t0 = now_s();
+        rc = run_ops(&w, ops);
+        double t1 = now_s();
+        g_ctl->r[c].t0 = t0;
+        g_ctl->r[c].t1 = t1;
+    }
+    if (rc != 0) {
+        g_ctl->r[c].failed = 1;
+        snprintf(g_ctl->r[c].msg, sizeof g_ctl->r[c].msg, "%s", w.err);
+    }
+    if (db)
+        shmkv_close(db);
+    _exit(rc != 0);
+}
+
+/* nproc children, each doing `ops` operations of tmpl's kind on its own
+ * part of the keys; returns total operations per second of wall time (from
+ * the first child's start to the last child's end). */
+static double forked(const worker *tmpl, store_ref st, int nproc, uint64_t ops)
+{
+    atomic_store(&g_ctl->ready, 0);
+    atomic_store(&g_ctl->go, 0);
+    memset(g_ctl->r, 0, sizeof g_ctl->r);
+    fflush(stdout);
+    fflush(stderr);
+    for (int c = 0; c < nproc; c++) {
+        pid_t pid = fork();
+        if (pid < 0)
+            die("fork: %s", strerror(errno));
+        if (pid == 0)
+            child_main(tmpl, st, nproc, c, ops);
+        g_kids[c] = pid;
+    }
+    bool reaped[MAXP] = {false};
+    int status[MAXP] = {0};
+    bool early = false;
+    while (atomic_load(&g_ctl->ready) < nproc && !early) {
+        for (int c = 0; c < nproc; c++) {
+            if (!reaped[c] && waitpid(g_kids[c], &status[c], WNOHANG) == g_kids[c]) {
+                reaped[c] = true;
+                early = true;
+            }
+        }
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    }
+    atomic_store(&g_ctl->go, 1);
+    for (int c = 0; c < nproc; c++) {
+        if (!reaped[c]) {
+            while (waitpid(g_kids[c], &status[c], 0) < 0 && errno == EINTR)
+                ;
+        }
+        g_kids[c] = 0;
+    }
+    double t0 = INFINITY, t1 = -INFINITY;
+    for (int c = 0; c < nproc; c++) {
+        if (g_ctl->r[c].failed)
+            die("%s", g_ctl->r[c].msg);
+        if (!WIFEXITED(status[c]) || WEXITSTATUS(status[c]) != 0)
+            die("benchmark child %d ended abnormally (status 0x%x)", c, status[c]);
+        if (g_ctl->r[c].t0 < t0)
+            t0 = g_ctl->r[c].t0;
+        if (g_ctl->r[c].t1 > t1)
+            t1 = g_ctl->r[c].t1;
+    }
+    return (double)nproc * (double)ops / (t1 - t0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Stores                                                              */
+
+static unsigned g_store_seq;
+
+typedef struct store {
+    shmkv_db *db;
+    store_ref ref;
+    char where[PATH_LEN];
+    int path_slot;
+} store;
+
+static void store_open(store *s, shmkv_backend backend, int track)
+{
+    memset(s, 0, sizeof s[0]);
+    char fs_path[PATH_LEN + 64];
+    unsigned n = g_store_seq++;
+    if (backend == SHMKV_BACKEND_MEMORY) {
+        snprintf(s->where, sizeof s->where, "shmkv-bench-%ld-%u", (long)getpid(), n);
+        snprintf(fs_path, sizeof fs_path, "/dev/shm/shmkv.%s", s->where);
+    } else {
+        const char *tmp = getenv("TMPDIR");
+        if (!tmp || !*tmp)
+            tmp = "/tmp";
+        snprintf(s->where, sizeof s->where, "%s/shmkv-bench-%ld-%u.kv", tmp, (long)getpid(), n);
+        snprintf(fs_path, sizeof fs_path, "%s", s->where);
+    }
+    s->path_slot = path_register(fs_path);
+    shmkv_options o;
+    memset(&o, 0, sizeof o);
+    o.backend = backend;
+    o.track_keys = track;
+    if (backend == SHMKV_BACKEND_DISK)
+        o.flags = SHMKV_NOSYNC;
+    int rc = shmkv_open(s->where, &o, &s->db);
+    if (rc != 0)
+        die("shmkv_open(%s): %s", s->where, shmkv_strerror(rc));
+    s->ref.where = s->where;
+    s->ref.backend = backend;
+}
+
+static void store_close(store *s)
+{
+    if (!s->db)
+        return;
+    int rc = shmkv_close(s->db);
+    if (rc != 0)
+        progress("warning: shmkv_close(%s): %s", s->where, shmkv_strerror(rc));
+    s->db = NULL;
+    if (s->ref.backend == SHMKV_BACKEND_MEMORY)
+        shmkv_memory_unlink(s->where); /* normally already gone */
+    else
+        unlink(s->where);
+    path_forget(s->path_slot);
+}
+
+static void populate(store *s, const dataset *ds, bool tracked_keys)
+{
+    const char *keys = tracked_keys ? ds->tkeys : ds->pkeys;
+    size_t stride = tracked_keys ? TRACK_STRIDE : PLAIN_STRIDE;
+    size_t klen = tracked_keys ? TRACK_KLEN : PLAIN_KLEN;
+    unsigned char val[VLEN];
+    memset(val, '.', sizeof val);
+    for (uint64_t i = 0; i < ds->n; i++) {
+        const char *key = keys + i * stride;
+        make_value(val, key, klen, 0);
+        int rc = shmkv_set(s->db, key, klen, val, VLEN, SHMKV_KIND_BYTES);
+        if (rc != 0)
+            die("populate: shmkv_set(%.*s): %s", (int)klen, key, shmkv_strerror(rc));
+    }
+    uint64_t size = shmkv_size(s->db);
+    if (size != ds->n)
+        die("populate: shmkv_size() is %" PRIu64 " after storing %" PRIu64 " keys", size, ds->n);
+}
+
+/* ------------------------------------------------------------------ */
+/* One size: all measurements, all rounds                              */
+
+typedef struct sizeres {
+    uint64_t n;
+    series kv_get, bl_get, get_ratio;
+    series kv_set, bl_set, set_ratio;
+    series dk_get, dk_bl_get, dk_get_ratio, dk_set, dk_bl_set, dk_set_ratio;
+    /* throughput, ops/s, of forked runs */
+    series kv_get1, kv_get2, kv_get_scale, bl_get1, bl_get2, bl_get_scale, get2_ratio;
+    series kv_set1, kv_set2, kv_set_scale, bl_set1, bl_set2, bl_set_scale, set2_ratio;
+    series rk, rkp, list, listk, urk;
+    series cpu_scale; /* 2p/1p of an arithmetic loop: the machine's ceiling */
+    bool have_urk;
+} sizeres;
+
+static void dump_series(const char *name, const series *x, const char *unit)
+{
+    fprintf(stderr, "  %-14s", name);
+    for (int i = 0; i < x->n; i++)
+        fprintf(stderr, " %10.4g", x->v[i]);
+    fprintf(stderr, "  | median %.4g %s\n", median(x), unit);
+}
+
+/* --verbose: every round's value, to judge the noise. */
+static void dump_size(const sizeres *R)
+{
+    fprintf(stderr, "shmkv-bench: %" PRIu64 " keys, per-round values:\n", R->n);
+#define D(f, unit) if (R->f.n) dump_series(#f, &R->f, unit)
+    D(kv_get, "ns/op"); D(bl_get, "ns/op"); D(get_ratio, "x");
+    D(kv_set, "ns/op"); D(bl_set, "ns/op"); D(set_ratio, "x");
+    D(dk_get, "ns/op"); D(dk_bl_get, "ns/op"); D(dk_get_ratio, "x");
+    D(dk_set, "ns/op"); D(dk_bl_set, "ns/op"); D(dk_set_ratio, "x");
+    D(kv_get1, "ops/s"); D(kv_get2, "ops/s"); D(kv_get_scale, "x");
+    D(bl_get1, "ops/s"); D(bl_get2, "ops/s"); D(bl_get_scale, "x");
+    D(kv_set1, "ops/s"); D(kv_set2, "ops/s"); D(kv_set_scale, "x");
+    D(bl_set1, "ops/s"); D(bl_set2, "ops/s"); D(bl_set_scale, "x");
+    D(cpu_scale, "x");
+    D(rk, "ns/op"); D(rkp, "ns/op"); D(list, "ns/op"); D(listk, "ns/op"); D(urk, "ns/op");
+#undef D
+}
+
+/* Ops per child in a forked run: what one process does in `budget`. */
+static uint64_t child_ops(double ns_per_op)
+{
+    double ops = cfg.budget * 1e9 / ns_per_op;
+    if (!(ops >= 1000))
+        ops = 1000;
+    if (ops > 1e9)
+        ops = 1e9;
+    return (uint64_t)ops;
+}
+
+/* Measures the baseline and the store back to back (order alternating by
+ * round) and records both times and their ratio. */
+static void pair(worker *kv, worker *bl, int round, series *kvs, series *bls, series *ratio)
+{
+    double k, b;
+    if (round % 2 == 0) {
+        b = timed(bl, cfg.budget);
+        k = timed(kv, cfg.budget);
+    } else {
+        k = timed(kv, cfg.budget);
+        b = timed(bl, cfg.budget);
+    }
+    put(kvs, k);
+    put(bls, b);
+    put(ratio, k / b);
+}
+
+/* 1 and 2 processes for the store and for the baseline. */
+static void scaling(const worker *kv, const worker *bl, store_ref st, int round,
+                    double kv_ns, double bl_ns,
+                    series *k1, series *k2, series *kscale,
+                    series *b1, series *b2, series *bscale, series *ratio2)
+{
+    store_ref none = {NULL, SHMKV_BACKEND_MEMORY};
+    uint64_t kops = child_ops(kv_ns), bops = child_ops(bl_ns);
+    double x1, x2, y1, y2;
+    if (round % 2 == 0) {
+        x1 = forked(kv, st, 1, kops);
+        x2 = forked(kv, st, 2, kops);
+        y1 = forked(bl, none, 1, bops);
+        y2 = forked(bl, none, 2, bops);
+    } else {
+        y2 = forked(bl, none, 2, bops);
+        y1 = forked(bl, none, 1, bops);
+        x2 = forked(kv, st, 2, kops);
+        x1 = forked(kv, st, 1, kops);
+    }
+    put(k1, x1);
+    put(k2, x2);
+    put(kscale, x2 / x1);
+    put(b1, y1);
+    put(b2, y2);
+    put(bscale, y2 / y1);
+    put(ratio2, y2 / x2); /* time per op, shmkv / baseline */
+}
+
+static void run_size(uint64_t n, sizeres *R)
+{
+    memset(R, 0, sizeof *R);
+    R->n = n;
+    dataset *ds = calloc(1, sizeof *ds);
+    if (!ds)
+        die("out of memory");
+    progress("%" PRIu64 " keys: generating keys", n);
+    dataset_init(ds, n, 0x5eed0000u + n);
+
+    progress("%" PRIu64 " keys: populating the baseline and the stores", n);
+    bl_table *bl = bl_create(n);
+    if (!bl)
+        die("baseline: cannot map a table for %" PRIu64 " keys", n);
+    {
+        unsigned char val[VLEN];
+        memset(val, '.', sizeof val);
+        for (uint64_t i = 0; i < n; i++) {
+            const char *key = ds->pkeys + i * PLAIN_STRIDE;
+            make_value(val, key, PLAIN_KLEN, 0);
+            if (bl_set(bl, key, PLAIN_KLEN, val, VLEN) != 0)
+                die("baseline: set failed");
+        }
+    }
+    store plain, tracked, disk;
+    store_open(&plain, SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF);
+    populate(&plain, ds, false);
+    store_open(&tracked, SHMKV_BACKEND_MEMORY, SHMKV_TRACK_ON);
+    populate(&tracked, ds, true);
+    {
+        shmkv_info info;
+        memset(&info, 0, sizeof info);
+        shmkv_stat(tracked.db, &info);
+        if (!info.track_keys)
+            die("the store opened with SHMKV_TRACK_ON reports track_keys off");
+    }
+    memset(&disk, 0, sizeof disk);
+    if (cfg.disk) {
+        store_open(&disk, SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF);
+        populate(&disk, ds, false);
+    }
+
+    uint64_t p = 0;
+    worker kv_get = make_worker(OP_GET, plain.db, NULL, ds, false, p += 7919);
+    worker kv_set = make_worker(OP_SET, plain.db, NULL, ds, false, p += 7919);
+    worker bl_get_w = make_worker(OP_GET, NULL, bl, ds, false, p += 7919);
+    worker bl_set_w = make_worker(OP_SET, NULL, bl, ds, false, p += 7919);
+    worker dk_get = make_worker(OP_GET, disk.db, NULL, ds, false, p += 7919);
+    worker dk_set = make_worker(OP_SET, disk.db, NULL, ds, false, p += 7919);
+    worker rk = make_worker(OP_RK, tracked.db, NULL, ds, true, p += 7919);
+    worker rkp = make_worker(OP_RKP, tracked.db, NULL, ds, true, p += 7919);
+    worker list = make_worker(OP_LIST, tracked.db, NULL, ds, true, p += 7919);
+    worker listk = make_worker(OP_LISTK, tracked.db, NULL, ds, true, p += 7919);
+    worker urk = make_worker(OP_RK, plain.db, NULL, ds, false, p += 7919);
+    worker spin = make_worker(OP_SPIN, NULL, NULL, ds, false, 0);
+    R->have_urk = n <= UNTRACKED_RK_MAX;
+
+    /* Warm-up: every operation once, briefly, not recorded. */
+    progress("%" PRIu64 " keys: warming up", n);
+    double wb = cfg.budget / 4;
+    timed(&bl_get_w, wb);
+    timed(&kv_get, wb);
+    timed(&bl_set_w, wb);
+    timed(&kv_set, wb);
+    if (cfg.disk) {
+        timed(&dk_get, wb);
+        timed(&dk_set, wb);
+    }
+    timed(&rk, wb);
+    timed(&rkp, wb);
+    timed(&list, wb);
+    timed(&listk, wb);
+    if (R->have_urk)
+        timed(&urk, wb);
+
+    for (int r = 0; r < cfg.rounds; r++) {
+        progress("%" PRIu64 " keys: round %d/%d", n, r + 1, cfg.rounds);
+        pair(&kv_get, &bl_get_w, r, &R->kv_get, &R->bl_get, &R->get_ratio);
+        pair(&kv_set, &bl_set_w, r, &R->kv_set, &R->bl_set, &R->set_ratio);
+        if (cfg.disk) {
+            pair(&dk_get, &bl_get_w, r, &R->dk_get, &R->dk_bl_get, &R->dk_get_ratio);
+            pair(&dk_set, &bl_set_w, r, &R->dk_set, &R->dk_bl_set, &R->dk_set_ratio);
+        }
+        double kg = R->kv_get.v[R->kv_get.n - 1], bg = R->bl_get.v[R->bl_get.n - 1];
+        double ks = R->kv_set.v[R->kv_set.n - 1], bs = R->bl_set.v[R->bl_set.n - 1];
+        kv_get.pos += 104729;
+        bl_get_w.pos += 104729;
+        scaling(&kv_get, &bl_get_w, plain.ref, r, kg, bg,
+                &R->kv_get1, &R->kv_get2, &R->kv_get_scale,
+                &R->bl_get1, &R->bl_get2, &R->bl_get_scale, &R->get2_ratio);
+        kv_set.pos += 104729;
+        bl_set_w.pos += 104729;
+        scaling(&kv_set, &bl_set_w, plain.ref, r, ks, bs,
+                &R->kv_set1, &R->kv_set2, &R->kv_set_scale,
+                &R->bl_set1, &R->bl_set2, &R->bl_set_scale, &R->set2_ratio);
+        {
+            store_ref none = {NULL, SHMKV_BACKEND_MEMORY};
+            uint64_t ops = child_ops(timed(&spin, cfg.budget / 4));
+            double c1 = forked(&spin, none, 1, ops), c2 = forked(&spin, none, 2, ops);
+            put(&R->cpu_scale, c2 / c1);
+        }
+        put(&R->rk, timed(&rk, cfg.budget));
+        put(&R->rkp, timed(&rkp, cfg.budget));
+        put(&R->list, timed(&list, cfg.budget));
+        put(&R->listk, timed(&listk, cfg.budget));
+        if (R->have_urk)
+            put(&R->urk, timed(&urk, cfg.budget));
+    }
+
+    /* The store must still hold exactly the keys, with the right values. */
+    progress("%" PRIu64 " keys: final check", n);
+    {
+        unsigned char buf[64];
+        for (uint64_t i = 0; i < n; i++) {
+            const char *key = ds->pkeys + i * PLAIN_STRIDE;
+            size_t vlen = 0;
+            int rc = shmkv_get(plain.db, key, PLAIN_KLEN, buf, sizeof buf, &vlen, NULL);
+            if (rc != 0 || vlen != VLEN || memcmp(buf, key, PLAIN_KLEN) != 0)
+                die("final check: get(%s) failed or returned a wrong value", key);
+        }
+        if (shmkv_size(plain.db) != n || shmkv_size(tracked.db) != n)
+            die("final check: store sizes %" PRIu64 " and %" PRIu64 ", expected %" PRIu64,
+                shmkv_size(plain.db), shmkv_size(tracked.db), n);
+    }
+
+    store_close(&disk);
+    store_close(&tracked);
+    store_close(&plain);
+    bl_destroy(bl);
+    dataset_free(ds);
+    free(ds);
+}
+
+/* ------------------------------------------------------------------ */
+/* Output                                                              */
+
+typedef struct row {
+    int order;
+    char op[64];
+    uint64_t keys;
+    int procs;
+    double kv_ops, kv_us;   /* NAN: not measured */
+    double bl_ops, bl_us;
+    double ratio;           /* shmkv time per op / baseline's */
+    double scale, bl_scale; /* 2p/1p throughput */
+} row;
+
+static row g_rows[MAX_SIZES * 16];
+static int g_nrows;
+
+static row *add_row(int order, const char *op, uint64_t keys, int procs)
+{
+    row *r = &g_rows[g_nrows++];
+    memset(r, 0, sizeof *r);
+    r->order = order;
+    snprintf(r->op, sizeof r->op, "%s", op);
+    r->keys = keys;
+    r->procs = procs;
+    r->kv_ops = r->kv_us = r->bl_ops = r->bl_us = NAN;
+    r->ratio = r->scale = r->bl_scale = NAN;
+    return r;
+}
+
+/* From a series of ns/op. */
+static void set_time(double *ops, double *us, const series *ns)
+{
+    double m = median(ns);
+    *ops = 1e9 / m;
+    *us = m / 1e3;
+}
+
+static void rows_for(const sizeres *R)
+{
+    row *r;
+    r = add_row(0, "get", R->n, 1);
+    set_time(&r->kv_ops, &r->kv_us, &R->kv_get);
+    set_time(&r->bl_ops, &r->bl_us, &R->bl_get);
+    r->ratio = median(&R->get_ratio);
+
+    r = add_row(0, "get", R->n, 2);
+    r->kv_ops = median(&R->kv_get2);
+    r->bl_ops = median(&R->bl_get2);
+    r->ratio = median(&R->get2_ratio);
+    r->scale = median(&R->kv_get_scale);
+    r->bl_scale = median(&R->bl_get_scale);
+
+    r = add_row(1, "set", R->n, 1);
+    set_time(&r->kv_ops, &r->kv_us, &R->kv_set);
+    set_time(&r->bl_ops, &r->bl_us, &R->bl_set);
+    r->ratio = median(&R->set_ratio);
+
+    r = add_row(1, "set", R->n, 2);
+    r->kv_ops = median(&R->kv_set2);
+    r->bl_ops = median(&R->bl_set2);
+    r->ratio = median(&R->set2_ratio);
+    r->scale = median(&R->kv_set_scale);
+    r->bl_scale = median(&R->bl_set_scale);
+
+    if (cfg.disk) {
+        r = add_row(2, "get (disk backend)", R->n, 1);
+        set_time(&r->kv_ops, &r->kv_us, &R->dk_get);
+        set_time(&r->bl_ops, &r->bl_us, &R->dk_bl_get);
+        r->ratio = median(&R->dk_get_ratio);
+        r = add_row(3, "set (disk backend)", R->n, 1);
+        set_time(&r->kv_ops, &r->kv_us, &R->dk_set);
+        set_time(&r->bl_ops, &r->bl_us, &R->dk_bl_set);
+        r->ratio = median(&R->dk_set_ratio);
+    }
+
+    r = add_row(4, "random_key", R->n, 1);
+    set_time(&r->kv_ops, &r->kv_us, &R->rk);
+    r = add_row(5, "random_key prefix", R->n, 1);
+    set_time(&r->kv_ops, &r->kv_us, &R->rkp);
+    r = add_row(6, "list prefix k=100", R->n, 1);
+    set_time(&r->kv_ops, &r->kv_us, &R->list);
+    r = add_row(7, "list prefix k=100 keys only", R->n, 1);
+    set_time(&r->kv_ops, &r->kv_us, &R->listk);
+    if (R->have_urk) {
+        r = add_row(8, "random_key untracked (scan)", R->n, 1);
+        set_time(&r->kv_ops, &r->kv_us, &R->urk);
+    }
+}
+
+static int cmp_row(const void *a, const void *b)
+{
+    const row *x = a, *y = b;
+    if (x->order != y->order)
+        return x->order - y->order;
+    if (x->keys != y->keys)
+        return x->keys < y->keys ? -1 : 1;
+    return x->procs - y->procs;
+}
+
+static const char *fmt_keys(uint64_t n, char *buf, size_t cap)
+{
+    if (n >= 1000000 && n % 1000000 == 0)
+        snprintf(buf, cap, "%" PRIu64 "M", n / 1000000);
+    else if (n >= 1000 && n % 1000 == 0)
+        snprintf(buf, cap, "%" PRIu64 "k", n / 1000);
+    else
+        snprintf(buf, cap, "%" PRIu64, n);
+    return buf;
+}
+
+static const char *fmt_ops(double v, char *buf, size_t cap)
+{
+    if (isnan(v))
+        snprintf(buf, cap, "-");
+    else if (v >= 1e6)
+        snprintf(buf, cap, "%.2fM", v / 1e6);
+    else if (v >= 1e3)
+        snprintf(buf, cap, "%.1fk", v / 1e3);
+    else
+        snprintf(buf, cap, "%.0f", v);
+    return buf;
+}
+
+static const char *fmt_us(double v, char *buf, size_t cap)
+{
+    if (isnan(v))
+        snprintf(buf, cap, "-");
+    else if (v < 10)
+        snprintf(buf, cap, "%.3f", v);
+    else
+        snprintf(buf, cap, "%.1f", v);
+    return buf;
+}
+
+static const char *fmt_ratio(double v, char *buf, size_t cap)
+{
+    if (isnan(v))
+        snprintf(buf, cap, "-");
+    else
+        snprintf(buf, cap, "%.2fx", v);
+    return buf;
+}
+
+static void print_cpu(FILE *f)
+{
+    char line[512], model[256] = "unknown";
+    FILE *c = fopen("/proc/cpuinfo", "r");
+    if (c) {
+        while (fgets(line, sizeof line, c)) {
+            if (strncmp(line, "model name", 10) == 0) {
+                char *p = strchr(line, ':');
+                if (p) {
+                    p++;
+                    while (*p == ' ' || *p == '\t')
+                        p++;
+                    p[strcspn(p, "\n")] = '\0';
+                    snprintf(model, sizeof model, "%s", p);
+                }
+                break;
+            }
+        }
+        fclose(c);
+    }
+    fprintf(f, "%ld CPUs online, %s", sysconf(_SC_NPROCESSORS_ONLN), model);
+}
+
+static void print_header(int argc, char **argv)
+{
+    const char *b = cfg.markdown ? "- " : "";
+    char date[64];
+    time_t t = time(NULL);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S %z", &tm);
+    printf("%sshmkv-bench, libshmkv %s\n", b, shmkv_version());
+    printf("%scommand:%s", b, cfg.markdown ? " `" : " ");
+    for (int i = 0; i < argc; i++)
+        printf("%s%s", i ? " " : "", argv[i]);
+    printf("%s\n", cfg.markdown ? "`" : "");
+    printf("%smachine: ", b);
+    print_cpu(stdout);
+    printf("\n%sdate: %s\n", b, date);
+    printf("%smethod: memory backend; %d round%s of ~%.0f ms per measurement, medians; "
+           "ratios are medians of per-round ratios; %d-byte values\n",
+           b, cfg.rounds, cfg.rounds == 1 ? "" : "s", cfg.budget * 1e3, (int)VLEN);
+    printf("\n");
+}
+
+static void print_table(void)
+{
+    qsort(g_rows, (size_t)g_nrows, sizeof g_rows[0], cmp_row);
+    static const char *hdr[] = {"operation", "keys", "procs", "shmkv ops/s", "shmkv us/op",
+                                "baseline ops/s", "baseline us/op", "shmkv/baseline time",
+                                "2p/1p shmkv", "2p/1p baseline"};
+    enum { NCOL = 10 };
+    char cell[MAX_SIZES * 16][NCOL][64];
+    int width[NCOL];
+    for (int c = 0; c < NCOL; c++)
+        width[c] = (int)strlen(hdr[c]);
+    for (int i = 0; i < g_nrows; i++) {
+        row *r = &g_rows[i];
+        snprintf(cell[i][0], 64, "%s", r->op);
+        fmt_keys(r->keys, cell[i][1], 64);
+        snprintf(cell[i][2], 64, "%d", r->procs);
+        fmt_ops(r->kv_ops, cell[i][3], 64);
+        fmt_us(r->kv_us, cell[i][4], 64);
+        fmt_ops(r->bl_ops, cell[i][5], 64);
+        fmt_us(r->bl_us, cell[i][6], 64);
+        fmt_ratio(r->ratio, cell[i][7], 64);
+        fmt_ratio(r->scale, cell[i][8], 64);
+        fmt_ratio(r->bl_scale, cell[i][9], 64);
+        for (int c = 0; c < NCOL; c++) {
+            int l = (int)strlen(cell[i][c]);
+            if (l > width[c])
+                width[c] = l;
+        }
+    }
+    if (cfg.markdown) {
+        printf("|");
+        for (int c = 0; c < NCOL; c++)
+            printf(" %s |", hdr[c]);
+        printf("\n|");
+        for (int c = 0; c < NCOL; c++)
+            printf(c < 3 && c != 1 ? " --- |" : " ---: |");
+        printf("\n");
+        for (int i = 0; i < g_nrows; i++) {
+            printf("|");
+            for (int c = 0; c < NCOL; c++)
+                printf(" %s |", strcmp(cell[i][c], "-") == 0 ? "—" : cell[i][c]);
+            printf("\n");
+        }
+    } else {
+        for (int c = 0; c < NCOL; c++)
+            printf(c == 0 ? "%-*s" : "  %*s", width[c], hdr[c]);
+        printf("\n");
+        for (int i = 0; i < g_nrows; i++) {
+            for (int c = 0; c < NCOL; c++)
+                printf(c == 0 ? "%-*s" : "  %*s", width[c], cell[i][c]);
+            printf("\n");
+        }
+    }
+    printf("\n");
+}
+
+static const sizeres *pick_size(const sizeres *res, int n, uint64_t want, bool largest)
+{
+    const sizeres *best = NULL;
+    for (int i = 0; i < n; i++) {
+        if (res[i].n == want)
+            return &res[i];
+        if (!best || (largest ? res[i].n > best->n : res[i].n < best->n))
+            best = &res[i];
+    }
+    return best;
+}
+
+static void print_machine_check(const sizeres *res, int n)
+{
+    char kb[32];
+    printf("%s", cfg.markdown ? "Machine check: an arithmetic loop with no shared data, run the same way, scaled "
+                              : "machine check: arithmetic loop, no shared data, 2p/1p = ");
+    for (int i = 0; i < n; i++)
+        printf("%s%.2fx (%s-key pass)", i ? ", " : "", median(&res[i].cpu_scale),
+               fmt_keys(res[i].n, kb, sizeof kb));
+    printf("%s\n\n", cfg.markdown ? " from 1 to 2 processes: the most this machine gave two processes." : "");
+}
+
+static void print_targets(const sizeres *res, int n)
+{
+    char kb[32];
+    const char *pre = cfg.markdown ? "    " : "";
+    if (cfg.markdown)
+        printf("Targets:\n\n");
+    const sizeres *s10k = pick_size(res, n, 10000, false);
+    const sizeres *s1m = pick_size(res, n, 1000000, true);
+    double g = median(&s10k->get_ratio), s = median(&s10k->set_ratio);
+    fmt_keys(s10k->n, kb, sizeof kb);
+    printf("%starget get<=1.5x baseline @%s: %s (%.2fx)\n", pre, kb, g <= 1.5 ? "PASS" : "FAIL", g);
+    printf("%starget set<=1.5x baseline @%s: %s (%.2fx)\n", pre, kb, s <= 1.5 ? "PASS" : "FAIL", s);
+    for (int i = 0; i < n; i++) {
+        fmt_keys(res[i].n, kb, sizeof kb);
+        double x = median(&res[i].kv_get_scale), y = median(&res[i].kv_set_scale);
+        printf("%starget get 2p>=1.7x 1p @%s: %s (%.2fx)\n", pre, kb, x >= 1.7 ? "PASS" : "FAIL", x);
+        printf("%starget set 2p>=1.7x 1p @%s: %s (%.2fx)\n", pre, kb, y >= 1.7 ? "PASS" : "FAIL", y);
+    }
+    double us = median(&s1m->rkp) / 1e3;
+    fmt_keys(s1m->n, kb, sizeof kb);
+    printf("%starget random_key prefix<2us @%s: %s (%.3f us)\n", pre, kb, us < 2.0 ? "PASS" : "FAIL", us);
+}
+
+/* ------------------------------------------------------------------ */
+/* Options                                                             */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: shmkv-bench [--quick] [--keys N[,N...]] [--rounds N] [--time-ms MS]\n"
+            "                   [--disk] [--markdown] [--verbose]\n"
+            "  --quick       small sizes, 2 rounds, short measurements (a smoke test)\n"
+            "  --keys LIST   key counts, comma-separated; k and M suffixes accepted\n"
+            "                (default 10k,1M; %u..%u)\n"
+            "  --rounds N    rounds per measurement; medians are reported (default 5)\n"
+            "  --time-ms MS  length of one timed measurement (default 200)\n"
+            "  --disk        also measure get/set on the disk backend (a temp file)\n"
+            "  --markdown    print the table as Markdown\n"
+            "  --verbose     also print every round's values (to stderr)\n",
+            MIN_KEYS, MAX_KEYS);
+}
+
+static bool parse_count(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return false;
+    if (*end == 'k' || *end == 'K') {
+        v *= 1000;
+        end++;
+    } else if (*end == 'm' || *end == 'M') {
+        v *= 1000000;
+        end++;
+    }
+    if (*end != '\0')
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_sizes(const char *arg)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", arg);
+    cfg.nsizes = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        uint64_t v;
+        if (cfg.nsizes == MAX_SIZES || !parse_count(tok, &v) || v < MIN_KEYS || v > MAX_KEYS)
+            return false;
+        cfg.sizes[cfg.nsizes++] = v;
+    }
+    return cfg.nsizes > 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"quick", no_argument, NULL, 'q'},
+        {"keys", required_argument, NULL, 'k'},
+        {"rounds", required_argument, NULL, 'r'},
+        {"time-ms", required_argument, NULL, 't'},
+        {"disk", no_argument, NULL, 'd'},
+        {"markdown", no_argument, NULL, 'm'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *keys_arg = NULL;
+    long rounds = -1, time_ms = -1;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        char *end;
+        switch (ch) {
+        case 'q': cfg.quick = true; break;
+        case 'k': keys_arg = optarg; break;
+        case 'r':
+            rounds = strtol(optarg, &end, 10);
+            if (*end || rounds < 1 || rounds > MAX_ROUNDS) {
+                fprintf(stderr, "shmkv-bench: --rounds takes 1..%d\n", MAX_ROUNDS);
+                return 2;
+            }
+            break;
+        case 't':
+            time_ms = strtol(optarg, &end, 10);
+            if (*end || time_ms < 1 || time_ms > 60000) {
+                fprintf(stderr, "shmkv-bench: --time-ms takes 1..60000\n");
+                return 2;
+            }
+            break;
+        case 'd': cfg.disk = true; break;
+        case 'm': cfg.markdown = true; break;
+        case 'v': cfg.verbose = true; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        usage(stderr);
+        return 2;
+    }
+    cfg.rounds = rounds > 0 ? (int)rounds : cfg.quick ? 2 : 5;
+    cfg.budget = (time_ms > 0 ? (double)time_ms : cfg.quick ? 20.0 : 200.0) / 1e3;
+    if (!parse_sizes(keys_arg ? keys_arg : cfg.quick ? "10000" : "10000,1000000")) {
+        fprintf(stderr, "shmkv-bench: --keys takes up to %d counts in %u..%u\n",
+                MAX_SIZES, MIN_KEYS, MAX_KEYS);
+        return 2;
+    }
+
+    install_signals();
+    g_ctl = mmap(NULL, sizeof(ctl), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (g_ctl == MAP_FAILED)
+        die("mmap: %s", strerror(errno));
+
+    static sizeres res[MAX_SIZES];
+    for (int i = 0; i < cfg.nsizes; i++) {
+        run_size(cfg.sizes[i], &res[i]);
+        rows_for(&res[i]);
+        if (cfg.verbose)
+            dump_size(&res[i]);
+    }
+
+    print_header(argc, argv);
+    print_table();
+    print_machine_check(res, cfg.nsizes);
+    print_targets(res, cfg.nsizes);
+    munmap(g_ctl, sizeof(ctl));
+    return 0;
+}
