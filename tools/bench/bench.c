@@ -1304,13 +1304,13 @@ static void print_targets(const sizeres *res, int n)
     const sizeres *s1m = pick_size(res, n, 1000000, true);
     double g = median(&s10k->get_ratio), s = median(&s10k->set_ratio);
     fmt_keys(s10k->n, kb, sizeof kb);
-    printf("%starget get<=1.5x baseline @%s: %s (%.2fx)\n", pre, kb, g <= 1.5 ? "PASS" : "FAIL", g);
-    printf("%starget set<=1.5x baseline @%s: %s (%.2fx)\n", pre, kb, s <= 1.5 ? "PASS" : "FAIL", s);
+    printf("%starget get<=1.5x baseline @%s: %s (%.3fx)\n", pre, kb, g <= 1.5 ? "PASS" : "FAIL", g);
+    printf("%starget set<=1.5x baseline @%s: %s (%.3fx)\n", pre, kb, s <= 1.5 ? "PASS" : "FAIL", s);
     for (int i = 0; i < n; i++) {
         fmt_keys(res[i].n, kb, sizeof kb);
         double x = median(&res[i].kv_get_scale), y = median(&res[i].kv_set_scale);
-        printf("%starget get 2p>=1.7x 1p @%s: %s (%.2fx)\n", pre, kb, x >= 1.7 ? "PASS" : "FAIL", x);
-        printf("%starget set 2p>=1.7x 1p @%s: %s (%.2fx)\n", pre, kb, y >= 1.7 ? "PASS" : "FAIL", y);
+        printf("%starget get 2p>=1.7x 1p @%s: %s (%.3fx)\n", pre, kb, x >= 1.7 ? "PASS" : "FAIL", x);
+        printf("%starget set 2p>=1.7x 1p @%s: %s (%.3fx)\n", pre, kb, y >= 1.7 ? "PASS" : "FAIL", y);
     }
     double us = median(&s1m->rkp) / 1e3;
     fmt_keys(s1m->n, kb, sizeof kb);
