@@ -295,7 +295,7 @@ void shmkv__seg_unlock(shmkv__seg *s);
  * and `held`, rebuilds under every lock, and returns SHMKV__RESTART: the
  * caller holds nothing and must start its operation over. On a negative
  * return the caller also holds nothing. */
-#define SHMKV__RESTART 1
+#define SHMKV__RESTART 0x52455354 /* "REST": never a count or a boolean */
 int shmkv__idx_lock(shmkv__map *m, shmkv__seg *held);
 /* Take the index lock without the dirty check (for clear and rebuild,
  * which run with every segment lock already held). */

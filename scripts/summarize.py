@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Add up test results from every runner the test command used.
+
+Arguments are files: meson testlog.json files (one JSON object per line),
+or text files whose lines say 'NAME: N passed, N failed'. A Criterion
+binary counts its individual tests (from its Synthesis line); any other
+meson test counts as one. Prints one line per source and a final
+'N passed, N failed'. Exits 1 if anything failed or nothing ran.
+"""
+import json
+import re
+import sys
+
+SYN = re.compile(r"Synthesis: Tested: (\d+) \| Passing: (\d+) \| Failing: (\d+) \| Crashing: (\d+)")
+PLAIN = re.compile(r"^(?:[\w./-]+: )?(\d+) passed, (\d+) failed", re.M)
+
+
+def meson_log(path):
+    passed = failed = 0
+    bad = []
+    for line in open(path, encoding="utf-8", errors="replace"):
+        line = line.strip()
+        if not line:
+            continue
+        t = json.loads(line)
+        out = (t.get("stdout") or "") + (t.get("stderr") or "")
+        ok = t.get("result") in ("OK", "EXPECTEDFAIL")
+        skipped = t.get("result") == "SKIP"
+        m = SYN.findall(out)
+        p = PLAIN.findall(out)
+        if m:
+            tested, passing, failing, crashing = map(int, m[-1])
+            passed += passing
+            failed += tested - passing
+            if not ok and tested == passing:
+                failed += 1  # the binary itself failed (exit code, timeout)
+        elif p and t.get("protocol") != "tap":
+            np_, nf = map(int, p[-1])
+            passed += np_
+            failed += nf
+            if not ok and nf == 0:
+                failed += 1
+        elif skipped:
+            failed += 1  # nothing here is allowed to skip
+            bad.append(t["name"] + " (skipped)")
+        elif ok:
+            passed += 1
+        else:
+            failed += 1
+        if not ok:
+            bad.append(t["name"])
+    return passed, failed, bad
+
+
+def main(argv):
+    total_p = total_f = 0
+    for path in argv[1:]:
+        try:
+            if path.endswith(".json"):
+                p, f, bad = meson_log(path)
+            else:
+                text = open(path, encoding="utf-8", errors="replace").read()
+                found = PLAIN.findall(text)
+                p, f = (sum(int(a) for a, _ in found), sum(int(b) for _, b in found)) if found else (0, 1)
+                bad = [] if found else ["no result line"]
+        except (OSError, ValueError) as e:
+            p, f, bad = 0, 1, [str(e)]
+        total_p += p
+        total_f += f
+        print(f"  {path}: {p} passed, {f} failed" + (f"  [{', '.join(bad)}]" if bad else ""))
+    print(f"{total_p} passed, {total_f} failed")
+    return 0 if total_f == 0 and total_p > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The whole test suite: the C library and tools (plain, ASan+UBSan, TSan
+# builds), the Go shim (go test -race) and the k6 end-to-end scripts.
+# Ends with one line "N passed, N failed"; exits non-zero if anything failed.
+#
+#   scripts/test.sh            everything
+#   SHMKV_SKIP_SANITIZERS=1    only the plain C build (for a quick local loop)
+set -uo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bash scripts/deps.sh || { echo "0 passed, 1 failed"; exit 1; }
+command -v go >/dev/null 2>&1 || export PATH="/usr/local/go/bin:$PATH"
+
+results="$root/build-results"
+rm -rf "$results"
+mkdir -p "$results"
+logs=()
+
+# meson_suite NAME SETUP-ARGS...: configure, build and run one flavour.
+meson_suite() {
+  local name=$1; shift
+  local dir="build-$name"
+  echo "== C suite: $name" >&2
+  if [ ! -f "$dir/build.ninja" ]; then
+    meson setup "$dir" "$@" >"$results/$name-setup.log" 2>&1 \
+      || { echo "$name: 0 passed, 1 failed" >"$results/$name.txt"; logs+=("$results/$name.txt");
+           tail -30 "$results/$name-setup.log" >&2; return; }
+  fi
+  if ! meson compile -C "$dir" >"$results/$name-build.log" 2>&1; then
+    tail -40 "$results/$name-build.log" >&2
+    echo "$name build: 0 passed, 1 failed" >"$results/$name.txt"; logs+=("$results/$name.txt"); return
+  fi
+  meson test -C "$dir" --print-errorlogs --num-processes 2 \
+    --timeout-multiplier "${TIMEOUT_MULT:-1}" >"$results/$name-test.log" 2>&1
+  tail -15 "$results/$name-test.log" >&2
+  cp "$dir/meson-logs/testlog.json" "$results/$name.json"
+  logs+=("$results/$name.json")
+}
+
+meson_suite plain --buildtype=debugoptimized
+if [ "${SHMKV_SKIP_SANITIZERS:-0}" != 1 ]; then
+  TIMEOUT_MULT=4 \
+    meson_suite asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+  TIMEOUT_MULT=6 \
+    meson_suite tsan --buildtype=debug -Db_sanitize=thread -Db_lundef=false
+fi
+
+# Go shim and k6 end to end, once they exist.
+if [ -f cgo/go.mod ]; then
+  echo "== go test -race" >&2
+  ( cd cgo && CGO_ENABLED=1 go test -race -count=1 -v ./... ) >"$results/go.log" 2>&1
+  p=$(grep -c '^\s*--- PASS' "$results/go.log"); f=$(grep -c '^\s*--- FAIL' "$results/go.log")
+  grep -q '^FAIL' "$results/go.log" && [ "$f" = 0 ] && f=1
+  echo "go: $p passed, $f failed" | tee "$results/go.txt" >&2
+  logs+=("$results/go.txt")
+fi
+if [ -x tests/k6/run.sh ] || [ -f tests/k6/run.sh ]; then
+  echo "== k6 end to end" >&2
+  bash tests/k6/run.sh >"$results/k6.log" 2>&1
+  tail -5 "$results/k6.log" >&2
+  grep -E '^k6-e2e: [0-9]+ passed, [0-9]+ failed' "$results/k6.log" | tail -1 >"$results/k6.txt"
+  logs+=("$results/k6.txt")
+fi
+
+echo "== summary" >&2
+python3 scripts/summarize.py "${logs[@]}"
