@@ -3,6 +3,7 @@
  *
  *   dump-mkstore golden PATH [memory]     the known store of the golden tests
  *   dump-mkstore many PATH N TRACK SEGS   N keys "k:%08d" (TRACK 0/1)
+ *   dump-mkstore churn PATH TRACK         every kind of write, clear, rebuild
  *   dump-mkstore writer PATH SECONDS      write and delete keys until killed
  *                                         or SECONDS pass (prints "ready")
  *   dump-mkstore hold PATH                open the store and wait for stdin EOF
@@ -41,7 +42,7 @@ static shmkv_db *open_store(const char *path, int memory, int track, uint32_t se
     shmkv_options o = {0};
     shmkv_db *db;
     o.backend = memory ? SHMKV_BACKEND_MEMORY : SHMKV_BACKEND_DISK;
-    o.track_keys = track ? SHMKV_TRACK_ON : SHMKV_TRACK_OFF;
+    o.track_keys = track < 0 ? SHMKV_TRACK_DEFAULT : track ? SHMKV_TRACK_ON : SHMKV_TRACK_OFF;
     o.segments = segs;
     o.reserve = 64ull << 20;
     int rc = shmkv_open(path, &o, &db);
@@ -113,9 +114,47 @@ static int many(const char *path, long n, int track, uint32_t segs)
     return 0;
 }
 
+/* Every kind of write the API has, including clear, large values (chunks
+ * of their own), growing and shrinking values and an index rebuild. */
+static int churn(const char *path, int track)
+{
+    shmkv_db *db = open_store(path, 0, track, 8);
+    char k[32];
+    static char big[3u << 20];
+    memset(big, 'B', sizeof big);
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 3000; i++) {
+            int kl = snprintf(k, sizeof k, "c:%d:%05d", round, i);
+            set(db, k, (size_t)kl, big, (size_t)(i * 37 % 2000), SHMKV_KIND_BYTES);
+        }
+        for (int i = 0; i < 3000; i += 3) {
+            int kl = snprintf(k, sizeof k, "c:%d:%05d", round, i);
+            set(db, k, (size_t)kl, big, (size_t)(i * 91 % 5000), SHMKV_KIND_STRING);
+        }
+        for (int i = 0; i < 3000; i += 2) {
+            int kl = snprintf(k, sizeof k, "c:%d:%05d", round, i);
+            shmkv_delete(db, k, (size_t)kl, NULL);
+        }
+        int64_t r;
+        for (int i = 0; i < 200; i++)
+            shmkv_incr(db, "ctr", 3, i, SHMKV_KIND_STRING, &r);
+        set(db, "big", 3, big, sizeof big - (size_t)round * 4096, SHMKV_KIND_BYTES);
+        int sw;
+        shmkv_cas(db, "ctr", 3, NULL, 0, "1", 1, SHMKV_KIND_STRING, &sw);
+        if (round == 1) {
+            if (shmkv_clear(db))
+                die("clear", 0);
+        }
+        if (shmkv_rebuild_index(db))
+            die("rebuild", 0);
+    }
+    shmkv_close(db);
+    return 0;
+}
+
 static int writer(const char *path, int seconds)
 {
-    shmkv_db *db = open_store(path, 0, 0, 0);
+    shmkv_db *db = open_store(path, 0, -1, 0);
     time_t end = time(NULL) + seconds;
     unsigned x = (unsigned)getpid();
     char k[32], v[600];
@@ -138,7 +177,7 @@ static int writer(const char *path, int seconds)
 
 static int hold(const char *path)
 {
-    shmkv_db *db = open_store(path, 0, 0, 0);
+    shmkv_db *db = open_store(path, 0, -1, 0);
     printf("ready\n");
     fflush(stdout);
     char buf[16];
@@ -300,6 +339,8 @@ int main(int argc, char **argv)
         return golden(argv[2], argc > 3 && !strcmp(argv[3], "memory"));
     if (argc == 6 && !strcmp(argv[1], "many"))
         return many(argv[2], atol(argv[3]), atoi(argv[4]), (uint32_t)atoi(argv[5]));
+    if (argc == 4 && !strcmp(argv[1], "churn"))
+        return churn(argv[2], atoi(argv[3]));
     if (argc == 4 && !strcmp(argv[1], "writer"))
         return writer(argv[2], atoi(argv[3]));
     if (argc == 3 && !strcmp(argv[1], "hold"))

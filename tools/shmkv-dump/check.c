@@ -84,6 +84,7 @@ enum { LOCK_FREE, LOCK_HELD, LOCK_DEAD, LOCK_BROKEN, LOCK_UNKNOWN };
 typedef struct owner_st {
     uint64_t nchunks, chunk_bytes, used_bytes;
     bool walk_ok;   /* every reference of this owner was followed */
+    bool blocks_known; /* every block of this owner was walked */
     int lock;       /* LOCK_* */
     int tid;
 } owner_st;
@@ -108,6 +109,8 @@ typedef struct ck {
     uint64_t index_keys;
     uint64_t live_slots;
     bool tree_sorted;
+    bool tables_complete; /* every live slot's entry was read */
+    uint64_t karr_bad;
 } ck;
 
 typedef struct check_res {
@@ -172,6 +175,22 @@ static const char *kdesc(const unsigned char *k, size_t n, char *buf, size_t cap
     buf[o++] = '"';
     buf[o] = 0;
     return buf;
+}
+
+/* True when off lies where the walk could not go (past a broken chunk, or
+ * in a chunk whose blocks could not be walked): a reference there can be
+ * neither confirmed nor refuted, so it is not reported on its own. */
+static bool unknown_at(const ck *c, uint64_t off)
+{
+    long ci = scan_chunk_of(&c->sc, off);
+    if (ci >= 0)
+        return !c->sc.c[ci].blocks_ok;
+    return !c->sc.tiled && off >= c->sc.end && off < c->v->len;
+}
+
+static const char *plural(uint64_t n)
+{
+    return n == 1 ? "" : "s";
 }
 
 static uint64_t seg_base(const ck *c, uint32_t i)
@@ -260,8 +279,8 @@ static void check_header(ck *c)
     int tid;
     int st = lock_state(c->v, offsetof(shmkv__hdr, grow_lock), &tid);
     if (st == LOCK_DEAD)
-        warn(c->r, "header: the growth lock's owner (thread %d) died holding it; the next "
-             "grower recovers it", tid);
+        warn(c->r, "header: the growth lock's owner died holding it; the next grower "
+             "recovers it");
     else if (st == LOCK_BROKEN)
         prob(c->r, "header: the growth lock is marked not recoverable");
 }
@@ -277,10 +296,13 @@ static void check_locks(ck *c)
         owner_st *o = &c->ow[i];
         char nm[32];
         o->lock = lock_state(c->v, moff, &o->tid);
-        if (o->lock == LOCK_DEAD)
+        if (o->lock == LOCK_DEAD && o->tid)
             warn(c->r, "%s: the lock's owner (thread %d) died holding it; the next process "
                  "to take it repairs what it left half done", owner_name(c, i, nm, sizeof nm),
                  o->tid);
+        else if (o->lock == LOCK_DEAD)
+            warn(c->r, "%s: the lock's owner died holding it; the next process to take it "
+                 "repairs what it left half done", owner_name(c, i, nm, sizeof nm));
         else if (o->lock == LOCK_BROKEN)
             prob(c->r, "%s: the lock is marked not recoverable",
                  owner_name(c, i, nm, sizeof nm));
@@ -321,7 +343,9 @@ static void check_alloc(ck *c, uint32_t slot)
     }
     if (a.cur) {
         long ci = scan_chunk_of(&c->sc, a.cur);
-        if (ci < 0 || c->sc.c[ci].off != a.cur)
+        if (ci < 0 && unknown_at(c, a.cur))
+            o->walk_ok = false;
+        else if (ci < 0 || c->sc.c[ci].off != a.cur)
             prob(c->r, "%s: current chunk 0x%" PRIx64 " is not a chunk", nm, a.cur);
         else if (c->sc.c[ci].owner != owner)
             prob(c->r, "%s: current chunk 0x%" PRIx64 " belongs to owner %" PRIu32, nm, a.cur,
@@ -330,6 +354,10 @@ static void check_alloc(ck *c, uint32_t slot)
     uint64_t p = a.spare, steps = 0;
     while (p) {
         long ci = scan_chunk_of(&c->sc, p);
+        if (ci < 0 && unknown_at(c, p)) {
+            o->walk_ok = false;
+            break;
+        }
         if (ci < 0 || c->sc.c[ci].off != p) {
             prob(c->r, "%s: spare-chunk list reaches 0x%" PRIx64 ", which is not a chunk", nm, p);
             break;
@@ -355,6 +383,10 @@ static void check_alloc(ck *c, uint32_t slot)
         uint64_t q = a.free_head[cls], n = 0;
         while (q) {
             long bi = scan_find(&c->sc, q);
+            if (bi < 0 && unknown_at(c, q)) {
+                o->walk_ok = false;
+                break;
+            }
             if (bi < 0) {
                 prob(c->r, "%s: free list of class %" PRIu32 " reaches 0x%" PRIx64
                      ", which is not a block", nm, cls, q);
@@ -411,6 +443,7 @@ static int check_segment(ck *c, uint32_t i)
     if (!vcopy(c->v, seg_base(c, i), &sg, sizeof sg)) {
         prob(c->r, "segment %" PRIu32 ": lies outside the file", i);
         o->walk_ok = false;
+        c->tables_complete = false;
         return 0;
     }
     uint64_t toff = atomic_load_explicit(&sg.table, memory_order_relaxed);
@@ -424,8 +457,11 @@ static int check_segment(ck *c, uint32_t i)
     long bi = scan_find(&c->sc, toff);
     uint64_t cap;
     if (bi < 0) {
-        prob(c->r, "segment %" PRIu32 ": table offset 0x%" PRIx64 " is not a block", i, toff);
+        if (!unknown_at(c, toff))
+            prob(c->r, "segment %" PRIu32 ": table offset 0x%" PRIx64 " is not a block", i,
+                 toff);
         o->walk_ok = false;
+        c->tables_complete = false;
         return 0;
     }
     blk *tb = &c->sc.b[bi];
@@ -440,6 +476,7 @@ static int check_segment(ck *c, uint32_t i)
     if (!table_read(c->v, toff, &cap, NULL, why, sizeof why)) {
         prob(c->r, "segment %" PRIu32 ": %s", i, why);
         o->walk_ok = false;
+        c->tables_complete = false;
         return 0;
     }
     uint64_t *w = malloc(cap * 8);
@@ -449,7 +486,8 @@ static int check_segment(ck *c, uint32_t i)
         free(hs);
         return -ENOMEM;
     }
-    uint64_t live = 0, tombs = 0, empty_at = UINT64_MAX;
+    uint64_t live = 0, tombs = 0, empty_at = UINT64_MAX, foreign = 0, foreign_at = 0;
+    uint32_t foreign_owner = 0;
     for (uint64_t j = 0; j < cap; j++) {
         vu64(c->v, toff + sizeof(shmkv__table) + j * 8, &w[j]);
         hs[j] = UINT64_MAX; /* not a checked live entry */
@@ -469,14 +507,19 @@ static int check_segment(ck *c, uint32_t i)
         }
         live++;
         ent e;
+        if (scan_find(&c->sc, SHMKV__SLOT_OFF(x)) < 0 && unknown_at(c, SHMKV__SLOT_OFF(x))) {
+            o->walk_ok = false;
+            c->tables_complete = false;
+            continue;
+        }
         if (!entry_read(c->v, &c->sc, SHMKV__SLOT_OFF(x), &e, why, sizeof why)) {
             prob(c->r, "segment %" PRIu32 " slot %" PRIu64 ": %s", i, j, why);
+            c->tables_complete = false;
             continue;
         }
         blk *eb = &c->sc.b[scan_find(&c->sc, e.off)];
-        if (eb->owner != i)
-            prob(c->r, "segment %" PRIu32 " slot %" PRIu64 ": entry block 0x%" PRIx64
-                 " belongs to owner %" PRIu32, i, j, eb->off, eb->owner);
+        if (eb->owner != i && !foreign++)
+            foreign_at = j, foreign_owner = eb->owner;
         if (eb->ref != REF_NONE) {
             prob(c->r, "segment %" PRIu32 " slot %" PRIu64 ": entry block 0x%" PRIx64
                  " is also referenced by %s", i, j, eb->off, ref_name(eb->ref));
@@ -505,6 +548,10 @@ static int check_segment(ck *c, uint32_t i)
             return -ENOMEM;
         }
     }
+    if (foreign)
+        prob(c->r, "segment %" PRIu32 ": %" PRIu64 " entr%s in blocks of another owner (first: "
+             "slot %" PRIu64 ", owner %" PRIu32 ")", i, foreign, foreign == 1 ? "y" : "ies",
+             foreign_at, foreign_owner);
     /* Reachability: no EMPTY slot between an entry's home bucket and it. */
     if (empty_at == UINT64_MAX) {
         if (cap)
@@ -575,7 +622,8 @@ static bool load_node(ck *c, uint64_t off, bool root, shmkv__bt_node *nd)
 {
     long bi = scan_find(&c->sc, off);
     if (bi < 0) {
-        prob(c->r, "index: tree node 0x%" PRIx64 " is not a block", off);
+        if (!unknown_at(c, off))
+            prob(c->r, "index: tree node 0x%" PRIx64 " is not a block", off);
         return false;
     }
     blk *b = &c->sc.b[bi];
@@ -634,6 +682,8 @@ static const unsigned char *leaf_entry(ck *c, uint64_t node, uint32_t i, const s
         prob(c->r, "index: leaf 0x%" PRIx64 " entry %" PRIu32 ": child %" PRIu64 " / count %"
              PRIu64 " (a leaf entry has 0 / 1)", node, i, e->child, e->count);
     long bi = scan_find(&c->sc, e->key);
+    if (bi < 0 && unknown_at(c, e->key))
+        return NULL;
     if (bi < 0) {
         prob(c->r, "index: leaf 0x%" PRIx64 " entry %" PRIu32 ": key blob 0x%" PRIx64
              " is not a block", node, i, e->key);
@@ -774,7 +824,8 @@ static void check_karr(ck *c, uint64_t karr, uint64_t n)
 {
     long bi = scan_find(&c->sc, karr);
     if (bi < 0) {
-        prob(c->r, "index: key array 0x%" PRIx64 " is not a block", karr);
+        if (!unknown_at(c, karr))
+            prob(c->r, "index: key array 0x%" PRIx64 " is not a block", karr);
         c->ow[c->h->nseg].walk_ok = false;
         return;
     }
@@ -806,8 +857,10 @@ static void check_karr(ck *c, uint64_t karr, uint64_t n)
             break;
         long ki = scan_find(&c->sc, off);
         if (ki < 0 || c->sc.b[ki].ref != REF_BLOB) {
-            prob(c->r, "index: key array entry %" PRIu64 " (0x%" PRIx64 ") is not a key of the "
-                 "tree", i, off);
+            /* With part of the tree unwalkable this is expected. */
+            if (c->ow[c->h->nseg].walk_ok && c->karr_bad++ < EXAMPLES)
+                prob(c->r, "index: key array entry %" PRIu64 " (0x%" PRIx64 ") is not a key "
+                     "of the tree", i, off);
             continue;
         }
         if (c->sc.b[ki].aux) {
@@ -820,6 +873,13 @@ static void check_karr(ck *c, uint64_t karr, uint64_t n)
             prob(c->r, "index: key blob 0x%" PRIx64 " says position %" PRIu32 ", the key array "
                  "has it at %" PRIu64, off, pos, i);
     }
+}
+
+static void karr_total(ck *c)
+{
+    if (c->karr_bad > EXAMPLES)
+        prob(c->r, "index: %" PRIu64 " key array entries are not keys of the tree in all",
+             c->karr_bad);
 }
 
 static int tkey_cmp(const void *a, const void *b)
@@ -883,6 +943,12 @@ static int check_index(ck *c)
     }
     if (dirty > 1)
         prob(c->r, "index: dirty flag is %" PRIu32 ", not 0 or 1", dirty);
+    if (!dirty && c->ow[islot].lock == LOCK_DEAD) {
+        warn(c->r, "index: its lock's owner died, so the next process to take the lock "
+             "rebuilds it from the tables; its contents were not checked");
+        c->ow[islot].walk_ok = false;
+        return 0;
+    }
     if (dirty) {
         warn(c->r, "index: marked for rebuilding (a process died updating it); the next "
              "writer rebuilds it from the tables, so its contents were not checked");
@@ -900,10 +966,16 @@ static int check_index(ck *c)
     }
     if (c->ow[islot].walk_ok && ix.n != c->ntk)
         prob(c->r, "index: counts %" PRIu64 " keys, its tree holds %zu", ix.n, c->ntk);
-    if (ix.karr)
+    if (ix.karr) {
         check_karr(c, ix.karr, ix.n);
+        karr_total(c);
+    }
     else if (ix.n)
         prob(c->r, "index: %" PRIu64 " keys but no key array", ix.n);
+    /* Agreement with the tables means something only when both sides were
+     * read completely; what stopped either is reported already. */
+    if (!c->tables_complete || !c->ow[islot].walk_ok)
+        return 0;
     if (ix.n != c->live_slots)
         prob(c->r, "index: counts %" PRIu64 " keys, the tables hold %" PRIu64, ix.n,
              c->live_slots);
@@ -944,20 +1016,21 @@ static void check_blocks(ck *c)
         }
     }
     if (marks && !c->live)
-        prob(c->r, "%" PRIu64 " blocks still carry the recovery mark (first at 0x%" PRIx64
+        prob(c->r, "%" PRIu64 " block(s) still carry the recovery mark (first at 0x%" PRIx64
              "): a recovery walk did not finish", marks, mark_at);
     for (uint32_t s = 0; s < nown; s++) {
         owner_name(c, s, nm, sizeof nm);
         if (leak_n[s])
-            oprob(c, s, "%s: %" PRIu64 " blocks (%" PRIu64 " bytes) are in use but referenced "
-                  "by nothing (leaked); first at 0x%" PRIx64, nm, leak_n[s], leak_b[s],
-                  leak_at[s]);
+            oprob(c, s, "%s: %" PRIu64 " block%s (%" PRIu64 " bytes) in use but referenced "
+                  "by nothing (leaked); first at 0x%" PRIx64, nm, leak_n[s], plural(leak_n[s]),
+                  leak_b[s], leak_at[s]);
         if (lost_n[s])
-            oprob(c, s, "%s: %" PRIu64 " free blocks (%" PRIu64 " bytes) are on no free list "
-                  "(lost to the allocator); first at 0x%" PRIx64, nm, lost_n[s], lost_b[s],
-                  lost_at[s]);
+            oprob(c, s, "%s: %" PRIu64 " free block%s (%" PRIu64 " bytes) on no free list "
+                  "(lost to the allocator); first at 0x%" PRIx64, nm, lost_n[s],
+                  plural(lost_n[s]), lost_b[s], lost_at[s]);
         shmkv__alloc a;
-        if (c->sc.tiled && read_alloc(c, s, &a) && a.used_bytes != c->ow[s].used_bytes)
+        if (c->sc.tiled && c->ow[s].blocks_known && read_alloc(c, s, &a) &&
+            a.used_bytes != c->ow[s].used_bytes)
             oprob(c, s, "%s: allocator counts %" PRIu64 " bytes in use, its used blocks hold %"
                   PRIu64, nm, a.used_bytes, c->ow[s].used_bytes);
     }
@@ -982,12 +1055,13 @@ static int run_check(const store *s, const view *v, const shmkv__hdr *h, bool li
     c.h = h;
     c.r = r;
     c.live = live;
+    c.tables_complete = true;
     memset(res, 0, sizeof *res);
     c.ow = calloc(h->nseg + 1, sizeof *c.ow);
     if (!c.ow)
         return -ENOMEM;
     for (uint32_t i = 0; i <= h->nseg; i++)
-        c.ow[i].walk_ok = true;
+        c.ow[i].walk_ok = c.ow[i].blocks_known = true;
 
     check_header(&c);
     check_locks(&c);
@@ -999,15 +1073,20 @@ static int run_check(const store *s, const view *v, const shmkv__hdr *h, bool li
             continue;
         c.ow[sl].nchunks++;
         c.ow[sl].chunk_bytes += c.sc.c[i].size;
+        if (!c.sc.c[i].blocks_ok)
+            c.ow[sl].walk_ok = c.ow[sl].blocks_known = false;
     }
     for (size_t i = 0; i < c.sc.nb; i++) {
         uint32_t sl = owner_slot(&c, c.sc.b[i].owner);
         if (sl != UINT32_MAX && (c.sc.b[i].flags & SHMKV__BF_USED))
             c.ow[sl].used_bytes += c.sc.b[i].size;
     }
-    if (!c.sc.tiled)
+    if (!c.sc.tiled) {
         for (uint32_t i = 0; i <= h->nseg; i++)
             c.ow[i].walk_ok = false; /* blocks past the break are unknown */
+        warn(r, "the region past 0x%" PRIx64 " could not be walked: references into it were "
+             "not checked", c.sc.end);
+    }
     for (uint32_t i = 0; i <= h->nseg; i++)
         check_alloc(&c, i);
     for (uint32_t i = 0; i < h->nseg; i++)

@@ -99,6 +99,8 @@ int store_open(store *s, const char *where, bool memory);
 /* Map [0, min(top, file size)). Returns 0 or EXIT_USAGE/EXIT_RUNTIME. */
 int store_map(store *s);
 void store_close(store *s);
+/* Map again when the region grew since it was mapped; true if it did. */
+bool store_remap(store *s);
 /* Re-read the header into *h with pread. */
 bool store_read_hdr(const store *s, shmkv__hdr *h);
 /* Private copy of the region, from a fresh header: *out is malloc'd. */

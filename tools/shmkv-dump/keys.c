@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #define READ_TRIES 4
 
@@ -171,11 +172,11 @@ static uint64_t seg_field(const shmkv__hdr *h, uint32_t i, size_t field)
     return h->seg_off + (uint64_t)i * sizeof(shmkv__seg) + field;
 }
 
-/* Read the slot, validate its entry, copy it, and read the slot again. */
-static int collect_slot(const view *v, bool live, uint64_t slot_off, uint32_t seg, uint64_t j,
-                        const opts *o, bool with_value, coll *c)
+/* Read the slot, validate its entry, copy it, and read the slot again.
+ * Returns 0, 1 when the slot had to be skipped (why says it), -ENOMEM. */
+static int collect_slot(const view *v, bool live, uint64_t slot_off, const opts *o,
+                        bool with_value, coll *c, char *why, size_t wn)
 {
-    char why[256] = "";
     for (int t = 0; t < READ_TRIES; t++) {
         uint64_t w, w2 = 0;
         if (!vu64(v, slot_off, &w))
@@ -183,10 +184,10 @@ static int collect_slot(const view *v, bool live, uint64_t slot_off, uint32_t se
         if (!SHMKV__SLOT_LIVE(w))
             return 0;
         ent e;
-        if (!entry_read(v, NULL, SHMKV__SLOT_OFF(w), &e, why, sizeof why)) {
+        if (!entry_read(v, NULL, SHMKV__SLOT_OFF(w), &e, why, wn)) {
             if (live)
                 continue;
-            break;
+            return 1;
         }
         if (o->plen && (e.klen < o->plen || memcmp(e.key, o->prefix, o->plen) != 0)) {
             vu64(v, slot_off, &w2);
@@ -201,35 +202,81 @@ static int collect_slot(const view *v, bool live, uint64_t slot_off, uint32_t se
         if (w2 == w || !live)
             return 0;
         c->len = mark_len, c->n = mark_n; /* changed under us: read again */
-        snprintf(why, sizeof why, "slot kept changing while being read");
+        snprintf(why, wn, "slot kept changing while being read");
     }
-    c->skipped++;
-    warn(&c->warns, "segment %" PRIu32 " slot %" PRIu64 ": skipped: %s", seg, j, why);
+    return 1;
+}
+
+/* One segment. With writers at work the table may be replaced (and its
+ * block reused) or the region may grow while we read: then the segment is
+ * read again from scratch, and only what stays unreadable is skipped. */
+static int collect_segment(store *s, bool live, uint32_t i, const opts *o, bool with_value,
+                           coll *c)
+{
+    char why[256] = "", first[256] = "";
+    uint64_t skipped = 0, first_slot = 0;
+    bool table_bad = false;
+    for (int attempt = 0; attempt < (live ? 2 * READ_TRIES : 1); attempt++) {
+        const view *v = &s->v;
+        size_t mark_len = c->len, mark_n = c->n;
+        uint64_t toff = 0, toff2 = 0, cap;
+        skipped = 0;
+        table_bad = false;
+        if (!vu64(v, seg_field(&s->hdr, i, offsetof(shmkv__seg, table)), &toff) || !toff)
+            return 0;
+        if (!table_read(v, toff, &cap, NULL, first, sizeof first)) {
+            table_bad = true;
+            skipped = 1;
+        } else {
+            for (uint64_t j = 0; j < cap; j++) {
+                int rc = collect_slot(v, live, toff + sizeof(shmkv__table) + j * 8, o,
+                                      with_value, c, why, sizeof why);
+                if (rc < 0)
+                    return rc;
+                if (rc > 0 && !skipped++) {
+                    first_slot = j;
+                    memcpy(first, why, sizeof first);
+                }
+            }
+        }
+        if (!skipped || !live)
+            break;
+        vu64(v, seg_field(&s->hdr, i, offsetof(shmkv__seg, table)), &toff2);
+        bool grew = store_remap(s);
+        if (toff2 == toff && !grew && attempt >= READ_TRIES)
+            break;
+        c->len = mark_len, c->n = mark_n;
+        usleep(1000);
+    }
+    if (!skipped)
+        return 0;
+    c->skipped += skipped;
+    if (table_bad)
+        warn(&c->warns, "segment %" PRIu32 ": table skipped: %s", i, first);
+    else
+        warn(&c->warns, "segment %" PRIu32 ": %" PRIu64 " slot%s skipped (first: slot %" PRIu64
+             ": %s)", i, skipped, skipped == 1 ? "" : "s", first_slot, first);
     return 0;
 }
 
 static int collect(store *s, const opts *o, bool with_value, coll *c)
 {
-    const view *v = &s->v;
-    const shmkv__hdr *h = &s->hdr;
     bool live = store_attached(s);
-    char why[256];
-    for (uint32_t i = 0; i < h->nseg; i++) {
-        uint64_t toff, cap;
-        if (!vu64(v, seg_field(h, i, offsetof(shmkv__seg, table)), &toff) || !toff)
-            continue;
-        if (!table_read(v, toff, &cap, NULL, why, sizeof why)) {
-            c->skipped++;
-            warn(&c->warns, "segment %" PRIu32 ": table skipped: %s", i, why);
-            continue;
-        }
-        for (uint64_t j = 0; j < cap; j++)
-            if (collect_slot(v, live, toff + sizeof(shmkv__table) + j * 8, i, j, o,
-                             with_value, c) < 0)
-                return -ENOMEM;
-    }
+    if (live)
+        store_remap(s);
+    for (uint32_t i = 0; i < s->hdr.nseg; i++)
+        if (collect_segment(s, live, i, o, with_value, c) < 0)
+            return -ENOMEM;
     if (c->n)
         qsort_r(c->it, c->n, sizeof *c->it, item_cmp, c->buf);
+    if (live && c->n > 1) {
+        /* A key moved while we read may have been seen twice. */
+        size_t k = 1;
+        for (size_t i = 1; i < c->n; i++)
+            if (item_cmp(&c->it[k - 1], &c->it[i], c->buf) != 0)
+                c->it[k++] = c->it[i];
+        c->n = k;
+    }
     return 0;
 }
 
@@ -396,8 +443,15 @@ int mode_get(store *s, const opts *o)
     char why[256] = "";
     lk_res r = LK_DAMAGED;
     bool live = store_attached(s);
-    for (int t = 0; t < (live ? READ_TRIES : 1) && r == LK_DAMAGED; t++)
+    if (live)
+        store_remap(s);
+    for (int t = 0; t < (live ? READ_TRIES : 1) && r == LK_DAMAGED; t++) {
+        if (t) {
+            store_remap(s);
+            usleep(1000);
+        }
         r = lookup(&s->v, &s->hdr, o, &val, &vlen, &kind, why, sizeof why);
+    }
     FILE *f = stdout;
     if (o->json) {
         fputs("{\"store\":", f);

@@ -431,7 +431,8 @@ void put_value_text(FILE *f, const unsigned char *p, size_t n, unsigned kind,
             fputc('\n', f);
             return;
         }
-        fprintf(f, "%s(not valid JSON, shown as text)\n", indent);
+        /* --get keeps standard output for the value itself. */
+        fprintf(raw ? stderr : f, "%s(not valid JSON, shown as text)\n", raw ? "shmkv-dump: " : indent);
         /* fall through */
     case SHMKV_KIND_STRING:
         if (raw) {

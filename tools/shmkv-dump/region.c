@@ -223,6 +223,33 @@ int store_map(store *s)
     return 0;
 }
 
+bool store_remap(store *s)
+{
+    shmkv__hdr h;
+    struct stat st;
+    char why[512];
+    if (!store_read_hdr(s, &h) || fstat(s->fd, &st) < 0 ||
+        memcmp(h.magic, SHMKV__MAGIC, 8) != 0 ||
+        !hdr_identify(&h, (uint64_t)st.st_size, why, sizeof why) || h.nseg != s->hdr.nseg ||
+        h.seg_off != s->hdr.seg_off || h.idx_off != s->hdr.idx_off)
+        return false;
+    uint64_t top = atomic_load_explicit(&h.top, memory_order_relaxed);
+    uint64_t len = top < (uint64_t)st.st_size ? top : (uint64_t)st.st_size;
+    if (len <= s->maplen)
+        return false;
+    void *p = mmap(NULL, len, PROT_READ, MAP_SHARED, s->fd, 0);
+    if (p == MAP_FAILED)
+        return false;
+    munmap(s->map, s->maplen);
+    s->map = p;
+    s->maplen = len;
+    s->v.base = p;
+    s->v.len = len;
+    s->st = st;
+    memcpy(&s->hdr, &h, sizeof h);
+    return true;
+}
+
 int store_snapshot(const store *s, view *out, shmkv__hdr *h)
 {
     struct stat st;
