@@ -596,7 +596,8 @@ static int check_segment(ck *c, uint32_t i)
 static void check_duplicates(ck *c)
 {
     char kb[256];
-    qsort(c->e, c->ne, sizeof *c->e, ent_cmp);
+    if (c->ne > 1)
+        qsort(c->e, c->ne, sizeof *c->e, ent_cmp);
     for (size_t i = 1; i < c->ne; i++)
         if (ent_cmp(&c->e[i - 1], &c->e[i]) == 0)
             prob(c->r, "key %s is stored twice: segment %" PRIu32 " slot %" PRIu64
@@ -893,7 +894,7 @@ static void compare_index(ck *c)
     char kb[256];
     uint64_t missing = 0, extra = 0;
     size_t i = 0, j = 0;
-    if (!c->tree_sorted)
+    if (!c->tree_sorted && c->ntk > 1)
         qsort(c->tk, c->ntk, sizeof *c->tk, tkey_cmp);
     while (i < c->ne || j < c->ntk) {
         int cmp;
