@@ -1,0 +1,350 @@
+/*
+ * test_badfile.c - opening things that are not (usable) stores.
+ *
+ * shmkv_open must refuse them with SHMKV_ENOTSTORE (or SHMKV_EVERSION /
+ * SHMKV_EABI where that is what is wrong) and must never modify them: we
+ * compare the bytes, the size and the mtime (set to a fixed past time
+ * first, so any write shows) before and after. Symbolic links are never
+ * followed (-ELOOP). A zero-length file is initialised as a new store.
+ */
+#include "common.h"
+#include "internal.h"
+
+#include <stddef.h>
+#include <sys/time.h>
+
+TestSuite(badfile, .init = t_setup, .fini = t_teardown, .timeout = 120);
+
+typedef struct {
+    unsigned char *bytes;
+    size_t len;
+    struct stat st;
+} snap;
+
+static void snapshot(const char *path, snap *s)
+{
+    /* an old, exact mtime: any write by the library would change it */
+    struct timespec ts[2] = {{1000000000, 123456789}, {1000000000, 123456789}};
+    cr_assert(utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) == 0, "utimensat: %s",
+              strerror(errno));
+    s->bytes = t_read_file(path, &s->len);
+    cr_assert(lstat(path, &s->st) == 0);
+}
+
+static void assert_unchanged(const char *path, snap *s, const char *what)
+{
+    struct stat st;
+    cr_assert(lstat(path, &st) == 0, "%s: file vanished", what);
+    size_t len;
+    unsigned char *now = t_read_file(path, &len);
+    bool same = len == s->len && memcmp(now, s->bytes, len) == 0;
+    free(now);
+    cr_assert(same, "%s: the file's bytes changed (%zu -> %zu bytes)", what, s->len, len);
+    cr_assert_eq(st.st_size, s->st.st_size, "%s: size changed", what);
+    cr_assert(st.st_mtim.tv_sec == s->st.st_mtim.tv_sec &&
+                  st.st_mtim.tv_nsec == s->st.st_mtim.tv_nsec,
+              "%s: mtime changed", what);
+    cr_assert_eq(st.st_mode, s->st.st_mode, "%s: mode changed", what);
+    cr_assert_eq(st.st_ino, s->st.st_ino, "%s: file replaced", what);
+    free(s->bytes);
+    s->bytes = NULL;
+}
+
+/* Open with default options and read-only; both must fail with one of
+ * the accepted codes and leave the file as it was. */
+static void refuse(const char *path, const int *codes, size_t ncodes, const char *what)
+{
+    const uint32_t flags[] = {0, SHMKV_RDONLY, SHMKV_NOCREATE};
+    for (size_t f = 0; f < 3; f++) {
+        snap s;
+        snapshot(path, &s);
+        shmkv_options o = t_opts(SHMKV_BACKEND_DISK, 0);
+        o.flags = flags[f];
+        shmkv_db *db = NULL;
+        int rc = shmkv_open(path, &o, &db);
+        if (rc == 0)
+            shmkv_close(db);
+        bool ok = false;
+        for (size_t i = 0; i < ncodes; i++)
+            ok |= rc == codes[i];
+        if (!ok) {
+            free(s.bytes);
+            cr_assert_fail("%s (flags %u): open -> %d (%s), expected %d (%s)%s", what, flags[f],
+                           rc, shmkv_strerror(rc), codes[0], shmkv_strerror(codes[0]),
+                           ncodes > 1 ? " or another listed code" : "");
+        }
+        assert_unchanged(path, &s, what);
+    }
+}
+
+static const int NOTSTORE[] = {SHMKV_ENOTSTORE};
+
+Test(badfile, random_bytes)
+{
+    t_rng r = t_rng_new();
+    const size_t sizes[] = {1, 7, 100, 4095, 4096, 16384, 100000};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        unsigned char *b = malloc(sizes[i]);
+        cr_assert(b);
+        for (size_t j = 0; j < sizes[i]; j++)
+            b[j] = (unsigned char)t_next(&r);
+        b[0] = (unsigned char)(b[0] == 'S' ? 'X' : b[0]); /* not our magic */
+        const char *p = t_path("rand");
+        t_write_file(p, b, sizes[i]);
+        free(b);
+        char what[64];
+        snprintf(what, sizeof what, "%zu random bytes", sizes[i]);
+        refuse(p, NOTSTORE, 1, what);
+    }
+}
+
+Test(badfile, text_and_zeros)
+{
+    const char *p = t_path("text");
+    const char *txt = "hello, this is a text file\nnot a store\n";
+    t_write_file(p, txt, strlen(txt));
+    refuse(p, NOTSTORE, 1, "text file");
+
+    /* (An all-zero file is deliberately taken for the leftover of a
+     * creator that died before writing the header, so it is not here.) */
+
+    /* SQLite's header */
+    unsigned char sq[4096] = "SQLite format 3";
+    const char *ps = t_path("sqlite");
+    t_write_file(ps, sq, sizeof sq);
+    refuse(ps, NOTSTORE, 1, "SQLite header");
+}
+
+Test(badfile, boltdb_like)
+{
+    /* BoltDB: pages of 4096 bytes; page 0 and 1 are meta pages whose
+     * meta struct starts at offset 16 (after the page header) with the
+     * magic 0xED0CDAED, then version 2 and the page size. */
+    enum { PS = 4096, SIZE = 16384 };
+    unsigned char *b = calloc(1, SIZE);
+    cr_assert(b);
+    for (int pg = 0; pg < 2; pg++) {
+        unsigned char *page = b + pg * PS;
+        uint64_t id = (uint64_t)pg;
+        uint16_t flags = 0x04; /* metaPageFlag */
+        memcpy(page, &id, 8);
+        memcpy(page + 8, &flags, 2);
+        uint32_t magic = 0xED0CDAEDu, version = 2, psz = PS, fl = 0;
+        memcpy(page + 16, &magic, 4);
+        memcpy(page + 20, &version, 4);
+        memcpy(page + 24, &psz, 4);
+        memcpy(page + 28, &fl, 4);
+        uint64_t root = 3, freelist = 2, pgid = 4, txid = (uint64_t)pg;
+        memcpy(page + 32, &root, 8);
+        memcpy(page + 48, &freelist, 8);
+        memcpy(page + 56, &pgid, 8);
+        memcpy(page + 64, &txid, 8);
+    }
+    const char *p = t_path("bolt");
+    t_write_file(p, b, SIZE);
+    free(b);
+    refuse(p, NOTSTORE, 1, "BoltDB-like file");
+}
+
+/* A real, closed store with some keys. */
+static const char *real_store(void)
+{
+    const char *p = t_path("real");
+    shmkv_db *db = t_open(p, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+    for (int i = 0; i < 300; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%d", i);
+        t_set(db, k, "some value");
+    }
+    t_close(db);
+    return p;
+}
+
+static void write_prefix_copy(const char *src, const char *dst, size_t n)
+{
+    size_t len;
+    unsigned char *b = t_read_file(src, &len);
+    cr_assert(len >= n, "store is only %zu bytes", len);
+    t_write_file(dst, b, n);
+    free(b);
+}
+
+Test(badfile, truncated_store)
+{
+    const char *src = real_store();
+    /* the header page is incomplete: not a store */
+    const char *p100 = t_path("trunc100");
+    write_prefix_copy(src, p100, 100);
+    refuse(p100, NOTSTORE, 1, "first 100 bytes of a store");
+    const char *p8 = t_path("trunc8");
+    write_prefix_copy(src, p8, 8);
+    refuse(p8, NOTSTORE, 1, "first 8 bytes of a store");
+
+    /* the whole header but none of the data the header points to: refused
+     * as not a (complete) store, or as damaged */
+    const int codes[] = {SHMKV_ENOTSTORE, SHMKV_ECORRUPT};
+    const char *p4k = t_path("trunc4k");
+    write_prefix_copy(src, p4k, 4096);
+    refuse(p4k, codes, 2, "first 4096 bytes of a store");
+    const char *p5k = t_path("trunc5k");
+    write_prefix_copy(src, p5k, 5000);
+    refuse(p5k, codes, 2, "first 5000 bytes of a store");
+
+    /* the original is still fine */
+    shmkv_db *db = t_open(src, SHMKV_BACKEND_DISK, 0);
+    cr_assert_eq(shmkv_size(db), 300);
+    t_close(db);
+}
+
+static void patch_copy(const char *src, const char *dst, size_t off, const void *v, size_t n)
+{
+    size_t len;
+    unsigned char *b = t_read_file(src, &len);
+    memcpy(b + off, v, n);
+    t_write_file(dst, b, len);
+    free(b);
+}
+
+Test(badfile, other_version)
+{
+    const char *src = real_store();
+    cr_assert_eq(offsetof(shmkv__hdr, version), 8);
+    const uint32_t versions[] = {SHMKV__FORMAT_VERSION + 1, 0, 0xffffffffu};
+    for (size_t i = 0; i < 3; i++) {
+        const char *p = t_path("ver");
+        patch_copy(src, p, 8, &versions[i], 4);
+        const int codes[] = {SHMKV_EVERSION};
+        char what[48];
+        snprintf(what, sizeof what, "store with version %u", versions[i]);
+        refuse(p, codes, 1, what);
+    }
+}
+
+Test(badfile, other_abi)
+{
+    const char *src = real_store();
+    /* byte-swapped endianness check */
+    uint32_t e = 0x04030201u;
+    const char *p = t_path("endian");
+    patch_copy(src, p, offsetof(shmkv__hdr, endian), &e, 4);
+    const int codes[] = {SHMKV_EABI};
+    refuse(p, codes, 1, "store with the other byte order");
+    /* 4-byte words */
+    uint16_t w = 4;
+    const char *p2 = t_path("word");
+    patch_copy(src, p2, offsetof(shmkv__hdr, word_size), &w, 2);
+    refuse(p2, codes, 1, "store with 4-byte words");
+    /* another mutex size */
+    uint16_t ms = 24;
+    const char *p3 = t_path("mutex");
+    patch_copy(src, p3, offsetof(shmkv__hdr, mutex_size), &ms, 2);
+    refuse(p3, codes, 1, "store with another mutex size");
+}
+
+Test(badfile, bad_magic)
+{
+    const char *src = real_store();
+    const char *p = t_path("magic");
+    patch_copy(src, p, 0, "SHMKVdX", 7);
+    refuse(p, NOTSTORE, 1, "store with a damaged magic");
+}
+
+Test(badfile, directory)
+{
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/adir", t_ctx.dir);
+    cr_assert(mkdir(dir, 0700) == 0);
+    shmkv_db *db = NULL;
+    int rc = shmkv_open(dir, NULL, &db);
+    if (rc == 0)
+        shmkv_close(db);
+    cr_assert(rc == -EISDIR || rc == SHMKV_ENOTSTORE, "open(directory) -> %d (%s)", rc,
+              shmkv_strerror(rc));
+    DIR *d = opendir(dir);
+    cr_assert(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    cr_assert_eq(n, 0, "open(directory) created files inside it");
+    struct stat st;
+    cr_assert(stat(dir, &st) == 0 && S_ISDIR(st.st_mode));
+}
+
+Test(badfile, symlink_never_followed)
+{
+    /* to a real store */
+    const char *src = real_store();
+    char link[256];
+    snprintf(link, sizeof link, "%s/link.kv", t_ctx.dir);
+    cr_assert(symlink(src, link) == 0);
+    snap s;
+    snapshot(src, &s);
+    shmkv_db *db = NULL;
+    int rc = shmkv_open(link, NULL, &db);
+    if (rc == 0)
+        shmkv_close(db);
+    cr_assert_eq(rc, -ELOOP, "open(symlink to a store) -> %d (%s)", rc, shmkv_strerror(rc));
+    assert_unchanged(src, &s, "symlink target");
+
+    /* dangling: must not create the target */
+    char link2[256], target[256];
+    snprintf(target, sizeof target, "%s/not-there.kv", t_ctx.dir);
+    snprintf(link2, sizeof link2, "%s/dangling.kv", t_ctx.dir);
+    cr_assert(symlink(target, link2) == 0);
+    rc = shmkv_open(link2, NULL, &db);
+    if (rc == 0)
+        shmkv_close(db);
+    cr_assert_eq(rc, -ELOOP, "open(dangling symlink) -> %d (%s)", rc, shmkv_strerror(rc));
+    cr_assert(!t_exists(target), "open followed a dangling symlink and created its target");
+    shmkv_options o = t_opts(SHMKV_BACKEND_DISK, 0);
+    o.flags = SHMKV_RDONLY;
+    rc = shmkv_open(link, &o, &db);
+    if (rc == 0)
+        shmkv_close(db);
+    cr_assert_eq(rc, -ELOOP, "read-only open(symlink) -> %d", rc);
+    struct stat st;
+    cr_assert(lstat(link, &st) == 0 && S_ISLNK(st.st_mode), "the link itself was replaced");
+}
+
+Test(badfile, zero_length_file_becomes_store)
+{
+    const char *p = t_path("zero");
+    t_write_file(p, "", 0);
+    shmkv_db *db = t_open(p, SHMKV_BACKEND_DISK, 0);
+    t_set(db, "k", "v");
+    t_close(db);
+    struct stat st;
+    cr_assert(stat(p, &st) == 0);
+    cr_assert(st.st_size >= (off_t)SHMKV__HDR_SIZE);
+    db = t_open(p, SHMKV_BACKEND_DISK, 0);
+    t_expect_str(db, "k", "v");
+    t_close(db);
+    size_t len;
+    unsigned char *b = t_read_file(p, &len);
+    bool magic = len >= 8 && memcmp(b, SHMKV__MAGIC, 8) == 0;
+    free(b);
+    cr_assert(magic, "initialised file does not start with the magic");
+}
+
+Test(badfile, unreadable_file)
+{
+    if (geteuid() == 0) {
+        /* root reads anything: check the open still works rather than
+         * pretending to test EACCES */
+        const char *p = t_path("noperm");
+        t_write_file(p, "", 0);
+        cr_assert(chmod(p, 0) == 0);
+        shmkv_db *db = NULL;
+        int rc = shmkv_open(p, NULL, &db);
+        cr_assert_eq(rc, 0, "root open(mode 000) -> %d (%s)", rc, shmkv_strerror(rc));
+        shmkv_close(db);
+        return;
+    }
+    const char *p = t_path("noperm");
+    t_write_file(p, "", 0);
+    cr_assert(chmod(p, 0) == 0);
+    shmkv_db *db = NULL;
+    T_RC(shmkv_open(p, NULL, &db), -EACCES);
+}
