@@ -4,8 +4,9 @@
  *   dump-mkstore golden PATH [memory]     the known store of the golden tests
  *   dump-mkstore many PATH N TRACK SEGS   N keys "k:%08d" (TRACK 0/1)
  *   dump-mkstore churn PATH TRACK         every kind of write, clear, rebuild
- *   dump-mkstore writer PATH SECONDS      write and delete keys until killed
- *                                         or SECONDS pass (prints "ready")
+ *   dump-mkstore writer PATH SECONDS      write and delete keys until killed,
+ *                                         SECONDS pass or PATH.stop exists
+ *                                         (prints "ready" once open)
  *   dump-mkstore hold PATH                open the store and wait for stdin EOF
  *   dump-mkstore corrupt PATH KIND        damage a (copied) store in place
  *
@@ -161,7 +162,10 @@ static int writer(const char *path, int seconds)
     memset(v, 'v', sizeof v);
     printf("ready\n");
     fflush(stdout);
-    while (time(NULL) < end) {
+    /* Runs until SECONDS pass or a file named "<PATH>.stop" appears. */
+    char stop[4096];
+    snprintf(stop, sizeof stop, "%s.stop", path);
+    while (time(NULL) < end && access(stop, F_OK) != 0) {
         for (int i = 0; i < 1000; i++) {
             x = x * 1103515245u + 12345u;
             int kl = snprintf(k, sizeof k, "w:%05u", (x >> 8) % 20000);

@@ -418,9 +418,10 @@ group_live() {
     "$MK" many l.kv 500 1 8 || { bad "build live store"; return; }
     local sum_before
     sum_before=$(sha l.kv)
-    "$MK" writer l.kv 8 >w1.out &
+    rm -f l.kv.stop
+    "$MK" writer l.kv 120 >w1.out &
     PIDS+=($!)
-    "$MK" writer l.kv 8 >w2.out &
+    "$MK" writer l.kv 120 >w2.out &
     PIDS+=($!)
     wait_ready w1.out && wait_ready w2.out || bad "writers did not start"
     local n=0 fails=0 end=$((SECONDS + 5))
@@ -443,7 +444,8 @@ group_live() {
         grep -q '^shutdown: *open' "$T/out" || { fails=$((fails + 1)); bad "live summary does not say open"; }
     done
     [ "$fails" = 0 ] && ok "$n rounds of --check/--keys/--list/--get/--stats/summary while 2 processes write"
-    [ "$(sha l.kv)" != "$sum_before" ] && ok "the writers did change the store meanwhile"
+    if [ "$(sha l.kv)" != "$sum_before" ]; then ok "the writers did change the store meanwhile"; else bad "the writers changed nothing"; fi
+    touch l.kv.stop
     wait
     PIDS=()
     d l.kv --check --json l.kv

@@ -1212,10 +1212,22 @@ int mode_check(store *s, const opts *o)
     live = store_attached(s);
     if (!live) {
         /* Quiet store: check the mapping in place (the header as mapped). */
+        char why[512];
+        bool changed = false;
         memcpy(&h, s->v.base, sizeof h);
         attempts = 1;
-        rc = run_check(s, &s->v, &h, false, &r, &res);
-        if (rc == 0 && r.prob_total && store_attached(s)) {
+        if (memcmp(h.magic, SHMKV__MAGIC, 8) != 0 || !hdr_identify(&h, s->v.len, why, sizeof why)) {
+            /* Changed since it was validated at open: re-created under us? */
+            if (!store_attached(s)) {
+                fprintf(stderr, "shmkv-dump: %s: the header changed while being read\n",
+                        s->label);
+                return EXIT_RUNTIME;
+            }
+            changed = true;
+        } else {
+            rc = run_check(s, &s->v, &h, false, &r, &res);
+        }
+        if (rc == 0 && (r.prob_total || changed) && store_attached(s)) {
             live = true; /* a writer came in while we read: check snapshots */
             report_free(&r);
         }
