@@ -96,6 +96,7 @@ typedef struct tkey {
 
 typedef struct ck {
     const store *s;
+    uint64_t file_len; /* the file's size when the view was taken */
     const view *v;
     const shmkv__hdr *h;
     report *r;
@@ -230,7 +231,7 @@ static void check_header(ck *c)
     const shmkv__hdr *h = c->h;
     uint64_t top = atomic_load_explicit(&h->top, memory_order_relaxed);
     uint64_t fs = atomic_load_explicit(&h->file_size, memory_order_relaxed);
-    uint64_t st_size = (uint64_t)c->s->st.st_size;
+    uint64_t st_size = c->file_len;
     if (h->reserve < SHMKV__MIN_RESERVE || h->reserve > SHMKV__MAX_RESERVE ||
         h->reserve % SHMKV__PAGE)
         prob(c->r, "header: reserve %" PRIu64 " is not a page multiple in [%llu, %llu]",
@@ -1046,12 +1047,13 @@ out:
 
 /* ---- one run --------------------------------------------------------------------- */
 
-static int run_check(const store *s, const view *v, const shmkv__hdr *h, bool live, report *r,
-                     check_res *res)
+static int run_check(const store *s, const view *v, uint64_t file_len, const shmkv__hdr *h,
+                     bool live, report *r, check_res *res)
 {
     ck c = {0};
     int rc = 0;
     c.s = s;
+    c.file_len = file_len;
     c.v = v;
     c.h = h;
     c.r = r;
@@ -1225,7 +1227,7 @@ int mode_check(store *s, const opts *o)
             }
             changed = true;
         } else {
-            rc = run_check(s, &s->v, &h, false, &r, &res);
+            rc = run_check(s, &s->v, (uint64_t)s->st.st_size, &h, false, &r, &res);
         }
         if (rc == 0 && (r.prob_total || changed) && store_attached(s)) {
             live = true; /* a writer came in while we read: check snapshots */
@@ -1238,14 +1240,15 @@ int mode_check(store *s, const opts *o)
         for (attempts = 0; attempts < tries; attempts++) {
             view snap;
             report cur = {0};
-            int e = store_snapshot(s, &snap, &h);
+            uint64_t flen = 0;
+            int e = store_snapshot(s, &snap, &h, &flen);
             if (e) {
                 fprintf(stderr, "shmkv-dump: %s: the store changed beyond recognition while "
                         "being read\n", s->label);
                 report_free(&keep);
                 return e;
             }
-            rc = run_check(s, &snap, &h, true, &cur, &res);
+            rc = run_check(s, &snap, flen, &h, true, &cur, &res);
             free((void *)snap.base);
             if (rc < 0) {
                 report_free(&cur);

@@ -104,7 +104,7 @@ bool store_remap(store *s);
 /* Re-read the header into *h with pread. */
 bool store_read_hdr(const store *s, shmkv__hdr *h);
 /* Private copy of the region, from a fresh header: *out is malloc'd. */
-int store_snapshot(const store *s, view *out, shmkv__hdr *h);
+int store_snapshot(const store *s, view *out, shmkv__hdr *h, uint64_t *file_len);
 /* Processes in the attach table that still run. */
 uint32_t store_live_procs(const shmkv__hdr *h);
 /* True while some process has the store open (its attach lock, or a live

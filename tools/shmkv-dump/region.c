@@ -250,7 +250,7 @@ bool store_remap(store *s)
     return true;
 }
 
-int store_snapshot(const store *s, view *out, shmkv__hdr *h)
+int store_snapshot(const store *s, view *out, shmkv__hdr *h, uint64_t *file_len)
 {
     struct stat st;
     char why[512];
@@ -275,9 +275,13 @@ int store_snapshot(const store *s, view *out, shmkv__hdr *h)
             break;
         done += (uint64_t)r;
     }
-    /* The header copy used for the checks is the one in the snapshot. */
+    /* The header copy used for the checks is the one in the snapshot; the
+     * file size to hold it against is taken after the copy, so that it is
+     * at least what any header in the copy says was allocated. */
     if (done >= sizeof *h)
         memcpy(h, buf, sizeof *h);
+    if (fstat(s->fd, &st) == 0)
+        *file_len = (uint64_t)st.st_size;
     out->base = buf;
     out->len = done;
     return 0;
