@@ -25,20 +25,14 @@ typedef struct {
     uint32_t i;
 } bt_step;
 
-/* A key being searched for, with its prefix word computed once. */
+/* A key or prefix searched for, with its prefix word computed once; for a
+ * prefix, mask keeps the bytes of a pfx word that the prefix covers. */
 typedef struct {
     const unsigned char *k;
     size_t len;
     uint64_t pfx;
-} skey;
-
-/* A prefix test: mask keeps the prefix's bytes of a pfx word. */
-typedef struct {
-    const unsigned char *p;
-    size_t len;
-    uint64_t pfx;
     uint64_t mask;
-} spfx;
+} probe;
 
 /* True for a monotone run of entries at the start of every node: the keys
  * "below" the thing searched for. */
@@ -54,18 +48,13 @@ static inline shmkv__kblob *blob_at(shmkv__map *m, uint64_t off)
     return (shmkv__kblob *)SHMKV__P(m, off);
 }
 
-static inline shmkv__karr *karr_of(shmkv__map *m, shmkv__idx *idx)
+static probe mkkey(const void *key, size_t klen)
 {
-    return (shmkv__karr *)SHMKV__P(m, idx->karr);
-}
-
-static skey mkkey(const void *key, size_t klen)
-{
-    return (skey){ key, klen, shmkv__pfx(key, klen) };
+    return (probe){ key, klen, shmkv__pfx(key, klen), ~0ull };
 }
 
 /* Sign of (entry key - s). The blob is only read when the prefix words tie. */
-static int ent_cmp(shmkv__map *m, const shmkv__bt_ent *e, const skey *s)
+static int ent_cmp(shmkv__map *m, const shmkv__bt_ent *e, const probe *s)
 {
     if (e->pfx != s->pfx)
         return e->pfx < s->pfx ? -1 : 1;
@@ -91,16 +80,16 @@ static bool below_le(shmkv__map *m, const shmkv__bt_ent *e, const void *arg)
  * the prefix, hence smaller. */
 static bool below_pfx(shmkv__map *m, const shmkv__bt_ent *e, const void *arg)
 {
-    const spfx *p = arg;
+    const probe *p = arg;
     uint64_t a = e->pfx & p->mask;
     if (a != p->pfx)
         return a < p->pfx;
     if (p->len <= 8)
         return true;
     const shmkv__kblob *kb = blob_at(m, e->key);
-    if (kb->klen >= p->len && memcmp(kb->key, p->p, p->len) == 0)
+    if (kb->klen >= p->len && memcmp(kb->key, p->k, p->len) == 0)
         return true;
-    return shmkv__keycmp(kb->key, kb->klen, p->p, p->len) < 0;
+    return shmkv__keycmp(kb->key, kb->klen, p->k, p->len) < 0;
 }
 
 /* Number of leading entries of nd for which below holds (binary search:
@@ -135,6 +124,13 @@ static void ent_refresh(shmkv__map *m, shmkv__bt_ent *pe)
     const shmkv__bt_node *c = node_at(m, pe->child);
     pe->pfx = c->e[0].pfx;
     pe->key = c->e[0].key;
+}
+
+static shmkv__bt_ent ent_for(shmkv__map *m, uint64_t child)
+{
+    shmkv__bt_ent e = { 0, 0, child, node_sum(node_at(m, child)) };
+    ent_refresh(m, &e);
+    return e;
 }
 
 static void ent_insert(shmkv__bt_node *nd, uint32_t at, const shmkv__bt_ent *e)
@@ -175,20 +171,27 @@ static void node_split(shmkv__map *m, shmkv__bt_node *nd, uint64_t right)
     nd->n = keep;
 }
 
-/* Descend towards the key, recording at each level the entry taken (at the
- * leaf: the number of entries below). Returns the depth of the leaf. */
-static int descend(shmkv__map *m, below_fn below, const void *arg, bt_step *st)
+/* Descend a non-empty tree towards the end of the run of entries below,
+ * recording at each level the entry taken (at the leaf: the number of
+ * entries below) and counting the keys below into *rank. Returns the depth
+ * of the leaf. */
+static int descend(shmkv__map *m, below_fn below, const void *arg, bt_step *st,
+                   uint64_t *rank)
 {
     uint64_t off = shmkv__idx_of(m)->root;
+    *rank = 0;
     for (int d = 0; d < BT_DEPTH; d++) {
         const shmkv__bt_node *nd = node_at(m, off);
         uint32_t c = nbelow(m, nd, below, arg);
         st[d].node = off;
         if (nd->leaf) {
             st[d].i = c;
+            *rank += c;
             return d;
         }
         st[d].i = c ? c - 1 : 0;
+        for (uint32_t i = 0; i < st[d].i; i++)
+            *rank += nd->e[i].count;
         off = nd->e[st[d].i].child;
     }
     return -1;
@@ -196,18 +199,10 @@ static int descend(shmkv__map *m, below_fn below, const void *arg, bt_step *st)
 
 static uint64_t count_below(shmkv__map *m, below_fn below, const void *arg)
 {
-    uint64_t off = shmkv__idx_of(m)->root, r = 0;
-    while (off) {
-        const shmkv__bt_node *nd = node_at(m, off);
-        uint32_t c = nbelow(m, nd, below, arg);
-        if (nd->leaf)
-            return r + c;
-        if (c == 0)
-            return r;
-        for (uint32_t i = 0; i + 1 < c; i++)
-            r += nd->e[i].count;
-        off = nd->e[c - 1].child;
-    }
+    bt_step st[BT_DEPTH];
+    uint64_t r = 0;
+    if (shmkv__idx_of(m)->root)
+        descend(m, below, arg, st, &r);
     return r;
 }
 
@@ -234,14 +229,14 @@ static int descend_rank(shmkv__map *m, uint64_t r, bt_step *st)
 int shmkv__idx_insert(shmkv__map *m, const void *key, size_t klen)
 {
     shmkv__idx *idx = shmkv__idx_of(m);
-    shmkv__karr *ka = idx->karr ? karr_of(m, idx) : NULL;
-    skey s = mkkey(key, klen);
+    shmkv__karr *ka = idx->karr ? SHMKV__P(m, idx->karr) : NULL;
+    probe s = mkkey(key, klen);
     bt_step st[BT_DEPTH];
-    uint64_t blob, newarr = 0, nodes[BT_DEPTH + 1];
+    uint64_t blob, newarr = 0, nodes[BT_DEPTH + 1], rank;
     int d = -1, need = 1, got = 0, rc;
 
     if (idx->root) {
-        if ((d = descend(m, below_lt, &s, st)) < 0)
+        if ((d = descend(m, below_lt, &s, st, &rank)) < 0)
             return SHMKV_ECORRUPT;
         /* A split climbs only through full nodes; past the root it needs a
          * new root too. */
@@ -300,8 +295,7 @@ int shmkv__idx_insert(shmkv__map *m, const void *key, size_t klen)
             pe->count = sib ? node_sum(node_at(m, pe->child)) : pe->count + 1;
             ent_refresh(m, pe);
             if (sib) {
-                shmkv__bt_ent se = { 0, 0, sib, node_sum(node_at(m, sib)) };
-                ent_refresh(m, &se);
+                shmkv__bt_ent se = ent_for(m, sib);
                 ent_insert(p, st[l].i + 1, &se);
                 sib = 0;
                 if (p->n > BT_MAX)
@@ -309,12 +303,9 @@ int shmkv__idx_insert(shmkv__map *m, const void *key, size_t klen)
             }
         }
         if (sib) {
-            uint64_t old = idx->root, nr = nodes[got++];
-            shmkv__bt_ent a = { 0, 0, old, node_sum(node_at(m, old)) };
-            shmkv__bt_ent b = { 0, 0, sib, node_sum(node_at(m, sib)) };
+            uint64_t nr = nodes[got++];
+            shmkv__bt_ent a = ent_for(m, idx->root), b = ent_for(m, sib);
             node_init(m, nr, false);
-            ent_refresh(m, &a);
-            ent_refresh(m, &b);
             ent_insert(node_at(m, nr), 0, &a);
             ent_insert(node_at(m, nr), 1, &b);
             idx->root = nr;
@@ -357,13 +348,14 @@ static void node_merge(shmkv__map *m, shmkv__idx *idx, shmkv__bt_node *p, uint32
 int shmkv__idx_remove(shmkv__map *m, const void *key, size_t klen)
 {
     shmkv__idx *idx = shmkv__idx_of(m);
-    skey s = mkkey(key, klen);
+    probe s = mkkey(key, klen);
     bt_step st[BT_DEPTH];
+    uint64_t rank;
     int d;
 
     if (!idx->root)
         return 0;
-    if ((d = descend(m, below_le, &s, st)) < 0)
+    if ((d = descend(m, below_le, &s, st, &rank)) < 0)
         return SHMKV_ECORRUPT;
     shmkv__bt_node *leaf = node_at(m, st[d].node);
     if (st[d].i == 0 || ent_cmp(m, &leaf->e[st[d].i - 1], &s) != 0)
@@ -405,7 +397,7 @@ int shmkv__idx_remove(shmkv__map *m, const void *key, size_t klen)
 
     SHMKV__HOOK("idx.remove.mid");
 
-    shmkv__karr *ka = karr_of(m, idx);
+    shmkv__karr *ka = SHMKV__P(m, idx->karr);
     uint32_t at = blob_at(m, blob)->pos;
     uint64_t last = ka->off[--idx->n];
     ka->off[at] = last;
@@ -416,7 +408,7 @@ int shmkv__idx_remove(shmkv__map *m, const void *key, size_t klen)
 
 uint64_t shmkv__idx_rank(shmkv__map *m, const void *key, size_t klen)
 {
-    skey s = mkkey(key, klen);
+    probe s = mkkey(key, klen);
     return count_below(m, below_lt, &s);
 }
 
@@ -435,10 +427,9 @@ uint64_t shmkv__idx_prefix_end(shmkv__map *m, const void *prefix, size_t plen)
 {
     if (plen == 0)
         return shmkv__idx_of(m)->n;
-    spfx p = { prefix, plen, 0, ~0ull };
+    probe p = mkkey(prefix, plen); /* zero padding already fits the mask */
     if (plen < 8)
         p.mask <<= 64 - 8 * plen;
-    p.pfx = shmkv__pfx(prefix, plen) & p.mask;
     return count_below(m, below_pfx, &p);
 }
 
@@ -507,8 +498,7 @@ static int build_level(shmkv__map *m, shmkv__idx *idx, uint64_t *items, uint64_t
                 const shmkv__kblob *kb = blob_at(m, items[i]);
                 *e = (shmkv__bt_ent){ shmkv__pfx(kb->key, kb->klen), items[i], 0, 1 };
             } else {
-                *e = (shmkv__bt_ent){ 0, 0, items[i], node_sum(node_at(m, items[i])) };
-                ent_refresh(m, e);
+                *e = ent_for(m, items[i]);
             }
         }
         items[g] = off;
@@ -540,7 +530,7 @@ int shmkv__idx_rebuild(shmkv__map *m)
     if (n == 0)
         goto done;
     if (n > UINT32_MAX)
-        return SHMKV_ECORRUPT; /* kblob.pos is 32 bits */
+        return SHMKV_EFULL; /* kblob.pos is 32 bits */
     if (!(items = malloc(n * sizeof(*items))))
         return -ENOMEM;
 
@@ -554,6 +544,12 @@ int shmkv__idx_rebuild(shmkv__map *m)
             if (!SHMKV__SLOT_LIVE(w))
                 continue;
             const shmkv__entry *en = SHMKV__P(m, SHMKV__SLOT_OFF(w));
+            /* Also run on stores found unclean: a bad slot must not crash. */
+            if (!shmkv__in_region(m, SHMKV__SLOT_OFF(w), sizeof(*en)) || en->klen == 0 ||
+                en->klen > SHMKV_KEY_MAX) {
+                rc = SHMKV_ECORRUPT;
+                goto out;
+            }
             if ((rc = shmkv__alloc_block(m, &idx->alloc, SHMKV__OWNER_INDEX,
                                          sizeof(shmkv__kblob) + en->klen, &items[k])) < 0)
                 goto out;
