@@ -71,7 +71,7 @@ static bool m_del(model *m, const void *k, size_t kl)
 
 static bool has_prefix(const unsigned char *k, size_t kl, const void *p, size_t pl)
 {
-    return kl >= pl && memcmp(k, p, pl) == 0;
+    return kl >= pl && (pl == 0 || memcmp(k, p, pl) == 0);
 }
 
 /* Compare list(prefix, limit) with the model. */

@@ -144,7 +144,7 @@ static void hammer(shmkv_backend be, bool track)
     o.segments = 8; /* fewer stripes: more contention */
     shmkv_db *db = t_open_opts(where, &o);
     t_set(db, "cas", "0");
-    int iters = (int)t_scaled(4000, 400);
+    int iters = (int)t_scaled(20000, 400);
 
     int start[2];
     cr_assert(pipe(start) == 0);
