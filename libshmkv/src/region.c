@@ -484,7 +484,11 @@ int shmkv_close(shmkv_db *db)
         bool last = ofd_lock(m->fd, F_WRLCK, 1, false) == 0;
         if (last) {
             if (m->backend == SHMKV_BACKEND_MEMORY) {
-                shm_unlink(m->name);
+                /* The name may already belong to a newer store (after an
+                 * explicit unlink); only remove it if it is still ours. */
+                struct stat st;
+                if (fstat(m->fd, &st) == 0 && !memory_object_replaced(m->name, &st))
+                    shm_unlink(m->name);
             } else {
                 if (!(db->flags & SHMKV_NOSYNC) &&
                     msync(m->base, atomic_load(&h->top), MS_SYNC) != 0)

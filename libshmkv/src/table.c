@@ -450,16 +450,19 @@ int shmkv_delete(shmkv_db *db, const void *key, size_t klen, int *existed)
     return rc;
 }
 
-/* Strict decimal: optional '-', then 1..19 digits, nothing else. */
+/* Strict decimal: optional '-', then digits, nothing else; leading zeros
+ * are allowed, a value outside int64 is not. */
 static int parse_i64(const unsigned char *p, size_t n, int64_t *out)
 {
     bool neg = n > 0 && p[0] == '-';
     size_t i = neg;
-    if (i == n || n - i > 19)
+    if (i == n)
         return SHMKV_ENOTINT;
     uint64_t v = 0;
     for (; i < n; i++) {
         if (p[i] < '0' || p[i] > '9')
+            return SHMKV_ENOTINT;
+        if (v > (UINT64_MAX - 9) / 10)
             return SHMKV_ENOTINT;
         v = v * 10 + (uint64_t)(p[i] - '0');
     }
