@@ -712,7 +712,7 @@ static void stat_counts(shmkv_backend be)
 Test(basic, stat_disk) { stat_counts(SHMKV_BACKEND_DISK); }
 Test(basic, stat_memory) { stat_counts(SHMKV_BACKEND_MEMORY); }
 
-Test(basic, use_after_failed_open_is_not_needed)
+Test(basic, failed_open_returns_no_handle)
 {
     /* a failed open leaves *out alone or NULL; never a live handle */
     shmkv_db *db = (shmkv_db *)0x1;

@@ -16,7 +16,9 @@
  *   - the operation in flight is either fully old or fully new (and, where
  *     the point's name says which, exactly that one);
  *   - size(), stat().keys and list() agree, and list() shows exactly the
- *     keys get() finds;
+ *     keys get() finds; size() read first thing after the kill (before any
+ *     call has locked, and so repaired, the dead process's segment) is
+ *     already right;
  *   - with key tracking, random_key() only returns listed keys;
  *   - the store accepts further writes, which list() and size() see.
  * If the child finishes its workload without reaching the point, the test
@@ -343,7 +345,7 @@ static void check_consistent(shmkv_db *db, const scenario *sc, const char *when)
                  when, info.keys, n);
 }
 
-static void verify(shmkv_db *db, const scenario *sc, int acked)
+static void verify(shmkv_db *db, const scenario *sc, int acked, uint64_t size_first)
 {
     int nops = max_ops(sc->w);
     model m0, m1;
@@ -373,6 +375,13 @@ static void verify(shmkv_db *db, const scenario *sc, int acked)
     check_key(db, sc, &m0, &m1, "ctr", &present);
     model_free(&m0);
     model_free(&m1);
+
+    /* size() is lock-free; read before anything else touched the dead
+     * process's segment it must still be the number of keys */
+    cr_assert_eq(size_first, present,
+                 "%s: size() read first after the kill was %" PRIu64 ", but the store holds %" PRIu64
+                 " keys",
+                 sc->point, size_first, present);
 
     /* list shows exactly what get finds: nothing else, nothing less */
     t_kvlist l;
@@ -471,7 +480,8 @@ static void run(const scenario *sc)
 
     if (!db)
         db = t_open(where, be, SHMKV_TRACK_DEFAULT);
-    verify(db, sc, acked);
+    uint64_t size_first = shmkv_size(db);
+    verify(db, sc, acked, size_first);
     further_writes(db, sc);
     uint64_t size = shmkv_size(db);
     t_close(db);
