@@ -191,7 +191,9 @@ SHMKV_API int shmkv_delete(shmkv_db *db, const void *key, size_t klen, int *exis
 /** @return 1 if the key exists, 0 if not, or a negative code. */
 SHMKV_API int shmkv_exists(shmkv_db *db, const void *key, size_t klen);
 
-/** Number of keys, read without locks in O(segments). Never fails. */
+/** Number of keys: O(segments), taking each segment lock in turn, so a
+ * segment left half-written by a killed process is repaired and counted
+ * exactly. Never fails. */
 SHMKV_API uint64_t shmkv_size(shmkv_db *db);
 
 /** Remove every key. @return 0; SHMKV_EREADONLY. */

@@ -223,7 +223,7 @@ static int create_store(shmkv__map *m, const resolved *r, int backend)
         return rc;
     /* The magic goes last: until it is there, the file reads as a crashed
      * creation and the next opener starts over. */
-    atomic_thread_fence(memory_order_release);
+    atomic_signal_fence(memory_order_release); /* openers read it under the init file lock */
     memcpy(h->magic, SHMKV__MAGIC, 8);
     return 0;
 }

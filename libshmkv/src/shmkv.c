@@ -50,8 +50,16 @@ uint64_t shmkv_size(shmkv_db *db)
         return 0;
     shmkv__map *m = db->m;
     uint64_t n = 0;
-    for (uint32_t i = 0; i < SHMKV__HDR(m)->nseg; i++)
-        n += atomic_load_explicit(&shmkv__seg_at(m, i)->count, memory_order_relaxed);
+    /* Each count is read under its segment lock: a writer killed between
+     * publishing a slot and updating the count leaves the count off by one
+     * until the segment is repaired, and taking the lock is what repairs it. */
+    for (uint32_t i = 0; i < SHMKV__HDR(m)->nseg; i++) {
+        shmkv__seg *s = shmkv__seg_at(m, i);
+        bool locked = shmkv__seg_lock(m, s) == 0;
+        n += atomic_load_explicit(&s->count, memory_order_relaxed);
+        if (locked)
+            shmkv__seg_unlock(s);
+    }
     return n;
 }
 
@@ -110,7 +118,7 @@ int shmkv_stat(shmkv_db *db, shmkv_info *info)
     shmkv__hdr *h = SHMKV__HDR(m);
     memset(info, 0, sizeof *info);
     info->keys = shmkv_size(db);
-    /* Read without locks: a moment's approximation, which is all a
+    /* The rest is read without locks: a moment's approximation, which is all a
      * statistic needs. */
     for (uint32_t i = 0; i < h->nseg; i++)
         info->used_bytes += shmkv__seg_at(m, i)->alloc.used_bytes;
