@@ -797,16 +797,29 @@ static void populate(store *s, const dataset *ds, bool tracked_keys)
 /* ------------------------------------------------------------------ */
 /* One size: all measurements, all rounds                              */
 
+/* A 2-process measurement is trusted only when an arithmetic loop with no
+ * shared data, run through the same fork machinery just before and just
+ * after it, scaled at least this much from 1 to 2 processes: otherwise other
+ * load on the machine took one of the two cores. Such a round is repeated
+ * up to MAX_TRIES times, then kept but not trusted. */
+#define MACHINE_OK 1.8
+#define MAX_TRIES  3
+
+/* Throughput (ops/s) of forked runs, 1 and 2 processes. */
+typedef struct scale_res {
+    series k1, k2, kscale, b1, b2, bscale, ratio2; /* every round */
+    series mc;                                     /* machine check: lower of before/after */
+    series ok_k2, ok_kscale, ok_b2, ok_bscale, ok_ratio2; /* trusted rounds only */
+    int retries;
+} scale_res;
+
 typedef struct sizeres {
     uint64_t n;
     series kv_get, bl_get, get_ratio;
     series kv_set, bl_set, set_ratio;
     series dk_get, dk_bl_get, dk_get_ratio, dk_set, dk_bl_set, dk_set_ratio;
-    /* throughput, ops/s, of forked runs */
-    series kv_get1, kv_get2, kv_get_scale, bl_get1, bl_get2, bl_get_scale, get2_ratio;
-    series kv_set1, kv_set2, kv_set_scale, bl_set1, bl_set2, bl_set_scale, set2_ratio;
+    scale_res sget, sset;
     series rk, rkp, list, listk, urk;
-    series cpu_scale; /* 2p/1p of an arithmetic loop: the machine's ceiling */
     bool have_urk;
 } sizeres;
 
@@ -827,11 +840,10 @@ static void dump_size(const sizeres *R)
     D(kv_set, "ns/op"); D(bl_set, "ns/op"); D(set_ratio, "x");
     D(dk_get, "ns/op"); D(dk_bl_get, "ns/op"); D(dk_get_ratio, "x");
     D(dk_set, "ns/op"); D(dk_bl_set, "ns/op"); D(dk_set_ratio, "x");
-    D(kv_get1, "ops/s"); D(kv_get2, "ops/s"); D(kv_get_scale, "x");
-    D(bl_get1, "ops/s"); D(bl_get2, "ops/s"); D(bl_get_scale, "x");
-    D(kv_set1, "ops/s"); D(kv_set2, "ops/s"); D(kv_set_scale, "x");
-    D(bl_set1, "ops/s"); D(bl_set2, "ops/s"); D(bl_set_scale, "x");
-    D(cpu_scale, "x");
+    D(sget.k1, "ops/s"); D(sget.k2, "ops/s"); D(sget.kscale, "x");
+    D(sget.b1, "ops/s"); D(sget.b2, "ops/s"); D(sget.bscale, "x"); D(sget.mc, "x");
+    D(sset.k1, "ops/s"); D(sset.k2, "ops/s"); D(sset.kscale, "x");
+    D(sset.b1, "ops/s"); D(sset.b2, "ops/s"); D(sset.bscale, "x"); D(sset.mc, "x");
     D(rk, "ns/op"); D(rkp, "ns/op"); D(list, "ns/op"); D(listk, "ns/op"); D(urk, "ns/op");
 #undef D
 }
@@ -864,33 +876,71 @@ static void pair(worker *kv, worker *bl, int round, series *kvs, series *bls, se
     put(ratio, k / b);
 }
 
-/* 1 and 2 processes for the store and for the baseline. */
+/* 2p/1p of an arithmetic loop through the same fork machinery. */
+static double machine_check(const dataset *ds)
+{
+    store_ref none = {NULL, SHMKV_BACKEND_MEMORY};
+    worker spin = make_worker(OP_SPIN, NULL, NULL, ds, false, 0);
+    uint64_t ops = child_ops(timed(&spin, cfg.budget / 8)) / 2;
+    double c1 = forked(&spin, none, 1, ops);
+    double c2 = forked(&spin, none, 2, ops);
+    return c2 / c1;
+}
+
+/* 1 and 2 processes for the store and for the baseline, between two
+ * machine checks. */
 static void scaling(const worker *kv, const worker *bl, store_ref st, int round,
-                    double kv_ns, double bl_ns,
-                    series *k1, series *k2, series *kscale,
-                    series *b1, series *b2, series *bscale, series *ratio2)
+                    double kv_ns, double bl_ns, scale_res *S)
 {
     store_ref none = {NULL, SHMKV_BACKEND_MEMORY};
     uint64_t kops = child_ops(kv_ns), bops = child_ops(bl_ns);
-    double x1, x2, y1, y2;
-    if (round % 2 == 0) {
-        x1 = forked(kv, st, 1, kops);
-        x2 = forked(kv, st, 2, kops);
-        y1 = forked(bl, none, 1, bops);
-        y2 = forked(bl, none, 2, bops);
-    } else {
-        y2 = forked(bl, none, 2, bops);
-        y1 = forked(bl, none, 1, bops);
-        x2 = forked(kv, st, 2, kops);
-        x1 = forked(kv, st, 1, kops);
+    for (int t = 1;; t++) {
+        double x1, x2, y1, y2;
+        double before = machine_check(kv->ds);
+        if (round % 2 == 0) {
+            x1 = forked(kv, st, 1, kops);
+            x2 = forked(kv, st, 2, kops);
+            y1 = forked(bl, none, 1, bops);
+            y2 = forked(bl, none, 2, bops);
+        } else {
+            y2 = forked(bl, none, 2, bops);
+            y1 = forked(bl, none, 1, bops);
+            x2 = forked(kv, st, 2, kops);
+            x1 = forked(kv, st, 1, kops);
+        }
+        double after = machine_check(kv->ds);
+        double mc = before < after ? before : after;
+        bool ok = mc >= MACHINE_OK;
+        if (!ok && t < MAX_TRIES) {
+            S->retries++;
+            progress("machine busy (check %.2fx < %.1fx), repeating a 2-process measurement",
+                     mc, MACHINE_OK);
+            continue;
+        }
+        put(&S->k1, x1);
+        put(&S->k2, x2);
+        put(&S->kscale, x2 / x1);
+        put(&S->b1, y1);
+        put(&S->b2, y2);
+        put(&S->bscale, y2 / y1);
+        put(&S->ratio2, y2 / x2); /* time per op, shmkv / baseline */
+        put(&S->mc, mc);
+        if (ok) {
+            put(&S->ok_k2, x2);
+            put(&S->ok_kscale, x2 / x1);
+            put(&S->ok_b2, y2);
+            put(&S->ok_bscale, y2 / y1);
+            put(&S->ok_ratio2, y2 / x2);
+        }
+        return;
     }
-    put(k1, x1);
-    put(k2, x2);
-    put(kscale, x2 / x1);
-    put(b1, y1);
-    put(b2, y2);
-    put(bscale, y2 / y1);
-    put(ratio2, y2 / x2); /* time per op, shmkv / baseline */
+}
+
+/* The trusted rounds when there are any; *busy tells when there were none. */
+static const series *trusted(const series *ok, const series *all, bool *busy)
+{
+    *busy = ok->n == 0;
+    return *busy ? all : ok;
 }
 
 static void run_size(uint64_t n, sizeres *R)
@@ -947,7 +997,6 @@ static void run_size(uint64_t n, sizeres *R)
     worker list = make_worker(OP_LIST, tracked.db, NULL, ds, true, p += 7919);
     worker listk = make_worker(OP_LISTK, tracked.db, NULL, ds, true, p += 7919);
     worker urk = make_worker(OP_RK, plain.db, NULL, ds, false, p += 7919);
-    worker spin = make_worker(OP_SPIN, NULL, NULL, ds, false, 0);
     R->have_urk = n <= UNTRACKED_RK_MAX;
 
     /* Warm-up: every operation once, briefly, not recorded. */
@@ -980,20 +1029,10 @@ static void run_size(uint64_t n, sizeres *R)
         double ks = R->kv_set.v[R->kv_set.n - 1], bs = R->bl_set.v[R->bl_set.n - 1];
         kv_get.pos += 104729;
         bl_get_w.pos += 104729;
-        scaling(&kv_get, &bl_get_w, plain.ref, r, kg, bg,
-                &R->kv_get1, &R->kv_get2, &R->kv_get_scale,
-                &R->bl_get1, &R->bl_get2, &R->bl_get_scale, &R->get2_ratio);
+        scaling(&kv_get, &bl_get_w, plain.ref, r, kg, bg, &R->sget);
         kv_set.pos += 104729;
         bl_set_w.pos += 104729;
-        scaling(&kv_set, &bl_set_w, plain.ref, r, ks, bs,
-                &R->kv_set1, &R->kv_set2, &R->kv_set_scale,
-                &R->bl_set1, &R->bl_set2, &R->bl_set_scale, &R->set2_ratio);
-        {
-            store_ref none = {NULL, SHMKV_BACKEND_MEMORY};
-            uint64_t ops = child_ops(timed(&spin, cfg.budget / 4));
-            double c1 = forked(&spin, none, 1, ops), c2 = forked(&spin, none, 2, ops);
-            put(&R->cpu_scale, c2 / c1);
-        }
+        scaling(&kv_set, &bl_set_w, plain.ref, r, ks, bs, &R->sset);
         put(&R->rk, timed(&rk, cfg.budget));
         put(&R->rkp, timed(&rkp, cfg.budget));
         put(&R->list, timed(&list, cfg.budget));
@@ -1038,6 +1077,7 @@ typedef struct row {
     double bl_ops, bl_us;
     double ratio;           /* shmkv time per op / baseline's */
     double scale, bl_scale; /* 2p/1p throughput */
+    bool busy;              /* 2p figures from rounds on a busy machine */
 } row;
 
 static row g_rows[MAX_SIZES * 16];
@@ -1064,6 +1104,17 @@ static void set_time(double *ops, double *us, const series *ns)
     *us = m / 1e3;
 }
 
+static void scale_row(row *r, const scale_res *S)
+{
+    bool busy;
+    r->kv_ops = median(trusted(&S->ok_k2, &S->k2, &busy));
+    r->bl_ops = median(trusted(&S->ok_b2, &S->b2, &busy));
+    r->ratio = median(trusted(&S->ok_ratio2, &S->ratio2, &busy));
+    r->scale = median(trusted(&S->ok_kscale, &S->kscale, &busy));
+    r->bl_scale = median(trusted(&S->ok_bscale, &S->bscale, &busy));
+    r->busy = busy;
+}
+
 static void rows_for(const sizeres *R)
 {
     row *r;
@@ -1072,24 +1123,14 @@ static void rows_for(const sizeres *R)
     set_time(&r->bl_ops, &r->bl_us, &R->bl_get);
     r->ratio = median(&R->get_ratio);
 
-    r = add_row(0, "get", R->n, 2);
-    r->kv_ops = median(&R->kv_get2);
-    r->bl_ops = median(&R->bl_get2);
-    r->ratio = median(&R->get2_ratio);
-    r->scale = median(&R->kv_get_scale);
-    r->bl_scale = median(&R->bl_get_scale);
+    scale_row(add_row(0, "get", R->n, 2), &R->sget);
 
     r = add_row(1, "set", R->n, 1);
     set_time(&r->kv_ops, &r->kv_us, &R->kv_set);
     set_time(&r->bl_ops, &r->bl_us, &R->bl_set);
     r->ratio = median(&R->set_ratio);
 
-    r = add_row(1, "set", R->n, 2);
-    r->kv_ops = median(&R->kv_set2);
-    r->bl_ops = median(&R->bl_set2);
-    r->ratio = median(&R->set2_ratio);
-    r->scale = median(&R->kv_set_scale);
-    r->bl_scale = median(&R->bl_set_scale);
+    scale_row(add_row(1, "set", R->n, 2), &R->sset);
 
     if (cfg.disk) {
         r = add_row(2, "get (disk backend)", R->n, 1);
@@ -1238,6 +1279,10 @@ static void print_table(void)
         fmt_ratio(r->ratio, cell[i][7], 64);
         fmt_ratio(r->scale, cell[i][8], 64);
         fmt_ratio(r->bl_scale, cell[i][9], 64);
+        if (r->busy) {
+            strcat(cell[i][8], " (busy)");
+            strcat(cell[i][9], " (busy)");
+        }
         for (int c = 0; c < NCOL; c++) {
             int l = (int)strlen(cell[i][c]);
             if (l > width[c])
@@ -1286,12 +1331,18 @@ static const sizeres *pick_size(const sizeres *res, int n, uint64_t want, bool l
 static void print_machine_check(const sizeres *res, int n)
 {
     char kb[32];
-    printf("%s", cfg.markdown ? "Machine check: an arithmetic loop with no shared data, run the same way, scaled "
-                              : "machine check: arithmetic loop, no shared data, 2p/1p = ");
-    for (int i = 0; i < n; i++)
-        printf("%s%.2fx (%s-key pass)", i ? ", " : "", median(&res[i].cpu_scale),
-               fmt_keys(res[i].n, kb, sizeof kb));
-    printf("%s\n\n", cfg.markdown ? " from 1 to 2 processes: the most this machine gave two processes." : "");
+    printf("Machine check (2p/1p of an arithmetic loop with no shared data, before and after each\n"
+           "2-process measurement; 2-process figures use the rounds where it was >= %.1fx,\n"
+           "or are marked (busy) when there was none):\n\n", MACHINE_OK);
+    for (int i = 0; i < n; i++) {
+        const scale_res *g = &res[i].sget, *s = &res[i].sset;
+        printf("%s%s keys: get rounds %d/%d trusted (median check %.2fx), "
+               "set rounds %d/%d trusted (median check %.2fx), %d repeated\n",
+               cfg.markdown ? "- " : "  ", fmt_keys(res[i].n, kb, sizeof kb),
+               g->ok_k2.n, g->k2.n, median(&g->mc), s->ok_k2.n, s->k2.n, median(&s->mc),
+               g->retries + s->retries);
+    }
+    printf("\n");
 }
 
 static void print_targets(const sizeres *res, int n)
@@ -1308,9 +1359,13 @@ static void print_targets(const sizeres *res, int n)
     printf("%starget set<=1.5x baseline @%s: %s (%.3fx)\n", pre, kb, s <= 1.5 ? "PASS" : "FAIL", s);
     for (int i = 0; i < n; i++) {
         fmt_keys(res[i].n, kb, sizeof kb);
-        double x = median(&res[i].kv_get_scale), y = median(&res[i].kv_set_scale);
-        printf("%starget get 2p>=1.7x 1p @%s: %s (%.3fx)\n", pre, kb, x >= 1.7 ? "PASS" : "FAIL", x);
-        printf("%starget set 2p>=1.7x 1p @%s: %s (%.3fx)\n", pre, kb, y >= 1.7 ? "PASS" : "FAIL", y);
+        bool bx, by;
+        double x = median(trusted(&res[i].sget.ok_kscale, &res[i].sget.kscale, &bx));
+        double y = median(trusted(&res[i].sset.ok_kscale, &res[i].sset.kscale, &by));
+        printf("%starget get 2p>=1.7x 1p @%s: %s (%.3fx)%s\n", pre, kb, x >= 1.7 ? "PASS" : "FAIL", x,
+               bx ? " [machine busy in every round: inconclusive]" : "");
+        printf("%starget set 2p>=1.7x 1p @%s: %s (%.3fx)%s\n", pre, kb, y >= 1.7 ? "PASS" : "FAIL", y,
+               by ? " [machine busy in every round: inconclusive]" : "");
     }
     double us = median(&s1m->rkp) / 1e3;
     fmt_keys(s1m->n, kb, sizeof kb);
