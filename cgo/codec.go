@@ -1,0 +1,355 @@
+package kv
+
+import (
+	"bytes"
+	"math"
+	"reflect"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+	"unsafe"
+
+	"github.com/grafana/sobek"
+)
+
+// codec turns JS values into stored bytes and back, for one VU's runtime.
+//
+// json: values are encoded as JSON.stringify would (object keys keep their
+// order), except that NaN, Infinity, functions, symbols, BigInts and cycles
+// are SerializerErrors instead of being silently dropped or turned into
+// null. Strings, numbers, booleans and null take a fast path in Go; objects
+// and arrays go through the runtime's JSON.stringify with a checking
+// replacer. Decoding uses the runtime's JSON.parse (fast path for the same
+// primitives), so a value reads back exactly as it was written.
+//
+// string: strings are stored as their UTF-8 bytes, numbers and booleans as
+// their String() form, ArrayBuffers and typed arrays as raw bytes; anything
+// else is a SerializerError. Values are always read back as strings.
+type codec struct {
+	rt         *sobek.Runtime
+	stringMode bool
+
+	json      *sobek.Object
+	stringify sobek.Callable
+	parse     sobek.Callable
+	replacer  sobek.Value
+	replErr   *kvError
+}
+
+var (
+	typeInt64 = reflect.TypeOf(int64(0))
+)
+
+func newCodec(rt *sobek.Runtime, serialization string) (*codec, *kvError) {
+	c := &codec{rt: rt, stringMode: serialization == serString}
+	jv := rt.Get("JSON")
+	jo, ok := jv.(*sobek.Object)
+	if !ok {
+		return nil, newErr(ErrSerializer, "the global JSON object is missing")
+	}
+	c.json = jo
+	if c.stringify, ok = sobek.AssertFunction(jo.Get("stringify")); !ok {
+		return nil, newErr(ErrSerializer, "JSON.stringify is missing")
+	}
+	if c.parse, ok = sobek.AssertFunction(jo.Get("parse")); !ok {
+		return nil, newErr(ErrSerializer, "JSON.parse is missing")
+	}
+	c.replacer = rt.ToValue(c.replace)
+	return c, nil
+}
+
+// kind is the tag stored with values written through this codec.
+func (c *codec) kind() Kind {
+	if c.stringMode {
+		return KindString
+	}
+	return KindJSON
+}
+
+// replace is the JSON.stringify replacer: it refuses what JSON cannot hold.
+func (c *codec) replace(call sobek.FunctionCall) sobek.Value {
+	v := call.Argument(1)
+	bad := ""
+	switch {
+	case sobek.IsNumber(v):
+		f := v.ToFloat()
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			bad = v.String()
+		}
+	case sobek.IsBigInt(v):
+		bad = "a BigInt"
+	default:
+		switch x := v.(type) {
+		case *sobek.Symbol:
+			bad = "a symbol"
+		case *sobek.Object:
+			if _, fn := sobek.AssertFunction(x); fn {
+				bad = "a function"
+			}
+		}
+	}
+	if bad != "" {
+		where := call.Argument(0).String()
+		if where == "" {
+			c.replErr = newErr(ErrSerializer, "cannot encode %s as JSON", bad)
+		} else {
+			c.replErr = newErr(ErrSerializer, "cannot encode %s (at key %q) as JSON", bad, where)
+		}
+		panic(c.rt.NewTypeError(c.replErr.Message))
+	}
+	return v
+}
+
+// encode returns the bytes to store for v. The result may share memory
+// with a JS string: it must only be read, and not kept past the call.
+func (c *codec) encode(v sobek.Value) ([]byte, Kind, *kvError) {
+	if c.stringMode {
+		return c.encodeString(v)
+	}
+	b, err := c.encodeJSON(v)
+	return b, KindJSON, err
+}
+
+func stringBytes(s string) []byte {
+	return unsafe.Slice(unsafe.StringData(s), len(s))
+}
+
+func (c *codec) encodeString(v sobek.Value) ([]byte, Kind, *kvError) {
+	switch {
+	case sobek.IsString(v):
+		return stringBytes(v.String()), KindString, nil
+	case sobek.IsNumber(v), sobek.IsBigInt(v), isBool(v):
+		return []byte(v.String()), KindString, nil
+	case absent(v):
+		return nil, 0, newErr(ErrSerializer,
+			`serialization "string" stores strings, got %s`, typeName(v))
+	}
+	if o, ok := v.(*sobek.Object); ok {
+		switch x := o.Export().(type) {
+		case sobek.ArrayBuffer:
+			return x.Bytes(), KindBytes, nil
+		case []byte:
+			return x, KindBytes, nil
+		}
+	}
+	return nil, 0, newErr(ErrSerializer,
+		`serialization "string" stores strings (or numbers, booleans, ArrayBuffers), got %s`, typeName(v))
+}
+
+func (c *codec) encodeJSON(v sobek.Value) ([]byte, *kvError) {
+	switch {
+	case v == nil || sobek.IsUndefined(v) || sobek.IsNull(v):
+		// set(key) and set(key, undefined) store null, as xk6-kv does.
+		return []byte("null"), nil
+	case sobek.IsString(v):
+		s := v.String()
+		// A lone UTF-16 surrogate comes out of String() as U+FFFD; let
+		// JSON.stringify escape it exactly instead.
+		if !strings.ContainsRune(s, utf8.RuneError) {
+			return appendJSONString(make([]byte, 0, len(s)+2), s), nil
+		}
+	case sobek.IsNumber(v):
+		if v.ExportType() == typeInt64 {
+			return strconv.AppendInt(nil, v.ToInteger(), 10), nil
+		}
+		f := v.ToFloat()
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return nil, newErr(ErrSerializer, "cannot encode %s as JSON", v.String())
+		}
+		// JS number formatting, which is also JSON.stringify's.
+		return []byte(v.String()), nil
+	case isBool(v):
+		if v.ToBoolean() {
+			return []byte("true"), nil
+		}
+		return []byte("false"), nil
+	}
+	c.replErr = nil
+	out, err := c.stringify(c.json, v, c.replacer)
+	if err != nil {
+		if c.replErr != nil {
+			e := c.replErr
+			c.replErr = nil
+			return nil, e
+		}
+		msg := err.Error()
+		if ex, ok := err.(*sobek.Exception); ok {
+			msg = ex.Value().String()
+		}
+		return nil, newErr(ErrSerializer, "cannot encode value as JSON: %s", msg)
+	}
+	if absent(out) {
+		return nil, newErr(ErrSerializer, "cannot encode %s as JSON", typeName(v))
+	}
+	return []byte(out.String()), nil
+}
+
+// appendJSONString appends s as a JSON string literal, escaping what
+// JSON.stringify escapes: '"', '\\' and control characters.
+func appendJSONString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if ch >= 0x20 && ch != '"' && ch != '\\' {
+			continue
+		}
+		dst = append(dst, s[start:i]...)
+		switch ch {
+		case '"':
+			dst = append(dst, '\\', '"')
+		case '\\':
+			dst = append(dst, '\\', '\\')
+		case '\b':
+			dst = append(dst, '\\', 'b')
+		case '\f':
+			dst = append(dst, '\\', 'f')
+		case '\n':
+			dst = append(dst, '\\', 'n')
+		case '\r':
+			dst = append(dst, '\\', 'r')
+		case '\t':
+			dst = append(dst, '\\', 't')
+		default:
+			dst = append(dst, '\\', 'u', '0', '0', hex[ch>>4], hex[ch&0xf])
+		}
+		start = i + 1
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// decode turns stored bytes into a JS value. b must not be modified
+// afterwards: a returned string may share its memory.
+func (c *codec) decode(b []byte, kind Kind) (sobek.Value, *kvError) {
+	if c.stringMode || kind != KindJSON {
+		return c.rt.ToValue(unsafe.String(unsafe.SliceData(b), len(b))), nil
+	}
+	return c.decodeJSON(b)
+}
+
+func (c *codec) decodeJSON(b []byte) (sobek.Value, *kvError) {
+	n := len(b)
+	if n > 0 {
+		switch b[0] {
+		case '"':
+			// A string without escapes is its bytes between the quotes.
+			if n >= 2 && b[n-1] == '"' && bytes.IndexByte(b[1:n-1], '\\') < 0 &&
+				bytes.IndexByte(b[1:n-1], '"') < 0 && noControl(b[1:n-1]) {
+				return c.rt.ToValue(unsafe.String(unsafe.SliceData(b[1:]), n-2)), nil
+			}
+		case 't':
+			if string(b) == "true" {
+				return c.rt.ToValue(true), nil
+			}
+		case 'f':
+			if string(b) == "false" {
+				return c.rt.ToValue(false), nil
+			}
+		case 'n':
+			if string(b) == "null" {
+				return sobek.Null(), nil
+			}
+		default:
+			// Integers that a float64 holds exactly.
+			if n <= 16 && isDecimalInt(b) && !(n > 1 && (b[0] == '0' || b[0] == '-' && b[1] == '0')) {
+				if i, err := strconv.ParseInt(unsafe.String(unsafe.SliceData(b), n), 10, 64); err == nil &&
+					i >= -(1<<53) && i <= 1<<53 {
+					return c.rt.ToValue(i), nil
+				}
+			}
+		}
+	}
+	v, err := c.parse(c.json, c.rt.ToValue(unsafe.String(unsafe.SliceData(b), n)))
+	if err != nil {
+		msg := err.Error()
+		if ex, ok := err.(*sobek.Exception); ok {
+			msg = ex.Value().String()
+		}
+		return nil, newErr(ErrValueParse, "stored value is not valid JSON: %s", msg)
+	}
+	return v, nil
+}
+
+func isDecimalInt(b []byte) bool {
+	i := 0
+	if len(b) > 0 && b[0] == '-' {
+		i = 1
+	}
+	if i == len(b) {
+		return false
+	}
+	for ; i < len(b); i++ {
+		if b[i] < '0' || b[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func noControl(b []byte) bool {
+	for _, ch := range b {
+		if ch < 0x20 {
+			return false
+		}
+	}
+	return true
+}
+
+// decodeInt reads a stored value as an int64 for incrementBy's slow path: a
+// JSON number with an integer value (5, 5.0, 1e3) or a JSON string holding a
+// decimal integer ("41").
+func decodeInt(b []byte) (int64, bool) {
+	s := strings.TrimSpace(string(b))
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		s = s[1 : len(s)-1]
+		i, err := strconv.ParseInt(s, 10, 64)
+		return i, err == nil
+	}
+	if !jsonNumberRE(s) {
+		return 0, false
+	}
+	if i, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return i, true
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f != math.Trunc(f) || f < -(1<<63) || f >= 1<<63 {
+		return 0, false
+	}
+	return int64(f), true
+}
+
+// jsonNumberRE reports whether s has JSON number syntax.
+func jsonNumberRE(s string) bool {
+	i := 0
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	digits := func() int {
+		j := i
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		return i - j
+	}
+	if digits() == 0 {
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(s)
+}

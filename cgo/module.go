@@ -1,0 +1,129 @@
+// Package kv is the k6 extension k6/x/kv: a drop-in for the xk6-kv script
+// API whose store is libshmkv, a key-value store in one shared mapping. Every
+// VU of a k6 process, and every k6 process on the host, that opens the same
+// path (disk backend) or name (memory backend) shares one store.
+//
+// Build a k6 with it through xk6 (cgo must be enabled):
+//
+//	CGO_ENABLED=1 xk6 build --with github.com/libshmkv/libshmkv/cgo=./cgo
+//
+// The C library is compiled from ../libshmkv/src by cgo; no prebuilt
+// library or environment variable is needed.
+package kv
+
+import (
+	"fmt"
+	"reflect"
+	"sync"
+
+	"github.com/grafana/sobek"
+	"go.k6.io/k6/js/modules"
+)
+
+func init() {
+	modules.Register("k6/x/kv", new(RootModule))
+}
+
+// RootModule is the process-wide part of the extension.
+type RootModule struct {
+	exitMu         sync.Mutex
+	exitSubscribed bool
+}
+
+// ModuleInstance is the per-VU part of the extension.
+type ModuleInstance struct {
+	vu modules.VU
+}
+
+var (
+	_ modules.Module   = &RootModule{}
+	_ modules.Instance = &ModuleInstance{}
+)
+
+// NewModuleInstance is called once per VU that imports k6/x/kv.
+func (r *RootModule) NewModuleInstance(vu modules.VU) modules.Instance {
+	r.subscribeExit(vu)
+	return &ModuleInstance{vu: vu}
+}
+
+// Exports lists what scripts import.
+func (mi *ModuleInstance) Exports() modules.Exports {
+	return modules.Exports{
+		Named: map[string]any{
+			"openKv": mi.openKv,
+		},
+	}
+}
+
+// subscribeExit arranges, once per process, for every store to be closed
+// when k6 is about to exit: a memory store's shared-memory object is then
+// removed by its last process, and a disk store is marked cleanly closed.
+//
+// k6 keeps its event types in an internal package, so they are matched by
+// name rather than by constant.
+func (r *RootModule) subscribeExit(vu modules.VU) {
+	r.exitMu.Lock()
+	defer r.exitMu.Unlock()
+	if r.exitSubscribed {
+		return
+	}
+	g := vu.Events().Global
+	if g == nil || (reflect.ValueOf(g).Kind() == reflect.Pointer && reflect.ValueOf(g).IsNil()) {
+		return
+	}
+	r.exitSubscribed = true
+	// Every global event type k6 has now (Init, TestStart, TestEnd, Exit)
+	// and a few more, so that a renumbering cannot hide Exit.
+	_, ch := g.Subscribe(1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+	go func() {
+		for evt := range ch {
+			if fmt.Sprint(evt.Type) == "Exit" {
+				reg.closeAll()
+			}
+			if evt.Done != nil {
+				evt.Done()
+			}
+		}
+	}()
+}
+
+// openKv(options) opens or joins a store; see docs/api.md.
+func (mi *ModuleInstance) openKv(call sobek.FunctionCall) sobek.Value {
+	rt := mi.vu.Runtime()
+	if mi.vu.State() != nil {
+		panic(throwable(rt, newErr(ErrInitContext,
+			"openKv must be called in the init context (at the top level of the script), not in setup, default or teardown")))
+	}
+	cfg, kerr := parseOptions(call.Argument(0))
+	if kerr != nil {
+		panic(throwable(rt, kerr))
+	}
+	if len(cfg.ignored) > 0 {
+		if names := reg.newlyIgnored(cfg.ignored); names != "" {
+			if env := mi.vu.InitEnv(); env != nil && env.Logger != nil {
+				env.Logger.Warnf("k6/x/kv: options accepted for xk6-kv compatibility but without effect here: %s", names)
+			}
+		}
+	}
+	h, kerr := newHandle(rt, cfg)
+	if kerr != nil {
+		panic(throwable(rt, kerr))
+	}
+	st, kerr := reg.acquire(cfg, h)
+	if kerr != nil {
+		panic(throwable(rt, kerr))
+	}
+	h.st = st
+	return h.object()
+}
+
+// throwable makes an Error object (with a stack) to throw.
+func throwable(rt *sobek.Runtime, e *kvError) *sobek.Object {
+	o, err := rt.New(rt.Get("Error"), rt.ToValue(e.Message))
+	if err != nil {
+		o = rt.NewObject()
+		_ = o.Set("message", e.Message)
+	}
+	_ = o.Set("name", e.Name)
+	return o
+}

@@ -1,0 +1,236 @@
+package kv
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+var testSeq struct {
+	sync.Mutex
+	n int
+}
+
+// testMemName returns a memory-store name no other test or process uses.
+func testMemName(t *testing.T) string {
+	testSeq.Lock()
+	testSeq.n++
+	n := testSeq.n
+	testSeq.Unlock()
+	name := fmt.Sprintf("gotest-%d-%d", os.Getpid(), n)
+	t.Cleanup(func() { _ = os.Remove("/dev/shm/shmkv." + name) })
+	return name
+}
+
+func openTestDB(t *testing.T, backend Backend, track bool) *db {
+	t.Helper()
+	p := openParams{backend: backend, track: trackOff, reserve: 64 << 20}
+	if track {
+		p.track = trackOn
+	}
+	if backend == BackendMemory {
+		p.where = testMemName(t)
+	} else {
+		p.where = filepath.Join(t.TempDir(), "store.kv")
+	}
+	d, err := openDB(p)
+	if err != nil {
+		t.Fatalf("open %s: %v", backend, err)
+	}
+	t.Cleanup(func() { _ = d.close() })
+	return d
+}
+
+func eachBackend(t *testing.T, f func(t *testing.T, d *db)) {
+	for _, b := range []Backend{BackendDisk, BackendMemory} {
+		for _, track := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/track=%v", b, track), func(t *testing.T) {
+				f(t, openTestDB(t, b, track))
+			})
+		}
+	}
+}
+
+func TestDBBasics(t *testing.T) {
+	eachBackend(t, func(t *testing.T, d *db) {
+		if err := d.set("a", []byte(`1`), KindJSON); err != nil {
+			t.Fatal(err)
+		}
+		v, k, err := d.get("a", 1)
+		if err != nil || string(v) != "1" || k != KindJSON {
+			t.Fatalf("get: %q %v %v", v, k, err)
+		}
+		big := bytes.Repeat([]byte("x"), 100000)
+		if err := d.set("big", big, KindString); err != nil {
+			t.Fatal(err)
+		}
+		v, k, err = d.get("big", 16)
+		if err != nil || !bytes.Equal(v, big) || k != KindString {
+			t.Fatalf("get big: %d %v %v", len(v), k, err)
+		}
+		if _, _, err := d.get("missing", 16); codeOf(err) != codeNotFound {
+			t.Fatalf("missing: %v", err)
+		}
+		if err := d.set("empty", nil, KindString); err != nil {
+			t.Fatal(err)
+		}
+		if v, _, err := d.get("empty", 0); err != nil || len(v) != 0 {
+			t.Fatalf("empty: %q %v", v, err)
+		}
+		if ok, _ := d.exists("a"); !ok {
+			t.Fatal("exists")
+		}
+		if d.size() != 3 {
+			t.Fatalf("size %d", d.size())
+		}
+		existed, err := d.del("a")
+		if err != nil || !existed {
+			t.Fatal("del", err)
+		}
+		existed, _ = d.del("a")
+		if existed {
+			t.Fatal("del twice")
+		}
+		n, err := d.incr("n", 5, KindJSON)
+		if err != nil || n != 5 {
+			t.Fatal(n, err)
+		}
+		n, _ = d.incr("n", -7, KindJSON)
+		if n != -2 {
+			t.Fatal(n)
+		}
+		if _, err := d.incr("big", 1, KindJSON); codeOf(err) != codeNotInt {
+			t.Fatal(err)
+		}
+		ok, _ := d.cas("c", nil, []byte("1"), KindJSON)
+		if !ok {
+			t.Fatal("cas absent")
+		}
+		ok, _ = d.cas("c", nil, []byte("2"), KindJSON)
+		if ok {
+			t.Fatal("cas absent twice")
+		}
+		ok, _ = d.cas("c", []byte("1"), []byte("2"), KindJSON)
+		if !ok {
+			t.Fatal("cas 1->2")
+		}
+		ok, _ = d.setIfAbsent("c", []byte("3"), KindJSON)
+		if ok {
+			t.Fatal("setIfAbsent existing")
+		}
+		v, _, loaded, err := d.getOrSet("c", []byte("9"), KindJSON, 1)
+		if err != nil || !loaded || string(v) != "2" {
+			t.Fatal("getOrSet", string(v), loaded, err)
+		}
+		v, _, loaded, _ = d.getOrSet("g", []byte("99"), KindJSON, 0)
+		if loaded || string(v) != "99" {
+			t.Fatal("getOrSet new", string(v), loaded)
+		}
+		prev, _, loaded, _ := d.swap("g", []byte("100"), KindJSON, 1)
+		if !loaded || string(prev) != "99" {
+			t.Fatal("swap", string(prev), loaded)
+		}
+		_, _, loaded, _ = d.swap("s", []byte("1"), KindJSON, 1)
+		if loaded {
+			t.Fatal("swap new")
+		}
+		ok, _ = d.compareAndDelete("g", []byte("99"))
+		if ok {
+			t.Fatal("cad mismatch")
+		}
+		ok, _ = d.compareAndDelete("g", []byte("100"))
+		if !ok {
+			t.Fatal("cad")
+		}
+		if err := d.clear(); err != nil || d.size() != 0 {
+			t.Fatal("clear", err)
+		}
+	})
+}
+
+func TestDBListRandom(t *testing.T) {
+	eachBackend(t, func(t *testing.T, d *db) {
+		if _, found, err := d.randomKey("", nil); found || err != nil {
+			t.Fatal("random on empty", found, err)
+		}
+		for i := range 50 {
+			_ = d.set(fmt.Sprintf("user:%02d", i), []byte(fmt.Sprint(i)), KindJSON)
+			_ = d.set(fmt.Sprintf("order:%02d", i), []byte(fmt.Sprint(i)), KindJSON)
+		}
+		long := "user:" + strings.Repeat("z", 1000)
+		_ = d.set(long, []byte("1"), KindJSON)
+		es, err := d.list("user:", 0)
+		if err != nil || len(es) != 51 {
+			t.Fatal(len(es), err)
+		}
+		for i := range 50 {
+			if es[i].Key != fmt.Sprintf("user:%02d", i) || string(es[i].Value) != fmt.Sprint(i) {
+				t.Fatal(es[i])
+			}
+		}
+		es, _ = d.list("", 3)
+		if len(es) != 3 || es[0].Key != "order:00" {
+			t.Fatal(es)
+		}
+		seen := map[string]bool{}
+		scratch := make([]byte, keyMax)
+		for range 2000 {
+			k, found, err := d.randomKey("user:", scratch)
+			if err != nil || !found || !strings.HasPrefix(k, "user:") {
+				t.Fatal(k, found, err)
+			}
+			seen[k] = true
+		}
+		if !seen[long] || len(seen) < 45 {
+			t.Fatalf("random keys: saw %d", len(seen))
+		}
+		if _, found, _ := d.randomKey("nope", nil); found {
+			t.Fatal("random nope")
+		}
+		if err := d.rebuildIndex(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestDBSharedAcrossHandles(t *testing.T) {
+	name := testMemName(t)
+	a, err := openDB(openParams{backend: BackendMemory, where: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+	b, err := openDB(openParams{backend: BackendMemory, where: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.close()
+	_ = a.set("k", []byte("v"), KindString)
+	v, _, err := b.get("k", 8)
+	if err != nil || string(v) != "v" {
+		t.Fatal(string(v), err)
+	}
+	if _, err := openDB(openParams{backend: BackendMemory, where: "bad/name"}); codeOf(err) != codeName {
+		t.Fatal("bad name", err)
+	}
+}
+
+func TestDBNotAStore(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bolt.db")
+	junk := bytes.Repeat([]byte{0xde, 0xad}, 4096)
+	if err := os.WriteFile(p, junk, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := openDB(openParams{backend: BackendDisk, where: p})
+	if codeOf(err) != codeNotStore {
+		t.Fatal(err)
+	}
+	after, _ := os.ReadFile(p)
+	if !bytes.Equal(after, junk) {
+		t.Fatal("file was changed")
+	}
+}
