@@ -1,0 +1,252 @@
+/*
+ * test_diskfull.c - a store whose file system fills up.
+ *
+ * A forked child enters a private mount namespace (unshare(CLONE_NEWNS)
+ * after making every mount private, so nothing leaks to the host) and
+ * mounts a 2 MiB tmpfs: on a scratch directory for the disk backend, over
+ * /dev/shm for the memory backend. There it fills a store until a set
+ * fails, and checks:
+ *   - the failure is -ENOSPC and shmkv_strerror() says so plainly;
+ *   - the failed set changed nothing, every earlier key reads back intact,
+ *     size() is right, nobody got SIGBUS;
+ *   - after deleting half of the keys, the deleted keys can be written
+ *     again (the freed blocks are reused without growing the file);
+ *   - after `mount -o remount,size=8m` the store grows again: as many new
+ *     keys as it held at the first failure fit, and everything reads back,
+ *     also after a close and reopen.
+ * When the namespace or the mount is refused (EPERM, e.g. without root),
+ * the child says so and uses RLIMIT_FSIZE instead (raised later in place
+ * of the remount). On the CI machine mounting is permitted, and the test
+ * insists on tmpfs there unless SHMKV_REL_ALLOW_FSIZE=1.
+ */
+#include "relcr.h"
+
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/statvfs.h>
+
+TestSuite(diskfull, .init = rc_setup, .fini = rc_teardown, .timeout = 300);
+
+#define VAL_LEN 200
+
+typedef struct fullres {
+    int mode;          /* 1 tmpfs, 2 RLIMIT_FSIZE */
+    uint64_t first;    /* keys stored when the first set failed */
+    int first_rc;
+    uint64_t rewritten;
+    uint64_t second;   /* new keys after the remount */
+    uint64_t avail_at_full; /* bytes the file system still had */
+} fullres;
+
+static void make_val(char *v, uint64_t i, int gen)
+{
+    uint64_t x = i * 0x9e3779b97f4a7c15ull + (uint64_t)gen;
+    for (int j = 0; j < VAL_LEN; j++) {
+        x ^= x >> 13;
+        x *= 0xff51afd7ed558ccdull;
+        v[j] = (char)('A' + (x >> 59));
+    }
+}
+
+static int key_of(char *k, uint64_t i)
+{
+    return sprintf(k, "key-%07" PRIu64, i);
+}
+
+static void kid_expect(shmkv_db *db, uint64_t i, int gen)
+{
+    char k[32], v[VAL_LEN], got[VAL_LEN + 8];
+    int kl = key_of(k, i);
+    make_val(v, i, gen);
+    size_t gl = 0;
+    int rc = shmkv_get(db, k, (size_t)kl, got, sizeof got, &gl, NULL);
+    KID_CHECK(rc == 0, "get(%s) -> %d (%s)", k, rc, shmkv_strerror(rc));
+    KID_CHECK(gl == VAL_LEN && memcmp(got, v, VAL_LEN) == 0, "%s holds the wrong value", k);
+}
+
+/* In the child: a private 2 MiB tmpfs at mnt (or RLIMIT_FSIZE). */
+static int enter_small_fs(const char *mnt)
+{
+    if (unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 &&
+        mount("tmpfs", mnt, "tmpfs", MS_NOSUID | MS_NODEV, "size=2m,mode=0700") == 0)
+        return 1;
+    int e = errno;
+    KID_CHECK(e == EPERM, "private tmpfs at %s: %s", mnt, strerror(e));
+    KID_CHECK(getenv("SHMKV_REL_ALLOW_FSIZE") != NULL,
+              "mounting a tmpfs was refused (EPERM); set SHMKV_REL_ALLOW_FSIZE=1 to accept "
+              "the RLIMIT_FSIZE fallback");
+    fprintf(stderr, "diskfull: mount not permitted (EPERM): using RLIMIT_FSIZE = 2 MiB instead\n");
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit rl = {2u << 20, 2u << 20};
+    KID_CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0, "setrlimit: %s", strerror(errno));
+    return 2;
+}
+
+static void grow_fs(int mode, const char *mnt)
+{
+    if (mode == 1) {
+        KID_CHECK(mount(NULL, mnt, NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, "size=8m") == 0,
+                  "remount,size=8m: %s", strerror(errno));
+    } else {
+        struct rlimit rl = {8u << 20, 8u << 20};
+        KID_CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0, "setrlimit: %s", strerror(errno));
+    }
+}
+
+static void __attribute__((noreturn))
+kid_fill(shmkv_backend be, int track, const char *mnt, const char *where, int resfd)
+{
+    fullres res;
+    memset(&res, 0, sizeof res);
+    res.mode = enter_small_fs(mnt);
+
+    shmkv_options o;
+    memset(&o, 0, sizeof o);
+    o.backend = be;
+    o.track_keys = track;
+    shmkv_db *db = NULL;
+    KID_OK(shmkv_open(where, &o, &db));
+
+    /* 1. fill until the file system says no */
+    char k[32], v[VAL_LEN];
+    uint64_t n = 0;
+    int rc;
+    for (;; n++) {
+        int kl = key_of(k, n);
+        make_val(v, n, 0);
+        rc = shmkv_set(db, k, (size_t)kl, v, VAL_LEN, SHMKV_KIND_BYTES);
+        if (rc)
+            break;
+        KID_CHECK(n < 1000000, "2 MiB never filled up");
+    }
+    res.first = n;
+    res.first_rc = rc;
+    struct statvfs sv;
+    if (statvfs(mnt, &sv) == 0)
+        res.avail_at_full = (uint64_t)sv.f_bavail * sv.f_frsize;
+    KID_CHECK(rc == -ENOSPC, "the first failing set returned %d (%s), expected -ENOSPC", rc,
+              shmkv_strerror(rc));
+    const char *msg = shmkv_strerror(rc);
+    KID_CHECK(strstr(msg, "no space") != NULL && strstr(msg, be == SHMKV_BACKEND_MEMORY ? "/dev/shm" : "disk"),
+              "shmkv_strerror(-ENOSPC) = \"%s\"", msg);
+    KID_CHECK(n > 1000, "only %" PRIu64 " keys fit in 2 MiB", n);
+
+    /* 2. the failed set changed nothing; everything before it is intact */
+    int kl = key_of(k, n);
+    KID_CHECK(shmkv_exists(db, k, (size_t)kl) == 0, "the failed set left %s behind", k);
+    KID_CHECK(shmkv_size(db) == n, "size() = %" PRIu64 ", expected %" PRIu64, shmkv_size(db), n);
+    for (uint64_t i = 0; i < n; i++)
+        kid_expect(db, i, 0);
+    /* still full: a second attempt fails the same way */
+    rc = shmkv_set(db, k, (size_t)kl, v, VAL_LEN, SHMKV_KIND_BYTES);
+    KID_CHECK(rc == -ENOSPC, "set on a full fs again -> %d (%s)", rc, shmkv_strerror(rc));
+
+    /* 3. delete every other key: those keys can be written again */
+    for (uint64_t i = 0; i < n; i += 2) {
+        int existed = 0;
+        kl = key_of(k, i);
+        KID_OK(shmkv_delete(db, k, (size_t)kl, &existed));
+        KID_CHECK(existed, "delete(%s): it was not there", k);
+    }
+    KID_CHECK(shmkv_size(db) == n / 2, "size() after deleting half: %" PRIu64, shmkv_size(db));
+    for (uint64_t i = 0; i < n; i += 2) {
+        kl = key_of(k, i);
+        make_val(v, i, 1);
+        rc = shmkv_set(db, k, (size_t)kl, v, VAL_LEN, SHMKV_KIND_BYTES);
+        KID_CHECK(rc == 0, "rewriting deleted key %s on a full fs -> %d (%s)", k, rc,
+                  shmkv_strerror(rc));
+        res.rewritten++;
+    }
+    for (uint64_t i = 0; i < n; i++)
+        kid_expect(db, i, (i % 2) == 0);
+
+    /* 4. more room: the store grows again */
+    grow_fs(res.mode, mnt);
+    for (uint64_t i = n; i < 2 * n; i++) {
+        kl = key_of(k, i);
+        make_val(v, i, 0);
+        rc = shmkv_set(db, k, (size_t)kl, v, VAL_LEN, SHMKV_KIND_BYTES);
+        KID_CHECK(rc == 0, "set(%s) after the file system grew -> %d (%s)", k, rc,
+                  shmkv_strerror(rc));
+        res.second++;
+    }
+    KID_CHECK(shmkv_size(db) == 2 * n, "size() = %" PRIu64, shmkv_size(db));
+    if (track == SHMKV_TRACK_ON) {
+        char rk[32];
+        size_t rl = 0;
+        for (int d = 0; d < 200; d++) {
+            KID_OK(shmkv_random_key(db, NULL, 0, rk, sizeof rk, &rl));
+            KID_CHECK(shmkv_exists(db, rk, rl) == 1, "random_key drew a missing key");
+        }
+    }
+
+    /* 5. and it all survives a close and reopen (the memory store needs a
+     * second handle open, or the last close would remove it) */
+    shmkv_db *keep = NULL;
+    if (be == SHMKV_BACKEND_MEMORY)
+        KID_OK(shmkv_open(where, &o, &keep));
+    KID_OK(shmkv_close(db));
+    KID_OK(shmkv_open(where, &o, &db));
+    for (uint64_t i = 0; i < 2 * n; i++)
+        kid_expect(db, i, i < n && (i % 2) == 0);
+    KID_OK(shmkv_close(db));
+    if (keep)
+        KID_OK(shmkv_close(keep));
+
+    KID_CHECK(rel_write_full(resfd, &res, sizeof res) == 0, "pipe");
+    _exit(0);
+}
+
+static void run_full(shmkv_backend be, int track)
+{
+    const char *mnt = be == SHMKV_BACKEND_MEMORY ? "/dev/shm" : rc_str("%s/mnt", rc.sc.dir);
+    if (be == SHMKV_BACKEND_DISK)
+        cr_assert(mkdir(mnt, 0700) == 0, "mkdir %s: %s", mnt, strerror(errno));
+    const char *where = be == SHMKV_BACKEND_MEMORY ? rc_name("full") : rc_str("%s/store.kv", mnt);
+    int p[2];
+    cr_assert(pipe(p) == 0);
+    pid_t kid = rc_fork();
+    if (kid == 0) {
+        close(p[0]);
+        kid_fill(be, track, mnt, where, p[1]);
+    }
+    close(p[1]);
+    fullres res;
+    memset(&res, 0, sizeof res);
+    ssize_t got = read(p[0], &res, sizeof res);
+    close(p[0]);
+    int st = rc_wait(kid);
+    char b[80];
+    cr_assert(!(WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS), "the writer died of SIGBUS");
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the writer ended with %s (see above)",
+              rel_status(st, b, sizeof b));
+    cr_assert_eq(got, (ssize_t)sizeof res);
+    fprintf(stderr,
+            "diskfull: %s backend, track_keys %s, %s: full after %" PRIu64 " keys of %d bytes "
+            "(set -> %d, %" PRIu64 " KiB left); %" PRIu64 " deleted keys rewritten; "
+            "%" PRIu64 " more keys after growing to 8 MiB\n",
+            be == SHMKV_BACKEND_MEMORY ? "memory" : "disk", track == SHMKV_TRACK_ON ? "on" : "off",
+            res.mode == 1 ? "2 MiB tmpfs" : "RLIMIT_FSIZE 2 MiB", res.first, VAL_LEN,
+            res.first_rc, res.avail_at_full >> 10, res.rewritten, res.second);
+}
+
+Test(diskfull, disk_untracked)
+{
+    run_full(SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF);
+}
+
+Test(diskfull, disk_tracked)
+{
+    run_full(SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+}
+
+Test(diskfull, memory_untracked)
+{
+    run_full(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF);
+}
+
+Test(diskfull, memory_tracked)
+{
+    run_full(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_ON);
+}
