@@ -6,7 +6,6 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 	"unsafe"
 
 	"github.com/grafana/sobek"
@@ -142,12 +141,10 @@ func (c *codec) encodeJSON(v sobek.Value) ([]byte, *kvError) {
 		// set(key) and set(key, undefined) store null, as xk6-kv does.
 		return []byte("null"), nil
 	case sobek.IsString(v):
+		// Stored as UTF-8: a lone UTF-16 surrogate (not valid Unicode)
+		// becomes U+FFFD, as it would through JSON.stringify and JSON.parse.
 		s := v.String()
-		// A lone UTF-16 surrogate comes out of String() as U+FFFD; let
-		// JSON.stringify escape it exactly instead.
-		if !strings.ContainsRune(s, utf8.RuneError) {
-			return appendJSONString(make([]byte, 0, len(s)+2), s), nil
-		}
+		return appendJSONString(make([]byte, 0, len(s)+2), s), nil
 	case sobek.IsNumber(v):
 		if v.ExportType() == typeInt64 {
 			return strconv.AppendInt(nil, v.ToInteger(), 10), nil

@@ -234,3 +234,90 @@ func TestDBNotAStore(t *testing.T) {
 		t.Fatal("file was changed")
 	}
 }
+
+func TestDBConcurrentIncrement(t *testing.T) {
+	d := openTestDB(t, BackendMemory, true)
+	const workers, each = 8, 2000
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if _, err := d.incr("ctr", 1, KindJSON); err != nil {
+					t.Error(err)
+					return
+				}
+				_ = d.set(fmt.Sprintf("w%d:%d", w, i), []byte("1"), KindJSON)
+			}
+		}()
+	}
+	wg.Wait()
+	v, _, err := d.get("ctr", 32)
+	if err != nil || string(v) != fmt.Sprint(workers*each) {
+		t.Fatalf("counter %s, %v", v, err)
+	}
+	if d.size() != workers*each+1 {
+		t.Fatalf("size %d", d.size())
+	}
+}
+
+// TestCloseAllWaitsForCalls runs store calls on several goroutines while
+// the registry closes the store, as k6's Exit event does: no call may reach
+// a closed handle.
+func TestCloseAllWaitsForCalls(t *testing.T) {
+	name := testMemName(t)
+	cfg := &config{backend: BackendMemory, name: name, serialization: serJSON}
+	var hs []*handle
+	for range 8 {
+		h := &handle{cfg: cfg, hint: minHint}
+		st, kerr := reg.acquire(cfg, h)
+		if kerr != nil {
+			t.Fatal(kerr)
+		}
+		h.st = st
+		hs = append(hs, h)
+	}
+	var wg sync.WaitGroup
+	closedSeen := make([]bool, len(hs))
+	for i, h := range hs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ; n++ {
+				if kerr := h.enter(); kerr != nil {
+					closedSeen[i] = kerr.Name == ErrStoreClosed
+					return
+				}
+				key := fmt.Sprintf("k%d", n%100)
+				_ = h.db().set(key, []byte("1"), KindJSON)
+				_, _, _ = h.db().get(key, 16)
+				h.leave()
+			}
+		}()
+	}
+	// Let them run a little (not a measurement: any amount works), watching
+	// through a handle of its own: each handle belongs to one goroutine.
+	watcher := &handle{cfg: cfg, hint: minHint}
+	st, kerr := reg.acquire(cfg, watcher)
+	if kerr != nil {
+		t.Fatal(kerr)
+	}
+	watcher.st = st
+	for h := watcher; ; {
+		if kerr := h.enter(); kerr == nil {
+			n := h.db().size()
+			h.leave()
+			if n >= 50 {
+				break
+			}
+		}
+	}
+	reg.closeAll()
+	wg.Wait()
+	for i, ok := range closedSeen {
+		if !ok {
+			t.Errorf("goroutine %d did not see StoreClosedError", i)
+		}
+	}
+}
