@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# run.sh - the k6 end-to-end tests of k6/x/kv.
+#
+# Builds (or reuses) the k6 binary with scripts/build-k6.sh, then runs:
+#  - every tests/k6/*.js script on the memory and the disk backend, with
+#    trackKeys on and off (the script gets KV_BACKEND, KV_PATH, KV_NAME and
+#    KV_TRACK in its environment);
+#  - the multi-process scenarios (tests/k6/multi/): three processes running
+#    execution segments of one test, three processes on one counter, one
+#    producer and two consumer processes, and writer processes with a reader
+#    process on a memory store;
+#  - every example in examples/, including examples/multiprocess/run.sh.
+# A script fails when k6 exits non-zero: each one sets
+# thresholds { checks: ["rate==1.0"] }, so any failed check fails it.
+#
+# The last line printed is "k6-e2e: N passed, N failed"; the exit status is
+# 0 only when nothing failed. Store files and /dev/shm objects created here
+# are removed on exit. Set K6=/path/to/k6 to skip the build, and
+# KV_E2E_ONLY=<regex> to run only the cases whose name matches, and
+# KV_E2E_KEEP=1 to keep the logs.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE="$ROOT/tests/k6"
+
+if [[ -z "${K6:-}" ]]; then
+    K6=$(bash "$ROOT/scripts/build-k6.sh" | tail -n1) || K6=""
+fi
+if [[ -z "$K6" || ! -x "$K6" ]]; then
+    echo "k6-e2e: could not build k6 (scripts/build-k6.sh failed)" >&2
+    echo "k6-e2e: 0 passed, 1 failed"
+    exit 1
+fi
+export K6
+
+RUN="e2e-$$"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/k6-e2e.XXXXXX")
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    if [[ "${KV_E2E_KEEP:-0}" == 1 ]]; then
+        echo "k6-e2e: logs kept in $WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
+    rm -f /dev/shm/shmkv."$RUN"-* 2>/dev/null
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+passed=0
+failed=0
+failures=()
+
+selected() {
+    [[ -z "${KV_E2E_ONLY:-}" ]] || [[ "$1" =~ $KV_E2E_ONLY ]]
+}
+
+# k6run LOG SCRIPT [k6 args...]: one k6 process, output to LOG.
+k6run() {
+    local log=$1 script=$2
+    shift 2
+    "$K6" run --quiet --no-usage-report --address= --no-color --summary-mode=disabled \
+        "$@" "$script" >"$log" 2>&1
+}
+
+# result NAME STATUS LOG
+result() {
+    local name=$1 status=$2 log=$3
+    if [[ "$status" == 0 ]]; then
+        passed=$((passed + 1))
+        echo "PASS $name"
+    else
+        failed=$((failed + 1))
+        failures+=("$name")
+        echo "FAIL $name (exit $status)"
+        grep -E 'FAILED|level=error|level=warning|Error|error' "$log" | head -n 20 | sed 's/^/    /'
+        if ! grep -qE 'FAILED|level=error|Error|error' "$log"; then
+            tail -n 20 "$log" | sed 's/^/    /'
+        fi
+    fi
+}
+
+# ---------------------------------------------------------------------
+# Single-process scripts, on each backend, with trackKeys on and off.
+
+CONFIGS=("memory true" "memory false" "disk true" "disk false")
+for script in "$HERE"/*.js; do
+    base=$(basename "$script" .js)
+    for cfg in "${CONFIGS[@]}"; do
+        read -r backend track <<<"$cfg"
+        name="$base/$backend/trackKeys=$track"
+        selected "$name" || continue
+        id="$RUN-$base-$backend-$track"
+        log="$WORK/$id.log"
+        k6run "$log" "$script" \
+            -e KV_BACKEND="$backend" -e KV_TRACK="$track" \
+            -e KV_PATH="$WORK/$id.kv" -e KV_NAME="$id"
+        result "$name" $? "$log"
+    done
+done
+
+# trackKeys left out: a joiner takes whatever the store has.
+name="basic/memory/trackKeys=unset"
+if selected "$name"; then
+    id="$RUN-basic-unset"
+    k6run "$WORK/$id.log" "$HERE/basic.js" -e KV_BACKEND=memory -e KV_NAME="$id"
+    result "$name" $? "$WORK/$id.log"
+fi
+
+# ---------------------------------------------------------------------
+# Multi-process scenarios.
+
+# wait_all PID... : wait for every pid; status is the first non-zero one.
+wait_all() {
+    local st=0 s
+    for p in "$@"; do
+        wait "$p"
+        s=$?
+        [[ $st == 0 ]] && st=$s
+    done
+    PIDS=()
+    return $st
+}
+
+for track in true false; do
+    # Three processes, one execution segment each, write one disk store.
+    name="multi/segments/disk/trackKeys=$track"
+    if selected "$name"; then
+        id="$RUN-seg-$track"
+        env=(-e KV_BACKEND=disk -e KV_TRACK="$track" -e KV_PATH="$WORK/$id.kv" -e KV_N=600)
+        seq="0,1/3,2/3,1"
+        pids=()
+        i=0
+        for seg in 0:1/3 1/3:2/3 2/3:1; do
+            i=$((i + 1))
+            k6run "$WORK/$id.w$i.log" "$HERE/multi/segment-writer.js" "${env[@]}" -e KV_SEGMENT="$seg" \
+                --execution-segment "$seg" --execution-segment-sequence "$seq" &
+            pids+=($!)
+        done
+        PIDS=("${pids[@]}")
+        wait_all "${pids[@]}"
+        st=$?
+        cat "$WORK/$id".w*.log >"$WORK/$id.log"
+        if [[ $st == 0 ]]; then
+            k6run "$WORK/$id.v.log" "$HERE/multi/segment-verify.js" "${env[@]}"
+            st=$?
+            cat "$WORK/$id.v.log" >>"$WORK/$id.log"
+        fi
+        result "$name" $st "$WORK/$id.log"
+    fi
+
+    # Three processes increment one counter.
+    name="multi/counter/disk/trackKeys=$track"
+    if selected "$name"; then
+        id="$RUN-ctr-$track"
+        env=(-e KV_BACKEND=disk -e KV_TRACK="$track" -e KV_PATH="$WORK/$id.kv" -e KV_N=1000 -e KV_PROCS=3)
+        pids=()
+        for p in 1 2 3; do
+            k6run "$WORK/$id.c$p.log" "$HERE/multi/counter.js" "${env[@]}" -e KV_PROC=$p &
+            pids+=($!)
+        done
+        PIDS=("${pids[@]}")
+        wait_all "${pids[@]}"
+        st=$?
+        cat "$WORK/$id".c*.log >"$WORK/$id.log"
+        if [[ $st == 0 ]]; then
+            k6run "$WORK/$id.v.log" "$HERE/multi/counter-verify.js" "${env[@]}"
+            st=$?
+            cat "$WORK/$id.v.log" >>"$WORK/$id.log"
+        fi
+        result "$name" $st "$WORK/$id.log"
+    fi
+
+    # One producer and two consumer processes at once; each token is
+    # taken exactly once.
+    name="multi/producer-consumers/disk/trackKeys=$track"
+    if selected "$name"; then
+        id="$RUN-pc-$track"
+        env=(-e KV_BACKEND=disk -e KV_TRACK="$track" -e KV_PATH="$WORK/$id.kv" -e KV_N=1500)
+        pids=()
+        for p in 1 2; do
+            k6run "$WORK/$id.c$p.log" "$HERE/multi/consumer.js" "${env[@]}" -e KV_PROC=$p &
+            pids+=($!)
+        done
+        k6run "$WORK/$id.p.log" "$HERE/multi/producer.js" "${env[@]}" &
+        pids+=($!)
+        PIDS=("${pids[@]}")
+        wait_all "${pids[@]}"
+        st=$?
+        cat "$WORK/$id".[cp]*.log >"$WORK/$id.log"
+        if [[ $st == 0 ]]; then
+            k6run "$WORK/$id.v.log" "$HERE/multi/consume-verify.js" "${env[@]}"
+            st=$?
+            cat "$WORK/$id.v.log" >>"$WORK/$id.log"
+        fi
+        result "$name" $st "$WORK/$id.log"
+    fi
+
+    # A memory store: a reader process sees what two writer processes,
+    # running at the same time, write.
+    name="multi/memory-reader-writers/trackKeys=$track"
+    if selected "$name"; then
+        id="$RUN-mem-$track"
+        env=(-e KV_BACKEND=memory -e KV_TRACK="$track" -e KV_NAME="$id" -e KV_N=500 -e KV_PROCS=2)
+        pids=()
+        k6run "$WORK/$id.r.log" "$HERE/multi/mem-reader.js" "${env[@]}" &
+        pids+=($!)
+        for p in 1 2; do
+            k6run "$WORK/$id.w$p.log" "$HERE/multi/mem-writer.js" "${env[@]}" -e KV_PROC=$p &
+            pids+=($!)
+        done
+        PIDS=("${pids[@]}")
+        wait_all "${pids[@]}"
+        st=$?
+        cat "$WORK/$id".[rw]*.log >"$WORK/$id.log"
+        if [[ $st == 0 && -e /dev/shm/shmkv.$id ]]; then
+            echo "FAILED: /dev/shm/shmkv.$id is still there after its last process exited" >>"$WORK/$id.log"
+            st=1
+        fi
+        result "$name" $st "$WORK/$id.log"
+    fi
+done
+
+# ---------------------------------------------------------------------
+# Examples: each must run to completion without an error. Disk examples use
+# ./.k6.kv, so each runs in a directory of its own.
+
+for ex in "$ROOT"/examples/*.js; do
+    [[ -e "$ex" ]] || continue
+    base=$(basename "$ex" .js)
+    name="examples/$base"
+    selected "$name" || continue
+    dir="$WORK/ex-$base"
+    mkdir -p "$dir"
+    (cd "$dir" && k6run "$dir.log" "$ex" -e KV_NAME="$RUN-ex-$base")
+    st=$?
+    if [[ $st == 0 ]] && grep -qE 'level=error|Uncaught' "$dir.log"; then
+        st=1
+    fi
+    result "$name" $st "$dir.log"
+done
+
+name="examples/multiprocess"
+if selected "$name" && [[ -f "$ROOT/examples/multiprocess/run.sh" ]]; then
+    KV_DEMO_NAME="$RUN-demo" bash "$ROOT/examples/multiprocess/run.sh" >"$WORK/demo.log" 2>&1
+    result "$name" $? "$WORK/demo.log"
+fi
+
+echo
+if ((failed > 0)); then
+    echo "failed: ${failures[*]}"
+fi
+echo "k6-e2e: $passed passed, $failed failed"
+((failed == 0))
