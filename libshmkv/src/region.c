@@ -144,12 +144,15 @@ static int validate_header(int fd, off_t fsize, shmkv__hdr *out)
     if (h->endian != SHMKV__ENDIAN_CHECK || h->word_size != sizeof(void *) ||
         h->mutex_size != sizeof(pthread_mutex_t) || h->seg_size != sizeof(shmkv__seg))
         return SHMKV_EABI;
+    /* The layout follows from nseg alone, so every offset must be exactly
+     * what creation would have written. */
+    uint64_t idx_off = SHMKV__HDR_SIZE + (uint64_t)h->nseg * sizeof(shmkv__seg);
+    uint64_t data_off = (idx_off + sizeof(shmkv__idx) + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
     if (h->hdr_size != SHMKV__HDR_SIZE || h->nseg == 0 || h->nseg > SHMKV__MAX_SEGMENTS ||
-        (h->nseg & (h->nseg - 1)) || h->reserve < SHMKV__MIN_RESERVE ||
-        h->reserve > SHMKV__MAX_RESERVE || h->seg_off != SHMKV__HDR_SIZE ||
-        h->idx_off < h->seg_off + (uint64_t)h->nseg * sizeof(shmkv__seg) ||
-        h->data_off < h->idx_off + sizeof(shmkv__idx) || h->data_off % SHMKV__PAGE ||
-        h->top < h->data_off || h->top > h->reserve)
+        (h->nseg & (h->nseg - 1)) || h->track_keys > 1 || h->backend > SHMKV_BACKEND_MEMORY ||
+        h->reserve < SHMKV__MIN_RESERVE || h->reserve > SHMKV__MAX_RESERVE ||
+        h->reserve % SHMKV__PAGE || h->seg_off != SHMKV__HDR_SIZE || h->idx_off != idx_off ||
+        h->data_off != data_off || h->top < h->data_off || h->top > h->reserve)
         return SHMKV_ECORRUPT;
     /* A copy cut short: touching the missing part would SIGBUS. */
     if ((uint64_t)fsize < h->top)
@@ -517,7 +520,14 @@ int shmkv__grow(shmkv__map *m, uint32_t owner, uint64_t size, uint64_t *chunk_of
         rc = SHMKV_EFULL;
         goto out;
     }
-    uint64_t fs = atomic_load(&h->file_size);
+    /* The file's real size, not the header's idea of it: a copy cut back
+     * to its used size would otherwise make us write past its end. */
+    struct stat st;
+    if (fstat(m->fd, &st) != 0) {
+        rc = -errno;
+        goto out;
+    }
+    uint64_t fs = (uint64_t)st.st_size;
     if (end > fs) {
         /* Allocate ahead so that growth is rare, but when the disk cannot
          * give that much, settle for what this chunk needs. fallocate makes

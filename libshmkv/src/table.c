@@ -279,7 +279,12 @@ int shmkv__seg_recover(shmkv__map *m, shmkv__seg *s)
     }
     if (toff) {
         shmkv__table *t = (shmkv__table *)SHMKV__P(m, toff);
-        shmkv__block_of(m, toff)->flags |= SHMKV__BF_MARK;
+        shmkv__block *tb = shmkv__block_of(m, toff);
+        if (tb->size < SHMKV__BLOCK_HDR + 8 + 16 * 8 || t->cap < 16 || (t->cap & (t->cap - 1)) ||
+            t->cap > (tb->size - SHMKV__BLOCK_HDR - 8) / 8 ||
+            !shmkv__in_region(m, toff - SHMKV__BLOCK_HDR, tb->size))
+            return SHMKV_ECORRUPT;
+        tb->flags |= SHMKV__BF_MARK;
         for (uint64_t i = 0; i < t->cap; i++) {
             uint64_t w = atomic_load(&t->slot[i]);
             if (w == SHMKV__SLOT_TOMB) {
