@@ -9,7 +9,7 @@ set -uo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-bash scripts/deps.sh || { echo "0 passed, 1 failed"; exit 1; }
+SHMKV_NEED_CLANG=1 bash scripts/deps.sh || { echo "0 passed, 1 failed"; exit 1; }
 command -v go >/dev/null 2>&1 || export PATH="/usr/local/go/bin:$PATH"
 
 results="$root/build-results"
@@ -44,6 +44,16 @@ if [ "${SHMKV_SKIP_SANITIZERS:-0}" != 1 ]; then
     meson_suite asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
   TIMEOUT_MULT=6 \
     meson_suite tsan --buildtype=debug -Db_sanitize=thread -Db_lundef=false
+fi
+
+# Fuzzers (libFuzzer): a short bounded run of each, plus every regression
+# input. `bash tests/fuzz/run.sh 600` is the long run.
+if [ -f tests/fuzz/run.sh ]; then
+  echo "== fuzz" >&2
+  bash tests/fuzz/run.sh "${SHMKV_FUZZ_SECONDS:-20}" >"$results/fuzz.log" 2>&1
+  tail -3 "$results/fuzz.log" >&2
+  grep -E '^fuzz: [0-9]+ passed, [0-9]+ failed' "$results/fuzz.log" | tail -1 >"$results/fuzz.txt"
+  logs+=("$results/fuzz.txt")
 fi
 
 # Go shim and k6 end to end, once they exist.
