@@ -40,7 +40,7 @@ function throws(f, name, what) {
 `
 
 // newJS returns a runtime in the init context with openKv defined.
-func newJS(t *testing.T) *modulestest.Runtime {
+func newJS(t testing.TB) *modulestest.Runtime {
 	t.Helper()
 	rt := modulestest.NewRuntime(t)
 	mi := new(RootModule).NewModuleInstance(rt.VU)
@@ -55,7 +55,7 @@ func newJS(t *testing.T) *modulestest.Runtime {
 
 // runAsync runs body inside an async function on the event loop and fails
 // the test if it throws.
-func runAsync(t *testing.T, rt *modulestest.Runtime, body string) {
+func runAsync(t testing.TB, rt *modulestest.Runtime, body string) {
 	t.Helper()
 	code := "(async () => {\n" + body + "\n})().catch((e) => { globalThis.__failure = String(e) + (e && e.stack ? '\\n' + e.stack : ''); });"
 	if _, err := rt.RunOnEventLoop(code); err != nil {
@@ -67,7 +67,7 @@ func runAsync(t *testing.T, rt *modulestest.Runtime, body string) {
 }
 
 // storeOptions returns openKv options (as JS source) for a fresh store.
-func storeOptions(t *testing.T, backend string, track bool, extra string) string {
+func storeOptions(t testing.TB, backend string, track bool, extra string) string {
 	t.Helper()
 	where := ""
 	if backend == "memory" {

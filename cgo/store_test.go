@@ -16,7 +16,7 @@ var testSeq struct {
 }
 
 // testMemName returns a memory-store name no other test or process uses.
-func testMemName(t *testing.T) string {
+func testMemName(t testing.TB) string {
 	testSeq.Lock()
 	testSeq.n++
 	n := testSeq.n

@@ -1,0 +1,28 @@
+package kv
+
+import (
+	"fmt"
+	"testing"
+)
+
+// BenchmarkJS measures one awaited call from a script, against an awaited
+// Promise.resolve() as the floor set by the JS engine.
+func BenchmarkJS(b *testing.B) {
+	for _, c := range []struct{ name, call string }{
+		{"await-baseline", `await Promise.resolve(1)`},
+		{"get", `await kv.get("k" + (i & 1023))`},
+		{"set", `await kv.set("k" + (i & 1023), "value-value-value")`},
+		{"set-object", `await kv.set("k" + (i & 1023), {a: i, b: "x"})`},
+		{"randomKey", `await kv.randomKey()`},
+		{"exists", `await kv.exists("k1")`},
+		{"incrementBy", `await kv.incrementBy("n", 1)`},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			rt := newJS(b)
+			runAsync(b, rt, `globalThis.kv = openKv(`+storeOptions(b, "memory", true, "")+`);
+				for (let i = 0; i < 1024; i++) await kv.set("k" + i, "value-value-value");`)
+			b.ResetTimer()
+			runAsync(b, rt, fmt.Sprintf(`for (let i = 0; i < %d; i++) { %s; }`, b.N, c.call))
+		})
+	}
+}
