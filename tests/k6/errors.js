@@ -33,6 +33,17 @@ const optionErrors = optionCases.map(([o]) => {
   }
 });
 
+// Setting a creation option that differs from the open store's throws.
+let conflict = "not tried";
+if (__ENV.KV_TRACK === "true" || __ENV.KV_TRACK === "false") {
+  try {
+    openKv(storeOptions({ trackKeys: __ENV.KV_TRACK !== "true" }));
+    conflict = "no error";
+  } catch (e) {
+    conflict = e.name;
+  }
+}
+
 export async function setup() {
   await kv.clear();
 }
@@ -44,6 +55,10 @@ export default async function () {
       ok(e && e.name === name && e.message.includes(word), `openKv(${JSON.stringify(o)}) throws ${name} naming ${word}`,
         JSON.stringify(e));
     });
+
+    if (conflict !== "not tried") {
+      eq(conflict, "KVOptionsConflictError", "openKv with the other trackKeys throws KVOptionsConflictError");
+    }
 
     // openKv outside the init context throws.
     throws(() => openKv(storeOptions()), "InitContextError", "openKv in a VU function");

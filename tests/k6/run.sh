@@ -7,8 +7,9 @@
 #    KV_TRACK in its environment);
 #  - the multi-process scenarios (tests/k6/multi/): three processes running
 #    execution segments of one test, three processes on one counter, one
-#    producer and two consumer processes, and writer processes with a reader
-#    process on a memory store;
+#    producer and two consumer processes, writer processes with a reader
+#    process on a memory store, and a writer SIGKILLed mid-write next to one
+#    that runs to the end;
 #  - every example in examples/, including examples/multiprocess/run.sh.
 # A script fails when k6 exits non-zero: each one sets
 # thresholds { checks: ["rate==1.0"] }, so any failed check fails it.
@@ -217,6 +218,49 @@ for track in true false; do
         if [[ $st == 0 && -e /dev/shm/shmkv.$id ]]; then
             echo "FAILED: /dev/shm/shmkv.$id is still there after its last process exited" >>"$WORK/$id.log"
             st=1
+        fi
+        result "$name" $st "$WORK/$id.log"
+    fi
+
+    # SIGKILL a writer in the middle of its writes while another writer
+    # runs to the end: nothing that resolved is lost, the store stays
+    # consistent and usable.
+    name="multi/sigkill/disk/trackKeys=$track"
+    if selected "$name"; then
+        id="$RUN-kill-$track"
+        env=(-e KV_BACKEND=disk -e KV_TRACK="$track" -e KV_PATH="$WORK/$id.kv")
+        k6opts=(--quiet --no-usage-report --address= --no-color --summary-mode=disabled)
+        # Started directly (not through k6run) so that $! is k6 itself.
+        "$K6" run "${k6opts[@]}" "${env[@]}" -e KV_PROC=killed \
+            "$HERE/multi/crash-writer.js" >"$WORK/$id.k.log" 2>&1 &
+        victim=$!
+        "$K6" run "${k6opts[@]}" "${env[@]}" -e KV_PROC=survivor -e KV_N=3000 \
+            "$HERE/multi/crash-writer.js" >"$WORK/$id.s.log" 2>&1 &
+        survivor=$!
+        PIDS=("$victim" "$survivor")
+        last=0
+        for ((t = 0; t < 1200; t++)); do
+            last=$(grep -o 'durable killed [0-9]*' "$WORK/$id.k.log" | tail -n1 | cut -d' ' -f3)
+            [[ ${last:-0} -ge 1999 ]] && break
+            kill -0 "$victim" 2>/dev/null || break
+            sleep 0.05
+        done
+        kill -KILL "$victim" 2>/dev/null
+        { wait "$victim"; } 2>/dev/null
+        vst=$?
+        last=$(grep -o 'durable killed [0-9]*' "$WORK/$id.k.log" | tail -n1 | cut -d' ' -f3)
+        wait "$survivor"
+        st=$?
+        PIDS=()
+        cat "$WORK/$id.k.log" "$WORK/$id.s.log" >"$WORK/$id.log"
+        if [[ $vst != 137 ]]; then
+            echo "FAILED: the writer to kill was not killed (exit $vst)" >>"$WORK/$id.log"
+            st=1
+        fi
+        if [[ $st == 0 ]]; then
+            k6run "$WORK/$id.v.log" "$HERE/multi/crash-verify.js" "${env[@]}" -e KV_LAST="${last:-0}" -e KV_N=3000
+            st=$?
+            cat "$WORK/$id.v.log" >>"$WORK/$id.log"
         fi
         result "$name" $st "$WORK/$id.log"
     fi
