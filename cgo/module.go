@@ -1,3 +1,5 @@
+//go:build cgo
+
 // Package kv is the k6 extension k6/x/kv: a drop-in for the xk6-kv script
 // API whose store is libshmkv, a key-value store in one shared mapping. Every
 // VU of a k6 process, and every k6 process on the host, that opens the same
