@@ -124,7 +124,7 @@ func (h *handle) enter() *kvError {
 
 func (h *handle) leave() { h.busy.Store(false) }
 
-func (h *handle) db() *db { return h.st.db }
+func (h *handle) db() backendStore { return h.st.db }
 
 func (h *handle) noteSize(n int) {
 	if n > h.hint && n <= maxHint {

@@ -17,7 +17,7 @@ import (
 type sharedStore struct {
 	key    string
 	params openParams
-	db     *db
+	db     backendStore
 	// handles are the VU-side KV objects using this store; the store is
 	// closed when the last one is closed, or when k6 exits.
 	handles map[*handle]struct{}

@@ -1,0 +1,28 @@
+//go:build cgo
+
+package kv
+
+// backendStore is the seam between the script API and what holds the data. The
+// libshmkv handle (*db) is the one implementation; a store on another engine
+// (for tests that outgrow one host) would implement the same methods, with
+// values as bytes plus a Kind and errors as *CError codes (or *kvError).
+type backendStore interface {
+	get(key string, hint int) ([]byte, Kind, error)
+	set(key string, val []byte, kind Kind) error
+	del(key string) (existed bool, err error)
+	exists(key string) (bool, error)
+	size() uint64
+	clear() error
+	rebuildIndex() error
+	incr(key string, delta int64, kind Kind) (int64, error)
+	cas(key string, expect []byte, val []byte, kind Kind) (bool, error)
+	setIfAbsent(key string, val []byte, kind Kind) (bool, error)
+	getOrSet(key string, val []byte, kind Kind, hint int) ([]byte, Kind, bool, error)
+	swap(key string, val []byte, kind Kind, hint int) ([]byte, Kind, bool, error)
+	compareAndDelete(key string, expect []byte) (bool, error)
+	randomKey(prefix string, scratch []byte) (string, bool, error)
+	list(prefix string, limit uint64) ([]entry, error)
+	close() error
+}
+
+var _ backendStore = (*db)(nil)
