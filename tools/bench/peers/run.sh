@@ -1,0 +1,366 @@
+#!/usr/bin/env bash
+# run.sh - libshmkv against its peers, at the C level and from k6.
+#
+#   bash tools/bench/peers/run.sh [--quick] [--no-docs]
+#
+# Measures (see docs/benchmarks-peers.md for what each row means):
+#   C level   cbench.c: libshmkv (memory, disk) vs LMDB vs Redis through
+#             hiredis (unpipelined, pipelined) vs a raw lock+probe baseline,
+#             10k and 1M keys, 1 and 2 processes, get and set.
+#   open      reopening a 1M-key disk store with trackKeys on: shmkv_open from
+#             C, openKv from our k6, openKv from a k6 built with the xk6-kv
+#             fork (on a 1M-key BoltDB in the fork's format).
+#   k6 level  workload.js: get, set, 75/25 mix, randomKey (with and without a
+#             prefix, trackKeys off and on), 1 and 8 VUs, on our k6 (memory
+#             and disk), the fork (memory and disk, its defaults) and k6's
+#             Redis module against a local redis-server; then 1, 2 and 3 k6
+#             processes sharing one store (ours, Redis).
+# and regenerates docs/benchmarks-peers.md and docs/bench-*.png, printing
+# PASS/FAIL per target.
+#
+# Every measurement is repeated ROUNDS times with the contenders interleaved
+# inside each round; tables show medians and ratios of medians from this run.
+#
+# The xk6-kv fork is not a Go module this machine can download: point
+# XK6KV_SRC at a checkout of its source to include it (its rows are skipped,
+# with a 'not measured' line, otherwise). Redis runs only on 127.0.0.1, is
+# started and stopped here, and is bounded in time.
+#
+# Environment: XK6KV_SRC, ROUNDS, DUR (k6 seconds per row), CDUR (C seconds
+# per row), PEERS_WORK (scratch directory for stores; default under /var/tmp),
+# REDIS_PORT (default: first free port from 6399).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+PEERS=$ROOT/tools/bench/peers
+QUICK=0
+DOCS=1
+for a in "$@"; do
+    case "$a" in
+    --quick) QUICK=1 ;;
+    --no-docs) DOCS=0 ;;
+    -h | --help) sed -n '2,32p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument $a" >&2; exit 2 ;;
+    esac
+done
+if ((QUICK)); then
+    ROUNDS=${ROUNDS:-1}; DUR=${DUR:-1}; CDUR=${CDUR:-0.4}; OPEN_REPS=3
+else
+    ROUNDS=${ROUNDS:-3}; DUR=${DUR:-1.5}; CDUR=${CDUR:-0.75}; OPEN_REPS=5
+fi
+NKEYS=10000
+BIG=1000000
+T_START=$(date +%s)
+CMDLINE="bash tools/bench/peers/run.sh${*:+ $*}"
+
+log() { printf '[peers %4ds] %s\n' "$(($(date +%s) - T_START))" "$*" >&2; }
+
+# ------------------------------------------------------------------ deps
+need_pkgs=()
+command -v redis-server >/dev/null || need_pkgs+=(redis-server)
+command -v gnuplot >/dev/null || need_pkgs+=(gnuplot-nox)
+command -v python3 >/dev/null || need_pkgs+=(python3)
+[[ -f /usr/include/lmdb.h ]] || need_pkgs+=(liblmdb-dev)
+[[ -f /usr/include/hiredis/hiredis.h ]] || need_pkgs+=(libhiredis-dev)
+if ((${#need_pkgs[@]})); then
+    log "installing ${need_pkgs[*]}"
+    SUDO=; [[ $(id -u) -eq 0 ]] || SUDO=sudo
+    $SUDO apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >&2
+fi
+
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/libshmkv/peers
+mkdir -p "$CACHE"
+WORK=$(mktemp -d "${PEERS_WORK:-/var/tmp}/shmkv-peers.XXXXXX")
+RES=$WORK/results.tsv   # section \t key... \t value
+: >"$RES"
+NOTES=$WORK/notes.txt   # free-form lines for the report
+: >"$NOTES"
+REDIS_PID=
+cleanup() {
+    if [[ -n "$REDIS_PID" ]]; then kill "$REDIS_PID" 2>/dev/null || true; wait "$REDIS_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+note() { echo "$*" >>"$NOTES"; log "$*"; }
+
+median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+# ------------------------------------------------------------------ builds
+CC=${CC:-cc}
+cb_hash=$(cat "$PEERS/cbench.c" "$ROOT"/libshmkv/include/*.h "$ROOT"/libshmkv/src/*.[ch] | sha256sum | cut -c1-16)
+CBENCH=$CACHE/cbench-$cb_hash
+if [[ ! -x $CBENCH ]]; then
+    log "building cbench"
+    $CC -O2 -std=c11 -D_GNU_SOURCE -I"$ROOT/libshmkv/include" -I"$ROOT/libshmkv/src" \
+        "$ROOT"/libshmkv/src/*.c "$PEERS/cbench.c" -o "$CBENCH.tmp" -llmdb -lhiredis -lpthread -lrt
+    mv "$CBENCH.tmp" "$CBENCH"
+fi
+
+bf_hash=$(cat "$PEERS"/boltfill/*.go "$PEERS"/boltfill/go.mod "$PEERS"/boltfill/go.sum | sha256sum | cut -c1-16)
+BOLTFILL=$CACHE/boltfill-$bf_hash
+if [[ ! -x $BOLTFILL ]]; then
+    log "building boltfill"
+    (cd "$PEERS/boltfill" && go build -o "$BOLTFILL" .)
+fi
+
+K6=
+if out=$(bash "$ROOT/scripts/build-k6.sh" 2>"$WORK/build-k6.log"); then
+    K6=$(tail -n1 <<<"$out")
+    [[ -x $K6 ]] || K6=
+fi
+[[ -n $K6 ]] || note "not measured: our k6 (scripts/build-k6.sh failed: $(tail -n1 "$WORK/build-k6.log"))"
+
+K6FORK=
+if [[ -n ${XK6KV_SRC:-} && -f ${XK6KV_SRC}/go.mod ]]; then
+    XK6KV_SRC=$(cd "$XK6KV_SRC" && pwd)
+    fork_mod=$(awk '$1=="module"{print $2; exit}' "$XK6KV_SRC/go.mod")
+    fk_hash=$( (cd "$XK6KV_SRC" && find . -type f \( -name '*.go' -o -name go.mod \) ! -name '*_test.go' -print0 |
+        LC_ALL=C sort -z | xargs -0 cat; echo "$fork_mod"; go env GOVERSION) | sha256sum | cut -c1-16)
+    K6FORK=$CACHE/k6-xk6kv-$fk_hash
+    if [[ ! -x $K6FORK ]]; then
+        log "building k6 with the xk6-kv fork from $XK6KV_SRC"
+        B=$WORK/k6fork-build
+        mkdir -p "$B"
+        cat >"$B/main.go" <<EOF
+package main
+
+import (
+	k6cmd "go.k6.io/k6/cmd"
+
+	_ "$fork_mod"
+)
+
+func main() { k6cmd.Execute() }
+EOF
+        cat >"$B/go.mod" <<EOF
+module shmkvpeers/k6xkv
+
+go 1.25
+
+require (
+	go.k6.io/k6 v1.8.1
+	$fork_mod v0.0.0
+)
+
+replace $fork_mod => $XK6KV_SRC
+EOF
+        if (cd "$B" && GOFLAGS=-mod=mod go mod tidy >&2 && CGO_ENABLED=0 go build -o "$K6FORK.tmp" . >&2); then
+            mv "$K6FORK.tmp" "$K6FORK"
+        else
+            K6FORK=
+            note "not measured: xk6-kv fork (its k6 did not build from XK6KV_SRC=$XK6KV_SRC)"
+        fi
+    fi
+else
+    note "not measured: xk6-kv fork rows, XK6KV_SRC not set"
+fi
+
+# ------------------------------------------------------------------ redis
+start_redis() {
+    local port
+    for port in ${REDIS_PORT:-6399 6400 6401 6402 6403 6404 6405}; do
+        if redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1; then continue; fi
+        timeout 3600 redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+            --protected-mode yes --loglevel warning --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+        REDIS_PID=$!
+        for _ in $(seq 50); do
+            redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1 && { RPORT=$port; return 0; }
+            sleep 0.1
+        done
+        kill "$REDIS_PID" 2>/dev/null || true
+        REDIS_PID=
+    done
+    return 1
+}
+RPORT=
+if start_redis; then
+    log "redis-server on 127.0.0.1:$RPORT"
+else
+    note "not measured: Redis rows (redis-server did not start on 127.0.0.1)"
+fi
+
+echo -e "machine\tnproc\t$(nproc)" >>"$RES"
+echo -e "machine\tcpu\t$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)" >>"$RES"
+echo -e "machine\tkernel\t$(uname -r)" >>"$RES"
+echo -e "machine\tmem\t$(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo)" >>"$RES"
+echo -e "machine\tstorefs\t$(df -T "$WORK" | awk 'NR==2{print $2}')" >>"$RES"
+echo -e "machine\tredis\t$(redis-server --version | awk '{print $3}')" >>"$RES"
+echo -e "machine\tlmdb\t$(awk '/define MDB_VERSION_(MAJOR|MINOR|PATCH)/{v=v (v?".":"") $3} END{print v}' /usr/include/lmdb.h)" >>"$RES"
+[[ -n $K6 ]] && echo -e "machine\tk6\t$("$K6" version 2>/dev/null | head -n1)" >>"$RES"
+echo -e "run\tcommand\t$CMDLINE" >>"$RES"
+echo -e "run\tdate\t$(date -u '+%Y-%m-%d %H:%M UTC')" >>"$RES"
+echo -e "run\trounds\t$ROUNDS" >>"$RES"
+echo -e "run\tdur\t$DUR" >>"$RES"
+echo -e "run\tcdur\t$CDUR" >>"$RES"
+echo -e "run\tnkeys\t$NKEYS" >>"$RES"
+echo -e "run\tcommit\t$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" >>"$RES"
+[[ -n $K6FORK ]] && echo -e "run\tfork\t$(cd "$XK6KV_SRC" && (git rev-parse --short HEAD 2>/dev/null || head -n1 PROVENANCE.txt 2>/dev/null || echo "source at XK6KV_SRC"))" >>"$RES"
+
+# ------------------------------------------------------------------ C level
+log "C level: $ROUNDS round(s), ${CDUR}s per measurement"
+CBACKENDS=(raw shmkv-mem shmkv-disk lmdb)
+[[ -n $RPORT ]] && CBACKENDS+=(redis redis-pipe)
+for r in $(seq "$ROUNDS"); do
+    for n in $NKEYS $BIG; do
+        for b in "${CBACKENDS[@]}"; do
+            "$CBENCH" run -b "$b" -n "$n" -t "$CDUR" -d "$WORK" -P "${RPORT:-0}" -B 32 |
+                awk -v r="$r" '$1=="RESULT"{printf "c\t%s\t%s\t%s\t%s\t%s\t%s\n", $2, $3, $4, $5, r, $6}' >>"$RES"
+        done
+    done
+    log "C level round $r done"
+done
+
+# ------------------------------------------------------------------ open time
+log "open time: 1M keys, trackKeys on"
+"$CBENCH" open -n "$BIG" -d "$WORK" -r "$OPEN_REPS" -k | awk '$1=="OPEN_US"{printf "open\tc\t%s\n", $2}' >>"$RES"
+openkv_ms() { # binary store -> prints the first init context's openKv time
+    STORE=$2 "$1" run -q --summary-mode=disabled "$PEERS/open.js" 2>&1 | grep -o 'OPENKV_MS [0-9]*' | head -n1 | awk '{print $2}'
+}
+if [[ -n $K6 ]]; then
+    for _ in $(seq "$OPEN_REPS"); do
+        v=$(openkv_ms "$K6" "$WORK/open.shmkv" || true)
+        [[ -n $v ]] && echo -e "open\tours-k6\t$v" >>"$RES"
+    done
+fi
+rm -f "$WORK/open.shmkv"
+if [[ -n $K6FORK ]]; then
+    "$BOLTFILL" -path "$WORK/open.bolt" -n "$BIG"
+    for _ in $(seq "$OPEN_REPS"); do
+        v=$(openkv_ms "$K6FORK" "$WORK/open.bolt" || true)
+        [[ -n $v ]] && echo -e "open\tfork-k6\t$v" >>"$RES"
+    done
+    rm -f "$WORK/open.bolt"
+fi
+
+# ------------------------------------------------------------------ k6 level
+# k6row IMPLNAME BINARY VUS TRACK OPS [extra env...]: one k6 process, results
+# appended as k6 <impl> <op> <track> <vus> <round> <ops/s>
+k6row() {
+    local impl=$1 bin=$2 vus=$3 track=$4 ops=$5 round=$6
+    shift 6
+    local sum=$WORK/sum-$impl-$vus-$track-$round.json
+    rm -f "$sum"
+    if ! env "$@" TRACK="$track" OPS="$ops" VUS="$vus" DUR="$DUR" NKEYS="$NKEYS" SUMMARY="$sum" \
+        timeout 600 "$bin" run -q --no-color "$PEERS/workload.js" >"$WORK/k6.log" 2>&1; then
+        note "k6 run failed: $impl vus=$vus track=$track ops=$ops: $(grep -m1 -i 'error' "$WORK/k6.log" | cut -c1-300)"
+        return 0
+    fi
+    python3 - "$sum" "$impl" "$track" "$vus" "$round" "$DUR" >>"$RES" <<'EOF'
+import json, sys
+path, impl, track, vus, rnd, dur = sys.argv[1:]
+d = json.load(open(path))
+for op, n in sorted(d["ops"].items()):
+    if op == "warm":
+        continue
+    print(f"k6\t{impl}\t{op}\t{track}\t{vus}\t{rnd}\t{n / float(dur):.0f}")
+if d.get("errors"):
+    print(f"k6err\t{impl}\t{track}\t{vus}\t{rnd}\t{d['errors']}")
+EOF
+}
+
+OPS0=warm,get,set,mix,rk,rkp
+OPS1=warm,rk,rkp
+[[ -n $RPORT ]] && redis-cli -h 127.0.0.1 -p "$RPORT" flushall >/dev/null
+if [[ -n $K6FORK ]]; then
+    "$BOLTFILL" -path "$WORK/fork-0.bolt" -n "$NKEYS"
+    cp "$WORK/fork-0.bolt" "$WORK/fork-1.bolt"
+fi
+log "k6 level: $ROUNDS round(s), ${DUR}s per row"
+for r in $(seq "$ROUNDS"); do
+    for vus in 1 8; do
+        if [[ -n $K6 ]]; then
+            for t in 0 1; do
+                ops=$OPS0; ((t)) && ops=$OPS1
+                k6row ours-mem "$K6" "$vus" "$t" "$ops$( ((t)) || echo ,noop)" "$r" IMPL=kv BACKEND=memory STORE="peers-$$-$r-$vus-$t"
+                rm -f "$WORK/ours-$t.kv"
+                k6row ours-disk "$K6" "$vus" "$t" "$ops" "$r" IMPL=kv BACKEND=disk STORE="$WORK/ours-$t.kv"
+            done
+        fi
+        if [[ -n $K6FORK ]]; then
+            for t in 0 1; do
+                ops=$OPS0; ((t)) && ops=$OPS1
+                k6row fork-mem "$K6FORK" "$vus" "$t" "$ops$( ((t)) || echo ,noop)" "$r" IMPL=kv BACKEND=memory
+                k6row fork-disk "$K6FORK" "$vus" "$t" "$ops" "$r" IMPL=kv BACKEND=disk STORE="$WORK/fork-$t.bolt"
+            done
+        fi
+        if [[ -n $RPORT && -n ${K6:-$K6FORK} ]]; then
+            k6row redis "${K6:-$K6FORK}" "$vus" - warm,get,set,mix,rk "$r" IMPL=redis REDIS="redis://127.0.0.1:$RPORT"
+        fi
+    done
+    log "k6 level round $r done"
+done
+
+# ------------------------------------------------------------------ processes
+# P k6 processes, 8 VUs in total (execution segments), one store, mix.
+multiproc() { # impl bin round P env...
+    local impl=$1 bin=$2 round=$3 np=$4
+    shift 4
+    local seq="0,1" segs=("0:1")
+    ((np == 2)) && { seq="0,1/2,1"; segs=("0:1/2" "1/2:1"); }
+    ((np == 3)) && { seq="0,1/3,2/3,1"; segs=("0:1/3" "1/3:2/3" "2/3:1"); }
+    local start=$(($(date +%s%3N) + 2500 + 500 * np)) pids=() i
+    for i in "${!segs[@]}"; do
+        env "$@" START_AT="$start" TRACK=0 OPS=mix VUS=8 DUR="$DUR" NKEYS="$NKEYS" SUMMARY="$WORK/mp-$i.json" \
+            timeout 300 "$bin" run -q --no-color --execution-segment "${segs[$i]}" \
+            --execution-segment-sequence "$seq" "$PEERS/workload.js" >"$WORK/mp-$i.log" 2>&1 &
+        pids+=($!)
+    done
+    local ok=1
+    for i in "${!pids[@]}"; do wait "${pids[$i]}" || ok=0; done
+    if ((!ok)); then
+        note "multi-process run failed: $impl P=$np: $(grep -h -m1 -i error "$WORK"/mp-*.log | cut -c1-300)"
+        return 0
+    fi
+    python3 - "$impl" "$np" "$round" "$DUR" "$WORK"/mp-{0..2}.json >>"$RES" 2>/dev/null <<'EOF' || true
+import json, os, sys
+impl, np_, rnd, dur = sys.argv[1:5]
+files = [f for f in sys.argv[5:5 + int(np_)]]
+tot = sum(json.load(open(f))["ops"].get("mix", 0) for f in files)
+print(f"mp\t{impl}\t{np_}\t{rnd}\t{tot / float(dur):.0f}")
+EOF
+    rm -f "$WORK"/mp-*.json
+}
+log "several k6 processes on one store"
+for r in $(seq "$ROUNDS"); do
+    for np in 1 2 3; do
+        if [[ -n $K6 ]]; then
+            multiproc ours-mem "$K6" "$r" "$np" IMPL=kv BACKEND=memory STORE="peers-mp-$$-$r-$np"
+            rm -f "$WORK/mp.kv"
+            multiproc ours-disk "$K6" "$r" "$np" IMPL=kv BACKEND=disk STORE="$WORK/mp.kv"
+        fi
+        if [[ -n $RPORT && -n ${K6:-$K6FORK} ]]; then
+            multiproc redis "${K6:-$K6FORK}" "$r" "$np" IMPL=redis REDIS="redis://127.0.0.1:$RPORT"
+        fi
+    done
+    log "multi-process round $r done"
+done
+if [[ -n $K6FORK ]]; then
+    # The fork keeps its memory store inside one process, and its disk store
+    # is a BoltDB file that one process holds under an exclusive flock while
+    # it is open. Show what a second process does.
+    log "xk6-kv fork: a second process on the same disk store"
+    fenv=(TRACK=0 OPS=get VUS=1 NKEYS="$NKEYS" IMPL=kv BACKEND=disk STORE="$WORK/fork-0.bolt")
+    env "${fenv[@]}" DUR=8 SUMMARY="$WORK/x1.json" timeout 60 "$K6FORK" run -q "$PEERS/workload.js" >/dev/null 2>&1 &
+    first=$!
+    sleep 2
+    rc=0
+    env "${fenv[@]}" DUR=1 SUMMARY="$WORK/x2.json" timeout 4 "$K6FORK" run -q "$PEERS/workload.js" >/dev/null 2>&1 || rc=$?
+    if ((rc == 124)); then
+        echo -e "forkshare\tdisk\ta second k6 process could not open the fork's disk store while a first one had it open (BoltDB's exclusive flock; bolt.Open waits without a timeout) and was killed after 4 s" >>"$RES"
+    else
+        echo -e "forkshare\tdisk\ta second k6 process on the fork's disk store exited with status $rc within 4 s" >>"$RES"
+    fi
+    wait "$first" || true
+fi
+
+cp "$RES" "$CACHE/last-results.tsv"
+log "raw results kept in $CACHE/last-results.tsv"
+
+# ------------------------------------------------------------------ report
+if ((DOCS)); then
+    python3 "$PEERS/report.py" "$RES" "$NOTES" "$ROOT/docs" "$WORK"
+else
+    python3 "$PEERS/report.py" "$RES" "$NOTES" "" "$WORK"
+fi
+log "done in $(($(date +%s) - T_START)) s"

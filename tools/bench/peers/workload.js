@@ -1,0 +1,163 @@
+// workload.js - the k6-level peers workload (driven by tools/bench/peers/run.sh).
+//
+// One k6 process runs each operation in OPS as its own constant-vus scenario,
+// one after the other, DUR seconds each. Every completed operation adds to the
+// Counter kv_ops{op:<op>}; handleSummary writes those counts (plus errors) as
+// JSON to SUMMARY, and run.sh turns them into ops/s (count / DUR).
+//
+// Environment:
+//   IMPL      kv (k6/x/kv: ours or the xk6-kv fork, whichever the binary has) | redis
+//   BACKEND   memory | disk (IMPL=kv)
+//   TRACK     1 | 0: trackKeys (IMPL=kv)
+//   STORE     memory name or disk path (IMPL=kv)
+//   REDIS     redis URL (IMPL=redis), e.g. redis://127.0.0.1:6399
+//   OPS       comma list of: warm get set mix rk rkp noop
+//             (mix = 75% get / 25% set; rk = randomKey(); rkp = randomKey({prefix});
+//             warm = a short mix run first so that every measured scenario finds
+//             the process warmed up (run.sh does not report it); noop = the same
+//             loop awaiting an already-resolved promise instead of the store:
+//             the floor that k6 and the JS engine put under every row)
+//   VUS, DUR  VUs per scenario and seconds per scenario
+//   NKEYS     keys filled in setup() (p<i%10>:<i>), default 10000
+//   BATCH     operations per iteration, default 10
+//   FILL      1 (default): setup() writes the keys unless they are there already
+//   START_AT  epoch ms: setup() waits until then (several processes start together)
+//   SUMMARY   where handleSummary writes the JSON counts
+import { Counter } from "k6/metrics";
+import { sleep } from "k6";
+import { openKv } from "k6/x/kv";
+import redis from "k6/experimental/redis";
+
+const IMPL = __ENV.IMPL || "kv";
+const OPS = (__ENV.OPS || "get").split(",").filter((s) => s);
+const VUS = parseInt(__ENV.VUS || "1", 10);
+const DUR = parseFloat(__ENV.DUR || "3");
+const GAP = 0.3;
+const NKEYS = parseInt(__ENV.NKEYS || "10000", 10);
+const BATCH = parseInt(__ENV.BATCH || "10", 10);
+const VALUE = "v".repeat(32);
+const PREFIX = "p3:";
+
+const kvOps = new Counter("kv_ops");
+const kvErrors = new Counter("kv_errors");
+
+let kv = null;
+let client = null;
+if (IMPL === "redis") {
+  client = new redis.Client(__ENV.REDIS || "redis://127.0.0.1:6399");
+} else {
+  const opts = { backend: __ENV.BACKEND || "memory", trackKeys: __ENV.TRACK === "1" };
+  if (opts.backend === "memory") opts.name = __ENV.STORE || "peers";
+  else opts.path = __ENV.STORE || "./peers.kv";
+  kv = openKv(opts);
+}
+
+const WARM = 0.5;
+const scenarios = {};
+const thresholds = {};
+let t0 = 0;
+OPS.forEach((op) => {
+  const d = op === "warm" ? WARM : DUR;
+  scenarios[op] = {
+    executor: "constant-vus",
+    vus: VUS,
+    duration: `${d}s`,
+    startTime: `${t0.toFixed(2)}s`,
+    gracefulStop: "5s",
+    exec: "run",
+    env: { OP: op },
+  };
+  thresholds[`kv_ops{op:${op}}`] = ["count>=0"];
+  t0 += d + GAP;
+});
+thresholds["kv_errors"] = ["count>=0"];
+
+export const options = {
+  scenarios,
+  thresholds,
+  setupTimeout: "600s",
+  summaryTrendStats: ["avg"],
+  discardResponseBodies: true,
+};
+
+function keyAt(i) {
+  return `p${i % 10}:${i}`;
+}
+
+function randomIndex() {
+  return Math.floor(Math.random() * NKEYS);
+}
+
+async function filled() {
+  // Whether the last key is there already (several processes share a store).
+  if (client) {
+    try {
+      return (await client.get(keyAt(NKEYS - 1))) !== null;
+    } catch (e) {
+      return false;
+    }
+  }
+  return (await kv.size()) >= NKEYS;
+}
+
+async function setKey(k) {
+  if (client) await client.set(k, VALUE, 0);
+  else await kv.set(k, VALUE);
+}
+
+async function getKey(k) {
+  if (client) return await client.get(k);
+  return await kv.get(k);
+}
+
+export async function setup() {
+  if (__ENV.FILL !== "0" && !(await filled())) {
+    for (let i = 0; i < NKEYS; i++) await setKey(keyAt(i));
+  }
+  const start = parseInt(__ENV.START_AT || "0", 10);
+  while (Date.now() < start) sleep(0.005);
+}
+
+export async function run() {
+  const op = __ENV.OP;
+  let done = 0;
+  for (let b = 0; b < BATCH; b++) {
+    try {
+      if (op === "get") {
+        await getKey(keyAt(randomIndex()));
+      } else if (op === "set") {
+        await setKey(keyAt(randomIndex()));
+      } else if (op === "mix" || op === "warm") {
+        if (Math.random() < 0.75) await getKey(keyAt(randomIndex()));
+        else await setKey(keyAt(randomIndex()));
+      } else if (op === "rk") {
+        const k = client ? await client.randomKey() : await kv.randomKey();
+        if (!k) throw new Error("randomKey found nothing");
+      } else if (op === "rkp") {
+        const k = await kv.randomKey({ prefix: PREFIX });
+        if (!k) throw new Error("randomKey(prefix) found nothing");
+      } else if (op === "noop") {
+        await Promise.resolve(keyAt(randomIndex()));
+      } else {
+        throw new Error(`unknown op ${op}`);
+      }
+      done++;
+    } catch (e) {
+      kvErrors.add(1, { op });
+      if (__ENV.DEBUG) console.error(`${op}: ${e && (e.message || e.name || e)}`);
+    }
+  }
+  kvOps.add(done, { op });
+}
+
+export function handleSummary(data) {
+  const out = { dur: DUR, vus: VUS, ops: {}, errors: 0 };
+  for (const [name, m] of Object.entries(data.metrics)) {
+    const mm = /^kv_ops\{op:([a-z]+)\}$/.exec(name);
+    if (mm) out.ops[mm[1]] = m.values.count;
+  }
+  if (data.metrics.kv_errors) out.errors = data.metrics.kv_errors.values.count;
+  const res = { stdout: "" };
+  res[__ENV.SUMMARY || "/dev/stdout"] = JSON.stringify(out) + "\n";
+  return res;
+}
