@@ -289,6 +289,9 @@ SHMKV_API int shmkv_list(shmkv_db *db, const void *prefix, size_t plen, uint64_t
  * (plen 0: among all keys).
  * @param buf,cap  destination for the key; klen receives its length.
  * @return 0; SHMKV_ENOTFOUND when no key matches; SHMKV_EBUFSIZE.
+ * Calling again after SHMKV_EBUFSIZE draws a *new* key, so retrying with a
+ * bigger buffer would favour short keys: pass a buffer of SHMKV_KEY_MAX
+ * bytes to keep the draw uniform.
  * With key tracking: O(1) without a prefix, O(log n) with one. Without:
  * two passes over the segments.
  */
