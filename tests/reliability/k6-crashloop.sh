@@ -70,7 +70,7 @@ ninc=0
 start_writer() { # slot
   ninc=$((ninc + 1))
   INC[$1]=$ninc
-  "$K6" "${k6flags[@]}" -e "KV_PROC=$1" -e "KV_INC=$ninc" \
+  "$K6" "${k6flags[@]}" -e "KV_PROC=$1" -e "KV_INC=$ninc" -e "KV_DURATION=$((secs + 120))s" \
     --console-output="$WORK/log.$1.$ninc" "$HERE/crash-writer.js" >"$WORK/out.$1.$ninc" 2>&1 &
   PID[$1]=$!
 }

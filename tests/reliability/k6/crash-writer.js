@@ -16,7 +16,9 @@ const I = __ENV.KV_INC;
 
 export const options = {
   scenarios: {
-    write: { executor: "constant-vus", vus: 4, duration: "2h", gracefulStop: "0s" },
+    // bounded, so that writers end by themselves even if the driver is
+    // killed before it could kill them
+    write: { executor: "constant-vus", vus: 4, duration: __ENV.KV_DURATION || "10m", gracefulStop: "0s" },
   },
 };
 
