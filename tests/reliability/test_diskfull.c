@@ -9,6 +9,10 @@
  *   - the failure is -ENOSPC and shmkv_strerror() says so plainly;
  *   - the failed set changed nothing, every earlier key reads back intact,
  *     size() is right, nobody got SIGBUS;
+ *   - with key tracking: a writer killed inside an index update while the
+ *     file system is full (so the index must be rebuilt, which allocates
+ *     every key blob anew) does not wedge the store: deletes, rewrites,
+ *     list() and random_key() still work;
  *   - after deleting half of the keys, the deleted keys can be written
  *     again (the freed blocks are reused without growing the file);
  *   - after `mount -o remount,size=8m` the store grows again: as many new
@@ -20,6 +24,8 @@
  * insists on tmpfs there unless SHMKV_REL_ALLOW_FSIZE=1.
  */
 #include "relcr.h"
+
+#include "internal.h" /* shmkv__test_hook */
 
 #include <sched.h>
 #include <sys/mount.h>
@@ -94,6 +100,19 @@ static void grow_fs(int mode, const char *mnt)
     }
 }
 
+static void die_in_index(const char *point)
+{
+    if (strcmp(point, "idx.remove.mid") == 0)
+        raise(SIGKILL);
+}
+
+static int count_cb(void *ctx, const void *k, size_t kl, const void *v, size_t vl, shmkv_kind kind)
+{
+    (void)k, (void)kl, (void)v, (void)vl, (void)kind;
+    ++*(uint64_t *)ctx;
+    return 0;
+}
+
 static void __attribute__((noreturn))
 kid_fill(shmkv_backend be, int track, const char *mnt, const char *where, int resfd)
 {
@@ -141,6 +160,36 @@ kid_fill(shmkv_backend be, int track, const char *mnt, const char *where, int re
     /* still full: a second attempt fails the same way */
     rc = shmkv_set(db, k, (size_t)kl, v, VAL_LEN, SHMKV_KIND_BYTES);
     KID_CHECK(rc == -ENOSPC, "set on a full fs again -> %d (%s)", rc, shmkv_strerror(rc));
+
+    /* 2b. tracked: a writer dies inside an index update on the full fs;
+     * the next index user must rebuild the index without new room */
+    if (track == SHMKV_TRACK_ON) {
+        fflush(NULL);
+        pid_t g = fork();
+        KID_CHECK(g >= 0, "fork");
+        if (g == 0) {
+            shmkv_db *d = NULL;
+            KID_OK(shmkv_open(where, &o, &d));
+            shmkv__test_hook = die_in_index;
+            kl = key_of(k, 1);
+            shmkv_delete(d, k, (size_t)kl, NULL);
+            _exit(4); /* never reached the hook */
+        }
+        int gst = 0;
+        KID_CHECK(rel_waitpid(g, &gst) == 0 && WIFSIGNALED(gst) && WTERMSIG(gst) == SIGKILL,
+                  "the writer was to die inside the index update");
+        /* killed before the tombstone was published: key 1 is still there */
+        KID_CHECK(shmkv_size(db) == n, "size() after the index death: %" PRIu64, shmkv_size(db));
+        char rk[32];
+        size_t rl = 0;
+        rc = shmkv_random_key(db, NULL, 0, rk, sizeof rk, &rl);
+        KID_CHECK(rc == 0, "random_key needing an index rebuild on a full fs -> %d (%s)", rc,
+                  shmkv_strerror(rc));
+        uint64_t listed = 0;
+        rc = shmkv_list(db, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, count_cb, &listed);
+        KID_CHECK(rc == 0 && listed == n, "list after the rebuild -> %d, %" PRIu64 " keys", rc,
+                  listed);
+    }
 
     /* 3. delete every other key: those keys can be written again */
     for (uint64_t i = 0; i < n; i += 2) {
