@@ -958,11 +958,15 @@ typedef struct totals {
 
 static int round_run(shmkv_backend be, double seconds, totals *tot)
 {
+    /* a fresh store per round: a later round must not find an earlier
+     * round's keys and counters */
+    static int round_no;
+    round_no++;
     char where[256];
     if (be == SHMKV_BACKEND_DISK)
-        snprintf(where, sizeof where, "%s/store.kv", scratch.dir);
+        snprintf(where, sizeof where, "%s/store%d.kv", scratch.dir, round_no);
     else
-        snprintf(where, sizeof where, "%sm", scratch.shm_prefix);
+        snprintf(where, sizeof where, "%sm%d", scratch.shm_prefix, round_no);
     const char *bname = be == SHMKV_BACKEND_DISK ? "disk" : "memory";
 
     shmkv_options o;
@@ -1077,6 +1081,8 @@ static int round_run(shmkv_backend be, double seconds, totals *tot)
         bad = 1;
     if (be == SHMKV_BACKEND_MEMORY)
         shmkv_memory_unlink(where); /* gone already when we were the last */
+    else if (!(cfg.keep && bad))
+        unlink(where);
     printf("crashloop: %s: %s; %" PRIu64 " acknowledged ops, %" PRIu64 " in flight at a kill, "
            "%" PRIu64 " lock repairs, %" PRIu64 " keys present at the end\n",
            bname, bad ? "FAILED" : "verified", ls.acked, ls.inflight, repairs, present);
