@@ -24,6 +24,7 @@
 #include <sys/types.h>
 
 #define SHMKV__MAGIC          "SHMKVdb\0" /* 8 bytes at offset 0 */
+#define SHMKV__MAGIC_INIT     "SHMKVin\0" /* creation in progress */
 #define SHMKV__FORMAT_VERSION 1u
 #define SHMKV__ENDIAN_CHECK   0x01020304u
 #define SHMKV__HDR_SIZE       4096u

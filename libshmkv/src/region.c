@@ -110,8 +110,8 @@ static int check_compat(const shmkv__hdr *h, const shmkv_options *o)
 /* ---- header validation --------------------------------------------------- */
 
 /* Decide from the first page alone, before mapping anything, whether the
- * file is ours. 1: fresh (all zero, a crashed creator or a new file),
- * 0: a store, negative: refuse. */
+ * file is ours. 1: fresh (empty, all zero, or marked by a creator that
+ * died before finishing), 0: a store, negative: refuse. */
 static int validate_header(int fd, off_t fsize, shmkv__hdr *out)
 {
     unsigned char page[SHMKV__HDR_SIZE];
@@ -137,6 +137,8 @@ static int validate_header(int fd, off_t fsize, shmkv__hdr *out)
         return 1;
     memcpy(out, page, sizeof *out);
     const shmkv__hdr *h = out;
+    if (memcmp(h->magic, SHMKV__MAGIC_INIT, 8) == 0)
+        return 1; /* a creator died before finishing: start over */
     if (memcmp(h->magic, SHMKV__MAGIC, 8) != 0)
         return SHMKV_ENOTSTORE;
     if (h->version != SHMKV__FORMAT_VERSION)
@@ -203,6 +205,10 @@ static int create_store(shmkv__map *m, const resolved *r, int backend)
     m->reserve = r->reserve;
 
     shmkv__hdr *h = SHMKV__HDR(m);
+    /* Marked first, so that a creator killed from here on leaves a file the
+     * next opener recognises as an unfinished creation, not a foreign file. */
+    memcpy(h->magic, SHMKV__MAGIC_INIT, 8);
+    atomic_signal_fence(memory_order_release);
     h->version = SHMKV__FORMAT_VERSION;
     h->hdr_size = SHMKV__HDR_SIZE;
     h->endian = SHMKV__ENDIAN_CHECK;

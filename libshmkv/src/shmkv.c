@@ -407,16 +407,18 @@ static int random_scan(shmkv__map *m, const void *prefix, size_t plen, void *out
         uint64_t total = 0;
         for (uint32_t i = 0; i < nseg; i++) {
             shmkv__seg *s = shmkv__seg_at(m, i);
+            /* Under the lock, like size(): a dead writer's segment is
+             * repaired before its count is believed. */
+            if ((rc = shmkv__seg_lock(m, s)) != 0)
+                goto out;
             if (plen == 0) {
                 counts[i] = atomic_load_explicit(&s->count, memory_order_relaxed);
             } else {
                 scan sc = {.m = m, .prefix = prefix, .plen = plen, .target = UINT64_MAX};
-                if ((rc = shmkv__seg_lock(m, s)) != 0)
-                    goto out;
                 shmkv__seg_visit(m, s, count_match, &sc);
-                shmkv__seg_unlock(s);
                 counts[i] = sc.n;
             }
+            shmkv__seg_unlock(s);
             total += counts[i];
         }
         if (total == 0) {
