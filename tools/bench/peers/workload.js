@@ -13,7 +13,7 @@
 //   REDIS     redis URL (IMPL=redis), e.g. redis://127.0.0.1:6399
 //   OPS       comma list of: warm get set mix rk rkp noop
 //             (mix = 75% get / 25% set; rk = randomKey(); rkp = randomKey({prefix});
-//             warm = a short mix run first so that every measured scenario finds
+//             warm = a 1 s mix run first so that every measured scenario finds
 //             the process warmed up (run.sh does not report it); noop = the same
 //             loop awaiting an already-resolved promise instead of the store:
 //             the floor that k6 and the JS engine put under every row)
@@ -52,7 +52,7 @@ if (IMPL === "redis") {
   kv = openKv(opts);
 }
 
-const WARM = 0.5;
+const WARM = 1; // k6 wants at least 1 s per constant-vus scenario
 const scenarios = {};
 const thresholds = {};
 let t0 = 0;
