@@ -301,6 +301,9 @@ int shmkv__idx_lock(shmkv__map *m, shmkv__seg *held);
 /* Take the index lock without the dirty check (for clear and rebuild,
  * which run with every segment lock already held). */
 int shmkv__idx_lock_raw(shmkv__map *m);
+/* Rebuild the index under every segment lock and the index lock (the
+ * caller holds none of them). */
+int shmkv__idx_rebuild_all(shmkv__map *m);
 void shmkv__idx_unlock(shmkv__map *m);
 int shmkv__lock_all(shmkv__map *m);   /* every segment, in order */
 void shmkv__unlock_all(shmkv__map *m);

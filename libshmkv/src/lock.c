@@ -108,7 +108,7 @@ void shmkv__unlock_all(shmkv__map *m)
 /* Rebuild the index under every lock. The index is only ever repaired by
  * rebuilding it from the tables: a dead index owner may have left the tree
  * half split, and a rebuild is simpler to trust than a roll-back. */
-static int rebuild_all(shmkv__map *m)
+int shmkv__idx_rebuild_all(shmkv__map *m)
 {
     int rc = shmkv__lock_all(m);
     if (rc)
@@ -137,7 +137,7 @@ int shmkv__idx_lock(shmkv__map *m, shmkv__seg *held)
     shmkv__idx_unlock(m);
     if (held)
         shmkv__seg_unlock(held);
-    rc = rebuild_all(m);
+    rc = shmkv__idx_rebuild_all(m);
     return rc ? rc : SHMKV__RESTART;
 }
 

@@ -98,16 +98,7 @@ int shmkv_rebuild_index(shmkv_db *db)
     shmkv__map *m = db->m;
     if (!SHMKV__HDR(m)->track_keys)
         return 0;
-    int rc = shmkv__lock_all(m);
-    if (rc)
-        return rc;
-    rc = shmkv__idx_lock_raw(m);
-    if (!rc) {
-        rc = shmkv__idx_rebuild(m);
-        shmkv__idx_unlock(m);
-    }
-    shmkv__unlock_all(m);
-    return rc;
+    return shmkv__idx_rebuild_all(m);
 }
 
 int shmkv_stat(shmkv_db *db, shmkv_info *info)
