@@ -18,6 +18,7 @@ res_path, notes_path, docs, work = sys.argv[1:5]
 meta = {}
 c_rows = collections.defaultdict(list)   # (backend, op, nkeys, procs) -> [ops/s]
 k6_rows = collections.defaultdict(list)  # (impl, op, track, vus) -> [ops/s]
+pairs = collections.defaultdict(dict)    # (pair, op, track, vus, rep) -> {impl: ops/s}
 k6_err = collections.defaultdict(int)
 mp_rows = collections.defaultdict(list)  # (impl, procs) -> [ops/s]
 open_rows = collections.defaultdict(list)  # who -> [value]
@@ -30,6 +31,8 @@ for line in open(res_path):
         c_rows[(f[1], f[2], int(f[3]), int(f[4]))].append(float(f[6]))
     elif f[0] == "k6":
         k6_rows[(f[1], f[2], f[3], int(f[4]))].append(float(f[6]))
+    elif f[0] == "k6p":
+        pairs[(f[1], f[3], f[4], int(f[5]), int(f[6]))][f[2]] = float(f[7])
     elif f[0] == "k6err":
         k6_err[(f[1], f[2], int(f[3]))] += int(f[5])
     elif f[0] == "mp":
@@ -86,8 +89,8 @@ P(f"| machine | {meta.get('machine.nproc', '?')} CPUs, {meta.get('machine.cpu', 
 P(f"| stores | disk stores on {meta.get('machine.storefs', '?')}; memory stores in /dev/shm |")
 P(f"| peers | {meta.get('machine.k6', 'k6 ?')}; Redis {meta.get('machine.redis', '?')} (127.0.0.1, no persistence); "
   f"LMDB {meta.get('machine.lmdb', '?')}; xk6-kv fork: {meta.get('run.fork', 'not measured')} |")
-P(f"| repetition | {rounds} round(s), contenders interleaved within each round; "
-  f"k6 rows {meta.get('run.dur', '?')} s each, C rows {meta.get('run.cdur', '?')} s each |")
+P(f"| repetition | k6 pairs: {meta.get('run.reps', '?')} repetition(s) of {meta.get('run.dur', '?')} s slots taken in turns; "
+  f"C level and several processes: {rounds} round(s), contenders interleaved, C rows {meta.get('run.cdur', '?')} s each |")
 P("")
 P("The machine is small and shared: absolute numbers move by tens of percent")
 P("from one run to the next. Every figure below is the median over the rounds,")
@@ -108,14 +111,34 @@ def target(name, ok, detail):
     targets.append((name, ok, detail))
 
 
+PAIR_OF = {("ours-mem", "fork-mem"): "mem", ("ours-disk", "fork-disk"): "disk",
+           ("ours-mem", "redis"): "redis-mem", ("ours-disk", "redis"): "redis-disk"}
+
+
+def pval(pair, impl, op, track, vus):
+    """median over the repetitions of impl's ops/s inside pair"""
+    return med([d[impl] for (p, o, t, v, r), d in pairs.items()
+                if p == pair and o == op and t == track and v == vus and impl in d])
+
+
+def pratio(a, b, op, track, vus):
+    """median over the repetitions of a/b, both measured in the same pair"""
+    pair = PAIR_OF[(a, b)]
+    rs = [d[a] / d[b] for (p, o, t, v, r), d in pairs.items()
+          if p == pair and o == op and t == track and v == vus and a in d and b in d and d[b] > 0]
+    return med(rs)
+
+
 def k6m(impl, op, track, vus):
-    return med(k6_rows.get((impl, op, track, vus), []))
+    pair = {"ours-mem": "mem", "fork-mem": "mem", "ours-disk": "disk", "fork-disk": "disk",
+            "redis": "redis-mem"}[impl]
+    return pval(pair, impl, op, track, vus)
 
 
 # 1. memory get/set >= 1.5x fork memory, 8 VUs
 parts, ok = [], True
 for op in ("get", "set"):
-    r = ratio(k6m("ours-mem", op, "0", 8), k6m("fork-mem", op, "0", 8))
+    r = pratio("ours-mem", "fork-mem", op, "0", 8)
     parts.append(f"{op} {fr(r)}")
     ok = ok and r is not None and r >= 1.5
 target("memory get and set from JS >= 1.5x the fork's memory backend, 8 VUs",
@@ -123,7 +146,7 @@ target("memory get and set from JS >= 1.5x the fork's memory backend, 8 VUs",
 # 2. disk set >= 30x fork disk
 parts, ok = [], True
 for vus in (1, 8):
-    r = ratio(k6m("ours-disk", "set", "0", vus), k6m("fork-disk", "set", "0", vus))
+    r = pratio("ours-disk", "fork-disk", "set", "0", vus)
     parts.append(f"{vus} VU {fr(r)}")
     ok = ok and r is not None and r >= 30
 target("disk set >= 30x the fork's disk backend (its defaults)",
@@ -134,7 +157,7 @@ worst = None
 for impl in ("ours-mem", "ours-disk"):
     for op in ("get", "set", "mix", "rk"):
         for vus in (1, 8):
-            r = ratio(k6m(impl, op, "0", vus), k6m("redis", op, "-", vus))
+            r = pratio(impl, "redis", op, "0", vus)
             if r is None:
                 continue
             have = True
@@ -148,7 +171,7 @@ if parts:
     detail += "; below 10x: " + ", ".join(parts)
 floors = []
 for vus in (1, 8):
-    r = ratio(k6m("ours-mem", "noop", "0", vus), k6m("redis", "get", "-", vus))
+    r = ratio(pval("mem", "ours-mem", "noop", "0", vus), pval("redis-mem", "redis", "get", "0", vus))
     if r is not None:
         floors.append(f"{vus} VU {fr(r)}")
 if floors:
@@ -193,12 +216,11 @@ OPNAMES = {"get": "get", "set": "set", "mix": "75/25 get/set", "rk": "randomKey(
 IMPLS = ["ours-mem", "ours-disk", "fork-mem", "fork-disk", "redis"]
 P("## From k6 (ops/s)")
 P("")
-P("`tools/bench/peers/workload.js`: one k6 process per contender, each operation a")
-P(f"constant-VUs scenario of {meta.get('run.dur', '?')} s, 10 operations per iteration, "
-  f"{meta.get('run.nkeys', '?')} keys")
+P("`tools/bench/peers/workload.js`: each operation is a constant-VUs scenario,")
+P(f"10 operations per iteration, {meta.get('run.nkeys', '?')} keys")
 P("(`p<i%10>:<i>`, 32-byte string values, JSON serialization), keys drawn uniformly;")
 P("set overwrites existing keys; randomKey({prefix}) asks for `p3:` (a tenth of")
-P("the keys). ops/s = completed operations / scenario duration. *ours* is k6/x/kv")
+P("the keys). ops/s = completed operations / slot duration. *ours* is k6/x/kv")
 P("(libshmkv), *fork* is the xk6-kv fork with its defaults (its memory backend")
 P("forces 65,536 shards; its disk backend is BoltDB with an fsync per write")
 P("transaction), *redis* is k6's built-in `k6/experimental/redis` against")
@@ -207,22 +229,41 @@ P("Each process first runs a 1 s warm-up mix that is not reported. The *floor*")
 P("row runs the same loop (key string, Math.random, try, await) on an")
 P("already-resolved promise instead of a store: no k6 extension can beat it.")
 P("")
-P("| op | trackKeys | VUs | ours mem | ours disk | fork mem | fork disk | redis "
-  "| mem/fork | disk/fork | mem/redis | disk/redis |")
-P("|---|---|---|---|---|---|---|---|---|---|---|---|")
-for op in ("get", "set", "mix", "rk", "rkp", "noop"):
-    for track in ("0", "1"):
-        for vus in (1, 8):
-            vals = {i: k6m(i, op, track, vus) for i in IMPLS[:4]}
-            vals["redis"] = k6m("redis", op, "-", vus) if track == "0" else None
-            if all(v is None for v in vals.values()):
-                continue
-            P(f"| {OPNAMES[op]} | {'on' if track == '1' else 'off'} | {vus} | "
-              + " | ".join(fmt(vals[i]) for i in IMPLS) + " | "
-              + " | ".join(fr(x) for x in (ratio(vals["ours-mem"], vals["fork-mem"]),
-                                            ratio(vals["ours-disk"], vals["fork-disk"]),
-                                            ratio(vals["ours-mem"], vals["redis"]),
-                                            ratio(vals["ours-disk"], vals["redis"]))) + " |")
+P("Two k6 processes, ours and a peer, start together and take turns: each")
+P(f"(repetition, operation) is two consecutive {meta.get('run.dur', '?')} s slots, one per process, the")
+P("order swapped every other repetition, so both sides meet the same machine. Each")
+P(f"figure is the median over {meta.get('run.reps', '?')} repetition(s); each ratio is the median of the")
+P("per-repetition ratios.")
+P("")
+for title, a, b, ops in (("vs the xk6-kv fork, memory backends", "ours-mem", "fork-mem",
+                          ("get", "set", "mix", "rk", "rkp", "noop")),
+                         ("vs the xk6-kv fork, disk backends", "ours-disk", "fork-disk",
+                          ("get", "set", "mix", "rk", "rkp"))):
+    P(f"### {title}")
+    P("")
+    P("| op | trackKeys | VUs | ours | fork | ours/fork |")
+    P("|---|---|---|---|---|---|")
+    for op in ops:
+        for track in ("0", "1"):
+            for vus in (1, 8):
+                x, y = k6m(a, op, track, vus), k6m(b, op, track, vus)
+                if x is None and y is None:
+                    continue
+                P(f"| {OPNAMES[op]} | {'on' if track == '1' else 'off'} | {vus} | {fmt(x)} | {fmt(y)} | "
+                  f"{fr(pratio(a, b, op, track, vus))} |")
+    P("")
+P("### vs k6's Redis module")
+P("")
+P("| op | VUs | ours mem | redis | ratio | ours disk | redis | ratio |")
+P("|---|---|---|---|---|---|---|---|")
+for op in ("get", "set", "mix", "rk"):
+    for vus in (1, 8):
+        m1, r1 = pval("redis-mem", "ours-mem", op, "0", vus), pval("redis-mem", "redis", op, "0", vus)
+        d1, r2 = pval("redis-disk", "ours-disk", op, "0", vus), pval("redis-disk", "redis", op, "0", vus)
+        if all(v is None for v in (m1, r1, d1, r2)):
+            continue
+        P(f"| {OPNAMES[op]} | {vus} | {fmt(m1)} | {fmt(r1)} | {fr(pratio('ours-mem', 'redis', op, '0', vus))} | "
+          f"{fmt(d1)} | {fmt(r2)} | {fr(pratio('ours-disk', 'redis', op, '0', vus))} |")
 P("")
 if k6_err:
     P("Failed operations (counted as not done): " + ", ".join(
@@ -336,7 +377,7 @@ plot for [i=2:{len(cols) + 1}] "{dat}" using i:xtic(1) title columnheader(i)
 rows = []
 for op in ("get", "set", "mix", "rk", "rkp"):
     for track in ("0", "1"):
-        vals = [k6m(i, op, track, 8) for i in IMPLS[:4]] + [k6m("redis", op, "-", 8) if track == "0" else None]
+        vals = [k6m(i, op, track, 8) for i in IMPLS[:4]] + [k6m("redis", op, "0", 8) if track == "0" else None]
         if any(v is not None for v in vals):
             rows.append((f"{OPNAMES[op]}{' tracked' if track == '1' else ''}", vals))
 chart("k6", "From k6, 8 VUs: operations per second (log scale)", "ops/s",

@@ -18,16 +18,18 @@
 # and regenerates docs/benchmarks-peers.md and docs/bench-*.png, printing
 # PASS/FAIL per target.
 #
-# Every measurement is repeated ROUNDS times with the contenders interleaved
-# inside each round; tables show medians and ratios of medians from this run.
+# Every measurement is repeated (ROUNDS or REPS times) with the contenders
+# interleaved: at the k6 level two k6 processes (ours and a peer) are started
+# together and take turns second by second, so both see the same machine.
+# Tables show medians and ratios measured in this run.
 #
 # The xk6-kv fork is not a Go module this machine can download: point
 # XK6KV_SRC at a checkout of its source to include it (its rows are skipped,
 # with a 'not measured' line, otherwise). Redis runs only on 127.0.0.1, is
 # started and stopped here, and is bounded in time.
 #
-# Environment: XK6KV_SRC, ROUNDS, DUR (k6 seconds per row), CDUR (C seconds
-# per row), PEERS_WORK (scratch directory for stores; default under /var/tmp),
+# Environment: XK6KV_SRC, ROUNDS (C level and processes), REPS (k6 pairs),
+# DUR (k6 seconds per slot, at least 1), CDUR (C seconds per row), PEERS_WORK (scratch directory for stores; default under /var/tmp),
 # REDIS_PORT (default: first free port from 6399).
 set -euo pipefail
 
@@ -44,9 +46,9 @@ for a in "$@"; do
     esac
 done
 if ((QUICK)); then
-    ROUNDS=${ROUNDS:-1}; DUR=${DUR:-1}; CDUR=${CDUR:-0.4}; OPEN_REPS=3
+    ROUNDS=${ROUNDS:-1}; REPS=${REPS:-1}; DUR=${DUR:-1}; CDUR=${CDUR:-0.4}; OPEN_REPS=3
 else
-    ROUNDS=${ROUNDS:-3}; DUR=${DUR:-1.5}; CDUR=${CDUR:-0.75}; OPEN_REPS=5
+    ROUNDS=${ROUNDS:-3}; REPS=${REPS:-3}; DUR=${DUR:-1}; CDUR=${CDUR:-0.75}; OPEN_REPS=5
 fi
 NKEYS=10000
 BIG=1000000
@@ -116,7 +118,7 @@ if [[ -n ${XK6KV_SRC:-} && -f ${XK6KV_SRC}/go.mod ]]; then
     XK6KV_SRC=$(cd "$XK6KV_SRC" && pwd)
     fork_mod=$(awk '$1=="module"{print $2; exit}' "$XK6KV_SRC/go.mod")
     fk_hash=$( (cd "$XK6KV_SRC" && find . -type f \( -name '*.go' -o -name go.mod \) ! -name '*_test.go' -print0 |
-        LC_ALL=C sort -z | xargs -0 cat; echo "$fork_mod"; go env GOVERSION) | sha256sum | cut -c1-16)
+        LC_ALL=C sort -z | xargs -0 cat; echo "$fork_mod cgo=$(go env CGO_ENABLED)"; go env GOVERSION) | sha256sum | cut -c1-16)
     K6FORK=$CACHE/k6-xk6kv-$fk_hash
     if [[ ! -x $K6FORK ]]; then
         log "building k6 with the xk6-kv fork from $XK6KV_SRC"
@@ -145,7 +147,7 @@ require (
 
 replace $fork_mod => $XK6KV_SRC
 EOF
-        if (cd "$B" && GOFLAGS=-mod=mod go mod tidy >&2 && CGO_ENABLED=0 go build -o "$K6FORK.tmp" . >&2); then
+        if (cd "$B" && GOFLAGS=-mod=mod go mod tidy >&2 && go build -o "$K6FORK.tmp" . >&2); then
             mv "$K6FORK.tmp" "$K6FORK"
         else
             K6FORK=
@@ -191,6 +193,7 @@ echo -e "machine\tlmdb\t$(awk '/define MDB_VERSION_(MAJOR|MINOR|PATCH)/{v=v (v?"
 echo -e "run\tcommand\t$CMDLINE" >>"$RES"
 echo -e "run\tdate\t$(date -u '+%Y-%m-%d %H:%M UTC')" >>"$RES"
 echo -e "run\trounds\t$ROUNDS" >>"$RES"
+echo -e "run\treps\t$REPS" >>"$RES"
 echo -e "run\tdur\t$DUR" >>"$RES"
 echo -e "run\tcdur\t$CDUR" >>"$RES"
 echo -e "run\tnkeys\t$NKEYS" >>"$RES"
@@ -234,61 +237,74 @@ if [[ -n $K6FORK ]]; then
 fi
 
 # ------------------------------------------------------------------ k6 level
-# k6row IMPLNAME BINARY VUS TRACK OPS [extra env...]: one k6 process, results
-# appended as k6 <impl> <op> <track> <vus> <round> <ops/s>
-k6row() {
-    local impl=$1 bin=$2 vus=$3 track=$4 ops=$5 round=$6
-    shift 6
-    local sum=$WORK/sum-$impl-$vus-$track-$round.json
-    rm -f "$sum"
-    if ! env "$@" TRACK="$track" OPS="$ops" VUS="$vus" DUR="$DUR" NKEYS="$NKEYS" SUMMARY="$sum" \
-        timeout 600 "$bin" run -q --no-color "$PEERS/workload.js" >"$WORK/k6.log" 2>&1; then
-        note "k6 run failed: $impl vus=$vus track=$track ops=$ops: $(grep -m1 -i 'error' "$WORK/k6.log" | cut -c1-300)"
+# k6pair PAIR VUS TRACK OPS A B: two k6 processes started together that take
+# turns second by second (workload.js PHASE/NPHASE), each side given as
+# "impl|binary|VAR=value VAR=value..."; results appended as
+#   k6p <pair> <impl> <op> <track> <vus> <rep> <ops/s>
+k6pair() {
+    local pair=$1 vus=$2 track=$3 ops=$4
+    shift 4
+    local start=$(($(date +%s%3N) + 4500)) side pids=() impls=() i=0 ok=1
+    for side in "$@"; do
+        local impl=${side%%|*} rest=${side#*|}
+        local bin=${rest%%|*} envs=${rest#*|}
+        impls+=("$impl")
+        # shellcheck disable=SC2086
+        env $envs TRACK="$track" OPS="$ops" VUS="$vus" DUR="$DUR" REPS="$REPS" NKEYS="$NKEYS" \
+            PHASE="$i" NPHASE="$#" START_AT="$start" SUMMARY="$WORK/pair-$i.json" \
+            timeout 900 "$bin" run -q --no-color "$PEERS/workload.js" >"$WORK/pair-$i.log" 2>&1 &
+        pids+=($!)
+        i=$((i + 1))
+    done
+    for i in "${!pids[@]}"; do wait "${pids[$i]}" || ok=0; done
+    if ((!ok)); then
+        note "k6 run failed: $pair vus=$vus track=$track ops=$ops: $(grep -h -m1 -i 'error' "$WORK"/pair-*.log | cut -c1-300)"
         return 0
     fi
-    python3 - "$sum" "$impl" "$track" "$vus" "$round" "$DUR" >>"$RES" <<'EOF'
+    for i in "${!impls[@]}"; do
+        python3 - "$WORK/pair-$i.json" "$pair" "${impls[$i]}" "$track" "$vus" "$DUR" >>"$RES" <<'PY'
 import json, sys
-path, impl, track, vus, rnd, dur = sys.argv[1:]
+path, pair, impl, track, vus, dur = sys.argv[1:]
 d = json.load(open(path))
-for op, n in sorted(d["ops"].items()):
-    if op == "warm":
-        continue
-    print(f"k6\t{impl}\t{op}\t{track}\t{vus}\t{rnd}\t{n / float(dur):.0f}")
+for op, reps in sorted(d["ops"].items()):
+    for rep, n in enumerate(reps):
+        if n is not None:
+            print(f"k6p\t{pair}\t{impl}\t{op}\t{track}\t{vus}\t{rep}\t{n / float(dur):.0f}")
 if d.get("errors"):
-    print(f"k6err\t{impl}\t{track}\t{vus}\t{rnd}\t{d['errors']}")
-EOF
+    print(f"k6err\t{impl}\t{track}\t{vus}\t{pair}\t{d['errors']}")
+PY
+    done
+    rm -f "$WORK"/pair-*.json
 }
 
-OPS0=warm,get,set,mix,rk,rkp
-OPS1=warm,rk,rkp
-[[ -n $RPORT ]] && redis-cli -h 127.0.0.1 -p "$RPORT" flushall >/dev/null
 if [[ -n $K6FORK ]]; then
     "$BOLTFILL" -path "$WORK/fork-0.bolt" -n "$NKEYS"
     cp "$WORK/fork-0.bolt" "$WORK/fork-1.bolt"
 fi
-log "k6 level: $ROUNDS round(s), ${DUR}s per row"
-for r in $(seq "$ROUNDS"); do
-    for vus in 1 8; do
-        if [[ -n $K6 ]]; then
-            for t in 0 1; do
-                ops=$OPS0; ((t)) && ops=$OPS1
-                k6row ours-mem "$K6" "$vus" "$t" "$ops$( ((t)) || echo ,noop)" "$r" IMPL=kv BACKEND=memory STORE="peers-$$-$r-$vus-$t"
-                rm -f "$WORK/ours-$t.kv"
-                k6row ours-disk "$K6" "$vus" "$t" "$ops" "$r" IMPL=kv BACKEND=disk STORE="$WORK/ours-$t.kv"
-            done
-        fi
-        if [[ -n $K6FORK ]]; then
-            for t in 0 1; do
-                ops=$OPS0; ((t)) && ops=$OPS1
-                k6row fork-mem "$K6FORK" "$vus" "$t" "$ops$( ((t)) || echo ,noop)" "$r" IMPL=kv BACKEND=memory
-                k6row fork-disk "$K6FORK" "$vus" "$t" "$ops" "$r" IMPL=kv BACKEND=disk STORE="$WORK/fork-$t.bolt"
-            done
-        fi
-        if [[ -n $RPORT && -n ${K6:-$K6FORK} ]]; then
-            k6row redis "${K6:-$K6FORK}" "$vus" - warm,get,set,mix,rk "$r" IMPL=redis REDIS="redis://127.0.0.1:$RPORT"
+[[ -n $RPORT ]] && redis-cli -h 127.0.0.1 -p "$RPORT" flushall >/dev/null
+RURL="redis://127.0.0.1:$RPORT"
+log "k6 level: paired processes taking turns, $REPS repetition(s), ${DUR}s per slot"
+for vus in 1 8; do
+    for t in 0 1; do
+        ops=warm,get,set,mix,rk,rkp; ((t)) && ops=warm,rk,rkp
+        if [[ -n $K6 && -n $K6FORK ]]; then
+            k6pair mem "$vus" "$t" "$ops$( ((t)) || echo ,noop)" \
+                "ours-mem|$K6|IMPL=kv BACKEND=memory STORE=peers-$$-$vus-$t" \
+                "fork-mem|$K6FORK|IMPL=kv BACKEND=memory"
+            rm -f "$WORK/ours-$t.kv"
+            k6pair disk "$vus" "$t" "$ops" \
+                "ours-disk|$K6|IMPL=kv BACKEND=disk STORE=$WORK/ours-$t.kv" \
+                "fork-disk|$K6FORK|IMPL=kv BACKEND=disk STORE=$WORK/fork-$t.bolt"
         fi
     done
-    log "k6 level round $r done"
+    if [[ -n $K6 && -n $RPORT ]]; then
+        k6pair redis-mem "$vus" 0 warm,get,set,mix,rk \
+            "ours-mem|$K6|IMPL=kv BACKEND=memory STORE=peers-r-$$-$vus" "redis|$K6|IMPL=redis REDIS=$RURL"
+        rm -f "$WORK/ours-r.kv"
+        k6pair redis-disk "$vus" 0 warm,get,set,mix,rk \
+            "ours-disk|$K6|IMPL=kv BACKEND=disk STORE=$WORK/ours-r.kv" "redis|$K6|IMPL=redis REDIS=$RURL"
+    fi
+    log "k6 level, $vus VU(s) done"
 done
 
 # ------------------------------------------------------------------ processes
@@ -316,7 +332,7 @@ multiproc() { # impl bin round P env...
 import json, os, sys
 impl, np_, rnd, dur = sys.argv[1:5]
 files = [f for f in sys.argv[5:5 + int(np_)]]
-tot = sum(json.load(open(f))["ops"].get("mix", 0) for f in files)
+tot = sum(sum(n or 0 for n in json.load(open(f))["ops"].get("mix", [])) for f in files)
 print(f"mp\t{impl}\t{np_}\t{rnd}\t{tot / float(dur):.0f}")
 EOF
     rm -f "$WORK"/mp-*.json

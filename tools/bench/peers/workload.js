@@ -1,9 +1,12 @@
 // workload.js - the k6-level peers workload (driven by tools/bench/peers/run.sh).
 //
 // One k6 process runs each operation in OPS as its own constant-vus scenario,
-// one after the other, DUR seconds each. Every completed operation adds to the
-// Counter kv_ops{op:<op>}; handleSummary writes those counts (plus errors) as
-// JSON to SUMMARY, and run.sh turns them into ops/s (count / DUR).
+// one after the other, DUR seconds each, REPS times over. Every completed
+// operation adds to the Counter kv_ops{op:<op>,rep:<rep>}; handleSummary
+// writes those counts (plus errors) as JSON to SUMMARY, and run.sh turns them
+// into ops/s (count / DUR) per repetition. With NPHASE=2 two processes
+// (PHASE=0 and PHASE=1, same START_AT) take turns slot by slot: a paired,
+// time-interleaved comparison on a noisy machine.
 //
 // Environment:
 //   IMPL      kv (k6/x/kv: ours or the xk6-kv fork, whichever the binary has) | redis
@@ -17,7 +20,9 @@
 //             the process warmed up (run.sh does not report it); noop = the same
 //             loop awaiting an already-resolved promise instead of the store:
 //             the floor that k6 and the JS engine put under every row)
-//   VUS, DUR  VUs per scenario and seconds per scenario
+//   VUS, DUR  VUs per scenario and seconds per scenario (at least 1)
+//   REPS      repetitions of the OPS sequence (default 1)
+//   PHASE, NPHASE  this process's turn and the number of processes taking turns
 //   NKEYS     keys filled in setup() (p<i%10>:<i>), default 10000
 //   BATCH     operations per iteration, default 10
 //   FILL      1 (default): setup() writes the keys unless they are there already
@@ -53,23 +58,42 @@ if (IMPL === "redis") {
 }
 
 const WARM = 1; // k6 wants at least 1 s per constant-vus scenario
+const REPS = parseInt(__ENV.REPS || "1", 10);
+const PHASE = parseInt(__ENV.PHASE || "0", 10);
+const NPHASE = parseInt(__ENV.NPHASE || "1", 10);
+const SLOT = DUR + GAP;
 const scenarios = {};
 const thresholds = {};
-let t0 = 0;
-OPS.forEach((op) => {
-  const d = op === "warm" ? WARM : DUR;
-  scenarios[op] = {
-    executor: "constant-vus",
-    vus: VUS,
-    duration: `${d}s`,
-    startTime: `${t0.toFixed(2)}s`,
-    gracefulStop: "5s",
-    exec: "run",
-    env: { OP: op },
+// warm (if asked for) runs first, in every process at once; then each
+// (rep, op) gets NPHASE consecutive slots, and this process runs in slot
+// PHASE of them - swapped every other rep - so that two processes started
+// together (START_AT) alternate second by second and see the same machine.
+let base = 0;
+if (OPS.includes("warm")) {
+  scenarios.warm = {
+    executor: "constant-vus", vus: VUS, duration: `${WARM}s`, startTime: "0s",
+    gracefulStop: "5s", exec: "run", env: { OP: "warm", REP: "0" },
   };
-  thresholds[`kv_ops{op:${op}}`] = ["count>=0"];
-  t0 += d + GAP;
-});
+  base = WARM + GAP;
+}
+const MEASURED = OPS.filter((op) => op !== "warm");
+let slot = 0;
+for (let rep = 0; rep < REPS; rep++) {
+  const mine = NPHASE > 1 && rep % 2 === 1 ? NPHASE - 1 - PHASE : PHASE;
+  for (const op of MEASURED) {
+    scenarios[`${op}_${rep}`] = {
+      executor: "constant-vus",
+      vus: VUS,
+      duration: `${DUR}s`,
+      startTime: `${(base + (slot + mine) * SLOT).toFixed(2)}s`,
+      gracefulStop: "5s",
+      exec: "run",
+      env: { OP: op, REP: `${rep}` },
+    };
+    thresholds[`kv_ops{op:${op},rep:${rep}}`] = ["count>=0"];
+    slot += NPHASE;
+  }
+}
 thresholds["kv_errors"] = ["count>=0"];
 
 export const options = {
@@ -147,14 +171,14 @@ export async function run() {
       if (__ENV.DEBUG) console.error(`${op}: ${e && (e.message || e.name || e)}`);
     }
   }
-  kvOps.add(done, { op });
+  kvOps.add(done, { op, rep: __ENV.REP });
 }
 
 export function handleSummary(data) {
   const out = { dur: DUR, vus: VUS, ops: {}, errors: 0 };
   for (const [name, m] of Object.entries(data.metrics)) {
-    const mm = /^kv_ops\{op:([a-z]+)\}$/.exec(name);
-    if (mm) out.ops[mm[1]] = m.values.count;
+    const mm = /^kv_ops\{op:([a-z]+),rep:([0-9]+)\}$/.exec(name);
+    if (mm) (out.ops[mm[1]] = out.ops[mm[1]] || [])[+mm[2]] = m.values.count;
   }
   if (data.metrics.kv_errors) out.errors = data.metrics.kv_errors.values.count;
   const res = { stdout: "" };
