@@ -1171,7 +1171,7 @@ int main(int argc, char **argv)
     bool both = strcmp(cfg.backends, "both") == 0;
     /* Rounds of at most a minute, each on a fresh store whose logs are
      * verified and deleted before the next: a long run needs no more disk
-     * than a short one (the logs grow by ~10 MB/s). Backends alternate. */
+     * than a short one (the logs grow by up to ~20 MB/s). Backends alternate. */
     double left = cfg.seconds;
     int nrounds = 0;
     while (left > 0.5 && !stop_now && !bad) {
