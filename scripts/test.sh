@@ -78,5 +78,18 @@ if [ -x tests/k6/run.sh ] || [ -f tests/k6/run.sh ]; then
   logs+=("$results/k6.txt")
 fi
 
+# Reliability with k6 processes: SIGKILLed writers lose nothing (bounded
+# run; `bash tests/reliability/k6-crashloop.sh 600` for a long one), and
+# hostile script input gets typed errors and changes nothing.
+for t in k6-crashloop k6-hostile; do
+  [ -f "tests/reliability/$t.sh" ] || continue
+  echo "== $t" >&2
+  if [ "$t" = k6-crashloop ]; then arg=${SHMKV_K6_CRASHLOOP_SECONDS:-20}; else arg=""; fi
+  bash "tests/reliability/$t.sh" $arg >"$results/$t.log" 2>&1
+  tail -3 "$results/$t.log" >&2
+  grep -E "^$t: [0-9]+ passed, [0-9]+ failed" "$results/$t.log" | tail -1 >"$results/$t.txt"
+  logs+=("$results/$t.txt")
+done
+
 echo "== summary" >&2
 python3 scripts/summarize.py "${logs[@]}"
