@@ -272,8 +272,9 @@ if k6_err:
 
 P("### Several k6 processes on one store")
 P("")
-P("8 VUs in total split over P processes with `--execution-segment`, the 75/25 mix,")
-P("all processes started together (setup() waits for a common start time).")
+P("8 VUs in total split over P processes with `--execution-segment`, the 75/25 mix")
+P(f"for {meta.get('run.mpdur', '?')} s, all processes started together (setup() waits for a common start")
+P(f"time); P = 1, 2, 3 alternate within each of {rounds} round(s); medians.")
 P("The xk6-kv fork cannot take part: its memory backend lives inside one")
 P("process, and its disk backend is a BoltDB file that the first process holds")
 P("under an exclusive lock for as long as the store is open.")

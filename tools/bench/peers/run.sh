@@ -29,7 +29,8 @@
 # started and stopped here, and is bounded in time.
 #
 # Environment: XK6KV_SRC, ROUNDS (C level and processes), REPS (k6 pairs),
-# DUR (k6 seconds per slot, at least 1), CDUR (C seconds per row), PEERS_WORK (scratch directory for stores; default under /var/tmp),
+# DUR (k6 seconds per slot, at least 1), MPDUR (seconds per several-process
+# run), CDUR (C seconds per row), PEERS_WORK (scratch directory for stores; default under /var/tmp),
 # REDIS_PORT (default: first free port from 6399).
 set -euo pipefail
 
@@ -46,9 +47,9 @@ for a in "$@"; do
     esac
 done
 if ((QUICK)); then
-    ROUNDS=${ROUNDS:-1}; REPS=${REPS:-1}; DUR=${DUR:-1}; CDUR=${CDUR:-0.4}; OPEN_REPS=3
+    ROUNDS=${ROUNDS:-1}; REPS=${REPS:-1}; DUR=${DUR:-1}; MPDUR=${MPDUR:-1}; CDUR=${CDUR:-0.4}; OPEN_REPS=3
 else
-    ROUNDS=${ROUNDS:-3}; REPS=${REPS:-3}; DUR=${DUR:-1}; CDUR=${CDUR:-0.75}; OPEN_REPS=5
+    ROUNDS=${ROUNDS:-3}; REPS=${REPS:-3}; DUR=${DUR:-1}; MPDUR=${MPDUR:-3}; CDUR=${CDUR:-0.75}; OPEN_REPS=5
 fi
 NKEYS=10000
 BIG=1000000
@@ -194,6 +195,7 @@ echo -e "run\tcommand\t$CMDLINE" >>"$RES"
 echo -e "run\tdate\t$(date -u '+%Y-%m-%d %H:%M UTC')" >>"$RES"
 echo -e "run\trounds\t$ROUNDS" >>"$RES"
 echo -e "run\treps\t$REPS" >>"$RES"
+echo -e "run\tmpdur\t$MPDUR" >>"$RES"
 echo -e "run\tdur\t$DUR" >>"$RES"
 echo -e "run\tcdur\t$CDUR" >>"$RES"
 echo -e "run\tnkeys\t$NKEYS" >>"$RES"
@@ -317,7 +319,7 @@ multiproc() { # impl bin round P env...
     ((np == 3)) && { seq="0,1/3,2/3,1"; segs=("0:1/3" "1/3:2/3" "2/3:1"); }
     local start=$(($(date +%s%3N) + 2500 + 500 * np)) pids=() i
     for i in "${!segs[@]}"; do
-        env "$@" START_AT="$start" TRACK=0 OPS=mix VUS=8 DUR="$DUR" NKEYS="$NKEYS" SUMMARY="$WORK/mp-$i.json" \
+        env "$@" START_AT="$start" TRACK=0 OPS=mix VUS=8 DUR="$MPDUR" NKEYS="$NKEYS" SUMMARY="$WORK/mp-$i.json" \
             timeout 300 "$bin" run -q --no-color --execution-segment "${segs[$i]}" \
             --execution-segment-sequence "$seq" "$PEERS/workload.js" >"$WORK/mp-$i.log" 2>&1 &
         pids+=($!)
@@ -328,7 +330,7 @@ multiproc() { # impl bin round P env...
         note "multi-process run failed: $impl P=$np: $(grep -h -m1 -i error "$WORK"/mp-*.log | cut -c1-300)"
         return 0
     fi
-    python3 - "$impl" "$np" "$round" "$DUR" "$WORK"/mp-{0..2}.json >>"$RES" 2>/dev/null <<'EOF' || true
+    python3 - "$impl" "$np" "$round" "$MPDUR" "$WORK"/mp-{0..2}.json >>"$RES" 2>/dev/null <<'EOF' || true
 import json, os, sys
 impl, np_, rnd, dur = sys.argv[1:5]
 files = [f for f in sys.argv[5:5 + int(np_)]]
