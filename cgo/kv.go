@@ -5,6 +5,7 @@ package kv
 import (
 	"math"
 	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/grafana/sobek"
@@ -282,13 +283,25 @@ func (h *handle) close(sobek.FunctionCall) (sobek.Value, *kvError) {
 // ---- listing and sampling -----------------------------------------------
 
 // optionObject returns v as an object of method options, nil when absent.
-func optionObject(method string, v sobek.Value) (*sobek.Object, *kvError) {
+// A key outside known is refused, as openKv refuses unknown options: a
+// misspelled {limt: 5} must not quietly list everything.
+func optionObject(method string, v sobek.Value, known ...string) (*sobek.Object, *kvError) {
 	if absent(v) {
 		return nil, nil
 	}
 	o, ok := v.(*sobek.Object)
 	if !ok || typeName(v) != "object" {
 		return nil, newErr(ErrInvalidOptions, "%s: options must be an object, got %s", method, typeName(v))
+	}
+	for _, k := range o.Keys() {
+		found := false
+		for _, want := range known {
+			found = found || k == want
+		}
+		if !found {
+			return nil, newErr(ErrInvalidOptions, "%s: unknown option %q (known: %s)",
+				method, k, strings.Join(known, ", "))
+		}
 	}
 	return o, nil
 }
@@ -308,7 +321,7 @@ func prefixOption(method string, o *sobek.Object) (string, *kvError) {
 }
 
 func (h *handle) list(call sobek.FunctionCall) (sobek.Value, *kvError) {
-	o, kerr := optionObject("list", call.Argument(0))
+	o, kerr := optionObject("list", call.Argument(0), "prefix", "limit")
 	if kerr != nil {
 		return nil, kerr
 	}
@@ -351,7 +364,7 @@ func (h *handle) list(call sobek.FunctionCall) (sobek.Value, *kvError) {
 }
 
 func (h *handle) randomKey(call sobek.FunctionCall) (sobek.Value, *kvError) {
-	o, kerr := optionObject("randomKey", call.Argument(0))
+	o, kerr := optionObject("randomKey", call.Argument(0), "prefix")
 	if kerr != nil {
 		return nil, kerr
 	}

@@ -82,6 +82,8 @@ export default async function () {
     await rejects(kv.list({ prefix: 5 }), "InvalidOptionsError", "list with a number prefix");
     await rejects(kv.list({ limit: "10" }), "InvalidOptionsError", "list with a string limit");
     await rejects(kv.randomKey({ prefix: [] }), "InvalidOptionsError", "randomKey with an array prefix");
+    await rejects(kv.list({ limt: 5 }), "InvalidOptionsError", "list with a misspelled option");
+    await rejects(kv.randomKey({ prefx: "a" }), "InvalidOptionsError", "randomKey with a misspelled option");
     eq(await kv.size(), 0, "bad calls stored nothing");
 
     // close(): this KV object refuses further calls; others keep working.
