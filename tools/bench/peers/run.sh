@@ -28,7 +28,8 @@
 # with a 'not measured' line, otherwise). Redis runs only on 127.0.0.1, is
 # started and stopped here, and is bounded in time.
 #
-# Environment: XK6KV_SRC, ROUNDS (C level and processes), REPS (k6 pairs),
+# Environment: XK6KV_SRC, XK6KV_DESC (how the report names the fork's
+# source, default its git commit), ROUNDS (C level and processes), REPS (k6 pairs),
 # DUR (k6 seconds per slot, at least 1), MPDUR (seconds per several-process
 # run), CDUR (C seconds per row), PEERS_WORK (scratch directory for stores; default under /var/tmp),
 # REDIS_PORT (default: first free port from 6399).
@@ -54,7 +55,7 @@ fi
 NKEYS=10000
 BIG=1000000
 T_START=$(date +%s)
-CMDLINE="bash tools/bench/peers/run.sh${*:+ $*}"
+CMDLINE="${XK6KV_SRC:+XK6KV_SRC=$XK6KV_SRC }${XK6KV_DESC:+XK6KV_DESC='$XK6KV_DESC' }bash tools/bench/peers/run.sh${*:+ $*}"
 
 log() { printf '[peers %4ds] %s\n' "$(($(date +%s) - T_START))" "$*" >&2; }
 
@@ -200,7 +201,11 @@ echo -e "run\tdur\t$DUR" >>"$RES"
 echo -e "run\tcdur\t$CDUR" >>"$RES"
 echo -e "run\tnkeys\t$NKEYS" >>"$RES"
 echo -e "run\tcommit\t$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" >>"$RES"
-[[ -n $K6FORK ]] && echo -e "run\tfork\t$(cd "$XK6KV_SRC" && (git rev-parse --short HEAD 2>/dev/null || head -n1 PROVENANCE.txt 2>/dev/null || echo "source at XK6KV_SRC"))" >>"$RES"
+if [[ -n $K6FORK ]]; then
+    fork_desc=${XK6KV_DESC:-}
+    [[ -n $fork_desc ]] || fork_desc=$(cd "$XK6KV_SRC" && git rev-parse --short HEAD 2>/dev/null || true)
+    echo -e "run\tfork\t$fork_mod ${fork_desc:-(source at XK6KV_SRC)}" >>"$RES"
+fi
 
 # ------------------------------------------------------------------ C level
 log "C level: $ROUNDS round(s), ${CDUR}s per measurement"
