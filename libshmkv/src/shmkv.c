@@ -163,12 +163,14 @@ static int rec_put(buf *b, const void *k, uint32_t klen, const void *v, uint32_t
     return 0;
 }
 
-static void rec_get(const unsigned char *r, uint32_t h[3], const unsigned char **k,
-                    const unsigned char **v)
+/* Decode the record at r; returns its length, the step to the next one. */
+static size_t rec_get(const unsigned char *r, uint32_t h[3], const unsigned char **k,
+                      const unsigned char **v)
 {
     memcpy(h, r, 12);
     *k = r + 12;
     *v = r + 12 + h[0];
+    return 12 + (size_t)h[0] + h[1];
 }
 
 static bool has_prefix(const void *k, size_t klen, const void *p, size_t plen)
@@ -209,15 +211,9 @@ static int rec_cmp(const void *a, const void *b, void *base)
     return shmkv__keycmp(ka, ha[0], kb, hb[0]);
 }
 
-static int emit(buf *recs, uint64_t limit, shmkv_list_fn fn, void *ctx, unsigned flags)
+/* Sort the n records in recs by key and hand the first limit to fn. */
+static int emit(buf *recs, size_t n, uint64_t limit, shmkv_list_fn fn, void *ctx, unsigned flags)
 {
-    size_t n = 0;
-    for (size_t at = 0; at < recs->len; n++) {
-        uint32_t h[3];
-        const unsigned char *k, *v;
-        rec_get(recs->p + at, h, &k, &v);
-        at += 12 + (size_t)h[0] + h[1];
-    }
     size_t *order = malloc((n ? n : 1) * sizeof *order);
     if (!order)
         return -ENOMEM;
@@ -225,8 +221,7 @@ static int emit(buf *recs, uint64_t limit, shmkv_list_fn fn, void *ctx, unsigned
         uint32_t h[3];
         const unsigned char *k, *v;
         order[i] = at;
-        rec_get(recs->p + at, h, &k, &v);
-        at += 12 + (size_t)h[0] + h[1];
+        at += rec_get(recs->p + at, h, &k, &v);
     }
     qsort_r(order, n, sizeof *order, rec_cmp, recs->p);
     int rc = 0;
@@ -257,7 +252,7 @@ static int list_scan(shmkv_db *db, const void *prefix, size_t plen, uint64_t lim
         shmkv__seg_unlock(s);
     }
     if (!rc)
-        rc = emit(&recs, limit, fn, ctx, flags);
+        rc = emit(&recs, sc.n, limit, fn, ctx, flags);
     free(recs.p);
     return rc;
 }
@@ -298,8 +293,7 @@ static int list_index(shmkv_db *db, const void *prefix, size_t plen, uint64_t li
     for (size_t at = 0; at < keys.len && !rc;) {
         uint32_t h[3];
         const unsigned char *k, *v;
-        rec_get(keys.p + at, h, &k, &v);
-        at += 12 + (size_t)h[0];
+        at += rec_get(keys.p + at, h, &k, &v);
         if (flags & SHMKV_LIST_KEYS_ONLY) {
             rc = fn(ctx, k, h[0], NULL, 0, SHMKV_KIND_BYTES);
             continue;
