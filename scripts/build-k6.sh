@@ -116,7 +116,10 @@ log "building k6 $K6_VERSION with $MODULE (from $ROOT/cgo) ..."
     # cgo compiles libshmkv/src/*.c through #include, and Go's build cache
     # does not notice changes to included files outside the package: put
     # the source hash into CGO_CFLAGS, which is part of the cache key.
-    export CGO_CFLAGS="${CGO_CFLAGS:--O2 -g} -DSHMKV_SRC_HASH=$HASH"
+    # A caller (scripts/test.sh) may already have put its own hash there;
+    # drop it, or the two -D flags collide under -Werror.
+    base=$(printf '%s' "${CGO_CFLAGS:--O2 -g}" | sed 's/-DSHMKV_SRC_HASH=[^ ]*//g')
+    export CGO_CFLAGS="$base -DSHMKV_SRC_HASH=$HASH"
     "$GO" mod tidy >&2
     "$GO" build -trimpath -buildvcs=false -o "$WORK/k6" . >&2
 )
