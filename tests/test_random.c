@@ -171,6 +171,50 @@ static void uniform_prefix(bool track)
 Test(random, uniform_prefix_tracked) { uniform_prefix(true); }
 Test(random, uniform_prefix_untracked) { uniform_prefix(false); }
 
+/* Untracked random_key samples (random slots of a count-weighted segment)
+ * and falls back to walking when probing misses: a table left sparse by
+ * deletes forces the walk inside segments (32 probes at 3 live slots in
+ * thousands miss), and a prefix held by 6 keys in 3,018 makes sampling
+ * give up about 3 times in 4, so the scanning fallback answers most of
+ * those draws. Both must stay uniform. */
+Test(random, uniform_untracked_sparse_and_rare)
+{
+    shmkv_options o = t_opts(SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF);
+    o.segments = 4;
+    shmkv_db *db = t_open_opts(t_path("sparse"), &o);
+    char k[32];
+    for (unsigned i = 0; i < 20000; i++) {
+        int l = snprintf(k, sizeof k, "gone/%u", i);
+        t_setb(db, k, (size_t)l, "v", 1);
+    }
+    for (unsigned i = 0; i < 20000; i++) {
+        int l = snprintf(k, sizeof k, "gone/%u", i);
+        int existed = 0;
+        cr_assert_eq(shmkv_delete(db, k, (size_t)l, &existed), 0);
+        cr_assert_eq(existed, 1);
+    }
+    rkey few[12];
+    make_keys(few, 12, "s/", 5);
+    for (size_t i = 0; i < 12; i++)
+        t_setb(db, few[i].k, few[i].kl, "v", 1);
+    cr_assert_eq(shmkv_size(db), 12);
+    draw_uniform(db, NULL, 0, few, 12, 12000, "12 keys in sparse tables, untracked");
+
+    rkey many[3000];
+    for (size_t i = 0; i < 3000; i++) {
+        int l = snprintf(many[i].k, sizeof many[i].k, "m/%zu", i);
+        many[i].kl = (size_t)l;
+        t_setb(db, many[i].k, many[i].kl, "v", 1);
+    }
+    rkey rare[6];
+    make_keys(rare, 6, "r/", 11);
+    for (size_t i = 0; i < 6; i++)
+        t_setb(db, rare[i].k, rare[i].kl, "v", 1);
+    draw_uniform(db, "r/", 2, rare, 6, 3000, "6 of 3,018 keys by prefix, untracked");
+    draw_uniform(db, "s/", 2, few, 12, 3000, "12 of 3,018 keys by prefix, untracked");
+    t_close(db);
+}
+
 /* Many keys, so the tracked index has several levels. */
 Test(random, uniform_many_tracked, .timeout = 300)
 {

@@ -377,9 +377,58 @@ static int count_match(void *ctx, uint64_t off)
     return 0;
 }
 
-/* Without the index: count the matches per segment, draw one, then walk
- * to it. If writers changed that segment between the passes so that the
- * draw falls off its end, draw again. */
+/* Without a prefix, inside the chosen (locked) segment: probe random slots
+ * until one is live, which is uniform over the segment's live keys. A
+ * table left sparse by deletes makes probing slow, so after a few misses
+ * walk to the r-th live slot instead. 0: no live slot where counted. */
+static uint64_t pick_in_segment(shmkv__map *m, shmkv__seg *s)
+{
+    uint64_t n = atomic_load_explicit(&s->count, memory_order_relaxed);
+    uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed);
+    if (!n || !toff)
+        return 0;
+    shmkv__table *t = (shmkv__table *)SHMKV__P(m, toff);
+    for (int probe = 0; probe < 32; probe++) {
+        uint64_t w = atomic_load_explicit(&t->slot[shmkv__rand_below(t->cap)], memory_order_relaxed);
+        if (SHMKV__SLOT_LIVE(w))
+            return SHMKV__SLOT_OFF(w);
+    }
+    uint64_t r = shmkv__rand_below(n);
+    for (uint64_t i = 0; i < t->cap; i++) {
+        uint64_t w = atomic_load_explicit(&t->slot[i], memory_order_relaxed);
+        if (SHMKV__SLOT_LIVE(w) && r-- == 0)
+            return SHMKV__SLOT_OFF(w);
+    }
+    return 0;
+}
+
+/* Picks a segment in proportion to counts[] (which sum to total). */
+static uint32_t weighted_segment(const uint64_t *counts, uint64_t total)
+{
+    uint64_t r = shmkv__rand_below(total);
+    uint32_t i = 0;
+    while (r >= counts[i])
+        r -= counts[i++];
+    return i;
+}
+
+/* Without the index, in two steps.
+ *
+ * Sampling: draw a segment in proportion to its count, then a live slot in
+ * it, and keep the key if it has the prefix. Every draw is uniform over all
+ * keys, so the kept one is uniform over the matching keys; this costs about
+ * (keys / matches) draws, which is cheap unless matches are rare. The
+ * counts are read without locks: taking 64 locks one after the other gives
+ * no more of a snapshot than this does, and the chosen segment is locked
+ * (so repaired, if its last writer died) before anything in it is read.
+ *
+ * Scanning, when sampling found nothing: count the matches of each segment
+ * under its lock (this also repairs a count left one short by a writer
+ * killed between publishing an insert and counting it, so an empty result
+ * is only believed here), draw one, and walk to it. If writers changed the
+ * segment between the passes so that the draw falls off its end, again. */
+#define RANDOM_SAMPLE_TRIES 128
+
 static int random_scan(shmkv__map *m, const void *prefix, size_t plen, void *out, size_t cap,
                        size_t *klen)
 {
@@ -388,12 +437,32 @@ static int random_scan(shmkv__map *m, const void *prefix, size_t plen, void *out
     if (!counts)
         return -ENOMEM;
     int rc = SHMKV_ENOTFOUND;
+
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < nseg; i++)
+        total += counts[i] = atomic_load_explicit(&shmkv__seg_at(m, i)->count,
+                                                  memory_order_relaxed);
+    for (int t = 0; total && t < RANDOM_SAMPLE_TRIES; t++) {
+        shmkv__seg *s = shmkv__seg_at(m, weighted_segment(counts, total));
+        if ((rc = shmkv__seg_lock(m, s)) != 0)
+            goto out;
+        uint64_t off = pick_in_segment(m, s);
+        if (off) {
+            shmkv__entry *e = (shmkv__entry *)SHMKV__P(m, off);
+            if (has_prefix(e->data, e->klen, prefix, plen)) {
+                rc = copy_key(e->data, e->klen, out, cap, klen);
+                shmkv__seg_unlock(s);
+                goto out;
+            }
+        }
+        shmkv__seg_unlock(s);
+    }
+
+    rc = SHMKV_ENOTFOUND;
     for (int attempt = 0; attempt < 64; attempt++) {
-        uint64_t total = 0;
+        total = 0;
         for (uint32_t i = 0; i < nseg; i++) {
             shmkv__seg *s = shmkv__seg_at(m, i);
-            /* Under the lock, like size(): a dead writer's segment is
-             * repaired before its count is believed. */
             if ((rc = shmkv__seg_lock(m, s)) != 0)
                 goto out;
             if (plen == 0) {
@@ -418,7 +487,10 @@ static int random_scan(shmkv__map *m, const void *prefix, size_t plen, void *out
         scan sc = {.m = m, .prefix = prefix, .plen = plen, .target = r};
         if ((rc = shmkv__seg_lock(m, s)) != 0)
             break;
-        shmkv__seg_visit(m, s, count_match, &sc);
+        if (plen == 0)
+            sc.found = pick_in_segment(m, s);
+        else
+            shmkv__seg_visit(m, s, count_match, &sc);
         if (sc.found) {
             shmkv__entry *e = (shmkv__entry *)SHMKV__P(m, sc.found);
             rc = copy_key(e->data, e->klen, out, cap, klen);

@@ -52,7 +52,7 @@
 #define MAX_ROUNDS   99
 #define MIN_KEYS     1000u
 #define MAX_KEYS     100000000u    /* keys keep 8 digits */
-#define UNTRACKED_RK_MAX 10000u    /* the scanning random_key row only up to here */
+#define UNTRACKED_RKP_MAX 100000u  /* untracked random_key with a prefix (it may scan) only up to here */
 
 #define PLAIN_KLEN   12u           /* "key:%08u" */
 #define PLAIN_STRIDE 16u
@@ -819,8 +819,8 @@ typedef struct sizeres {
     series kv_set, bl_set, set_ratio;
     series dk_get, dk_bl_get, dk_get_ratio, dk_set, dk_bl_set, dk_set_ratio;
     scale_res sget, sset;
-    series rk, rkp, list, listk, urk;
-    bool have_urk;
+    series rk, rkp, list, listk, urk, urkp;
+    bool have_urkp;
 } sizeres;
 
 static void dump_series(const char *name, const series *x, const char *unit)
@@ -844,7 +844,7 @@ static void dump_size(const sizeres *R)
     D(sget.b1, "ops/s"); D(sget.b2, "ops/s"); D(sget.bscale, "x"); D(sget.mc, "x");
     D(sset.k1, "ops/s"); D(sset.k2, "ops/s"); D(sset.kscale, "x");
     D(sset.b1, "ops/s"); D(sset.b2, "ops/s"); D(sset.bscale, "x"); D(sset.mc, "x");
-    D(rk, "ns/op"); D(rkp, "ns/op"); D(list, "ns/op"); D(listk, "ns/op"); D(urk, "ns/op");
+    D(rk, "ns/op"); D(rkp, "ns/op"); D(list, "ns/op"); D(listk, "ns/op"); D(urk, "ns/op"); D(urkp, "ns/op");
 #undef D
 }
 
@@ -967,9 +967,16 @@ static void run_size(uint64_t n, sizeres *R)
                 die("baseline: set failed");
         }
     }
-    store plain, tracked, disk;
+    store plain, tracked, disk, plainp;
     store_open(&plain, SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF);
     populate(&plain, ds, false);
+    /* The prefixed keys without tracking: untracked random_key(prefix). */
+    R->have_urkp = n <= UNTRACKED_RKP_MAX;
+    memset(&plainp, 0, sizeof plainp);
+    if (R->have_urkp) {
+        store_open(&plainp, SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF);
+        populate(&plainp, ds, true);
+    }
     store_open(&tracked, SHMKV_BACKEND_MEMORY, SHMKV_TRACK_ON);
     populate(&tracked, ds, true);
     {
@@ -997,7 +1004,7 @@ static void run_size(uint64_t n, sizeres *R)
     worker list = make_worker(OP_LIST, tracked.db, NULL, ds, true, p += 7919);
     worker listk = make_worker(OP_LISTK, tracked.db, NULL, ds, true, p += 7919);
     worker urk = make_worker(OP_RK, plain.db, NULL, ds, false, p += 7919);
-    R->have_urk = n <= UNTRACKED_RK_MAX;
+    worker urkp = make_worker(OP_RKP, plainp.db, NULL, ds, true, p += 7919);
 
     /* Warm-up: every operation once, briefly, not recorded. */
     progress("%" PRIu64 " keys: warming up", n);
@@ -1014,8 +1021,9 @@ static void run_size(uint64_t n, sizeres *R)
     timed(&rkp, wb);
     timed(&list, wb);
     timed(&listk, wb);
-    if (R->have_urk)
-        timed(&urk, wb);
+    timed(&urk, wb);
+    if (R->have_urkp)
+        timed(&urkp, wb);
 
     for (int r = 0; r < cfg.rounds; r++) {
         progress("%" PRIu64 " keys: round %d/%d", n, r + 1, cfg.rounds);
@@ -1037,8 +1045,9 @@ static void run_size(uint64_t n, sizeres *R)
         put(&R->rkp, timed(&rkp, cfg.budget));
         put(&R->list, timed(&list, cfg.budget));
         put(&R->listk, timed(&listk, cfg.budget));
-        if (R->have_urk)
-            put(&R->urk, timed(&urk, cfg.budget));
+        put(&R->urk, timed(&urk, cfg.budget));
+        if (R->have_urkp)
+            put(&R->urkp, timed(&urkp, cfg.budget));
     }
 
     /* The store must still hold exactly the keys, with the right values. */
@@ -1058,6 +1067,7 @@ static void run_size(uint64_t n, sizeres *R)
     }
 
     store_close(&disk);
+    store_close(&plainp);
     store_close(&tracked);
     store_close(&plain);
     bl_destroy(bl);
@@ -1151,9 +1161,11 @@ static void rows_for(const sizeres *R)
     set_time(&r->kv_ops, &r->kv_us, &R->list);
     r = add_row(7, "list prefix k=100 keys only", R->n, 1);
     set_time(&r->kv_ops, &r->kv_us, &R->listk);
-    if (R->have_urk) {
-        r = add_row(8, "random_key untracked (scan)", R->n, 1);
-        set_time(&r->kv_ops, &r->kv_us, &R->urk);
+    r = add_row(8, "random_key untracked", R->n, 1);
+    set_time(&r->kv_ops, &r->kv_us, &R->urk);
+    if (R->have_urkp) {
+        r = add_row(9, "random_key prefix untracked", R->n, 1);
+        set_time(&r->kv_ops, &r->kv_us, &R->urkp);
     }
 }
 
