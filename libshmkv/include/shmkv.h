@@ -293,7 +293,9 @@ SHMKV_API int shmkv_list(shmkv_db *db, const void *prefix, size_t plen, uint64_t
  * bigger buffer would favour short keys: pass a buffer of SHMKV_KEY_MAX
  * bytes to keep the draw uniform.
  * With key tracking: O(1) without a prefix, O(log n) with one. Without:
- * two passes over the segments.
+ * random draws over all keys until one has the prefix (O(1) expected
+ * without a prefix, about n / matches draws with one), falling back to
+ * two passes over the segments when 128 draws find no match.
  */
 SHMKV_API int shmkv_random_key(shmkv_db *db, const void *prefix, size_t plen,
                      void *buf, size_t cap, size_t *klen);
