@@ -12,6 +12,9 @@
  */
 #include "common.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
+
 TestSuite(multiproc, .init = t_setup, .fini = t_teardown, .timeout = 300);
 
 #define NKIDS 4
@@ -318,4 +321,145 @@ Test(multiproc, grow_together_disk, .timeout = 600) { grow_together(SHMKV_BACKEN
 Test(multiproc, grow_together_memory_tracked, .timeout = 600)
 {
     grow_together(SHMKV_BACKEND_MEMORY, true);
+}
+
+/* ---- reads without the lock ------------------------------------------------------ */
+
+/* get and exists read a segment without its lock and keep the result only if
+ * no writer was in the segment meanwhile. Writers here overwrite a few keys
+ * with self-checking values of changing lengths (so blocks of every size
+ * class are freed and reused under the readers), and churn thousands of
+ * other keys in the same 2 segments (so tables are rehashed and replaced).
+ * Readers must never see a torn value, a missing key, or a wrong length;
+ * threads in one process, so the TSan build watches it too. */
+#define SR_KEYS 16
+#define SR_SECONDS 1.5
+
+typedef struct sr_ctx {
+    shmkv_db *db;
+    int id;
+    _Atomic bool stop;
+    _Atomic long reads, writes;
+    char fail[160];
+} sr_ctx;
+
+typedef struct sr_arg {
+    sr_ctx *c;
+    int id;
+} sr_arg;
+
+static size_t sr_value(unsigned char *v, uint64_t r)
+{
+    size_t n = 1 + (size_t)(r % 300);
+    for (size_t i = 0; i < n; i++)
+        v[i] = (unsigned char)(n * 31 + i);
+    return n;
+}
+
+static bool sr_check(const unsigned char *v, size_t n)
+{
+    if (n < 1 || n > 300)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (v[i] != (unsigned char)(n * 31 + i))
+            return false;
+    return true;
+}
+
+static void *sr_writer(void *p)
+{
+    sr_arg *a = p;
+    sr_ctx *c = a->c;
+    t_rng r = {0x5eed0000u + (uint64_t)a->id};
+    unsigned char v[300];
+    char k[32];
+    long w = 0;
+    while (!atomic_load(&c->stop)) {
+        int kl = snprintf(k, sizeof k, "sr:%u", (unsigned)(t_next(&r) % SR_KEYS));
+        size_t n = sr_value(v, t_next(&r));
+        if (shmkv_set(c->db, k, (size_t)kl, v, n, SHMKV_KIND_BYTES) != 0) {
+            snprintf(c->fail, sizeof c->fail, "writer: set %s failed", k);
+            break;
+        }
+        /* churn: grow the tables with a burst of keys, then delete them */
+        unsigned base = (unsigned)(w % 64) * 100 + (unsigned)a->id * 100000;
+        for (unsigned i = 0; i < 40; i++) {
+            kl = snprintf(k, sizeof k, "churn:%u", base + i);
+            if (w % 2 == 0)
+                shmkv_set(c->db, k, (size_t)kl, v, 8, SHMKV_KIND_BYTES);
+            else
+                shmkv_delete(c->db, k, (size_t)kl, NULL);
+        }
+        w++;
+    }
+    atomic_fetch_add(&c->writes, w);
+    return NULL;
+}
+
+static void *sr_reader(void *p)
+{
+    sr_arg *a = p;
+    sr_ctx *c = a->c;
+    t_rng r = {0xbeef0000u + (uint64_t)a->id};
+    unsigned char v[300];
+    char k[32];
+    long n = 0;
+    while (!atomic_load(&c->stop)) {
+        int kl = snprintf(k, sizeof k, "sr:%u", (unsigned)(t_next(&r) % SR_KEYS));
+        size_t vl = 0;
+        shmkv_kind kind = SHMKV_KIND_JSON;
+        int rc = shmkv_get(c->db, k, (size_t)kl, v, sizeof v, &vl, &kind);
+        if (rc != 0 || kind != SHMKV_KIND_BYTES || !sr_check(v, vl)) {
+            snprintf(c->fail, sizeof c->fail, "reader: get %s -> %d, kind %d, %zu bytes%s", k, rc,
+                     (int)kind, vl, rc == 0 && !sr_check(v, vl) ? " (torn)" : "");
+            atomic_store(&c->stop, true);
+            break;
+        }
+        /* a buffer too small: the length needed, and nothing else */
+        rc = shmkv_get(c->db, k, (size_t)kl, v, 0, &vl, NULL);
+        if ((rc != 0 && rc != SHMKV_EBUFSIZE) || vl < 1 || vl > 300) {
+            snprintf(c->fail, sizeof c->fail, "reader: get %s with no room -> %d, %zu", k, rc, vl);
+            atomic_store(&c->stop, true);
+            break;
+        }
+        if (shmkv_exists(c->db, k, (size_t)kl) != 1) {
+            snprintf(c->fail, sizeof c->fail, "reader: exists %s is not 1", k);
+            atomic_store(&c->stop, true);
+            break;
+        }
+        n++;
+    }
+    atomic_fetch_add(&c->reads, n);
+    return NULL;
+}
+
+Test(multiproc, reads_without_lock_never_torn, .timeout = 120)
+{
+    shmkv_options o = t_opts(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF);
+    o.segments = 2;
+    static sr_ctx c;
+    memset(&c, 0, sizeof c);
+    c.db = t_open_opts(t_name("seqread"), &o);
+    unsigned char v[300];
+    char k[32];
+    for (unsigned i = 0; i < SR_KEYS; i++) {
+        int kl = snprintf(k, sizeof k, "sr:%u", i);
+        t_setb(c.db, k, (size_t)kl, v, sr_value(v, i));
+    }
+    pthread_t th[4];
+    sr_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (sr_arg){&c, i};
+        cr_assert_eq(pthread_create(&th[i], NULL, i < 2 ? sr_writer : sr_reader, &args[i]), 0);
+    }
+    struct timespec ts = {1, (long)((SR_SECONDS - 1) * 1e9)};
+    nanosleep(&ts, NULL);
+    atomic_store(&c.stop, true);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    cr_log_info("reads without lock: %ld reads, %ld write rounds", (long)c.reads, (long)c.writes);
+    cr_assert(c.fail[0] == 0, "%s", c.fail);
+    cr_assert_gt(c.reads, 1000, "readers barely ran: %ld reads", (long)c.reads);
+    cr_assert_gt(c.writes, 100, "writers barely ran: %ld rounds", (long)c.writes);
+    t_close(c.db);
 }

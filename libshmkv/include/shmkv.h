@@ -177,6 +177,9 @@ SHMKV_API int shmkv_set(shmkv_db *db, const void *key, size_t klen,
  * @param vlen     receives the value's size (also on SHMKV_EBUFSIZE).
  * @param kind     receives the kind tag; may be NULL.
  * @return 0; SHMKV_ENOTFOUND; SHMKV_EBUFSIZE; SHMKV_EKEYSIZE.
+ * Reads without the segment lock when no writer is in the segment (and
+ * takes it otherwise), so readers never slow each other down. On an error
+ * the first cap bytes of buf are unspecified.
  */
 SHMKV_API int shmkv_get(shmkv_db *db, const void *key, size_t klen,
               void *buf, size_t cap, size_t *vlen, shmkv_kind *kind);

@@ -111,7 +111,11 @@ typedef struct shmkv__seg {
     _Atomic uint64_t count;             /* live keys */
     uint64_t tombs;                     /* tombstone slots */
     uint32_t id;
-    uint32_t pad;
+    /* Odd while the lock is held: made odd right after locking and even
+     * right before unlocking, so that get and exists can read without the
+     * lock and keep what they read only if seq was even and unchanged. A
+     * lock holder that dies leaves it odd; the next locker moves it on. */
+    _Atomic uint32_t seq;
     shmkv__alloc alloc;
 } shmkv__seg;
 

@@ -41,12 +41,30 @@ static int lock_robust(pthread_mutex_t *mu, bool *died)
     return rc == ENOTRECOVERABLE ? SHMKV_ELOCK : -rc;
 }
 
+/* seq: even to odd (or, left odd by a dead holder, to the next odd value),
+ * ordered before any change to the segment; odd to even after the last. */
+static void seq_enter(shmkv__seg *s)
+{
+    uint32_t v = atomic_load_explicit(&s->seq, memory_order_relaxed);
+    atomic_store_explicit(&s->seq, v + 1 + (v & 1), memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+}
+
+static void seq_leave(shmkv__seg *s)
+{
+    uint32_t v = atomic_load_explicit(&s->seq, memory_order_relaxed);
+    atomic_store_explicit(&s->seq, v + 1, memory_order_release);
+}
+
 int shmkv__seg_lock(shmkv__map *m, shmkv__seg *s)
 {
     bool died;
     int rc = lock_robust(&s->lock, &died);
-    if (rc || !died)
+    if (rc)
         return rc;
+    seq_enter(s);
+    if (!died)
+        return 0;
     /* The dead owner may have been anywhere between allocating and
      * publishing; the repair must finish before anyone else sees the
      * segment, i.e. before the mutex is marked consistent. */
@@ -54,7 +72,7 @@ int shmkv__seg_lock(shmkv__map *m, shmkv__seg *s)
     rc = shmkv__seg_recover(m, s);
     pthread_mutex_consistent(&s->lock);
     if (rc) {
-        pthread_mutex_unlock(&s->lock);
+        shmkv__seg_unlock(s);
         return rc;
     }
     return 0;
@@ -62,6 +80,7 @@ int shmkv__seg_lock(shmkv__map *m, shmkv__seg *s)
 
 void shmkv__seg_unlock(shmkv__seg *s)
 {
+    seq_leave(s);
     pthread_mutex_unlock(&s->lock);
 }
 

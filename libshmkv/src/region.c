@@ -179,8 +179,11 @@ static int init_locks(shmkv__map *m)
 {
     shmkv__hdr *h = SHMKV__HDR(m);
     int rc = shmkv__mutex_init(&h->grow_lock);
-    for (uint32_t i = 0; i < h->nseg && !rc; i++)
+    for (uint32_t i = 0; i < h->nseg && !rc; i++) {
+        /* Alone: no reader can be between two reads of seq. */
+        atomic_store_explicit(&shmkv__seg_at(m, i)->seq, 0, memory_order_relaxed);
         rc = shmkv__mutex_init(&shmkv__seg_at(m, i)->lock);
+    }
     if (!rc)
         rc = shmkv__mutex_init(&shmkv__idx_of(m)->lock);
     return rc;

@@ -404,6 +404,140 @@ static bool same_bytes(shmkv__map *m, uint64_t off, const void *p, size_t n)
     return e->vlen == n && (n == 0 || memcmp(e->data + e->klen, p, n) == 0);
 }
 
+/* ---- reads without the lock ---------------------------------------------------- */
+
+/* get and exists first try to read a segment without its lock, the way a
+ * seqlock reader does: note seq, look up and copy, then check that seq was
+ * even and has not moved. A writer may free and reuse any block meanwhile,
+ * so what is read can be garbage until validated: every offset is checked
+ * against the published top before it is followed, and nothing read is
+ * handed out before the check. The mapping never shrinks, so a stale
+ * offset below top is always safe to read.
+ *
+ * These reads race with writers by design (the result is thrown away when
+ * they did). ThreadSanitizer would report them, so under TSan the function
+ * is not instrumented (its atomics still are, so the happens-before edge
+ * through seq stays visible) and copies bytes itself: memcpy and memcmp
+ * are intercepted whatever the caller. */
+#if defined(__SANITIZE_THREAD__)
+#define SHMKV__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SHMKV__TSAN 1
+#endif
+#endif
+
+#ifdef SHMKV__TSAN
+#define SEQ_READER __attribute__((no_sanitize("thread"), noinline))
+#else
+#define SEQ_READER
+#endif
+
+#define OPT_RETRY 1 /* read again, or under the lock */
+
+SEQ_READER static bool racy_equal(const unsigned char *a, const unsigned char *b, size_t n)
+{
+#ifdef SHMKV__TSAN
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return false;
+    return true;
+#else
+    return memcmp(a, b, n) == 0;
+#endif
+}
+
+SEQ_READER static void racy_copy(unsigned char *dst, const unsigned char *src, size_t n)
+{
+#ifdef SHMKV__TSAN
+    for (size_t i = 0; i < n; i++)
+        dst[i] = src[i];
+#else
+    memcpy(dst, src, n);
+#endif
+}
+
+/* One attempt: 0 (found; the value copied out when buf is given and fits),
+ * SHMKV_EBUFSIZE, SHMKV_ENOTFOUND, or OPT_RETRY. */
+SEQ_READER static int read_unlocked(shmkv__map *m, shmkv__seg *s, uint64_t h, const void *key,
+                                    size_t klen, bool copy, void *buf, size_t cap, size_t *vlen,
+                                    shmkv_kind *kind)
+{
+    uint32_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
+    if (seq & 1)
+        return OPT_RETRY;
+    const shmkv__hdr *hd = SHMKV__HDR(m);
+    uint64_t top = atomic_load_explicit(&hd->top, memory_order_acquire);
+    uint64_t lo = hd->data_off + SHMKV__BLOCK_HDR;
+    uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed);
+    int rc = SHMKV_ENOTFOUND;
+    size_t n = 0;
+    unsigned k = 0;
+    if (toff) {
+        if (toff < lo || toff >= top || top - toff < sizeof(shmkv__table))
+            return OPT_RETRY;
+        const shmkv__table *t = (const shmkv__table *)SHMKV__P(m, toff);
+        uint64_t tcap = t->cap;
+        if (!tcap || (tcap & (tcap - 1)) || tcap > (top - toff - sizeof *t) / sizeof t->slot[0])
+            return OPT_RETRY;
+        uint64_t mask = tcap - 1, i = h & mask;
+        uint16_t tag = (uint16_t)(h >> 48);
+        for (uint64_t probe = 0; probe <= mask; probe++, i = (i + 1) & mask) {
+            uint64_t w = atomic_load_explicit(&((shmkv__table *)t)->slot[i], memory_order_relaxed);
+            if (w == SHMKV__SLOT_EMPTY)
+                break;
+            if (w == SHMKV__SLOT_TOMB || SHMKV__SLOT_TAG(w) != tag)
+                continue;
+            uint64_t off = SHMKV__SLOT_OFF(w);
+            if (off < lo || off >= top || top - off < sizeof(shmkv__entry))
+                return OPT_RETRY;
+            const shmkv__entry *e = entry_at(m, off);
+            uint64_t ek = e->klen, ev = e->vlen;
+            if (ek != klen)
+                continue;
+            if (ek + ev > top - off - sizeof *e)
+                return OPT_RETRY;
+            if (!racy_equal(e->data, key, klen))
+                continue;
+            n = (size_t)ev;
+            k = shmkv__block_of(m, off)->kind;
+            if (copy && ev > cap) {
+                rc = SHMKV_EBUFSIZE;
+            } else {
+                if (copy && ev)
+                    racy_copy(buf, e->data + ek, (size_t)ev);
+                rc = 0;
+            }
+            break;
+        }
+    }
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&s->seq, memory_order_relaxed) != seq)
+        return OPT_RETRY;
+    if (rc != SHMKV_ENOTFOUND) {
+        if (vlen)
+            *vlen = n;
+        if (kind)
+            *kind = (shmkv_kind)k;
+    }
+    return rc;
+}
+
+/* A few attempts without the lock; OPT_RETRY when the segment stayed busy
+ * (or a dead holder left seq odd: the locked path repairs it). */
+static int read_fast(shmkv_db *db, const void *key, size_t klen, bool copy, void *buf, size_t cap,
+                     size_t *vlen, shmkv_kind *kind)
+{
+    uint64_t h = shmkv__hash(key, klen);
+    shmkv__seg *s = seg_for(db->m, h);
+    for (int attempt = 0; attempt < 4; attempt++) {
+        int rc = read_unlocked(db->m, s, h, key, klen, copy, buf, cap, vlen, kind);
+        if (rc != OPT_RETRY)
+            return rc;
+    }
+    return OPT_RETRY;
+}
+
 /* ---- the public single-key operations -------------------------------------- */
 
 int shmkv_set(shmkv_db *db, const void *key, size_t klen, const void *val, size_t vlen,
@@ -425,6 +559,8 @@ int shmkv_get(shmkv_db *db, const void *key, size_t klen, void *buf, size_t cap,
         return rc;
     if (cap && !buf)
         return SHMKV_EINVAL;
+    if ((rc = read_fast(db, key, klen, true, buf, cap, vlen, kind)) != OPT_RETRY)
+        return rc;
     op o;
     RUN_OP(o, db, key, klen,
            rc = o.lk.found ? copy_value(o.m, o.lk.off, buf, cap, vlen, kind) : SHMKV_ENOTFOUND);
@@ -436,6 +572,9 @@ int shmkv_exists(shmkv_db *db, const void *key, size_t klen)
     int rc = check_key(db, key, klen);
     if (rc)
         return rc;
+    rc = read_fast(db, key, klen, false, NULL, 0, NULL, NULL);
+    if (rc != OPT_RETRY)
+        return rc == 0;
     op o;
     RUN_OP(o, db, key, klen, rc = o.lk.found);
     return rc;
