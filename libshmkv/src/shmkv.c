@@ -402,13 +402,15 @@ static uint64_t pick_in_segment(shmkv__map *m, shmkv__seg *s)
     return 0;
 }
 
-/* Picks a segment in proportion to counts[] (which sum to total). */
-static uint32_t weighted_segment(const uint64_t *counts, uint64_t total)
+/* Picks a segment in proportion to counts[] (which sum to total > 0);
+ * *rest: a uniform rank among that segment's counted keys. */
+static uint32_t weighted_segment(const uint64_t *counts, uint64_t total, uint64_t *rest)
 {
     uint64_t r = shmkv__rand_below(total);
     uint32_t i = 0;
     while (r >= counts[i])
         r -= counts[i++];
+    *rest = r;
     return i;
 }
 
@@ -443,7 +445,8 @@ static int random_scan(shmkv__map *m, const void *prefix, size_t plen, void *out
         total += counts[i] = atomic_load_explicit(&shmkv__seg_at(m, i)->count,
                                                   memory_order_relaxed);
     for (int t = 0; total && t < RANDOM_SAMPLE_TRIES; t++) {
-        shmkv__seg *s = shmkv__seg_at(m, weighted_segment(counts, total));
+        uint64_t rank;
+        shmkv__seg *s = shmkv__seg_at(m, weighted_segment(counts, total, &rank));
         if ((rc = shmkv__seg_lock(m, s)) != 0)
             goto out;
         uint64_t off = pick_in_segment(m, s);
@@ -479,12 +482,9 @@ static int random_scan(shmkv__map *m, const void *prefix, size_t plen, void *out
             rc = SHMKV_ENOTFOUND;
             break;
         }
-        uint64_t r = shmkv__rand_below(total);
-        uint32_t i = 0;
-        while (r >= counts[i])
-            r -= counts[i++];
-        shmkv__seg *s = shmkv__seg_at(m, i);
-        scan sc = {.m = m, .prefix = prefix, .plen = plen, .target = r};
+        uint64_t rank;
+        shmkv__seg *s = shmkv__seg_at(m, weighted_segment(counts, total, &rank));
+        scan sc = {.m = m, .prefix = prefix, .plen = plen, .target = rank};
         if ((rc = shmkv__seg_lock(m, s)) != 0)
             break;
         if (plen == 0)
