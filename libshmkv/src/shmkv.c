@@ -377,10 +377,10 @@ static int count_match(void *ctx, uint64_t off)
     return 0;
 }
 
-/* Without a prefix, inside the chosen (locked) segment: probe random slots
- * until one is live, which is uniform over the segment's live keys. A
- * table left sparse by deletes makes probing slow, so after a few misses
- * walk to the r-th live slot instead. 0: no live slot where counted. */
+/* Inside the chosen (locked) segment: probe random slots until one is
+ * live, which is uniform over the segment's live keys. A table left sparse
+ * by deletes makes probing slow, so after a few misses walk to the r-th
+ * live key instead. 0: no live slot where counted. */
 static uint64_t pick_in_segment(shmkv__map *m, shmkv__seg *s)
 {
     uint64_t n = atomic_load_explicit(&s->count, memory_order_relaxed);
@@ -393,13 +393,9 @@ static uint64_t pick_in_segment(shmkv__map *m, shmkv__seg *s)
         if (SHMKV__SLOT_LIVE(w))
             return SHMKV__SLOT_OFF(w);
     }
-    uint64_t r = shmkv__rand_below(n);
-    for (uint64_t i = 0; i < t->cap; i++) {
-        uint64_t w = atomic_load_explicit(&t->slot[i], memory_order_relaxed);
-        if (SHMKV__SLOT_LIVE(w) && r-- == 0)
-            return SHMKV__SLOT_OFF(w);
-    }
-    return 0;
+    scan sc = {.m = m, .target = shmkv__rand_below(n)};
+    shmkv__seg_visit(m, s, count_match, &sc);
+    return sc.found;
 }
 
 /* Picks a segment in proportion to counts[] (which sum to total > 0);
@@ -461,7 +457,6 @@ static int random_scan(shmkv__map *m, const void *prefix, size_t plen, void *out
         shmkv__seg_unlock(s);
     }
 
-    rc = SHMKV_ENOTFOUND;
     for (int attempt = 0; attempt < 64; attempt++) {
         total = 0;
         for (uint32_t i = 0; i < nseg; i++) {
@@ -487,10 +482,7 @@ static int random_scan(shmkv__map *m, const void *prefix, size_t plen, void *out
         scan sc = {.m = m, .prefix = prefix, .plen = plen, .target = rank};
         if ((rc = shmkv__seg_lock(m, s)) != 0)
             break;
-        if (plen == 0)
-            sc.found = pick_in_segment(m, s);
-        else
-            shmkv__seg_visit(m, s, count_match, &sc);
+        shmkv__seg_visit(m, s, count_match, &sc);
         if (sc.found) {
             shmkv__entry *e = (shmkv__entry *)SHMKV__P(m, sc.found);
             rc = copy_key(e->data, e->klen, out, cap, klen);
