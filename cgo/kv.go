@@ -202,34 +202,37 @@ func (h *handle) set(call sobek.FunctionCall) (sobek.Value, *kvError) {
 	return val, nil
 }
 
-func (h *handle) delete(call sobek.FunctionCall) (sobek.Value, *kvError) {
+// keyAnswer runs a store call that takes one key and answers yes or no.
+func (h *handle) keyAnswer(method string, call sobek.FunctionCall,
+	op func(backendStore, string) (bool, error)) (bool, *kvError) {
 	key, kerr := h.key(call.Argument(0))
 	if kerr != nil {
-		return nil, kerr
+		return false, kerr
 	}
 	if kerr := h.enter(); kerr != nil {
-		return nil, kerr
+		return false, kerr
 	}
-	_, err := h.db().del(key)
+	ok, err := op(h.db(), key)
 	h.leave()
 	if err != nil {
-		return nil, mapError("delete", err)
+		return false, mapError(method, err)
+	}
+	return ok, nil
+}
+
+// delete resolves true whether or not the key was there (deleteIfExists
+// tells the two apart).
+func (h *handle) delete(call sobek.FunctionCall) (sobek.Value, *kvError) {
+	if _, kerr := h.keyAnswer("delete", call, backendStore.del); kerr != nil {
+		return nil, kerr
 	}
 	return h.rt.ToValue(true), nil
 }
 
 func (h *handle) exists(call sobek.FunctionCall) (sobek.Value, *kvError) {
-	key, kerr := h.key(call.Argument(0))
+	ok, kerr := h.keyAnswer("exists", call, backendStore.exists)
 	if kerr != nil {
 		return nil, kerr
-	}
-	if kerr := h.enter(); kerr != nil {
-		return nil, kerr
-	}
-	ok, err := h.db().exists(key)
-	h.leave()
-	if err != nil {
-		return nil, mapError("exists", err)
 	}
 	return h.rt.ToValue(ok), nil
 }
@@ -578,17 +581,9 @@ func (h *handle) swap(call sobek.FunctionCall) (sobek.Value, *kvError) {
 }
 
 func (h *handle) deleteIfExists(call sobek.FunctionCall) (sobek.Value, *kvError) {
-	key, kerr := h.key(call.Argument(0))
+	existed, kerr := h.keyAnswer("deleteIfExists", call, backendStore.del)
 	if kerr != nil {
 		return nil, kerr
-	}
-	if kerr := h.enter(); kerr != nil {
-		return nil, kerr
-	}
-	existed, err := h.db().del(key)
-	h.leave()
-	if err != nil {
-		return nil, mapError("deleteIfExists", err)
 	}
 	return h.rt.ToValue(existed), nil
 }
