@@ -33,6 +33,7 @@
 #include <criterion/logging.h>
 
 #include "shmkv.h"
+#include "fdio.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -416,40 +417,6 @@ static T_UNUSED void t_kill(pid_t p)
         CHILD_CHECK(c_rc_ == 0, "%s -> %d (%s)", #expr, c_rc_, shmkv_strerror(c_rc_));     \
     } while (0)
 
-/* Write/read exactly n bytes on a pipe. */
-static T_UNUSED int t_write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Returns n, or fewer at EOF, or -1. */
-static T_UNUSED ssize_t t_read_all(int fd, void *p, size_t n)
-{
-    char *c = p;
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, c + got, n - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -1;
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
-    return (ssize_t)got;
-}
-
 /* ---- store helpers ---------------------------------------------------- */
 
 #define T_OK(expr)                                                                         \
@@ -675,7 +642,7 @@ static T_UNUSED unsigned char *t_read_file(const char *path, size_t *len)
     size_t n = (size_t)st.st_size;
     unsigned char *b = malloc(n ? n : 1);
     cr_assert(b);
-    cr_assert_eq(t_read_all(fd, b, n), (ssize_t)n, "read(%s)", path);
+    cr_assert_eq(fd_read_all(fd, b, n), (ssize_t)n, "read(%s)", path);
     close(fd);
     *len = n;
     return b;
@@ -685,7 +652,7 @@ static T_UNUSED void t_write_file(const char *path, const void *p, size_t n)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     cr_assert(fd >= 0, "open(%s): %s", path, strerror(errno));
-    cr_assert_eq(t_write_all(fd, p, n), 0, "write(%s): %s", path, strerror(errno));
+    cr_assert_eq(fd_write_all(fd, p, n), 0, "write(%s): %s", path, strerror(errno));
     close(fd);
 }
 

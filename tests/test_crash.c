@@ -212,7 +212,7 @@ static void hook(const char *point)
     if (!g_armed || strcmp(point, g_point) != 0)
         return;
     uint32_t mark = MARK;
-    if (t_write_all(g_fd, &mark, sizeof mark) != 0)
+    if (fd_write_all(g_fd, &mark, sizeof mark) != 0)
         _exit(4);
     for (;;)
         pause();
@@ -235,7 +235,7 @@ static void child(const char *where, shmkv_backend be, enum wl w, const char *po
         int rc = do_op(db, w, j, vbuf);
         CHILD_CHECK(rc == 0, "op %d -> %d (%s)", j, rc, shmkv_strerror(rc));
         uint32_t a = (uint32_t)j;
-        CHILD_CHECK(t_write_all(fd, &a, sizeof a) == 0, "ack");
+        CHILD_CHECK(fd_write_all(fd, &a, sizeof a) == 0, "ack");
     }
     /* the point was never reached */
     _exit(42);
@@ -456,7 +456,7 @@ static void run(const scenario *sc)
     bool reached = false;
     for (;;) {
         uint32_t rec;
-        ssize_t r = t_read_all(fds[0], &rec, sizeof rec);
+        ssize_t r = fd_read_all(fds[0], &rec, sizeof rec);
         if (r != (ssize_t)sizeof rec)
             break;
         if (rec == MARK) {
@@ -567,7 +567,7 @@ Test(crash, two_processes_race_to_recover)
     int acked = 0;
     bool reached = false;
     uint32_t rec;
-    while (t_read_all(fds[0], &rec, sizeof rec) == (ssize_t)sizeof rec) {
+    while (fd_read_all(fds[0], &rec, sizeof rec) == (ssize_t)sizeof rec) {
         if (rec == MARK) {
             reached = true;
             break;

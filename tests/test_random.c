@@ -384,7 +384,7 @@ Test(random, differs_across_fork)
                 size_t l = 0;
                 CHILD_OK(shmkv_random_key(d, NULL, 0, b, sizeof b, &l));
                 uint32_t v = (uint32_t)atoi(b + 1);
-                CHILD_CHECK(t_write_all(fds[c][1], &v, sizeof v) == 0, "write");
+                CHILD_CHECK(fd_write_all(fds[c][1], &v, sizeof v) == 0, "write");
             }
             shmkv_close(d);
             _exit(0);
@@ -393,7 +393,7 @@ Test(random, differs_across_fork)
     }
     uint32_t seq[2][64];
     for (int c = 0; c < 2; c++) {
-        cr_assert_eq(t_read_all(fds[c][0], seq[c], sizeof seq[c]), (ssize_t)sizeof seq[c]);
+        cr_assert_eq(fd_read_all(fds[c][0], seq[c], sizeof seq[c]), (ssize_t)sizeof seq[c]);
         close(fds[c][0]);
         t_wait_ok(kids[c], "random child");
     }

@@ -247,7 +247,7 @@ static void wlog(wstate *w, int type, int op, int key, int64_t arg)
     if (type == R_ACK && arg)
         o |= 0x80;
     rec r = {(uint8_t)type, o, (uint16_t)key, w->seq, rel_now_ns()};
-    if (rel_write_full(w->log, &r, sizeof r) != 0)
+    if (fd_write_all(w->log, &r, sizeof r) != 0)
         wfail(w->inc, "log write: %s", strerror(errno));
 }
 

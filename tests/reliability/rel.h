@@ -21,6 +21,7 @@
 #endif
 
 #include "shmkv.h"
+#include "../fdio.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -162,23 +163,6 @@ static REL_UNUSED uint64_t rel_pick_seed(void)
     if (s && *s)
         return strtoull(s, NULL, 0);
     return rel_mix(rel_now_ns() ^ ((uint64_t)getpid() << 32));
-}
-
-/* ---- I/O ---------------------------------------------------------------- */
-
-static REL_UNUSED int rel_write_full(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
 }
 
 /* ---- scratch space and cleanup ------------------------------------------ */

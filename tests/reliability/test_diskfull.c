@@ -243,7 +243,7 @@ kid_fill(shmkv_backend be, int track, const char *mnt, const char *where, int re
     if (keep)
         KID_OK(shmkv_close(keep));
 
-    KID_CHECK(rel_write_full(resfd, &res, sizeof res) == 0, "pipe");
+    KID_CHECK(fd_write_all(resfd, &res, sizeof res) == 0, "pipe");
     _exit(0);
 }
 

@@ -147,7 +147,7 @@ static void grow_together(shmkv_backend be, int track)
     uint64_t t0 = rel_now_ns();
     char ones[NPROC];
     memset(ones, 1, sizeof ones);
-    cr_assert(rel_write_full(go[1], ones, sizeof ones) == 0);
+    cr_assert(fd_write_all(go[1], ones, sizeof ones) == 0);
     close(go[1]);
     for (int p = 0; p < NPROC; p++) {
         int st = rc_wait(kids[p]);
