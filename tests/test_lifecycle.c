@@ -9,7 +9,9 @@
 #include "common.h"
 #include "internal.h"
 
+#include <poll.h>
 #include <stddef.h>
+#include <time.h>
 
 TestSuite(lifecycle, .init = t_setup, .fini = t_teardown, .timeout = 120);
 
@@ -46,7 +48,7 @@ static pid_t spawn(const char *where, shmkv_backend be, child_body body, void *a
 static void wait_ready(int fd)
 {
     char b = 0;
-    cr_assert_eq(t_read_all(fd, &b, 1), 1, "child failed before it was ready");
+    cr_assert_eq(fd_read_all(fd, &b, 1), 1, "child failed before it was ready");
     cr_assert_eq(b, 'R');
     close(fd);
 }
@@ -352,3 +354,59 @@ Test(lifecycle, attach_table_tracks_processes)
     t_close(db);
     cr_assert(!t_exists(t_shm_file(name)));
 }
+
+/* Opening a store that attached processes are growing at that moment. They
+ * grow it without the open lock, so an opener can see the file size from
+ * before a growth and a header whose top is from after it; that must not
+ * read as a store cut short (it once returned SHMKV_ECORRUPT). A child grows
+ * the store with 8 KiB values while another opens and closes it in a loop. */
+static void open_while_growing(shmkv_backend be)
+{
+    const char *where = t_where(be, "opengrow");
+    shmkv_db *db = t_open(where, be, SHMKV_TRACK_OFF); /* keeps a memory store alive */
+    int stop[2];
+    cr_assert(pipe(stop) == 0);
+    pid_t grower = t_fork();
+    if (grower == 0) {
+        close(stop[1]);
+        shmkv_db *g = NULL;
+        shmkv_options o = t_opts(be, SHMKV_TRACK_OFF);
+        CHILD_OK(shmkv_open(where, &o, &g));
+        static unsigned char v[8192];
+        char k[32];
+        struct pollfd pf = {stop[0], POLLIN, 0};
+        for (unsigned i = 0; poll(&pf, 1, 0) == 0; i++) {
+            int kl = snprintf(k, sizeof k, "grow:%u", i % 20000);
+            CHILD_OK(shmkv_set(g, k, (size_t)kl, v, sizeof v, SHMKV_KIND_BYTES));
+        }
+        CHILD_OK(shmkv_close(g));
+        _exit(0);
+    }
+    close(stop[0]);
+    pid_t opener = t_fork();
+    if (opener == 0) {
+        shmkv_options o = t_opts(be, SHMKV_TRACK_OFF);
+        struct timespec t0, now;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int n = 0;
+        for (;;) {
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if ((now.tv_sec - t0.tv_sec) * 1000000000L + (now.tv_nsec - t0.tv_nsec) > 1500000000L)
+                break;
+            shmkv_db *x = NULL;
+            int orc = shmkv_open(where, &o, &x);
+            CHILD_CHECK(orc == 0, "open #%d while another process grows -> %s", n,
+                        shmkv_strerror(orc));
+            CHILD_OK(shmkv_close(x));
+            n++;
+        }
+        _exit(0);
+    }
+    t_wait_ok(opener, "opener");
+    close(stop[1]);
+    t_wait_ok(grower, "grower");
+    t_close(db);
+}
+
+Test(lifecycle, disk_open_while_growing) { open_while_growing(SHMKV_BACKEND_DISK); }
+Test(lifecycle, memory_open_while_growing) { open_while_growing(SHMKV_BACKEND_MEMORY); }

@@ -156,8 +156,14 @@ static int validate_header(int fd, off_t fsize, shmkv__hdr *out)
         h->reserve % SHMKV__PAGE || h->seg_off != SHMKV__HDR_SIZE || h->idx_off != idx_off ||
         h->data_off != data_off || h->top < h->data_off || h->top > h->reserve)
         return SHMKV_ECORRUPT;
-    /* A copy cut short: touching the missing part would SIGBUS. */
-    if ((uint64_t)fsize < h->top)
+    /* A copy cut short: touching the missing part would SIGBUS. Attached
+     * processes may be growing the file right now (no init lock needed for
+     * that): they extend it before publishing top, so compare top with a
+     * size taken after top was read, not with fsize from before. */
+    struct stat now;
+    if (fstat(fd, &now) != 0)
+        return -errno;
+    if ((uint64_t)now.st_size < h->top)
         return SHMKV_ECORRUPT;
     return 0;
 }
