@@ -493,42 +493,25 @@ static void run(const scenario *sc)
     }
 }
 
-/* Four tests per point and workload: key tracking on/off x disk store
- * reopened after the kill / memory store kept open by the parent. */
-#define CRASH4(name, point, w, strict)                                                         \
-    Test(crash, name##_tracked_disk)                                                           \
+/* One test: a point and workload under one tracking mode and store mode. */
+#define CRASH1(name, point, w, track, mode, strict)                                            \
+    Test(crash, name)                                                                          \
     {                                                                                          \
-        scenario sc = {point, w, SHMKV_TRACK_ON, M_DISK_REOPEN, strict};                       \
-        run(&sc);                                                                              \
-    }                                                                                          \
-    Test(crash, name##_untracked_disk)                                                         \
-    {                                                                                          \
-        scenario sc = {point, w, SHMKV_TRACK_OFF, M_DISK_REOPEN, strict};                      \
-        run(&sc);                                                                              \
-    }                                                                                          \
-    Test(crash, name##_tracked_memory)                                                         \
-    {                                                                                          \
-        scenario sc = {point, w, SHMKV_TRACK_ON, M_MEMORY_ATTACHED, strict};                   \
-        run(&sc);                                                                              \
-    }                                                                                          \
-    Test(crash, name##_untracked_memory)                                                       \
-    {                                                                                          \
-        scenario sc = {point, w, SHMKV_TRACK_OFF, M_MEMORY_ATTACHED, strict};                  \
+        scenario sc = {point, w, track, mode, strict};                                         \
         run(&sc);                                                                              \
     }
 
-/* idx.* points are only reached with key tracking. */
+/* idx.* points are only reached with key tracking: disk store reopened
+ * after the kill, memory store kept open by the parent. */
 #define CRASH2(name, point, w, strict)                                                         \
-    Test(crash, name##_tracked_disk)                                                           \
-    {                                                                                          \
-        scenario sc = {point, w, SHMKV_TRACK_ON, M_DISK_REOPEN, strict};                       \
-        run(&sc);                                                                              \
-    }                                                                                          \
-    Test(crash, name##_tracked_memory)                                                         \
-    {                                                                                          \
-        scenario sc = {point, w, SHMKV_TRACK_ON, M_MEMORY_ATTACHED, strict};                   \
-        run(&sc);                                                                              \
-    }
+    CRASH1(name##_tracked_disk, point, w, SHMKV_TRACK_ON, M_DISK_REOPEN, strict)               \
+    CRASH1(name##_tracked_memory, point, w, SHMKV_TRACK_ON, M_MEMORY_ATTACHED, strict)
+
+/* Every other point: the same, with key tracking on and off. */
+#define CRASH4(name, point, w, strict)                                                         \
+    CRASH2(name, point, w, strict)                                                             \
+    CRASH1(name##_untracked_disk, point, w, SHMKV_TRACK_OFF, M_DISK_REOPEN, strict)            \
+    CRASH1(name##_untracked_memory, point, w, SHMKV_TRACK_OFF, M_MEMORY_ATTACHED, strict)
 
 CRASH4(set_before_publish_insert, "set.before_publish", W_INSERT, S_OLD)
 CRASH4(set_before_publish_overwrite, "set.before_publish", W_OVERWRITE, S_OLD)
