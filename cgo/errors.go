@@ -38,38 +38,51 @@ func newErr(name, format string, args ...any) *kvError {
 	return &kvError{Name: name, Message: fmt.Sprintf(format, args...)}
 }
 
-// mapError turns an error from the store layer into a kvError. op names the
-// method, for the message.
-func mapError(op string, err error) *kvError {
-	if err == nil {
-		return nil
-	}
+// codeNames names the rejection for each library code; a code not listed
+// is a StoreError.
+var codeNames = map[int]string{
+	codeNotFound: ErrKeyNotFound,
+	codeKeySize:  ErrKeyTooLong,
+	codeValSize:  ErrValueTooLarge,
+	codeNotInt:   ErrValueParse,
+	codeOverflow: ErrValueParse,
+	codeFull:     ErrStoreFull,
+	codeNoSpace:  ErrStoreFull,
+	codeReadOnly: ErrStoreReadOnly,
+	codeIncompat: ErrOptionsConflict,
+	codeName:     ErrInvalidOptions,
+	codeSegments: ErrInvalidOptions,
+	codeReserve:  ErrInvalidOptions,
+	codeInval:    ErrInvalidOptions,
+}
+
+// storeError turns an error from a store call into the rejection: the name
+// from the library's code, a message naming the method and, where it
+// helps, the key and the value's size.
+func storeError(method, key string, vlen int, err error) *kvError {
 	var ke *kvError
 	if errors.As(err, &ke) {
 		return ke
 	}
 	code := codeOf(err)
-	msg := fmt.Sprintf("%s: %s", op, err.Error())
-	switch code {
-	case 0:
-		return &kvError{Name: ErrStore, Message: msg}
-	case codeNotFound:
-		return &kvError{Name: ErrKeyNotFound, Message: msg}
-	case codeKeySize:
-		return &kvError{Name: ErrKeyTooLong, Message: msg}
-	case codeValSize:
-		return &kvError{Name: ErrValueTooLarge, Message: msg}
-	case codeNotInt, codeOverflow:
-		return &kvError{Name: ErrValueParse, Message: msg}
-	case codeFull, codeNoSpace:
-		return &kvError{Name: ErrStoreFull, Message: msg}
-	case codeReadOnly:
-		return &kvError{Name: ErrStoreReadOnly, Message: msg}
-	case codeIncompat:
-		return &kvError{Name: ErrOptionsConflict, Message: msg}
-	case codeName, codeInval:
-		return &kvError{Name: ErrInvalidOptions, Message: msg}
-	default:
-		return &kvError{Name: ErrStore, Message: msg}
+	name, ok := codeNames[code]
+	if !ok {
+		name = ErrStore
 	}
+	switch code {
+	case codeNotFound:
+		return newErr(name, "%s: key %q not found", method, key)
+	case codeKeySize:
+		if key == "" {
+			return newErr(ErrInvalidOptions, "%s: key must not be empty", method)
+		}
+		return newErr(name, "%s: key is %d bytes long; the limit is %d", method, len(key), keyMax)
+	case codeValSize:
+		return newErr(name, "%s: value is %d bytes once encoded; the limit is %d", method, vlen, valueMax)
+	case codeNotInt:
+		return newErr(name, "%s: the value of key %q is not an integer", method, key)
+	case codeOverflow:
+		return newErr(name, "%s: the new value of key %q overflows a 64-bit integer", method, key)
+	}
+	return newErr(name, "%s: %s", method, err.Error())
 }

@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"github.com/grafana/sobek"
-	"go.k6.io/k6/js/modulestest"
-	"go.k6.io/k6/lib"
+	"go.k6.io/k6/v2/js/modulestest"
+	"go.k6.io/k6/v2/lib"
 )
 
 // jsPrelude gives test scripts small assertion helpers.
@@ -324,6 +324,7 @@ func TestJSInitContext(t *testing.T) {
 func TestJSClose(t *testing.T) {
 	name := testMemName(t)
 	opts := fmt.Sprintf(`{backend: "memory", name: %q}`, name)
+	before := liveCount()
 	a, b := newJS(t), newJS(t)
 	runAsync(t, a, `globalThis.kv = openKv(`+opts+`); await kv.set("k", 1);`)
 	runAsync(t, b, `globalThis.kv = openKv(`+opts+`);`)
@@ -335,22 +336,25 @@ func TestJSClose(t *testing.T) {
 	`)
 	// The other VU still uses the store; its close is the last one.
 	runAsync(t, b, `eq(await kv.get("k"), 1, "other VU"); await kv.close();`)
-	reg.mu.Lock()
-	_, open := reg.stores["memory|"+name]
-	reg.mu.Unlock()
-	if open {
-		t.Fatal("store still open after its last user closed it")
+	if n := liveCount(); n != before {
+		t.Fatalf("%d handles open after both users closed theirs, %d before", n, before)
 	}
 	if _, err := os.Stat("/dev/shm/shmkv." + name); err == nil {
 		t.Fatal("memory store not removed by its last close")
 	}
 }
 
+func liveCount() int {
+	live.mu.Lock()
+	defer live.mu.Unlock()
+	return len(live.handles)
+}
+
 func TestJSCloseAllAtExit(t *testing.T) {
 	opts := storeOptions(t, "memory", false, "")
 	rt := newJS(t)
 	runAsync(t, rt, `globalThis.kv = openKv(`+opts+`); await kv.set("k", 1);`)
-	reg.closeAll()
+	live.closeAll()
 	runAsync(t, rt, `await rejects(kv.get("k"), "StoreClosedError", "after exit");`)
 }
 
@@ -370,7 +374,7 @@ func TestJSOptionErrors(t *testing.T) {
 		{`{segments: "8"}`, ErrInvalidOptions, `"segments" must be a number`},
 		{`{reserve: "lots"}`, ErrInvalidOptions, `"reserve"`},
 		{`{reserve: "16XB"}`, ErrInvalidOptions, `unknown unit`},
-		{`{reserve: 1000}`, ErrInvalidOptions, `"reserve" must be from`},
+		{`{reserve: 1000}`, ErrInvalidOptions, `"reserve" (1000 bytes): reserve must be from`},
 		{`{memory: 4}`, ErrInvalidOptions, `"memory" must be an object`},
 		{`{memory: {shards: 4}}`, ErrInvalidOptions, `unknown option "shards" in "memory"`},
 		{`{memory: {shardCount: "4"}}`, ErrInvalidOptions, `"memory.shardCount" must be a number`},
@@ -501,18 +505,20 @@ func TestMapError(t *testing.T) {
 		codeReadOnly: ErrStoreReadOnly,
 		codeIncompat: ErrOptionsConflict,
 		codeName:     ErrInvalidOptions,
+		codeSegments: ErrInvalidOptions,
+		codeReserve:  ErrInvalidOptions,
 		codeNotStore: ErrStore,
 		codeVersion:  ErrStore,
 		codeABI:      ErrStore,
 		codeNoMem:    ErrStore,
 	}
 	for code, name := range cases {
-		e := mapError("op", &CError{Code: code})
+		e := storeError("op", "k", 1, &CError{Code: code})
 		if e.Name != name || !strings.HasPrefix(e.Message, "op: ") || len(e.Message) < 8 {
 			t.Errorf("code %d: %+v, want %s", code, e, name)
 		}
 	}
-	if e := mapError("op", fmt.Errorf("plain")); e.Name != ErrStore {
+	if e := storeError("op", "k", 1, fmt.Errorf("plain")); e.Name != ErrStore {
 		t.Errorf("plain error: %+v", e)
 	}
 }
@@ -571,5 +577,34 @@ func TestLibrarySources(t *testing.T) {
 	}
 	for extra := range have {
 		t.Errorf("cgo/lib_%s compiles a file meson does not list", extra)
+	}
+}
+
+// Keys are stored as UTF-8. A JS string with a lone UTF-16 surrogate has no
+// UTF-8 form; converting it would turn "\uD800" and "\uDBFF" alike into
+// U+FFFD and make two keys one, so such keys and prefixes are refused.
+func TestJSLoneSurrogateKeys(t *testing.T) {
+	for _, backend := range []string{"memory", "disk"} {
+		t.Run(backend, func(t *testing.T) {
+			rt := newJS(t)
+			runAsync(t, rt, `const kv = openKv(`+storeOptions(t, backend, true, "")+`);
+				for (const k of ["tok\uD800", "tok\uDBFF", "\uDC00", "a\uD800b", "\uDE00\uD83D"]) {
+					await rejects(kv.set(k, 1), "InvalidOptionsError", "set " + JSON.stringify(k));
+					await rejects(kv.get(k), "InvalidOptionsError", "get " + JSON.stringify(k));
+					await rejects(kv.incrementBy(k, 1), "InvalidOptionsError", "incrementBy " + JSON.stringify(k));
+				}
+				await rejects(kv.list({prefix: "tok\uD800"}), "InvalidOptionsError", "list prefix");
+				await rejects(kv.randomKey({prefix: "tok\uDBFF"}), "InvalidOptionsError", "randomKey prefix");
+				eq(await kv.size(), 0, "size after refused writes");
+				// U+FFFD itself and a proper surrogate pair are keys like any other.
+				await kv.set("tok\uFFFD", 1);
+				await kv.set("tok\uD83D\uDE00", 2);
+				eq(await kv.get("tok\uFFFD"), 1, "U+FFFD key");
+				eq(await kv.get("tok\uD83D\uDE00"), 2, "pair key");
+				// Listed in UTF-8 byte order (EF BF BD before F0 9F 98 80),
+				// which is not JS's UTF-16 order.
+				eq((await kv.list({prefix: "tok"})).map((e) => e.key), ["tok\uFFFD", "tok\uD83D\uDE00"], "list");
+			`)
+		})
 	}
 }

@@ -19,7 +19,7 @@ import (
 	"sync"
 
 	"github.com/grafana/sobek"
-	"go.k6.io/k6/js/modules"
+	"go.k6.io/k6/v2/js/modules"
 )
 
 func init() {
@@ -80,7 +80,7 @@ func (r *RootModule) subscribeExit(vu modules.VU) {
 	go func() {
 		for evt := range ch {
 			if fmt.Sprint(evt.Type) == "Exit" {
-				reg.closeAll()
+				live.closeAll()
 			}
 			if evt.Done != nil {
 				evt.Done()
@@ -101,7 +101,7 @@ func (mi *ModuleInstance) openKv(call sobek.FunctionCall) sobek.Value {
 		panic(throwable(rt, kerr))
 	}
 	if len(cfg.ignored) > 0 {
-		if names := reg.newlyIgnored(cfg.ignored); names != "" {
+		if names := live.newlyIgnored(cfg.ignored); names != "" {
 			if env := mi.vu.InitEnv(); env != nil && env.Logger != nil {
 				env.Logger.Warnf("k6/x/kv: options accepted for xk6-kv compatibility but without effect here: %s", names)
 			}
@@ -111,12 +111,40 @@ func (mi *ModuleInstance) openKv(call sobek.FunctionCall) sobek.Value {
 	if kerr != nil {
 		panic(throwable(rt, kerr))
 	}
-	st, kerr := reg.acquire(cfg, h)
-	if kerr != nil {
-		panic(throwable(rt, kerr))
+	// Every openKv opens a library handle; the library finds the store
+	// already mapped in this process (by device and inode) and shares the
+	// mapping, or judges this opener's options against the store's.
+	d, err := openDB(paramsOf(cfg))
+	if err != nil {
+		panic(throwable(rt, openError(cfg, err)))
 	}
-	h.st = st
+	h.db = d
+	live.add(h)
 	return h.object()
+}
+
+func paramsOf(c *config) openParams {
+	return openParams{
+		backend:  c.backend,
+		where:    c.where(),
+		track:    c.track,
+		segments: c.segments,
+		reserve:  c.reserve,
+		flags:    c.flags,
+	}
+}
+
+// openError words a failed open, naming the option the library refused.
+func openError(c *config, err error) *kvError {
+	switch codeOf(err) {
+	case codeName:
+		return optErr(`option "name" (%q): %s`, c.name, err.Error())
+	case codeSegments:
+		return optErr(`option "segments" (%d): %s`, c.segments, err.Error())
+	case codeReserve:
+		return optErr(`option "reserve" (%d bytes): %s`, c.reserve, err.Error())
+	}
+	return storeError("openKv: cannot open "+c.describe(), "", 0, err)
 }
 
 // throwable makes an Error object (with a stack) to throw.

@@ -232,30 +232,28 @@ func parseOptions(arg sobek.Value) (*config, *kvError) {
 		if err != nil {
 			return nil, err
 		}
-		if err := checkName(s); err != nil {
-			return nil, err
-		}
 		c.name = s
 	}
+	// The ranges of segments, reserve and name are the library's to judge
+	// (openError words its answer); here a number only has to fit the C
+	// field, where 0 would mean "the default".
 	if v := get(o, "segments"); v != nil {
 		f, err := getNumber("segments", v)
 		if err != nil {
 			return nil, err
 		}
-		n := uint64(f)
-		if f != math.Trunc(f) || f < 1 || f > maxSegments || bits.OnesCount64(n) != 1 {
-			return nil, optErr(`option "segments" must be a power of two from 1 to %d, got %v`, maxSegments, f)
+		if f != math.Trunc(f) || f < 1 || f > math.MaxUint32 {
+			return nil, optErr(`option "segments" (%v): %s`, f, (&CError{Code: codeSegments}).Error())
 		}
-		c.segments = uint32(n)
+		c.segments = uint32(f)
 	}
 	if v := get(o, "reserve"); v != nil {
 		n, err := parseSize("reserve", v)
 		if err != nil {
 			return nil, err
 		}
-		if n < minReserve || n > maxReserve {
-			return nil, optErr(`option "reserve" must be from %d bytes (1 MiB) to %d bytes (64 TiB), got %d`,
-				uint64(minReserve), uint64(maxReserve), n)
+		if n == 0 {
+			return nil, optErr(`option "reserve" (0): %s`, (&CError{Code: codeReserve}).Error())
 		}
 		c.reserve = n
 	}
@@ -367,15 +365,6 @@ func shardsToSegments(f float64) uint32 {
 		return 1
 	}
 	return 1 << bits.Len32(n-1)
-}
-
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
-
-func checkName(s string) *kvError {
-	if len(s) == 0 || len(s) > nameMax || !nameRE.MatchString(s) {
-		return optErr(`option "name" must be 1 to %d characters from A-Z a-z 0-9 . _ -, got %q`, nameMax, s)
-	}
-	return nil
 }
 
 var sizeRE = regexp.MustCompile(`^\s*([0-9]+)\s*([A-Za-z]*)\s*$`)

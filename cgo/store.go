@@ -3,14 +3,13 @@
 package kv
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../libshmkv/include -I${SRCDIR}/../libshmkv/src -std=c11 -D_GNU_SOURCE -O2
+#cgo CFLAGS: -I${SRCDIR}/../libshmkv/include -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra
 #cgo LDFLAGS: -lpthread -lrt
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include "shmkv.h"
-#include "internal.h" // SHMKV__MIN_RESERVE, SHMKV__MAX_RESERVE
 
 // Results are returned by value so that no Go variable escapes to the heap
 // just because C writes into it.
@@ -156,6 +155,9 @@ import (
 	"errors"
 	"fmt"
 	"unsafe"
+
+	// The C sources, so that editing them rebuilds this package: see there.
+	_ "github.com/libshmkv/libshmkv/libshmkv"
 )
 
 // Kind is the tag libshmkv keeps with every value.
@@ -193,13 +195,9 @@ const (
 	trackOff     = C.SHMKV_TRACK_OFF
 	trackOn      = C.SHMKV_TRACK_ON
 
-	keyMax   = C.SHMKV_KEY_MAX
-	valueMax = C.SHMKV_VALUE_MAX
-	nameMax  = C.SHMKV_NAME_MAX
-
-	maxSegments = C.SHMKV__MAX_SEGMENTS
-	minReserve  = C.SHMKV__MIN_RESERVE
-	maxReserve  = C.SHMKV__MAX_RESERVE
+	keyMax      = C.SHMKV_KEY_MAX
+	valueMax    = C.SHMKV_VALUE_MAX
+	maxSegments = C.SHMKV_SEGMENTS_MAX
 )
 
 // Library error codes the shim treats specially.
@@ -217,6 +215,8 @@ const (
 	codeFull     = int(C.SHMKV_EFULL)
 	codeReadOnly = int(C.SHMKV_EREADONLY)
 	codeName     = int(C.SHMKV_ENAME)
+	codeSegments = int(C.SHMKV_ESEGMENTS)
+	codeReserve  = int(C.SHMKV_ERESERVE)
 	codeInval    = int(C.SHMKV_EINVAL)
 	codeNoSpace  = -int(C.ENOSPC)
 	codeNoMem    = -int(C.ENOMEM)
@@ -297,11 +297,10 @@ func openDB(p openParams) (*db, error) {
 	opts.segments = C.uint32_t(p.segments)
 	opts.reserve = C.uint64_t(p.reserve)
 	opts.flags = C.uint32_t(p.flags)
-	var where *C.char
-	if p.where != "" {
-		where = C.CString(p.where)
-		defer C.free(unsafe.Pointer(where))
-	}
+	// Never NULL: the library would take NULL for its default store, and
+	// an empty name or path must be refused, not replaced.
+	where := C.CString(p.where)
+	defer C.free(unsafe.Pointer(where))
 	var h *C.shmkv_db
 	if rc := C.shmkv_open(where, &opts, &h); rc != 0 {
 		return nil, cerr(rc)

@@ -270,15 +270,18 @@ func TestDBConcurrentIncrement(t *testing.T) {
 func TestCloseAllWaitsForCalls(t *testing.T) {
 	name := testMemName(t)
 	cfg := &config{backend: BackendMemory, name: name, serialization: serJSON}
+	open := func() *handle {
+		d, err := openDB(paramsOf(cfg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := &handle{cfg: cfg, hint: minHint, db: d}
+		live.add(h)
+		return h
+	}
 	var hs []*handle
 	for range 8 {
-		h := &handle{cfg: cfg, hint: minHint}
-		st, kerr := reg.acquire(cfg, h)
-		if kerr != nil {
-			t.Fatal(kerr)
-		}
-		h.st = st
-		hs = append(hs, h)
+		hs = append(hs, open())
 	}
 	var wg sync.WaitGroup
 	closedSeen := make([]bool, len(hs))
@@ -292,30 +295,24 @@ func TestCloseAllWaitsForCalls(t *testing.T) {
 					return
 				}
 				key := fmt.Sprintf("k%d", n%100)
-				_ = h.db().set(key, []byte("1"), KindJSON)
-				_, _, _ = h.db().get(key, 16)
+				_ = h.db.set(key, []byte("1"), KindJSON)
+				_, _, _ = h.db.get(key, 16)
 				h.leave()
 			}
 		}()
 	}
 	// Let them run a little (not a measurement: any amount works), watching
 	// through a handle of its own: each handle belongs to one goroutine.
-	watcher := &handle{cfg: cfg, hint: minHint}
-	st, kerr := reg.acquire(cfg, watcher)
-	if kerr != nil {
-		t.Fatal(kerr)
-	}
-	watcher.st = st
-	for h := watcher; ; {
+	for h := open(); ; {
 		if kerr := h.enter(); kerr == nil {
-			n := h.db().size()
+			n := h.db.size()
 			h.leave()
 			if n >= 50 {
 				break
 			}
 		}
 	}
-	reg.closeAll()
+	live.closeAll()
 	wg.Wait()
 	for i, ok := range closedSeen {
 		if !ok {

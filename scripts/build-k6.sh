@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
-# build-k6.sh - build a k6 binary that includes k6/x/kv (the cgo/ module),
-# the way `xk6 build --with github.com/libshmkv/libshmkv/cgo=./cgo` does:
+# build-k6.sh - build a k6 binary that includes k6/x/kv (this repository's
+# Go module), the way `xk6 build --with github.com/libshmkv/libshmkv=.` does:
 # generate a small main module that imports k6's command and our module,
 # point it at this clone with a replace directive, and `go build` it with
 # cgo enabled.
 #
 # The binary is cached outside the clone, in
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/libshmkv/k6-<hash>
-# where <hash> covers every file under cgo/ and libshmkv/, the k6 version
-# and the Go version; an existing binary is reused. The last line printed
+# where <hash> covers go.mod, go.sum, extension.go and every file under
+# cgo/ and libshmkv/, the k6 version, the build tags and the Go version; an existing
+# binary is reused. The last line printed
 # on stdout is the binary's path (progress goes to stderr), so
 #   K6=$(scripts/build-k6.sh | tail -n1)
 # works. Nothing is installed except Go modules into Go's module cache.
 #
-# Environment: K6_VERSION (default v1.8.1), GO (default: go on PATH, else
-# /usr/local/go/bin/go), KV_FORCE_REBUILD=1 to ignore the cache.
+# Environment: K6_VERSION (default v2.2.0, the newest k6 v2 the module
+# proxy serves), GO (default: go on PATH, else /usr/local/go/bin/go),
+# KV_TAGS (Go build tags; the test suite passes shmkv_werror),
+# KV_FORCE_REBUILD=1 to ignore the cache.
 set -euo pipefail
 
-K6_VERSION=${K6_VERSION:-v1.8.1}
-MODULE=github.com/libshmkv/libshmkv/cgo
+K6_VERSION=${K6_VERSION:-v2.2.0}
+KV_TAGS=${KV_TAGS:-}
+MODULE=github.com/libshmkv/libshmkv
+PACKAGE=$MODULE
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 GO=${GO:-}
@@ -43,14 +48,14 @@ log() { echo "build-k6: $*" >&2; }
 hash_sources() {
     (
         cd "$ROOT"
-        find cgo libshmkv -type f \
+        find go.mod go.sum extension.go cgo libshmkv -type f \
             ! -name '*.o' ! -name '*.test' ! -path 'cgo/k6' ! -name '*~' -print0 |
             LC_ALL=C sort -z |
             while IFS= read -r -d '' f; do
                 printf '%s\0' "$f"
                 cat "$f"
             done
-        printf 'k6=%s\0' "$K6_VERSION"
+        printf 'k6=%s\0tags=%s\0' "$K6_VERSION" "$KV_TAGS"
         "$GO" env GOVERSION GOOS GOARCH
     ) | sha256sum | cut -c1-16
 }
@@ -86,9 +91,9 @@ cat >"$WORK/main.go" <<EOF
 package main
 
 import (
-	k6cmd "go.k6.io/k6/cmd"
+	k6cmd "go.k6.io/k6/v2/cmd"
 
-	_ "$MODULE"
+	_ "$PACKAGE"
 )
 
 func main() {
@@ -102,26 +107,19 @@ module k6build
 go 1.25.0
 
 require (
-	go.k6.io/k6 $K6_VERSION
+	go.k6.io/k6/v2 $K6_VERSION
 	$MODULE v0.0.0
 )
 
-replace $MODULE => $ROOT/cgo
+replace $MODULE => $ROOT
 EOF
 
-log "building k6 $K6_VERSION with $MODULE (from $ROOT/cgo) ..."
+log "building k6 $K6_VERSION with $PACKAGE (from $ROOT) ..."
 (
     cd "$WORK"
     export CGO_ENABLED=1 GOFLAGS="${GOFLAGS:-} -mod=mod"
-    # cgo compiles libshmkv/src/*.c through #include, and Go's build cache
-    # does not notice changes to included files outside the package: put
-    # the source hash into CGO_CFLAGS, which is part of the cache key.
-    # A caller (scripts/test.sh) may already have put its own hash there;
-    # drop it, or the two -D flags collide under -Werror.
-    base=$(printf '%s' "${CGO_CFLAGS:--O2 -g}" | sed 's/-DSHMKV_SRC_HASH=[^ ]*//g')
-    export CGO_CFLAGS="$base -DSHMKV_SRC_HASH=$HASH"
     "$GO" mod tidy >&2
-    "$GO" build -trimpath -buildvcs=false -o "$WORK/k6" . >&2
+    "$GO" build -trimpath -buildvcs=false -tags "$KV_TAGS" -o "$WORK/k6" . >&2
 )
 "$WORK/k6" version >&2
 mv -f "$WORK/k6" "$OUT"

@@ -464,7 +464,7 @@ Test(basic, invalid_options)
             int rc = shmkv_open(w, &o, &db);
             if (rc == 0)
                 shmkv_close(db);
-            cr_assert_eq(rc, SHMKV_EINVAL, "%s segments=%u -> %d (%s)",
+            cr_assert_eq(rc, SHMKV_ESEGMENTS, "%s segments=%u -> %d (%s)",
                          t_backend_name((shmkv_backend)be), bad_segments[i], rc,
                          shmkv_strerror(rc));
         }
@@ -718,6 +718,6 @@ Test(basic, failed_open_returns_no_handle)
     shmkv_db *db = (shmkv_db *)0x1;
     shmkv_options o = t_opts(SHMKV_BACKEND_DISK, 0);
     o.segments = 5;
-    T_RC(shmkv_open(t_path("f"), &o, &db), SHMKV_EINVAL);
+    T_RC(shmkv_open(t_path("f"), &o, &db), SHMKV_ESEGMENTS);
     cr_assert(db == (shmkv_db *)0x1 || db == NULL);
 }

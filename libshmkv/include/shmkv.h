@@ -46,6 +46,14 @@ extern "C" {
 #define SHMKV_VALUE_MAX (64u * 1024u * 1024u)
 /** Longest memory-backend name accepted (without the leading '/'). */
 #define SHMKV_NAME_MAX 200u
+/** Lock stripes: a power of two from 1 to SHMKV_SEGMENTS_MAX. */
+#define SHMKV_SEGMENTS_MAX 4096u
+#define SHMKV_SEGMENTS_DEFAULT 64u
+/** Bounds of the reserve (the size a region may grow to), in bytes. The
+ * upper bound keeps every offset inside the 48 bits a slot stores. */
+#define SHMKV_RESERVE_MIN (1ull << 20)
+#define SHMKV_RESERVE_MAX (1ull << 46)
+#define SHMKV_RESERVE_DEFAULT (16ull << 30)
 
 /** @defgroup errors Error codes
  * Library-specific codes live in [-30999, -30900]; anything else negative
@@ -68,7 +76,9 @@ extern "C" {
 #define SHMKV_EINVAL     (-30913) /**< invalid argument or option */
 #define SHMKV_ECORRUPT   (-30914) /**< store structure damaged beyond repair */
 #define SHMKV_ELOCK      (-30915) /**< a lock could not be taken or repaired */
-#define SHMKV_ERR_LAST   (-30915)
+#define SHMKV_ESEGMENTS  (-30916) /**< segments not a power of two in [1, SHMKV_SEGMENTS_MAX] */
+#define SHMKV_ERESERVE   (-30917) /**< reserve outside [SHMKV_RESERVE_MIN, SHMKV_RESERVE_MAX] */
+#define SHMKV_ERR_LAST   (-30917)
 /** @} */
 
 /** Kind tag stored with every value, so tools can display it. */
@@ -104,8 +114,9 @@ typedef enum shmkv_backend {
 typedef struct shmkv_options {
     shmkv_backend backend;  /**< disk (default) or memory */
     int track_keys;         /**< SHMKV_TRACK_*: keep the key index */
-    uint32_t segments;      /**< lock stripes, power of two in [1, 4096]; default 64 */
-    uint64_t reserve;       /**< largest size the region may grow to, bytes; default 16 GiB */
+    uint32_t segments;      /**< lock stripes, power of two in [1, SHMKV_SEGMENTS_MAX]; default 64 */
+    uint64_t reserve;       /**< largest size the region may grow to, bytes, in
+                                 [SHMKV_RESERVE_MIN, SHMKV_RESERVE_MAX]; default 16 GiB */
     uint32_t mode;          /**< permission bits for a new file/object; default 0600 */
     uint32_t flags;         /**< SHMKV_RDONLY | SHMKV_NOCREATE | SHMKV_SYNC | SHMKV_NOSYNC */
 } shmkv_options;
@@ -138,8 +149,9 @@ typedef struct shmkv_info {
  * @param opts   options, or NULL for all defaults.
  * @param out    receives the handle.
  * @return 0; SHMKV_ENOTSTORE for a file that is not a store (it is left
- *   untouched); SHMKV_EVERSION, SHMKV_EABI, SHMKV_EINCOMPAT, SHMKV_ENAME,
- *   SHMKV_EINVAL; -ENOENT with SHMKV_NOCREATE; -ELOOP when the path is a
+ *   untouched); SHMKV_EVERSION, SHMKV_EABI, SHMKV_EINCOMPAT; SHMKV_ENAME
+ *   for a bad memory-store name, SHMKV_ESEGMENTS and SHMKV_ERESERVE for
+ *   those options out of range, SHMKV_EINVAL for any other bad option; -ENOENT with SHMKV_NOCREATE; -ELOOP when the path is a
  *   symbolic link (never followed); -EISDIR; -EACCES; -ENOSPC; -ENOMEM.
  *
  * Opening the same store again in one process is cheap: the handles share

@@ -31,11 +31,12 @@
 #define SHMKV__ATTACH_SLOTS   64u
 #define SHMKV__PAGE           4096u
 
-#define SHMKV__DEFAULT_SEGMENTS 64u
-#define SHMKV__MAX_SEGMENTS     4096u
-#define SHMKV__DEFAULT_RESERVE  (16ull << 30)
-#define SHMKV__MIN_RESERVE      (1ull << 20)
-#define SHMKV__MAX_RESERVE      (1ull << 46) /* offsets fit the 48-bit slot field */
+/* The public limits under the names the sources use. */
+#define SHMKV__DEFAULT_SEGMENTS SHMKV_SEGMENTS_DEFAULT
+#define SHMKV__MAX_SEGMENTS     SHMKV_SEGMENTS_MAX
+#define SHMKV__DEFAULT_RESERVE  SHMKV_RESERVE_DEFAULT
+#define SHMKV__MIN_RESERVE      SHMKV_RESERVE_MIN
+#define SHMKV__MAX_RESERVE      SHMKV_RESERVE_MAX
 
 /* ---- allocator ------------------------------------------------------- */
 

@@ -76,10 +76,10 @@ static int resolve_options(const shmkv_options *o, resolved *r)
 {
     r->nseg = o->segments ? o->segments : SHMKV__DEFAULT_SEGMENTS;
     if (r->nseg > SHMKV__MAX_SEGMENTS || (r->nseg & (r->nseg - 1)))
-        return SHMKV_EINVAL;
+        return SHMKV_ESEGMENTS;
     r->reserve = o->reserve ? o->reserve : SHMKV__DEFAULT_RESERVE;
     if (r->reserve < SHMKV__MIN_RESERVE || r->reserve > SHMKV__MAX_RESERVE)
-        return SHMKV_EINVAL;
+        return SHMKV_ERESERVE;
     r->reserve = (r->reserve + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
     if (o->track_keys < SHMKV_TRACK_DEFAULT || o->track_keys > SHMKV_TRACK_ON)
         return SHMKV_EINVAL;

@@ -36,6 +36,8 @@ const char *shmkv_strerror(int err)
     case SHMKV_EINVAL: return "invalid argument or option";
     case SHMKV_ECORRUPT: return "store is truncated or damaged";
     case SHMKV_ELOCK: return "a lock of the store could not be taken or repaired";
+    case SHMKV_ESEGMENTS: return "segments must be a power of two from 1 to 4096";
+    case SHMKV_ERESERVE: return "reserve must be from 1 MiB to 64 TiB";
     case -ENOSPC: return "no space left on the device holding the store (disk or /dev/shm full)";
     default: break;
     }

@@ -115,6 +115,30 @@ if out=$(bash "$ROOT/scripts/build-k6.sh" 2>"$WORK/build-k6.log"); then
 fi
 [[ -n $K6 ]] || note "not measured: our k6 (scripts/build-k6.sh failed: $(tail -n1 "$WORK/build-k6.log"))"
 
+# k6 v2 has no Redis module (k6/experimental/redis was removed, and the
+# xk6-redis extension the module proxy serves is for k6 v1): the Redis rows
+# run on a plain k6 v1, the last k6 with one built in.
+K6_V1=v1.8.1
+K6REDIS=$CACHE/k6-plain-$K6_V1-$(go env GOVERSION)
+if [[ ! -x $K6REDIS ]]; then
+    log "building a plain k6 $K6_V1 for the Redis rows"
+    B=$WORK/k6redis-build
+    mkdir -p "$B"
+    cat >"$B/main.go" <<EOF
+package main
+
+import k6cmd "go.k6.io/k6/cmd"
+
+func main() { k6cmd.Execute() }
+EOF
+    printf 'module shmkvpeers/k6redis\n\ngo 1.25\n\nrequire go.k6.io/k6 %s\n' "$K6_V1" >"$B/go.mod"
+    if ! (cd "$B" && GOFLAGS=-mod=mod go mod tidy >&2 && CGO_ENABLED=0 go build -o "$K6REDIS.tmp" . >&2 &&
+          mv "$K6REDIS.tmp" "$K6REDIS"); then
+        K6REDIS=
+        note "not measured: Redis rows (a plain k6 $K6_V1 did not build)"
+    fi
+fi
+
 K6FORK=
 if [[ -n ${XK6KV_SRC:-} && -f ${XK6KV_SRC}/go.mod ]]; then
     XK6KV_SRC=$(cd "$XK6KV_SRC" && pwd)
@@ -130,7 +154,7 @@ if [[ -n ${XK6KV_SRC:-} && -f ${XK6KV_SRC}/go.mod ]]; then
 package main
 
 import (
-	k6cmd "go.k6.io/k6/cmd"
+	k6cmd "go.k6.io/k6/v2/cmd"
 
 	_ "$fork_mod"
 )
@@ -143,7 +167,7 @@ module shmkvpeers/k6xkv
 go 1.25
 
 require (
-	go.k6.io/k6 v1.8.1
+	go.k6.io/k6/v2 ${K6_VERSION:-v2.2.0}
 	$fork_mod v0.0.0
 )
 
@@ -192,6 +216,7 @@ echo -e "machine\tstorefs\t$(df -T "$WORK" | awk 'NR==2{print $2}')" >>"$RES"
 echo -e "machine\tredis\t$(redis-server --version | awk '{print $3}')" >>"$RES"
 echo -e "machine\tlmdb\t$(awk '/define MDB_VERSION_(MAJOR|MINOR|PATCH)/{v=v (v?".":"") $3} END{print v}' /usr/include/lmdb.h)" >>"$RES"
 [[ -n $K6 ]] && echo -e "machine\tk6\t$("$K6" version 2>/dev/null | head -n1)" >>"$RES"
+[[ -n $K6REDIS ]] && echo -e "machine\tk6-redis\t$("$K6REDIS" version 2>/dev/null | head -n1) (Redis rows)" >>"$RES"
 echo -e "run\tcommand\t$CMDLINE" >>"$RES"
 echo -e "run\tdate\t$(date -u '+%Y-%m-%d %H:%M UTC')" >>"$RES"
 echo -e "run\trounds\t$ROUNDS" >>"$RES"
@@ -304,12 +329,12 @@ for vus in 1 8; do
                 "fork-disk|$K6FORK|IMPL=kv BACKEND=disk STORE=$WORK/fork-$t.bolt"
         fi
     done
-    if [[ -n $K6 && -n $RPORT ]]; then
+    if [[ -n $K6 && -n $K6REDIS && -n $RPORT ]]; then
         k6pair redis-mem "$vus" 0 warm,get,set,mix,rk \
-            "ours-mem|$K6|IMPL=kv BACKEND=memory STORE=peers-r-$$-$vus" "redis|$K6|IMPL=redis REDIS=$RURL"
+            "ours-mem|$K6|IMPL=kv BACKEND=memory STORE=peers-r-$$-$vus" "redis|$K6REDIS|IMPL=redis REDIS=$RURL"
         rm -f "$WORK/ours-r.kv"
         k6pair redis-disk "$vus" 0 warm,get,set,mix,rk \
-            "ours-disk|$K6|IMPL=kv BACKEND=disk STORE=$WORK/ours-r.kv" "redis|$K6|IMPL=redis REDIS=$RURL"
+            "ours-disk|$K6|IMPL=kv BACKEND=disk STORE=$WORK/ours-r.kv" "redis|$K6REDIS|IMPL=redis REDIS=$RURL"
     fi
     log "k6 level, $vus VU(s) done"
 done
@@ -352,8 +377,8 @@ for r in $(seq "$ROUNDS"); do
             rm -f "$WORK/mp.kv"
             multiproc ours-disk "$K6" "$r" "$np" IMPL=kv BACKEND=disk STORE="$WORK/mp.kv"
         fi
-        if [[ -n $RPORT && -n ${K6:-$K6FORK} ]]; then
-            multiproc redis "${K6:-$K6FORK}" "$r" "$np" IMPL=redis REDIS="redis://127.0.0.1:$RPORT"
+        if [[ -n $RPORT && -n $K6REDIS ]]; then
+            multiproc redis "$K6REDIS" "$r" "$np" IMPL=redis REDIS="redis://127.0.0.1:$RPORT"
         fi
     done
     log "multi-process round $r done"

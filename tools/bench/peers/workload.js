@@ -30,10 +30,13 @@
 //   SUMMARY   where handleSummary writes the JSON counts
 import { Counter } from "k6/metrics";
 import { sleep } from "k6";
-import { openKv } from "k6/x/kv";
-import redis from "k6/experimental/redis";
 
 const IMPL = __ENV.IMPL || "kv";
+// Loaded by name so that one script serves k6 v2 binaries (k6/x/kv; no
+// built-in Redis module since v2) and the plain k6 v1 that run.sh keeps
+// for the Redis rows (k6/experimental/redis).
+const redis = IMPL === "redis" ? require("k6/experimental/redis") : null;
+const openKv = IMPL === "redis" ? null : require("k6/x/kv").openKv;
 const OPS = (__ENV.OPS || "get").split(",").filter((s) => s);
 const VUS = parseInt(__ENV.VUS || "1", 10);
 const DUR = parseFloat(__ENV.DUR || "3");
@@ -49,7 +52,8 @@ const kvErrors = new Counter("kv_errors");
 let kv = null;
 let client = null;
 if (IMPL === "redis") {
-  client = new redis.Client(__ENV.REDIS || "redis://127.0.0.1:6399");
+  const Client = redis.Client || redis.default.Client;
+  client = new Client(__ENV.REDIS || "redis://127.0.0.1:6399");
 } else {
   const opts = { backend: __ENV.BACKEND || "memory", trackKeys: __ENV.TRACK === "1" };
   if (opts.backend === "memory") opts.name = __ENV.STORE || "peers";

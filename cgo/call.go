@@ -1,0 +1,280 @@
+//go:build cgo
+
+package kv
+
+import (
+	"strings"
+	"sync/atomic"
+	"unicode/utf8"
+
+	"github.com/grafana/sobek"
+)
+
+// handle is the KV object one openKv call returns. It belongs to one VU (one
+// runtime, one goroutine) and owns one library handle; the library shares
+// one mapping among the handles of a store.
+//
+// Every method settles its promise before returning it, on the VU's own
+// goroutine: a store call takes well under a microsecond, far less than a
+// goroutine and an event-loop callback would cost.
+type handle struct {
+	rt       *sobek.Runtime
+	cfg      *config
+	codec    *codec
+	db       backendStore
+	errProto *sobek.Object
+
+	closed bool
+	// busy is set around every store call and exiting before the store is
+	// closed at exit, so that closing waits for a call in flight and a
+	// later call rejects instead of reaching a closed handle.
+	busy    atomic.Bool
+	exiting atomic.Bool
+	// hint is the buffer size tried first when reading a value: the largest
+	// value read so far, within limits.
+	hint    int
+	scratch []byte
+}
+
+const (
+	minHint = 256
+	maxHint = 64 << 10
+)
+
+func newHandle(rt *sobek.Runtime, cfg *config) (*handle, *kvError) {
+	c, err := newCodec(rt, cfg.serialization)
+	if err != nil {
+		return nil, err
+	}
+	h := &handle{rt: rt, cfg: cfg, codec: c, hint: minHint}
+	if ctor, ok := rt.Get("Error").(*sobek.Object); ok {
+		if p, ok := ctor.Get("prototype").(*sobek.Object); ok {
+			h.errProto = p
+		}
+	}
+	return h, nil
+}
+
+// object builds the JS object with the KV methods of the methods table.
+func (h *handle) object() *sobek.Object {
+	o := h.rt.NewObject()
+	for name, body := range methods {
+		_ = o.Set(name, h.method(name, body))
+	}
+	return o
+}
+
+// method turns a method body into the JS function: it runs the body and
+// returns a promise settled with its result or its first failure.
+func (h *handle) method(name string, body func(*call) sobek.Value) func(sobek.FunctionCall) sobek.Value {
+	return func(args sobek.FunctionCall) sobek.Value {
+		c := call{h: h, name: name, args: args}
+		v := body(&c)
+		p, resolve, reject := h.rt.NewPromise()
+		if c.err != nil {
+			_ = reject(h.errorValue(c.err))
+		} else {
+			_ = resolve(v)
+		}
+		return h.rt.ToValue(p)
+	}
+}
+
+// errorValue is the rejection value: an object with name and message whose
+// prototype is Error.prototype (so String(err) reads "Name: message").
+func (h *handle) errorValue(e *kvError) *sobek.Object {
+	o := h.rt.NewObject()
+	if h.errProto != nil {
+		_ = o.SetPrototype(h.errProto)
+	}
+	_ = o.Set("name", e.Name)
+	_ = o.Set("message", e.Message)
+	return o
+}
+
+var errClosed = &kvError{Name: ErrStoreClosed, Message: "the store is closed"}
+
+// enter is called before a store call and leave after it.
+func (h *handle) enter() *kvError {
+	if h.closed {
+		return errClosed
+	}
+	h.busy.Store(true)
+	if h.exiting.Load() {
+		h.busy.Store(false)
+		return errClosed
+	}
+	return nil
+}
+
+func (h *handle) leave() { h.busy.Store(false) }
+
+func (h *handle) noteSize(n int) {
+	if n > h.hint && n <= maxHint {
+		h.hint = n
+	}
+}
+
+// call carries one script call from its JS arguments to its result. Each
+// step does nothing once a step has failed, and the first failure is what
+// the promise rejects with, so a method body reads straight through:
+//
+//	key := c.key(0)
+//	c.do(func(s backendStore) (err error) { v, k, err = s.get(key, c.h.hint); return })
+//	return c.decode(v, k)
+type call struct {
+	h    *handle
+	name string
+	args sobek.FunctionCall
+	err  *kvError
+	// what the messages of store errors mention
+	keyArg string
+	valLen int
+}
+
+func (c *call) fail(e *kvError) {
+	if c.err == nil {
+		c.err = e
+	}
+}
+
+// invalid fails the call with InvalidOptionsError, naming the method.
+func (c *call) invalid(format string, args ...any) {
+	c.fail(newErr(ErrInvalidOptions, c.name+": "+format, args...))
+}
+
+// str reads argument v as a string that maps one-to-one onto UTF-8 bytes.
+// A JS string may hold a lone UTF-16 surrogate, which UTF-8 cannot encode:
+// the conversion would turn "\uD800" and "\uDBFF" both into U+FFFD and make
+// two keys one. Such strings are refused. The check costs nothing for
+// strings without U+FFFD, and a genuine U+FFFD survives the round trip.
+func (c *call) str(what string, v sobek.Value) string {
+	if c.err != nil {
+		return ""
+	}
+	if !sobek.IsString(v) {
+		c.invalid("%s must be a string, got %s", what, typeName(v))
+		return ""
+	}
+	s := v.String()
+	if strings.ContainsRune(s, utf8.RuneError) && !c.h.rt.ToValue(s).StrictEquals(v) {
+		c.invalid("%s contains a lone UTF-16 surrogate (such as \"\\uD800\" without its pair), "+
+			"which has no UTF-8 form: keys and prefixes must be well-formed Unicode", what)
+		return ""
+	}
+	return s
+}
+
+// key reads argument i as a key. Its length is the library's to judge.
+func (c *call) key(i int) string {
+	k := c.str("key", c.args.Argument(i))
+	c.keyArg = k
+	return k
+}
+
+// value encodes argument i with the store's serialization.
+func (c *call) value(i int) ([]byte, Kind) {
+	return c.encode(c.args.Argument(i))
+}
+
+func (c *call) encode(v sobek.Value) ([]byte, Kind) {
+	if c.err != nil {
+		return nil, 0
+	}
+	b, k, err := c.h.codec.encode(v)
+	if err != nil {
+		c.fail(err)
+		return nil, 0
+	}
+	c.valLen = max(c.valLen, len(b))
+	return b, k
+}
+
+// options reads argument i as an object of method options (nil when
+// absent). A key outside known is refused, as openKv refuses unknown
+// options: a misspelled {limt: 5} must not quietly list everything.
+func (c *call) options(i int, known ...string) *sobek.Object {
+	v := c.args.Argument(i)
+	if c.err != nil || absent(v) {
+		return nil
+	}
+	o, ok := v.(*sobek.Object)
+	if !ok || typeName(v) != "object" {
+		c.invalid("options must be an object, got %s", typeName(v))
+		return nil
+	}
+	for _, k := range o.Keys() {
+		found := false
+		for _, want := range known {
+			found = found || k == want
+		}
+		if !found {
+			c.invalid("unknown option %q (known: %s)", k, strings.Join(known, ", "))
+			return nil
+		}
+	}
+	return o
+}
+
+// prefix reads the prefix option of o ("" when absent).
+func (c *call) prefix(o *sobek.Object) string {
+	if c.err != nil || o == nil {
+		return ""
+	}
+	v := o.Get("prefix")
+	if absent(v) {
+		return ""
+	}
+	return c.str("prefix", v)
+}
+
+// do runs one store call between enter and leave; its error becomes the
+// call's failure, named from the library's code.
+func (c *call) do(fn func(s backendStore) error) {
+	if c.err != nil {
+		return
+	}
+	if e := c.h.enter(); e != nil {
+		c.fail(e)
+		return
+	}
+	err := fn(c.h.db)
+	c.h.leave()
+	if err != nil {
+		c.fail(storeError(c.name, c.keyArg, c.valLen, err))
+	}
+}
+
+// decode turns stored bytes into a JS value.
+func (c *call) decode(b []byte, k Kind) sobek.Value {
+	if c.err != nil {
+		return nil
+	}
+	c.h.noteSize(len(b))
+	v, err := c.h.codec.decode(b, k)
+	if err != nil {
+		c.fail(err)
+		return nil
+	}
+	return v
+}
+
+// result converts a Go value for the promise.
+func (c *call) result(v any) sobek.Value {
+	if c.err != nil {
+		return nil
+	}
+	return c.h.rt.ToValue(v)
+}
+
+// object builds a result object from name/value pairs.
+func (c *call) object(kv ...any) sobek.Value {
+	if c.err != nil {
+		return nil
+	}
+	o := c.h.rt.NewObject()
+	for i := 0; i+1 < len(kv); i += 2 {
+		_ = o.Set(kv[i].(string), kv[i+1])
+	}
+	return o
+}
