@@ -252,34 +252,31 @@ func opSetIfAbsent(c *call) sobek.Value {
 }
 
 func opGetOrSet(c *call) sobek.Value {
-	key := c.key(0)
-	val, kind := c.value(1)
-	var b []byte
-	var bkind Kind
-	var loaded bool
-	c.do(func(s backendStore) (err error) {
-		b, bkind, loaded, err = s.getOrSet(key, val, kind, c.h.hint)
-		return
-	})
-	v := c.decode(b, bkind)
+	v, loaded := c.exchange(backendStore.getOrSet)
 	return c.object("value", v, "loaded", loaded)
 }
 
 func opSwap(c *call) sobek.Value {
+	prev, loaded := c.exchange(backendStore.swap)
+	if !loaded {
+		prev = sobek.Null()
+	}
+	return c.object("previous", prev, "loaded", loaded)
+}
+
+// exchange runs a store call that writes argument 1 under the key in
+// argument 0 and hands back a stored value (nil bytes: none), decoded.
+func (c *call) exchange(op func(s backendStore, key string, val []byte, kind Kind, hint int) ([]byte, Kind, bool, error)) (sobek.Value, bool) {
 	key := c.key(0)
 	val, kind := c.value(1)
 	var b []byte
 	var bkind Kind
 	var loaded bool
-	c.do(func(s backendStore) (err error) {
-		b, bkind, loaded, err = s.swap(key, val, kind, c.h.hint)
-		return
-	})
-	prev := sobek.Null()
-	if loaded {
-		prev = c.decode(b, bkind)
+	c.do(func(s backendStore) (err error) { b, bkind, loaded, err = op(s, key, val, kind, c.h.hint); return })
+	if b == nil {
+		return nil, loaded
 	}
-	return c.object("previous", prev, "loaded", loaded)
+	return c.decode(b, bkind), loaded
 }
 
 func opCompareAndDelete(c *call) sobek.Value {
