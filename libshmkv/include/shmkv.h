@@ -145,6 +145,12 @@ typedef struct shmkv_info {
  * Opening the same store again in one process is cheap: the handles share
  * one mapping. A memory store whose processes have all gone (closed or
  * died) is found empty by the next opener.
+ *
+ * Handles do not cross fork(): a child opens its own. In the child, an
+ * inherited handle is only good for shmkv_close(), which frees it without
+ * detaching the parent; any other call returns SHMKV_EINVAL. A child that
+ * never uses the store holds nothing of it, so it never keeps the parent
+ * attached (or blocks other openers) after the parent closed or died.
  */
 SHMKV_API int shmkv_open(const char *where, const shmkv_options *opts, shmkv_db **out);
 

@@ -215,6 +215,7 @@ typedef struct shmkv__map {
     unsigned char *base;
     uint64_t reserve;
     int attach_slot;
+    bool attached;     /* open finished: other opens may share it */
 } shmkv__map;
 
 struct shmkv_db {
@@ -222,6 +223,13 @@ struct shmkv_db {
     unsigned flags;
     bool closed;
 };
+
+/* In a child of fork() an inherited handle is only good for shmkv_close:
+ * the child let go of the store's descriptor (see region.c). */
+static inline bool shmkv__db_usable(const shmkv_db *db)
+{
+    return db && !db->closed && db->m->fd >= 0;
+}
 
 #define SHMKV__P(m, off) ((void *)((m)->base + (off)))
 #define SHMKV__HDR(m) ((shmkv__hdr *)(m)->base)

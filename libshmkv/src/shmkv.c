@@ -46,7 +46,7 @@ const char *shmkv_strerror(int err)
 
 uint64_t shmkv_size(shmkv_db *db)
 {
-    if (!db || db->closed)
+    if (!shmkv__db_usable(db))
         return 0;
     shmkv__map *m = db->m;
     uint64_t n = 0;
@@ -65,7 +65,7 @@ uint64_t shmkv_size(shmkv_db *db)
 
 int shmkv_clear(shmkv_db *db)
 {
-    if (!db || db->closed)
+    if (!shmkv__db_usable(db))
         return SHMKV_EINVAL;
     if (db->flags & SHMKV_RDONLY)
         return SHMKV_EREADONLY;
@@ -93,7 +93,7 @@ int shmkv_clear(shmkv_db *db)
 
 int shmkv_rebuild_index(shmkv_db *db)
 {
-    if (!db || db->closed)
+    if (!shmkv__db_usable(db))
         return SHMKV_EINVAL;
     shmkv__map *m = db->m;
     if (!SHMKV__HDR(m)->track_keys)
@@ -103,7 +103,7 @@ int shmkv_rebuild_index(shmkv_db *db)
 
 int shmkv_stat(shmkv_db *db, shmkv_info *info)
 {
-    if (!db || db->closed || !info)
+    if (!shmkv__db_usable(db) || !info)
         return SHMKV_EINVAL;
     shmkv__map *m = db->m;
     shmkv__hdr *h = SHMKV__HDR(m);
@@ -318,7 +318,7 @@ static int list_index(shmkv_db *db, const void *prefix, size_t plen, uint64_t li
 int shmkv_list(shmkv_db *db, const void *prefix, size_t plen, uint64_t limit, unsigned flags,
                shmkv_list_fn fn, void *ctx)
 {
-    if (!db || db->closed || !fn || (plen && !prefix) || (flags & ~SHMKV_LIST_KEYS_ONLY))
+    if (!shmkv__db_usable(db) || !fn || (plen && !prefix) || (flags & ~SHMKV_LIST_KEYS_ONLY))
         return SHMKV_EINVAL;
     if (SHMKV__HDR(db->m)->track_keys)
         return list_index(db, prefix, plen, limit, flags, fn, ctx);
@@ -500,7 +500,7 @@ out:
 int shmkv_random_key(shmkv_db *db, const void *prefix, size_t plen, void *buf, size_t cap,
                      size_t *klen)
 {
-    if (!db || db->closed || (plen && !prefix) || (cap && !buf))
+    if (!shmkv__db_usable(db) || (plen && !prefix) || (cap && !buf))
         return SHMKV_EINVAL;
     if (SHMKV__HDR(db->m)->track_keys)
         return random_index(db->m, prefix, plen, buf, cap, klen);
