@@ -204,16 +204,27 @@ static void parent_dies(shmkv_backend be, bool in_close)
         shmkv_options o = t_opts(be, 0);
         CHILD_OK(shmkv_open(where, &o, &db));
         CHILD_OK(shmkv_set(db, "k", 1, "v", 1, SHMKV_KIND_STRING));
+        int cready[2];
+        CHILD_CHECK(pipe(cready) == 0, "pipe");
         fflush(NULL);
         pid_t kid = fork(); /* a plain fork: no death signal, it outlives us */
         CHILD_CHECK(kid >= 0, "fork");
         if (kid == 0) {
             close(info[1]);
             close(cgo[1]);
+            close(cready[0]);
             t_in_child = 1;
             alarm(90); /* a last resort should the test lose track of us */
+            /* fork() has returned here, so its handlers have run: only now
+             * may the parent die for the test to mean anything */
+            char r = 'C';
+            CHILD_CHECK(write(cready[1], &r, 1) == 1, "child ready");
+            close(cready[1]);
             idle_then_open(cgo[0], where, be, be == SHMKV_BACKEND_DISK ? 1 : 0);
         }
+        close(cready[1]);
+        char r = 0;
+        CHILD_CHECK(fd_read_all(cready[0], &r, 1) == 1 && r == 'C', "child not ready");
         int32_t k32 = kid;
         CHILD_CHECK(fd_write_all(info[1], &k32, sizeof k32) == 0, "pid");
         if (in_close) {
@@ -292,3 +303,395 @@ static void inherited_handle(shmkv_backend be)
 
 Test(locks, fork_inherited_handle_disk) { inherited_handle(SHMKV_BACKEND_DISK); }
 Test(locks, fork_inherited_handle_memory) { inherited_handle(SHMKV_BACKEND_MEMORY); }
+
+/* ---- item: a process stopped while it holds a lock --------------------- */
+
+/*
+ * A child opens the store and stops itself (SIGSTOP) at a hook point inside
+ * a critical section: holding a segment lock, the index lock, or the growth
+ * lock. Calls from this process that need what it holds must fail with
+ * SHMKV_ETIMEDOUT after the handle's lock timeout (not before, and well
+ * within BOUND), change nothing, and leave everything else working. After
+ * SIGCONT everything works again; after SIGKILL the next locker repairs as
+ * it always did, also when the kill comes while it waits in a timed lock.
+ */
+
+#define TMO_MS 300u
+
+enum stop_op { STOP_OVERWRITE, STOP_INSERT_TRACKED, STOP_GROW };
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static const char *g_stop_point;
+static volatile int g_stop_armed;
+static int g_stop_fd = -1;
+
+static void stop_hook(const char *point)
+{
+    if (!g_stop_armed || strcmp(point, g_stop_point) != 0)
+        return;
+    g_stop_armed = 0;
+    char m = 'S';
+    if (write(g_stop_fd, &m, 1) != 1)
+        _exit(4);
+    raise(SIGSTOP);
+}
+
+#define BIG (8u << 20)
+
+typedef struct stopper {
+    pid_t pid;
+    int info; /* 'S' when stopped, 'D' when its operation finished */
+    int cmd;  /* closing it lets the child close its handle and exit */
+} stopper;
+
+/* Fork a child that runs `op` on key `hot` and stops inside it at `point`;
+ * returns once the child is stopped there. */
+static stopper start_stopper(const char *where, shmkv_backend be, enum stop_op op,
+                             const char *point, const char *hot)
+{
+    int info[2], cmd[2];
+    cr_assert(pipe(info) == 0 && pipe(cmd) == 0);
+    pid_t p = t_fork();
+    if (p == 0) {
+        close(info[0]);
+        close(cmd[1]);
+        shmkv_db *db = NULL;
+        shmkv_options o = t_opts(be, 0);
+        CHILD_OK(shmkv_open(where, &o, &db));
+        g_stop_point = point;
+        g_stop_fd = info[1];
+        shmkv__test_hook = stop_hook;
+        g_stop_armed = 1;
+        if (op == STOP_GROW) {
+            char *v = malloc(BIG);
+            CHILD_CHECK(v != NULL, "malloc");
+            memset(v, 'g', BIG);
+            CHILD_OK(shmkv_set(db, hot, strlen(hot), v, BIG, SHMKV_KIND_BYTES));
+            free(v);
+        } else {
+            CHILD_OK(shmkv_set(db, hot, strlen(hot), "stopped", 7, SHMKV_KIND_STRING));
+        }
+        CHILD_CHECK(!g_stop_armed, "the operation never reached %s", point);
+        char m = 'D';
+        CHILD_CHECK(write(info[1], &m, 1) == 1, "done");
+        CHILD_CHECK(read(cmd[0], &m, 1) == 0, "cmd");
+        CHILD_OK(shmkv_close(db));
+        _exit(0);
+    }
+    close(info[1]);
+    close(cmd[0]);
+    char m = 0;
+    cr_assert_eq(fd_read_all(info[0], &m, 1), 1, "the child failed before %s", point);
+    cr_assert_eq(m, 'S');
+    int st = 0;
+    cr_assert_eq(waitpid(p, &st, WUNTRACED), p);
+    cr_assert(WIFSTOPPED(st), "child not stopped (status 0x%x)", st);
+    return (stopper){p, info[0], cmd[1]};
+}
+
+static void resume_stopper(stopper *s)
+{
+    cr_assert(kill(s->pid, SIGCONT) == 0);
+    char m = 0;
+    cr_assert_eq(fd_read_all(s->info, &m, 1), 1, "the resumed child failed");
+    cr_assert_eq(m, 'D');
+    close(s->cmd);
+    wait_bounded(s->pid, "the resumed child");
+    close(s->info);
+}
+
+static uint32_t seg_of(shmkv_db *db, const char *k)
+{
+    return (uint32_t)(shmkv__hash(k, strlen(k)) >> 32) & (SHMKV__HDR(db->m)->nseg - 1);
+}
+
+/* A key named prefix<n> whose segment is (same ? equal : unequal) to seg. */
+static const char *key_in(shmkv_db *db, const char *prefix, uint32_t seg, bool same)
+{
+    static char ring[8][32];
+    static int at;
+    char *k = ring[at++ & 7];
+    for (int i = 0;; i++) {
+        snprintf(k, 32, "%s%d", prefix, i);
+        if ((seg_of(db, k) == seg) == same)
+            return k;
+    }
+}
+
+static shmkv_db *open_with_timeout(const char *where, shmkv_backend be, int track, uint32_t ms)
+{
+    shmkv_options o = t_opts(be, track);
+    o.segments = 4;
+    o.lock_timeout_ms = ms;
+    return t_open_opts(where, &o);
+}
+
+/* Run expr, which must fail with SHMKV_ETIMEDOUT after about ms. */
+#define EXPECT_TIMEOUT(expr, ms)                                                            \
+    do {                                                                                    \
+        uint64_t t0_ = now_ms();                                                            \
+        int rc_ = (int)(expr);                                                              \
+        uint64_t dt_ = now_ms() - t0_;                                                      \
+        cr_assert_eq(rc_, SHMKV_ETIMEDOUT, "%s -> %d (%s) after %" PRIu64 " ms, expected "  \
+                     "SHMKV_ETIMEDOUT", #expr, rc_, shmkv_strerror(rc_), dt_);               \
+        cr_assert(dt_ + 20 >= (ms) && dt_ < (ms) + BOUND * 1000u,                           \
+                  "%s timed out after %" PRIu64 " ms; the timeout is %u ms", #expr, dt_,     \
+                  (unsigned)(ms));                                                          \
+    } while (0)
+
+static void stopped_in_segment(shmkv_backend be)
+{
+    const char *where = t_where(be, "stopseg");
+    shmkv_db *a = open_with_timeout(where, be, SHMKV_TRACK_OFF, TMO_MS);
+    const char *hot = "hot";
+    uint32_t hs = seg_of(a, hot);
+    const char *same = key_in(a, "same", hs, true);
+    const char *other = key_in(a, "other", hs, false);
+    t_set(a, hot, "old");
+    t_set(a, same, "s");
+    t_set(a, other, "o");
+    stopper s = start_stopper(where, be, STOP_OVERWRITE, "set.before_publish", hot);
+
+    char buf[64];
+    size_t n = 0;
+    uint64_t cnt = 0;
+    EXPECT_TIMEOUT(shmkv_get(a, same, strlen(same), buf, sizeof buf, &n, NULL), TMO_MS);
+    EXPECT_TIMEOUT(shmkv_get(a, hot, strlen(hot), buf, sizeof buf, &n, NULL), TMO_MS);
+    EXPECT_TIMEOUT(shmkv_set(a, same, strlen(same), "new", 3, SHMKV_KIND_STRING), TMO_MS);
+    EXPECT_TIMEOUT(shmkv_exists(a, same, strlen(same)), TMO_MS);
+    EXPECT_TIMEOUT(shmkv_delete(a, same, strlen(same), NULL), TMO_MS);
+    const char *ctr = key_in(a, "ctr", hs, true);
+    EXPECT_TIMEOUT(shmkv_incr(a, ctr, strlen(ctr), 1, SHMKV_KIND_STRING, NULL), TMO_MS);
+    int swapped = 0;
+    EXPECT_TIMEOUT(shmkv_cas(a, same, strlen(same), "s", 1, "c", 1, SHMKV_KIND_STRING, &swapped),
+                   TMO_MS);
+    EXPECT_TIMEOUT(shmkv_count(a, &cnt), TMO_MS);
+    EXPECT_TIMEOUT(shmkv_clear(a), TMO_MS);
+    t_kvlist l;
+    EXPECT_TIMEOUT(t_list_all(a, NULL, 0, 0, 0, &l), TMO_MS);
+    t_kvlist_free(&l);
+    /* size() never fails: it waits one timeout, then counts the stuck
+     * segment without its lock */
+    uint64_t t0 = now_ms();
+    uint64_t sz = shmkv_size(a);
+    cr_assert(now_ms() - t0 < TMO_MS + BOUND * 1000u);
+    cr_assert(sz >= 3, "size() = %" PRIu64, sz);
+
+    /* the other segments are not held up */
+    t_expect_str(a, other, "o");
+    t_set(a, key_in(a, "free", hs, false), "f");
+
+    /* another process sees the same */
+    pid_t p = t_fork();
+    if (p == 0) {
+        alarm(BOUND);
+        shmkv_options o = t_opts(be, 0);
+        o.lock_timeout_ms = TMO_MS;
+        shmkv_db *db = NULL;
+        CHILD_OK(shmkv_open(where, &o, &db));
+        char b[16];
+        size_t bn = 0;
+        uint64_t t1 = now_ms();
+        int rc = shmkv_get(db, same, strlen(same), b, sizeof b, &bn, NULL);
+        CHILD_CHECK(rc == SHMKV_ETIMEDOUT && now_ms() - t1 + 20 >= TMO_MS, "get -> %d", rc);
+        rc = shmkv_set(db, same, strlen(same), "x", 1, SHMKV_KIND_STRING);
+        CHILD_CHECK(rc == SHMKV_ETIMEDOUT, "set -> %d", rc);
+        uint64_t c = 0;
+        rc = shmkv_count(db, &c);
+        CHILD_CHECK(rc == SHMKV_ETIMEDOUT, "count -> %d", rc);
+        CHILD_OK(shmkv_get(db, other, strlen(other), b, sizeof b, &bn, NULL));
+        CHILD_OK(shmkv_close(db));
+        _exit(0);
+    }
+    wait_bounded(p, "a second process meeting the stopped holder");
+
+    /* SIGCONT: the holder finishes, and the failed calls changed nothing */
+    resume_stopper(&s);
+    t_expect_str(a, hot, "stopped");
+    t_expect_str(a, same, "s");
+    T_OK(shmkv_count(a, &cnt));
+    cr_assert_eq(cnt, 4);
+    t_set(a, same, "again");
+    t_expect_str(a, same, "again");
+    T_OK(shmkv_clear(a));
+    cr_assert_eq(shmkv_size(a), 0);
+    T_OK(shmkv_close(a));
+}
+
+Test(locks, stopped_segment_holder_times_out_disk) { stopped_in_segment(SHMKV_BACKEND_DISK); }
+Test(locks, stopped_segment_holder_times_out_memory) { stopped_in_segment(SHMKV_BACKEND_MEMORY); }
+
+/* The holder stops inside an index insert (segment lock and index lock):
+ * an insert into another segment needs the index lock and times out, and
+ * the segment lock it took meanwhile is given back. */
+Test(locks, stopped_index_holder_times_out)
+{
+    const char *where = t_path("stopidx");
+    shmkv_db *a = open_with_timeout(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON, TMO_MS);
+    const char *hot = "hot";
+    uint32_t hs = seg_of(a, hot);
+    const char *other = key_in(a, "other", hs, false);
+    t_set(a, other, "o");
+    stopper s = start_stopper(where, SHMKV_BACKEND_DISK, STOP_INSERT_TRACKED, "idx.insert.mid",
+                              hot);
+    const char *fresh = key_in(a, "fresh", hs, false);
+    EXPECT_TIMEOUT(shmkv_set(a, fresh, strlen(fresh), "x", 1, SHMKV_KIND_STRING), TMO_MS);
+    char kb[64];
+    size_t kl = 0;
+    EXPECT_TIMEOUT(shmkv_random_key(a, NULL, 0, kb, sizeof kb, &kl), TMO_MS);
+    EXPECT_TIMEOUT(shmkv_rebuild_index(a), TMO_MS);
+    /* the insert's segment lock was dropped: updates there still work */
+    t_set(a, other, "o2");
+    t_expect_absent(a, fresh, strlen(fresh));
+    resume_stopper(&s);
+    t_set(a, fresh, "x");
+    t_kvlist l;
+    T_OK(t_list_all(a, NULL, 0, 0, 0, &l));
+    cr_assert_eq(l.n, 3);
+    t_kvlist_free(&l);
+    T_OK(shmkv_close(a));
+}
+
+/* The holder stops inside growth (its segment lock and the growth lock):
+ * a write that needs a new chunk times out. */
+Test(locks, stopped_grow_holder_times_out)
+{
+    const char *where = t_name("stopgrow");
+    shmkv_db *a = open_with_timeout(where, SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF, TMO_MS);
+    const char *hot = "hot";
+    uint32_t hs = seg_of(a, hot);
+    const char *other = key_in(a, "other", hs, false);
+    t_set(a, other, "o");
+    stopper s = start_stopper(where, SHMKV_BACKEND_MEMORY, STOP_GROW, "grow.after_fallocate", hot);
+    char *v = malloc(BIG);
+    cr_assert(v);
+    memset(v, 'w', BIG);
+    const char *big = key_in(a, "big", hs, false);
+    uint64_t t0 = now_ms();
+    int rc = shmkv_set(a, big, strlen(big), v, BIG, SHMKV_KIND_BYTES);
+    uint64_t dt = now_ms() - t0;
+    cr_assert_eq(rc, SHMKV_ETIMEDOUT, "set of a big value -> %d (%s)", rc, shmkv_strerror(rc));
+    cr_assert(dt + 20 >= TMO_MS && dt < TMO_MS + BOUND * 1000u, "%" PRIu64 " ms", dt);
+    t_expect_absent(a, big, strlen(big));
+    t_expect_str(a, other, "o");
+    resume_stopper(&s);
+    t_setb(a, big, strlen(big), v, BIG);
+    t_expect(a, big, strlen(big), v, BIG);
+    free(v);
+    T_OK(shmkv_close(a));
+}
+
+/* Killed while stopped: the next locker repairs, whether it finds the dead
+ * owner at once or is already waiting in a timed lock when the kill comes. */
+Test(locks, stopped_holder_killed_is_repaired)
+{
+    const char *where = t_path("stopkill");
+    shmkv_db *a = open_with_timeout(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON, TMO_MS);
+    const char *hot = "hot";
+    uint32_t hs = seg_of(a, hot);
+    const char *same = key_in(a, "same", hs, true);
+    t_set(a, hot, "old");
+    t_set(a, same, "s");
+    stopper s = start_stopper(where, SHMKV_BACKEND_DISK, STOP_OVERWRITE, "set.before_publish",
+                              hot);
+    char buf[16];
+    size_t n = 0;
+    EXPECT_TIMEOUT(shmkv_get(a, same, strlen(same), buf, sizeof buf, &n, NULL), TMO_MS);
+    uint64_t rec0 = atomic_load(&SHMKV__HDR(a->m)->recoveries);
+
+    /* a waiter with a long timeout; the holder dies while it waits */
+    int ready[2];
+    cr_assert(pipe(ready) == 0);
+    pid_t w = t_fork();
+    if (w == 0) {
+        close(ready[0]);
+        alarm(BOUND);
+        shmkv_options o = t_opts(SHMKV_BACKEND_DISK, 0);
+        o.lock_timeout_ms = BOUND * 1000u;
+        shmkv_db *db = NULL;
+        CHILD_OK(shmkv_open(where, &o, &db));
+        char c = 'R';
+        CHILD_CHECK(write(ready[1], &c, 1) == 1, "ready");
+        char b[16];
+        size_t bn = 0;
+        CHILD_OK(shmkv_get(db, hot, strlen(hot), b, sizeof b, &bn, NULL));
+        CHILD_CHECK(bn == 3 && memcmp(b, "old", 3) == 0, "hot after the kill: %.*s", (int)bn, b);
+        CHILD_OK(shmkv_close(db));
+        _exit(0);
+    }
+    close(ready[1]);
+    char c;
+    cr_assert_eq(fd_read_all(ready[0], &c, 1), 1);
+    usleep(300 * 1000); /* let it block in the timed lock */
+    close(s.cmd);
+    close(s.info);
+    t_kill(s.pid);
+    wait_bounded(w, "a waiter whose lock holder was killed");
+    cr_assert(atomic_load(&SHMKV__HDR(a->m)->recoveries) > rec0, "no repair was counted");
+
+    t_expect_str(a, hot, "old");
+    t_expect_str(a, same, "s");
+    uint64_t cnt = 0;
+    T_OK(shmkv_count(a, &cnt));
+    cr_assert_eq(cnt, 2);
+    t_kvlist l;
+    T_OK(t_list_all(a, NULL, 0, 0, 0, &l));
+    cr_assert_eq(l.n, 2);
+    t_kvlist_free(&l);
+    t_set(a, same, "s2");
+    T_OK(shmkv_close(a));
+}
+
+/* lock_timeout_ms = 0 is the documented default; SHMKV_LOCK_TIMEOUT_NONE
+ * waits for as long as the holder is stopped. */
+Test(locks, stopped_holder_default_and_no_timeout, .timeout = 240)
+{
+    const char *where = t_name("stopdef");
+    shmkv_db *a = open_with_timeout(where, SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF, 0);
+    const char *hot = "hot";
+    t_set(a, hot, "old");
+    stopper s = start_stopper(where, SHMKV_BACKEND_MEMORY, STOP_OVERWRITE, "set.before_publish",
+                              hot);
+    char buf[16];
+    size_t n = 0;
+    EXPECT_TIMEOUT(shmkv_get(a, hot, strlen(hot), buf, sizeof buf, &n, NULL),
+                   SHMKV_LOCK_TIMEOUT_DEFAULT_MS);
+
+    pid_t w = t_fork();
+    if (w == 0) {
+        alarm(BOUND + 10);
+        shmkv_options o = t_opts(SHMKV_BACKEND_MEMORY, 0);
+        o.lock_timeout_ms = SHMKV_LOCK_TIMEOUT_NONE;
+        shmkv_db *db = NULL;
+        CHILD_OK(shmkv_open(where, &o, &db));
+        char b[16];
+        size_t bn = 0;
+        CHILD_OK(shmkv_get(db, hot, strlen(hot), b, sizeof b, &bn, NULL));
+        CHILD_CHECK(bn == 7 && memcmp(b, "stopped", 7) == 0, "hot: %.*s", (int)bn, b);
+        CHILD_OK(shmkv_close(db));
+        _exit(0);
+    }
+    /* still waiting well past the default timeout's scale of things */
+    usleep(1500 * 1000);
+    cr_assert_eq(waitpid(w, NULL, WNOHANG), 0, "a reader without a timeout gave up");
+    resume_stopper(&s);
+    wait_bounded(w, "a reader without a timeout, after SIGCONT");
+    T_OK(shmkv_close(a));
+}
+
+Test(locks, timeout_error_is_explained)
+{
+    cr_assert_eq(SHMKV_ETIMEDOUT, -30916);
+    cr_assert_eq(SHMKV_ERR_LAST, SHMKV_ETIMEDOUT);
+    cr_assert(strstr(shmkv_strerror(SHMKV_ETIMEDOUT), "lock timeout") != NULL,
+              "%s", shmkv_strerror(SHMKV_ETIMEDOUT));
+    uint64_t n = 7;
+    T_RC(shmkv_count(NULL, &n), SHMKV_EINVAL);
+    cr_assert_eq(n, 7);
+}

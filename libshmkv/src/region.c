@@ -500,6 +500,7 @@ int shmkv_open(const char *where, const shmkv_options *opts, shmkv_db **out)
     if (!db)
         return -ENOMEM;
     db->flags = o.flags;
+    db->lock_timeout_ms = o.lock_timeout_ms;
 
     pthread_once(&fork_once, fork_hooks_install);
     pthread_mutex_lock(&registry_mu);

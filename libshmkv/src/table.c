@@ -326,6 +326,7 @@ static int check_key(shmkv_db *db, const void *key, size_t klen)
         return SHMKV_EINVAL;
     if (klen == 0 || klen > SHMKV_KEY_MAX || !key)
         return SHMKV_EKEYSIZE;
+    shmkv__call_begin(db);
     return 0;
 }
 
