@@ -19,6 +19,9 @@
  *    *vlen and change nothing; call again with a larger buffer.
  *  - Every operation is one call that takes and releases its locks inside;
  *    no lock is ever held between calls.
+ *  - Any call that takes the store's locks may also return SHMKV_ETIMEDOUT,
+ *    having changed nothing, when another process held one of them for
+ *    longer than the handle's lock timeout (shmkv_options.lock_timeout_ms).
  */
 #ifndef SHMKV_H
 #define SHMKV_H

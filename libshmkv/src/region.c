@@ -62,9 +62,10 @@ static void ofd_unlock_all(int fd)
  * an open or close, "the parent holds the init lock") live on that
  * description. If the child kept its reference, a parent that died without
  * closing would stay attached, or keep the init lock, for as long as the
- * child lives. So the child lets go of every inherited descriptor at once;
- * only close() is called here, which is async-signal-safe. Its inherited
- * handles are then only good for shmkv_close(); it opens its own. */
+ * child lives. So the child lets go of every inherited descriptor at once
+ * (with close(), which is async-signal-safe; nothing here allocates). Its
+ * inherited handles are then only good for shmkv_close(); it opens its
+ * own. */
 static void fork_prepare(void)
 {
     pthread_mutex_lock(&list_mu);
@@ -85,8 +86,8 @@ static void fork_child(void)
         m->base = NULL; /* MADV_DONTFORK: the child has no mapping */
     }
     pthread_mutex_unlock(&list_mu);
-    /* A thread that was inside shmkv_open at the fork does not exist in the
-     * child, so the open lock may look held forever. */
+    /* A thread that was inside shmkv_open or shmkv_close at the fork does
+     * not exist in the child, so registry_mu may look held forever. */
     pthread_mutex_init(&registry_mu, NULL);
 }
 

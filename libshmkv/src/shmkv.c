@@ -36,7 +36,7 @@ const char *shmkv_strerror(int err)
     case SHMKV_EINVAL: return "invalid argument or option";
     case SHMKV_ECORRUPT: return "store is truncated or damaged";
     case SHMKV_ELOCK: return "a lock of the store could not be taken or repaired";
-    case SHMKV_ETIMEDOUT: return "a lock was held longer than the lock timeout: a stopped or very slow process (open option lock_timeout_ms)";
+    case SHMKV_ETIMEDOUT: return "a lock was held longer than the lock timeout: a stopped or very slow process";
     case -ENOSPC: return "no space left on the device holding the store (disk or /dev/shm full)";
     default: break;
     }
