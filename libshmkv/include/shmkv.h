@@ -19,6 +19,9 @@
  *    *vlen and change nothing; call again with a larger buffer.
  *  - Every operation is one call that takes and releases its locks inside;
  *    no lock is ever held between calls.
+ *  - Any call that takes the store's locks may also return SHMKV_ETIMEDOUT,
+ *    having changed nothing, when another process held one of them for
+ *    longer than the handle's lock timeout (shmkv_options.lock_timeout_ms).
  */
 #ifndef SHMKV_H
 #define SHMKV_H
@@ -76,9 +79,10 @@ extern "C" {
 #define SHMKV_EINVAL     (-30913) /**< invalid argument or option */
 #define SHMKV_ECORRUPT   (-30914) /**< store structure damaged beyond repair */
 #define SHMKV_ELOCK      (-30915) /**< a lock could not be taken or repaired */
-#define SHMKV_ESEGMENTS  (-30916) /**< segments not a power of two in [1, SHMKV_SEGMENTS_MAX] */
-#define SHMKV_ERESERVE   (-30917) /**< reserve outside [SHMKV_RESERVE_MIN, SHMKV_RESERVE_MAX] */
-#define SHMKV_ERR_LAST   (-30917)
+#define SHMKV_ETIMEDOUT  (-30916) /**< a lock was held longer than the lock timeout */
+#define SHMKV_ESEGMENTS  (-30917) /**< segments not a power of two in [1, SHMKV_SEGMENTS_MAX] */
+#define SHMKV_ERESERVE   (-30918) /**< reserve outside [SHMKV_RESERVE_MIN, SHMKV_RESERVE_MAX] */
+#define SHMKV_ERR_LAST   (-30918)
 /** @} */
 
 /** Kind tag stored with every value, so tools can display it. */
@@ -105,6 +109,11 @@ typedef enum shmkv_backend {
 #define SHMKV_TRACK_OFF     1
 #define SHMKV_TRACK_ON      2
 
+/** shmkv_options.lock_timeout_ms: 0 means this default (10 s). */
+#define SHMKV_LOCK_TIMEOUT_DEFAULT_MS 10000u
+/** shmkv_options.lock_timeout_ms: wait for locks without a limit. */
+#define SHMKV_LOCK_TIMEOUT_NONE       UINT32_MAX
+
 /**
  * Options for shmkv_open(). Zero-initialise and set what you need: every
  * zero field means "default" when creating and "whatever the store has"
@@ -119,6 +128,16 @@ typedef struct shmkv_options {
                                  [SHMKV_RESERVE_MIN, SHMKV_RESERVE_MAX]; default 16 GiB */
     uint32_t mode;          /**< permission bits for a new file/object; default 0600 */
     uint32_t flags;         /**< SHMKV_RDONLY | SHMKV_NOCREATE | SHMKV_SYNC | SHMKV_NOSYNC */
+    /** Longest time one call through this handle waits, in total, for the
+     * store's locks (segment, index and growth locks) held by other threads
+     * or processes, in milliseconds. Locks are held for microseconds, so a
+     * long wait means a holder that is stopped (SIGSTOP, a debugger, a
+     * frozen container) or starved. When it runs out the call fails with
+     * SHMKV_ETIMEDOUT and changes nothing. 0: SHMKV_LOCK_TIMEOUT_DEFAULT_MS;
+     * SHMKV_LOCK_TIMEOUT_NONE: wait without a limit. A per-handle setting,
+     * never compared with the store's. Opening and closing are not bound
+     * by it. */
+    uint32_t lock_timeout_ms;
 } shmkv_options;
 
 /** An open store. One per shmkv_open(); handles to one store share a mapping. */
@@ -157,6 +176,12 @@ typedef struct shmkv_info {
  * Opening the same store again in one process is cheap: the handles share
  * one mapping. A memory store whose processes have all gone (closed or
  * died) is found empty by the next opener.
+ *
+ * Handles do not cross fork(): a child opens its own. In the child, an
+ * inherited handle is only good for shmkv_close(), which frees it without
+ * detaching the parent; any other call returns SHMKV_EINVAL. A child that
+ * never uses the store holds nothing of it, so it never keeps the parent
+ * attached (or blocks other openers) after the parent closed or died.
  */
 SHMKV_API int shmkv_open(const char *where, const shmkv_options *opts, shmkv_db **out);
 
@@ -208,8 +233,16 @@ SHMKV_API int shmkv_exists(shmkv_db *db, const void *key, size_t klen);
 
 /** Number of keys: O(segments), taking each segment lock in turn, so a
  * segment left half-written by a killed process is repaired and counted
- * exactly. Never fails. */
+ * exactly. Never fails: a segment whose lock is not had within the lock
+ * timeout is counted without it (off by at most one per such segment, if
+ * its holder stopped inside an insert or delete); shmkv_count() reports
+ * that case instead. */
 SHMKV_API uint64_t shmkv_size(shmkv_db *db);
+
+/** Number of keys, like shmkv_size(), but exact or an error.
+ * @return 0 with *n set; SHMKV_ETIMEDOUT (*n unchanged) when a segment lock
+ *   was not had within the lock timeout; SHMKV_EINVAL. */
+SHMKV_API int shmkv_count(shmkv_db *db, uint64_t *n);
 
 /** Remove every key. @return 0; SHMKV_EREADONLY. */
 SHMKV_API int shmkv_clear(shmkv_db *db);

@@ -216,13 +216,22 @@ typedef struct shmkv__map {
     unsigned char *base;
     uint64_t reserve;
     int attach_slot;
+    bool attached;     /* open finished: other opens may share it */
 } shmkv__map;
 
 struct shmkv_db {
     shmkv__map *m;
     unsigned flags;
     bool closed;
+    uint32_t lock_timeout_ms; /* as given; 0: the default */
 };
+
+/* In a child of fork() an inherited handle is only good for shmkv_close:
+ * the child let go of the store's descriptor (see region.c). */
+static inline bool shmkv__db_usable(const shmkv_db *db)
+{
+    return db && !db->closed && db->m->fd >= 0;
+}
 
 #define SHMKV__P(m, off) ((void *)((m)->base + (off)))
 #define SHMKV__HDR(m) ((shmkv__hdr *)(m)->base)
@@ -292,6 +301,10 @@ int shmkv__grow(shmkv__map *m, uint32_t owner, uint64_t size, uint64_t *chunk_of
 
 /* ---- locks (lock.c) --------------------------------------------------- */
 int shmkv__mutex_init(pthread_mutex_t *mu);
+/* Every public call that takes locks starts with this: the locks it takes
+ * from then on wait at most the handle's lock timeout in all, and fail
+ * with SHMKV_ETIMEDOUT after that. */
+void shmkv__call_begin(const shmkv_db *db);
 /* Take a segment lock; repairs the segment if its owner died. */
 int shmkv__seg_lock(shmkv__map *m, shmkv__seg *s);
 void shmkv__seg_unlock(shmkv__seg *s);

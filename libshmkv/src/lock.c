@@ -9,8 +9,95 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <time.h>
 
 void (*shmkv__test_hook)(const char *point);
+
+/* ThreadSanitizer (GCC 12's, at least) does not intercept
+ * pthread_mutex_clocklock, and would then see unlocks of mutexes it never
+ * saw locked; it does intercept pthread_mutex_timedlock. */
+#if defined(__SANITIZE_THREAD__)
+#define LOCK_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define LOCK_TSAN 1
+#endif
+#endif
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30)) && \
+    !defined(LOCK_TSAN)
+#define LOCK_CLOCKLOCK 1
+#endif
+
+/* The lock wait of the public call running on this thread. It is kept per
+ * thread rather than passed down because the growth lock is taken deep in
+ * the allocator, which knows no handle; a call never spans threads (a lock
+ * and its critical section are inside one library call). The clock is read
+ * only once a lock is found busy, and the deadline then holds for every
+ * later lock of the same call, so that a call that meets several stopped
+ * holders (clear, size, a restart after an index rebuild) still gives up
+ * after one timeout in all. */
+static _Thread_local struct {
+    uint32_t wait_ms;   /* 0: the default */
+    bool have_deadline;
+    struct timespec deadline; /* CLOCK_MONOTONIC */
+} call;
+
+void shmkv__call_begin(const shmkv_db *db)
+{
+    call.wait_ms = db->lock_timeout_ms;
+    call.have_deadline = false;
+}
+
+static void ts_add_ms(struct timespec *t, uint32_t ms)
+{
+    t->tv_sec += (time_t)(ms / 1000u);
+    t->tv_nsec += (long)(ms % 1000u) * 1000000L;
+    if (t->tv_nsec >= 1000000000L) {
+        t->tv_sec++;
+        t->tv_nsec -= 1000000000L;
+    }
+}
+
+/* The mutex is busy: wait for it until the call's deadline. Returns what
+ * pthread_mutex_lock would, or ETIMEDOUT. */
+static int lock_wait(pthread_mutex_t *mu)
+{
+    uint32_t ms = call.wait_ms ? call.wait_ms : SHMKV_LOCK_TIMEOUT_DEFAULT_MS;
+    if (ms == SHMKV_LOCK_TIMEOUT_NONE)
+        return pthread_mutex_lock(mu);
+    if (!call.have_deadline) {
+        clock_gettime(CLOCK_MONOTONIC, &call.deadline);
+        ts_add_ms(&call.deadline, ms);
+        call.have_deadline = true;
+    }
+#ifdef LOCK_CLOCKLOCK
+    return pthread_mutex_clocklock(mu, CLOCK_MONOTONIC, &call.deadline);
+#else
+    /* timedlock only knows CLOCK_REALTIME: aim at the same instant, and
+     * re-aim when a clock step cut the wait short. */
+    for (;;) {
+        struct timespec mono, real;
+        clock_gettime(CLOCK_MONOTONIC, &mono);
+        if (mono.tv_sec > call.deadline.tv_sec ||
+            (mono.tv_sec == call.deadline.tv_sec && mono.tv_nsec >= call.deadline.tv_nsec)) {
+            int rc = pthread_mutex_trylock(mu);
+            return rc == EBUSY ? ETIMEDOUT : rc;
+        }
+        int64_t left = (int64_t)(call.deadline.tv_sec - mono.tv_sec) * 1000000000 +
+                       (call.deadline.tv_nsec - mono.tv_nsec);
+        clock_gettime(CLOCK_REALTIME, &real);
+        real.tv_sec += (time_t)(left / 1000000000);
+        real.tv_nsec += (long)(left % 1000000000);
+        if (real.tv_nsec >= 1000000000L) {
+            real.tv_sec++;
+            real.tv_nsec -= 1000000000L;
+        }
+        int rc = pthread_mutex_timedlock(mu, &real);
+        if (rc != ETIMEDOUT)
+            return rc;
+    }
+#endif
+}
 
 int shmkv__mutex_init(pthread_mutex_t *mu)
 {
@@ -27,10 +114,14 @@ int shmkv__mutex_init(pthread_mutex_t *mu)
     return -rc;
 }
 
-/* Returns 0 (and *died) or a negative code. */
+/* Returns 0 (and *died) or a negative code. A dead owner is reported
+ * whichever way the lock was taken: trylock and the timed locks return
+ * EOWNERDEAD like pthread_mutex_lock. */
 static int lock_robust(pthread_mutex_t *mu, bool *died)
 {
-    int rc = pthread_mutex_lock(mu);
+    int rc = pthread_mutex_trylock(mu);
+    if (rc == EBUSY)
+        rc = lock_wait(mu);
     *died = false;
     if (rc == 0)
         return 0;
@@ -38,6 +129,8 @@ static int lock_robust(pthread_mutex_t *mu, bool *died)
         *died = true;
         return 0;
     }
+    if (rc == ETIMEDOUT)
+        return SHMKV_ETIMEDOUT;
     return rc == ENOTRECOVERABLE ? SHMKV_ELOCK : -rc;
 }
 

@@ -24,6 +24,11 @@
 
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static shmkv__map *registry;
+/* Guards the links of the registry list only (registry_mu guards the open
+ * protocol, which can wait on a file lock). fork() takes it, so that the
+ * child finds a whole list; it is never held while waiting for anything. */
+static pthread_mutex_t list_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 
 /* ---- file locks -------------------------------------------------------- */
 
@@ -36,6 +41,81 @@ static int ofd_lock(int fd, short type, off_t start, bool wait)
         if (errno != EINTR)
             return -errno;
     }
+}
+
+/* Drop every lock this description holds, in one step: another process
+ * must never see the attach byte free while the init byte is still ours.
+ * Done explicitly before close(), because close() only drops them when no
+ * other process shares the description (a child forked since the open
+ * does). */
+static void ofd_unlock_all(int fd)
+{
+    struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    while (fcntl(fd, F_OFD_SETLK, &fl) != 0 && errno == EINTR) {
+    }
+}
+
+/* ---- fork ------------------------------------------------------------------ */
+
+/* A child of fork() shares each store's open file description with its
+ * parent, and the file locks that say "the parent is attached" (and, during
+ * an open or close, "the parent holds the init lock") live on that
+ * description. If the child kept its reference, a parent that died without
+ * closing would stay attached, or keep the init lock, for as long as the
+ * child lives. So the child lets go of every inherited descriptor at once
+ * (with close(), which is async-signal-safe; nothing here allocates). Its
+ * inherited handles are then only good for shmkv_close(); it opens its
+ * own. */
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&list_mu);
+}
+
+static void fork_parent(void)
+{
+    pthread_mutex_unlock(&list_mu);
+}
+
+static void fork_child(void)
+{
+    for (shmkv__map *m = registry; m; m = m->next) {
+        if (m->fd >= 0) {
+            close(m->fd);
+            m->fd = -1;
+        }
+        m->base = NULL; /* MADV_DONTFORK: the child has no mapping */
+    }
+    pthread_mutex_unlock(&list_mu);
+    /* A thread that was inside shmkv_open or shmkv_close at the fork does
+     * not exist in the child, so registry_mu may look held forever. */
+    pthread_mutex_init(&registry_mu, NULL);
+}
+
+static void fork_hooks_install(void)
+{
+    /* Without the handlers (out of memory), a child only keeps a dead
+     * parent's locks until it exits or execs (the descriptor is
+     * O_CLOEXEC): degraded, not wrong, so the open goes on. */
+    (void)pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+static void registry_add(shmkv__map *m)
+{
+    pthread_mutex_lock(&list_mu);
+    m->next = registry;
+    registry = m;
+    pthread_mutex_unlock(&list_mu);
+}
+
+static void registry_remove(shmkv__map *m)
+{
+    pthread_mutex_lock(&list_mu);
+    for (shmkv__map **p = &registry; *p; p = &(*p)->next)
+        if (*p == m) {
+            *p = m->next;
+            break;
+        }
+    pthread_mutex_unlock(&list_mu);
 }
 
 /* ---- names ------------------------------------------------------------- */
@@ -177,6 +257,12 @@ static int map_region(int fd, uint64_t reserve, unsigned char **base)
     void *p = mmap(NULL, reserve, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
     if (p == MAP_FAILED)
         return -errno;
+    /* A mapping holds a reference to the open file description, which
+     * carries the store's file locks: a child of fork() that inherited the
+     * mapping would keep this process attached after it closed or died.
+     * Children get no mapping; they open the store themselves. (Failure only
+     * loses that protection, so it is not an error.) */
+    (void)madvise(p, reserve, MADV_DONTFORK);
     *base = p;
     return 0;
 }
@@ -284,7 +370,8 @@ static shmkv__map *registry_find(int backend, dev_t dev, ino_t ino)
 {
     pid_t me = getpid();
     for (shmkv__map *m = registry; m; m = m->next)
-        if (m->owner_pid == me && m->backend == backend && m->dev == dev && m->ino == ino)
+        if (m->owner_pid == me && m->attached && m->backend == backend && m->dev == dev &&
+            m->ino == ino)
             return m;
     return NULL;
 }
@@ -381,7 +468,10 @@ static int attach(shmkv__map *m, const resolved *r, const shmkv_options *o, cons
     m->attach_slot = attach_slot_take(h);
     rc = ofd_lock(m->fd, F_RDLCK, 1, false);
 out:
-    ofd_lock(m->fd, F_UNLCK, 0, false);
+    if (rc)
+        ofd_unlock_all(m->fd); /* the alone test may have taken byte 1 */
+    else
+        ofd_lock(m->fd, F_UNLCK, 0, false);
     return rc;
 }
 
@@ -411,7 +501,9 @@ int shmkv_open(const char *where, const shmkv_options *opts, shmkv_db **out)
     if (!db)
         return -ENOMEM;
     db->flags = o.flags;
+    db->lock_timeout_ms = o.lock_timeout_ms;
 
+    pthread_once(&fork_once, fork_hooks_install);
     pthread_mutex_lock(&registry_mu);
     for (int attempt = 0; attempt < 8; attempt++) {
         char obj[SHMKV_NAME_MAX + 16] = "";
@@ -457,19 +549,20 @@ int shmkv_open(const char *where, const shmkv_options *opts, shmkv_db **out)
             rc = -ENOMEM;
             break;
         }
+        /* Listed before it takes any file lock, so that a fork() from
+         * another thread during the attach already lets go of it. */
+        registry_add(m);
         rc = attach(m, &r, &o, obj, &st);
-        if (rc == -EAGAIN) {
-            map_free(m);
-            continue;
-        }
         if (rc) {
+            registry_remove(m);
             map_free(m);
+            if (rc == -EAGAIN)
+                continue;
             break;
         }
         m->dev = st.st_dev;
         m->ino = st.st_ino;
-        m->next = registry;
-        registry = m;
+        m->attached = true;
         db->m = m;
         break;
     }
@@ -489,14 +582,19 @@ int shmkv_close(shmkv_db *db)
     shmkv__map *m = db->m;
     int rc = 0;
     pthread_mutex_lock(&registry_mu);
-    if (--m->refs == 0) {
-        for (shmkv__map **p = &registry; *p; p = &(*p)->next)
-            if (*p == m) {
-                *p = m->next;
-                break;
-            }
+    if (--m->refs == 0 && m->owner_pid != getpid()) {
+        /* Inherited through fork(): the attachment is the parent's, and so
+         * are the locks on the description (if it is still open here). The
+         * mapping was not inherited (MADV_DONTFORK), and its address range
+         * may hold something else of the child's by now. */
+        registry_remove(m);
+        m->base = NULL;
+        map_free(m);
+    } else if (m->refs == 0) {
+        registry_remove(m);
         shmkv__hdr *h = SHMKV__HDR(m);
         ofd_lock(m->fd, F_WRLCK, 0, true);
+        SHMKV__HOOK("close.init_locked");
         if (m->attach_slot >= 0)
             atomic_store(&h->attach[m->attach_slot].pid, 0);
         bool last = ofd_lock(m->fd, F_WRLCK, 1, false) == 0;
@@ -514,7 +612,8 @@ int shmkv_close(shmkv_db *db)
                 atomic_store(&h->clean, 1);
             }
         }
-        map_free(m); /* closing the descriptor drops both file locks */
+        ofd_unlock_all(m->fd);
+        map_free(m);
     }
     pthread_mutex_unlock(&registry_mu);
     free(db);

@@ -36,6 +36,7 @@ const char *shmkv_strerror(int err)
     case SHMKV_EINVAL: return "invalid argument or option";
     case SHMKV_ECORRUPT: return "store is truncated or damaged";
     case SHMKV_ELOCK: return "a lock of the store could not be taken or repaired";
+    case SHMKV_ETIMEDOUT: return "a lock was held longer than the lock timeout: a stopped or very slow process";
     case SHMKV_ESEGMENTS: return "segments must be a power of two from 1 to 4096";
     case SHMKV_ERESERVE: return "reserve must be from 1 MiB to 64 TiB";
     case -ENOSPC: return "no space left on the device holding the store (disk or /dev/shm full)";
@@ -46,33 +47,58 @@ const char *shmkv_strerror(int err)
     return "unknown error";
 }
 
-uint64_t shmkv_size(shmkv_db *db)
+/* Returns 0, or the first lock error (the count is then partly read
+ * without locks). */
+static int count_keys(shmkv_db *db, uint64_t *out)
 {
-    if (!db || db->closed)
-        return 0;
     shmkv__map *m = db->m;
     uint64_t n = 0;
+    int err = 0;
+    shmkv__call_begin(db);
     /* Each count is read under its segment lock: a writer killed between
      * publishing a slot and updating the count leaves the count off by one
      * until the segment is repaired, and taking the lock is what repairs it. */
     for (uint32_t i = 0; i < SHMKV__HDR(m)->nseg; i++) {
         shmkv__seg *s = shmkv__seg_at(m, i);
-        bool locked = shmkv__seg_lock(m, s) == 0;
+        int rc = shmkv__seg_lock(m, s);
         n += atomic_load_explicit(&s->count, memory_order_relaxed);
-        if (locked)
+        if (!rc)
             shmkv__seg_unlock(s);
+        else if (!err)
+            err = rc;
     }
+    *out = n;
+    return err;
+}
+
+uint64_t shmkv_size(shmkv_db *db)
+{
+    uint64_t n = 0;
+    if (shmkv__db_usable(db))
+        (void)count_keys(db, &n);
     return n;
+}
+
+int shmkv_count(shmkv_db *db, uint64_t *n)
+{
+    if (!shmkv__db_usable(db) || !n)
+        return SHMKV_EINVAL;
+    uint64_t v;
+    int rc = count_keys(db, &v);
+    if (!rc)
+        *n = v;
+    return rc;
 }
 
 int shmkv_clear(shmkv_db *db)
 {
-    if (!db || db->closed)
+    if (!shmkv__db_usable(db))
         return SHMKV_EINVAL;
     if (db->flags & SHMKV_RDONLY)
         return SHMKV_EREADONLY;
     shmkv__map *m = db->m;
     bool track = SHMKV__HDR(m)->track_keys;
+    shmkv__call_begin(db);
     int rc = shmkv__lock_all(m);
     if (rc)
         return rc;
@@ -95,17 +121,18 @@ int shmkv_clear(shmkv_db *db)
 
 int shmkv_rebuild_index(shmkv_db *db)
 {
-    if (!db || db->closed)
+    if (!shmkv__db_usable(db))
         return SHMKV_EINVAL;
     shmkv__map *m = db->m;
     if (!SHMKV__HDR(m)->track_keys)
         return 0;
+    shmkv__call_begin(db);
     return shmkv__idx_rebuild_all(m);
 }
 
 int shmkv_stat(shmkv_db *db, shmkv_info *info)
 {
-    if (!db || db->closed || !info)
+    if (!shmkv__db_usable(db) || !info)
         return SHMKV_EINVAL;
     shmkv__map *m = db->m;
     shmkv__hdr *h = SHMKV__HDR(m);
@@ -320,8 +347,9 @@ static int list_index(shmkv_db *db, const void *prefix, size_t plen, uint64_t li
 int shmkv_list(shmkv_db *db, const void *prefix, size_t plen, uint64_t limit, unsigned flags,
                shmkv_list_fn fn, void *ctx)
 {
-    if (!db || db->closed || !fn || (plen && !prefix) || (flags & ~SHMKV_LIST_KEYS_ONLY))
+    if (!shmkv__db_usable(db) || !fn || (plen && !prefix) || (flags & ~SHMKV_LIST_KEYS_ONLY))
         return SHMKV_EINVAL;
+    shmkv__call_begin(db);
     if (SHMKV__HDR(db->m)->track_keys)
         return list_index(db, prefix, plen, limit, flags, fn, ctx);
     return list_scan(db, prefix, plen, limit, flags, fn, ctx);
@@ -502,8 +530,9 @@ out:
 int shmkv_random_key(shmkv_db *db, const void *prefix, size_t plen, void *buf, size_t cap,
                      size_t *klen)
 {
-    if (!db || db->closed || (plen && !prefix) || (cap && !buf))
+    if (!shmkv__db_usable(db) || (plen && !prefix) || (cap && !buf))
         return SHMKV_EINVAL;
+    shmkv__call_begin(db);
     if (SHMKV__HDR(db->m)->track_keys)
         return random_index(db->m, prefix, plen, buf, cap, klen);
     return random_scan(db->m, prefix, plen, buf, cap, klen);

@@ -322,10 +322,11 @@ int shmkv__seg_clear(shmkv__map *m, shmkv__seg *s)
 
 static int check_key(shmkv_db *db, const void *key, size_t klen)
 {
-    if (!db || db->closed)
+    if (!shmkv__db_usable(db))
         return SHMKV_EINVAL;
     if (klen == 0 || klen > SHMKV_KEY_MAX || !key)
         return SHMKV_EKEYSIZE;
+    shmkv__call_begin(db);
     return 0;
 }
 
