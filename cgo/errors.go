@@ -22,6 +22,7 @@ const (
 	ErrKeyTooLong          = "KeyTooLongError"
 	ErrValueTooLarge       = "ValueTooLargeError"
 	ErrStoreFull           = "StoreFullError"
+	ErrLockTimeout         = "LockTimeoutError"
 	ErrStore               = "StoreError"
 )
 
@@ -54,6 +55,7 @@ var codeNames = map[int]string{
 	codeSegments: ErrInvalidOptions,
 	codeReserve:  ErrInvalidOptions,
 	codeInval:    ErrInvalidOptions,
+	codeTimedOut: ErrLockTimeout,
 }
 
 // storeError turns an error from a store call into the rejection: the name

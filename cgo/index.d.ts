@@ -42,6 +42,13 @@ declare module "k6/x/kv" {
      * every process; disk or memory is used only as the store fills).
      * From 1 MiB to 64 TiB; default 16 GiB. Creation option. */
     reserve?: Size;
+    /** The longest one call waits for the store's locks held by another
+     * thread or process (locks are held for microseconds, so a long wait
+     * means a stopped or frozen holder): milliseconds, or a duration string
+     * such as "500ms" or "10s"; Infinity or "none" waits without a limit.
+     * Default 10 s. The call then rejects with LockTimeoutError, having
+     * changed nothing. Per openKv call, never compared with the store. */
+    lockTimeout?: number | string;
     /** xk6-kv fork compatibility (memory backend). */
     memory?: MemoryOptions;
     /** xk6-kv fork compatibility (disk backend). */
@@ -119,6 +126,7 @@ declare module "k6/x/kv" {
     | "KeyTooLongError"
     | "ValueTooLargeError"
     | "StoreFullError"
+    | "LockTimeoutError"
     | "StoreError";
 
   /** What promises reject with: an object whose prototype is

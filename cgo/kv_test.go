@@ -384,6 +384,10 @@ func TestJSOptionErrors(t *testing.T) {
 		{`{path: "./a", disk: {path: "./b"}}`, ErrInvalidOptions, `disagree`},
 		{`{metrics: {operations: "yes"}}`, ErrInvalidOptions, `"metrics.operations"`},
 		{`"disk"`, ErrInvalidOptions, `options object`},
+		{`{lockTimeout: 0}`, ErrInvalidOptions, `"lockTimeout" must be a positive number`},
+		{`{lockTimeout: -5}`, ErrInvalidOptions, `"lockTimeout" must be a positive number`},
+		{`{lockTimeout: "soon"}`, ErrInvalidOptions, `cannot read "soon"`},
+		{`{lockTimeout: true}`, ErrInvalidOptions, `"lockTimeout" must be a number`},
 	}
 	for _, c := range cases {
 		t.Run(c.opts, func(t *testing.T) {
@@ -429,6 +433,14 @@ func TestParseOptions(t *testing.T) {
 	c = parse(`{backend: "memory", memory: {shardCount: 0}}`)
 	if c.segments != 0 {
 		t.Fatalf("shardCount 0: %+v", c)
+	}
+	for js, want := range map[string]uint32{
+		`{}`: 0, `{lockTimeout: 250}`: 250, `{lockTimeout: "10s"}`: 10000, `{lockTimeout: 0.1}`: 1,
+		`{lockTimeout: "1m30s"}`: 90000, `{lockTimeout: Infinity}`: lockTimeoutNone, `{lockTimeout: "none"}`: lockTimeoutNone,
+	} {
+		if c = parse(js); c.lockTimeoutMs != want {
+			t.Errorf("%s: lockTimeoutMs %d, want %d", js, c.lockTimeoutMs, want)
+		}
 	}
 	c = parse(`{segments: 16, reserve: "1GiB", trackKeys: true}`)
 	if c.segments != 16 || c.reserve != 1<<30 || c.track != trackOn {
@@ -507,6 +519,7 @@ func TestMapError(t *testing.T) {
 		codeName:     ErrInvalidOptions,
 		codeSegments: ErrInvalidOptions,
 		codeReserve:  ErrInvalidOptions,
+		codeTimedOut: ErrLockTimeout,
 		codeNotStore: ErrStore,
 		codeVersion:  ErrStore,
 		codeABI:      ErrStore,

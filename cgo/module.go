@@ -130,6 +130,7 @@ func paramsOf(c *config) openParams {
 		track:    c.track,
 		segments: c.segments,
 		reserve:  c.reserve,
+		timeout:  c.lockTimeoutMs,
 		flags:    c.flags,
 	}
 }

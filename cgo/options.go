@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/grafana/sobek"
 )
@@ -36,6 +37,7 @@ type config struct {
 	track         int // trackDefault (not set), trackOff, trackOn
 	segments      uint32
 	reserve       uint64
+	lockTimeoutMs uint32 // 0: the library's default
 	flags         uint32
 	// ignored lists the accepted options that have no effect here, for the
 	// one warning per process.
@@ -138,7 +140,7 @@ func getNumber(name string, v sobek.Value) (float64, *kvError) {
 var (
 	topLevelOptions = []string{
 		"backend", "path", "name", "serialization", "trackKeys", "segments", "reserve",
-		"memory", "disk", "metrics",
+		"lockTimeout", "memory", "disk", "metrics",
 	}
 	memoryOptions = []string{"shardCount"}
 	diskOptions   = []string{
@@ -258,6 +260,14 @@ func parseOptions(arg sobek.Value) (*config, *kvError) {
 		c.reserve = n
 	}
 
+	if v := get(o, "lockTimeout"); v != nil {
+		ms, err := parseTimeout("lockTimeout", v)
+		if err != nil {
+			return nil, err
+		}
+		c.lockTimeoutMs = ms
+	}
+
 	// The xk6-kv fork's nested options.
 	if v := get(o, "memory"); v != nil {
 		mo, err := plainObject("memory", v)
@@ -365,6 +375,40 @@ func shardsToSegments(f float64) uint32 {
 		return 1
 	}
 	return 1 << bits.Len32(n-1)
+}
+
+// parseTimeout reads lockTimeout: milliseconds as a positive number, a
+// duration string such as "500ms", "10s" or "1m30s", or Infinity (or
+// "none") to wait without a limit.
+func parseTimeout(name string, v sobek.Value) (uint32, *kvError) {
+	var d time.Duration
+	switch {
+	case sobek.IsNumber(v):
+		f := v.ToFloat()
+		if math.IsInf(f, 1) {
+			return lockTimeoutNone, nil
+		}
+		if math.IsNaN(f) || f <= 0 {
+			return 0, optErr("option %q must be a positive number of milliseconds, a duration such as \"10s\", or Infinity, got %v", name, f)
+		}
+		d = time.Duration(f * float64(time.Millisecond))
+	case sobek.IsString(v):
+		s := v.String()
+		if s == "none" {
+			return lockTimeoutNone, nil
+		}
+		var err error
+		if d, err = time.ParseDuration(s); err != nil || d <= 0 {
+			return 0, optErr("option %q: cannot read %q as a positive duration (examples: 250, \"500ms\", \"10s\", \"none\")", name, s)
+		}
+	default:
+		return 0, optErr("option %q must be a number of milliseconds or a duration string, got %s", name, typeName(v))
+	}
+	ms := max(d.Milliseconds(), 1)
+	if ms >= lockTimeoutNone {
+		return lockTimeoutNone, nil
+	}
+	return uint32(ms), nil
 }
 
 var sizeRE = regexp.MustCompile(`^\s*([0-9]+)\s*([A-Za-z]*)\s*$`)

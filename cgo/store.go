@@ -198,6 +198,8 @@ const (
 	keyMax      = C.SHMKV_KEY_MAX
 	valueMax    = C.SHMKV_VALUE_MAX
 	maxSegments = C.SHMKV_SEGMENTS_MAX
+
+	lockTimeoutNone = C.SHMKV_LOCK_TIMEOUT_NONE
 )
 
 // Library error codes the shim treats specially.
@@ -218,6 +220,7 @@ const (
 	codeSegments = int(C.SHMKV_ESEGMENTS)
 	codeReserve  = int(C.SHMKV_ERESERVE)
 	codeInval    = int(C.SHMKV_EINVAL)
+	codeTimedOut = int(C.SHMKV_ETIMEDOUT)
 	codeNoSpace  = -int(C.ENOSPC)
 	codeNoMem    = -int(C.ENOMEM)
 )
@@ -257,6 +260,7 @@ type openParams struct {
 	track    int    // trackDefault / trackOff / trackOn
 	segments uint32
 	reserve  uint64
+	timeout  uint32 // lock timeout, ms; 0: the library's default
 	flags    uint32
 }
 
@@ -296,6 +300,7 @@ func openDB(p openParams) (*db, error) {
 	opts.track_keys = C.int(p.track)
 	opts.segments = C.uint32_t(p.segments)
 	opts.reserve = C.uint64_t(p.reserve)
+	opts.lock_timeout_ms = C.uint32_t(p.timeout)
 	opts.flags = C.uint32_t(p.flags)
 	// Never NULL: the library would take NULL for its default store, and
 	// an empty name or path must be refused, not replaced.
