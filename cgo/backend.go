@@ -11,7 +11,7 @@ type backendStore interface {
 	set(key string, val []byte, kind Kind) error
 	del(key string) (existed bool, err error)
 	exists(key string) (bool, error)
-	size() uint64
+	size() (uint64, error)
 	clear() error
 	rebuildIndex() error
 	incr(key string, delta int64, kind Kind) (int64, error)

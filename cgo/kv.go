@@ -80,7 +80,7 @@ func opClear(c *call) sobek.Value {
 
 func opSize(c *call) sobek.Value {
 	var n uint64
-	c.do(func(s backendStore) error { n = s.size(); return nil })
+	c.do(func(s backendStore) (err error) { n, err = s.size(); return })
 	return c.result(n)
 }
 

@@ -372,7 +372,13 @@ func (d *db) exists(key string) (bool, error) {
 	return rc == 1, nil
 }
 
-func (d *db) size() uint64 { return uint64(C.shmkv_size(d.p)) }
+// size counts the keys exactly, or fails (SHMKV_ETIMEDOUT) when a stopped
+// process holds a segment lock past the lock timeout.
+func (d *db) size() (uint64, error) {
+	var n C.uint64_t
+	rc := C.shmkv_count(d.p, &n)
+	return uint64(n), cerr(rc)
+}
 
 func (d *db) clear() error { return cerr(C.shmkv_clear(d.p)) }
 

@@ -8,6 +8,10 @@
  *                                         SECONDS pass or PATH.stop exists
  *                                         (prints "ready" once open)
  *   dump-mkstore hold PATH                open the store and wait for stdin EOF
+ *   dump-mkstore stop PATH                create PATH with one segment and stop
+ *                                         itself (SIGSTOP) inside a set, holding
+ *                                         the segment's lock; on SIGCONT the set
+ *                                         finishes and it exits
  *   dump-mkstore corrupt PATH KIND        damage a (copied) store in place
  *
  * Stores are written with the public API; corrupt maps the file itself and
@@ -18,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -191,6 +196,23 @@ static int hold(const char *path)
     return 0;
 }
 
+static void stop_here(const char *point)
+{
+    if (!strcmp(point, "set.before_publish")) {
+        shmkv__test_hook = NULL;
+        raise(SIGSTOP);
+    }
+}
+
+static int stop(const char *path)
+{
+    shmkv_db *db = open_store(path, 0, 0, 1);
+    shmkv__test_hook = stop_here;
+    set(db, "held", 4, "1", 1, SHMKV_KIND_JSON);
+    shmkv_close(db);
+    return 0;
+}
+
 /* ---- damage ---------------------------------------------------------------- */
 
 static unsigned char *base;
@@ -349,8 +371,10 @@ int main(int argc, char **argv)
         return writer(argv[2], atoi(argv[3]));
     if (argc == 3 && !strcmp(argv[1], "hold"))
         return hold(argv[2]);
+    if (argc == 3 && !strcmp(argv[1], "stop"))
+        return stop(argv[2]);
     if (argc == 4 && !strcmp(argv[1], "corrupt"))
         return corrupt(argv[2], argv[3]);
-    fprintf(stderr, "usage: dump-mkstore golden|many|writer|hold|corrupt ...\n");
+    fprintf(stderr, "usage: dump-mkstore golden|many|churn|writer|hold|stop|corrupt ...\n");
     return 2;
 }

@@ -211,6 +211,43 @@ else
     echo "SKIP open/read-only-fs (needs root and unshare -m)"
 fi
 
+# A process stopped while it holds the only segment lock: every call
+# rejects with LockTimeoutError after lockTimeout; after SIGCONT the held
+# write lands and the store works.
+MKSTORE=""
+[[ -n "$DUMP" ]] && MKSTORE="$(dirname "$DUMP")/dump-mkstore"
+if [[ -x "$MKSTORE" ]]; then
+    slog="$WORK/lock-stopped.log"
+    "$MKSTORE" stop "$WORK/stopped.kv" >>"$slog" 2>&1 &
+    holder=$!
+    state=""
+    for _ in $(seq 100); do
+        state=$(awk '{print $3}' "/proc/$holder/stat" 2>/dev/null)
+        [[ "$state" == T ]] && break
+        sleep 0.05
+    done
+    if [[ "$state" != T ]]; then
+        echo "FAILED: the holder did not stop inside its set (state '$state')" >>"$slog"
+        st=1
+    else
+        timeout 60 "$K6" "${K6OPTS[@]}" -e KV_PATH="$WORK/stopped.kv" -e PHASE=stopped \
+            "$HERE/stopped.js" >>"$slog" 2>&1
+        st=$?
+        grep -q 'stopped: ok' "$slog" || st=1
+    fi
+    kill -CONT "$holder" 2>/dev/null
+    timeout 30 tail --pid="$holder" -f /dev/null
+    wait "$holder" || { echo "FAILED: the holder exited with $? after SIGCONT" >>"$slog"; st=1; }
+    if [[ $st == 0 ]]; then
+        timeout 60 "$K6" "${K6OPTS[@]}" -e KV_PATH="$WORK/stopped.kv" -e PHASE=resumed \
+            "$HERE/stopped.js" >>"$slog" 2>&1 || st=1
+        grep -q 'resumed: ok' "$slog" || st=1
+    fi
+    result "lock/stopped-holder" $st "$slog"
+else
+    echo "SKIP lock/stopped-holder (dump-mkstore not built)"
+fi
+
 # A BoltDB-like file: refused, left byte-identical.
 bolt="$WORK/bolt.kv"
 head -c 16384 /dev/urandom >"$bolt"

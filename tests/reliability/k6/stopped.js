@@ -1,0 +1,41 @@
+// A process stopped (SIGSTOP) while it holds the store's only segment lock:
+// every call of this script must reject with LockTimeoutError after about
+// lockTimeout, never hang. Run by k6-hostile.sh with KV_PATH and PHASE:
+// "stopped" while the holder is stopped, "resumed" after it went on.
+import { openKv } from "k6/x/kv";
+
+const kv = openKv({ path: __ENV.KV_PATH, lockTimeout: 300 });
+
+export default async function () {
+  if (__ENV.PHASE === "resumed") {
+    const v = await kv.get("held");
+    if (v !== 1) throw new Error(`after SIGCONT the held set should have landed, got ${v}`);
+    await kv.set("k", 2);
+    if ((await kv.size()) !== 2) throw new Error("size after resuming");
+    console.log("resumed: ok");
+    return;
+  }
+  const calls = {
+    get: () => kv.get("held"),
+    set: () => kv.set("k", 1),
+    exists: () => kv.exists("k"),
+    size: () => kv.size(),
+    delete: () => kv.delete("k"),
+    incrementBy: () => kv.incrementBy("n", 1),
+    list: () => kv.list(),
+  };
+  for (const [name, f] of Object.entries(calls)) {
+    const t0 = Date.now();
+    let err = null;
+    try {
+      await f();
+    } catch (e) {
+      err = e;
+    }
+    const ms = Date.now() - t0;
+    if (!err) throw new Error(`${name} resolved while a stopped process holds the lock`);
+    if (err.name !== "LockTimeoutError") throw new Error(`${name}: ${err.name}: ${err.message}`);
+    if (ms < 250 || ms > 5000) throw new Error(`${name} gave up after ${ms} ms; lockTimeout is 300`);
+  }
+  console.log("stopped: ok");
+}
