@@ -109,36 +109,67 @@ static int check_compat(const shmkv__hdr *h, const shmkv_options *o)
 
 /* ---- header validation --------------------------------------------------- */
 
+/* The most a creator writes before its header is complete: create_store
+ * allocates exactly data_off bytes, which is largest with the most
+ * segments. A longer file was never an unfinished creation. */
+static uint64_t creation_size_max(void)
+{
+    uint64_t idx_off = SHMKV__HDR_SIZE + (uint64_t)SHMKV__MAX_SEGMENTS * sizeof(shmkv__seg);
+    return (idx_off + sizeof(shmkv__idx) + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
+}
+
+/* 1 when bytes [from, fsize) of the file are all zero, 0 when not,
+ * negative on a read error. */
+static int rest_is_zero(int fd, off_t from, off_t fsize)
+{
+    unsigned char buf[16384];
+    for (off_t at = from; at < fsize;) {
+        size_t want = fsize - at < (off_t)sizeof buf ? (size_t)(fsize - at) : sizeof buf;
+        ssize_t n = pread(fd, buf, want, at);
+        if (n <= 0)
+            return n < 0 ? -errno : 0; /* shrank under us: not a creator's stub */
+        for (ssize_t i = 0; i < n; i++)
+            if (buf[i])
+                return 0;
+        at += n;
+    }
+    return 1;
+}
+
 /* Decide from the first page alone, before mapping anything, whether the
- * file is ours. 1: fresh (empty, all zero, or marked by a creator that
- * died before finishing), 0: a store, negative: refuse. */
+ * file is ours. 1: fresh (empty, or what a creator that died before
+ * finishing can leave), 0: a store, negative: refuse.
+ *
+ * A foreign file may well begin with a page of zeros (an ISO-9660 image
+ * begins with 32 KiB of them), and taking it for a creator's leftover would
+ * truncate it. So "fresh" needs all of what a creator could have left: only
+ * zeros, or the in-progress magic, and no more bytes than a creator
+ * allocates before its header is complete. */
 static int validate_header(int fd, off_t fsize, shmkv__hdr *out)
 {
     unsigned char page[SHMKV__HDR_SIZE];
     if (fsize == 0)
         return 1;
-    if (fsize < (off_t)sizeof page) {
-        /* Too short to be a store; a zero-filled stub is a crashed creator. */
-        ssize_t n = pread(fd, page, (size_t)fsize, 0);
-        if (n != fsize)
-            return n < 0 ? -errno : SHMKV_ENOTSTORE;
-        for (off_t i = 0; i < fsize; i++)
-            if (page[i])
-                return SHMKV_ENOTSTORE;
-        return 1;
-    }
-    ssize_t n = pread(fd, page, sizeof page, 0);
-    if (n != (ssize_t)sizeof page)
+    size_t len = fsize < (off_t)sizeof page ? (size_t)fsize : sizeof page;
+    ssize_t n = pread(fd, page, len, 0);
+    if (n != (ssize_t)len)
         return n < 0 ? -errno : SHMKV_ENOTSTORE;
     bool zero = true;
-    for (size_t i = 0; i < sizeof page && zero; i++)
+    for (size_t i = 0; i < len && zero; i++)
         zero = page[i] == 0;
-    if (zero)
-        return 1;
+    bool init = len == sizeof page && memcmp(page, SHMKV__MAGIC_INIT, 8) == 0;
+    if (zero || init) {
+        if ((uint64_t)fsize > creation_size_max())
+            return SHMKV_ENOTSTORE;
+        if (init)
+            return 1; /* a creator died before finishing: start over */
+        int rz = rest_is_zero(fd, (off_t)len, fsize);
+        return rz < 0 ? rz : rz ? 1 : SHMKV_ENOTSTORE;
+    }
+    if (len < sizeof page)
+        return SHMKV_ENOTSTORE; /* too short to be a store */
     memcpy(out, page, sizeof *out);
     const shmkv__hdr *h = out;
-    if (memcmp(h->magic, SHMKV__MAGIC_INIT, 8) == 0)
-        return 1; /* a creator died before finishing: start over */
     if (memcmp(h->magic, SHMKV__MAGIC, 8) != 0)
         return SHMKV_ENOTSTORE;
     if (h->version != SHMKV__FORMAT_VERSION)
