@@ -106,7 +106,7 @@ typedef struct shmkv_options {
     int track_keys;         /**< SHMKV_TRACK_*: keep the key index */
     uint32_t segments;      /**< lock stripes, power of two in [1, 4096]; default 64 */
     uint64_t reserve;       /**< largest size the region may grow to, bytes; default 16 GiB */
-    uint32_t mode;          /**< permission bits for a new file/object; default 0600 */
+    uint32_t mode;          /**< permission bits for a new file/object, exact (not narrowed by the umask); default 0600 */
     uint32_t flags;         /**< SHMKV_RDONLY | SHMKV_NOCREATE | SHMKV_SYNC | SHMKV_NOSYNC */
 } shmkv_options;
 
@@ -139,7 +139,8 @@ typedef struct shmkv_info {
  * @param out    receives the handle.
  * @return 0; SHMKV_ENOTSTORE for a file that is not a store (it is left
  *   untouched); SHMKV_EVERSION, SHMKV_EABI, SHMKV_EINCOMPAT, SHMKV_ENAME,
- *   SHMKV_EINVAL; -ENOENT with SHMKV_NOCREATE; -ELOOP when the path is a
+ *   SHMKV_EINVAL; -ENOENT with SHMKV_NOCREATE or SHMKV_RDONLY (a read-only
+ *   open never creates a store); -ELOOP when the path is a
  *   symbolic link (never followed); -EISDIR; -EACCES; -ENOSPC; -ENOMEM.
  *
  * Opening the same store again in one process is cheap: the handles share

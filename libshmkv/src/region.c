@@ -320,25 +320,54 @@ static shmkv__map *registry_find(int backend, dev_t dev, ino_t ino)
     return NULL;
 }
 
+static int open_one(const char *where, int backend, const char *obj, int oflags, mode_t mode)
+{
+    if (backend == SHMKV_BACKEND_MEMORY)
+        return shm_open(obj, oflags, mode);
+    /* Never follow a symbolic link planted where the store should be. */
+    return open(where ? where : "./.k6.kv", oflags | O_NOFOLLOW | O_NOCTTY, mode);
+}
+
+/* A read-only open never creates: a store that does not exist is -ENOENT
+ * for it, and leaving a 0-byte file or object behind would be a write. A
+ * file this call creates gets exactly the requested mode (open() and
+ * shm_open() narrow it by the umask), which is why creation is told apart
+ * from joining with O_EXCL. */
 static int open_fd(const char *where, int backend, const shmkv_options *o, char *obj,
                    size_t objcap, int *fd_out)
 {
     mode_t mode = o->mode ? o->mode : 0600;
-    int oflags = O_RDWR | O_CLOEXEC | ((o->flags & SHMKV_NOCREATE) ? 0 : O_CREAT);
-    int fd;
+    bool create = !(o->flags & (SHMKV_NOCREATE | SHMKV_RDONLY));
     if (backend == SHMKV_BACKEND_MEMORY) {
         int rc = memory_object_name(where ? where : "k6kv", obj, objcap);
         if (rc)
             return rc;
-        fd = shm_open(obj, oflags, mode);
-    } else {
-        /* Never follow a symbolic link planted where the store should be. */
-        fd = open(where ? where : "./.k6.kv", oflags | O_NOFOLLOW | O_NOCTTY, mode);
     }
-    if (fd < 0)
-        return -errno;
-    *fd_out = fd;
-    return 0;
+    int oflags = O_RDWR | O_CLOEXEC;
+    for (int attempt = 0;; attempt++) {
+        if (create) {
+            int fd = open_one(where, backend, obj, oflags | O_CREAT | O_EXCL, mode);
+            if (fd >= 0) {
+                if (fchmod(fd, mode) != 0) {
+                    int e = errno;
+                    close(fd);
+                    return -e;
+                }
+                *fd_out = fd;
+                return 0;
+            }
+            if (errno != EEXIST)
+                return -errno;
+        }
+        int fd = open_one(where, backend, obj, oflags, 0);
+        if (fd >= 0) {
+            *fd_out = fd;
+            return 0;
+        }
+        /* Removed between the two calls: create it after all. */
+        if (errno != ENOENT || !create || attempt >= 8)
+            return -errno;
+    }
 }
 
 /* A memory store can be unlinked by its last closer between our shm_open
@@ -379,12 +408,14 @@ static int attach(shmkv__map *m, const resolved *r, const shmkv_options *o, cons
     if (state == 0 && alone && m->backend == SHMKV_BACKEND_MEMORY)
         state = 1;
     if (state == 1) {
-        if (!alone) {
-            rc = SHMKV_ECORRUPT; /* attached processes on a blank file */
+        /* Nothing there yet (or only the remains of a creation, or of a
+         * memory store whose users are gone): not a store to read. */
+        if (o->flags & SHMKV_RDONLY) {
+            rc = -ENOENT;
             goto out;
         }
-        if (o->flags & SHMKV_RDONLY) {
-            rc = SHMKV_EREADONLY;
+        if (!alone) {
+            rc = SHMKV_ECORRUPT; /* attached processes on a blank file */
             goto out;
         }
         rc = create_store(m, r, m->backend);
