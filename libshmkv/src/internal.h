@@ -215,6 +215,9 @@ typedef struct shmkv__map {
     unsigned char *base;
     uint64_t reserve;
     int attach_slot;
+    /* CLOCK_MONOTONIC ns before which a failed index rebuild (no room) is
+     * not tried again by this process; 0: try */
+    _Atomic uint64_t idx_retry_ns;
 } shmkv__map;
 
 struct shmkv_db {
@@ -301,6 +304,12 @@ void shmkv__seg_unlock(shmkv__seg *s);
  * caller holds nothing and must start its operation over. On a negative
  * return the caller also holds nothing. */
 #define SHMKV__RESTART 0x52455354 /* "REST": never a count or a boolean */
+/* Also returned by shmkv__idx_lock: the index is marked for a rebuild that
+ * could not be done for want of room (disk, /dev/shm or reserve full) and
+ * is not retried yet. The caller still holds `held` but not the index
+ * lock, and goes on without the index: writes leave it to the rebuild,
+ * readers scan the tables. */
+#define SHMKV__NOINDEX 0x4e4f4958 /* "NOIX" */
 int shmkv__idx_lock(shmkv__map *m, shmkv__seg *held);
 /* Take the index lock without the dirty check (for clear and rebuild,
  * which run with every segment lock already held). */
@@ -308,6 +317,8 @@ int shmkv__idx_lock_raw(shmkv__map *m);
 /* Rebuild the index under every segment lock and the index lock (the
  * caller holds none of them). */
 int shmkv__idx_rebuild_all(shmkv__map *m);
+/* True for the codes a rebuild fails with for want of room. */
+bool shmkv__idx_no_room(int rc);
 void shmkv__idx_unlock(shmkv__map *m);
 int shmkv__lock_all(shmkv__map *m);   /* every segment, in order */
 void shmkv__unlock_all(shmkv__map *m);

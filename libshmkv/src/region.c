@@ -287,9 +287,17 @@ static int recover_all(shmkv__map *m)
         if (rc)
             return rc;
     }
-    if (h->track_keys)
-        return shmkv__idx_rebuild(m);
-    return 0;
+    if (!h->track_keys)
+        return 0;
+    /* The data is whole once the segments are; an index that cannot be
+     * rebuilt for want of room stays marked dirty, and the store opens
+     * without it (see shmkv__idx_lock). */
+    int rc = shmkv__idx_rebuild(m);
+    if (shmkv__idx_no_room(rc)) {
+        atomic_store(&shmkv__idx_of(m)->dirty, 1);
+        rc = 0;
+    }
+    return rc;
 }
 
 /* ---- attach table -------------------------------------------------------- */

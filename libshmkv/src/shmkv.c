@@ -283,6 +283,8 @@ static int list_index(shmkv_db *db, const void *prefix, size_t plen, uint64_t li
         keys.len = 0;
         if ((rc = shmkv__idx_lock(m, NULL)) == SHMKV__RESTART)
             continue;
+        if (rc == SHMKV__NOINDEX)
+            return list_scan(db, prefix, plen, limit, flags, fn, ctx);
         if (rc)
             return rc;
         uint64_t from = plen ? shmkv__idx_rank(m, prefix, plen) : 0;
@@ -337,12 +339,17 @@ static int copy_key(const void *k, size_t klen, void *out, size_t cap, size_t *o
     return 0;
 }
 
+static int random_scan(shmkv__map *m, const void *prefix, size_t plen, void *out, size_t cap,
+                       size_t *klen);
+
 static int random_index(shmkv__map *m, const void *prefix, size_t plen, void *out, size_t cap,
                         size_t *klen)
 {
     int rc;
     while ((rc = shmkv__idx_lock(m, NULL)) == SHMKV__RESTART)
         ;
+    if (rc == SHMKV__NOINDEX)
+        return random_scan(m, prefix, plen, out, cap, klen);
     if (rc)
         return rc;
     shmkv__idx *ix = shmkv__idx_of(m);

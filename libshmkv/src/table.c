@@ -167,12 +167,19 @@ static int entry_new(op *o, const void *val, size_t vlen, shmkv_kind kind, uint6
     return 0;
 }
 
+/* 1: index lock held; 0: go on without the index (it is marked for a
+ * rebuild that reads the tables); negative or RESTART: the segment lock was
+ * dropped. */
 static int index_enter(op *o)
 {
     int rc = shmkv__idx_lock(o->m, o->s);
-    if (rc)
+    if (rc == SHMKV__NOINDEX)
+        return 0;
+    if (rc) {
         o->locked = false; /* RESTART or error: idx_lock dropped the segment */
-    return rc;
+        return rc;
+    }
+    return 1;
 }
 
 /* Store the value at the looked-up position (insert or replace). */
@@ -197,8 +204,11 @@ static int put(op *o, const void *val, size_t vlen, shmkv_kind kind)
         if (rc)
             return rc;
         bool track = SHMKV__HDR(m)->track_keys;
-        if (track && (rc = index_enter(o)) != 0)
-            return rc;
+        if (track) {
+            if ((rc = index_enter(o)) < 0 || rc == SHMKV__RESTART)
+                return rc;
+            track = rc == 1;
+        }
         rc = entry_new(o, val, vlen, kind, &noff);
         if (!rc && track && (rc = shmkv__idx_insert(m, o->key, o->klen)) != 0)
             shmkv__free_block(m, &s->alloc, noff);
@@ -231,9 +241,12 @@ static int removes(op *o)
     bool track = SHMKV__HDR(m)->track_keys;
     if (track) {
         int rc = index_enter(o);
-        if (rc)
+        if (rc < 0 || rc == SHMKV__RESTART)
             return rc;
-        rc = shmkv__idx_remove(m, o->key, o->klen);
+        track = rc == 1;
+    }
+    if (track) {
+        int rc = shmkv__idx_remove(m, o->key, o->klen);
         if (rc) {
             shmkv__idx_unlock(m);
             return rc;
