@@ -85,7 +85,8 @@ typedef enum shmkv_backend {
 } shmkv_backend;
 
 /** Open flags (shmkv_options.flags). */
-#define SHMKV_RDONLY    0x01u /**< refuse every write through this handle */
+#define SHMKV_RDONLY    0x01u /**< refuse every write through this handle; needs only read
+                                   permission, writes nothing, never creates (-ENOENT) */
 #define SHMKV_NOCREATE  0x02u /**< fail with -ENOENT if the store does not exist */
 #define SHMKV_SYNC      0x04u /**< msync after every write (slow; power-loss safety) */
 #define SHMKV_NOSYNC    0x08u /**< do not msync when the last process closes */

@@ -215,6 +215,11 @@ typedef struct shmkv__map {
     unsigned char *base;
     uint64_t reserve;
     int attach_slot;
+    /* Opened read-only: mapped PROT_READ, takes no lock, writes nothing. */
+    bool rdonly;
+    /* rdonly, when no writer was attached at open: per segment, the odd seq
+     * a dead holder left (0: none); readers accept it, see table.c */
+    uint32_t *dead_seq;
     /* CLOCK_MONOTONIC ns before which a failed index rebuild (no room) is
      * not tried again by this process; 0: try */
     _Atomic uint64_t idx_retry_ns;
@@ -330,6 +335,13 @@ void shmkv__grow_unlock(shmkv__map *m);
 extern void (*shmkv__test_hook)(const char *point);
 #define SHMKV__HOOK(p) do { if (shmkv__test_hook) shmkv__test_hook(p); } while (0)
 
+/* A growable byte buffer (malloc'ed; shmkv.c) */
+typedef struct shmkv__buf {
+    unsigned char *p;
+    size_t len, cap;
+} shmkv__buf;
+int shmkv__buf_reserve(shmkv__buf *b, size_t more);
+
 /* ---- table (table.c) -------------------------------------------------- */
 /* Repair a segment after its lock owner died: mark live entries, rebuild
  * the allocator, recount. Caller holds the lock. */
@@ -340,6 +352,14 @@ int shmkv__seg_clear(shmkv__map *m, shmkv__seg *s);
  * segment lock); stops at fn's first non-zero return and returns it. */
 int shmkv__seg_visit(shmkv__map *m, shmkv__seg *s,
                      int (*fn)(void *ctx, uint64_t entry_off), void *ctx);
+/* Without the lock (read-only mappings): append the live entries starting
+ * with prefix to out as records [u32 klen][u32 vlen][u32 kind][key][value]
+ * (vlen 0 and no value when keys_only), all as of one moment; with out
+ * NULL only count them (all of them). *count: entries appended/counted.
+ * Returns 0, -ENOMEM, or SHMKV_ELOCK when a live holder kept the segment
+ * for too long. */
+int shmkv__seg_snapshot(shmkv__map *m, shmkv__seg *s, const void *prefix, size_t plen,
+                        bool keys_only, shmkv__buf *out, uint64_t *count);
 /* Look a key up and call fn on its entry under the segment lock; returns
  * SHMKV_ENOTFOUND or fn's return. */
 int shmkv__get_locked_copy(shmkv_db *db, const void *key, size_t klen,

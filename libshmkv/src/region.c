@@ -4,11 +4,17 @@
  * Who is attached is decided with open-file-description locks on the store
  * itself (they belong to the descriptor, so closing some other descriptor
  * of the same file cannot drop them, and they vanish with a dead process):
- *   byte 0: the init lock, held exclusively while opening or closing;
- *   byte 1: held shared by every attached process.
+ *   byte 0: the init lock, held exclusively while opening or closing (a
+ *           read-only opener holds it shared: it changes nothing);
+ *   byte 1: held shared by every attached process;
+ *   byte 2: held shared by every attached process that may write.
  * A process holding the init lock that can also lock byte 1 exclusively
  * knows it is alone: it may re-initialise lock words left by processes that
- * no longer exist, repair an unclean store, or empty a memory store.
+ * no longer exist, repair an unclean store, or empty a memory store. One
+ * that can lock byte 2 exclusively knows that every other attached process
+ * is a read-only one. Those map the store PROT_READ and never touch a lock
+ * word, so it may still re-initialise the locks and repair the store, but
+ * not empty it under them.
  */
 #include "internal.h"
 
@@ -201,11 +207,12 @@ static int validate_header(int fd, off_t fsize, shmkv__hdr *out)
 
 /* ---- creation --------------------------------------------------------------- */
 
-static int map_region(int fd, uint64_t reserve, unsigned char **base)
+static int map_region(int fd, uint64_t reserve, bool rdonly, unsigned char **base)
 {
     /* The whole reserve is mapped once; the file grows inside it, so no
      * process ever has to remap. MAP_NORESERVE: address space only. */
-    void *p = mmap(NULL, reserve, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    void *p = mmap(NULL, reserve, rdonly ? PROT_READ : PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_NORESERVE, fd, 0);
     if (p == MAP_FAILED)
         return -errno;
     *base = p;
@@ -217,9 +224,14 @@ static int init_locks(shmkv__map *m)
     shmkv__hdr *h = SHMKV__HDR(m);
     int rc = shmkv__mutex_init(&h->grow_lock);
     for (uint32_t i = 0; i < h->nseg && !rc; i++) {
-        /* Alone: no reader can be between two reads of seq. */
-        atomic_store_explicit(&shmkv__seg_at(m, i)->seq, 0, memory_order_relaxed);
-        rc = shmkv__mutex_init(&shmkv__seg_at(m, i)->lock);
+        /* seq left odd by a dead holder becomes even, and moves: read-only
+         * processes may be attached, reading without locks, and a reader
+         * that saw the old value must see that it changed. */
+        shmkv__seg *s = shmkv__seg_at(m, i);
+        uint32_t v = atomic_load_explicit(&s->seq, memory_order_relaxed);
+        if (v & 1)
+            atomic_store_explicit(&s->seq, v + 1, memory_order_release);
+        rc = shmkv__mutex_init(&s->lock);
     }
     if (!rc)
         rc = shmkv__mutex_init(&shmkv__idx_of(m)->lock);
@@ -239,7 +251,7 @@ static int create_store(shmkv__map *m, const resolved *r, int backend)
     int rc = posix_fallocate(m->fd, 0, (off_t)data_off);
     if (rc)
         return -rc;
-    rc = map_region(m->fd, r->reserve, &m->base);
+    rc = map_region(m->fd, r->reserve, false, &m->base);
     if (rc)
         return rc;
     m->reserve = r->reserve;
@@ -319,11 +331,14 @@ static int attach_slot_take(shmkv__hdr *h)
 
 /* ---- open ------------------------------------------------------------------ */
 
-static shmkv__map *registry_find(int backend, dev_t dev, ino_t ino)
+/* A read-only open may share a writable mapping; a writable open needs
+ * one of its own. */
+static shmkv__map *registry_find(int backend, dev_t dev, ino_t ino, bool rdonly)
 {
     pid_t me = getpid();
     for (shmkv__map *m = registry; m; m = m->next)
-        if (m->owner_pid == me && m->backend == backend && m->dev == dev && m->ino == ino)
+        if (m->owner_pid == me && m->backend == backend && m->dev == dev && m->ino == ino &&
+            (rdonly || !m->rdonly))
             return m;
     return NULL;
 }
@@ -351,7 +366,9 @@ static int open_fd(const char *where, int backend, const shmkv_options *o, char 
         if (rc)
             return rc;
     }
-    int oflags = O_RDWR | O_CLOEXEC;
+    /* Read-only: read permission is all it needs, so a store made
+     * readable for another user can be read by them. */
+    int oflags = ((o->flags & SHMKV_RDONLY) ? O_RDONLY : O_RDWR) | O_CLOEXEC;
     for (int attempt = 0;; attempt++) {
         if (create) {
             int fd = open_one(where, backend, obj, oflags | O_CREAT | O_EXCL, mode);
@@ -406,6 +423,8 @@ static int attach(shmkv__map *m, const resolved *r, const shmkv_options *o, cons
         goto out;
     }
     bool alone = ofd_lock(m->fd, F_WRLCK, 1, false) == 0;
+    /* Only read-only processes besides us (they never touch lock words). */
+    bool lone_writer = ofd_lock(m->fd, F_WRLCK, 2, false) == 0;
     shmkv__hdr hdr;
     int state = validate_header(m->fd, st->st_size, &hdr);
     if (state < 0) {
@@ -430,10 +449,10 @@ static int attach(shmkv__map *m, const resolved *r, const shmkv_options *o, cons
     } else {
         rc = check_compat(&hdr, o);
         if (!rc)
-            rc = map_region(m->fd, hdr.reserve, &m->base);
+            rc = map_region(m->fd, hdr.reserve, false, &m->base);
         if (!rc) {
             m->reserve = hdr.reserve;
-            if (alone) {
+            if (alone || lone_writer) {
                 /* Lock words may name threads of processes gone since
                  * (a reboot, a copied file): only the lone opener may
                  * reset them. */
@@ -450,6 +469,78 @@ static int attach(shmkv__map *m, const resolved *r, const shmkv_options *o, cons
     atomic_fetch_add(&h->opens, 1);
     m->attach_slot = attach_slot_take(h);
     rc = ofd_lock(m->fd, F_RDLCK, 1, false);
+    if (!rc)
+        rc = ofd_lock(m->fd, F_RDLCK, 2, false);
+out:
+    ofd_lock(m->fd, F_UNLCK, 0, false);
+    return rc;
+}
+
+/* Whether another open file description holds a lock on `byte` that an
+ * exclusive lock would conflict with. F_OFD_GETLK works on a descriptor
+ * opened read-only, where an exclusive lock could not be taken. */
+static int ofd_held(int fd, off_t byte, bool *held)
+{
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1};
+    if (fcntl(fd, F_OFD_GETLK, &fl) != 0)
+        return -errno;
+    *held = fl.l_type != F_UNLCK;
+    return 0;
+}
+
+/* A read-only opener writes nothing: not the header, not the attach table,
+ * not a lock word (its mapping is PROT_READ). It never repairs, so what it
+ * reads must be right as the store is, which the lock-free readers in
+ * table.c see to. It is attached all the same (byte 1), so that no writer
+ * empties or re-creates a store under its mapping. */
+static int attach_rdonly(shmkv__map *m, const shmkv_options *o, const char *obj, struct stat *st)
+{
+    int rc = ofd_lock(m->fd, F_RDLCK, 0, true);
+    if (rc)
+        return rc;
+    bool others = false, writers = false;
+    if (m->backend == SHMKV_BACKEND_MEMORY && memory_object_replaced(obj, st)) {
+        rc = -EAGAIN;
+        goto out;
+    }
+    if (fstat(m->fd, st) != 0) {
+        rc = -errno;
+        goto out;
+    }
+    if ((rc = ofd_held(m->fd, 1, &others)) != 0 || (rc = ofd_held(m->fd, 2, &writers)) != 0)
+        goto out;
+    shmkv__hdr hdr;
+    int state = validate_header(m->fd, st->st_size, &hdr);
+    if (state < 0) {
+        rc = state;
+        goto out;
+    }
+    /* Nothing to read: no store yet, or a memory store whose users are all
+     * gone (the next writer would start it empty). */
+    if (state == 1 || (!others && m->backend == SHMKV_BACKEND_MEMORY)) {
+        rc = -ENOENT;
+        goto out;
+    }
+    if ((rc = check_compat(&hdr, o)) != 0 || (rc = map_region(m->fd, hdr.reserve, true, &m->base)))
+        goto out;
+    m->reserve = hdr.reserve;
+    if (!writers) {
+        /* No writer is attached, so a segment whose seq is odd now was left
+         * so by a holder that died: its table is as that holder published
+         * it, and readers may use it while seq stays at this value (a
+         * writer that joins later and takes the lock moves it on). */
+        const shmkv__hdr *h = SHMKV__HDR(m);
+        m->dead_seq = calloc(h->nseg, sizeof *m->dead_seq);
+        if (!m->dead_seq) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        for (uint32_t i = 0; i < h->nseg; i++) {
+            uint32_t v = atomic_load(&shmkv__seg_at(m, i)->seq);
+            m->dead_seq[i] = (v & 1) ? v : 0;
+        }
+    }
+    rc = ofd_lock(m->fd, F_RDLCK, 1, false);
 out:
     ofd_lock(m->fd, F_UNLCK, 0, false);
     return rc;
@@ -462,6 +553,7 @@ static void map_free(shmkv__map *m)
     if (m->fd >= 0)
         close(m->fd);
     free(m->name);
+    free(m->dead_seq);
     free(m);
 }
 
@@ -500,7 +592,8 @@ int shmkv_open(const char *where, const shmkv_options *opts, shmkv_db **out)
             rc = S_ISDIR(st.st_mode) ? -EISDIR : SHMKV_ENOTSTORE;
             break;
         }
-        shmkv__map *m = registry_find((int)o.backend, st.st_dev, st.st_ino);
+        bool rdonly = o.flags & SHMKV_RDONLY;
+        shmkv__map *m = registry_find((int)o.backend, st.st_dev, st.st_ino, rdonly);
         if (m) {
             /* Our descriptor carries no lock, so closing it is harmless. */
             close(fd);
@@ -518,6 +611,7 @@ int shmkv_open(const char *where, const shmkv_options *opts, shmkv_db **out)
             break;
         }
         m->fd = fd;
+        m->rdonly = rdonly;
         m->backend = (int)o.backend;
         m->owner_pid = getpid();
         m->refs = 1;
@@ -527,7 +621,7 @@ int shmkv_open(const char *where, const shmkv_options *opts, shmkv_db **out)
             rc = -ENOMEM;
             break;
         }
-        rc = attach(m, &r, &o, obj, &st);
+        rc = rdonly ? attach_rdonly(m, &o, obj, &st) : attach(m, &r, &o, obj, &st);
         if (rc == -EAGAIN) {
             map_free(m);
             continue;
@@ -566,10 +660,21 @@ int shmkv_close(shmkv_db *db)
                 break;
             }
         shmkv__hdr *h = SHMKV__HDR(m);
+        if (m->rdonly)
+            goto unmap; /* wrote nothing, leaves nothing to do */
         ofd_lock(m->fd, F_WRLCK, 0, true);
         if (m->attach_slot >= 0)
             atomic_store(&h->attach[m->attach_slot].pid, 0);
         bool last = ofd_lock(m->fd, F_WRLCK, 1, false) == 0;
+        /* Only readers stay: nobody will write, so the store is as clean
+         * as a closed one (and the next writer need not repair it). */
+        bool last_writer = !last && ofd_lock(m->fd, F_WRLCK, 2, false) == 0;
+        if (last_writer) {
+            if (m->backend == SHMKV_BACKEND_DISK && !(db->flags & SHMKV_NOSYNC) &&
+                msync(m->base, atomic_load(&h->top), MS_SYNC) != 0)
+                rc = -errno;
+            atomic_store(&h->clean, 1);
+        }
         if (last) {
             if (m->backend == SHMKV_BACKEND_MEMORY) {
                 /* The name may already belong to a newer store (after an
@@ -584,7 +689,8 @@ int shmkv_close(shmkv_db *db)
                 atomic_store(&h->clean, 1);
             }
         }
-        map_free(m); /* closing the descriptor drops both file locks */
+    unmap:
+        map_free(m); /* closing the descriptor drops every file lock */
     }
     pthread_mutex_unlock(&registry_mu);
     free(db);

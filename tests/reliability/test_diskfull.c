@@ -341,6 +341,16 @@ static void kid_uexpect(shmkv_db *db, uint64_t i)
     KID_CHECK(gl == VAL_LEN && memcmp(got, v, VAL_LEN) == 0, "%s holds the wrong value", k);
 }
 
+static unsigned char *kid_slurp(const char *p, size_t n)
+{
+    unsigned char *b = malloc(n ? n : 1);
+    KID_CHECK(b != NULL, "malloc");
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    KID_CHECK(fd >= 0 && fd_read_all(fd, b, n) == (ssize_t)n, "read %s", p);
+    close(fd);
+    return b;
+}
+
 static void kid_open_must_work(shmkv_db *db, uint64_t n, bool ro)
 {
     KID_CHECK(shmkv_size(db) == n, "size() = %" PRIu64 ", expected %" PRIu64, shmkv_size(db), n);
@@ -434,8 +444,31 @@ static void __attribute__((noreturn)) kid_unclean(const char *mnt, const char *w
     }
     close(ffd);
 
+    /* read-only first: it opens, reads everything, and writes nothing
+     * (not even the repair: it needs no room, and no write permission) */
+    struct stat before, after;
+    KID_CHECK(stat(where, &before) == 0, "stat");
+    unsigned char *bytes0 = kid_slurp(where, (size_t)before.st_size);
+    shmkv_options ro = o;
+    ro.flags = SHMKV_RDONLY;
     shmkv_db *db = NULL;
-    /* it opens (the repair needs no new room), and works */
+    res.ro_rc = shmkv_open(where, &ro, &db);
+    KID_CHECK(res.ro_rc == 0, "read-only open of the unclean store on a full fs -> %d (%s)",
+              res.ro_rc, shmkv_strerror(res.ro_rc));
+    kid_open_must_work(db, n, true);
+    KID_OK(shmkv_close(db));
+    KID_CHECK(stat(where, &after) == 0, "stat");
+    KID_CHECK(after.st_size == before.st_size &&
+                  after.st_mtim.tv_sec == before.st_mtim.tv_sec &&
+                  after.st_mtim.tv_nsec == before.st_mtim.tv_nsec,
+              "the read-only open wrote to the store");
+    unsigned char *bytes1 = kid_slurp(where, (size_t)after.st_size);
+    KID_CHECK(memcmp(bytes0, bytes1, (size_t)after.st_size) == 0,
+              "the read-only open changed the store's bytes");
+    free(bytes0);
+    free(bytes1);
+
+    /* read-write: it opens (the repair needs no new room), and works */
     res.rw_rc = shmkv_open(where, &o, &db);
     KID_CHECK(res.rw_rc == 0, "open of the unclean store on a full fs -> %d (%s)", res.rw_rc,
               shmkv_strerror(res.rw_rc));
@@ -501,7 +534,7 @@ static void run_unclean(const char *fs, const char *point)
     cr_assert_eq(got, (ssize_t)sizeof res);
     fprintf(stderr,
             "diskfull: unclean tracked store (writer killed %s) on a full tmpfs (%s), %" PRIu64
-            " keys: opens and works (index %s), %d more keys after growing\n",
+            " keys: read-only and read-write opens work (index %s), %d more keys after growing\n",
             point ? point : "after the failed set", fs, res.keys,
             res.deferred ? "left for a later rebuild" : "rebuilt at open", res.grown);
 }
