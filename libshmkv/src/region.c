@@ -6,15 +6,17 @@
  * of the same file cannot drop them, and they vanish with a dead process):
  *   byte 0: the init lock, held exclusively while opening or closing (a
  *           read-only opener holds it shared: it changes nothing);
- *   byte 1: held shared by every attached process;
- *   byte 2: held shared by every attached process that may write.
- * A process holding the init lock that can also lock byte 1 exclusively
- * knows it is alone: it may re-initialise lock words left by processes that
- * no longer exist, repair an unclean store, or empty a memory store. One
- * that can lock byte 2 exclusively knows that every other attached process
- * is a read-only one. Those map the store PROT_READ and never touch a lock
- * word, so it may still re-initialise the locks and repair the store, but
- * not empty it under them.
+ *   byte 1: held shared by every attached process that may write;
+ *   byte 2: held shared by every attached read-only process.
+ * A process holding the init lock that can also lock bytes 1 and 2
+ * exclusively knows it is alone: it may re-initialise lock words left by
+ * processes that no longer exist, repair an unclean store, or empty a
+ * memory store. One that can lock byte 1 but not byte 2 knows that every
+ * other attached process is a read-only one. Those map the store PROT_READ
+ * and never touch a lock word, so it may still re-initialise the locks and
+ * repair the store, but not empty it under them. (Readers have a byte of
+ * their own rather than writers, so that writers of library versions that
+ * knew only bytes 0 and 1 are still seen by everybody.)
  */
 #include "internal.h"
 
@@ -422,9 +424,10 @@ static int attach(shmkv__map *m, const resolved *r, const shmkv_options *o, cons
         rc = -errno;
         goto out;
     }
-    bool alone = ofd_lock(m->fd, F_WRLCK, 1, false) == 0;
-    /* Only read-only processes besides us (they never touch lock words). */
-    bool lone_writer = ofd_lock(m->fd, F_WRLCK, 2, false) == 0;
+    /* No other writer; read-only processes (they never touch lock words)
+     * may be attached, unless we are alone. */
+    bool lone_writer = ofd_lock(m->fd, F_WRLCK, 1, false) == 0;
+    bool alone = lone_writer && ofd_lock(m->fd, F_WRLCK, 2, false) == 0;
     shmkv__hdr hdr;
     int state = validate_header(m->fd, st->st_size, &hdr);
     if (state < 0) {
@@ -469,9 +472,8 @@ static int attach(shmkv__map *m, const resolved *r, const shmkv_options *o, cons
     atomic_fetch_add(&h->opens, 1);
     m->attach_slot = attach_slot_take(h);
     rc = ofd_lock(m->fd, F_RDLCK, 1, false);
-    if (!rc)
-        rc = ofd_lock(m->fd, F_RDLCK, 2, false);
 out:
+    ofd_lock(m->fd, F_UNLCK, 2, false); /* held only to prove we were alone */
     ofd_lock(m->fd, F_UNLCK, 0, false);
     return rc;
 }
@@ -498,7 +500,7 @@ static int attach_rdonly(shmkv__map *m, const shmkv_options *o, const char *obj,
     int rc = ofd_lock(m->fd, F_RDLCK, 0, true);
     if (rc)
         return rc;
-    bool others = false, writers = false;
+    bool readers = false, writers = false;
     if (m->backend == SHMKV_BACKEND_MEMORY && memory_object_replaced(obj, st)) {
         rc = -EAGAIN;
         goto out;
@@ -507,7 +509,7 @@ static int attach_rdonly(shmkv__map *m, const shmkv_options *o, const char *obj,
         rc = -errno;
         goto out;
     }
-    if ((rc = ofd_held(m->fd, 1, &others)) != 0 || (rc = ofd_held(m->fd, 2, &writers)) != 0)
+    if ((rc = ofd_held(m->fd, 1, &writers)) != 0 || (rc = ofd_held(m->fd, 2, &readers)) != 0)
         goto out;
     shmkv__hdr hdr;
     int state = validate_header(m->fd, st->st_size, &hdr);
@@ -517,7 +519,7 @@ static int attach_rdonly(shmkv__map *m, const shmkv_options *o, const char *obj,
     }
     /* Nothing to read: no store yet, or a memory store whose users are all
      * gone (the next writer would start it empty). */
-    if (state == 1 || (!others && m->backend == SHMKV_BACKEND_MEMORY)) {
+    if (state == 1 || (!writers && !readers && m->backend == SHMKV_BACKEND_MEMORY)) {
         rc = -ENOENT;
         goto out;
     }
@@ -540,7 +542,7 @@ static int attach_rdonly(shmkv__map *m, const shmkv_options *o, const char *obj,
             m->dead_seq[i] = (v & 1) ? v : 0;
         }
     }
-    rc = ofd_lock(m->fd, F_RDLCK, 1, false);
+    rc = ofd_lock(m->fd, F_RDLCK, 2, false);
 out:
     ofd_lock(m->fd, F_UNLCK, 0, false);
     return rc;
@@ -665,11 +667,11 @@ int shmkv_close(shmkv_db *db)
         ofd_lock(m->fd, F_WRLCK, 0, true);
         if (m->attach_slot >= 0)
             atomic_store(&h->attach[m->attach_slot].pid, 0);
-        bool last = ofd_lock(m->fd, F_WRLCK, 1, false) == 0;
+        bool last_writer = ofd_lock(m->fd, F_WRLCK, 1, false) == 0;
+        bool last = last_writer && ofd_lock(m->fd, F_WRLCK, 2, false) == 0;
         /* Only readers stay: nobody will write, so the store is as clean
          * as a closed one (and the next writer need not repair it). */
-        bool last_writer = !last && ofd_lock(m->fd, F_WRLCK, 2, false) == 0;
-        if (last_writer) {
+        if (last_writer && !last) {
             if (m->backend == SHMKV_BACKEND_DISK && !(db->flags & SHMKV_NOSYNC) &&
                 msync(m->base, atomic_load(&h->top), MS_SYNC) != 0)
                 rc = -errno;
