@@ -438,12 +438,6 @@ static int attach(shmkv__map *m, const resolved *r, const shmkv_options *o, cons
     if (state == 0 && alone && m->backend == SHMKV_BACKEND_MEMORY)
         state = 1;
     if (state == 1) {
-        /* Nothing there yet (or only the remains of a creation, or of a
-         * memory store whose users are gone): not a store to read. */
-        if (o->flags & SHMKV_RDONLY) {
-            rc = -ENOENT;
-            goto out;
-        }
         if (!alone) {
             rc = SHMKV_ECORRUPT; /* attached processes on a blank file */
             goto out;
@@ -455,10 +449,10 @@ static int attach(shmkv__map *m, const resolved *r, const shmkv_options *o, cons
             rc = map_region(m->fd, hdr.reserve, false, &m->base);
         if (!rc) {
             m->reserve = hdr.reserve;
-            if (alone || lone_writer) {
+            if (lone_writer) {
                 /* Lock words may name threads of processes gone since
-                 * (a reboot, a copied file): only the lone opener may
-                 * reset them. */
+                 * (a reboot, a copied file): only an opener with no other
+                 * writer attached may reset them (readers never use them). */
                 rc = init_locks(m);
                 if (!rc && !atomic_load(&SHMKV__HDR(m)->clean))
                     rc = recover_all(m);
