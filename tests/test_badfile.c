@@ -348,3 +348,70 @@ Test(badfile, unreadable_file)
     shmkv_db *db = NULL;
     T_RC(shmkv_open(p, NULL, &db), -EACCES);
 }
+
+/* ---- files that start with zeros (issue 10, item 1) --------------------- */
+
+/* A file whose first page is zero is not necessarily a creator's leftover:
+ * an ISO-9660 image starts with 32 KiB of zeros. Only what a creator could
+ * really have left (nothing but zeros, no longer than the layout it was
+ * writing) may be taken over; anything else is refused and kept. */
+static void zero_prefixed(const char *tag, size_t zeros, const void *tail, size_t tlen)
+{
+    unsigned char *b = calloc(1, zeros + tlen);
+    cr_assert(b);
+    memcpy(b + zeros, tail, tlen);
+    const char *p = t_path(tag);
+    t_write_file(p, b, zeros + tlen);
+    free(b);
+    char what[96];
+    snprintf(what, sizeof what, "%zu zero bytes then %zu bytes of data (%s)", zeros, tlen, tag);
+    refuse(p, NOTSTORE, 1, what);
+}
+
+Test(badfile, zero_prefixed_foreign_files)
+{
+    /* ISO-9660: 16 sectors of 2 KiB of zeros, then the volume descriptor */
+    unsigned char pvd[2048] = {1, 'C', 'D', '0', '0', '1', 1};
+    memcpy(pvd + 40, "MY_BACKUP_2024", 14);
+    zero_prefixed("iso", 32768, pvd, sizeof pvd);
+    /* one page of zeros, then data */
+    zero_prefixed("page", 4096, "data", 4);
+    /* zeros up to the last byte, which is not */
+    zero_prefixed("last", 65535, "x", 1);
+    /* a large file of zeros: longer than any creator writes before its
+     * header is complete, so it is somebody's (e.g. a fresh disk image) */
+    const char *big = t_path("bigzero");
+    int fd = open(big, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    cr_assert(fd >= 0);
+    cr_assert(ftruncate(fd, 8 << 20) == 0);
+    close(fd);
+    refuse(big, NOTSTORE, 1, "8 MiB of zeros");
+    /* the in-progress magic on a file too long to be a creation */
+    unsigned char init[8];
+    memcpy(init, SHMKV__MAGIC_INIT, 8);
+    const char *pi = t_path("initbig");
+    fd = open(pi, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    cr_assert(fd >= 0);
+    cr_assert(pwrite(fd, init, 8, 0) == 8);
+    cr_assert(ftruncate(fd, 8 << 20) == 0);
+    close(fd);
+    refuse(pi, NOTSTORE, 1, "in-progress magic on 8 MiB");
+}
+
+/* What a killed creator does leave (zeros, as long as the layout's start)
+ * is still taken over and becomes a store. */
+Test(badfile, zero_file_of_creation_size_becomes_store)
+{
+    const size_t sizes[] = {100, 4096, 69632};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        const char *p = t_path("zeros");
+        unsigned char *b = calloc(1, sizes[i]);
+        cr_assert(b);
+        t_write_file(p, b, sizes[i]);
+        free(b);
+        shmkv_db *db = t_open(p, SHMKV_BACKEND_DISK, 0);
+        t_set(db, "k", "v");
+        t_expect_str(db, "k", "v");
+        t_close(db);
+    }
+}

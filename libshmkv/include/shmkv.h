@@ -99,7 +99,8 @@ typedef enum shmkv_backend {
 } shmkv_backend;
 
 /** Open flags (shmkv_options.flags). */
-#define SHMKV_RDONLY    0x01u /**< refuse every write through this handle */
+#define SHMKV_RDONLY    0x01u /**< refuse every write through this handle; needs only read
+                                   permission, writes nothing, never creates (-ENOENT) */
 #define SHMKV_NOCREATE  0x02u /**< fail with -ENOENT if the store does not exist */
 #define SHMKV_SYNC      0x04u /**< msync after every write (slow; power-loss safety) */
 #define SHMKV_NOSYNC    0x08u /**< do not msync when the last process closes */
@@ -126,7 +127,7 @@ typedef struct shmkv_options {
     uint32_t segments;      /**< lock stripes, power of two in [1, SHMKV_SEGMENTS_MAX]; default 64 */
     uint64_t reserve;       /**< largest size the region may grow to, bytes, in
                                  [SHMKV_RESERVE_MIN, SHMKV_RESERVE_MAX]; default 16 GiB */
-    uint32_t mode;          /**< permission bits for a new file/object; default 0600 */
+    uint32_t mode;          /**< permission bits for a new file/object, exact (not narrowed by the umask); default 0600 */
     uint32_t flags;         /**< SHMKV_RDONLY | SHMKV_NOCREATE | SHMKV_SYNC | SHMKV_NOSYNC */
     /** Longest time one call through this handle waits, in total, for the
      * store's locks (segment, index and growth locks) held by other threads
@@ -170,7 +171,9 @@ typedef struct shmkv_info {
  * @return 0; SHMKV_ENOTSTORE for a file that is not a store (it is left
  *   untouched); SHMKV_EVERSION, SHMKV_EABI, SHMKV_EINCOMPAT; SHMKV_ENAME
  *   for a bad memory-store name, SHMKV_ESEGMENTS and SHMKV_ERESERVE for
- *   those options out of range, SHMKV_EINVAL for any other bad option; -ENOENT with SHMKV_NOCREATE; -ELOOP when the path is a
+ *   those options out of range, SHMKV_EINVAL for any other bad option;
+ *   -ENOENT with SHMKV_NOCREATE or SHMKV_RDONLY (a read-only open never
+ *   creates a store); -ELOOP when the path is a
  *   symbolic link (never followed); -EISDIR; -EACCES; -ENOSPC; -ENOMEM.
  *
  * Opening the same store again in one process is cheap: the handles share

@@ -217,6 +217,14 @@ typedef struct shmkv__map {
     uint64_t reserve;
     int attach_slot;
     bool attached;     /* open finished: other opens may share it */
+    /* Opened read-only: mapped PROT_READ, takes no lock, writes nothing. */
+    bool rdonly;
+    /* rdonly, when no writer was attached at open: per segment, the odd seq
+     * a dead holder left (0: none); readers accept it, see table.c */
+    uint32_t *dead_seq;
+    /* CLOCK_MONOTONIC ns before which a failed index rebuild (no room) is
+     * not tried again by this process; 0: try */
+    _Atomic uint64_t idx_retry_ns;
 } shmkv__map;
 
 struct shmkv_db {
@@ -304,6 +312,9 @@ int shmkv__mutex_init(pthread_mutex_t *mu);
 /* Every public call that takes locks starts with this: the locks it takes
  * from then on wait at most the handle's lock timeout in all, and fail
  * with SHMKV_ETIMEDOUT after that. */
+/* The current call's lock wait in ns (UINT64_MAX: no limit), for waits
+ * that are not on a mutex: read-only readers waiting out a live holder. */
+uint64_t shmkv__call_wait_ns(void);
 void shmkv__call_begin(const shmkv_db *db);
 /* Take a segment lock; repairs the segment if its owner died. */
 int shmkv__seg_lock(shmkv__map *m, shmkv__seg *s);
@@ -315,6 +326,12 @@ void shmkv__seg_unlock(shmkv__seg *s);
  * caller holds nothing and must start its operation over. On a negative
  * return the caller also holds nothing. */
 #define SHMKV__RESTART 0x52455354 /* "REST": never a count or a boolean */
+/* Also returned by shmkv__idx_lock: the index is marked for a rebuild that
+ * could not be done for want of room (disk, /dev/shm or reserve full) and
+ * is not retried yet. The caller still holds `held` but not the index
+ * lock, and goes on without the index: writes leave it to the rebuild,
+ * readers scan the tables. */
+#define SHMKV__NOINDEX 0x4e4f4958 /* "NOIX" */
 int shmkv__idx_lock(shmkv__map *m, shmkv__seg *held);
 /* Take the index lock without the dirty check (for clear and rebuild,
  * which run with every segment lock already held). */
@@ -322,6 +339,8 @@ int shmkv__idx_lock_raw(shmkv__map *m);
 /* Rebuild the index under every segment lock and the index lock (the
  * caller holds none of them). */
 int shmkv__idx_rebuild_all(shmkv__map *m);
+/* True for the codes a rebuild fails with for want of room. */
+bool shmkv__idx_no_room(int rc);
 void shmkv__idx_unlock(shmkv__map *m);
 int shmkv__lock_all(shmkv__map *m);   /* every segment, in order */
 void shmkv__unlock_all(shmkv__map *m);
@@ -333,6 +352,13 @@ void shmkv__grow_unlock(shmkv__map *m);
 extern void (*shmkv__test_hook)(const char *point);
 #define SHMKV__HOOK(p) do { if (shmkv__test_hook) shmkv__test_hook(p); } while (0)
 
+/* A growable byte buffer (malloc'ed; shmkv.c) */
+typedef struct shmkv__buf {
+    unsigned char *p;
+    size_t len, cap;
+} shmkv__buf;
+int shmkv__buf_reserve(shmkv__buf *b, size_t more);
+
 /* ---- table (table.c) -------------------------------------------------- */
 /* Repair a segment after its lock owner died: mark live entries, rebuild
  * the allocator, recount. Caller holds the lock. */
@@ -343,6 +369,14 @@ int shmkv__seg_clear(shmkv__map *m, shmkv__seg *s);
  * segment lock); stops at fn's first non-zero return and returns it. */
 int shmkv__seg_visit(shmkv__map *m, shmkv__seg *s,
                      int (*fn)(void *ctx, uint64_t entry_off), void *ctx);
+/* Without the lock (read-only mappings): append the live entries starting
+ * with prefix to out as records [u32 klen][u32 vlen][u32 kind][key][value]
+ * (vlen 0 and no value when keys_only), all as of one moment; with out
+ * NULL only count them (all of them). *count: entries appended/counted.
+ * Returns 0, -ENOMEM, or SHMKV_ELOCK when a live holder kept the segment
+ * for too long. */
+int shmkv__seg_snapshot(shmkv__map *m, shmkv__seg *s, const void *prefix, size_t plen,
+                        bool keys_only, shmkv__buf *out, uint64_t *count);
 /* Look a key up and call fn on its entry under the segment lock; returns
  * SHMKV_ENOTFOUND or fn's return. */
 int shmkv__get_locked_copy(shmkv_db *db, const void *key, size_t klen,

@@ -48,6 +48,12 @@ void shmkv__call_begin(const shmkv_db *db)
     call.have_deadline = false;
 }
 
+uint64_t shmkv__call_wait_ns(void)
+{
+    uint32_t ms = call.wait_ms ? call.wait_ms : SHMKV_LOCK_TIMEOUT_DEFAULT_MS;
+    return ms == SHMKV_LOCK_TIMEOUT_NONE ? UINT64_MAX : (uint64_t)ms * 1000000u;
+}
+
 static void ts_add_ms(struct timespec *t, uint32_t ms)
 {
     t->tv_sec += (time_t)(ms / 1000u);
@@ -246,6 +252,25 @@ int shmkv__idx_rebuild_all(shmkv__map *m)
     return rc;
 }
 
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* A rebuild allocates a whole new index. When the disk, /dev/shm or the
+ * reserve cannot give that room, the index stays marked dirty and the
+ * store goes on without it (NOINDEX): the tables alone hold the data, and
+ * the marked index is rebuilt from them once a try succeeds. Tries are
+ * spaced out so that every write does not pay an O(n) failed rebuild. */
+#define IDX_RETRY_NS 1000000000u
+
+static bool no_room(int rc)
+{
+    return rc == -ENOSPC || rc == SHMKV_EFULL || rc == -ENOMEM || rc == -EFBIG;
+}
+
 int shmkv__idx_lock(shmkv__map *m, shmkv__seg *held)
 {
     int rc = shmkv__idx_lock_raw(m);
@@ -256,13 +281,28 @@ int shmkv__idx_lock(shmkv__map *m, shmkv__seg *held)
     }
     if (!atomic_load(&shmkv__idx_of(m)->dirty))
         return 0;
+    if (now_ns() < atomic_load(&m->idx_retry_ns)) {
+        shmkv__idx_unlock(m);
+        return SHMKV__NOINDEX;
+    }
     /* Rebuilding needs every segment lock, which may not be taken while
      * holding the index lock or a higher segment: drop everything. */
     shmkv__idx_unlock(m);
     if (held)
         shmkv__seg_unlock(held);
     rc = shmkv__idx_rebuild_all(m);
+    if (no_room(rc)) {
+        atomic_store(&m->idx_retry_ns, now_ns() + IDX_RETRY_NS);
+        return SHMKV__RESTART; /* and the next call goes on without the index */
+    }
+    if (!rc)
+        atomic_store(&m->idx_retry_ns, 0);
     return rc ? rc : SHMKV__RESTART;
+}
+
+bool shmkv__idx_no_room(int rc)
+{
+    return no_room(rc);
 }
 
 int shmkv__grow_lock(shmkv__map *m)

@@ -4,11 +4,19 @@
  * Who is attached is decided with open-file-description locks on the store
  * itself (they belong to the descriptor, so closing some other descriptor
  * of the same file cannot drop them, and they vanish with a dead process):
- *   byte 0: the init lock, held exclusively while opening or closing;
- *   byte 1: held shared by every attached process.
- * A process holding the init lock that can also lock byte 1 exclusively
- * knows it is alone: it may re-initialise lock words left by processes that
- * no longer exist, repair an unclean store, or empty a memory store.
+ *   byte 0: the init lock, held exclusively while opening or closing (a
+ *           read-only opener holds it shared: it changes nothing);
+ *   byte 1: held shared by every attached process that may write;
+ *   byte 2: held shared by every attached read-only process.
+ * A process holding the init lock that can also lock bytes 1 and 2
+ * exclusively knows it is alone: it may re-initialise lock words left by
+ * processes that no longer exist, repair an unclean store, or empty a
+ * memory store. One that can lock byte 1 but not byte 2 knows that every
+ * other attached process is a read-only one. Those map the store PROT_READ
+ * and never touch a lock word, so it may still re-initialise the locks and
+ * repair the store, but not empty it under them. (Readers have a byte of
+ * their own rather than writers, so that writers of library versions that
+ * knew only bytes 0 and 1 are still seen by everybody.)
  */
 #include "internal.h"
 
@@ -189,36 +197,67 @@ static int check_compat(const shmkv__hdr *h, const shmkv_options *o)
 
 /* ---- header validation --------------------------------------------------- */
 
+/* The most a creator writes before its header is complete: create_store
+ * allocates exactly data_off bytes, which is largest with the most
+ * segments. A longer file was never an unfinished creation. */
+static uint64_t creation_size_max(void)
+{
+    uint64_t idx_off = SHMKV__HDR_SIZE + (uint64_t)SHMKV__MAX_SEGMENTS * sizeof(shmkv__seg);
+    return (idx_off + sizeof(shmkv__idx) + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
+}
+
+/* 1 when bytes [from, fsize) of the file are all zero, 0 when not,
+ * negative on a read error. */
+static int rest_is_zero(int fd, off_t from, off_t fsize)
+{
+    unsigned char buf[16384];
+    for (off_t at = from; at < fsize;) {
+        size_t want = fsize - at < (off_t)sizeof buf ? (size_t)(fsize - at) : sizeof buf;
+        ssize_t n = pread(fd, buf, want, at);
+        if (n <= 0)
+            return n < 0 ? -errno : 0; /* shrank under us: not a creator's stub */
+        for (ssize_t i = 0; i < n; i++)
+            if (buf[i])
+                return 0;
+        at += n;
+    }
+    return 1;
+}
+
 /* Decide from the first page alone, before mapping anything, whether the
- * file is ours. 1: fresh (empty, all zero, or marked by a creator that
- * died before finishing), 0: a store, negative: refuse. */
+ * file is ours. 1: fresh (empty, or what a creator that died before
+ * finishing can leave), 0: a store, negative: refuse.
+ *
+ * A foreign file may well begin with a page of zeros (an ISO-9660 image
+ * begins with 32 KiB of them), and taking it for a creator's leftover would
+ * truncate it. So "fresh" needs all of what a creator could have left: only
+ * zeros, or the in-progress magic, and no more bytes than a creator
+ * allocates before its header is complete. */
 static int validate_header(int fd, off_t fsize, shmkv__hdr *out)
 {
     unsigned char page[SHMKV__HDR_SIZE];
     if (fsize == 0)
         return 1;
-    if (fsize < (off_t)sizeof page) {
-        /* Too short to be a store; a zero-filled stub is a crashed creator. */
-        ssize_t n = pread(fd, page, (size_t)fsize, 0);
-        if (n != fsize)
-            return n < 0 ? -errno : SHMKV_ENOTSTORE;
-        for (off_t i = 0; i < fsize; i++)
-            if (page[i])
-                return SHMKV_ENOTSTORE;
-        return 1;
-    }
-    ssize_t n = pread(fd, page, sizeof page, 0);
-    if (n != (ssize_t)sizeof page)
+    size_t len = fsize < (off_t)sizeof page ? (size_t)fsize : sizeof page;
+    ssize_t n = pread(fd, page, len, 0);
+    if (n != (ssize_t)len)
         return n < 0 ? -errno : SHMKV_ENOTSTORE;
     bool zero = true;
-    for (size_t i = 0; i < sizeof page && zero; i++)
+    for (size_t i = 0; i < len && zero; i++)
         zero = page[i] == 0;
-    if (zero)
-        return 1;
+    bool init = len == sizeof page && memcmp(page, SHMKV__MAGIC_INIT, 8) == 0;
+    if (zero || init) {
+        if ((uint64_t)fsize > creation_size_max())
+            return SHMKV_ENOTSTORE;
+        if (init)
+            return 1; /* a creator died before finishing: start over */
+        int rz = rest_is_zero(fd, (off_t)len, fsize);
+        return rz < 0 ? rz : rz ? 1 : SHMKV_ENOTSTORE;
+    }
+    if (len < sizeof page)
+        return SHMKV_ENOTSTORE; /* too short to be a store */
     memcpy(out, page, sizeof *out);
     const shmkv__hdr *h = out;
-    if (memcmp(h->magic, SHMKV__MAGIC_INIT, 8) == 0)
-        return 1; /* a creator died before finishing: start over */
     if (memcmp(h->magic, SHMKV__MAGIC, 8) != 0)
         return SHMKV_ENOTSTORE;
     if (h->version != SHMKV__FORMAT_VERSION)
@@ -250,11 +289,12 @@ static int validate_header(int fd, off_t fsize, shmkv__hdr *out)
 
 /* ---- creation --------------------------------------------------------------- */
 
-static int map_region(int fd, uint64_t reserve, unsigned char **base)
+static int map_region(int fd, uint64_t reserve, bool rdonly, unsigned char **base)
 {
     /* The whole reserve is mapped once; the file grows inside it, so no
      * process ever has to remap. MAP_NORESERVE: address space only. */
-    void *p = mmap(NULL, reserve, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    void *p = mmap(NULL, reserve, rdonly ? PROT_READ : PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_NORESERVE, fd, 0);
     if (p == MAP_FAILED)
         return -errno;
     /* A mapping holds a reference to the open file description, which
@@ -272,9 +312,14 @@ static int init_locks(shmkv__map *m)
     shmkv__hdr *h = SHMKV__HDR(m);
     int rc = shmkv__mutex_init(&h->grow_lock);
     for (uint32_t i = 0; i < h->nseg && !rc; i++) {
-        /* Alone: no reader can be between two reads of seq. */
-        atomic_store_explicit(&shmkv__seg_at(m, i)->seq, 0, memory_order_relaxed);
-        rc = shmkv__mutex_init(&shmkv__seg_at(m, i)->lock);
+        /* seq left odd by a dead holder becomes even, and moves: read-only
+         * processes may be attached, reading without locks, and a reader
+         * that saw the old value must see that it changed. */
+        shmkv__seg *s = shmkv__seg_at(m, i);
+        uint32_t v = atomic_load_explicit(&s->seq, memory_order_relaxed);
+        if (v & 1)
+            atomic_store_explicit(&s->seq, v + 1, memory_order_release);
+        rc = shmkv__mutex_init(&s->lock);
     }
     if (!rc)
         rc = shmkv__mutex_init(&shmkv__idx_of(m)->lock);
@@ -294,7 +339,7 @@ static int create_store(shmkv__map *m, const resolved *r, int backend)
     int rc = posix_fallocate(m->fd, 0, (off_t)data_off);
     if (rc)
         return -rc;
-    rc = map_region(m->fd, r->reserve, &m->base);
+    rc = map_region(m->fd, r->reserve, false, &m->base);
     if (rc)
         return rc;
     m->reserve = r->reserve;
@@ -342,9 +387,17 @@ static int recover_all(shmkv__map *m)
         if (rc)
             return rc;
     }
-    if (h->track_keys)
-        return shmkv__idx_rebuild(m);
-    return 0;
+    if (!h->track_keys)
+        return 0;
+    /* The data is whole once the segments are; an index that cannot be
+     * rebuilt for want of room stays marked dirty, and the store opens
+     * without it (see shmkv__idx_lock). */
+    int rc = shmkv__idx_rebuild(m);
+    if (shmkv__idx_no_room(rc)) {
+        atomic_store(&shmkv__idx_of(m)->dirty, 1);
+        rc = 0;
+    }
+    return rc;
 }
 
 /* ---- attach table -------------------------------------------------------- */
@@ -366,35 +419,68 @@ static int attach_slot_take(shmkv__hdr *h)
 
 /* ---- open ------------------------------------------------------------------ */
 
-static shmkv__map *registry_find(int backend, dev_t dev, ino_t ino)
+/* A read-only open may share a writable mapping; a writable open needs
+ * one of its own. */
+static shmkv__map *registry_find(int backend, dev_t dev, ino_t ino, bool rdonly)
 {
     pid_t me = getpid();
     for (shmkv__map *m = registry; m; m = m->next)
         if (m->owner_pid == me && m->attached && m->backend == backend && m->dev == dev &&
-            m->ino == ino)
+            m->ino == ino && (rdonly || !m->rdonly))
             return m;
     return NULL;
 }
 
+static int open_one(const char *where, int backend, const char *obj, int oflags, mode_t mode)
+{
+    if (backend == SHMKV_BACKEND_MEMORY)
+        return shm_open(obj, oflags, mode);
+    /* Never follow a symbolic link planted where the store should be. */
+    return open(where ? where : "./.k6.kv", oflags | O_NOFOLLOW | O_NOCTTY, mode);
+}
+
+/* A read-only open never creates: a store that does not exist is -ENOENT
+ * for it, and leaving a 0-byte file or object behind would be a write. A
+ * file this call creates gets exactly the requested mode (open() and
+ * shm_open() narrow it by the umask), which is why creation is told apart
+ * from joining with O_EXCL. */
 static int open_fd(const char *where, int backend, const shmkv_options *o, char *obj,
                    size_t objcap, int *fd_out)
 {
     mode_t mode = o->mode ? o->mode : 0600;
-    int oflags = O_RDWR | O_CLOEXEC | ((o->flags & SHMKV_NOCREATE) ? 0 : O_CREAT);
-    int fd;
+    bool create = !(o->flags & (SHMKV_NOCREATE | SHMKV_RDONLY));
     if (backend == SHMKV_BACKEND_MEMORY) {
         int rc = memory_object_name(where ? where : "k6kv", obj, objcap);
         if (rc)
             return rc;
-        fd = shm_open(obj, oflags, mode);
-    } else {
-        /* Never follow a symbolic link planted where the store should be. */
-        fd = open(where ? where : "./.k6.kv", oflags | O_NOFOLLOW | O_NOCTTY, mode);
     }
-    if (fd < 0)
-        return -errno;
-    *fd_out = fd;
-    return 0;
+    /* Read-only: read permission is all it needs, so a store made
+     * readable for another user can be read by them. */
+    int oflags = ((o->flags & SHMKV_RDONLY) ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+    for (int attempt = 0;; attempt++) {
+        if (create) {
+            int fd = open_one(where, backend, obj, oflags | O_CREAT | O_EXCL, mode);
+            if (fd >= 0) {
+                if (fchmod(fd, mode) != 0) {
+                    int e = errno;
+                    close(fd);
+                    return -e;
+                }
+                *fd_out = fd;
+                return 0;
+            }
+            if (errno != EEXIST)
+                return -errno;
+        }
+        int fd = open_one(where, backend, obj, oflags, 0);
+        if (fd >= 0) {
+            *fd_out = fd;
+            return 0;
+        }
+        /* Removed between the two calls: create it after all. */
+        if (errno != ENOENT || !create || attempt >= 8)
+            return -errno;
+    }
 }
 
 /* A memory store can be unlinked by its last closer between our shm_open
@@ -424,7 +510,10 @@ static int attach(shmkv__map *m, const resolved *r, const shmkv_options *o, cons
         rc = -errno;
         goto out;
     }
-    bool alone = ofd_lock(m->fd, F_WRLCK, 1, false) == 0;
+    /* No other writer; read-only processes (they never touch lock words)
+     * may be attached, unless we are alone. */
+    bool lone_writer = ofd_lock(m->fd, F_WRLCK, 1, false) == 0;
+    bool alone = lone_writer && ofd_lock(m->fd, F_WRLCK, 2, false) == 0;
     shmkv__hdr hdr;
     int state = validate_header(m->fd, st->st_size, &hdr);
     if (state < 0) {
@@ -439,21 +528,17 @@ static int attach(shmkv__map *m, const resolved *r, const shmkv_options *o, cons
             rc = SHMKV_ECORRUPT; /* attached processes on a blank file */
             goto out;
         }
-        if (o->flags & SHMKV_RDONLY) {
-            rc = SHMKV_EREADONLY;
-            goto out;
-        }
         rc = create_store(m, r, m->backend);
     } else {
         rc = check_compat(&hdr, o);
         if (!rc)
-            rc = map_region(m->fd, hdr.reserve, &m->base);
+            rc = map_region(m->fd, hdr.reserve, false, &m->base);
         if (!rc) {
             m->reserve = hdr.reserve;
-            if (alone) {
+            if (lone_writer) {
                 /* Lock words may name threads of processes gone since
-                 * (a reboot, a copied file): only the lone opener may
-                 * reset them. */
+                 * (a reboot, a copied file): only an opener with no other
+                 * writer attached may reset them (readers never use them). */
                 rc = init_locks(m);
                 if (!rc && !atomic_load(&SHMKV__HDR(m)->clean))
                     rc = recover_all(m);
@@ -468,10 +553,82 @@ static int attach(shmkv__map *m, const resolved *r, const shmkv_options *o, cons
     m->attach_slot = attach_slot_take(h);
     rc = ofd_lock(m->fd, F_RDLCK, 1, false);
 out:
-    if (rc)
-        ofd_unlock_all(m->fd); /* the alone test may have taken byte 1 */
-    else
+    if (rc) {
+        ofd_unlock_all(m->fd); /* the alone tests may have taken bytes 1 and 2 */
+    } else {
+        ofd_lock(m->fd, F_UNLCK, 2, false); /* held only to prove we were alone */
         ofd_lock(m->fd, F_UNLCK, 0, false);
+    }
+    return rc;
+}
+
+/* Whether another open file description holds a lock on `byte` that an
+ * exclusive lock would conflict with. F_OFD_GETLK works on a descriptor
+ * opened read-only, where an exclusive lock could not be taken. */
+static int ofd_held(int fd, off_t byte, bool *held)
+{
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1};
+    if (fcntl(fd, F_OFD_GETLK, &fl) != 0)
+        return -errno;
+    *held = fl.l_type != F_UNLCK;
+    return 0;
+}
+
+/* A read-only opener writes nothing: not the header, not the attach table,
+ * not a lock word (its mapping is PROT_READ). It never repairs, so what it
+ * reads must be right as the store is, which the lock-free readers in
+ * table.c see to. It is attached all the same (byte 1), so that no writer
+ * empties or re-creates a store under its mapping. */
+static int attach_rdonly(shmkv__map *m, const shmkv_options *o, const char *obj, struct stat *st)
+{
+    int rc = ofd_lock(m->fd, F_RDLCK, 0, true);
+    if (rc)
+        return rc;
+    bool readers = false, writers = false;
+    if (m->backend == SHMKV_BACKEND_MEMORY && memory_object_replaced(obj, st)) {
+        rc = -EAGAIN;
+        goto out;
+    }
+    if (fstat(m->fd, st) != 0) {
+        rc = -errno;
+        goto out;
+    }
+    if ((rc = ofd_held(m->fd, 1, &writers)) != 0 || (rc = ofd_held(m->fd, 2, &readers)) != 0)
+        goto out;
+    shmkv__hdr hdr;
+    int state = validate_header(m->fd, st->st_size, &hdr);
+    if (state < 0) {
+        rc = state;
+        goto out;
+    }
+    /* Nothing to read: no store yet, or a memory store whose users are all
+     * gone (the next writer would start it empty). */
+    if (state == 1 || (!writers && !readers && m->backend == SHMKV_BACKEND_MEMORY)) {
+        rc = -ENOENT;
+        goto out;
+    }
+    if ((rc = check_compat(&hdr, o)) != 0 || (rc = map_region(m->fd, hdr.reserve, true, &m->base)))
+        goto out;
+    m->reserve = hdr.reserve;
+    if (!writers) {
+        /* No writer is attached, so a segment whose seq is odd now was left
+         * so by a holder that died: its table is as that holder published
+         * it, and readers may use it while seq stays at this value (a
+         * writer that joins later and takes the lock moves it on). */
+        const shmkv__hdr *h = SHMKV__HDR(m);
+        m->dead_seq = calloc(h->nseg, sizeof *m->dead_seq);
+        if (!m->dead_seq) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        for (uint32_t i = 0; i < h->nseg; i++) {
+            uint32_t v = atomic_load(&shmkv__seg_at(m, i)->seq);
+            m->dead_seq[i] = (v & 1) ? v : 0;
+        }
+    }
+    rc = ofd_lock(m->fd, F_RDLCK, 2, false);
+out:
+    ofd_lock(m->fd, F_UNLCK, 0, false);
     return rc;
 }
 
@@ -482,6 +639,7 @@ static void map_free(shmkv__map *m)
     if (m->fd >= 0)
         close(m->fd);
     free(m->name);
+    free(m->dead_seq);
     free(m);
 }
 
@@ -522,7 +680,8 @@ int shmkv_open(const char *where, const shmkv_options *opts, shmkv_db **out)
             rc = S_ISDIR(st.st_mode) ? -EISDIR : SHMKV_ENOTSTORE;
             break;
         }
-        shmkv__map *m = registry_find((int)o.backend, st.st_dev, st.st_ino);
+        bool rdonly = o.flags & SHMKV_RDONLY;
+        shmkv__map *m = registry_find((int)o.backend, st.st_dev, st.st_ino, rdonly);
         if (m) {
             /* Our descriptor carries no lock, so closing it is harmless. */
             close(fd);
@@ -540,6 +699,7 @@ int shmkv_open(const char *where, const shmkv_options *opts, shmkv_db **out)
             break;
         }
         m->fd = fd;
+        m->rdonly = rdonly;
         m->backend = (int)o.backend;
         m->owner_pid = getpid();
         m->refs = 1;
@@ -552,7 +712,7 @@ int shmkv_open(const char *where, const shmkv_options *opts, shmkv_db **out)
         /* Listed before it takes any file lock, so that a fork() from
          * another thread during the attach already lets go of it. */
         registry_add(m);
-        rc = attach(m, &r, &o, obj, &st);
+        rc = rdonly ? attach_rdonly(m, &o, obj, &st) : attach(m, &r, &o, obj, &st);
         if (rc) {
             registry_remove(m);
             map_free(m);
@@ -593,11 +753,22 @@ int shmkv_close(shmkv_db *db)
     } else if (m->refs == 0) {
         registry_remove(m);
         shmkv__hdr *h = SHMKV__HDR(m);
+        if (m->rdonly)
+            goto unmap; /* wrote nothing, leaves nothing to do */
         ofd_lock(m->fd, F_WRLCK, 0, true);
         SHMKV__HOOK("close.init_locked");
         if (m->attach_slot >= 0)
             atomic_store(&h->attach[m->attach_slot].pid, 0);
-        bool last = ofd_lock(m->fd, F_WRLCK, 1, false) == 0;
+        bool last_writer = ofd_lock(m->fd, F_WRLCK, 1, false) == 0;
+        bool last = last_writer && ofd_lock(m->fd, F_WRLCK, 2, false) == 0;
+        /* Only readers stay: nobody will write, so the store is as clean
+         * as a closed one (and the next writer need not repair it). */
+        if (last_writer && !last) {
+            if (m->backend == SHMKV_BACKEND_DISK && !(db->flags & SHMKV_NOSYNC) &&
+                msync(m->base, atomic_load(&h->top), MS_SYNC) != 0)
+                rc = -errno;
+            atomic_store(&h->clean, 1);
+        }
         if (last) {
             if (m->backend == SHMKV_BACKEND_MEMORY) {
                 /* The name may already belong to a newer store (after an
@@ -612,6 +783,10 @@ int shmkv_close(shmkv_db *db)
                 atomic_store(&h->clean, 1);
             }
         }
+    unmap:
+        /* Explicitly: a child forked a moment ago may still share the
+         * description, and closing our descriptor alone would not drop
+         * the locks. */
         ofd_unlock_all(m->fd);
         map_free(m);
     }

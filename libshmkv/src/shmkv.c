@@ -55,6 +55,23 @@ static int count_keys(shmkv_db *db, uint64_t *out)
     uint64_t n = 0;
     int err = 0;
     shmkv__call_begin(db);
+    if (m->rdonly) {
+        /* No lock to take: each count as of one moment (or, where a holder
+         * died, the live slots counted), see shmkv__seg_snapshot. */
+        for (uint32_t i = 0; i < SHMKV__HDR(m)->nseg; i++) {
+            shmkv__seg *s = shmkv__seg_at(m, i);
+            uint64_t c = 0;
+            int rc = shmkv__seg_snapshot(m, s, NULL, 0, true, NULL, &c);
+            if (rc) {
+                c = atomic_load_explicit(&s->count, memory_order_relaxed);
+                if (!err)
+                    err = rc;
+            }
+            n += c;
+        }
+        *out = n;
+        return err;
+    }
     /* Each count is read under its segment lock: a writer killed between
      * publishing a slot and updating the count leaves the count off by one
      * until the segment is repaired, and taking the lock is what repairs it. */
@@ -124,6 +141,8 @@ int shmkv_rebuild_index(shmkv_db *db)
     if (!shmkv__db_usable(db))
         return SHMKV_EINVAL;
     shmkv__map *m = db->m;
+    if (m->rdonly)
+        return SHMKV_EREADONLY; /* it cannot take the locks a rebuild needs */
     if (!SHMKV__HDR(m)->track_keys)
         return 0;
     shmkv__call_begin(db);
@@ -156,12 +175,9 @@ int shmkv_stat(shmkv_db *db, shmkv_info *info)
 
 /* ---- a growable byte buffer for collecting under locks ------------------------- */
 
-typedef struct buf {
-    unsigned char *p;
-    size_t len, cap;
-} buf;
+typedef shmkv__buf buf;
 
-static int buf_reserve(buf *b, size_t more)
+int shmkv__buf_reserve(buf *b, size_t more)
 {
     if (b->len + more <= b->cap)
         return 0;
@@ -180,7 +196,7 @@ static int buf_reserve(buf *b, size_t more)
 static int rec_put(buf *b, const void *k, uint32_t klen, const void *v, uint32_t vlen,
                    uint32_t kind)
 {
-    int rc = buf_reserve(b, 12 + (size_t)klen + vlen);
+    int rc = shmkv__buf_reserve(b, 12 + (size_t)klen + vlen);
     if (rc)
         return rc;
     uint32_t h[3] = {klen, vlen, kind};
@@ -312,6 +328,8 @@ static int list_index(shmkv_db *db, const void *prefix, size_t plen, uint64_t li
         keys.len = 0;
         if ((rc = shmkv__idx_lock(m, NULL)) == SHMKV__RESTART)
             continue;
+        if (rc == SHMKV__NOINDEX)
+            return list_scan(db, prefix, plen, limit, flags, fn, ctx);
         if (rc)
             return rc;
         uint64_t from = plen ? shmkv__idx_rank(m, prefix, plen) : 0;
@@ -344,12 +362,35 @@ static int list_index(shmkv_db *db, const void *prefix, size_t plen, uint64_t li
     return rc;
 }
 
+/* A read-only mapping takes no lock, and the index has no seq to read it
+ * by, so it copies each segment out as of one moment and sorts. */
+static int list_ro(shmkv_db *db, const void *prefix, size_t plen, uint64_t limit, unsigned flags,
+                   shmkv_list_fn fn, void *ctx)
+{
+    shmkv__map *m = db->m;
+    buf recs = {0};
+    uint64_t total = 0;
+    int rc = 0;
+    for (uint32_t i = 0; i < SHMKV__HDR(m)->nseg && !rc; i++) {
+        uint64_t n = 0;
+        rc = shmkv__seg_snapshot(m, shmkv__seg_at(m, i), prefix, plen,
+                                 flags & SHMKV_LIST_KEYS_ONLY, &recs, &n);
+        total += n;
+    }
+    if (!rc)
+        rc = emit(&recs, total, limit, fn, ctx, flags);
+    free(recs.p);
+    return rc;
+}
+
 int shmkv_list(shmkv_db *db, const void *prefix, size_t plen, uint64_t limit, unsigned flags,
                shmkv_list_fn fn, void *ctx)
 {
     if (!shmkv__db_usable(db) || !fn || (plen && !prefix) || (flags & ~SHMKV_LIST_KEYS_ONLY))
         return SHMKV_EINVAL;
     shmkv__call_begin(db);
+    if (db->m->rdonly)
+        return list_ro(db, prefix, plen, limit, flags, fn, ctx);
     if (SHMKV__HDR(db->m)->track_keys)
         return list_index(db, prefix, plen, limit, flags, fn, ctx);
     return list_scan(db, prefix, plen, limit, flags, fn, ctx);
@@ -367,12 +408,17 @@ static int copy_key(const void *k, size_t klen, void *out, size_t cap, size_t *o
     return 0;
 }
 
+static int random_scan(shmkv__map *m, const void *prefix, size_t plen, void *out, size_t cap,
+                       size_t *klen);
+
 static int random_index(shmkv__map *m, const void *prefix, size_t plen, void *out, size_t cap,
                         size_t *klen)
 {
     int rc;
     while ((rc = shmkv__idx_lock(m, NULL)) == SHMKV__RESTART)
         ;
+    if (rc == SHMKV__NOINDEX)
+        return random_scan(m, prefix, plen, out, cap, klen);
     if (rc)
         return rc;
     shmkv__idx *ix = shmkv__idx_of(m);
@@ -527,12 +573,83 @@ out:
     return rc;
 }
 
+/* Read-only mapping: draw a segment in proportion to its count and a key
+ * of it uniformly (copied out as of one moment), keep it if it has the
+ * prefix; each draw is uniform over all keys. When 16 draws miss, copy
+ * every match out and draw among them. */
+static int random_ro(shmkv__map *m, const void *prefix, size_t plen, void *out, size_t cap,
+                     size_t *klen)
+{
+    uint32_t nseg = SHMKV__HDR(m)->nseg;
+    uint64_t *counts = malloc(nseg * sizeof *counts), total = 0;
+    if (!counts)
+        return -ENOMEM;
+    buf recs = {0};
+    int rc = 0;
+    for (uint32_t i = 0; i < nseg; i++)
+        total += counts[i] = atomic_load_explicit(&shmkv__seg_at(m, i)->count,
+                                                  memory_order_relaxed);
+    for (int t = 0; total && t < 16; t++) {
+        uint64_t rank, n = 0;
+        recs.len = 0;
+        shmkv__seg *s = shmkv__seg_at(m, weighted_segment(counts, total, &rank));
+        if ((rc = shmkv__seg_snapshot(m, s, NULL, 0, true, &recs, &n)) != 0)
+            goto out;
+        if (!n)
+            continue;
+        uint64_t pick = shmkv__rand_below(n);
+        size_t at = 0;
+        uint32_t h[3];
+        const unsigned char *k, *v;
+        for (uint64_t j = 0;; j++) {
+            size_t step = rec_get(recs.p + at, h, &k, &v);
+            if (j == pick)
+                break;
+            at += step;
+        }
+        if (has_prefix(k, h[0], prefix, plen)) {
+            rc = copy_key(k, h[0], out, cap, klen);
+            goto out;
+        }
+    }
+    uint64_t matches = 0;
+    recs.len = 0;
+    for (uint32_t i = 0; i < nseg && !rc; i++) {
+        uint64_t n = 0;
+        rc = shmkv__seg_snapshot(m, shmkv__seg_at(m, i), prefix, plen, true, &recs, &n);
+        matches += n;
+    }
+    if (rc)
+        goto out;
+    if (!matches) {
+        rc = SHMKV_ENOTFOUND;
+        goto out;
+    }
+    uint64_t pick = shmkv__rand_below(matches);
+    size_t at = 0;
+    uint32_t h[3];
+    const unsigned char *k, *v;
+    for (uint64_t j = 0;; j++) {
+        size_t step = rec_get(recs.p + at, h, &k, &v);
+        if (j == pick)
+            break;
+        at += step;
+    }
+    rc = copy_key(k, h[0], out, cap, klen);
+out:
+    free(recs.p);
+    free(counts);
+    return rc;
+}
+
 int shmkv_random_key(shmkv_db *db, const void *prefix, size_t plen, void *buf, size_t cap,
                      size_t *klen)
 {
     if (!shmkv__db_usable(db) || (plen && !prefix) || (cap && !buf))
         return SHMKV_EINVAL;
     shmkv__call_begin(db);
+    if (db->m->rdonly)
+        return random_ro(db->m, prefix, plen, buf, cap, klen);
     if (SHMKV__HDR(db->m)->track_keys)
         return random_index(db->m, prefix, plen, buf, cap, klen);
     return random_scan(db->m, prefix, plen, buf, cap, klen);

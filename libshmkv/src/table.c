@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <sys/mman.h>
+#include <time.h>
 
 /* Position of a key in its segment, as found under the segment lock. */
 typedef struct lookup {
@@ -167,12 +168,19 @@ static int entry_new(op *o, const void *val, size_t vlen, shmkv_kind kind, uint6
     return 0;
 }
 
+/* 1: index lock held; 0: go on without the index (it is marked for a
+ * rebuild that reads the tables); negative or RESTART: the segment lock was
+ * dropped. */
 static int index_enter(op *o)
 {
     int rc = shmkv__idx_lock(o->m, o->s);
-    if (rc)
+    if (rc == SHMKV__NOINDEX)
+        return 0;
+    if (rc) {
         o->locked = false; /* RESTART or error: idx_lock dropped the segment */
-    return rc;
+        return rc;
+    }
+    return 1;
 }
 
 /* Store the value at the looked-up position (insert or replace). */
@@ -197,8 +205,11 @@ static int put(op *o, const void *val, size_t vlen, shmkv_kind kind)
         if (rc)
             return rc;
         bool track = SHMKV__HDR(m)->track_keys;
-        if (track && (rc = index_enter(o)) != 0)
-            return rc;
+        if (track) {
+            if ((rc = index_enter(o)) < 0 || rc == SHMKV__RESTART)
+                return rc;
+            track = rc == 1;
+        }
         rc = entry_new(o, val, vlen, kind, &noff);
         if (!rc && track && (rc = shmkv__idx_insert(m, o->key, o->klen)) != 0)
             shmkv__free_block(m, &s->alloc, noff);
@@ -231,9 +242,12 @@ static int removes(op *o)
     bool track = SHMKV__HDR(m)->track_keys;
     if (track) {
         int rc = index_enter(o);
-        if (rc)
+        if (rc < 0 || rc == SHMKV__RESTART)
             return rc;
-        rc = shmkv__idx_remove(m, o->key, o->klen);
+        track = rc == 1;
+    }
+    if (track) {
+        int rc = shmkv__idx_remove(m, o->key, o->klen);
         if (rc) {
             shmkv__idx_unlock(m);
             return rc;
@@ -460,12 +474,12 @@ SEQ_READER static void racy_copy(unsigned char *dst, const unsigned char *src, s
 
 /* One attempt: 0 (found; the value copied out when buf is given and fits),
  * SHMKV_EBUFSIZE, SHMKV_ENOTFOUND, or OPT_RETRY. */
-SEQ_READER static int read_unlocked(shmkv__map *m, shmkv__seg *s, uint64_t h, const void *key,
-                                    size_t klen, bool copy, void *buf, size_t cap, size_t *vlen,
-                                    shmkv_kind *kind)
+SEQ_READER static int read_unlocked(shmkv__map *m, shmkv__seg *s, uint32_t dead, uint64_t h,
+                                    const void *key, size_t klen, bool copy, void *buf,
+                                    size_t cap, size_t *vlen, shmkv_kind *kind)
 {
     uint32_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
-    if (seq & 1)
+    if ((seq & 1) && seq != dead)
         return OPT_RETRY;
     const shmkv__hdr *hd = SHMKV__HDR(m);
     uint64_t top = atomic_load_explicit(&hd->top, memory_order_acquire);
@@ -532,11 +546,170 @@ static int read_fast(shmkv_db *db, const void *key, size_t klen, bool copy, void
     uint64_t h = shmkv__hash(key, klen);
     shmkv__seg *s = seg_for(db->m, h);
     for (int attempt = 0; attempt < 4; attempt++) {
-        int rc = read_unlocked(db->m, s, h, key, klen, copy, buf, cap, vlen, kind);
+        int rc = read_unlocked(db->m, s, 0, h, key, klen, copy, buf, cap, vlen, kind);
         if (rc != OPT_RETRY)
             return rc;
     }
     return OPT_RETRY;
+}
+
+/* ---- read-only mappings ------------------------------------------------------- */
+
+/* A handle opened read-only maps the store PROT_READ: it cannot take a
+ * lock (locking writes the lock word), so it cannot repair either, and
+ * every read goes without the lock. That is sound while seq is even and
+ * unchanged, as above. When seq stays odd, the holder is either at work
+ * (wait for it) or dead: then the segment holds what it last published,
+ * which is a consistent table (every change a reader can see is one
+ * aligned store, and blocks a live slot reaches are never written), so a
+ * read that sees seq keep that odd value is as good as a locked one. A
+ * holder is known dead when no writer was attached at open and seq has not
+ * moved since (dead_seq), or when the kernel has marked the lock word as
+ * the robust futex of a thread that died (FUTEX_OWNER_DIED, no owner)
+ * and nobody has taken it since. */
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The odd seq of a segment whose holder is known dead, or 0. */
+static uint32_t dead_seq(shmkv__map *m, shmkv__seg *s)
+{
+    uint32_t v = atomic_load_explicit(&s->seq, memory_order_acquire);
+    if (!(v & 1))
+        return 0;
+    if (m->dead_seq && m->dead_seq[s->id] == v)
+        return v;
+#ifdef __GLIBC__
+    /* glibc keeps the futex word first; the kernel sets OWNER_DIED and
+     * clears the owner's tid when a holder dies (linux/futex.h). */
+    int w = __atomic_load_n(&s->lock.__data.__lock, __ATOMIC_ACQUIRE);
+    if ((w & 0x40000000) && !(w & 0x3fffffff) &&
+        atomic_load_explicit(&s->seq, memory_order_acquire) == v)
+        return v;
+#endif
+    return 0;
+}
+
+/* Between attempts: spin a little, then sleep up to 1 ms. Returns false
+ * once the call's lock timeout is over: a live holder is waited for as
+ * long as a writer would wait for its lock. */
+static bool ro_backoff(int attempt, uint64_t start)
+{
+    if (attempt < 8)
+        return true;
+    if (mono_ns() - start > shmkv__call_wait_ns())
+        return false;
+    struct timespec ts = {0, attempt < 40 ? 20000 : 1000000};
+    nanosleep(&ts, NULL);
+    return true;
+}
+
+static int read_ro(shmkv_db *db, const void *key, size_t klen, bool copy, void *buf, size_t cap,
+                   size_t *vlen, shmkv_kind *kind)
+{
+    uint64_t h = shmkv__hash(key, klen), start = mono_ns();
+    shmkv__seg *s = seg_for(db->m, h);
+    shmkv__call_begin(db);
+    for (int attempt = 0;; attempt++) {
+        int rc = read_unlocked(db->m, s, dead_seq(db->m, s), h, key, klen, copy, buf, cap, vlen,
+                               kind);
+        if (rc != OPT_RETRY)
+            return rc;
+        if (!ro_backoff(attempt, start))
+            return SHMKV_ETIMEDOUT;
+    }
+}
+
+/* One attempt at copying a segment's live entries that start with prefix
+ * into out as records [u32 klen][u32 vlen][u32 kind][key][value] (no value
+ * when keys_only; nothing at all when out is NULL, which only counts). */
+SEQ_READER static int snap_try(shmkv__map *m, shmkv__seg *s, uint32_t dead, const void *prefix,
+                               size_t plen, bool keys_only, shmkv__buf *out, uint64_t *count)
+{
+    uint32_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
+    if ((seq & 1) && seq != dead)
+        return OPT_RETRY;
+    const shmkv__hdr *hd = SHMKV__HDR(m);
+    uint64_t top = atomic_load_explicit(&hd->top, memory_order_acquire);
+    uint64_t lo = hd->data_off + SHMKV__BLOCK_HDR;
+    uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed);
+    size_t mark = out ? out->len : 0;
+    uint64_t n = 0;
+    int rc = 0;
+    if (!out && !(seq & 1)) {
+        /* counted under an even seq, the count is exact */
+        n = atomic_load_explicit(&s->count, memory_order_relaxed);
+        toff = 0;
+    }
+    if (toff) {
+        if (toff < lo || toff >= top || top - toff < sizeof(shmkv__table))
+            return OPT_RETRY;
+        const shmkv__table *t = (const shmkv__table *)SHMKV__P(m, toff);
+        uint64_t tcap = t->cap;
+        if (!tcap || (tcap & (tcap - 1)) || tcap > (top - toff - sizeof *t) / sizeof t->slot[0])
+            return OPT_RETRY;
+        for (uint64_t i = 0; i < tcap && !rc; i++) {
+            uint64_t w = atomic_load_explicit(&((shmkv__table *)t)->slot[i], memory_order_relaxed);
+            if (!SHMKV__SLOT_LIVE(w))
+                continue;
+            if (!out) {
+                n++;
+                continue;
+            }
+            uint64_t off = SHMKV__SLOT_OFF(w);
+            if (off < lo || off >= top || top - off < sizeof(shmkv__entry)) {
+                rc = OPT_RETRY;
+                break;
+            }
+            const shmkv__entry *e = entry_at(m, off);
+            uint64_t ek = e->klen, ev = e->vlen;
+            if (ek > SHMKV_KEY_MAX || ev > SHMKV_VALUE_MAX || ek + ev > top - off - sizeof *e) {
+                rc = OPT_RETRY;
+                break;
+            }
+            if (ek < plen || (plen && !racy_equal(e->data, prefix, plen)))
+                continue;
+            uint32_t hdr[3] = {(uint32_t)ek, keys_only ? 0 : (uint32_t)ev,
+                               shmkv__block_of(m, off)->kind};
+            size_t need = sizeof hdr + (size_t)ek + hdr[1];
+            if ((rc = shmkv__buf_reserve(out, need)) != 0)
+                break;
+            unsigned char *p = out->p + out->len;
+            memcpy(p, hdr, sizeof hdr);
+            racy_copy(p + sizeof hdr, e->data, (size_t)ek);
+            if (hdr[1])
+                racy_copy(p + sizeof hdr + ek, e->data + ek, hdr[1]);
+            out->len += need;
+            n++;
+        }
+    }
+    atomic_thread_fence(memory_order_acquire);
+    if (rc == 0 && atomic_load_explicit(&s->seq, memory_order_relaxed) != seq)
+        rc = OPT_RETRY;
+    if (rc) {
+        if (out)
+            out->len = mark;
+        return rc;
+    }
+    *count = n;
+    return 0;
+}
+
+int shmkv__seg_snapshot(shmkv__map *m, shmkv__seg *s, const void *prefix, size_t plen,
+                        bool keys_only, shmkv__buf *out, uint64_t *count)
+{
+    uint64_t start = mono_ns();
+    for (int attempt = 0;; attempt++) {
+        int rc = snap_try(m, s, dead_seq(m, s), prefix, plen, keys_only, out, count);
+        if (rc != OPT_RETRY)
+            return rc;
+        if (!ro_backoff(attempt, start))
+            return SHMKV_ETIMEDOUT;
+    }
 }
 
 /* ---- the public single-key operations -------------------------------------- */
@@ -560,6 +733,8 @@ int shmkv_get(shmkv_db *db, const void *key, size_t klen, void *buf, size_t cap,
         return rc;
     if (cap && !buf)
         return SHMKV_EINVAL;
+    if (db->m->rdonly)
+        return read_ro(db, key, klen, true, buf, cap, vlen, kind);
     if ((rc = read_fast(db, key, klen, true, buf, cap, vlen, kind)) != OPT_RETRY)
         return rc;
     op o;
@@ -573,6 +748,10 @@ int shmkv_exists(shmkv_db *db, const void *key, size_t klen)
     int rc = check_key(db, key, klen);
     if (rc)
         return rc;
+    if (db->m->rdonly) {
+        rc = read_ro(db, key, klen, false, NULL, 0, NULL, NULL);
+        return rc < 0 && rc != SHMKV_ENOTFOUND ? rc : rc == 0;
+    }
     rc = read_fast(db, key, klen, false, NULL, 0, NULL, NULL);
     if (rc != OPT_RETRY)
         return rc == 0;

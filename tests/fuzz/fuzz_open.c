@@ -13,7 +13,11 @@
  *     was. (SHMKV_ECORRUPT may also come from a repair of an unclean store
  *     that met damage half-way: by then lock words are re-initialised and
  *     part of the repair is written, which the API does not exclude.)
- *   - when it opens, stat() describes the store it read.
+ *   - when it opens, stat() describes the store it read;
+ *   - it opens nothing that holds foreign data: a file without the store
+ *     magic is only taken over when it is what a killed creator leaves (all
+ *     zero, or the in-progress magic), never when a page of zeros is
+ *     followed by somebody's bytes (an ISO-9660 image starts that way).
  *
  * By default (promise mode) that is all. The library validates the header
  * page only: once the header is sound it trusts the structures inside the
@@ -198,6 +202,18 @@ static void check_untouched(size_t size, size_t total, int rc)
     }
 }
 
+/* The bytes written hold data that is neither a store nor what a creator
+ * killed before its header was complete leaves behind. */
+static bool foreign(size_t size)
+{
+    if (size >= 8 && (memcmp(eff, SHMKV__MAGIC, 8) == 0 || memcmp(eff, SHMKV__MAGIC_INIT, 8) == 0))
+        return false;
+    for (size_t i = 0; i < size; i++)
+        if (eff[i])
+            return true;
+    return false;
+}
+
 #if FUZZ_OPEN_DEEP
 static int list_cb(void *ctx, const void *k, size_t kl, const void *v, size_t vl, shmkv_kind kind)
 {
@@ -256,6 +272,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
             check_untouched(size, total, rc);
             continue;
+        }
+        if (foreign(size)) {
+            fprintf(stderr, "fuzz_open: FAIL: shmkv_open took over a file holding foreign data "
+                            "(no store magic, not all zero)\n");
+            abort();
         }
         shmkv_info info;
         if (shmkv_stat(db, &info) != 0 ||

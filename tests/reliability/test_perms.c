@@ -275,3 +275,89 @@ Test(perms, memory_name_200_chars)
     db = open_mode(ok, SHMKV_BACKEND_MEMORY, 0);
     RC_OK(shmkv_close(db));
 }
+
+/* ---- read-only opens of stores that do not exist (issue 10, item 8) ------ */
+
+static int open_flags(const char *where, shmkv_backend be, uint32_t flags)
+{
+    shmkv_options o;
+    memset(&o, 0, sizeof o);
+    o.backend = be;
+    o.flags = flags;
+    shmkv_db *db = NULL;
+    int rc = shmkv_open(where, &o, &db);
+    if (rc == 0)
+        shmkv_close(db);
+    return rc;
+}
+
+Test(perms, readonly_open_of_missing_store_creates_nothing)
+{
+    const char *p = rc_path("ro-missing");
+    int rc = open_flags(p, SHMKV_BACKEND_DISK, SHMKV_RDONLY);
+    cr_expect_eq(rc, -ENOENT, "read-only open of a missing file -> %d (%s), expected -ENOENT", rc,
+                 shmkv_strerror(rc));
+    struct stat st;
+    cr_assert(lstat(p, &st) != 0 && errno == ENOENT, "a read-only open created %s", p);
+
+    const char *n = rc_name("romiss");
+    rc = open_flags(n, SHMKV_BACKEND_MEMORY, SHMKV_RDONLY);
+    cr_expect_eq(rc, -ENOENT, "read-only open of a missing memory store -> %d (%s)", rc,
+                 shmkv_strerror(rc));
+    cr_assert(lstat(shm_path(n), &st) != 0 && errno == ENOENT,
+              "a read-only open created %s", shm_path(n));
+
+    /* an empty file is not a store yet: read-only, it stays as it is */
+    const char *e = rc_path("ro-empty");
+    int fd = open(e, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    cr_assert(fd >= 0);
+    close(fd);
+    rc = open_flags(e, SHMKV_BACKEND_DISK, SHMKV_RDONLY);
+    cr_expect_eq(rc, -ENOENT, "read-only open of an empty file -> %d (%s)", rc,
+                 shmkv_strerror(rc));
+    cr_assert(lstat(e, &st) == 0 && st.st_size == 0, "a read-only open wrote to an empty file");
+
+    /* a memory store whose processes are all gone is gone: the same */
+    const char *g = rc_name("rogone");
+    pid_t kid = rc_fork();
+    if (kid == 0) {
+        /* a process that dies holding the store leaves the object behind */
+        shmkv_db *d = NULL;
+        KID_OK(shmkv_open(g, &(shmkv_options){.backend = SHMKV_BACKEND_MEMORY}, &d));
+        KID_OK(shmkv_set(d, "k", 1, "v", 1, SHMKV_KIND_STRING));
+        raise(SIGKILL);
+        _exit(1);
+    }
+    rc_wait(kid);
+    cr_assert(lstat(shm_path(g), &st) == 0, "the dead process's object is missing");
+    rc = open_flags(g, SHMKV_BACKEND_MEMORY, SHMKV_RDONLY);
+    cr_expect_eq(rc, -ENOENT, "read-only open of a memory store nobody holds -> %d (%s)", rc,
+                 shmkv_strerror(rc));
+    shmkv_memory_unlink(g);
+}
+
+/* ---- the umask does not narrow the requested mode -------------------------- */
+
+Test(perms, mode_is_exact_under_umask)
+{
+    umask(077);
+    const char *p = rc_path("umask");
+    shmkv_db *db = open_mode(p, SHMKV_BACKEND_DISK, 0644);
+    mode_t m = mode_of(p);
+    RC_OK(shmkv_close(db));
+    cr_expect_eq(m, 0644, "mode 0644 under umask 077 gave %o", m);
+
+    const char *n = rc_name("umask");
+    db = open_mode(n, SHMKV_BACKEND_MEMORY, 0640);
+    m = mode_of(shm_path(n));
+    RC_OK(shmkv_close(db));
+    cr_expect_eq(m, 0640, "memory mode 0640 under umask 077 gave %o", m);
+
+    /* the default stays 0600 whatever the umask */
+    umask(0);
+    const char *d = rc_path("umask0");
+    db = open_mode(d, SHMKV_BACKEND_DISK, 0);
+    m = mode_of(d);
+    RC_OK(shmkv_close(db));
+    cr_expect_eq(m, 0600, "default mode under umask 0 gave %o", m);
+}
