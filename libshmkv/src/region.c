@@ -511,7 +511,11 @@ int shmkv_close(shmkv_db *db)
                 if (!(db->flags & SHMKV_NOSYNC) &&
                     msync(m->base, atomic_load(&h->top), MS_SYNC) != 0)
                     rc = -errno;
-                atomic_store(&h->clean, 1);
+                /* A batch whose writer died leaves intents that only a
+                 * repair resolves; the lone opener repairs unclean stores
+                 * only, so such a store must not be marked clean. */
+                if (!shmkv__batch_pending(m))
+                    atomic_store(&h->clean, 1);
             }
         }
         map_free(m); /* closing the descriptor drops both file locks */
