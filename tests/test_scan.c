@@ -296,3 +296,210 @@ Test(scan, random_keys_uniform_with_and_without_replacement)
         t_close(db);
     }
 }
+
+/* ---- tracking turned on by an opener --------------------------------------------- */
+
+static void dump_check(const char *where, shmkv_backend be)
+{
+    const char *dump = getenv("SHMKV_DUMP");
+    cr_assert(dump && access(dump, X_OK) == 0,
+              "SHMKV_DUMP must name shmkv-dump (meson test sets it)");
+    char out[64];
+    snprintf(out, sizeof out, "dump.%d.out", (int)getpid());
+    pid_t p = t_fork();
+    if (p == 0) {
+        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        if (be == SHMKV_BACKEND_MEMORY)
+            execl(dump, "shmkv-dump", "--check", "--memory", where, (char *)NULL);
+        else
+            execl(dump, "shmkv-dump", "--check", where, (char *)NULL);
+        _exit(127);
+    }
+    int st = t_wait(p);
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+        size_t n = 0;
+        unsigned char *text = t_read_file(out, &n);
+        char b[96];
+        cr_assert_fail("shmkv-dump --check %s: %s\n%.*s", where, t_status_str(st, b, sizeof b),
+                       (int)(n > 3000 ? 3000 : n), text);
+    }
+    unlink(out);
+}
+
+#define UNIVERSE 800
+
+/* Every key of the universe is listed (from the index) exactly when get
+ * finds it, count agrees, and prefixed draws only return existing keys. */
+static void index_matches_tables(shmkv_db *db, const char *what)
+{
+    t_kvlist l;
+    T_OK(t_list_all(db, "a:", 2, 0, SHMKV_LIST_KEYS_ONLY, &l));
+    t_assert_sorted(&l);
+    size_t present = 0, li = 0;
+    for (unsigned i = 0; i < UNIVERSE; i++) {
+        char k[32];
+        int kl = key_of(k, sizeof k, "a:", i);
+        int ex = shmkv_exists(db, k, (size_t)kl);
+        bool in_list = li < l.n && l.a[li].kl == (size_t)kl && !memcmp(l.a[li].k, k, (size_t)kl);
+        cr_assert_eq(ex == 1, in_list, "%s: %s exists=%d but listed=%d", what, k, ex, in_list);
+        li += in_list;
+        present += ex == 1;
+    }
+    cr_assert_eq(li, l.n, "%s: the index lists keys no table holds", what);
+    uint64_t n = 0;
+    T_OK(shmkv_count(db, "a:", 2, &n));
+    cr_assert_eq(n, present, "%s: count %" PRIu64 ", %zu present", what, n, present);
+    for (int d = 0; d < 200 && present; d++) {
+        char k[64];
+        size_t kl = 0;
+        T_OK(shmkv_random_key(db, "a:", 2, k, sizeof k, &kl));
+        cr_assert_eq(shmkv_exists(db, k, kl), 1, "%s: drew %s", what, t_show(k, kl));
+    }
+    t_kvlist_free(&l);
+}
+
+/* A writes in a loop with a handle opened untracked; B opens with
+ * tracking on meanwhile; afterwards the index holds exactly the keys. */
+static void track_on_while_writing(shmkv_backend be)
+{
+    const char *where = t_where(be, "trackon");
+    shmkv_db *keep = t_open(where, be, SHMKV_TRACK_OFF); /* keeps a memory store alive */
+    int stop[2], ready[2];
+    cr_assert(pipe(stop) == 0 && pipe(ready) == 0);
+    pid_t a = t_fork();
+    if (a == 0) {
+        close(stop[1]);
+        close(ready[0]);
+        shmkv_db *db = NULL;
+        shmkv_options o = t_opts(be, SHMKV_TRACK_OFF);
+        CHILD_OK(shmkv_open(where, &o, &db));
+        t_rng r = {7};
+        struct pollfd pf = {stop[0], POLLIN, 0};
+        char k[32];
+        for (unsigned i = 0; poll(&pf, 1, 0) == 0; i++) {
+            int kl = key_of(k, sizeof k, "a:", (unsigned)t_below(&r, UNIVERSE));
+            switch (i % 5) {
+            case 0:
+            case 1:
+                CHILD_OK(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_BYTES));
+                break;
+            case 2:
+                CHILD_OK(shmkv_delete(db, k, (size_t)kl, NULL));
+                break;
+            case 3: {
+                shmkv_item it[3] = {{k, (size_t)kl, "w", 1, SHMKV_KIND_BYTES, 0},
+                                    {"z:batch1", 8, "1", 1, SHMKV_KIND_BYTES, 0},
+                                    {"z:batch2", 8, "2", 1, SHMKV_KIND_BYTES, 0}};
+                CHILD_OK(shmkv_set_many(db, it, 3, NULL));
+                break;
+            }
+            default:
+                CHILD_OK(shmkv_delete_many(db, (shmkv_item[]){{k, (size_t)kl, NULL, 0, 0, 0},
+                                                              {"z:batch1", 8, NULL, 0, 0, 0}},
+                                           2, NULL, NULL));
+            }
+            if (i == 2000)
+                CHILD_CHECK(write(ready[1], "r", 1) == 1, "ready");
+        }
+        shmkv_close(db);
+        _exit(0);
+    }
+    close(stop[0]);
+    close(ready[1]);
+    char c;
+    cr_assert_eq(read(ready[0], &c, 1), 1, "writer A did not start");
+    close(ready[0]);
+
+    pid_t b = t_fork();
+    if (b == 0) {
+        shmkv_db *db = NULL;
+        shmkv_options o = t_opts(be, SHMKV_TRACK_ON);
+        CHILD_OK(shmkv_open(where, &o, &db));
+        shmkv_info info;
+        CHILD_OK(shmkv_stat(db, &info));
+        CHILD_CHECK(info.track_keys == 1, "tracking not on");
+        /* B writes too, through the index */
+        for (unsigned i = 0; i < 2000; i++) {
+            char k[32];
+            int kl = key_of(k, sizeof k, "a:", (i * 7919) % UNIVERSE);
+            if (i % 3)
+                CHILD_OK(shmkv_set(db, k, (size_t)kl, "b", 1, SHMKV_KIND_BYTES));
+            else
+                CHILD_OK(shmkv_delete(db, k, (size_t)kl, NULL));
+        }
+        shmkv_close(db);
+        _exit(0);
+    }
+    t_wait_ok(b, "opener with tracking on");
+    usleep(100 * 1000); /* A goes on writing with tracking on */
+    close(stop[1]);
+    t_wait_ok(a, "untracked writer");
+
+    shmkv_info info;
+    T_OK(shmkv_stat(keep, &info));
+    cr_assert_eq(info.track_keys, 1, "the handle opened before sees tracking on");
+    index_matches_tables(keep, t_backend_name(be));
+    if (be == SHMKV_BACKEND_MEMORY)
+        dump_check(where, be);
+    t_close(keep);
+    if (be == SHMKV_BACKEND_DISK) {
+        dump_check(where, be);
+        /* it stays on for the next opener, who asks for nothing */
+        shmkv_db *db = t_open(where, be, SHMKV_TRACK_DEFAULT);
+        T_OK(shmkv_stat(db, &info));
+        cr_assert_eq(info.track_keys, 1);
+        index_matches_tables(db, "reopened");
+        t_close(db);
+    }
+}
+
+Test(scan, track_on_by_a_later_opener_disk) { track_on_while_writing(SHMKV_BACKEND_DISK); }
+Test(scan, track_on_by_a_later_opener_memory) { track_on_while_writing(SHMKV_BACKEND_MEMORY); }
+
+/* In one process: a second handle turns it on, the first handle's writes
+ * keep the index current; asking for tracking off joins and keeps it. */
+Test(scan, track_on_and_off_in_one_process)
+{
+    for (int be = 0; be < 2; be++) {
+        const char *where = t_where((shmkv_backend)be, "track1");
+        shmkv_db *a = t_open(where, (shmkv_backend)be, SHMKV_TRACK_DEFAULT);
+        fill(a, "a:", UNIVERSE / 2);
+        shmkv_db *b = t_open(where, (shmkv_backend)be, SHMKV_TRACK_ON);
+        shmkv_info info;
+        T_OK(shmkv_stat(a, &info));
+        cr_assert_eq(info.track_keys, 1);
+        for (unsigned i = 0; i < UNIVERSE; i += 3) {
+            char k[32];
+            int kl = key_of(k, sizeof k, "a:", i);
+            if (i % 2)
+                T_OK(shmkv_delete(a, k, (size_t)kl, NULL));
+            else
+                T_OK(shmkv_set(a, k, (size_t)kl, "x", 1, SHMKV_KIND_BYTES));
+        }
+        index_matches_tables(b, "one process");
+        shmkv_db *c = t_open(where, (shmkv_backend)be, SHMKV_TRACK_OFF);
+        T_OK(shmkv_stat(c, &info));
+        cr_assert_eq(info.track_keys, 1, "track off on a tracked store keeps tracking");
+        T_OK(shmkv_delete_prefix(c, "a:0001", 6, 0, NULL));
+        index_matches_tables(c, "after track off");
+        /* a read-only handle cannot build the index */
+        shmkv_db *untracked = NULL;
+        const char *w2 = t_where((shmkv_backend)be, "track2");
+        shmkv_db *d = t_open(w2, (shmkv_backend)be, SHMKV_TRACK_DEFAULT);
+        shmkv_options o = t_opts((shmkv_backend)be, SHMKV_TRACK_ON);
+        o.flags = SHMKV_RDONLY;
+        T_RC(shmkv_open(w2, &o, &untracked), SHMKV_EINCOMPAT);
+        t_close(d);
+        if (be == SHMKV_BACKEND_MEMORY)
+            dump_check(where, (shmkv_backend)be);
+        t_close(c);
+        t_close(b);
+        t_close(a);
+        if (be == SHMKV_BACKEND_DISK)
+            dump_check(where, (shmkv_backend)be);
+    }
+}

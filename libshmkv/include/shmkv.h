@@ -92,14 +92,19 @@ typedef enum shmkv_backend {
 
 /** Tri-state for options that a joiner may leave to the store. */
 #define SHMKV_TRACK_DEFAULT 0 /**< creating: off; joining: whatever the store has */
-#define SHMKV_TRACK_OFF     1
-#define SHMKV_TRACK_ON      2
+#define SHMKV_TRACK_OFF     1 /**< creating: off; joining a tracked store: it stays tracked */
+#define SHMKV_TRACK_ON      2 /**< creating: on; joining an untracked store: turns
+                                   tracking on for the store and every process
+                                   using it (the index is built once, under every
+                                   lock, O(n), and kept from then on) */
 
 /**
  * Options for shmkv_open(). Zero-initialise and set what you need: every
  * zero field means "default" when creating and "whatever the store has"
- * when joining. A non-zero field that disagrees with an existing store makes
- * the open fail with SHMKV_EINCOMPAT.
+ * when joining. A non-zero segments or reserve that disagrees with an
+ * existing store makes the open fail with SHMKV_EINCOMPAT; track_keys is
+ * reconciled instead (see SHMKV_TRACK_ON), except that a read-only handle
+ * cannot turn tracking on (SHMKV_EINCOMPAT).
  */
 typedef struct shmkv_options {
     shmkv_backend backend;  /**< disk (default) or memory */

@@ -349,6 +349,9 @@ int shmkv__seg_recover(shmkv__map *m, shmkv__seg *s);
 /* Roll a dead batch writer's part of this segment forward (its batch
  * committed) or drop it; called first thing by shmkv__seg_recover. */
 void shmkv__batch_recover(shmkv__map *m, shmkv__seg *s);
+/* Start key tracking on a store created without it (a no-op when it is
+ * on): builds the index under every lock, then sets track_keys. */
+int shmkv__track_on(shmkv__map *m);
 /* True when some segment still holds a dead batch writer's intent. */
 bool shmkv__batch_pending(shmkv__map *m);
 /* Rehash a segment's table to cap slots (caller holds its lock). */
