@@ -503,3 +503,32 @@ Test(scan, track_on_and_off_in_one_process)
             dump_check(where, (shmkv_backend)be);
     }
 }
+
+Test(scan, tracking_enable_call)
+{
+    for (int be = 0; be < 2; be++) {
+        const char *where = t_where((shmkv_backend)be, "enable");
+        shmkv_db *a = t_open(where, (shmkv_backend)be, SHMKV_TRACK_DEFAULT);
+        fill(a, "a:", UNIVERSE / 2);
+        shmkv_options o = t_opts((shmkv_backend)be, SHMKV_TRACK_DEFAULT);
+        o.flags = SHMKV_RDONLY;
+        shmkv_db *ro = t_open_opts(where, &o);
+        T_RC(shmkv_tracking_enable(ro), SHMKV_EREADONLY);
+        shmkv_info info;
+        T_OK(shmkv_stat(a, &info));
+        cr_assert_eq(info.track_keys, 0);
+        T_OK(shmkv_tracking_enable(a));
+        T_OK(shmkv_tracking_enable(a)); /* again: nothing to do */
+        T_OK(shmkv_tracking_enable(ro)); /* already on: not a write */
+        T_OK(shmkv_stat(ro, &info));
+        cr_assert_eq(info.track_keys, 1);
+        T_OK(shmkv_delete(a, "a:000001", 8, NULL));
+        index_matches_tables(ro, "enabled by call");
+        if (be == SHMKV_BACKEND_MEMORY)
+            dump_check(where, (shmkv_backend)be);
+        t_close(ro);
+        t_close(a);
+        if (be == SHMKV_BACKEND_DISK)
+            dump_check(where, (shmkv_backend)be);
+    }
+}

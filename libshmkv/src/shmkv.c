@@ -122,6 +122,17 @@ int shmkv__track_on(shmkv__map *m)
     return rc;
 }
 
+int shmkv_tracking_enable(shmkv_db *db)
+{
+    if (!db || db->closed)
+        return SHMKV_EINVAL;
+    if (__atomic_load_n(&SHMKV__HDR(db->m)->track_keys, __ATOMIC_ACQUIRE))
+        return 0;
+    if (db->flags & SHMKV_RDONLY)
+        return SHMKV_EREADONLY;
+    return shmkv__track_on(db->m);
+}
+
 int shmkv_stat(shmkv_db *db, shmkv_info *info)
 {
     if (!db || db->closed || !info)
