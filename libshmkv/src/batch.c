@@ -72,6 +72,11 @@ static int item_cmp(const void *a, const void *b)
     const bitem *x = a, *y = b;
     if (x->seg != y->seg)
         return x->seg < y->seg ? -1 : 1;
+    /* Within a segment any order will do as long as equal keys end up
+     * next to each other: the hash decides first, so bytes are rarely
+     * compared. */
+    if (x->h != y->h)
+        return x->h < y->h ? -1 : 1;
     int c = shmkv__keycmp(x->src->key, x->src->klen, y->src->key, y->src->klen);
     if (c)
         return c;
@@ -85,7 +90,7 @@ static void batch_free(batch *b)
     free(b->first);
 }
 
-/* Group the items by segment (then key, then position) and mark the
+/* Group the items by segment (then hash and key, then position) and mark the
  * duplicates: for a set the last entry of a key wins, for a delete the
  * first one acts. */
 static int batch_plan(batch *b, const shmkv_item *items, size_t n, bool last_wins)
@@ -98,14 +103,45 @@ static int batch_plan(batch *b, const shmkv_item *items, size_t n, bool last_win
     b->first = malloc((n + 1) * sizeof *b->first);
     if (!b->it || !b->segs || !b->first)
         return -ENOMEM;
+    /* Bucket by segment (a counting sort: batches are mostly spread thin
+     * over the segments), then order each bucket. */
+    uint32_t *cnt = calloc((size_t)nseg + 1, sizeof *cnt);
+    bitem *tmp = malloc((n ? n : 1) * sizeof *tmp);
+    if (!cnt || !tmp) {
+        free(cnt);
+        free(tmp);
+        return -ENOMEM;
+    }
     for (size_t i = 0; i < n; i++) {
-        bitem *t = &b->it[i];
+        bitem *t = &tmp[i];
+        memset(t, 0, sizeof *t);
         t->at = i;
         t->src = &items[i];
         t->h = shmkv__hash(items[i].key, items[i].klen);
         t->seg = (uint32_t)(t->h >> 32) & (nseg - 1);
+        cnt[t->seg + 1]++;
     }
-    qsort(b->it, n, sizeof *b->it, item_cmp);
+    for (uint32_t j = 0; j < nseg; j++)
+        cnt[j + 1] += cnt[j];
+    for (size_t i = 0; i < n; i++)
+        b->it[cnt[tmp[i].seg]++] = tmp[i];
+    free(tmp);
+    free(cnt);
+    for (size_t lo = 0, hi; lo < n; lo = hi) {
+        for (hi = lo + 1; hi < n && b->it[hi].seg == b->it[lo].seg; hi++)
+            ;
+        if (hi - lo > 8) {
+            qsort(b->it + lo, hi - lo, sizeof *b->it, item_cmp);
+            continue;
+        }
+        for (size_t i = lo + 1; i < hi; i++) {
+            bitem x = b->it[i];
+            size_t j = i;
+            for (; j > lo && item_cmp(&b->it[j - 1], &x) > 0; j--)
+                b->it[j] = b->it[j - 1];
+            b->it[j] = x;
+        }
+    }
     b->nsegs = 0;
     for (size_t i = 0; i < n; i++) {
         bitem *t = &b->it[i];
@@ -113,10 +149,10 @@ static int batch_plan(batch *b, const shmkv_item *items, size_t n, bool last_win
             b->first[b->nsegs] = i;
             b->segs[b->nsegs++] = t->seg;
         }
-        bool same_next = i + 1 < n && b->it[i + 1].seg == t->seg &&
+        bool same_next = i + 1 < n && b->it[i + 1].h == t->h &&
                          shmkv__keycmp(t->src->key, t->src->klen, b->it[i + 1].src->key,
                                        b->it[i + 1].src->klen) == 0;
-        bool same_prev = i > 0 && b->it[i - 1].seg == t->seg &&
+        bool same_prev = i > 0 && b->it[i - 1].h == t->h &&
                          shmkv__keycmp(t->src->key, t->src->klen, b->it[i - 1].src->key,
                                        b->it[i - 1].src->klen) == 0;
         t->skip = last_wins ? same_next : same_prev;
@@ -312,15 +348,6 @@ out:
 /* ---- writes ---------------------------------------------------------------------------- */
 
 
-/* Is slot i already promised to an earlier insert of this segment? */
-static bool claimed(const batch *b, size_t from, size_t upto, uint64_t i)
-{
-    for (size_t k = from; k < upto; k++)
-        if (!b->it[k].skip && !b->it[k].found && b->it[k].slot == i)
-            return true;
-    return false;
-}
-
 static bool changes(const batch *b, const bitem *x)
 {
     return !x->skip && (b->set || x->found);
@@ -362,16 +389,21 @@ static int prepare_seg(batch *b, size_t j)
         /* The key is known absent, so any free slot on its probe path will
          * do; slots promised to earlier inserts count as taken. */
         uint64_t mask = t->cap - 1;
+        uint64_t *taken = calloc((t->cap + 63) / 64, sizeof *taken);
+        if (!taken)
+            return -ENOMEM;
         for (size_t i = lo; i < hi; i++) {
             bitem *x = &b->it[i];
             if (x->skip || x->found)
                 continue;
             uint64_t k = x->h & mask;
             while (SHMKV__SLOT_LIVE(atomic_load_explicit(&t->slot[k], memory_order_relaxed)) ||
-                   claimed(b, lo, i, k))
+                   (taken[k / 64] >> (k % 64) & 1))
                 k = (k + 1) & mask;
+            taken[k / 64] |= 1ull << (k % 64);
             x->slot = k;
         }
+        free(taken);
     }
     if (b->set) {
         for (size_t i = lo; i < hi; i++) {
