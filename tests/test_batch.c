@@ -725,3 +725,74 @@ Test(batch, killed_then_store_closed_untouched)
         kv_free(&old);
     }
 }
+
+/* A get_many reading without locks is paused after its first segment while
+ * another process replaces the whole group with one set_many: the read must
+ * not mix the two (it has to notice and read again). */
+static int g_pause_go = -1, g_paused_fd = -1, g_pauses;
+
+static void pause_hook(const char *point)
+{
+    if (strcmp(point, "get_many.unlocked") != 0 || g_pauses++ > 0)
+        return;
+    char c = 'p';
+    if (write(g_paused_fd, &c, 1) != 1)
+        _exit(5);
+    struct pollfd pf = {g_pause_go, POLLIN, 0};
+    if (poll(&pf, 1, 30000) != 1 || read(g_pause_go, &c, 1) != 1)
+        _exit(6);
+}
+
+Test(batch, get_many_without_locks_sees_no_half_batch)
+{
+    for (int be = 0; be < 2; be++) {
+        const char *where = t_where((shmkv_backend)be, "pause");
+        shmkv_db *db = t_open(where, (shmkv_backend)be, SHMKV_TRACK_DEFAULT);
+        kvset old = kv_make("c:", CK, "old");
+        T_OK(shmkv_set_many(db, old.it, old.n, NULL));
+        int paused[2], go[2], res[2];
+        cr_assert(pipe(paused) == 0 && pipe(go) == 0 && pipe(res) == 0);
+        pid_t p = t_fork();
+        if (p == 0) {
+            shmkv_db *r = NULL;
+            shmkv_options o = t_opts((shmkv_backend)be, SHMKV_TRACK_DEFAULT);
+            CHILD_OK(shmkv_open(where, &o, &r));
+            g_paused_fd = paused[1];
+            g_pause_go = go[0];
+            shmkv__test_hook = pause_hook;
+            kvset g = kv_make("c:", CK, "unused");
+            static char buf[CK * 64];
+            CHILD_OK(shmkv_get_many(r, g.it, g.n, buf, sizeof buf, NULL, NULL));
+            CHILD_CHECK(g_pauses > 0, "the reader never read without locks");
+            char first = 0;
+            unsigned news = 0;
+            for (size_t i = 0; i < CK; i++) {
+                CHILD_CHECK(g.it[i].rc == 0, "%s absent", g.k[i]);
+                news += g.it[i].vlen >= 3 && memcmp(g.it[i].val, "new", 3) == 0;
+                first = first ? first : ((const char *)g.it[i].val)[0];
+            }
+            CHILD_CHECK(news == 0 || news == CK, "half a batch: %u of %d keys new", news, CK);
+            CHILD_CHECK(fd_write_all(res[1], &news, sizeof news) == 0, "report");
+            _exit(0);
+        }
+        char c;
+        struct pollfd pf = {paused[0], POLLIN, 0};
+        cr_assert_eq(poll(&pf, 1, 30000), 1, "the reader did not pause");
+        cr_assert_eq(read(paused[0], &c, 1), 1);
+        kvset nw = kv_make("c:", CK, "new");
+        T_OK(shmkv_set_many(db, nw.it, nw.n, NULL)); /* while the reader is paused */
+        cr_assert_eq(write(go[1], "g", 1), 1);
+        t_wait_ok(p, "paused reader");
+        unsigned news = 0;
+        cr_assert_eq(fd_read_all(res[0], &news, sizeof news), (ssize_t)sizeof news);
+        cr_assert_eq(news, CK, "the reader returned the old values after the batch it straddled");
+        for (int i = 0; i < 2; i++) {
+            close(paused[i]);
+            close(go[i]);
+            close(res[i]);
+        }
+        t_close(db);
+        kv_free(&old);
+        kv_free(&nw);
+    }
+}

@@ -353,10 +353,13 @@ typedef struct shmkv_item {
  *   SHMKV_EINVAL for an invalid entry (*bad says which; nothing read);
  *   SHMKV_EBUFSIZE when the values do not fit (call again with *need
  *   bytes: the values may have changed meanwhile); -ENOMEM.
- * Cost: O(n log n) to group the keys by segment, then one probe each with
- * the segment locks of all the keys held together (taken in increasing
- * order), so no process's batch or single-key write is seen half done:
- * the result is the store at one instant.
+ * Cost: O(n) to group the keys by segment (O(n log n) when many share a
+ * segment), then one probe each. The keys are read without locks, and kept
+ * only if no writer entered any of their segments meanwhile (the same check
+ * as shmkv_get, over all the segments at once); after 4 tries, under all
+ * their segment locks, taken in increasing order. Either way no process's
+ * batch or single-key write is seen half done: the result is the store at
+ * one instant.
  */
 SHMKV_API int shmkv_get_many(shmkv_db *db, shmkv_item *items, size_t n,
                    void *buf, size_t cap, size_t *need, size_t *bad);
