@@ -673,8 +673,14 @@ static int write_locked(batch *b)
     size_t j = 0;
     for (; j < b->nsegs && !rc; j++)
         rc = prepare_seg(b, j);
-    if (!rc && b->track)
+    /* The index is marked for a rebuild for as long as it runs ahead of the
+     * tables: a writer killed before the commit leaves index entries for a
+     * batch that the repair rolls back, and whatever repairs the index must
+     * then rebuild it from the repaired tables. */
+    if (!rc && b->track) {
+        atomic_store(&shmkv__idx_of(m)->dirty, 1);
         rc = index_batch(b);
+    }
     if (rc) {
         unprepare(b, j);
         atomic_store_explicit(&leader->batch, B_WORD(b->gen, SHMKV__B_FREE), memory_order_release);
@@ -696,6 +702,8 @@ static int write_locked(batch *b)
             shmkv__free_block(m, &s->alloc, ioff);
     }
     atomic_store_explicit(&leader->batch, B_WORD(b->gen, SHMKV__B_FREE), memory_order_release);
+    if (b->track)
+        atomic_store(&shmkv__idx_of(m)->dirty, 0);
     if (b->db->flags & SHMKV_SYNC)
         msync(m->base, atomic_load(&SHMKV__HDR(m)->top), MS_SYNC);
     return 0;
