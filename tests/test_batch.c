@@ -10,6 +10,7 @@
 #include "internal.h"
 
 #include <poll.h>
+#include <pthread.h>
 
 TestSuite(batch, .init = t_setup, .fini = t_teardown, .timeout = 240);
 
@@ -794,5 +795,85 @@ Test(batch, get_many_without_locks_sees_no_half_batch)
         t_close(db);
         kv_free(&old);
         kv_free(&nw);
+    }
+}
+
+/* The same as atomic_for_other_processes, with threads of one process
+ * sharing one handle (k6's VUs): also what ThreadSanitizer can see. */
+typedef struct {
+    shmkv_db *db;
+    int id;
+    uint64_t checks;
+    char err[256];
+} thr;
+
+static void *thr_writer(void *arg)
+{
+    thr *t = arg;
+    kvset s = kv_make("g:", GK, "x");
+    char val[64];
+    uint64_t end = now_ms() + RUN_MS / 2;
+    for (unsigned it = 0; now_ms() < end && !t->err[0]; it++) {
+        snprintf(val, sizeof val, "t%d-%u%s", t->id, it, it % 2 ? "-longer-value" : "");
+        group(&s, val);
+        int rc = shmkv_set_many(t->db, s.it, s.n, NULL);
+        if (!rc && it % 3 == 1)
+            rc = shmkv_delete_many(t->db, s.it, s.n, NULL, NULL);
+        else if (!rc && it % 3 == 2)
+            rc = shmkv_delete_prefix(t->db, "g:", 2, 0, NULL);
+        if (rc)
+            snprintf(t->err, sizeof t->err, "writer %d: %s", t->id, shmkv_strerror(rc));
+    }
+    kv_free(&s);
+    return NULL;
+}
+
+static void *thr_reader(void *arg)
+{
+    thr *t = arg;
+    kvset s = kv_make("g:", GK, "x");
+    char *buf = malloc(GK * 64);
+    uint64_t end = now_ms() + RUN_MS / 2;
+    while (now_ms() < end && !t->err[0]) {
+        int rc = shmkv_get_many(t->db, s.it, s.n, buf, GK * 64, NULL, NULL);
+        if (rc) {
+            snprintf(t->err, sizeof t->err, "get_many: %s", shmkv_strerror(rc));
+            break;
+        }
+        size_t found = 0;
+        for (size_t i = 0; i < GK; i++) {
+            found += s.it[i].rc == 0;
+            if (s.it[i].rc == 0 && s.it[0].rc == 0 &&
+                (s.it[i].vlen != s.it[0].vlen || memcmp(s.it[i].val, s.it[0].val, s.it[0].vlen)))
+                snprintf(t->err, sizeof t->err, "torn batch: two values in one read");
+        }
+        if (found != 0 && found != GK)
+            snprintf(t->err, sizeof t->err, "torn batch: %zu of %d keys", found, GK);
+        t->checks++;
+    }
+    free(buf);
+    kv_free(&s);
+    return NULL;
+}
+
+Test(batch, atomic_for_threads_of_one_process)
+{
+    for (size_t c = 0; c < NCOMBO; c++) {
+        const char *where;
+        shmkv_db *db = open_combo(&combos[c], "thr", &where);
+        thr t[4];
+        pthread_t id[4];
+        for (int i = 0; i < 4; i++) {
+            memset(&t[i], 0, sizeof t[i]);
+            t[i].db = db;
+            t[i].id = i;
+            cr_assert(pthread_create(&id[i], NULL, i < 2 ? thr_writer : thr_reader, &t[i]) == 0);
+        }
+        for (int i = 0; i < 4; i++)
+            pthread_join(id[i], NULL);
+        for (int i = 0; i < 4; i++)
+            cr_assert(!t[i].err[0], "%s: %s", t_backend_name(combos[c].be), t[i].err);
+        cr_assert_gt(t[2].checks + t[3].checks, 10);
+        close_checked(db, where, combos[c].be);
     }
 }
