@@ -468,15 +468,36 @@ func TestParseOptions(t *testing.T) {
 }
 
 func TestOptionsConflict(t *testing.T) {
-	opts := storeOptions(t, "memory", true, "")
+	opts := storeOptions(t, "memory", true, "segments: 16")
 	a := newJS(t)
-	runAsync(t, a, `globalThis.kv = openKv(`+opts+`);`)
+	runAsync(t, a, `globalThis.kv = openKv(`+opts+`); await kv.set("k", 1);`)
 	b := newJS(t)
-	conflicting := strings.Replace(opts, "trackKeys: true", "trackKeys: false", 1)
-	runAsync(t, b, `throws(() => openKv(`+conflicting+`), "KVOptionsConflictError", "trackKeys conflict");`)
-	// Leaving trackKeys out joins whatever the store has.
-	joining := strings.Replace(opts, "trackKeys: true", "serialization: \"json\"", 1)
-	runAsync(t, b, `const kv = openKv(`+joining+`); eq(await kv.size(), 0, "joined");`)
+	// segments and reserve are fixed at creation: a different value throws.
+	conflicting := strings.Replace(opts, "segments: 16", "segments: 8", 1)
+	runAsync(t, b, `throws(() => openKv(`+conflicting+`), "KVOptionsConflictError", "segments conflict");`)
+	// trackKeys is reconciled, as on the fork: false joins the tracked store.
+	joining := strings.Replace(opts, "trackKeys: true", "trackKeys: false", 1)
+	runAsync(t, b, `const kv = openKv(`+joining+`); eq(await kv.size(), 1, "joined");`)
+}
+
+// A store created without trackKeys, joined with trackKeys: true, is
+// tracked from then on, for the opener that came first too.
+func TestTrackKeysTurnedOnByALaterOpener(t *testing.T) {
+	for _, backend := range []string{"memory", "disk"} {
+		t.Run(backend, func(t *testing.T) {
+			opts := storeOptions(t, backend, false, "")
+			a := newJS(t)
+			runAsync(t, a, `globalThis.kv = openKv(`+opts+`);
+				for (let i = 0; i < 50; i++) await kv.set("u:" + i, i);`)
+			b := newJS(t)
+			tracked := strings.Replace(opts, "trackKeys: false", "trackKeys: true", 1)
+			runAsync(t, b, `globalThis.kv = openKv(`+tracked+`);
+				eq((await kv.list({prefix: "u:1"})).length, 11, "list through the new index");`)
+			runAsync(t, a, `for (let i = 50; i < 60; i++) await kv.set("u:" + i, i);`)
+			runAsync(t, b, `eq((await kv.list({prefix: "u:5"})).length, 11, "the first opener's later writes are indexed");
+				eq(await kv.size(), 60, "size");`)
+		})
+	}
 }
 
 func TestReadOnly(t *testing.T) {

@@ -376,7 +376,7 @@ func (d *db) exists(key string) (bool, error) {
 // process holds a segment lock past the lock timeout.
 func (d *db) size() (uint64, error) {
 	var n C.uint64_t
-	rc := C.shmkv_count(d.p, &n)
+	rc := C.shmkv_count(d.p, nil, 0, &n)
 	return uint64(n), cerr(rc)
 }
 

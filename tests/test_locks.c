@@ -471,7 +471,7 @@ static void stopped_in_segment(shmkv_backend be)
     int swapped = 0;
     EXPECT_TIMEOUT(shmkv_cas(a, same, strlen(same), "s", 1, "c", 1, SHMKV_KIND_STRING, &swapped),
                    TMO_MS);
-    EXPECT_TIMEOUT(shmkv_count(a, &cnt), TMO_MS);
+    EXPECT_TIMEOUT(shmkv_count(a, NULL, 0, &cnt), TMO_MS);
     EXPECT_TIMEOUT(shmkv_clear(a), TMO_MS);
     t_kvlist l;
     EXPECT_TIMEOUT(t_list_all(a, NULL, 0, 0, 0, &l), TMO_MS);
@@ -503,7 +503,7 @@ static void stopped_in_segment(shmkv_backend be)
         rc = shmkv_set(db, same, strlen(same), "x", 1, SHMKV_KIND_STRING);
         CHILD_CHECK(rc == SHMKV_ETIMEDOUT, "set -> %d", rc);
         uint64_t c = 0;
-        rc = shmkv_count(db, &c);
+        rc = shmkv_count(db, NULL, 0, &c);
         CHILD_CHECK(rc == SHMKV_ETIMEDOUT, "count -> %d", rc);
         CHILD_OK(shmkv_get(db, other, strlen(other), b, sizeof b, &bn, NULL));
         CHILD_OK(shmkv_close(db));
@@ -515,7 +515,7 @@ static void stopped_in_segment(shmkv_backend be)
     resume_stopper(&s);
     t_expect_str(a, hot, "stopped");
     t_expect_str(a, same, "s");
-    T_OK(shmkv_count(a, &cnt));
+    T_OK(shmkv_count(a, NULL, 0, &cnt));
     cr_assert_eq(cnt, 4);
     t_set(a, same, "again");
     t_expect_str(a, same, "again");
@@ -638,7 +638,7 @@ Test(locks, stopped_holder_killed_is_repaired)
     t_expect_str(a, hot, "old");
     t_expect_str(a, same, "s");
     uint64_t cnt = 0;
-    T_OK(shmkv_count(a, &cnt));
+    T_OK(shmkv_count(a, NULL, 0, &cnt));
     cr_assert_eq(cnt, 2);
     t_kvlist l;
     T_OK(t_list_all(a, NULL, 0, 0, 0, &l));
@@ -692,6 +692,6 @@ Test(locks, timeout_error_is_explained)
     cr_assert(strstr(shmkv_strerror(SHMKV_ETIMEDOUT), "lock timeout") != NULL,
               "%s", shmkv_strerror(SHMKV_ETIMEDOUT));
     uint64_t n = 7;
-    T_RC(shmkv_count(NULL, &n), SHMKV_EINVAL);
+    T_RC(shmkv_count(NULL, NULL, 0, &n), SHMKV_EINVAL);
     cr_assert_eq(n, 7);
 }

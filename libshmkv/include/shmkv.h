@@ -107,8 +107,11 @@ typedef enum shmkv_backend {
 
 /** Tri-state for options that a joiner may leave to the store. */
 #define SHMKV_TRACK_DEFAULT 0 /**< creating: off; joining: whatever the store has */
-#define SHMKV_TRACK_OFF     1
-#define SHMKV_TRACK_ON      2
+#define SHMKV_TRACK_OFF     1 /**< creating: off; joining a tracked store: it stays tracked */
+#define SHMKV_TRACK_ON      2 /**< creating: on; joining an untracked store: turns
+                                   tracking on for the store and every process
+                                   using it (the index is built once, under every
+                                   lock, O(n), and kept from then on) */
 
 /** shmkv_options.lock_timeout_ms: 0 means this default (10 s). */
 #define SHMKV_LOCK_TIMEOUT_DEFAULT_MS 10000u
@@ -118,8 +121,10 @@ typedef enum shmkv_backend {
 /**
  * Options for shmkv_open(). Zero-initialise and set what you need: every
  * zero field means "default" when creating and "whatever the store has"
- * when joining. A non-zero field that disagrees with an existing store makes
- * the open fail with SHMKV_EINCOMPAT.
+ * when joining. A non-zero segments or reserve that disagrees with an
+ * existing store makes the open fail with SHMKV_EINCOMPAT; track_keys is
+ * reconciled instead (see SHMKV_TRACK_ON), except that a read-only handle
+ * cannot turn tracking on (SHMKV_EINCOMPAT).
  */
 typedef struct shmkv_options {
     shmkv_backend backend;  /**< disk (default) or memory */
@@ -242,10 +247,6 @@ SHMKV_API int shmkv_exists(shmkv_db *db, const void *key, size_t klen);
  * that case instead. */
 SHMKV_API uint64_t shmkv_size(shmkv_db *db);
 
-/** Number of keys, like shmkv_size(), but exact or an error.
- * @return 0 with *n set; SHMKV_ETIMEDOUT (*n unchanged) when a segment lock
- *   was not had within the lock timeout; SHMKV_EINVAL. */
-SHMKV_API int shmkv_count(shmkv_db *db, uint64_t *n);
 
 /** Remove every key. @return 0; SHMKV_EREADONLY. */
 SHMKV_API int shmkv_clear(shmkv_db *db);
@@ -352,10 +353,152 @@ SHMKV_API int shmkv_random_key(shmkv_db *db, const void *prefix, size_t plen,
                      void *buf, size_t cap, size_t *klen);
 
 /**
+ * Turn key tracking on for the store, as opening it with SHMKV_TRACK_ON
+ * does: every process using it keeps the index from its next write on.
+ * A no-op returning 0 when tracking is already on.
+ * @return 0; SHMKV_EREADONLY; -ENOSPC; SHMKV_EFULL; -ENOMEM.
+ * Takes every segment lock and builds the index: O(n log n) once (about
+ * 0.6 s for a million keys), during which writers wait. Ordered scans and
+ * counts are O(n) per call without the index (a full scan of a million
+ * keys in pages of 1,000: about 90 s) and O(log n + page) with it.
+ */
+SHMKV_API int shmkv_tracking_enable(shmkv_db *db);
+
+/**
  * Rebuild the key index from the hash table (a no-op returning 0 without
  * key tracking). Takes every segment lock, so it stops writers for O(n).
  */
 SHMKV_API int shmkv_rebuild_index(shmkv_db *db);
+
+/* ------------------------------------------------------------------ */
+/* Batches: many keys in one call                                      */
+
+/** One entry of a batch. */
+typedef struct shmkv_item {
+    const void *key;  /**< in: the key */
+    size_t klen;      /**< in: its length */
+    const void *val;  /**< set_many: in; get_many: out, points into the caller's buffer */
+    size_t vlen;      /**< set_many: in; get_many: out */
+    shmkv_kind kind;  /**< set_many: in; get_many: out */
+    int rc;           /**< out. get_many: 0 or SHMKV_ENOTFOUND;
+                           delete_many: 1 when the key existed, else 0 */
+} shmkv_item;
+
+/**
+ * Read many keys as of one instant.
+ * @param items  n entries; key and klen are read, val, vlen, kind and rc
+ *               are filled in. A key may appear more than once.
+ * @param buf,cap  where the values are copied, one after the other; each
+ *               found entry's val points into buf.
+ * @param need   receives the bytes the values take (also on
+ *               SHMKV_EBUFSIZE); may be NULL.
+ * @param bad    receives the index of the first invalid key; may be NULL.
+ * @return 0 (each entry's rc says whether it was found); SHMKV_EKEYSIZE or
+ *   SHMKV_EINVAL for an invalid entry (*bad says which; nothing read);
+ *   SHMKV_EBUFSIZE when the values do not fit (call again with *need
+ *   bytes: the values may have changed meanwhile); -ENOMEM.
+ * Cost: O(n) to group the keys by segment (O(n log n) when many share a
+ * segment), then one probe each. The keys are read without locks, and kept
+ * only if no writer entered any of their segments meanwhile (the same check
+ * as shmkv_get, over all the segments at once); after 4 tries, under all
+ * their segment locks, taken in increasing order. Either way no process's
+ * batch or single-key write is seen half done: the result is the store at
+ * one instant.
+ */
+SHMKV_API int shmkv_get_many(shmkv_db *db, shmkv_item *items, size_t n,
+                   void *buf, size_t cap, size_t *need, size_t *bad);
+
+/**
+ * Store many keys, all or none.
+ * @param items  n entries (key, klen, val, vlen, kind); rc is unused. When
+ *               a key appears more than once the last entry wins.
+ * @param bad    receives the index of the first invalid entry; may be NULL.
+ * @return 0; SHMKV_EKEYSIZE, SHMKV_EVALSIZE or SHMKV_EINVAL (bad pointer or
+ *   kind) for an invalid entry, *bad saying which; SHMKV_EREADONLY;
+ *   -ENOSPC; SHMKV_EFULL; -ENOMEM. Every entry is validated before anything
+ *   is written, and on any error the store is unchanged.
+ * Atomic for every process: the segment locks of all the keys are taken in
+ * increasing order and held while the new entries are written and
+ * published, so no reader (with or without the lock, in any process) sees
+ * some keys changed and not others. A process killed inside the call
+ * leaves all of the batch or none of it: the batch commits with one store
+ * to a word of its lowest segment, and the repair of each segment rolls
+ * its part forward or drops it (see docs/design.md, "Batches").
+ * Cost: O(n log n + total bytes), with every involved segment locked for
+ * the write.
+ */
+SHMKV_API int shmkv_set_many(shmkv_db *db, const shmkv_item *items, size_t n, size_t *bad);
+
+/**
+ * Delete many keys, all or none (same guarantees as shmkv_set_many()).
+ * @param items    n entries (key, klen); each rc receives 1 if the key
+ *                 existed, else 0.
+ * @param deleted  receives how many keys were deleted; may be NULL.
+ * @param bad      receives the index of the first invalid key; may be NULL.
+ * @return 0; SHMKV_EKEYSIZE or SHMKV_EINVAL with *bad; SHMKV_EREADONLY;
+ *   -ENOSPC, SHMKV_EFULL (the batch's intent record needs a little room);
+ *   -ENOMEM.
+ */
+SHMKV_API int shmkv_delete_many(shmkv_db *db, shmkv_item *items, size_t n,
+                      uint64_t *deleted, size_t *bad);
+
+/**
+ * Delete the keys that start with prefix (plen 0: every key), at most
+ * limit of them (0: no limit), in one atomic batch. With a limit and key
+ * tracking the first keys in key order go; without tracking, which
+ * matching keys go is unspecified.
+ * @param deleted receives how many were deleted; may be NULL.
+ * @return 0; SHMKV_EREADONLY; SHMKV_EINVAL; -ENOSPC; SHMKV_EFULL; -ENOMEM.
+ * Takes every segment lock (in order) for the whole call, so it is atomic
+ * like shmkv_delete_many() and stops writers meanwhile: O(log n + k) to
+ * find the keys with tracking, O(n) without, plus O(k) to delete them.
+ */
+SHMKV_API int shmkv_delete_prefix(shmkv_db *db, const void *prefix, size_t plen,
+                        uint64_t limit, uint64_t *deleted);
+
+/* ------------------------------------------------------------------ */
+/* Ordered scan, count and sampling                                    */
+
+/**
+ * Visit, in key order, the keys that start with prefix and sort strictly
+ * after `after` (alen 0: from the first), at most limit of them (0: no
+ * limit). Paging: pass the last key a page returned as `after` of the
+ * next; a key that exists for the whole scan is returned exactly once,
+ * a key written or deleted meanwhile at most once.
+ * @param flags  SHMKV_LIST_KEYS_ONLY, or 0 for values too.
+ * @return 0; the callback's non-zero return; SHMKV_EINVAL; SHMKV_EKEYSIZE
+ *   (after longer than SHMKV_KEY_MAX); -ENOMEM.
+ * Cost: with key tracking O(log n + page) (plus one segment lock per value
+ * when values are asked for); without, every page reads every key (one
+ * segment lock at a time) and keeps the limit smallest after `after`:
+ * O(n + matches log page). Each visited pair was current at one moment.
+ */
+SHMKV_API int shmkv_scan(shmkv_db *db, const void *prefix, size_t plen,
+               const void *after, size_t alen, uint64_t limit, unsigned flags,
+               shmkv_list_fn fn, void *ctx);
+
+/**
+ * Count the keys that start with prefix (plen 0: all keys).
+ * @return 0; SHMKV_EINVAL.
+ * Cost: with key tracking O(log n) under the index lock (two ranks);
+ * without, O(n), one segment lock at a time (so concurrent writes may or
+ * may not be counted).
+ */
+SHMKV_API int shmkv_count(shmkv_db *db, const void *prefix, size_t plen, uint64_t *count);
+
+/**
+ * Draw count keys among those that start with prefix, uniformly, and hand
+ * each to fn (val NULL). unique 0: with replacement (count draws, repeats
+ * possible); unique 1: without (count distinct keys, or every matching key
+ * when fewer match, in no particular order).
+ * @return 0 (also when no key matches: fn is not called); the callback's
+ *   non-zero return; SHMKV_EINVAL; -ENOMEM.
+ * Cost: with key tracking O(count log n) under the index lock; without,
+ * with replacement count times the cost of shmkv_random_key(), without
+ * replacement one pass over every key. The callback runs with no lock held.
+ */
+SHMKV_API int shmkv_random_keys(shmkv_db *db, const void *prefix, size_t plen, uint64_t count,
+                      int unique, shmkv_list_fn fn, void *ctx);
 
 /* ------------------------------------------------------------------ */
 /* Introspection                                                       */

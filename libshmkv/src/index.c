@@ -412,6 +412,12 @@ uint64_t shmkv__idx_rank(shmkv__map *m, const void *key, size_t klen)
     return count_below(m, below_lt, &s);
 }
 
+uint64_t shmkv__idx_rank_after(shmkv__map *m, const void *key, size_t klen)
+{
+    probe s = mkkey(key, klen);
+    return count_below(m, below_le, &s);
+}
+
 uint64_t shmkv__idx_select(shmkv__map *m, uint64_t r)
 {
     bt_step st[BT_DEPTH];

@@ -118,7 +118,30 @@ typedef struct shmkv__seg {
      * lock holder that dies leaves it odd; the next locker moves it on. */
     _Atomic uint32_t seq;
     shmkv__alloc alloc;
+    /* Multi-key batches (batch.c). These sit in what was tail padding, so
+     * stores written before them hold zeros here, which means "none". */
+    _Atomic uint64_t intent; /* this segment's part of a batch in flight, 0: none */
+    _Atomic uint64_t batch;  /* as a batch's lowest segment: gen << 2 | SHMKV__B_* */
 } shmkv__seg;
+
+#define SHMKV__B_FREE      0u
+#define SHMKV__B_PREPARED  1u
+#define SHMKV__B_COMMITTED 2u
+
+/* Payload of an intent block (owned by its segment): the slot stores one
+ * segment must make for a batch, applied only if the batch's lowest
+ * segment says it committed. */
+typedef struct shmkv__intent_ch {
+    uint64_t slot; /* index in the segment's current table */
+    uint64_t word; /* what the slot becomes */
+} shmkv__intent_ch;
+
+typedef struct shmkv__intent {
+    uint32_t leader; /* lowest segment of the batch: holds the commit word */
+    uint32_t n;      /* changes */
+    uint64_t gen;    /* the batch's generation in leader->batch */
+    shmkv__intent_ch ch[];
+} shmkv__intent;
 
 /* ---- key index ------------------------------------------------------- */
 
@@ -363,6 +386,16 @@ int shmkv__buf_reserve(shmkv__buf *b, size_t more);
 /* Repair a segment after its lock owner died: mark live entries, rebuild
  * the allocator, recount. Caller holds the lock. */
 int shmkv__seg_recover(shmkv__map *m, shmkv__seg *s);
+/* Roll a dead batch writer's part of this segment forward (its batch
+ * committed) or drop it; called first thing by shmkv__seg_recover. */
+void shmkv__batch_recover(shmkv__map *m, shmkv__seg *s);
+/* Start key tracking on a store created without it (a no-op when it is
+ * on): builds the index under every lock, then sets track_keys. */
+int shmkv__track_on(shmkv__map *m);
+/* True when some segment still holds a dead batch writer's intent. */
+bool shmkv__batch_pending(shmkv__map *m);
+/* Rehash a segment's table to cap slots (caller holds its lock). */
+int shmkv__seg_rehash(shmkv__map *m, shmkv__seg *s, uint64_t cap);
 /* Drop every entry of a segment (caller holds its lock). */
 int shmkv__seg_clear(shmkv__map *m, shmkv__seg *s);
 /* Call fn for the payload offset of every live entry (caller holds the
@@ -398,6 +431,8 @@ int shmkv__idx_walk(shmkv__map *m, uint64_t from, const void *prefix, size_t ple
 /* Rebuild from the tables; caller holds every segment lock and the index
  * lock. Clears dirty on success. */
 int shmkv__idx_rebuild(shmkv__map *m);
+/* Number of keys <= key (the rank of the first key after it). */
+uint64_t shmkv__idx_rank_after(shmkv__map *m, const void *key, size_t klen);
 /* Rank just past every key starting with prefix (n when none follows). */
 uint64_t shmkv__idx_prefix_end(shmkv__map *m, const void *prefix, size_t plen);
 

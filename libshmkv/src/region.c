@@ -186,9 +186,11 @@ static int check_compat(const shmkv__hdr *h, const shmkv_options *o)
 {
     if (o->segments && o->segments != h->nseg)
         return SHMKV_EINCOMPAT;
-    if (o->track_keys == SHMKV_TRACK_ON && !h->track_keys)
-        return SHMKV_EINCOMPAT;
-    if (o->track_keys == SHMKV_TRACK_OFF && h->track_keys)
+    /* Key tracking is reconciled instead: on asks the store to start it
+     * (after the open, see shmkv__track_on), off joins a tracked store as
+     * it is. Only a read-only handle cannot start it. */
+    if (o->track_keys == SHMKV_TRACK_ON && !__atomic_load_n(&h->track_keys, __ATOMIC_ACQUIRE) &&
+        (o->flags & SHMKV_RDONLY))
         return SHMKV_EINCOMPAT;
     if (o->reserve && ((o->reserve + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1)) != h->reserve)
         return SHMKV_EINCOMPAT;
@@ -731,6 +733,10 @@ int shmkv_open(const char *where, const shmkv_options *opts, shmkv_db **out)
         free(db);
         return rc;
     }
+    if (o.track_keys == SHMKV_TRACK_ON && (rc = shmkv__track_on(db->m)) != 0) {
+        shmkv_close(db);
+        return rc;
+    }
     *out = db;
     return 0;
 }
@@ -780,7 +786,11 @@ int shmkv_close(shmkv_db *db)
                 if (!(db->flags & SHMKV_NOSYNC) &&
                     msync(m->base, atomic_load(&h->top), MS_SYNC) != 0)
                     rc = -errno;
-                atomic_store(&h->clean, 1);
+                /* A batch whose writer died leaves intents that only a
+                 * repair resolves; the lone opener repairs unclean stores
+                 * only, so such a store must not be marked clean. */
+                if (!shmkv__batch_pending(m))
+                    atomic_store(&h->clean, 1);
             }
         }
     unmap:

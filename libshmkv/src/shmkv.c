@@ -25,7 +25,7 @@ const char *shmkv_strerror(int err)
     case SHMKV_ENOTSTORE: return "not a shmkv store (wrong magic number; for example a BoltDB file left by xk6-kv)";
     case SHMKV_EVERSION: return "store was written in another format version";
     case SHMKV_EABI: return "store was created on an incompatible platform (endianness, word or mutex size)";
-    case SHMKV_EINCOMPAT: return "open options conflict with the existing store's (segments, key tracking or reserve)";
+    case SHMKV_EINCOMPAT: return "open options conflict with the existing store's (segments or reserve; or key tracking asked through a read-only handle)";
     case SHMKV_EKEYSIZE: return "key is empty or longer than " STR(SHMKV_KEY_MAX) " bytes";
     case SHMKV_EVALSIZE: return "value is larger than 64 MiB";
     case SHMKV_ENOTINT: return "stored value is not a decimal 64-bit integer";
@@ -96,17 +96,6 @@ uint64_t shmkv_size(shmkv_db *db)
     return n;
 }
 
-int shmkv_count(shmkv_db *db, uint64_t *n)
-{
-    if (!shmkv__db_usable(db) || !n)
-        return SHMKV_EINVAL;
-    uint64_t v;
-    int rc = count_keys(db, &v);
-    if (!rc)
-        *n = v;
-    return rc;
-}
-
 int shmkv_clear(shmkv_db *db)
 {
     if (!shmkv__db_usable(db))
@@ -114,11 +103,11 @@ int shmkv_clear(shmkv_db *db)
     if (db->flags & SHMKV_RDONLY)
         return SHMKV_EREADONLY;
     shmkv__map *m = db->m;
-    bool track = SHMKV__HDR(m)->track_keys;
     shmkv__call_begin(db);
     int rc = shmkv__lock_all(m);
     if (rc)
         return rc;
+    bool track = SHMKV__HDR(m)->track_keys; /* under the locks: it may just have been turned on */
     if (track && (rc = shmkv__idx_lock_raw(m)) != 0) {
         shmkv__unlock_all(m);
         return rc;
@@ -147,6 +136,39 @@ int shmkv_rebuild_index(shmkv_db *db)
         return 0;
     shmkv__call_begin(db);
     return shmkv__idx_rebuild_all(m);
+}
+
+/* Every write reads track_keys under its segment lock, and this sets it
+ * holding all of them plus the index lock, right after building the index:
+ * a process that opened the store before sees tracking on at its next
+ * write and keeps the index current from then on. */
+int shmkv__track_on(shmkv__map *m)
+{
+    shmkv__hdr *h = SHMKV__HDR(m);
+    if (__atomic_load_n(&h->track_keys, __ATOMIC_ACQUIRE))
+        return 0;
+    int rc = shmkv__lock_all(m);
+    if (rc)
+        return rc;
+    if ((rc = shmkv__idx_lock_raw(m)) == 0) {
+        if (!h->track_keys && (rc = shmkv__idx_rebuild(m)) == 0)
+            __atomic_store_n(&h->track_keys, 1, __ATOMIC_RELEASE);
+        shmkv__idx_unlock(m);
+    }
+    shmkv__unlock_all(m);
+    return rc;
+}
+
+int shmkv_tracking_enable(shmkv_db *db)
+{
+    if (!shmkv__db_usable(db))
+        return SHMKV_EINVAL;
+    if (__atomic_load_n(&SHMKV__HDR(db->m)->track_keys, __ATOMIC_ACQUIRE))
+        return 0;
+    if (db->flags & SHMKV_RDONLY)
+        return SHMKV_EREADONLY;
+    shmkv__call_begin(db);
+    return shmkv__track_on(db->m);
 }
 
 int shmkv_stat(shmkv_db *db, shmkv_info *info)

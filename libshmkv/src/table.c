@@ -112,6 +112,11 @@ static int rehash(shmkv__map *m, shmkv__seg *s, uint64_t cap)
     return 0;
 }
 
+int shmkv__seg_rehash(shmkv__map *m, shmkv__seg *s, uint64_t cap)
+{
+    return rehash(m, s, cap);
+}
+
 /* Make room for one more key; keeps live + tombstones under 3/4 of the
  * slots so probes stay short and always meet an empty slot. */
 static int ensure_room(shmkv__map *m, shmkv__seg *s, const void *key, size_t klen, uint64_t h,
@@ -286,6 +291,7 @@ static bool entry_sane(shmkv__map *m, uint64_t off)
 
 int shmkv__seg_recover(shmkv__map *m, shmkv__seg *s)
 {
+    shmkv__batch_recover(m, s);
     uint64_t toff = atomic_load(&s->table), count = 0, tombs = 0;
     if (toff && !shmkv__in_region(m, toff - SHMKV__BLOCK_HDR, SHMKV__BLOCK_HDR + 8)) {
         atomic_store(&s->table, 0); /* unreadable: the segment's keys are lost */

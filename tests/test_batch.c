@@ -1,0 +1,879 @@
+/*
+ * test_batch.c - get_many, set_many, delete_many and delete_prefix: results,
+ * validation before any write, atomicity for other processes, and a writer
+ * SIGKILLed at each named point inside a batch.
+ *
+ * Every test runs on both backends, with key tracking on and off, unless its
+ * name says otherwise.
+ */
+#include "common.h"
+#include "internal.h"
+
+#include <poll.h>
+#include <pthread.h>
+
+TestSuite(batch, .init = t_setup, .fini = t_teardown, .timeout = 240);
+
+typedef struct {
+    shmkv_backend be;
+    int track;
+} combo;
+
+static const combo combos[] = {
+    {SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF},
+    {SHMKV_BACKEND_DISK, SHMKV_TRACK_ON},
+    {SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF},
+    {SHMKV_BACKEND_MEMORY, SHMKV_TRACK_ON},
+};
+#define NCOMBO (sizeof combos / sizeof combos[0])
+
+static shmkv_db *open_combo(const combo *c, const char *tag, const char **where)
+{
+    *where = t_where(c->be, tag);
+    return t_open(*where, c->be, c->track == SHMKV_TRACK_ON ? SHMKV_TRACK_ON : SHMKV_TRACK_DEFAULT);
+}
+
+/* n keys "<pfx><i>" with values "<tag>-<i>", strings owned by the caller. */
+typedef struct {
+    shmkv_item *it;
+    char (*k)[48];
+    char (*v)[64];
+    size_t n;
+} kvset;
+
+static kvset kv_make(const char *pfx, size_t n, const char *tag)
+{
+    kvset s = {calloc(n, sizeof *s.it), calloc(n, sizeof *s.k), calloc(n, sizeof *s.v), n};
+    cr_assert(s.it && s.k && s.v);
+    for (size_t i = 0; i < n; i++) {
+        int kl = snprintf(s.k[i], sizeof s.k[i], "%s%05zu", pfx, i);
+        int vl = snprintf(s.v[i], sizeof s.v[i], "%s-%zu", tag, i);
+        s.it[i] = (shmkv_item){s.k[i], (size_t)kl, s.v[i], (size_t)vl, SHMKV_KIND_STRING, 0};
+    }
+    return s;
+}
+
+static void kv_free(kvset *s)
+{
+    free(s->it);
+    free(s->k);
+    free(s->v);
+}
+
+/* shmkv-dump --check on the store; meson passes the tool as SHMKV_DUMP. */
+static void dump_check(const char *where, shmkv_backend be)
+{
+    const char *dump = getenv("SHMKV_DUMP");
+    cr_assert(dump && access(dump, X_OK) == 0,
+              "SHMKV_DUMP must name shmkv-dump (meson test sets it)");
+    char out[256];
+    snprintf(out, sizeof out, "dump.%d.out", (int)getpid());
+    pid_t p = t_fork();
+    if (p == 0) {
+        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        if (be == SHMKV_BACKEND_MEMORY)
+            execl(dump, "shmkv-dump", "--check", "--memory", where, (char *)NULL);
+        else
+            execl(dump, "shmkv-dump", "--check", where, (char *)NULL);
+        _exit(127);
+    }
+    int st = t_wait(p);
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+        size_t n = 0;
+        unsigned char *text = t_read_file(out, &n);
+        char b[96];
+        cr_assert_fail("shmkv-dump --check %s: %s\n%.*s", where, t_status_str(st, b, sizeof b),
+                       (int)(n > 3000 ? 3000 : n), text);
+    }
+    unlink(out);
+}
+
+/* Close, with the check made where the store still exists: a memory store
+ * goes away with its last handle. */
+static void close_checked(shmkv_db *db, const char *where, shmkv_backend be)
+{
+    if (be == SHMKV_BACKEND_MEMORY)
+        dump_check(where, be);
+    t_close(db);
+    if (be == SHMKV_BACKEND_DISK)
+        dump_check(where, be);
+}
+
+static uint64_t count_of(shmkv_db *db, const char *pfx)
+{
+    uint64_t n = 0;
+    T_OK(shmkv_count(db, pfx, strlen(pfx), &n));
+    return n;
+}
+
+/* ---- results ------------------------------------------------------------------ */
+
+Test(batch, set_get_delete_many)
+{
+    for (size_t c = 0; c < NCOMBO; c++) {
+        const char *where;
+        shmkv_db *db = open_combo(&combos[c], "sgd", &where);
+        kvset s = kv_make("k:", 600, "v");
+        size_t bad = 99;
+        T_OK(shmkv_set_many(db, s.it, s.n, &bad));
+        cr_assert_eq(shmkv_size(db), 600);
+
+        /* every key, two absent ones and one twice */
+        size_t n = s.n + 3;
+        shmkv_item *g = calloc(n, sizeof *g);
+        cr_assert(g);
+        for (size_t i = 0; i < s.n; i++)
+            g[i] = (shmkv_item){s.it[i].key, s.it[i].klen, NULL, 0, 0, 77};
+        g[s.n] = (shmkv_item){"nope", 4, NULL, 0, 0, 77};
+        g[s.n + 1] = (shmkv_item){"k:99999", 7, NULL, 0, 0, 77};
+        g[s.n + 2] = (shmkv_item){s.it[5].key, s.it[5].klen, NULL, 0, 0, 77};
+        char *buf = malloc(1 << 16);
+        size_t need = 0;
+        T_OK(shmkv_get_many(db, g, n, buf, 1 << 16, &need, &bad));
+        size_t total = 0;
+        for (size_t i = 0; i < s.n; i++) {
+            cr_assert_eq(g[i].rc, 0, "%s not found", s.k[i]);
+            cr_assert_eq(g[i].vlen, s.it[i].vlen);
+            cr_assert_eq(g[i].kind, SHMKV_KIND_STRING);
+            cr_assert(memcmp(g[i].val, s.v[i], g[i].vlen) == 0, "%s = %s", s.k[i],
+                      t_show(g[i].val, g[i].vlen));
+            total += g[i].vlen;
+        }
+        cr_assert_eq(g[s.n].rc, SHMKV_ENOTFOUND);
+        cr_assert_eq(g[s.n + 1].rc, SHMKV_ENOTFOUND);
+        cr_assert_eq(g[s.n + 2].rc, 0);
+        cr_assert(memcmp(g[s.n + 2].val, s.v[5], g[s.n + 2].vlen) == 0);
+        cr_assert_eq(need, total + g[s.n + 2].vlen);
+
+        /* delete every other key, one absent key, one key twice */
+        shmkv_item d[303];
+        size_t nd = 0;
+        for (size_t i = 0; i < s.n; i += 2)
+            d[nd++] = (shmkv_item){s.it[i].key, s.it[i].klen, NULL, 0, 0, 77};
+        d[nd++] = (shmkv_item){"absent", 6, NULL, 0, 0, 77};
+        d[nd++] = (shmkv_item){s.it[0].key, s.it[0].klen, NULL, 0, 0, 77};
+        uint64_t deleted = 0;
+        T_OK(shmkv_delete_many(db, d, nd, &deleted, &bad));
+        cr_assert_eq(deleted, 300, "deleted %" PRIu64, deleted);
+        for (size_t i = 0; i < 300; i++)
+            cr_assert_eq(d[i].rc, 1, "%s existed", t_show(d[i].key, d[i].klen));
+        cr_assert_eq(d[300].rc, 0);
+        cr_assert_eq(d[301].rc, 1, "a duplicate reports what its key's deletion found");
+        cr_assert_eq(shmkv_size(db), 300);
+        cr_assert_eq(count_of(db, "k:"), 300);
+        for (size_t i = 0; i < s.n; i++) {
+            if (i % 2)
+                t_expect(db, s.k[i], strlen(s.k[i]), s.v[i], strlen(s.v[i]));
+            else
+                t_expect_absent(db, s.k[i], strlen(s.k[i]));
+        }
+        t_kvlist l;
+        T_OK(t_list_all(db, "k:", 2, 0, SHMKV_LIST_KEYS_ONLY, &l));
+        cr_assert_eq(l.n, 300);
+        t_kvlist_free(&l);
+        free(buf);
+        free(g);
+        close_checked(db, where, combos[c].be);
+        kv_free(&s);
+    }
+}
+
+Test(batch, duplicates_last_wins_and_updates_mix)
+{
+    for (size_t c = 0; c < NCOMBO; c++) {
+        const char *where;
+        shmkv_db *db = open_combo(&combos[c], "dup", &where);
+        t_set(db, "a", "old-a");
+        shmkv_item it[] = {
+            {"a", 1, "A1", 2, SHMKV_KIND_STRING, 0},
+            {"b", 1, "B1", 2, SHMKV_KIND_BYTES, 0},
+            {"a", 1, "A2", 2, SHMKV_KIND_JSON, 0},
+            {"c", 1, "", 0, SHMKV_KIND_BYTES, 0},
+            {"b", 1, "B2", 2, SHMKV_KIND_STRING, 0},
+        };
+        T_OK(shmkv_set_many(db, it, 5, NULL));
+        t_expect_kind(db, "a", 1, "A2", 2, SHMKV_KIND_JSON);
+        t_expect_kind(db, "b", 1, "B2", 2, SHMKV_KIND_STRING);
+        t_expect(db, "c", 1, "", 0);
+        cr_assert_eq(shmkv_size(db), 3);
+        cr_assert_eq(count_of(db, ""), 3);
+        close_checked(db, where, combos[c].be);
+    }
+}
+
+Test(batch, get_many_buffer_too_small)
+{
+    shmkv_db *db = t_open(t_path("buf"), SHMKV_BACKEND_DISK, SHMKV_TRACK_DEFAULT);
+    t_set(db, "x", "0123456789");
+    t_set(db, "y", "abcdefghij");
+    shmkv_item g[] = {{"x", 1, NULL, 0, 0, 0}, {"y", 1, NULL, 0, 0, 0}};
+    char buf[32];
+    size_t need = 0;
+    T_RC(shmkv_get_many(db, g, 2, buf, 15, &need, NULL), SHMKV_EBUFSIZE);
+    cr_assert_eq(need, 20);
+    T_OK(shmkv_get_many(db, g, 2, buf, sizeof buf, &need, NULL));
+    cr_assert_eq(need, 20);
+    cr_assert(memcmp(g[1].val, "abcdefghij", 10) == 0);
+    t_close(db);
+}
+
+/* ---- validation: nothing written, the bad entry named ------------------------------- */
+
+Test(batch, invalid_entry_writes_nothing)
+{
+    for (size_t c = 0; c < NCOMBO; c++) {
+        const char *where;
+        shmkv_db *db = open_combo(&combos[c], "inval", &where);
+        t_set(db, "keep", "kept");
+        kvset s = kv_make("v:", 8, "x");
+        size_t bad = 1234;
+
+        s.it[3].klen = 0;
+        T_RC(shmkv_set_many(db, s.it, s.n, &bad), SHMKV_EKEYSIZE);
+        cr_assert_eq(bad, 3);
+        s.it[3].klen = SHMKV_KEY_MAX + 1;
+        T_RC(shmkv_set_many(db, s.it, s.n, &bad), SHMKV_EKEYSIZE);
+        cr_assert_eq(bad, 3);
+        s.it[3].klen = strlen(s.k[3]);
+
+        s.it[6].vlen = (size_t)SHMKV_VALUE_MAX + 1; /* never read: refused first */
+        T_RC(shmkv_set_many(db, s.it, s.n, &bad), SHMKV_EVALSIZE);
+        cr_assert_eq(bad, 6);
+        s.it[6].vlen = strlen(s.v[6]);
+
+        s.it[7].kind = (shmkv_kind)9;
+        T_RC(shmkv_set_many(db, s.it, s.n, &bad), SHMKV_EINVAL);
+        cr_assert_eq(bad, 7);
+        s.it[7].kind = SHMKV_KIND_BYTES;
+        s.it[2].val = NULL;
+        T_RC(shmkv_set_many(db, s.it, s.n, &bad), SHMKV_EINVAL);
+        cr_assert_eq(bad, 2);
+        s.it[2].val = s.v[2];
+
+        cr_assert_eq(shmkv_size(db), 1, "a refused batch wrote something");
+        cr_assert_eq(count_of(db, "v:"), 0);
+        for (size_t i = 0; i < s.n; i++)
+            t_expect_absent(db, s.k[i], strlen(s.k[i]));
+
+        /* delete_many and get_many validate the same way */
+        T_OK(shmkv_set_many(db, s.it, s.n, &bad));
+        s.it[4].key = NULL;
+        uint64_t del = 99;
+        T_RC(shmkv_delete_many(db, s.it, s.n, &del, &bad), SHMKV_EKEYSIZE);
+        cr_assert_eq(bad, 4);
+        cr_assert_eq(shmkv_size(db), 9, "a refused delete_many deleted something");
+        char buf[64];
+        T_RC(shmkv_get_many(db, s.it, s.n, buf, sizeof buf, NULL, &bad), SHMKV_EKEYSIZE);
+        cr_assert_eq(bad, 4);
+        kv_free(&s);
+
+        shmkv_options o = t_opts(combos[c].be, SHMKV_TRACK_DEFAULT);
+        o.flags = SHMKV_RDONLY;
+        shmkv_db *ro = t_open_opts(where, &o);
+        shmkv_item one = {"keep", 4, "z", 1, SHMKV_KIND_BYTES, 0};
+        T_RC(shmkv_set_many(ro, &one, 1, NULL), SHMKV_EREADONLY);
+        T_RC(shmkv_delete_many(ro, &one, 1, NULL, NULL), SHMKV_EREADONLY);
+        T_RC(shmkv_delete_prefix(ro, "", 0, 0, NULL), SHMKV_EREADONLY);
+        cr_assert_eq(shmkv_size(db), 9);
+        t_close(ro);
+        t_close(db);
+    }
+}
+
+/* ---- a large batch: rehashes and many inserts into one segment ----------------------- */
+
+Test(batch, large_batch_few_segments)
+{
+    for (size_t c = 0; c < NCOMBO; c++) {
+        shmkv_options o = t_opts(combos[c].be, combos[c].track == SHMKV_TRACK_ON
+                                                   ? SHMKV_TRACK_ON : SHMKV_TRACK_DEFAULT);
+        o.segments = 4;
+        const char *where = t_where(combos[c].be, "large");
+        shmkv_db *db = t_open_opts(where, &o);
+        size_t n = (size_t)t_scaled(20000, 2000);
+        kvset pre = kv_make("L:", n / 2, "pre"); /* half exist: updates and inserts mixed */
+        T_OK(shmkv_set_many(db, pre.it, pre.n, NULL));
+        kvset s = kv_make("L:", n, "new");
+        T_OK(shmkv_set_many(db, s.it, s.n, NULL));
+        cr_assert_eq(shmkv_size(db), n);
+        cr_assert_eq(count_of(db, "L:"), n);
+        for (size_t i = 0; i < n; i += 7)
+            t_expect(db, s.k[i], strlen(s.k[i]), s.v[i], strlen(s.v[i]));
+        uint64_t del = 0;
+        T_OK(shmkv_delete_many(db, pre.it, pre.n, &del, NULL));
+        cr_assert_eq(del, n / 2);
+        cr_assert_eq(shmkv_size(db), n - n / 2);
+        close_checked(db, where, combos[c].be);
+        kv_free(&pre);
+        kv_free(&s);
+    }
+}
+
+/* ---- delete_prefix ----------------------------------------------------------------- */
+
+Test(batch, delete_prefix_with_limit)
+{
+    for (size_t c = 0; c < NCOMBO; c++) {
+        const char *where;
+        shmkv_db *db = open_combo(&combos[c], "dpre", &where);
+        kvset a = kv_make("a:", 300, "a"), b = kv_make("b:", 100, "b");
+        T_OK(shmkv_set_many(db, a.it, a.n, NULL));
+        T_OK(shmkv_set_many(db, b.it, b.n, NULL));
+        t_set(db, "a", "not under a:");
+        uint64_t del = 0;
+        T_OK(shmkv_delete_prefix(db, "a:", 2, 120, &del));
+        cr_assert_eq(del, 120);
+        cr_assert_eq(count_of(db, "a:"), 180);
+        if (combos[c].track == SHMKV_TRACK_ON) {
+            /* with the index the first keys in order go */
+            for (size_t i = 0; i < 300; i++) {
+                if (i < 120)
+                    t_expect_absent(db, a.k[i], strlen(a.k[i]));
+                else
+                    t_expect(db, a.k[i], strlen(a.k[i]), a.v[i], strlen(a.v[i]));
+            }
+        }
+        T_OK(shmkv_delete_prefix(db, "a:", 2, 0, &del));
+        cr_assert_eq(del, 180);
+        cr_assert_eq(count_of(db, "a:"), 0);
+        cr_assert_eq(count_of(db, "b:"), 100);
+        t_expect_str(db, "a", "not under a:");
+        T_OK(shmkv_delete_prefix(db, "zz", 2, 0, &del));
+        cr_assert_eq(del, 0);
+        T_OK(shmkv_delete_prefix(db, NULL, 0, 0, &del));
+        cr_assert_eq(del, 101);
+        cr_assert_eq(shmkv_size(db), 0);
+        close_checked(db, where, combos[c].be);
+        kv_free(&a);
+        kv_free(&b);
+    }
+}
+
+/* ---- atomic for other processes ------------------------------------------------------ */
+
+#define GK 64   /* keys of the group every batch writes */
+#define RUN_MS 1500
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void group(kvset *s, const char *val)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        s->it[i].val = val;
+        s->it[i].vlen = strlen(val);
+    }
+}
+
+/* Writers: set the whole group to one value, delete it with delete_many or
+ * delete_prefix, over and over. */
+static void writer(const char *where, shmkv_backend be, int id)
+{
+    shmkv_db *db = NULL;
+    shmkv_options o = t_opts(be, SHMKV_TRACK_DEFAULT);
+    CHILD_OK(shmkv_open(where, &o, &db));
+    kvset s = kv_make("g:", GK, "x");
+    char val[64];
+    uint64_t end = now_ms() + RUN_MS;
+    for (unsigned it = 0; now_ms() < end; it++) {
+        snprintf(val, sizeof val, "w%d-%u-%s", id, it, it % 2 ? "long-long-long-value" : "s");
+        group(&s, val);
+        CHILD_OK(shmkv_set_many(db, s.it, s.n, NULL));
+        if (it % 3 == 1)
+            CHILD_OK(shmkv_delete_many(db, s.it, s.n, NULL, NULL));
+        else if (it % 3 == 2)
+            CHILD_OK(shmkv_delete_prefix(db, "g:", 2, 0, NULL));
+    }
+    shmkv_close(db);
+    _exit(0);
+}
+
+/* Others: single-key writes to unrelated keys, so that the segments the
+ * batches lock are busy anyway. */
+static void other(const char *where, shmkv_backend be)
+{
+    shmkv_db *db = NULL;
+    shmkv_options o = t_opts(be, SHMKV_TRACK_DEFAULT);
+    CHILD_OK(shmkv_open(where, &o, &db));
+    uint64_t end = now_ms() + RUN_MS;
+    char k[32];
+    for (unsigned i = 0; now_ms() < end; i++) {
+        int kl = snprintf(k, sizeof k, "o:%u", i % 500);
+        if (i % 4 == 3)
+            CHILD_OK(shmkv_delete(db, k, (size_t)kl, NULL));
+        else
+            CHILD_OK(shmkv_set(db, k, (size_t)kl, "val", 3, SHMKV_KIND_BYTES));
+    }
+    shmkv_close(db);
+    _exit(0);
+}
+
+/* Readers: a get_many of the group sees all of it with one value, or none
+ * of it; with tracking, count and scan agree (the index changes under one
+ * hold of its lock). */
+static void reader(const char *where, shmkv_backend be, int track, int fd)
+{
+    shmkv_db *db = NULL;
+    shmkv_options o = t_opts(be, SHMKV_TRACK_DEFAULT);
+    CHILD_OK(shmkv_open(where, &o, &db));
+    kvset s = kv_make("g:", GK, "x");
+    static char buf[GK * 64];
+    uint64_t end = now_ms() + RUN_MS, checks = 0, full = 0, empty = 0;
+    while (now_ms() < end) {
+        CHILD_OK(shmkv_get_many(db, s.it, s.n, buf, sizeof buf, NULL, NULL));
+        size_t found = 0;
+        for (size_t i = 0; i < GK; i++) {
+            found += s.it[i].rc == 0;
+            if (s.it[i].rc == 0 && i > 0 && s.it[0].rc == 0)
+                CHILD_CHECK(s.it[i].vlen == s.it[0].vlen &&
+                                memcmp(s.it[i].val, s.it[0].val, s.it[0].vlen) == 0,
+                            "torn batch: %s = %.*s but %s = %.*s", s.k[0], (int)s.it[0].vlen,
+                            (const char *)s.it[0].val, s.k[i], (int)s.it[i].vlen,
+                            (const char *)s.it[i].val);
+        }
+        CHILD_CHECK(found == 0 || found == GK, "torn batch: %zu of %d keys present", found, GK);
+        full += found == GK;
+        empty += found == 0;
+        if (track == SHMKV_TRACK_ON) {
+            uint64_t n = 0;
+            CHILD_OK(shmkv_count(db, "g:", 2, &n));
+            CHILD_CHECK(n == 0 || n == GK, "count(g:) = %" PRIu64, n);
+        }
+        checks++;
+    }
+    uint64_t r[3] = {checks, full, empty};
+    CHILD_CHECK(fd_write_all(fd, r, sizeof r) == 0, "report");
+    shmkv_close(db);
+    _exit(0);
+}
+
+static void atomic_run(const combo *c)
+{
+    const char *where;
+    shmkv_db *db = open_combo(c, "atom", &where);
+    int fds[2];
+    cr_assert(pipe(fds) == 0);
+    pid_t kids[7];
+    int nk = 0;
+    for (int w = 0; w < 2; w++)
+        if ((kids[nk++] = t_fork()) == 0)
+            writer(where, c->be, w);
+    if ((kids[nk++] = t_fork()) == 0)
+        other(where, c->be);
+    for (int r = 0; r < 2; r++)
+        if ((kids[nk++] = t_fork()) == 0)
+            reader(where, c->be, c->track, fds[1]);
+    close(fds[1]);
+    for (int i = 0; i < nk; i++)
+        t_wait_ok(kids[i], i < 2 ? "batch writer" : i == 2 ? "single-key writer" : "reader");
+    uint64_t checks = 0, full = 0, empty = 0, r[3];
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(fd_read_all(fds[0], r, sizeof r), (ssize_t)sizeof r);
+        checks += r[0];
+        full += r[1];
+        empty += r[2];
+    }
+    close(fds[0]);
+    cr_log_info("%s track=%d: %" PRIu64 " reads, %" PRIu64 " full, %" PRIu64 " empty",
+                t_backend_name(c->be), c->track, checks, full, empty);
+    cr_assert_gt(checks, 10, "readers made too few checks to mean anything");
+    uint64_t n = count_of(db, "g:");
+    cr_assert(n == 0 || n == GK, "count(g:) = %" PRIu64 " at the end", n);
+    close_checked(db, where, c->be);
+}
+
+Test(batch, atomic_for_other_processes_disk)
+{
+    atomic_run(&combos[0]);
+    atomic_run(&combos[1]);
+}
+
+Test(batch, atomic_for_other_processes_memory)
+{
+    atomic_run(&combos[2]);
+    atomic_run(&combos[3]);
+}
+
+/* ---- a writer killed inside a batch --------------------------------------------------- */
+
+#define CK 48
+#define MARK 0x4d41524bu
+
+static const char *g_point;
+static int g_fd = -1;
+
+static void hook(const char *point)
+{
+    if (strcmp(point, g_point) != 0)
+        return;
+    uint32_t mark = MARK;
+    if (fd_write_all(g_fd, &mark, sizeof mark) != 0)
+        _exit(4);
+    for (;;)
+        pause();
+}
+
+typedef enum { OP_SET, OP_DELETE, OP_PREFIX } crash_op;
+
+static void crash_child(const char *where, shmkv_backend be, crash_op op, const char *point, int fd)
+{
+    shmkv_db *db = NULL;
+    shmkv_options o = t_opts(be, SHMKV_TRACK_DEFAULT);
+    CHILD_OK(shmkv_open(where, &o, &db));
+    kvset s = kv_make("c:", CK, "new");
+    g_point = point;
+    g_fd = fd;
+    shmkv__test_hook = hook;
+    if (op == OP_SET)
+        CHILD_OK(shmkv_set_many(db, s.it, s.n, NULL));
+    else if (op == OP_DELETE)
+        CHILD_OK(shmkv_delete_many(db, s.it, s.n, NULL, NULL));
+    else
+        CHILD_OK(shmkv_delete_prefix(db, "c:", 2, 0, NULL));
+    _exit(42); /* the point was never reached */
+}
+
+/* All CK keys hold `tag` values (tag NULL: all absent)? */
+static bool group_is(shmkv_db *db, const kvset *ref, const char *tag, char *why, size_t wn)
+{
+    kvset g = kv_make("c:", CK, "unused");
+    static char buf[CK * 64];
+    T_OK(shmkv_get_many(db, g.it, g.n, buf, sizeof buf, NULL, NULL));
+    bool ok = true;
+    for (size_t i = 0; i < CK && ok; i++) {
+        char want[64];
+        int wl = tag ? snprintf(want, sizeof want, "%s-%zu", tag, i) : 0;
+        if (!tag && g.it[i].rc != SHMKV_ENOTFOUND) {
+            snprintf(why, wn, "%s present", ref->k[i]);
+            ok = false;
+        } else if (tag && (g.it[i].rc != 0 || g.it[i].vlen != (size_t)wl ||
+                           memcmp(g.it[i].val, want, (size_t)wl) != 0)) {
+            snprintf(why, wn, "%s is %s, not %s", ref->k[i],
+                     g.it[i].rc ? "absent" : t_show(g.it[i].val, g.it[i].vlen), want);
+            ok = false;
+        }
+    }
+    kv_free(&g);
+    return ok;
+}
+
+static void crash_run(shmkv_backend be, int track, crash_op op, const char *point, bool new_state)
+{
+    shmkv_options o = t_opts(be, track == SHMKV_TRACK_ON ? SHMKV_TRACK_ON : SHMKV_TRACK_DEFAULT);
+    o.segments = 16;
+    const char *where = t_where(be, "crash");
+    shmkv_db *db = t_open_opts(where, &o);
+    kvset old = kv_make("c:", CK, "old");
+    if (op != OP_SET)
+        T_OK(shmkv_set_many(db, old.it, old.n, NULL));
+    else
+        T_OK(shmkv_set_many(db, old.it, CK / 2, NULL)); /* half updates, half inserts */
+    t_set(db, "other", "x");
+
+    int fds[2];
+    cr_assert(pipe(fds) == 0);
+    pid_t p = t_fork();
+    if (p == 0) {
+        close(fds[0]);
+        crash_child(where, be, op, point, fds[1]);
+    }
+    close(fds[1]);
+    struct pollfd pf = {fds[0], POLLIN, 0};
+    cr_assert_eq(poll(&pf, 1, 60000), 1, "%s: the child never reached the point", point);
+    uint32_t mark = 0;
+    ssize_t got = fd_read_all(fds[0], &mark, sizeof mark);
+    if (got != (ssize_t)sizeof mark) {
+        int st = t_wait(p);
+        char b[96];
+        cr_assert_fail("%s: child finished without reaching the point: %s", point,
+                       t_status_str(st, b, sizeof b));
+    }
+    cr_assert_eq(mark, MARK);
+    t_kill(p);
+    close(fds[0]);
+
+    /* What the batch leaves: all of it, or none of it, and which one the
+     * point says. */
+    char why[256] = "";
+    const char *after = op == OP_SET ? "new" : NULL;
+    bool is_new = group_is(db, &old, after, why, sizeof why);
+    if (new_state) {
+        cr_assert(is_new, "%s: the batch committed but was not rolled forward: %s", point, why);
+    } else {
+        bool is_old;
+        if (op == OP_SET) {
+            /* before: the first half "old", the rest absent */
+            kvset g = kv_make("c:", CK, "unused");
+            static char buf[CK * 64];
+            T_OK(shmkv_get_many(db, g.it, g.n, buf, sizeof buf, NULL, NULL));
+            is_old = true;
+            for (size_t i = 0; i < CK; i++) {
+                char want[64];
+                int wl = snprintf(want, sizeof want, "old-%zu", i);
+                if (i < CK / 2 ? (g.it[i].rc || g.it[i].vlen != (size_t)wl ||
+                                  memcmp(g.it[i].val, want, (size_t)wl))
+                               : g.it[i].rc != SHMKV_ENOTFOUND) {
+                    snprintf(why, sizeof why, "%s: %s", old.k[i],
+                             g.it[i].rc ? "absent" : t_show(g.it[i].val, g.it[i].vlen));
+                    is_old = false;
+                }
+            }
+            kv_free(&g);
+        } else {
+            is_old = group_is(db, &old, "old", why, sizeof why);
+        }
+        cr_assert(is_old, "%s: the batch had not committed but was not rolled back: %s", point,
+                  why);
+    }
+    uint64_t expect = 1 + (op == OP_SET ? (new_state ? CK : CK / 2) : (new_state ? 0 : CK));
+    cr_assert_eq(shmkv_size(db), expect, "%s: size", point);
+    cr_assert_eq(count_of(db, "c:"), expect - 1, "%s: count", point);
+    t_kvlist l;
+    T_OK(t_list_all(db, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, &l));
+    cr_assert_eq(l.n, expect, "%s: list", point);
+    t_kvlist_free(&l);
+    t_expect_str(db, "other", "x");
+
+    /* The same leader leads the next batch (it settles the dead one's
+     * verdict first), and the store is sound. */
+    kvset again = kv_make("c:", CK, "again");
+    T_OK(shmkv_set_many(db, again.it, again.n, NULL));
+    cr_assert(group_is(db, &old, "again", why, sizeof why), "%s: after: %s", point, why);
+    cr_assert_eq(count_of(db, "c:"), CK);
+    if (be == SHMKV_BACKEND_DISK) {
+        /* the repaired store, reopened from the file alone */
+        t_close(db);
+        dump_check(where, be);
+        db = t_open_opts(where, &o);
+        cr_assert(group_is(db, &old, "again", why, sizeof why), "%s: reopened: %s", point, why);
+    } else {
+        dump_check(where, be); /* read-only, beside our live handle */
+    }
+    t_close(db);
+    kv_free(&old);
+    kv_free(&again);
+}
+
+#define POINTS(op)                                                   \
+    for (int tr = SHMKV_TRACK_OFF; tr <= SHMKV_TRACK_ON; tr++) {     \
+        for (int be = 0; be < 2; be++) {                             \
+            crash_run((shmkv_backend)be, tr, op, "batch.prepared", false); \
+            crash_run((shmkv_backend)be, tr, op, "batch.committed", true); \
+            crash_run((shmkv_backend)be, tr, op, "batch.applying", true);  \
+            crash_run((shmkv_backend)be, tr, op, "batch.applied", true);   \
+        }                                                            \
+    }
+
+Test(batch, killed_in_set_many)
+{
+    POINTS(OP_SET);
+}
+
+Test(batch, killed_in_delete_many)
+{
+    POINTS(OP_DELETE);
+}
+
+Test(batch, killed_in_delete_prefix)
+{
+    POINTS(OP_PREFIX);
+}
+
+/* The last process closes a disk store without having touched the
+ * segments a killed batch writer held: the next opener, alone, must still
+ * resolve the batch (it only repairs stores not closed cleanly). */
+Test(batch, killed_then_store_closed_untouched)
+{
+    const char *points[] = {"batch.prepared", "batch.applying"};
+    for (int pi = 0; pi < 2; pi++) {
+        shmkv_options o = t_opts(SHMKV_BACKEND_DISK, SHMKV_TRACK_DEFAULT);
+        o.segments = 16;
+        const char *where = t_path("untouched");
+        shmkv_db *db = t_open_opts(where, &o);
+        kvset old = kv_make("c:", CK, "old");
+        T_OK(shmkv_set_many(db, old.it, old.n, NULL));
+        int fds[2];
+        cr_assert(pipe(fds) == 0);
+        pid_t p = t_fork();
+        if (p == 0) {
+            close(fds[0]);
+            crash_child(where, SHMKV_BACKEND_DISK, OP_SET, points[pi], fds[1]);
+        }
+        close(fds[1]);
+        struct pollfd pf = {fds[0], POLLIN, 0};
+        cr_assert_eq(poll(&pf, 1, 60000), 1, "the child never reached %s", points[pi]);
+        uint32_t mark = 0;
+        cr_assert_eq(fd_read_all(fds[0], &mark, sizeof mark), (ssize_t)sizeof mark);
+        t_kill(p);
+        close(fds[0]);
+        t_close(db); /* last close, nothing locked since the kill */
+        db = t_open_opts(where, &o);
+        char why[256] = "";
+        const char *want = pi == 0 ? "old" : "new";
+        cr_assert(group_is(db, &old, want, why, sizeof why), "killed at %s, reopened: %s",
+                  points[pi], why);
+        cr_assert_eq(shmkv_size(db), CK);
+        t_close(db);
+        dump_check(where, SHMKV_BACKEND_DISK);
+        kv_free(&old);
+    }
+}
+
+/* A get_many reading without locks is paused after its first segment while
+ * another process replaces the whole group with one set_many: the read must
+ * not mix the two (it has to notice and read again). */
+static int g_pause_go = -1, g_paused_fd = -1, g_pauses;
+
+static void pause_hook(const char *point)
+{
+    if (strcmp(point, "get_many.unlocked") != 0 || g_pauses++ > 0)
+        return;
+    char c = 'p';
+    if (write(g_paused_fd, &c, 1) != 1)
+        _exit(5);
+    struct pollfd pf = {g_pause_go, POLLIN, 0};
+    if (poll(&pf, 1, 30000) != 1 || read(g_pause_go, &c, 1) != 1)
+        _exit(6);
+}
+
+Test(batch, get_many_without_locks_sees_no_half_batch)
+{
+    for (int be = 0; be < 2; be++) {
+        const char *where = t_where((shmkv_backend)be, "pause");
+        shmkv_db *db = t_open(where, (shmkv_backend)be, SHMKV_TRACK_DEFAULT);
+        kvset old = kv_make("c:", CK, "old");
+        T_OK(shmkv_set_many(db, old.it, old.n, NULL));
+        int paused[2], go[2], res[2];
+        cr_assert(pipe(paused) == 0 && pipe(go) == 0 && pipe(res) == 0);
+        pid_t p = t_fork();
+        if (p == 0) {
+            shmkv_db *r = NULL;
+            shmkv_options o = t_opts((shmkv_backend)be, SHMKV_TRACK_DEFAULT);
+            CHILD_OK(shmkv_open(where, &o, &r));
+            g_paused_fd = paused[1];
+            g_pause_go = go[0];
+            shmkv__test_hook = pause_hook;
+            kvset g = kv_make("c:", CK, "unused");
+            static char buf[CK * 64];
+            CHILD_OK(shmkv_get_many(r, g.it, g.n, buf, sizeof buf, NULL, NULL));
+            CHILD_CHECK(g_pauses > 0, "the reader never read without locks");
+            char first = 0;
+            unsigned news = 0;
+            for (size_t i = 0; i < CK; i++) {
+                CHILD_CHECK(g.it[i].rc == 0, "%s absent", g.k[i]);
+                news += g.it[i].vlen >= 3 && memcmp(g.it[i].val, "new", 3) == 0;
+                first = first ? first : ((const char *)g.it[i].val)[0];
+            }
+            CHILD_CHECK(news == 0 || news == CK, "half a batch: %u of %d keys new", news, CK);
+            CHILD_CHECK(fd_write_all(res[1], &news, sizeof news) == 0, "report");
+            _exit(0);
+        }
+        char c;
+        struct pollfd pf = {paused[0], POLLIN, 0};
+        cr_assert_eq(poll(&pf, 1, 30000), 1, "the reader did not pause");
+        cr_assert_eq(read(paused[0], &c, 1), 1);
+        kvset nw = kv_make("c:", CK, "new");
+        T_OK(shmkv_set_many(db, nw.it, nw.n, NULL)); /* while the reader is paused */
+        cr_assert_eq(write(go[1], "g", 1), 1);
+        t_wait_ok(p, "paused reader");
+        unsigned news = 0;
+        cr_assert_eq(fd_read_all(res[0], &news, sizeof news), (ssize_t)sizeof news);
+        cr_assert_eq(news, CK, "the reader returned the old values after the batch it straddled");
+        for (int i = 0; i < 2; i++) {
+            close(paused[i]);
+            close(go[i]);
+            close(res[i]);
+        }
+        t_close(db);
+        kv_free(&old);
+        kv_free(&nw);
+    }
+}
+
+/* The same as atomic_for_other_processes, with threads of one process
+ * sharing one handle (k6's VUs): also what ThreadSanitizer can see. */
+typedef struct {
+    shmkv_db *db;
+    int id;
+    uint64_t checks;
+    char err[256];
+} thr;
+
+static void *thr_writer(void *arg)
+{
+    thr *t = arg;
+    kvset s = kv_make("g:", GK, "x");
+    char val[64];
+    uint64_t end = now_ms() + RUN_MS / 2;
+    for (unsigned it = 0; now_ms() < end && !t->err[0]; it++) {
+        snprintf(val, sizeof val, "t%d-%u%s", t->id, it, it % 2 ? "-longer-value" : "");
+        group(&s, val);
+        int rc = shmkv_set_many(t->db, s.it, s.n, NULL);
+        if (!rc && it % 3 == 1)
+            rc = shmkv_delete_many(t->db, s.it, s.n, NULL, NULL);
+        else if (!rc && it % 3 == 2)
+            rc = shmkv_delete_prefix(t->db, "g:", 2, 0, NULL);
+        if (rc)
+            snprintf(t->err, sizeof t->err, "writer %d: %s", t->id, shmkv_strerror(rc));
+    }
+    kv_free(&s);
+    return NULL;
+}
+
+static void *thr_reader(void *arg)
+{
+    thr *t = arg;
+    kvset s = kv_make("g:", GK, "x");
+    char *buf = malloc(GK * 64);
+    uint64_t end = now_ms() + RUN_MS / 2;
+    while (now_ms() < end && !t->err[0]) {
+        int rc = shmkv_get_many(t->db, s.it, s.n, buf, GK * 64, NULL, NULL);
+        if (rc) {
+            snprintf(t->err, sizeof t->err, "get_many: %s", shmkv_strerror(rc));
+            break;
+        }
+        size_t found = 0;
+        for (size_t i = 0; i < GK; i++) {
+            found += s.it[i].rc == 0;
+            if (s.it[i].rc == 0 && s.it[0].rc == 0 &&
+                (s.it[i].vlen != s.it[0].vlen || memcmp(s.it[i].val, s.it[0].val, s.it[0].vlen)))
+                snprintf(t->err, sizeof t->err, "torn batch: two values in one read");
+        }
+        if (found != 0 && found != GK)
+            snprintf(t->err, sizeof t->err, "torn batch: %zu of %d keys", found, GK);
+        t->checks++;
+    }
+    free(buf);
+    kv_free(&s);
+    return NULL;
+}
+
+Test(batch, atomic_for_threads_of_one_process)
+{
+    for (size_t c = 0; c < NCOMBO; c++) {
+        const char *where;
+        shmkv_db *db = open_combo(&combos[c], "thr", &where);
+        thr t[4];
+        pthread_t id[4];
+        for (int i = 0; i < 4; i++) {
+            memset(&t[i], 0, sizeof t[i]);
+            t[i].db = db;
+            t[i].id = i;
+            cr_assert(pthread_create(&id[i], NULL, i < 2 ? thr_writer : thr_reader, &t[i]) == 0);
+        }
+        for (int i = 0; i < 4; i++)
+            pthread_join(id[i], NULL);
+        for (int i = 0; i < 4; i++)
+            cr_assert(!t[i].err[0], "%s: %s", t_backend_name(combos[c].be), t[i].err);
+        cr_assert_gt(t[2].checks + t[3].checks, 10);
+        close_checked(db, where, combos[c].be);
+    }
+}
