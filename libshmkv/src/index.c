@@ -469,6 +469,15 @@ int shmkv__idx_walk(shmkv__map *m, uint64_t from, const void *prefix, size_t ple
     }
 }
 
+void shmkv__idx_clear(shmkv__map *m, uint64_t gen)
+{
+    shmkv__idx *idx = shmkv__idx_of(m);
+    idx->root = idx->karr = idx->n = 0;
+    shmkv__alloc_reset(m, &idx->alloc, SHMKV__OWNER_INDEX);
+    atomic_store(&idx->dirty, 0);
+    idx->gen = gen;
+}
+
 static int blob_qcmp(const void *a, const void *b, void *arg)
 {
     shmkv__map *m = arg;
@@ -583,6 +592,9 @@ int shmkv__idx_rebuild(shmkv__map *m)
     idx->karr = arr;
     idx->n = n;
 done:
+    /* Built from tables that every pending clear has reached (the caller
+     * holds every segment lock, each repaired on the way in). */
+    idx->gen = atomic_load(&h->clear_gen);
     atomic_store(&idx->dirty, 0);
 out:
     free(items);

@@ -19,6 +19,7 @@
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/types.h>
@@ -117,6 +118,10 @@ typedef struct shmkv__seg {
      * lock holder that dies leaves it odd; the next locker moves it on. */
     _Atomic uint32_t seq;
     shmkv__alloc alloc;
+    /* The header's clear_gen when this segment was last emptied. Behind it,
+     * a clear() that published its generation died before reaching this
+     * segment, and the next locker empties it (sits in what was padding). */
+    uint64_t gen;
 } shmkv__seg;
 
 /* ---- key index ------------------------------------------------------- */
@@ -161,6 +166,7 @@ typedef struct shmkv__idx {
     _Atomic uint32_t dirty;    /* 1: must be rebuilt before use */
     uint32_t pad;
     shmkv__alloc alloc;
+    uint64_t gen;              /* as shmkv__seg.gen, for the index */
 } shmkv__idx;
 
 /* ---- header ---------------------------------------------------------- */
@@ -193,12 +199,20 @@ typedef struct shmkv__hdr {
     uint64_t created;           /* CLOCK_REALTIME seconds */
     _Atomic uint64_t opens;     /* times opened, for tools */
     _Atomic uint64_t recoveries;/* segment/index repairs after a dead owner */
+    /* Bumped by clear() under every lock, before it empties anything: the
+     * one store that makes the clear happen. Segments and the index still
+     * behind it are emptied by their next locker. */
+    _Atomic uint64_t clear_gen;
     alignas(64) pthread_mutex_t grow_lock;
     alignas(64) shmkv__attach attach[SHMKV__ATTACH_SLOTS];
 } shmkv__hdr;
 
 _Static_assert(sizeof(shmkv__hdr) <= SHMKV__HDR_SIZE, "header must fit its page");
 _Static_assert(sizeof(shmkv__bt_node) + SHMKV__BLOCK_HDR <= 1024, "node fits a 1 KiB class");
+/* Fields added later sit in what was padding: the sizes, and with them the
+ * ABI check and the layout of older stores, stay as they were. */
+_Static_assert(sizeof(shmkv__seg) == 960 && sizeof(shmkv__idx) == 960, "no new size");
+_Static_assert(offsetof(shmkv__hdr, clear_gen) == 120, "clear_gen in the header's gap");
 
 /* ---- process side ---------------------------------------------------- */
 
@@ -323,8 +337,12 @@ extern void (*shmkv__test_hook)(const char *point);
 /* Repair a segment after its lock owner died: mark live entries, rebuild
  * the allocator, recount. Caller holds the lock. */
 int shmkv__seg_recover(shmkv__map *m, shmkv__seg *s);
-/* Drop every entry of a segment (caller holds its lock). */
-int shmkv__seg_clear(shmkv__map *m, shmkv__seg *s);
+/* Drop every entry of a segment and mark it emptied for generation gen
+ * (caller holds its lock). */
+int shmkv__seg_clear(shmkv__map *m, shmkv__seg *s, uint64_t gen);
+/* Empty the index and mark it emptied for generation gen (caller holds
+ * every segment lock and the index lock, or is alone). */
+void shmkv__idx_clear(shmkv__map *m, uint64_t gen);
 /* Call fn for the payload offset of every live entry (caller holds the
  * segment lock); stops at fn's first non-zero return and returns it. */
 int shmkv__seg_visit(shmkv__map *m, shmkv__seg *s,

@@ -272,6 +272,11 @@ static bool entry_sane(shmkv__map *m, uint64_t off)
 
 int shmkv__seg_recover(shmkv__map *m, shmkv__seg *s)
 {
+    /* A clear() that had published its generation died before emptying
+     * this segment: the clear has happened, so finish it here. */
+    uint64_t gen = atomic_load(&SHMKV__HDR(m)->clear_gen);
+    if (s->gen != gen)
+        return shmkv__seg_clear(m, s, gen);
     uint64_t toff = atomic_load(&s->table), count = 0, tombs = 0;
     if (toff && !shmkv__in_region(m, toff - SHMKV__BLOCK_HDR, SHMKV__BLOCK_HDR + 8)) {
         atomic_store(&s->table, 0); /* unreadable: the segment's keys are lost */
@@ -306,15 +311,16 @@ int shmkv__seg_recover(shmkv__map *m, shmkv__seg *s)
     return rc;
 }
 
-int shmkv__seg_clear(shmkv__map *m, shmkv__seg *s)
+int shmkv__seg_clear(shmkv__map *m, shmkv__seg *s, uint64_t gen)
 {
-    /* Unpublish the table first: if we die after this, recovery finds no
-     * live entry and frees every block. */
     atomic_store_explicit(&s->table, 0, memory_order_release);
     atomic_store(&s->count, 0);
     s->tombs = 0;
     SHMKV__HOOK("clear.mid");
     shmkv__alloc_reset(m, &s->alloc, s->id);
+    /* Last: until here a repair finds the generation behind and redoes
+     * all of the above, which is safe to run twice. */
+    s->gen = gen;
     return 0;
 }
 
