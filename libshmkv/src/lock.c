@@ -80,6 +80,7 @@ int shmkv__seg_lock(shmkv__map *m, shmkv__seg *s)
     /* The dead owner may have been anywhere between allocating and
      * publishing; the repair must finish before anyone else sees the
      * segment, i.e. before the mutex is marked consistent. */
+    SHMKV__HOOK("lock.repair");
     atomic_fetch_add(&SHMKV__HDR(m)->recoveries, 1);
     rc = shmkv__seg_recover(m, s);
     pthread_mutex_consistent(&s->lock);

@@ -305,6 +305,7 @@ int shmkv__seg_recover(shmkv__map *m, shmkv__seg *s)
             }
         }
     }
+    SHMKV__HOOK("recover.marked");
     int rc = shmkv__alloc_rebuild(m, &s->alloc, s->id);
     atomic_store(&s->count, count);
     s->tombs = tombs;
