@@ -542,6 +542,14 @@ CRASH4(clear_segments_done, "clear.segments_done", W_CLEAR, S_NEW)
 CRASH4(incr_before_publish, "incr.before_publish", W_INCR, S_OLD)
 CRASH2(idx_insert_mid, "idx.insert.mid", W_INSERT, S_EITHER)
 CRASH2(idx_remove_mid, "idx.remove.mid", W_DELETE, S_EITHER)
+/* Every write of an index update is undone by the next locker (the slot is
+ * published only after the index changed, so each leaves the old state). */
+CRASH2(idx_insert_split, "idx.insert.split", W_INSERT, S_OLD)
+CRASH2(idx_insert_new_root, "idx.insert.new_root", W_INSERT, S_OLD)
+CRASH2(idx_insert_karr_grown, "idx.insert.karr_grown", W_INSERT, S_OLD)
+CRASH2(idx_insert_done, "idx.insert.done", W_INSERT, S_OLD)
+CRASH2(idx_remove_merge, "idx.remove.merge", W_DELETE, S_OLD)
+CRASH2(idx_remove_done, "idx.remove.done", W_DELETE, S_OLD)
 
 /* A kill at a point no other process is waiting on, followed by two
  * processes that race to take the dead owner's locks: both must see a

@@ -167,7 +167,33 @@ typedef struct shmkv__idx {
     uint32_t pad;
     shmkv__alloc alloc;
     uint64_t gen;              /* as shmkv__seg.gen, for the index */
+    uint64_t ulog;             /* undo log payload (shmkv__ulog), 0: none yet */
 } shmkv__idx;
+
+/* The index's undo log: one block of the index allocator. An index update
+ * (insert or remove of one key) first records the key and its segment, then
+ * before each write to index memory appends the bytes it is about to
+ * overwrite. A holder killed in the middle leaves state ACTIVE; the next
+ * locker of the index writes the saved bytes back newest first (the index
+ * is then exactly as before the update, allocator included), sets state
+ * RECONCILE, and the key alone is then made to agree with its segment's
+ * table, under that segment's lock. Repair costs what the dead update
+ * touched, not the size of the index. */
+#define SHMKV__ULOG_IDLE      0u
+#define SHMKV__ULOG_ACTIVE    1u
+#define SHMKV__ULOG_RECONCILE 2u
+#define SHMKV__ULOG_BYTES     (64u << 10) /* block size, header included */
+typedef struct shmkv__ulog {
+    _Atomic uint32_t state;
+    uint32_t seg;        /* segment of key */
+    uint32_t klen;
+    uint32_t overflow;   /* 1: a write went unrecorded, repair must rebuild */
+    uint64_t top0;       /* region top when the update began */
+    _Atomic uint64_t used; /* bytes of records in rec[] */
+    unsigned char key[SHMKV_KEY_MAX];
+    /* records: u64 offset, u64 length, the old bytes (padded to 8) */
+    alignas(8) unsigned char rec[];
+} shmkv__ulog;
 
 /* ---- header ---------------------------------------------------------- */
 
@@ -213,6 +239,7 @@ _Static_assert(sizeof(shmkv__bt_node) + SHMKV__BLOCK_HDR <= 1024, "node fits a 1
  * ABI check and the layout of older stores, stay as they were. */
 _Static_assert(sizeof(shmkv__seg) == 960 && sizeof(shmkv__idx) == 960, "no new size");
 _Static_assert(offsetof(shmkv__hdr, clear_gen) == 120, "clear_gen in the header's gap");
+_Static_assert(offsetof(shmkv__idx, ulog) == 912, "ulog in the index's padding");
 
 /* ---- process side ---------------------------------------------------- */
 
@@ -292,6 +319,20 @@ uint64_t shmkv__class_size(uint32_t cls);
 int shmkv__alloc_block(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
                        uint64_t len, uint64_t *off);
 void shmkv__free_block(shmkv__map *m, shmkv__alloc *a, uint64_t payload);
+/* Give a chunk of owner that its allocator does not count back to it, as
+ * empty (index repair: a chunk grown by an update that was rolled back). */
+void shmkv__alloc_adopt(shmkv__map *m, shmkv__alloc *a, uint64_t chunk_off);
+/* While this thread runs an index update with an undo log, every write the
+ * allocator makes to region memory on the index's behalf must be recorded
+ * first (index.c); SHMKV__UNDO does that, and costs one thread-local test
+ * otherwise. */
+extern _Thread_local bool shmkv__undo_on;
+void shmkv__undo_note(shmkv__map *m, const shmkv__alloc *a, const void *p, size_t len);
+#define SHMKV__UNDO(m, a, p, len)                                                          \
+    do {                                                                                    \
+        if (shmkv__undo_on)                                                                 \
+            shmkv__undo_note((m), (a), (p), (len));                                         \
+    } while (0)
 /* Rebuild an owner's allocator from the blocks whose MARK flag is set:
  * every unmarked block of the owner becomes free, marks are cleared, empty
  * chunks are reset. Returns 0 or SHMKV_ECORRUPT. */
@@ -368,6 +409,25 @@ int shmkv__idx_walk(shmkv__map *m, uint64_t from, const void *prefix, size_t ple
 /* Rebuild from the tables; caller holds every segment lock and the index
  * lock. Clears dirty on success. */
 int shmkv__idx_rebuild(shmkv__map *m);
+/* Undo-logged updates: begin after taking the index lock for an insert or
+ * remove of key (in segment seg), commit once the segment's slot agrees,
+ * before unlocking. Without a log (old store, no space) both are no-ops and
+ * a dead holder costs a rebuild, as before. */
+void shmkv__idx_begin(shmkv__map *m, uint32_t seg, const void *key, size_t klen);
+void shmkv__idx_commit(shmkv__map *m);
+/* The index lock's owner died (caller now holds it, not yet consistent):
+ * roll its update back, or mark the index dirty when that is impossible. */
+void shmkv__idx_repair(shmkv__map *m);
+/* After taking the index lock (with `held` as in shmkv__idx_lock): finish
+ * a rolled-back update's key, and create the undo log if there is none.
+ * Returns 0 (index lock and held kept), SHMKV__RESTART or a negative code
+ * (both: nothing held). */
+int shmkv__idx_settle(shmkv__map *m, shmkv__seg *held);
+/* ---- table lookups for the index repair (table.c) ---- */
+/* The segment a key belongs to. */
+shmkv__seg *shmkv__seg_of(shmkv__map *m, const void *key, size_t klen);
+/* True when key is live in s (caller holds s's lock). */
+bool shmkv__seg_has(shmkv__map *m, shmkv__seg *s, const void *key, size_t klen);
 /* Rank just past every key starting with prefix (n when none follows). */
 uint64_t shmkv__idx_prefix_end(shmkv__map *m, const void *prefix, size_t plen);
 

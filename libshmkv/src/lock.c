@@ -106,7 +106,7 @@ int shmkv__idx_lock_raw(shmkv__map *m)
         return rc;
     if (died) {
         atomic_fetch_add(&SHMKV__HDR(m)->recoveries, 1);
-        atomic_store(&ix->dirty, 1);
+        shmkv__idx_repair(m);
         pthread_mutex_consistent(&ix->lock);
     }
     return 0;
@@ -137,9 +137,9 @@ void shmkv__unlock_all(shmkv__map *m)
         shmkv__seg_unlock(shmkv__seg_at(m, i));
 }
 
-/* Rebuild the index under every lock. The index is only ever repaired by
- * rebuilding it from the tables: a dead index owner may have left the tree
- * half split, and a rebuild is simpler to trust than a roll-back. */
+/* Rebuild the index under every lock: what repairs a dead index owner
+ * when its undo log cannot (an old store without one, a log overflow, a
+ * rebuild or log creation cut short), and what rebuild_index() does. */
 int shmkv__idx_rebuild_all(shmkv__map *m)
 {
     int rc = shmkv__lock_all(m);
@@ -163,7 +163,7 @@ int shmkv__idx_lock(shmkv__map *m, shmkv__seg *held)
         return rc;
     }
     if (!atomic_load(&shmkv__idx_of(m)->dirty))
-        return 0;
+        return shmkv__idx_settle(m, held);
     /* Rebuilding needs every segment lock, which may not be taken while
      * holding the index lock or a higher segment: drop everything. */
     shmkv__idx_unlock(m);

@@ -199,6 +199,8 @@ static int put(op *o, const void *val, size_t vlen, shmkv_kind kind)
         bool track = SHMKV__HDR(m)->track_keys;
         if (track && (rc = index_enter(o)) != 0)
             return rc;
+        if (track)
+            shmkv__idx_begin(m, s->id, o->key, o->klen);
         rc = entry_new(o, val, vlen, kind, &noff);
         if (!rc && track && (rc = shmkv__idx_insert(m, o->key, o->klen)) != 0)
             shmkv__free_block(m, &s->alloc, noff);
@@ -211,8 +213,12 @@ static int put(op *o, const void *val, size_t vlen, shmkv_kind kind)
             if (old == SHMKV__SLOT_TOMB)
                 s->tombs--;
         }
-        if (track)
+        if (track) {
+            /* Index and slot agree again: only now may a repair stop
+             * treating this key as in doubt. */
+            shmkv__idx_commit(m);
             shmkv__idx_unlock(m);
+        }
         if (rc)
             return rc;
     }
@@ -233,8 +239,10 @@ static int removes(op *o)
         int rc = index_enter(o);
         if (rc)
             return rc;
+        shmkv__idx_begin(m, s->id, o->key, o->klen);
         rc = shmkv__idx_remove(m, o->key, o->klen);
         if (rc) {
+            shmkv__idx_commit(m);
             shmkv__idx_unlock(m);
             return rc;
         }
@@ -249,8 +257,10 @@ static int removes(op *o)
     atomic_fetch_sub_explicit(&s->count, 1, memory_order_relaxed);
     if (w == SHMKV__SLOT_TOMB)
         s->tombs++;
-    if (track)
+    if (track) {
+        shmkv__idx_commit(m);
         shmkv__idx_unlock(m);
+    }
     if (o->db->flags & SHMKV_SYNC)
         sync_range((const void *)&lk->t->slot[lk->slot], 8);
     shmkv__free_block(m, &s->alloc, lk->off);
@@ -760,6 +770,20 @@ int shmkv_compare_and_delete(shmkv_db *db, const void *key, size_t klen, const v
     if (deleted)
         *deleted = rc == 0 && did;
     return rc;
+}
+
+/* ---- lookups for the index repair ------------------------------------------- */
+
+shmkv__seg *shmkv__seg_of(shmkv__map *m, const void *key, size_t klen)
+{
+    return seg_for(m, shmkv__hash(key, klen));
+}
+
+bool shmkv__seg_has(shmkv__map *m, shmkv__seg *s, const void *key, size_t klen)
+{
+    lookup lk;
+    find(m, s, shmkv__hash(key, klen), key, klen, &lk);
+    return lk.found;
 }
 
 /* ---- whole-segment access for shmkv.c ------------------------------------------ */

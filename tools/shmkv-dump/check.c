@@ -974,6 +974,53 @@ static void compare_index(ck *c)
         prob(c->r, "index: holds %" PRIu64 " keys that no table has in all", extra);
 }
 
+/* The undo log: its block, and whether an update was cut short. Returns
+ * its state (SHMKV__ULOG_*), or -1 when there is none or it is unusable. */
+static int check_ulog(ck *c, uint64_t off)
+{
+    char kb[256];
+    long bi = scan_find(&c->sc, off);
+    if (bi < 0) {
+        if (!unknown_at(c, off))
+            prob(c->r, "index: undo log 0x%" PRIx64 " is not a block", off);
+        return -1;
+    }
+    blk *b = &c->sc.b[bi];
+    if (b->owner != SHMKV__OWNER_INDEX || !(b->flags & SHMKV__BF_USED) || b->ref != REF_NONE ||
+        b->size < sizeof(shmkv__ulog) + SHMKV__BLOCK_HDR) {
+        prob(c->r, "index: undo log 0x%" PRIx64 " is a %s %" PRIu32 "-byte block of owner %"
+             PRIu32 " (%s)", off, (b->flags & SHMKV__BF_USED) ? "used" : "free", b->size,
+             b->owner, b->ref ? ref_name(b->ref) : "unreferenced");
+        return -1;
+    }
+    b->ref = REF_ULOG;
+    shmkv__ulog lg;
+    if (!vcopy(c->v, off, &lg, offsetof(shmkv__ulog, key)))
+        return -1;
+    uint32_t state = atomic_load_explicit(&lg.state, memory_order_relaxed);
+    uint64_t used = atomic_load_explicit(&lg.used, memory_order_relaxed);
+    const unsigned char *key = lg.klen <= SHMKV_KEY_MAX
+        ? vptr(c->v, off + offsetof(shmkv__ulog, key), lg.klen) : NULL;
+    const char *k = key ? kdesc(key, lg.klen, kb, sizeof kb) : "(unreadable)";
+    switch (state) {
+    case SHMKV__ULOG_IDLE:
+        return (int)state;
+    case SHMKV__ULOG_ACTIVE:
+        pend(c->r, "index: an update of key %s was cut short; the next process to take the "
+             "index lock writes back the %" PRIu64 " bytes it recorded%s, then settles that "
+             "key from its table", k, used,
+             lg.overflow ? " (the record overflowed: it rebuilds the index instead)" : "");
+        return (int)state;
+    case SHMKV__ULOG_RECONCILE:
+        pend(c->r, "index: an update of key %s was rolled back; the next index user adds or "
+             "removes that key to match segment %" PRIu32 "'s table", k, lg.seg);
+        return (int)state;
+    default:
+        prob(c->r, "index: undo log state is %" PRIu32 ", not 0, 1 or 2", state);
+        return -1;
+    }
+}
+
 static int check_index(ck *c)
 {
     shmkv__idx ix;
@@ -994,7 +1041,18 @@ static int check_index(ck *c)
     }
     if (dirty > 1)
         prob(c->r, "index: dirty flag is %" PRIu32 ", not 0 or 1", dirty);
-    if (!dirty && c->ow[islot].lock == LOCK_DEAD) {
+    int ul = ix.ulog ? check_ulog(c, ix.ulog) : -1;
+    if (ix.gen != atomic_load_explicit(&c->h->clear_gen, memory_order_relaxed)) {
+        pend(c->r, "index: a clear() died before emptying it; the next process to take the "
+             "index lock empties it");
+        c->ow[islot].walk_ok = false;
+        return 0;
+    }
+    if (ul == SHMKV__ULOG_ACTIVE && !dirty) {
+        c->ow[islot].walk_ok = false; /* half changed: its contents mean nothing yet */
+        return 0;
+    }
+    if (!dirty && c->ow[islot].lock == LOCK_DEAD && ul < 0) {
         pend(c->r, "index: its lock's owner died, so the next process to take the lock "
              "rebuilds it from the tables; its contents were not checked");
         c->ow[islot].walk_ok = false;
@@ -1032,6 +1090,9 @@ static int check_index(ck *c)
     /* Agreement with the tables means something only when both sides were
      * read completely; what stopped either is reported already. */
     if (!c->tables_complete || !c->ow[islot].walk_ok)
+        return 0;
+    /* One key may still disagree with its table (listed as a repair). */
+    if (ul == SHMKV__ULOG_RECONCILE)
         return 0;
     if (ix.n != c->live_slots)
         prob(c->r, "index: counts %" PRIu64 " keys, the tables hold %" PRIu64, ix.n,

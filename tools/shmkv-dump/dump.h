@@ -127,6 +127,7 @@ enum {
     REF_BLOB,
     REF_KARR,
     REF_FREE,
+    REF_ULOG,
 };
 const char *ref_name(int ref);
 
