@@ -22,6 +22,8 @@
 
 #include "internal.h"
 
+#include <sys/mman.h>
+
 TestSuite(idx_repair, .init = rc_setup, .fini = rc_teardown, .timeout = 600);
 
 static const char *g_point;
@@ -163,9 +165,17 @@ static bool karr_sorted(shmkv_db *db)
 /* A child that inserts keys from `from` on (or deletes from `from` down)
  * and dies at the skip-th hit of point; and, when repair_point is given,
  * a second child that dies there while repairing. */
-static void kill_at(const char *where, const char *point, int skip, bool deleting,
-                    uint64_t from, const char *repair_point)
+static volatile uint64_t *g_done; /* shared page: keys the writer started on */
+
+static uint64_t kill_at(const char *where, const char *point, int skip, bool deleting,
+                        uint64_t from, const char *repair_point)
 {
+    if (!g_done) {
+        void *pg = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        cr_assert(pg != MAP_FAILED);
+        g_done = pg;
+    }
+    *g_done = 0;
     pid_t p = rc_fork();
     if (p == 0) {
         shmkv_db *d = NULL;
@@ -177,7 +187,9 @@ static void kill_at(const char *where, const char *point, int skip, bool deletin
         g_skip = skip;
         shmkv__test_hook = die_at;
         char k[40];
-        for (uint64_t i = 0; i < 100000; i++) {
+        /* a root split may take a few times the store's size to come */
+        for (uint64_t i = 0; i < (deleting ? from : 8 * from); i++) {
+            *g_done = i + 1;
             int kl = key_of(deleting ? from - 1 - i : from + i, k);
             if (deleting)
                 KID_OK(shmkv_delete(d, k, (size_t)kl, NULL));
@@ -189,8 +201,9 @@ static void kill_at(const char *where, const char *point, int skip, bool deletin
     int st = rc_wait(p);
     char b[80];
     cr_assert(WIFSIGNALED(st), "the writer should die at %s: %s", point, rel_status(st, b, sizeof b));
+    uint64_t done = *g_done;
     if (!repair_point)
-        return;
+        return done;
     p = rc_fork();
     if (p == 0) {
         shmkv_db *d = NULL;
@@ -209,6 +222,7 @@ static void kill_at(const char *where, const char *point, int skip, bool deletin
     st = rc_wait(p);
     cr_assert(WIFSIGNALED(st), "the repairer should die at %s: %s", repair_point,
               rel_status(st, b, sizeof b));
+    return done;
 }
 
 static void one_point(const char *point, int skip, bool deleting, const char *repair_point)
@@ -227,7 +241,7 @@ static void one_point(const char *point, int skip, bool deleting, const char *re
         RC_OK(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
     }
     cr_assert(!karr_sorted(db), "the test needs a key array in insertion order");
-    kill_at(where, point, skip, deleting, n, repair_point);
+    uint64_t done = kill_at(where, point, skip, deleting, n, repair_point);
     run_dump(where, true);
     uint64_t t0 = rel_now_ns();
     char kb[40];
@@ -237,7 +251,7 @@ static void one_point(const char *point, int skip, bool deleting, const char *re
     cr_assert(!karr_sorted(db),
               "%s: the key array is in key order after the repair: the whole index was rebuilt",
               point);
-    verify(db, n + 100000);
+    verify(db, deleting ? n : n + done);
     fprintf(stderr, "idx_repair: %s%s%s: %" PRIu64 " keys, the repairing call took %" PRIu64
             " us\n", point, repair_point ? " then " : "", repair_point ? repair_point : "", n, us);
     run_dump(where, false);
