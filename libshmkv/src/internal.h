@@ -366,6 +366,8 @@ int shmkv__idx_rebuild_all(shmkv__map *m);
 void shmkv__idx_unlock(shmkv__map *m);
 int shmkv__lock_all(shmkv__map *m);   /* every segment, in order */
 void shmkv__unlock_all(shmkv__map *m);
+/* Last close of a disk store: may it be marked clean? (lock.c) */
+bool shmkv__locks_settled(shmkv__map *m);
 int shmkv__grow_lock(shmkv__map *m);
 void shmkv__grow_unlock(shmkv__map *m);
 

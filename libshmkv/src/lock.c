@@ -189,3 +189,24 @@ void shmkv__grow_unlock(shmkv__map *m)
 {
     pthread_mutex_unlock(&SHMKV__HDR(m)->grow_lock);
 }
+
+/* For the last process to close a disk store: true when no segment or
+ * index lock is held by a dead owner that nobody has repaired since. Such a
+ * store must stay marked unclean, because its next (lone) opener resets
+ * every lock, and repairs only a store that is not clean. */
+bool shmkv__locks_settled(shmkv__map *m)
+{
+    bool settled = true;
+    for (uint32_t i = 0; i <= SHMKV__HDR(m)->nseg; i++) {
+        pthread_mutex_t *mu = i < SHMKV__HDR(m)->nseg ? &shmkv__seg_at(m, i)->lock
+                                                      : &shmkv__idx_of(m)->lock;
+        int rc = pthread_mutex_trylock(mu);
+        if (rc == EOWNERDEAD)
+            pthread_mutex_consistent(mu); /* left to the open-time repair */
+        if (rc == 0 || rc == EOWNERDEAD)
+            pthread_mutex_unlock(mu);
+        if (rc != 0)
+            settled = false;
+    }
+    return settled;
+}

@@ -511,7 +511,8 @@ int shmkv_close(shmkv_db *db)
                 if (!(db->flags & SHMKV_NOSYNC) &&
                     msync(m->base, atomic_load(&h->top), MS_SYNC) != 0)
                     rc = -errno;
-                atomic_store(&h->clean, 1);
+                if (shmkv__locks_settled(m))
+                    atomic_store(&h->clean, 1);
             }
         }
         map_free(m); /* closing the descriptor drops both file locks */

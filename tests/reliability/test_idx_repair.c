@@ -294,3 +294,66 @@ Test(idx_repair, repairer_killed_in_reconcile)
 {
     one_point("set.after_publish", 0, false, "idx.reconcile");
 }
+
+/* The last process closes a disk store while the lock of a process killed
+ * inside an index update was never taken again: nobody repaired it, so the
+ * store must not be marked clean (the next lone opener resets every lock
+ * without repairing a clean store). It must reopen consistent. */
+Test(idx_repair, dead_owner_then_last_close)
+{
+    const char *where = rc_path("lastclose");
+    shmkv_options o;
+    memset(&o, 0, sizeof o);
+    o.backend = SHMKV_BACKEND_DISK;
+    o.track_keys = SHMKV_TRACK_ON;
+    shmkv_db *db = NULL;
+    RC_OK(shmkv_open(where, &o, &db));
+    uint64_t n = 4000;
+    char k[40];
+    for (uint64_t i = 0; i < n; i++) {
+        int kl = key_of(i, k);
+        RC_OK(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
+    }
+    pid_t p = rc_fork();
+    if (p == 0) {
+        shmkv_db *d = NULL;
+        shmkv_options c;
+        memset(&c, 0, sizeof c);
+        KID_OK(shmkv_open(where, &c, &d));
+        g_point = "idx.insert.split";
+        shmkv__test_hook = die_at;
+        for (uint64_t i = n; i < 2 * n; i++) {
+            int kl = key_of(i, k);
+            KID_OK(shmkv_set(d, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
+        }
+        _exit(42);
+    }
+    int st = rc_wait(p);
+    cr_assert(WIFSIGNALED(st), "the writer should die at idx.insert.split");
+    RC_OK(shmkv_close(db)); /* the last one: nobody took the dead lock */
+    db = rc_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_DEFAULT);
+    verify(db, 2 * n);
+    RC_OK(shmkv_close(db));
+    static char text[8192];
+    const char *dump = getenv("SHMKV_DUMP");
+    cr_assert(dump && access(dump, X_OK) == 0, "SHMKV_DUMP must name shmkv-dump");
+    const char *out = rc_str("%s/dump.%d.out", rc.sc.dir, ++rc.seq);
+    p = rc_fork();
+    if (p == 0) {
+        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd >= 0)
+            dup2(fd, 1);
+        execl(dump, "shmkv-dump", "--check", where, (char *)NULL);
+        _exit(127);
+    }
+    st = rc_wait(p);
+    int fd = open(out, O_RDONLY);
+    ssize_t r = fd >= 0 ? read(fd, text, sizeof text - 1) : 0;
+    text[r > 0 ? r : 0] = 0;
+    if (fd >= 0)
+        close(fd);
+    unlink(out);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0 && strstr(text, "result: sound\n") &&
+                  !strstr(text, "repair: "),
+              "the store after reopen and close:\n%s", text);
+}
