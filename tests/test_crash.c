@@ -251,6 +251,11 @@ typedef struct {
     enum strict strict;
 } scenario;
 
+/* Keys the state before / after the interrupted operation holds, among
+ * those check_key looked at: a whole-store operation (clear) must leave one
+ * of the two states for every key at once, not a key-by-key mix. */
+static uint64_t g_in_old, g_in_new;
+
 static void check_key(shmkv_db *db, const scenario *sc, const model *m0, const model *m1,
                       const char *k, uint64_t *present)
 {
@@ -280,6 +285,8 @@ static void check_key(shmkv_db *db, const scenario *sc, const model *m0, const m
     }
     if (has)
         (*present)++;
+    g_in_old += p0;
+    g_in_new += p1;
     cr_assert_eq(shmkv_exists(db, k, strlen(k)), has ? 1 : 0, "exists(%s) disagrees with get", k);
 }
 
@@ -357,6 +364,7 @@ static void verify(shmkv_db *db, const scenario *sc, int acked, uint64_t size_fi
         model_apply(&m1, sc->w, acked);
 
     uint64_t present = 0;
+    g_in_old = g_in_new = 0;
     char k[32];
     for (int p = 0; p < NPRE; p++) {
         snprintf(k, sizeof k, "pre:%d", p);
@@ -375,6 +383,11 @@ static void verify(shmkv_db *db, const scenario *sc, int acked, uint64_t size_fi
     check_key(db, sc, &m0, &m1, "ctr", &present);
     model_free(&m0);
     model_free(&m1);
+    if (sc->w == W_CLEAR)
+        cr_assert(present == g_in_old || present == g_in_new,
+                  "%s: a killed clear() left %" PRIu64 " keys: neither all %" PRIu64
+                  " of before nor the %" PRIu64 " of after",
+                  sc->point, present, g_in_old, g_in_new);
 
     /* size() is lock-free; read before anything else touched the dead
      * process's segment it must still be the number of keys */
@@ -523,10 +536,20 @@ CRASH4(rehash_after_publish, "rehash.after_publish", W_INSERT, S_EITHER)
 CRASH4(alloc_mid_insert, "alloc.mid", W_INSERT, S_EITHER)
 CRASH4(alloc_mid_overwrite, "alloc.mid", W_OVERWRITE, S_EITHER)
 CRASH4(grow_after_fallocate, "grow.after_fallocate", W_BIG, S_EITHER)
-CRASH4(clear_mid, "clear.mid", W_CLEAR, S_EITHER)
+CRASH4(clear_before_commit, "clear.before_commit", W_CLEAR, S_OLD)
+CRASH4(clear_mid, "clear.mid", W_CLEAR, S_NEW)
+CRASH4(clear_segments_done, "clear.segments_done", W_CLEAR, S_NEW)
 CRASH4(incr_before_publish, "incr.before_publish", W_INCR, S_OLD)
 CRASH2(idx_insert_mid, "idx.insert.mid", W_INSERT, S_EITHER)
 CRASH2(idx_remove_mid, "idx.remove.mid", W_DELETE, S_EITHER)
+/* Every write of an index update is undone by the next locker (the slot is
+ * published only after the index changed, so each leaves the old state). */
+CRASH2(idx_insert_split, "idx.insert.split", W_INSERT, S_OLD)
+CRASH2(idx_insert_new_root, "idx.insert.new_root", W_INSERT, S_OLD)
+CRASH2(idx_insert_karr_grown, "idx.insert.karr_grown", W_INSERT, S_OLD)
+CRASH2(idx_insert_done, "idx.insert.done", W_INSERT, S_OLD)
+CRASH2(idx_remove_merge, "idx.remove.merge", W_DELETE, S_OLD)
+CRASH2(idx_remove_done, "idx.remove.done", W_DELETE, S_OLD)
 
 /* A kill at a point no other process is waiting on, followed by two
  * processes that race to take the dead owner's locks: both must see a

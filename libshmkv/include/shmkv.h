@@ -247,8 +247,9 @@ SHMKV_API int shmkv_exists(shmkv_db *db, const void *key, size_t klen);
  * that case instead. */
 SHMKV_API uint64_t shmkv_size(shmkv_db *db);
 
-
-/** Remove every key. @return 0; SHMKV_EREADONLY. */
+/** Remove every key, as one write: a process killed inside it leaves
+ * every key or none (the next user finishes a clear that had begun).
+ * @return 0; SHMKV_EREADONLY. */
 SHMKV_API int shmkv_clear(shmkv_db *db);
 
 /* ------------------------------------------------------------------ */

@@ -6,6 +6,11 @@
  * crash-safe step by step: a dead owner's state is thrown away and rebuilt
  * by walking its chunks (shmkv__alloc_rebuild), which is why every block
  * carries its size and every chunk its owner.
+ *
+ * The index is the exception (see shmkv__ulog): during an index update
+ * every write below to memory outside the allocator state is recorded with
+ * SHMKV__UNDO first, so that an update cut short can be rolled back
+ * without a walk. A change here that writes region memory must do the same.
  */
 #include "internal.h"
 
@@ -45,7 +50,9 @@ static int take_chunk(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
         shmkv__chunk *c = chunk_at(m, *link);
         if (c->size - c->used >= csz) {
             *out = *link;
+            SHMKV__UNDO(m, a, link, 8);
             *link = c->next;
+            SHMKV__UNDO(m, a, &c->next, 8);
             c->next = 0;
             return 0;
         }
@@ -80,6 +87,8 @@ int shmkv__alloc_block(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
     uint64_t p = a->free_head[cls];
     if (p) {
         shmkv__block *b = shmkv__block_of(m, p);
+        /* header and link: the caller overwrites the link with data */
+        SHMKV__UNDO(m, a, b, SHMKV__BLOCK_HDR + 8);
         a->free_head[cls] = *(uint64_t *)SHMKV__P(m, p);
         b->flags = SHMKV__BF_USED;
         b->kind = 0;
@@ -96,6 +105,7 @@ int shmkv__alloc_block(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
             return rc;
         /* Keep the old chunk's tail usable for smaller blocks later. */
         if (c && c->size - c->used >= 256) {
+            SHMKV__UNDO(m, a, &c->next, 8);
             c->next = a->spare;
             a->spare = a->cur;
         }
@@ -112,6 +122,9 @@ int shmkv__alloc_block(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
      * trusts every block below `used`. */
     atomic_signal_fence(memory_order_release);
     SHMKV__HOOK("alloc.mid");
+    if (owner == SHMKV__OWNER_INDEX)
+        SHMKV__HOOK("alloc.mid.index");
+    SHMKV__UNDO(m, a, &c->used, 8);
     c->used += csz;
     a->used_bytes += csz;
     *off = boff + SHMKV__BLOCK_HDR;
@@ -121,6 +134,7 @@ int shmkv__alloc_block(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
 void shmkv__free_block(shmkv__map *m, shmkv__alloc *a, uint64_t payload)
 {
     shmkv__block *b = shmkv__block_of(m, payload);
+    SHMKV__UNDO(m, a, b, SHMKV__BLOCK_HDR + 8);
     b->flags = 0;
     *(uint64_t *)SHMKV__P(m, payload) = a->free_head[b->cls];
     a->free_head[b->cls] = payload;
@@ -141,6 +155,15 @@ static void spare_push(shmkv__alloc *a, shmkv__chunk *c, uint64_t off)
         c->next = a->spare;
         a->spare = off;
     }
+}
+
+void shmkv__alloc_adopt(shmkv__map *m, shmkv__alloc *a, uint64_t chunk_off)
+{
+    shmkv__chunk *c = chunk_at(m, chunk_off);
+    a->nchunks++;
+    a->chunk_bytes += c->size;
+    c->used = SHMKV__CHUNK_HDR;
+    spare_push(a, c, chunk_off);
 }
 
 /* Walk the chunks of the region that belong to owner. Chunk headers are

@@ -3,10 +3,12 @@
  * dense array of the same keys for O(1) uniform sampling.
  *
  * Everything lives in the region and is reached through offsets only. The
- * caller holds the index lock. A process killed in here leaves the index
- * dirty and the next locker rebuilds it from the tables, so nothing below
- * needs to be crash-consistent; it only has to be correct and to leave the
- * index untouched when an allocation fails.
+ * caller holds the index lock. Inserts and removes write in place, so each
+ * records what it overwrites in the undo log first (ul_save, ul_node, and
+ * the allocator through SHMKV__UNDO): a process killed in here is rolled
+ * back by the next locker, in time proportional to what it touched. The
+ * bulk paths (rebuild, clear) are not logged: they mark the index dirty or
+ * use the clear generation, and a dead holder there costs a rebuild.
  */
 #include "internal.h"
 
@@ -226,6 +228,273 @@ static int descend_rank(shmkv__map *m, uint64_t r, bt_step *st)
     return -1;
 }
 
+/* ---- undo log ------------------------------------------------------------ */
+
+_Thread_local bool shmkv__undo_on;
+
+/* The update this thread has in progress (one at a time: the index lock
+ * is held across it). saved[] keeps nodes already recorded whole. */
+static _Thread_local struct {
+    shmkv__map *m;
+    shmkv__ulog *lg;
+    uint64_t cap;
+    uint64_t saved[48];
+    int nsaved;
+} U;
+
+static shmkv__ulog *ulog_of(shmkv__map *m)
+{
+    uint64_t off = shmkv__idx_of(m)->ulog;
+    return off ? (shmkv__ulog *)SHMKV__P(m, off) : NULL;
+}
+
+static uint64_t ulog_cap(shmkv__map *m, const shmkv__ulog *lg)
+{
+    const shmkv__block *b = shmkv__block_of(m, (uint64_t)((const unsigned char *)lg - m->base));
+    return b->size - SHMKV__BLOCK_HDR - offsetof(shmkv__ulog, rec);
+}
+
+/* Append the current bytes of [p, p+len) as a record, then publish it:
+ * the write it protects comes after, so a record the repair sees always
+ * holds bytes from before the write. */
+static void ul_save(const void *p, size_t len)
+{
+    shmkv__ulog *lg = U.lg;
+    if (!U.m || lg->overflow)
+        return;
+    uint64_t used = atomic_load_explicit(&lg->used, memory_order_relaxed);
+    uint64_t need = 16 + ((len + 7) & ~(size_t)7);
+    if (need > U.cap - used) {
+        /* Cannot record: the repair must not trust the log. */
+        lg->overflow = 1;
+        atomic_signal_fence(memory_order_seq_cst);
+        return;
+    }
+    unsigned char *r = lg->rec + used;
+    uint64_t off = (uint64_t)((const unsigned char *)p - U.m->base), l = len;
+    memcpy(r, &off, 8);
+    memcpy(r + 8, &l, 8);
+    memcpy(r + 16, p, len);
+    atomic_store_explicit(&lg->used, used + need, memory_order_release);
+    atomic_signal_fence(memory_order_seq_cst);
+}
+
+/* Record a whole tree node before its first change in this update. */
+static void ul_node(shmkv__map *m, uint64_t off)
+{
+    if (!U.m)
+        return;
+    for (int i = 0; i < U.nsaved; i++)
+        if (U.saved[i] == off)
+            return;
+    if (U.nsaved < (int)(sizeof U.saved / sizeof U.saved[0]))
+        U.saved[U.nsaved++] = off;
+    ul_save(SHMKV__P(m, off), sizeof(shmkv__bt_node));
+}
+
+void shmkv__undo_note(shmkv__map *m, const shmkv__alloc *a, const void *p, size_t len)
+{
+    if (U.m == m && a == &shmkv__idx_of(m)->alloc)
+        ul_save(p, len);
+}
+
+void shmkv__idx_begin(shmkv__map *m, uint32_t seg, const void *key, size_t klen)
+{
+    shmkv__ulog *lg = ulog_of(m);
+    if (!lg)
+        return;
+    lg->seg = seg;
+    lg->klen = (uint32_t)klen;
+    if (key != lg->key)
+        memcpy(lg->key, key, klen);
+    lg->top0 = atomic_load_explicit(&SHMKV__HDR(m)->top, memory_order_acquire);
+    lg->overflow = 0;
+    atomic_store_explicit(&lg->used, 0, memory_order_relaxed);
+    /* Everything above is in place before the log claims an update. */
+    atomic_store_explicit(&lg->state, SHMKV__ULOG_ACTIVE, memory_order_release);
+    atomic_signal_fence(memory_order_seq_cst);
+    U.m = m;
+    U.lg = lg;
+    U.cap = ulog_cap(m, lg);
+    U.nsaved = 0;
+    shmkv__undo_on = true;
+    /* root, karr, n, dirty and the allocator state, in one record */
+    shmkv__idx *idx = shmkv__idx_of(m);
+    ul_save(&idx->root, offsetof(shmkv__idx, gen) - offsetof(shmkv__idx, root));
+}
+
+void shmkv__idx_commit(shmkv__map *m)
+{
+    if (U.m != m)
+        return;
+    atomic_signal_fence(memory_order_seq_cst);
+    atomic_store_explicit(&U.lg->state, SHMKV__ULOG_IDLE, memory_order_release);
+    U.m = NULL;
+    U.lg = NULL;
+    shmkv__undo_on = false;
+}
+
+/* Write the records back, newest first; then give chunks the update grew
+ * back to the allocator (its state is the one from before they existed).
+ * False when the log cannot be trusted. */
+static bool ul_rollback(shmkv__map *m, shmkv__ulog *lg)
+{
+    uint64_t top = atomic_load_explicit(&SHMKV__HDR(m)->top, memory_order_acquire);
+    uint64_t used = atomic_load_explicit(&lg->used, memory_order_acquire);
+    uint64_t cap = ulog_cap(m, lg), data_off = SHMKV__HDR(m)->data_off;
+    if (lg->overflow || used > cap || lg->top0 > top || lg->top0 < data_off)
+        return false;
+    uint32_t pos[SHMKV__ULOG_BYTES / 16];
+    size_t n = 0;
+    for (uint64_t at = 0; at < used;) {
+        uint64_t off, len;
+        memcpy(&off, lg->rec + at, 8);
+        memcpy(&len, lg->rec + at + 8, 8);
+        uint64_t sz = 16 + ((len + 7) & ~(uint64_t)7);
+        /* The index struct sits below data_off; everything else in it. */
+        if (sz > used - at || off + len > top || off + len < off ||
+            n == sizeof pos / sizeof pos[0])
+            return false;
+        pos[n++] = (uint32_t)at;
+        at += sz;
+    }
+    while (n--) {
+        uint64_t off, len;
+        memcpy(&off, lg->rec + pos[n], 8);
+        memcpy(&len, lg->rec + pos[n] + 8, 8);
+        memcpy(SHMKV__P(m, off), lg->rec + pos[n] + 16, len);
+    }
+    shmkv__idx *idx = shmkv__idx_of(m);
+    for (uint64_t off = lg->top0; off < top;) {
+        shmkv__chunk *c = (shmkv__chunk *)SHMKV__P(m, off);
+        if (c->magic != SHMKV__CHUNK_MAGIC || c->size < SHMKV__PAGE || c->size % SHMKV__PAGE ||
+            c->size > top - off)
+            return false;
+        if (c->owner == SHMKV__OWNER_INDEX)
+            shmkv__alloc_adopt(m, &idx->alloc, off);
+        off += c->size;
+    }
+    return true;
+}
+
+void shmkv__idx_repair(shmkv__map *m)
+{
+    shmkv__idx *idx = shmkv__idx_of(m);
+    shmkv__ulog *lg = ulog_of(m);
+    uint64_t gen = atomic_load(&SHMKV__HDR(m)->clear_gen);
+    U.m = NULL;
+    shmkv__undo_on = false;
+    if (idx->gen != gen) {
+        /* A clear() decided, then died before emptying the index. */
+        shmkv__idx_clear(m, gen);
+        return;
+    }
+    if (atomic_load(&idx->dirty) || !lg)
+        goto rebuild;
+    switch (atomic_load(&lg->state)) {
+    case SHMKV__ULOG_IDLE:      /* died holding the lock, between updates */
+    case SHMKV__ULOG_RECONCILE: /* already rolled back; settle finishes */
+        return;
+    case SHMKV__ULOG_ACTIVE:
+        if (!ul_rollback(m, lg))
+            goto rebuild;
+        SHMKV__HOOK("idx.rolled_back");
+        atomic_store(&lg->state, SHMKV__ULOG_RECONCILE);
+        return;
+    default:
+        goto rebuild;
+    }
+rebuild:
+    atomic_store(&idx->dirty, 1);
+}
+
+/* A fresh, idle log (the index lock held, no update running). Its own
+ * allocation is not logged: the index stays marked dirty until the log is
+ * published, so a process killed here costs a rebuild, nothing worse. */
+static void ul_create(shmkv__map *m)
+{
+    /* After a failure, try again only once the region has grown, not on
+     * every update of a store on a full disk. */
+    static _Atomic uint64_t failed_at_top;
+    shmkv__idx *idx = shmkv__idx_of(m);
+    uint64_t off, top = atomic_load(&SHMKV__HDR(m)->top);
+    idx->ulog = 0;
+    if (atomic_load(&failed_at_top) == top)
+        return;
+    if (shmkv__alloc_block(m, &idx->alloc, SHMKV__OWNER_INDEX,
+                           SHMKV__ULOG_BYTES - SHMKV__BLOCK_HDR, &off) != 0) {
+        atomic_store(&failed_at_top, top);
+        return; /* no space: updates run unlogged, as before the log existed */
+    }
+    shmkv__ulog *lg = (shmkv__ulog *)SHMKV__P(m, off);
+    memset(lg, 0, offsetof(shmkv__ulog, key));
+    idx->ulog = off;
+}
+
+static bool idx_has(shmkv__map *m, const void *key, size_t klen);
+
+/* The update of the key in lg was rolled back; the key's slot may or may
+ * not have been published before its writer died. Make the index agree
+ * with the table for that key alone. Caller holds s (the key's segment)
+ * and the index lock. */
+static int reconcile(shmkv__map *m, shmkv__seg *s, shmkv__ulog *lg)
+{
+    bool in_table = shmkv__seg_has(m, s, lg->key, lg->klen);
+    bool in_index = idx_has(m, lg->key, lg->klen);
+    if (in_table == in_index) {
+        atomic_store(&lg->state, SHMKV__ULOG_IDLE);
+        return 0;
+    }
+    shmkv__idx_begin(m, s->id, lg->key, lg->klen);
+    SHMKV__HOOK("idx.reconcile");
+    int rc = in_table ? shmkv__idx_insert(m, lg->key, lg->klen)
+                      : shmkv__idx_remove(m, lg->key, lg->klen);
+    shmkv__idx_commit(m);
+    if (rc)
+        atomic_store(&shmkv__idx_of(m)->dirty, 1); /* e.g. no space: rebuild later */
+    return 0;
+}
+
+int shmkv__idx_settle(shmkv__map *m, shmkv__seg *held)
+{
+    shmkv__idx *idx = shmkv__idx_of(m);
+    shmkv__ulog *lg = ulog_of(m);
+    if (!lg) {
+        /* An old store, or no space earlier: try to start logging. */
+        atomic_store(&idx->dirty, 1);
+        ul_create(m);
+        atomic_store(&idx->dirty, 0);
+        return 0;
+    }
+    if (atomic_load(&lg->state) != SHMKV__ULOG_RECONCILE)
+        return 0;
+    shmkv__seg *s = shmkv__seg_at(m, lg->seg);
+    if (held == s) {
+        reconcile(m, s, lg);
+        return 0;
+    }
+    /* The key's segment lock comes before the index lock: let go, take
+     * both in order, and have the caller start over. */
+    shmkv__idx_unlock(m);
+    if (held)
+        shmkv__seg_unlock(held);
+    int rc = shmkv__seg_lock(m, s);
+    if (rc)
+        return rc;
+    rc = shmkv__idx_lock_raw(m);
+    if (rc) {
+        shmkv__seg_unlock(s);
+        return rc;
+    }
+    lg = ulog_of(m);
+    if (!atomic_load(&idx->dirty) && lg && atomic_load(&lg->state) == SHMKV__ULOG_RECONCILE &&
+        shmkv__seg_at(m, lg->seg) == s)
+        reconcile(m, s, lg);
+    shmkv__idx_unlock(m);
+    shmkv__seg_unlock(s);
+    return SHMKV__RESTART;
+}
+
 int shmkv__idx_insert(shmkv__map *m, const void *key, size_t klen)
 {
     shmkv__idx *idx = shmkv__idx_of(m);
@@ -286,12 +555,16 @@ int shmkv__idx_insert(shmkv__map *m, const void *key, size_t klen)
     } else {
         shmkv__bt_node *leaf = node_at(m, st[d].node);
         uint64_t sib = 0;
+        ul_node(m, st[d].node);
         ent_insert(leaf, st[d].i, &ent);
-        if (leaf->n > BT_MAX)
+        if (leaf->n > BT_MAX) {
             node_split(m, leaf, sib = nodes[got++]);
+            SHMKV__HOOK("idx.insert.split");
+        }
         for (int l = d - 1; l >= 0; l--) {
             shmkv__bt_node *p = node_at(m, st[l].node);
             shmkv__bt_ent *pe = &p->e[st[l].i];
+            ul_node(m, st[l].node);
             pe->count = sib ? node_sum(node_at(m, pe->child)) : pe->count + 1;
             ent_refresh(m, pe);
             if (sib) {
@@ -309,6 +582,7 @@ int shmkv__idx_insert(shmkv__map *m, const void *key, size_t klen)
             ent_insert(node_at(m, nr), 0, &a);
             ent_insert(node_at(m, nr), 1, &b);
             idx->root = nr;
+            SHMKV__HOOK("idx.insert.new_root");
         }
     }
     /* Counted exactly, but a miscount must not leak. */
@@ -324,11 +598,14 @@ int shmkv__idx_insert(shmkv__map *m, const void *key, size_t klen)
             memcpy(na->off, ka->off, idx->n * sizeof(uint64_t));
         uint64_t old = idx->karr;
         idx->karr = newarr;
+        SHMKV__HOOK("idx.insert.karr_grown");
         if (old)
             shmkv__free_block(m, &idx->alloc, old);
         ka = na;
     }
+    ul_save(&ka->off[idx->n], 8);
     ka->off[idx->n++] = blob;
+    SHMKV__HOOK("idx.insert.done");
     return 0;
 }
 
@@ -362,12 +639,14 @@ int shmkv__idx_remove(shmkv__map *m, const void *key, size_t klen)
         return 0;
     uint32_t pos = st[d].i - 1;
     uint64_t blob = leaf->e[pos].key;
+    ul_node(m, st[d].node);
     ent_delete(leaf, pos);
 
     for (int l = d - 1; l >= 0; l--) {
         shmkv__bt_node *p = node_at(m, st[l].node);
         uint32_t i = st[l].i;
         shmkv__bt_node *c = node_at(m, p->e[i].child);
+        ul_node(m, st[l].node);
         if (c->n == 0) {
             shmkv__free_block(m, &idx->alloc, p->e[i].child);
             ent_delete(p, i);
@@ -377,10 +656,14 @@ int shmkv__idx_remove(shmkv__map *m, const void *key, size_t klen)
         ent_refresh(m, &p->e[i]);
         if (c->n >= BT_MIN)
             continue;
-        if (i > 0 && node_at(m, p->e[i - 1].child)->n + c->n <= BT_MAX)
+        if (i > 0 && node_at(m, p->e[i - 1].child)->n + c->n <= BT_MAX) {
+            ul_node(m, p->e[i - 1].child);
             node_merge(m, idx, p, i - 1);
-        else if (i + 1 < p->n && node_at(m, p->e[i + 1].child)->n + c->n <= BT_MAX)
+            SHMKV__HOOK("idx.remove.merge");
+        } else if (i + 1 < p->n && node_at(m, p->e[i + 1].child)->n + c->n <= BT_MAX) {
             node_merge(m, idx, p, i);
+            SHMKV__HOOK("idx.remove.merge");
+        }
     }
     shmkv__bt_node *r = node_at(m, idx->root);
     if (r->n == 0) {
@@ -400,9 +683,12 @@ int shmkv__idx_remove(shmkv__map *m, const void *key, size_t klen)
     shmkv__karr *ka = SHMKV__P(m, idx->karr);
     uint32_t at = blob_at(m, blob)->pos;
     uint64_t last = ka->off[--idx->n];
+    ul_save(&ka->off[at], 8);
     ka->off[at] = last;
+    ul_save(&blob_at(m, last)->pos, sizeof(uint32_t));
     blob_at(m, last)->pos = at;
     shmkv__free_block(m, &idx->alloc, blob);
+    SHMKV__HOOK("idx.remove.done");
     return 0;
 }
 
@@ -416,6 +702,19 @@ uint64_t shmkv__idx_rank_after(shmkv__map *m, const void *key, size_t klen)
 {
     probe s = mkkey(key, klen);
     return count_below(m, below_le, &s);
+}
+
+static bool idx_has(shmkv__map *m, const void *key, size_t klen)
+{
+    bt_step st[BT_DEPTH];
+    probe s = mkkey(key, klen);
+    uint64_t rank;
+    if (!shmkv__idx_of(m)->root)
+        return false;
+    int d = descend(m, below_le, &s, st, &rank);
+    if (d < 0 || st[d].i == 0)
+        return false;
+    return ent_cmp(m, &node_at(m, st[d].node)->e[st[d].i - 1], &s) == 0;
 }
 
 uint64_t shmkv__idx_select(shmkv__map *m, uint64_t r)
@@ -475,6 +774,16 @@ int shmkv__idx_walk(shmkv__map *m, uint64_t from, const void *prefix, size_t ple
     }
 }
 
+void shmkv__idx_clear(shmkv__map *m, uint64_t gen)
+{
+    shmkv__idx *idx = shmkv__idx_of(m);
+    idx->root = idx->karr = idx->n = 0;
+    shmkv__alloc_reset(m, &idx->alloc, SHMKV__OWNER_INDEX);
+    ul_create(m); /* the reset forgot the old log's block */
+    atomic_store(&idx->dirty, 0);
+    idx->gen = gen;
+}
+
 static int blob_qcmp(const void *a, const void *b, void *arg)
 {
     shmkv__map *m = arg;
@@ -524,6 +833,7 @@ int shmkv__idx_rebuild(shmkv__map *m)
     atomic_store(&idx->dirty, 1);
     shmkv__alloc_reset(m, &idx->alloc, SHMKV__OWNER_INDEX);
     idx->root = idx->karr = idx->n = 0;
+    idx->ulog = 0; /* its block was just forgotten */
 
     for (uint32_t i = 0; i < h->nseg; i++) {
         uint64_t t = atomic_load(&shmkv__seg_at(m, i)->table);
@@ -589,6 +899,10 @@ int shmkv__idx_rebuild(shmkv__map *m)
     idx->karr = arr;
     idx->n = n;
 done:
+    ul_create(m); /* last: the keys have the first claim on the space */
+    /* Built from tables that every pending clear has reached (the caller
+     * holds every segment lock, each repaired on the way in). */
+    idx->gen = atomic_load(&h->clear_gen);
     atomic_store(&idx->dirty, 0);
 out:
     free(items);

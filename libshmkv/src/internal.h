@@ -19,6 +19,7 @@
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/types.h>
@@ -122,6 +123,10 @@ typedef struct shmkv__seg {
      * stores written before them hold zeros here, which means "none". */
     _Atomic uint64_t intent; /* this segment's part of a batch in flight, 0: none */
     _Atomic uint64_t batch;  /* as a batch's lowest segment: gen << 2 | SHMKV__B_* */
+    /* The header's clear_gen when this segment was last emptied. Behind it,
+     * a clear() that published its generation died before reaching this
+     * segment, and the next locker empties it (sits in what was padding). */
+    uint64_t gen;
 } shmkv__seg;
 
 #define SHMKV__B_FREE      0u
@@ -185,7 +190,34 @@ typedef struct shmkv__idx {
     _Atomic uint32_t dirty;    /* 1: must be rebuilt before use */
     uint32_t pad;
     shmkv__alloc alloc;
+    uint64_t gen;              /* as shmkv__seg.gen, for the index */
+    uint64_t ulog;             /* undo log payload (shmkv__ulog), 0: none yet */
 } shmkv__idx;
+
+/* The index's undo log: one block of the index allocator. An index update
+ * (insert or remove of one key) first records the key and its segment, then
+ * before each write to index memory appends the bytes it is about to
+ * overwrite. A holder killed in the middle leaves state ACTIVE; the next
+ * locker of the index writes the saved bytes back newest first (the index
+ * is then exactly as before the update, allocator included), sets state
+ * RECONCILE, and the key alone is then made to agree with its segment's
+ * table, under that segment's lock. Repair costs what the dead update
+ * touched, not the size of the index. */
+#define SHMKV__ULOG_IDLE      0u
+#define SHMKV__ULOG_ACTIVE    1u
+#define SHMKV__ULOG_RECONCILE 2u
+#define SHMKV__ULOG_BYTES     (64u << 10) /* block size, header included */
+typedef struct shmkv__ulog {
+    _Atomic uint32_t state;
+    uint32_t seg;        /* segment of key */
+    uint32_t klen;
+    uint32_t overflow;   /* 1: a write went unrecorded, repair must rebuild */
+    uint64_t top0;       /* region top when the update began */
+    _Atomic uint64_t used; /* bytes of records in rec[] */
+    unsigned char key[SHMKV_KEY_MAX];
+    /* records: u64 offset, u64 length, the old bytes (padded to 8) */
+    alignas(8) unsigned char rec[];
+} shmkv__ulog;
 
 /* ---- header ---------------------------------------------------------- */
 
@@ -217,12 +249,21 @@ typedef struct shmkv__hdr {
     uint64_t created;           /* CLOCK_REALTIME seconds */
     _Atomic uint64_t opens;     /* times opened, for tools */
     _Atomic uint64_t recoveries;/* segment/index repairs after a dead owner */
+    /* Bumped by clear() under every lock, before it empties anything: the
+     * one store that makes the clear happen. Segments and the index still
+     * behind it are emptied by their next locker. */
+    _Atomic uint64_t clear_gen;
     alignas(64) pthread_mutex_t grow_lock;
     alignas(64) shmkv__attach attach[SHMKV__ATTACH_SLOTS];
 } shmkv__hdr;
 
 _Static_assert(sizeof(shmkv__hdr) <= SHMKV__HDR_SIZE, "header must fit its page");
 _Static_assert(sizeof(shmkv__bt_node) + SHMKV__BLOCK_HDR <= 1024, "node fits a 1 KiB class");
+/* Fields added later sit in what was padding: the sizes, and with them the
+ * ABI check and the layout of older stores, stay as they were. */
+_Static_assert(sizeof(shmkv__seg) == 960 && sizeof(shmkv__idx) == 960, "no new size");
+_Static_assert(offsetof(shmkv__hdr, clear_gen) == 120, "clear_gen in the header's gap");
+_Static_assert(offsetof(shmkv__idx, ulog) == 912, "ulog in the index's padding");
 
 /* ---- process side ---------------------------------------------------- */
 
@@ -319,6 +360,20 @@ uint64_t shmkv__class_size(uint32_t cls);
 int shmkv__alloc_block(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
                        uint64_t len, uint64_t *off);
 void shmkv__free_block(shmkv__map *m, shmkv__alloc *a, uint64_t payload);
+/* Give a chunk of owner that its allocator does not count back to it, as
+ * empty (index repair: a chunk grown by an update that was rolled back). */
+void shmkv__alloc_adopt(shmkv__map *m, shmkv__alloc *a, uint64_t chunk_off);
+/* While this thread runs an index update with an undo log, every write the
+ * allocator makes to region memory on the index's behalf must be recorded
+ * first (index.c); SHMKV__UNDO does that, and costs one thread-local test
+ * otherwise. */
+extern _Thread_local bool shmkv__undo_on;
+void shmkv__undo_note(shmkv__map *m, const shmkv__alloc *a, const void *p, size_t len);
+#define SHMKV__UNDO(m, a, p, len)                                                          \
+    do {                                                                                    \
+        if (shmkv__undo_on)                                                                 \
+            shmkv__undo_note((m), (a), (p), (len));                                         \
+    } while (0)
 /* Rebuild an owner's allocator from the blocks whose MARK flag is set:
  * every unmarked block of the owner becomes free, marks are cleared, empty
  * chunks are reset. Returns 0 or SHMKV_ECORRUPT. */
@@ -367,6 +422,8 @@ bool shmkv__idx_no_room(int rc);
 void shmkv__idx_unlock(shmkv__map *m);
 int shmkv__lock_all(shmkv__map *m);   /* every segment, in order */
 void shmkv__unlock_all(shmkv__map *m);
+/* Last close of a disk store: may it be marked clean? (lock.c) */
+bool shmkv__locks_settled(shmkv__map *m);
 int shmkv__grow_lock(shmkv__map *m);
 void shmkv__grow_unlock(shmkv__map *m);
 
@@ -396,8 +453,12 @@ int shmkv__track_on(shmkv__map *m);
 bool shmkv__batch_pending(shmkv__map *m);
 /* Rehash a segment's table to cap slots (caller holds its lock). */
 int shmkv__seg_rehash(shmkv__map *m, shmkv__seg *s, uint64_t cap);
-/* Drop every entry of a segment (caller holds its lock). */
-int shmkv__seg_clear(shmkv__map *m, shmkv__seg *s);
+/* Drop every entry of a segment and mark it emptied for generation gen
+ * (caller holds its lock). */
+int shmkv__seg_clear(shmkv__map *m, shmkv__seg *s, uint64_t gen);
+/* Empty the index and mark it emptied for generation gen (caller holds
+ * every segment lock and the index lock, or is alone). */
+void shmkv__idx_clear(shmkv__map *m, uint64_t gen);
 /* Call fn for the payload offset of every live entry (caller holds the
  * segment lock); stops at fn's first non-zero return and returns it. */
 int shmkv__seg_visit(shmkv__map *m, shmkv__seg *s,
@@ -433,6 +494,25 @@ int shmkv__idx_walk(shmkv__map *m, uint64_t from, const void *prefix, size_t ple
 int shmkv__idx_rebuild(shmkv__map *m);
 /* Number of keys <= key (the rank of the first key after it). */
 uint64_t shmkv__idx_rank_after(shmkv__map *m, const void *key, size_t klen);
+/* Undo-logged updates: begin after taking the index lock for an insert or
+ * remove of key (in segment seg), commit once the segment's slot agrees,
+ * before unlocking. Without a log (old store, no space) both are no-ops and
+ * a dead holder costs a rebuild, as before. */
+void shmkv__idx_begin(shmkv__map *m, uint32_t seg, const void *key, size_t klen);
+void shmkv__idx_commit(shmkv__map *m);
+/* The index lock's owner died (caller now holds it, not yet consistent):
+ * roll its update back, or mark the index dirty when that is impossible. */
+void shmkv__idx_repair(shmkv__map *m);
+/* After taking the index lock (with `held` as in shmkv__idx_lock): finish
+ * a rolled-back update's key, and create the undo log if there is none.
+ * Returns 0 (index lock and held kept), SHMKV__RESTART or a negative code
+ * (both: nothing held). */
+int shmkv__idx_settle(shmkv__map *m, shmkv__seg *held);
+/* ---- table lookups for the index repair (table.c) ---- */
+/* The segment a key belongs to. */
+shmkv__seg *shmkv__seg_of(shmkv__map *m, const void *key, size_t klen);
+/* True when key is live in s (caller holds s's lock). */
+bool shmkv__seg_has(shmkv__map *m, shmkv__seg *s, const void *key, size_t klen);
 /* Rank just past every key starting with prefix (n when none follows). */
 uint64_t shmkv__idx_prefix_end(shmkv__map *m, const void *prefix, size_t plen);
 

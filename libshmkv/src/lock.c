@@ -179,6 +179,7 @@ int shmkv__seg_lock(shmkv__map *m, shmkv__seg *s)
     /* The dead owner may have been anywhere between allocating and
      * publishing; the repair must finish before anyone else sees the
      * segment, i.e. before the mutex is marked consistent. */
+    SHMKV__HOOK("lock.repair");
     atomic_fetch_add(&SHMKV__HDR(m)->recoveries, 1);
     rc = shmkv__seg_recover(m, s);
     pthread_mutex_consistent(&s->lock);
@@ -204,7 +205,7 @@ int shmkv__idx_lock_raw(shmkv__map *m)
         return rc;
     if (died) {
         atomic_fetch_add(&SHMKV__HDR(m)->recoveries, 1);
-        atomic_store(&ix->dirty, 1);
+        shmkv__idx_repair(m);
         pthread_mutex_consistent(&ix->lock);
     }
     return 0;
@@ -235,9 +236,9 @@ void shmkv__unlock_all(shmkv__map *m)
         shmkv__seg_unlock(shmkv__seg_at(m, i));
 }
 
-/* Rebuild the index under every lock. The index is only ever repaired by
- * rebuilding it from the tables: a dead index owner may have left the tree
- * half split, and a rebuild is simpler to trust than a roll-back. */
+/* Rebuild the index under every lock: what repairs a dead index owner
+ * when its undo log cannot (an old store without one, a log overflow, a
+ * rebuild or log creation cut short), and what rebuild_index() does. */
 int shmkv__idx_rebuild_all(shmkv__map *m)
 {
     int rc = shmkv__lock_all(m);
@@ -280,7 +281,7 @@ int shmkv__idx_lock(shmkv__map *m, shmkv__seg *held)
         return rc;
     }
     if (!atomic_load(&shmkv__idx_of(m)->dirty))
-        return 0;
+        return shmkv__idx_settle(m, held);
     if (now_ns() < atomic_load(&m->idx_retry_ns)) {
         shmkv__idx_unlock(m);
         return SHMKV__NOINDEX;
@@ -320,4 +321,25 @@ int shmkv__grow_lock(shmkv__map *m)
 void shmkv__grow_unlock(shmkv__map *m)
 {
     pthread_mutex_unlock(&SHMKV__HDR(m)->grow_lock);
+}
+
+/* For the last process to close a disk store: true when no segment or
+ * index lock is held by a dead owner that nobody has repaired since. Such a
+ * store must stay marked unclean, because its next (lone) opener resets
+ * every lock, and repairs only a store that is not clean. */
+bool shmkv__locks_settled(shmkv__map *m)
+{
+    bool settled = true;
+    for (uint32_t i = 0; i <= SHMKV__HDR(m)->nseg; i++) {
+        pthread_mutex_t *mu = i < SHMKV__HDR(m)->nseg ? &shmkv__seg_at(m, i)->lock
+                                                      : &shmkv__idx_of(m)->lock;
+        int rc = pthread_mutex_trylock(mu);
+        if (rc == EOWNERDEAD)
+            pthread_mutex_consistent(mu); /* left to the open-time repair */
+        if (rc == 0 || rc == EOWNERDEAD)
+            pthread_mutex_unlock(mu);
+        if (rc != 0)
+            settled = false;
+    }
+    return settled;
 }

@@ -741,6 +741,14 @@ int shmkv_open(const char *where, const shmkv_options *opts, shmkv_db **out)
     return 0;
 }
 
+/* Clean means the next lone opener may skip repair. Not while work that
+ * only a repair finishes is left: a dead batch writer's intents, or a lock
+ * whose owner died and nobody has taken since (its half-done write). */
+static bool may_mark_clean(shmkv__map *m)
+{
+    return !shmkv__batch_pending(m) && shmkv__locks_settled(m);
+}
+
 int shmkv_close(shmkv_db *db)
 {
     if (!db)
@@ -773,7 +781,8 @@ int shmkv_close(shmkv_db *db)
             if (m->backend == SHMKV_BACKEND_DISK && !(db->flags & SHMKV_NOSYNC) &&
                 msync(m->base, atomic_load(&h->top), MS_SYNC) != 0)
                 rc = -errno;
-            atomic_store(&h->clean, 1);
+            if (may_mark_clean(m))
+                atomic_store(&h->clean, 1);
         }
         if (last) {
             if (m->backend == SHMKV_BACKEND_MEMORY) {
@@ -786,10 +795,7 @@ int shmkv_close(shmkv_db *db)
                 if (!(db->flags & SHMKV_NOSYNC) &&
                     msync(m->base, atomic_load(&h->top), MS_SYNC) != 0)
                     rc = -errno;
-                /* A batch whose writer died leaves intents that only a
-                 * repair resolves; the lone opener repairs unclean stores
-                 * only, so such a store must not be marked clean. */
-                if (!shmkv__batch_pending(m))
+                if (may_mark_clean(m))
                     atomic_store(&h->clean, 1);
             }
         }

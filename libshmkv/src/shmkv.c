@@ -112,13 +112,21 @@ int shmkv_clear(shmkv_db *db)
         shmkv__unlock_all(m);
         return rc;
     }
-    for (uint32_t i = 0; i < SHMKV__HDR(m)->nseg; i++)
-        shmkv__seg_clear(m, shmkv__seg_at(m, i));
+    /* Emptying 64 segments one by one is not one store, so a clear killed
+     * half-way would leave some segments full and others empty. Instead the
+     * clear happens at the one store of the new generation below, with
+     * every lock held: a segment (or the index) still behind it is emptied
+     * by whoever locks it next, which is also who repairs a dead owner's
+     * lock. */
+    shmkv__hdr *h = SHMKV__HDR(m);
+    uint64_t gen = atomic_load(&h->clear_gen) + 1;
+    SHMKV__HOOK("clear.before_commit");
+    atomic_store(&h->clear_gen, gen);
+    for (uint32_t i = 0; i < h->nseg; i++)
+        shmkv__seg_clear(m, shmkv__seg_at(m, i), gen);
+    SHMKV__HOOK("clear.segments_done");
     if (track) {
-        shmkv__idx *ix = shmkv__idx_of(m);
-        ix->root = ix->karr = ix->n = 0;
-        shmkv__alloc_reset(m, &ix->alloc, SHMKV__OWNER_INDEX);
-        atomic_store(&ix->dirty, 0);
+        shmkv__idx_clear(m, gen);
         shmkv__idx_unlock(m);
     }
     shmkv__unlock_all(m);

@@ -215,6 +215,8 @@ static int put(op *o, const void *val, size_t vlen, shmkv_kind kind)
                 return rc;
             track = rc == 1;
         }
+        if (track)
+            shmkv__idx_begin(m, s->id, o->key, o->klen);
         rc = entry_new(o, val, vlen, kind, &noff);
         if (!rc && track && (rc = shmkv__idx_insert(m, o->key, o->klen)) != 0)
             shmkv__free_block(m, &s->alloc, noff);
@@ -227,8 +229,12 @@ static int put(op *o, const void *val, size_t vlen, shmkv_kind kind)
             if (old == SHMKV__SLOT_TOMB)
                 s->tombs--;
         }
-        if (track)
+        if (track) {
+            /* Index and slot agree again: only now may a repair stop
+             * treating this key as in doubt. */
+            shmkv__idx_commit(m);
             shmkv__idx_unlock(m);
+        }
         if (rc)
             return rc;
     }
@@ -252,8 +258,10 @@ static int removes(op *o)
         track = rc == 1;
     }
     if (track) {
+        shmkv__idx_begin(m, s->id, o->key, o->klen);
         int rc = shmkv__idx_remove(m, o->key, o->klen);
         if (rc) {
+            shmkv__idx_commit(m);
             shmkv__idx_unlock(m);
             return rc;
         }
@@ -268,8 +276,10 @@ static int removes(op *o)
     atomic_fetch_sub_explicit(&s->count, 1, memory_order_relaxed);
     if (w == SHMKV__SLOT_TOMB)
         s->tombs++;
-    if (track)
+    if (track) {
+        shmkv__idx_commit(m);
         shmkv__idx_unlock(m);
+    }
     if (o->db->flags & SHMKV_SYNC)
         sync_range((const void *)&lk->t->slot[lk->slot], 8);
     shmkv__free_block(m, &s->alloc, lk->off);
@@ -292,6 +302,11 @@ static bool entry_sane(shmkv__map *m, uint64_t off)
 int shmkv__seg_recover(shmkv__map *m, shmkv__seg *s)
 {
     shmkv__batch_recover(m, s);
+    /* A clear() that had published its generation died before emptying
+     * this segment: the clear has happened, so finish it here. */
+    uint64_t gen = atomic_load(&SHMKV__HDR(m)->clear_gen);
+    if (s->gen != gen)
+        return shmkv__seg_clear(m, s, gen);
     uint64_t toff = atomic_load(&s->table), count = 0, tombs = 0;
     if (toff && !shmkv__in_region(m, toff - SHMKV__BLOCK_HDR, SHMKV__BLOCK_HDR + 8)) {
         atomic_store(&s->table, 0); /* unreadable: the segment's keys are lost */
@@ -320,21 +335,23 @@ int shmkv__seg_recover(shmkv__map *m, shmkv__seg *s)
             }
         }
     }
+    SHMKV__HOOK("recover.marked");
     int rc = shmkv__alloc_rebuild(m, &s->alloc, s->id);
     atomic_store(&s->count, count);
     s->tombs = tombs;
     return rc;
 }
 
-int shmkv__seg_clear(shmkv__map *m, shmkv__seg *s)
+int shmkv__seg_clear(shmkv__map *m, shmkv__seg *s, uint64_t gen)
 {
-    /* Unpublish the table first: if we die after this, recovery finds no
-     * live entry and frees every block. */
     atomic_store_explicit(&s->table, 0, memory_order_release);
     atomic_store(&s->count, 0);
     s->tombs = 0;
     SHMKV__HOOK("clear.mid");
     shmkv__alloc_reset(m, &s->alloc, s->id);
+    /* Last: until here a repair finds the generation behind and redoes
+     * all of the above, which is safe to run twice. */
+    s->gen = gen;
     return 0;
 }
 
@@ -939,6 +956,20 @@ int shmkv_compare_and_delete(shmkv_db *db, const void *key, size_t klen, const v
     if (deleted)
         *deleted = rc == 0 && did;
     return rc;
+}
+
+/* ---- lookups for the index repair ------------------------------------------- */
+
+shmkv__seg *shmkv__seg_of(shmkv__map *m, const void *key, size_t klen)
+{
+    return seg_for(m, shmkv__hash(key, klen));
+}
+
+bool shmkv__seg_has(shmkv__map *m, shmkv__seg *s, const void *key, size_t klen)
+{
+    lookup lk;
+    find(m, s, shmkv__hash(key, klen), key, klen, &lk);
+    return lk.found;
 }
 
 /* ---- whole-segment access for shmkv.c ------------------------------------------ */

@@ -66,14 +66,25 @@ void warn(report *r, const char *fmt, ...)
     va_end(ap);
 }
 
+void pend(report *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    add_msg(r, &r->pend, &r->npend, &r->cappend, &r->pend_total, fmt, ap);
+    va_end(ap);
+}
+
 void report_free(report *r)
 {
     for (size_t i = 0; i < r->nprob; i++)
         free(r->prob[i]);
     for (size_t i = 0; i < r->nwarn; i++)
         free(r->warn[i]);
+    for (size_t i = 0; i < r->npend; i++)
+        free(r->pend[i]);
     free(r->prob);
     free(r->warn);
+    free(r->pend);
     memset(r, 0, sizeof *r);
 }
 
@@ -101,6 +112,10 @@ typedef struct ck {
     const shmkv__hdr *h;
     report *r;
     bool live;
+    /* Nobody has the store open and it was not closed cleanly: the next
+     * opener repairs every segment and rebuilds the index (region.c), so
+     * what those repairs fix is pending, not damage. */
+    bool reopen_repair;
     scan sc;
     owner_st *ow; /* nseg segments, then the index */
     ent *e;
@@ -151,7 +166,9 @@ static void oprob(ck *c, uint32_t slot, const char *fmt, ...)
         return;
     }
     if (c->ow[slot].lock == LOCK_DEAD)
-        warn(c->r, "%s (pending: the lock's owner died; the next process to lock it repairs this)", s);
+        pend(c->r, "%s (the lock's owner died; the next process to lock it repairs this)", s);
+    else if (c->reopen_repair)
+        pend(c->r, "%s (the store was not closed cleanly; its next opener repairs this)", s);
     else
         prob(c->r, "%s", s);
     free(s);
@@ -199,20 +216,35 @@ static uint64_t seg_base(const ck *c, uint32_t i)
     return c->h->seg_off + (uint64_t)i * sizeof(shmkv__seg);
 }
 
-static int lock_state(const view *v, uint64_t moff, int *tid)
+/* glibc's robust mutex: __lock is the futex word (owner tid, plus
+ * FUTEX_OWNER_DIED once the kernel saw the owner die, plus FUTEX_WAITERS);
+ * __owner is the tid too, except for two markers. INCONSISTENT: a thread
+ * got EOWNERDEAD and has not yet called pthread_mutex_consistent; if that
+ * thread died too, the next locker gets EOWNERDEAD again and repairs, so it
+ * is as recoverable as any dead owner. NOTRECOVERABLE: such a thread
+ * unlocked without making it consistent; every later lock fails with
+ * ENOTRECOVERABLE, for good. *repairing tells the first case. */
+#define GLIBC_MUTEX_INCONSISTENT    0x7fffffffu
+#define GLIBC_MUTEX_NOTRECOVERABLE  0x7ffffffeu
+#define GLIBC_FUTEX_OWNER_DIED      0x40000000u
+#define GLIBC_FUTEX_TID_MASK        0x3fffffffu
+
+static int lock_state(const view *v, uint64_t moff, int *tid, bool *repairing)
 {
     *tid = 0;
+    *repairing = false;
 #if defined(__GLIBC__)
     uint32_t lk, owner = 0;
     if (!vu32(v, moff + offsetof(pthread_mutex_t, __data.__lock), &lk))
         return LOCK_UNKNOWN;
     vu32(v, moff + offsetof(pthread_mutex_t, __data.__owner), &owner);
-    if (owner == 0x7fffffffu)
-        return LOCK_BROKEN; /* PTHREAD_MUTEX_NOTRECOVERABLE */
+    if (owner == GLIBC_MUTEX_NOTRECOVERABLE)
+        return LOCK_BROKEN;
+    *repairing = owner == GLIBC_MUTEX_INCONSISTENT;
     if (lk == 0)
         return LOCK_FREE;
-    *tid = (int)(lk & 0x3fffffffu);
-    if (lk & 0x40000000u) /* FUTEX_OWNER_DIED */
+    *tid = (int)(lk & GLIBC_FUTEX_TID_MASK);
+    if (lk & GLIBC_FUTEX_OWNER_DIED)
         return LOCK_DEAD;
     if (*tid && !pid_alive(*tid))
         return LOCK_DEAD;
@@ -220,6 +252,7 @@ static int lock_state(const view *v, uint64_t moff, int *tid)
 #else
     (void)v;
     (void)moff;
+    (void)repairing;
     return LOCK_UNKNOWN;
 #endif
 }
@@ -278,12 +311,14 @@ static void check_header(ck *c)
             prob(c->r, "segment %" PRIu32 ": id field is %" PRIu32, i, id);
     }
     int tid;
-    int st = lock_state(c->v, offsetof(shmkv__hdr, grow_lock), &tid);
+    bool repairing;
+    int st = lock_state(c->v, offsetof(shmkv__hdr, grow_lock), &tid, &repairing);
     if (st == LOCK_DEAD)
-        warn(c->r, "header: the growth lock's owner died holding it; the next grower "
+        pend(c->r, "header: the growth lock's owner died holding it; the next grower "
              "recovers it");
     else if (st == LOCK_BROKEN)
-        prob(c->r, "header: the growth lock is marked not recoverable");
+        prob(c->r, "header: the growth lock is not recoverable (a holder unlocked it without "
+             "repairing it after its owner died): every grower will fail");
 }
 
 /* ---- locks ---------------------------------------------------------------- */
@@ -296,16 +331,25 @@ static void check_locks(ck *c)
                                     : h->idx_off + offsetof(shmkv__idx, lock);
         owner_st *o = &c->ow[i];
         char nm[32];
-        o->lock = lock_state(c->v, moff, &o->tid);
-        if (o->lock == LOCK_DEAD && o->tid)
-            warn(c->r, "%s: the lock's owner (thread %d) died holding it; the next process "
+        bool repairing;
+        o->lock = lock_state(c->v, moff, &o->tid, &repairing);
+        if (o->lock == LOCK_DEAD && repairing)
+            pend(c->r, "%s: a process died while repairing after an earlier dead owner (lock "
+                 "marked inconsistent); the next process to take the lock repairs it again",
+                 owner_name(c, i, nm, sizeof nm));
+        else if (o->lock == LOCK_DEAD && o->tid)
+            pend(c->r, "%s: the lock's owner (thread %d) died holding it; the next process "
                  "to take it repairs what it left half done", owner_name(c, i, nm, sizeof nm),
                  o->tid);
         else if (o->lock == LOCK_DEAD)
-            warn(c->r, "%s: the lock's owner died holding it; the next process to take it "
+            pend(c->r, "%s: the lock's owner died holding it; the next process to take it "
                  "repairs what it left half done", owner_name(c, i, nm, sizeof nm));
+        else if (o->lock == LOCK_HELD && repairing)
+            warn(c->r, "%s: thread %d is repairing after a dead owner right now",
+                 owner_name(c, i, nm, sizeof nm), o->tid);
         else if (o->lock == LOCK_BROKEN)
-            prob(c->r, "%s: the lock is marked not recoverable",
+            prob(c->r, "%s: the lock is not recoverable (a holder unlocked it without "
+                 "repairing it after its owner died): every operation on it will fail",
                  owner_name(c, i, nm, sizeof nm));
         else if (o->lock == LOCK_HELD && !c->live)
             warn(c->r, "%s: the lock is held by thread %d although no process is attached",
@@ -449,6 +493,11 @@ static int check_segment(ck *c, uint32_t i)
     }
     uint64_t toff = atomic_load_explicit(&sg.table, memory_order_relaxed);
     uint64_t count = atomic_load_explicit(&sg.count, memory_order_relaxed);
+    uint64_t cgen = atomic_load_explicit(&c->h->clear_gen, memory_order_relaxed);
+    if (sg.gen != cgen)
+        pend(c->r, "segment %" PRIu32 ": a clear() died before emptying it; whoever takes its "
+             "lock next empties it (the clear has happened: its keys are gone for every "
+             "reader)", i);
     if (!toff) {
         if (count || sg.tombs)
             oprob(c, i, "segment %" PRIu32 ": has no table but counts %" PRIu64 " keys and %"
@@ -925,6 +974,53 @@ static void compare_index(ck *c)
         prob(c->r, "index: holds %" PRIu64 " keys that no table has in all", extra);
 }
 
+/* The undo log: its block, and whether an update was cut short. Returns
+ * its state (SHMKV__ULOG_*), or -1 when there is none or it is unusable. */
+static int check_ulog(ck *c, uint64_t off)
+{
+    char kb[256];
+    long bi = scan_find(&c->sc, off);
+    if (bi < 0) {
+        if (!unknown_at(c, off))
+            prob(c->r, "index: undo log 0x%" PRIx64 " is not a block", off);
+        return -1;
+    }
+    blk *b = &c->sc.b[bi];
+    if (b->owner != SHMKV__OWNER_INDEX || !(b->flags & SHMKV__BF_USED) || b->ref != REF_NONE ||
+        b->size < sizeof(shmkv__ulog) + SHMKV__BLOCK_HDR) {
+        prob(c->r, "index: undo log 0x%" PRIx64 " is a %s %" PRIu32 "-byte block of owner %"
+             PRIu32 " (%s)", off, (b->flags & SHMKV__BF_USED) ? "used" : "free", b->size,
+             b->owner, b->ref ? ref_name(b->ref) : "unreferenced");
+        return -1;
+    }
+    b->ref = REF_ULOG;
+    shmkv__ulog lg;
+    if (!vcopy(c->v, off, &lg, offsetof(shmkv__ulog, key)))
+        return -1;
+    uint32_t state = atomic_load_explicit(&lg.state, memory_order_relaxed);
+    uint64_t used = atomic_load_explicit(&lg.used, memory_order_relaxed);
+    const unsigned char *key = lg.klen <= SHMKV_KEY_MAX
+        ? vptr(c->v, off + offsetof(shmkv__ulog, key), lg.klen) : NULL;
+    const char *k = key ? kdesc(key, lg.klen, kb, sizeof kb) : "(unreadable)";
+    switch (state) {
+    case SHMKV__ULOG_IDLE:
+        return (int)state;
+    case SHMKV__ULOG_ACTIVE:
+        pend(c->r, "index: an update of key %s was cut short; the next process to take the "
+             "index lock writes back the %" PRIu64 " bytes it recorded%s, then settles that "
+             "key from its table", k, used,
+             lg.overflow ? " (the record overflowed: it rebuilds the index instead)" : "");
+        return (int)state;
+    case SHMKV__ULOG_RECONCILE:
+        pend(c->r, "index: an update of key %s was rolled back; the next index user adds or "
+             "removes that key to match segment %" PRIu32 "'s table", k, lg.seg);
+        return (int)state;
+    default:
+        prob(c->r, "index: undo log state is %" PRIu32 ", not 0, 1 or 2", state);
+        return -1;
+    }
+}
+
 static int check_index(ck *c)
 {
     shmkv__idx ix;
@@ -945,15 +1041,32 @@ static int check_index(ck *c)
     }
     if (dirty > 1)
         prob(c->r, "index: dirty flag is %" PRIu32 ", not 0 or 1", dirty);
-    if (!dirty && c->ow[islot].lock == LOCK_DEAD) {
-        warn(c->r, "index: its lock's owner died, so the next process to take the lock "
+    int ul = ix.ulog ? check_ulog(c, ix.ulog) : -1;
+    if (ix.gen != atomic_load_explicit(&c->h->clear_gen, memory_order_relaxed)) {
+        pend(c->r, "index: a clear() died before emptying it; the next process to take the "
+             "index lock empties it");
+        c->ow[islot].walk_ok = false;
+        return 0;
+    }
+    if (ul == SHMKV__ULOG_ACTIVE && !dirty) {
+        c->ow[islot].walk_ok = false; /* half changed: its contents mean nothing yet */
+        return 0;
+    }
+    if (!dirty && c->ow[islot].lock == LOCK_DEAD && ul < 0) {
+        pend(c->r, "index: its lock's owner died, so the next process to take the lock "
              "rebuilds it from the tables; its contents were not checked");
         c->ow[islot].walk_ok = false;
         return 0;
     }
     if (dirty) {
-        warn(c->r, "index: marked for rebuilding (a process died updating it); the next "
+        pend(c->r, "index: marked for rebuilding (a process died updating it); the next "
              "writer rebuilds it from the tables, so its contents were not checked");
+        c->ow[islot].walk_ok = false;
+        return 0;
+    }
+    if (c->reopen_repair) {
+        pend(c->r, "index: the store was not closed cleanly, so its next opener rebuilds the "
+             "index from the tables; its contents were not checked");
         c->ow[islot].walk_ok = false;
         return 0;
     }
@@ -977,6 +1090,9 @@ static int check_index(ck *c)
     /* Agreement with the tables means something only when both sides were
      * read completely; what stopped either is reported already. */
     if (!c->tables_complete || !c->ow[islot].walk_ok)
+        return 0;
+    /* One key may still disagree with its table (listed as a repair). */
+    if (ul == SHMKV__ULOG_RECONCILE)
         return 0;
     if (ix.n != c->live_slots)
         prob(c->r, "index: counts %" PRIu64 " keys, the tables hold %" PRIu64, ix.n,
@@ -1017,7 +1133,11 @@ static void check_blocks(ck *c)
             lost_b[s] += b->size;
         }
     }
-    if (marks && !c->live)
+    if (marks && !c->live && c->reopen_repair)
+        pend(c->r, "%" PRIu64 " block(s) still carry the recovery mark (first at 0x%" PRIx64
+             "): a repair was cut short; the next opener repairs the store again", marks,
+             mark_at);
+    else if (marks && !c->live)
         prob(c->r, "%" PRIu64 " block(s) still carry the recovery mark (first at 0x%" PRIx64
              "): a recovery walk did not finish", marks, mark_at);
     for (uint32_t s = 0; s < nown; s++) {
@@ -1058,6 +1178,7 @@ static int run_check(const store *s, const view *v, uint64_t file_len, const shm
     c.h = h;
     c.r = r;
     c.live = live;
+    c.reopen_repair = !live && atomic_load_explicit(&h->clean, memory_order_relaxed) == 0;
     c.tables_complete = true;
     memset(res, 0, sizeof *res);
     c.ow = calloc(h->nseg + 1, sizeof *c.ow);
@@ -1150,6 +1271,10 @@ static void print_text(const store *s, const shmkv__hdr *h, const report *r,
         fprintf(f, "warning: %s\n", r->warn[i]);
     if (r->warn_total > r->nwarn)
         fprintf(f, "warning: ... and %" PRIu64 " more warnings\n", r->warn_total - r->nwarn);
+    for (size_t i = 0; i < r->npend; i++)
+        fprintf(f, "repair: %s\n", r->pend[i]);
+    if (r->pend_total > r->npend)
+        fprintf(f, "repair: ... and %" PRIu64 " more\n", r->pend_total - r->npend);
     for (size_t i = 0; i < r->nprob; i++)
         fprintf(f, "problem: %s\n", r->prob[i]);
     if (r->prob_total > r->nprob)
@@ -1157,6 +1282,10 @@ static void print_text(const store *s, const shmkv__hdr *h, const report *r,
     if (r->prob_total)
         fprintf(f, "result: %" PRIu64 " problem%s found\n", r->prob_total,
                 r->prob_total == 1 ? "" : "s");
+    else if (r->pend_total)
+        fprintf(f, "result: sound; a process died in it, and the next one to open the store or "
+                "take the lock concerned makes the %" PRIu64 " repair%s listed\n",
+                r->pend_total, r->pend_total == 1 ? "" : "s");
     else
         fprintf(f, "result: sound\n");
 }
@@ -1186,6 +1315,11 @@ static void print_json(const store *s, const shmkv__hdr *h, const report *r,
     for (size_t i = 0; i < r->nwarn; i++) {
         fputs(i ? ",\n" : "\n", f);
         put_jcstr(f, r->warn[i]);
+    }
+    fprintf(f, "],\"repair_count\":%" PRIu64 ",\"repairs\":[", r->pend_total);
+    for (size_t i = 0; i < r->npend; i++) {
+        fputs(i ? ",\n" : "\n", f);
+        put_jcstr(f, r->pend[i]);
     }
     fputs("]}\n", f);
 }
@@ -1277,6 +1411,15 @@ int mode_check(store *s, const opts *o)
                 keep.warn_total = cur.warn_total;
                 cur.warn = NULL;
                 cur.nwarn = 0;
+                for (size_t i = 0; i < keep.npend; i++)
+                    free(keep.pend[i]);
+                free(keep.pend);
+                keep.pend = cur.pend;
+                keep.npend = cur.npend;
+                keep.cappend = cur.cappend;
+                keep.pend_total = cur.pend_total;
+                cur.pend = NULL;
+                cur.npend = 0;
                 report_free(&cur);
                 if (keep.prob_total == 0) {
                     attempts++;

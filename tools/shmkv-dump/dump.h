@@ -127,6 +127,7 @@ enum {
     REF_BLOB,
     REF_KARR,
     REF_FREE,
+    REF_ULOG,
 };
 const char *ref_name(int ref);
 
@@ -180,11 +181,18 @@ typedef struct report {
     char **warn;
     size_t nwarn, capwarn;
     uint64_t warn_total;
+    /* Crash leftovers that the library's own repair fixes (a dead lock
+     * owner's half-done work, an unclean store's open-time repair): not
+     * problems, but listed so that the user knows what will happen. */
+    char **pend;
+    size_t npend, cappend;
+    uint64_t pend_total;
     bool oom;
 } report;
 
 void prob(report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void warn(report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void pend(report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void report_free(report *r);
 
 /* ---- modes ------------------------------------------------------------ */

@@ -18,6 +18,7 @@ const char *ref_name(int ref)
     case REF_BLOB: return "the index tree (key blob)";
     case REF_KARR: return "the index (key array)";
     case REF_FREE: return "a free list";
+    case REF_ULOG: return "the index (undo log)";
     default: return "nothing";
     }
 }

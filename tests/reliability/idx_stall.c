@@ -1,0 +1,85 @@
+/*
+ * idx_stall.c - how long everybody waits after a process is killed inside
+ * a key-index update.
+ *
+ *   idx-stall [KEYS [ROUNDS]]     defaults: 1000000 keys, 5 rounds
+ *
+ * Fills a tracked memory store with KEYS keys, then, each round, forks a
+ * child that inserts one more key and SIGKILLs itself at the named point
+ * idx.insert.mid (with the index lock and its segment lock held). The
+ * parent then times the next operation that needs the index lock (a set of
+ * a new key): that call carries the repair, and every other process would
+ * wait for it. Prints the time of each repair and of an ordinary set.
+ * A measuring tool, not a test: it asserts only that the store works.
+ */
+#include "rel.h"
+
+#include "internal.h"
+
+static void die_at(const char *point)
+{
+    if (strcmp(point, "idx.insert.mid") == 0)
+        raise(SIGKILL);
+}
+
+static void ok(int rc, const char *what)
+{
+    if (rc) {
+        fprintf(stderr, "idx-stall: %s: %s\n", what, shmkv_strerror(rc));
+        exit(1);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 1000000;
+    int rounds = argc > 2 ? atoi(argv[2]) : 5;
+    char name[64], k[48];
+    snprintf(name, sizeof name, "idxstall.%d", (int)getpid());
+    shmkv_options o;
+    memset(&o, 0, sizeof o);
+    o.backend = SHMKV_BACKEND_MEMORY;
+    o.track_keys = SHMKV_TRACK_ON;
+    shmkv_db *db = NULL;
+    ok(shmkv_open(name, &o, &db), "open");
+    uint64_t t0 = rel_now_ns();
+    for (uint64_t i = 0; i < n; i++) {
+        int kl = snprintf(k, sizeof k, "key:%016" PRIx64, rel_mix(i));
+        ok(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING), "fill");
+    }
+    printf("filled %" PRIu64 " keys in %.2f s\n", n, (double)(rel_now_ns() - t0) / 1e9);
+    double worst = 0, sum = 0;
+    for (int r = 0; r < rounds; r++) {
+        pid_t p = fork();
+        if (p == 0) {
+            shmkv__test_hook = die_at;
+            int kl = snprintf(k, sizeof k, "dead:%d", r);
+            shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING);
+            _exit(42);
+        }
+        int st;
+        waitpid(p, &st, 0);
+        if (!WIFSIGNALED(st)) {
+            fprintf(stderr, "idx-stall: the child did not die at idx.insert.mid\n");
+            return 1;
+        }
+        int kl = snprintf(k, sizeof k, "next:%d", r);
+        uint64_t a = rel_now_ns();
+        ok(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING), "set after the kill");
+        double ms = (double)(rel_now_ns() - a) / 1e6;
+        a = rel_now_ns();
+        kl = snprintf(k, sizeof k, "plain:%d", r);
+        ok(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING), "set");
+        double plain = (double)(rel_now_ns() - a) / 1e6;
+        printf("round %d: the set after the kill took %.3f ms (repair included); the next set %.3f ms\n",
+               r, ms, plain);
+        sum += ms;
+        if (ms > worst)
+            worst = ms;
+    }
+    printf("%" PRIu64 " keys: repair stall mean %.3f ms, worst %.3f ms over %d kills; size %" PRIu64
+           "\n", n, sum / rounds, worst, rounds, shmkv_size(db));
+    shmkv_close(db);
+    shmkv_memory_unlink(name);
+    return 0;
+}
