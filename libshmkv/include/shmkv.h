@@ -68,6 +68,7 @@ extern "C" {
 #define SHMKV_EINVAL     (-30913) /**< invalid argument or option */
 #define SHMKV_ECORRUPT   (-30914) /**< store structure damaged beyond repair */
 #define SHMKV_ELOCK      (-30915) /**< a lock could not be taken or repaired */
+#define SHMKV_ETOOMANY   (-30917) /**< the key index holds its limit of 2^32 - 1 keys */
 #define SHMKV_ERR_LAST   (-30915)
 /** @} */
 
@@ -166,6 +167,7 @@ SHMKV_API int shmkv_memory_unlink(const char *name);
  * Store a value, replacing any previous one.
  * @return 0; SHMKV_EKEYSIZE; SHMKV_EVALSIZE; SHMKV_EREADONLY; -ENOSPC when
  *   the disk or /dev/shm is full; SHMKV_EFULL when the reserve is reached.
+ *   SHMKV_ETOOMANY when a new key would pass the index's 2^32 - 1 keys.
  *   On error the store is unchanged.
  */
 SHMKV_API int shmkv_set(shmkv_db *db, const void *key, size_t klen,

@@ -68,13 +68,74 @@ static int take_chunk(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
     return 0;
 }
 
+/* A block that would not leave room for others in a largest chunk gets a
+ * chunk of its own, sized to fit, whatever its size: the key array and a
+ * segment's table grow past every size class (2^32 keys take 32 GiB of key
+ * array), and when such a block is freed its whole chunk is empty again,
+ * usable for blocks of any class. */
+static int alloc_big(shmkv__map *m, shmkv__alloc *a, uint32_t owner, uint64_t need,
+                     uint64_t *off)
+{
+    uint64_t size = need + SHMKV__CHUNK_HDR;
+    if (size < need || size > m->reserve)
+        return SHMKV_EFULL;
+    size = (size + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
+    uint64_t coff = 0;
+    /* An empty spare chunk that fits (a big block freed earlier, most
+     * likely) is taken whole rather than growing the region. */
+    uint64_t *link = &a->spare;
+    for (int tries = 0; *link && tries < 8; tries++) {
+        shmkv__chunk *s = chunk_at(m, *link);
+        if (s->used == SHMKV__CHUNK_HDR && s->size >= size && s->size / 2 <= size) {
+            coff = *link;
+            *link = s->next;
+            s->next = 0;
+            break;
+        }
+        link = &s->next;
+    }
+    if (!coff) {
+        int rc = shmkv__grow(m, owner, size, &coff);
+        if (rc)
+            return rc;
+        a->nchunks++;
+        a->chunk_bytes += size;
+    }
+    shmkv__chunk *c = chunk_at(m, coff);
+    shmkv__block *b = (shmkv__block *)SHMKV__P(m, coff + SHMKV__CHUNK_HDR);
+    *b = (shmkv__block){ .size = 0, .cls = SHMKV__CLS_BIG, .flags = SHMKV__BF_USED };
+    /* As for any block: the header exists before `used` covers it. */
+    atomic_signal_fence(memory_order_release);
+    SHMKV__HOOK("alloc.big.mid");
+    c->used = c->size;
+    a->used_bytes += c->size - SHMKV__CHUNK_HDR;
+    *off = coff + SHMKV__CHUNK_HDR + SHMKV__BLOCK_HDR;
+    return 0;
+}
+
+uint64_t shmkv__block_bytes(shmkv__map *m, uint64_t payload)
+{
+    shmkv__block *b = shmkv__block_of(m, payload);
+    if (b->cls != SHMKV__CLS_BIG)
+        return b->size;
+    uint64_t coff = payload - SHMKV__BLOCK_HDR - SHMKV__CHUNK_HDR;
+    if (payload < SHMKV__BLOCK_HDR + SHMKV__CHUNK_HDR ||
+        !shmkv__in_region(m, coff, SHMKV__CHUNK_HDR))
+        return 0;
+    shmkv__chunk *c = chunk_at(m, coff);
+    if (c->magic != SHMKV__CHUNK_MAGIC || c->used != c->size ||
+        c->size < SHMKV__CHUNK_HDR + SHMKV__BLOCK_HDR || !shmkv__in_region(m, coff, c->size))
+        return 0;
+    return c->size - SHMKV__CHUNK_HDR;
+}
+
 int shmkv__alloc_block(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
                        uint64_t len, uint64_t *off)
 {
     uint64_t need = len + SHMKV__BLOCK_HDR;
+    if (need < len || need + SHMKV__CHUNK_HDR > SHMKV__CHUNK_MAX)
+        return alloc_big(m, a, owner, need, off);
     uint32_t cls = shmkv__class_of(need);
-    if (cls >= SHMKV__NCLASS)
-        return SHMKV_EVALSIZE;
     uint64_t csz = shmkv__class_size(cls);
 
     uint64_t p = a->free_head[cls];
@@ -118,9 +179,23 @@ int shmkv__alloc_block(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
     return 0;
 }
 
+static void spare_push(shmkv__alloc *a, shmkv__chunk *c, uint64_t off);
+
 void shmkv__free_block(shmkv__map *m, shmkv__alloc *a, uint64_t payload)
 {
     shmkv__block *b = shmkv__block_of(m, payload);
+    if (b->cls == SHMKV__CLS_BIG) {
+        /* The chunk holds nothing else: it becomes an empty chunk again.
+         * Killed before `used` drops, recovery sees an unmarked big block
+         * and empties the chunk the same way. */
+        uint64_t coff = payload - SHMKV__BLOCK_HDR - SHMKV__CHUNK_HDR;
+        shmkv__chunk *c = chunk_at(m, coff);
+        b->flags = 0;
+        c->used = SHMKV__CHUNK_HDR;
+        a->used_bytes -= c->size - SHMKV__CHUNK_HDR;
+        spare_push(a, c, coff);
+        return;
+    }
     b->flags = 0;
     *(uint64_t *)SHMKV__P(m, payload) = a->free_head[b->cls];
     a->free_head[b->cls] = payload;
@@ -168,8 +243,14 @@ int shmkv__alloc_rebuild(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
         for (uint64_t b = SHMKV__CHUNK_HDR, bs; b < c->used; b += bs) {
             shmkv__block *blk = (shmkv__block *)SHMKV__P(m, off + b);
             bs = blk->size;
-            if (bs < 16 || bs % 16 || bs > c->used - b || blk->cls >= SHMKV__NCLASS ||
-                shmkv__class_size(blk->cls) != bs)
+            if (blk->cls == SHMKV__CLS_BIG) {
+                /* Alone in its chunk; when unmarked the chunk just empties
+                 * (live_end stays at the header), never onto a free list. */
+                if (b != SHMKV__CHUNK_HDR || bs != 0 || c->used != c->size)
+                    return SHMKV_ECORRUPT;
+                bs = c->used - b;
+            } else if (bs < 16 || bs % 16 || bs > c->used - b || blk->cls >= SHMKV__NCLASS ||
+                       shmkv__class_size(blk->cls) != bs)
                 return SHMKV_ECORRUPT;
             if (blk->flags & SHMKV__BF_MARK)
                 live_end = b + bs;
@@ -179,7 +260,7 @@ int shmkv__alloc_rebuild(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
          * goes back to the chunk instead of onto free lists. */
         for (uint64_t b = SHMKV__CHUNK_HDR, bs; b < live_end; b += bs) {
             shmkv__block *blk = (shmkv__block *)SHMKV__P(m, off + b);
-            bs = blk->size;
+            bs = blk->cls == SHMKV__CLS_BIG ? c->used - b : blk->size;
             if (blk->flags & SHMKV__BF_MARK) {
                 blk->flags = SHMKV__BF_USED;
                 a->used_bytes += bs;

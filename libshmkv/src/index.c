@@ -248,7 +248,7 @@ int shmkv__idx_insert(shmkv__map *m, const void *key, size_t klen)
     }
 
     if (idx->n >= UINT32_MAX)
-        return SHMKV_EFULL; /* kblob.pos is 32 bits */
+        return SHMKV_ETOOMANY; /* kblob.pos is 32 bits */
     if ((rc = shmkv__alloc_block(m, &idx->alloc, SHMKV__OWNER_INDEX,
                                  sizeof(shmkv__kblob) + klen, &blob)) < 0)
         return rc;
@@ -530,7 +530,7 @@ int shmkv__idx_rebuild(shmkv__map *m)
     if (n == 0)
         goto done;
     if (n > UINT32_MAX)
-        return SHMKV_EFULL; /* kblob.pos is 32 bits */
+        return SHMKV_ETOOMANY; /* kblob.pos is 32 bits */
     if (!(items = malloc(n * sizeof(*items))))
         return -ENOMEM;
 

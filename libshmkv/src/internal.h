@@ -25,7 +25,8 @@
 
 #define SHMKV__MAGIC          "SHMKVdb\0" /* 8 bytes at offset 0 */
 #define SHMKV__MAGIC_INIT     "SHMKVin\0" /* creation in progress */
-#define SHMKV__FORMAT_VERSION 1u
+#define SHMKV__FORMAT_VERSION 2u
+#define SHMKV__FORMAT_VERSION_MIN 1u /* version 1 stores are read and upgraded */
 #define SHMKV__ENDIAN_CHECK   0x01020304u
 #define SHMKV__HDR_SIZE       4096u
 #define SHMKV__ATTACH_SLOTS   64u
@@ -46,6 +47,9 @@
 #define SHMKV__CHUNK_MAX     (4u << 20)
 #define SHMKV__BLOCK_HDR     8u
 #define SHMKV__OWNER_INDEX   0xfffffffeu
+/* A block too large for a size class sits alone in its own chunk: cls is
+ * SHMKV__CLS_BIG, size 0, and it runs to the chunk's end (format 2). */
+#define SHMKV__CLS_BIG       0xffu
 
 /* Block flags */
 #define SHMKV__BF_USED 0x01u
@@ -278,6 +282,9 @@ uint64_t shmkv__class_size(uint32_t cls);
 int shmkv__alloc_block(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
                        uint64_t len, uint64_t *off);
 void shmkv__free_block(shmkv__map *m, shmkv__alloc *a, uint64_t payload);
+/* Bytes a block occupies, header included (0 if a big block's chunk makes
+ * no sense): the class size, or the chunk's rest for a big block. */
+uint64_t shmkv__block_bytes(shmkv__map *m, uint64_t payload);
 /* Rebuild an owner's allocator from the blocks whose MARK flag is set:
  * every unmarked block of the owner becomes free, marks are cleared, empty
  * chunks are reset. Returns 0 or SHMKV_ECORRUPT. */

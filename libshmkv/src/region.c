@@ -141,7 +141,7 @@ static int validate_header(int fd, off_t fsize, shmkv__hdr *out)
         return 1; /* a creator died before finishing: start over */
     if (memcmp(h->magic, SHMKV__MAGIC, 8) != 0)
         return SHMKV_ENOTSTORE;
-    if (h->version != SHMKV__FORMAT_VERSION)
+    if (h->version < SHMKV__FORMAT_VERSION_MIN || h->version > SHMKV__FORMAT_VERSION)
         return SHMKV_EVERSION;
     if (h->endian != SHMKV__ENDIAN_CHECK || h->word_size != sizeof(void *) ||
         h->mutex_size != sizeof(pthread_mutex_t) || h->seg_size != sizeof(shmkv__seg))
@@ -363,6 +363,11 @@ static int attach(shmkv__map *m, const resolved *r, const shmkv_options *o, cons
             rc = map_region(m->fd, hdr.reserve, &m->base);
         if (!rc) {
             m->reserve = hdr.reserve;
+            /* Version 2 only adds encodings (big blocks, free chunks) that a
+             * version 1 library would take for damage: a writer marks the
+             * store before it can write one, so old libraries refuse it. */
+            if (!(o->flags & SHMKV_RDONLY) && SHMKV__HDR(m)->version < SHMKV__FORMAT_VERSION)
+                SHMKV__HDR(m)->version = SHMKV__FORMAT_VERSION;
             if (alone) {
                 /* Lock words may name threads of processes gone since
                  * (a reboot, a copied file): only the lone opener may

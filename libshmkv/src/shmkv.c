@@ -36,6 +36,7 @@ const char *shmkv_strerror(int err)
     case SHMKV_EINVAL: return "invalid argument or option";
     case SHMKV_ECORRUPT: return "store is truncated or damaged";
     case SHMKV_ELOCK: return "a lock of the store could not be taken or repaired";
+    case SHMKV_ETOOMANY: return "the key index is full (2^32 - 1 keys with trackKeys)";
     case -ENOSPC: return "no space left on the device holding the store (disk or /dev/shm full)";
     default: break;
     }

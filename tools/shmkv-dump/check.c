@@ -632,7 +632,7 @@ static bool load_node(ck *c, uint64_t off, bool root, shmkv__bt_node *nd)
     if (b->owner != SHMKV__OWNER_INDEX || !(b->flags & SHMKV__BF_USED) ||
         b->size < SHMKV__BLOCK_HDR + sizeof *nd) {
         prob(c->r, "index: tree node 0x%" PRIx64 " is a %s block of owner %" PRIu32
-             " and %" PRIu32 " bytes", off, (b->flags & SHMKV__BF_USED) ? "used" : "free",
+             " and %" PRIu64 " bytes", off, (b->flags & SHMKV__BF_USED) ? "used" : "free",
              b->owner, b->size);
         return false;
     }
@@ -707,7 +707,7 @@ static const unsigned char *leaf_entry(ck *c, uint64_t node, uint32_t i, const s
     shmkv__kblob kh = {0};
     if (!vcopy(c->v, e->key, &kh, sizeof kh) || kh.klen == 0 || kh.klen > SHMKV_KEY_MAX ||
         SHMKV__BLOCK_HDR + sizeof kh + (uint64_t)kh.klen > b->size) {
-        prob(c->r, "index: key blob 0x%" PRIx64 ": length %" PRIu32 " invalid for its %" PRIu32
+        prob(c->r, "index: key blob 0x%" PRIx64 ": length %" PRIu32 " invalid for its %" PRIu64
              "-byte block", e->key, kh.klen, b->size);
         return NULL;
     }
@@ -845,7 +845,7 @@ static void check_karr(ck *c, uint64_t karr, uint64_t n)
         return;
     uint64_t fit = (b->size - SHMKV__BLOCK_HDR - sizeof(shmkv__karr)) / 8;
     if (cap > fit) {
-        prob(c->r, "index: key array capacity %" PRIu64 " does not fit its %" PRIu32
+        prob(c->r, "index: key array capacity %" PRIu64 " does not fit its %" PRIu64
              "-byte block", cap, b->size);
         cap = fit;
     }

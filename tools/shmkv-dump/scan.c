@@ -119,8 +119,12 @@ int scan_region(const view *v, const shmkv__hdr *h, scan *sc, report *rep)
                     c.blocks_ok = false;
                     break;
                 }
-                if (bh.size < 16 || bh.size % 16 || bh.size > end - b ||
-                    bh.cls >= SHMKV__NCLASS || shmkv__class_size(bh.cls) != bh.size) {
+                /* A big block is alone in a chunk it fills; its size is 0. */
+                bool big = bh.cls == SHMKV__CLS_BIG && bh.size == 0 &&
+                           b == off + SHMKV__CHUNK_HDR && ch.used == ch.size;
+                uint64_t bsz = big ? end - b : bh.size;
+                if (!big && (bh.size < 16 || bh.size % 16 || bh.size > end - b ||
+                             bh.cls >= SHMKV__NCLASS || shmkv__class_size(bh.cls) != bh.size)) {
                     if (rep)
                         prob(rep, "chunk at 0x%" PRIx64 ": block at 0x%" PRIx64 ": size %"
                              PRIu32 " / class %u invalid (%" PRIu64 " bytes left in the "
@@ -131,7 +135,7 @@ int scan_region(const view *v, const shmkv__hdr *h, scan *sc, report *rep)
                 }
                 blk k = {0};
                 k.off = b;
-                k.size = bh.size;
+                k.size = bsz;
                 k.owner = ch.owner;
                 k.cls = bh.cls;
                 k.flags = bh.flags;
@@ -139,7 +143,7 @@ int scan_region(const view *v, const shmkv__hdr *h, scan *sc, report *rep)
                 k.chunk = (uint32_t)sc->nc;
                 if (push_blk(sc, &k) < 0)
                     return -ENOMEM;
-                b += bh.size;
+                b += bsz;
             }
         }
         c.nblk = sc->nb - c.first;

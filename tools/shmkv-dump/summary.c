@@ -214,7 +214,7 @@ int mode_stats(store *s, const opts *o)
         return EXIT_RUNTIME;
     }
     ostat *os = calloc(h->nseg + 1, sizeof *os);
-    cstat *cs = calloc(SHMKV__NCLASS, sizeof *cs);
+    cstat *cs = calloc(256, sizeof *cs); /* every cls byte, big blocks included */
     if (!os || !cs) {
         free(os);
         free(cs);
