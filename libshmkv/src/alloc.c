@@ -6,10 +6,23 @@
  * crash-safe step by step: a dead owner's state is thrown away and rebuilt
  * by walking its chunks (shmkv__alloc_rebuild), which is why every block
  * carries its size and every chunk its owner.
+ *
+ * Chunks an owner no longer needs (a freed big block's, all of an owner's
+ * once it holds no block, all of them on clear) go back to a free pool
+ * shared by every owner: chunks whose owner is SHMKV__OWNER_FREE. The pool
+ * has no list: it is found by walking the chunk headers under the growth
+ * lock, where neighbouring free chunks are merged and a large one split.
+ * Chunk sizes and owners change only under the growth lock, and every walk
+ * of the chunk headers holds it, so no walk can meet a header that is being
+ * rewritten. Each change is one store that leaves the chunks tiling the
+ * region, and the owner changes last, so a process killed in between
+ * leaves at worst pool_bytes off (recounted by the next growth-lock holder)
+ * or an empty chunk with its old owner.
  */
 #include "internal.h"
 
 #include <errno.h>
+#include <stddef.h>
 
 uint32_t shmkv__class_of(uint64_t size)
 {
@@ -33,6 +46,94 @@ uint64_t shmkv__class_size(uint32_t cls)
 static inline shmkv__chunk *chunk_at(shmkv__map *m, uint64_t off)
 {
     return (shmkv__chunk *)SHMKV__P(m, off);
+}
+
+/* The owner id an allocator state belongs to: the index's, or the id of
+ * the segment it is embedded in. */
+static uint32_t owner_of(shmkv__map *m, shmkv__alloc *a)
+{
+    if (a == &shmkv__idx_of(m)->alloc)
+        return SHMKV__OWNER_INDEX;
+    return ((shmkv__seg *)(void *)((char *)a - offsetof(shmkv__seg, alloc)))->id;
+}
+
+static bool chunk_sane(const shmkv__chunk *c, uint64_t off, uint64_t top)
+{
+    return c->magic == SHMKV__CHUNK_MAGIC && c->size >= SHMKV__PAGE &&
+           c->size % SHMKV__PAGE == 0 && c->size <= top - off;
+}
+
+/* Give a chunk to the pool (growth lock held). The owner changes last:
+ * until then it is an empty chunk of its old owner. */
+static void pool_put(shmkv__map *m, uint64_t off)
+{
+    shmkv__chunk *c = chunk_at(m, off);
+    c->used = SHMKV__CHUNK_HDR;
+    c->next = 0;
+    atomic_signal_fence(memory_order_release);
+    SHMKV__HOOK("pool.put.mid");
+    c->owner = SHMKV__OWNER_FREE;
+    SHMKV__HDR(m)->pool_bytes += c->size;
+}
+
+int shmkv__pool_take(shmkv__map *m, uint32_t owner, uint64_t size, uint64_t *chunk_off)
+{
+    shmkv__hdr *h = SHMKV__HDR(m);
+    if (h->pool_bytes < size)
+        return 1;
+    uint64_t top = atomic_load_explicit(&h->top, memory_order_acquire);
+    uint64_t run = 0; /* first chunk of the current run of free neighbours */
+    for (uint64_t off = h->data_off; off < top;) {
+        shmkv__chunk *c = chunk_at(m, off);
+        if (!chunk_sane(c, off, top))
+            return 1; /* damaged: leave the pool alone, grow instead */
+        uint64_t next = off + c->size;
+        if (c->owner != SHMKV__OWNER_FREE) {
+            run = 0;
+            off = next;
+            continue;
+        }
+        /* Neighbours merge with one store of the first one's size; the
+         * second header is left behind as dead bytes inside it. */
+        if (run)
+            chunk_at(m, run)->size += c->size;
+        else
+            run = off;
+        shmkv__chunk *r = chunk_at(m, run);
+        if (r->size >= size) {
+            if (r->size > size) {
+                /* The rest stays free: its header first, then the cut. */
+                shmkv__chunk *t = chunk_at(m, run + size);
+                *t = (shmkv__chunk){ .magic = SHMKV__CHUNK_MAGIC, .owner = SHMKV__OWNER_FREE,
+                                     .size = r->size - size, .used = SHMKV__CHUNK_HDR };
+                atomic_signal_fence(memory_order_release);
+                r->size = size;
+            }
+            h->pool_bytes -= size;
+            r->used = SHMKV__CHUNK_HDR;
+            r->next = 0;
+            atomic_signal_fence(memory_order_release);
+            SHMKV__HOOK("pool.take.mid");
+            r->owner = owner;
+            *chunk_off = run;
+            return 0;
+        }
+        off = next;
+    }
+    return 1;
+}
+
+void shmkv__pool_recount(shmkv__map *m)
+{
+    shmkv__hdr *h = SHMKV__HDR(m);
+    uint64_t top = atomic_load_explicit(&h->top, memory_order_acquire), sum = 0;
+    for (uint64_t off = h->data_off; off < top; off += chunk_at(m, off)->size) {
+        if (!chunk_sane(chunk_at(m, off), off, top))
+            break;
+        if (chunk_at(m, off)->owner == SHMKV__OWNER_FREE)
+            sum += chunk_at(m, off)->size;
+    }
+    h->pool_bytes = sum;
 }
 
 /* Find a chunk with room for csz bytes: a spare one first, else a new one
@@ -180,26 +281,42 @@ int shmkv__alloc_block(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
 }
 
 static void spare_push(shmkv__alloc *a, shmkv__chunk *c, uint64_t off);
+static int release_all(shmkv__map *m, shmkv__alloc *a, uint32_t owner);
 
 void shmkv__free_block(shmkv__map *m, shmkv__alloc *a, uint64_t payload)
 {
     shmkv__block *b = shmkv__block_of(m, payload);
     if (b->cls == SHMKV__CLS_BIG) {
-        /* The chunk holds nothing else: it becomes an empty chunk again.
-         * Killed before `used` drops, recovery sees an unmarked big block
-         * and empties the chunk the same way. */
+        /* The chunk holds nothing else: it becomes an empty chunk again,
+         * and goes to the pool for any owner and any size. Killed before
+         * `used` drops, recovery sees an unmarked big block and empties the
+         * chunk the same way. */
         uint64_t coff = payload - SHMKV__BLOCK_HDR - SHMKV__CHUNK_HDR;
         shmkv__chunk *c = chunk_at(m, coff);
         b->flags = 0;
         c->used = SHMKV__CHUNK_HDR;
         a->used_bytes -= c->size - SHMKV__CHUNK_HDR;
-        spare_push(a, c, coff);
-        return;
+        if (shmkv__grow_lock(m) == 0) {
+            a->nchunks--;
+            a->chunk_bytes -= c->size;
+            pool_put(m, coff);
+            shmkv__grow_unlock(m);
+        } else {
+            spare_push(a, c, coff);
+        }
+    } else {
+        b->flags = 0;
+        *(uint64_t *)SHMKV__P(m, payload) = a->free_head[b->cls];
+        a->free_head[b->cls] = payload;
+        a->used_bytes -= b->size;
     }
-    b->flags = 0;
-    *(uint64_t *)SHMKV__P(m, payload) = a->free_head[b->cls];
-    a->free_head[b->cls] = payload;
-    a->used_bytes -= b->size;
+    /* An owner left with no block in use gives all its chunks back, so
+     * that a store whose keys were deleted takes new data of any size in
+     * any segment. One last small chunk is kept: an owner emptied again
+     * and again (one hot key in a segment) must not walk the chunks at
+     * every delete. */
+    if (a->used_bytes == 0 && a->chunk_bytes > SHMKV__CHUNK_MIN)
+        (void)release_all(m, a, owner_of(m, a));
 }
 
 static void state_forget(shmkv__alloc *a)
@@ -231,7 +348,7 @@ static void spare_push(shmkv__alloc *a, shmkv__chunk *c, uint64_t off)
                 return SHMKV_ECORRUPT;                                                       \
             else if (c->owner == (owner))
 
-int shmkv__alloc_rebuild(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
+static int rebuild_walk(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
 {
     state_forget(a);
     FOR_OWNED_CHUNK(m, owner, off, c) {
@@ -271,26 +388,56 @@ int shmkv__alloc_rebuild(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
             }
         }
         c->used = live_end;
+        if (live_end == SHMKV__CHUNK_HDR) {
+            /* Nothing live (a freed big block's chunk whose holder died
+             * before giving it back, say): to the pool. */
+            a->nchunks--;
+            a->chunk_bytes -= c->size;
+            pool_put(m, off);
+            continue;
+        }
         spare_push(a, c, off);
     }
     return 0;
 }
 
-static int reset_walk(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
+/* Chunk headers change only under the growth lock (pool merges and
+ * splits), so every walk over them holds it. */
+int shmkv__alloc_rebuild(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
+{
+    int rc = shmkv__grow_lock(m);
+    if (rc)
+        return rc;
+    rc = rebuild_walk(m, a, owner);
+    shmkv__grow_unlock(m);
+    return rc;
+}
+
+static int release_walk(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
 {
     state_forget(a);
-    FOR_OWNED_CHUNK(m, owner, off, c) {
-        a->nchunks++;
-        a->chunk_bytes += c->size;
-        c->used = SHMKV__CHUNK_HDR;
-        spare_push(a, c, off);
-    }
+    FOR_OWNED_CHUNK(m, owner, off, c)
+        pool_put(m, off);
     return 0;
+}
+
+/* Every chunk of owner to the pool; its state starts empty. */
+static int release_all(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
+{
+    int rc = shmkv__grow_lock(m);
+    if (rc)
+        return rc;
+    rc = release_walk(m, a, owner);
+    shmkv__grow_unlock(m);
+    return rc;
 }
 
 void shmkv__alloc_reset(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
 {
     /* A damaged chunk chain ends the walk early; what lies past it is
-     * simply not reused. */
-    (void)reset_walk(m, a, owner);
+     * simply not reused. Without the growth lock (a lock that cannot be
+     * taken) the chunks stay with the owner, forgotten: never reused, but
+     * never handed out twice either. */
+    if (release_all(m, a, owner) != 0)
+        state_forget(a);
 }

@@ -403,6 +403,13 @@ int shmkv__idx_remove(shmkv__map *m, const void *key, size_t klen)
     ka->off[at] = last;
     blob_at(m, last)->pos = at;
     shmkv__free_block(m, &idx->alloc, blob);
+    if (idx->n == 0) {
+        /* An empty index holds no block, so its chunks go back to the
+         * pool; the next insert makes a new array. */
+        uint64_t old = idx->karr;
+        idx->karr = 0;
+        shmkv__free_block(m, &idx->alloc, old);
+    }
     return 0;
 }
 

@@ -50,6 +50,9 @@
 /* A block too large for a size class sits alone in its own chunk: cls is
  * SHMKV__CLS_BIG, size 0, and it runs to the chunk's end (format 2). */
 #define SHMKV__CLS_BIG       0xffu
+/* Owner of a chunk nobody holds: emptied chunks go back to this shared
+ * pool, from which any owner takes (format 2). */
+#define SHMKV__OWNER_FREE    0xffffffffu
 
 /* Block flags */
 #define SHMKV__BF_USED 0x01u
@@ -199,6 +202,10 @@ typedef struct shmkv__hdr {
     _Atomic uint64_t recoveries;/* segment/index repairs after a dead owner */
     alignas(64) pthread_mutex_t grow_lock;
     alignas(64) shmkv__attach attach[SHMKV__ATTACH_SLOTS];
+    /* Bytes in chunks of the free pool (owner SHMKV__OWNER_FREE); changed
+     * under the growth lock only, recounted when its holder died. Zero in
+     * stores from before the pool, which have no free chunks. */
+    uint64_t pool_bytes;
 } shmkv__hdr;
 
 _Static_assert(sizeof(shmkv__hdr) <= SHMKV__HDR_SIZE, "header must fit its page");
@@ -289,8 +296,14 @@ uint64_t shmkv__block_bytes(shmkv__map *m, uint64_t payload);
  * every unmarked block of the owner becomes free, marks are cleared, empty
  * chunks are reset. Returns 0 or SHMKV_ECORRUPT. */
 int shmkv__alloc_rebuild(shmkv__map *m, shmkv__alloc *a, uint32_t owner);
-/* Forget every block of owner: all its chunks become empty spares. */
+/* Forget every block of owner: all its chunks go back to the free pool. */
 void shmkv__alloc_reset(shmkv__map *m, shmkv__alloc *a, uint32_t owner);
+/* Take a chunk of at least size bytes from the free pool for owner (the
+ * caller holds the growth lock). 0 and *chunk_off, or 1 when none fits. */
+int shmkv__pool_take(shmkv__map *m, uint32_t owner, uint64_t size, uint64_t *chunk_off);
+/* Recount hdr->pool_bytes from the chunks (the growth lock's last holder
+ * died; the caller holds it now). */
+void shmkv__pool_recount(shmkv__map *m);
 
 /* ---- growth (region.c) ----------------------------------------------- */
 /* Append a chunk of at least size bytes for owner; lock order: taken last. */

@@ -534,6 +534,10 @@ int shmkv__grow(shmkv__map *m, uint32_t owner, uint64_t size, uint64_t *chunk_of
     int rc = shmkv__grow_lock(m);
     if (rc)
         return rc;
+    /* Chunks given back by other owners first: the file only grows when
+     * the free pool has no run of chunks that large. */
+    if (shmkv__pool_take(m, owner, size, chunk_off) == 0)
+        goto out;
     uint64_t top = atomic_load(&h->top);
     uint64_t end = top + size;
     if (end > m->reserve || end < top) {

@@ -254,6 +254,16 @@ static int removes(op *o)
     if (o->db->flags & SHMKV_SYNC)
         sync_range((const void *)&lk->t->slot[lk->slot], 8);
     shmkv__free_block(m, &s->alloc, lk->off);
+    if (atomic_load_explicit(&s->count, memory_order_relaxed) == 0) {
+        /* An empty segment needs no table (the next insert makes one), and
+         * without it the segment holds no block: its chunks go back to the
+         * pool. Unpublished first, so a crash leaves the block to recovery. */
+        uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed);
+        atomic_store_explicit(&s->table, 0, memory_order_release);
+        s->tombs = 0;
+        lk->t = NULL;
+        shmkv__free_block(m, &s->alloc, toff);
+    }
     return 0;
 }
 

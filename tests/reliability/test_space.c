@@ -18,6 +18,7 @@
 
 #include <sched.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
 
 TestSuite(space, .init = rc_setup, .fini = rc_teardown, .timeout = 600);
@@ -264,4 +265,262 @@ Test(space, version_1_store_is_upgraded_by_a_writer)
     cr_assert_eq(v, 2);
     close(fd);
     dump_check(where, SHMKV_BACKEND_DISK);
+}
+
+/* ---- item 7: freed space serves any size, in any segment ---------------- */
+
+/* Fill/delete/refill on a 2 MiB file system. Each round fills the store
+ * until the file system is full, checks every value, deletes every key and
+ * checks size() is 0; the next round does the same with values of other
+ * sizes. Freed space used to stay with its size class and its segment, so
+ * after a round of 200-byte values not one 1,000-byte value fitted. Every
+ * round must now store at least 3/4 of the value bytes the first one held
+ * (size classes round blocks up by as much as a quarter, and per-key costs
+ * differ with the value size), and a single value of 3/4 of that must fit
+ * once everything is deleted. shmkv-dump --check then finds the store and
+ * its free pool sound. */
+#define ROUNDS 6
+
+typedef struct cycres {
+    int mode;
+    uint64_t keys[ROUNDS];
+    uint64_t bytes[ROUNDS];
+    int last_rc[ROUNDS];
+    int single_rc;
+    uint64_t single_len;
+} cycres;
+
+static size_t round_len(int r, uint64_t i)
+{
+    switch (r) {
+    case 0: return 200;
+    case 1: return 1000;
+    case 2: return 40 + (size_t)(rel_mix(i) % 4000); /* mixed */
+    case 3: return 16000;
+    case 4: return 24 + (size_t)(rel_mix(i + 7) % 300);
+    default: return 200;
+    }
+}
+
+static int enter_small_fs(const char *mnt)
+{
+    if (unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 &&
+        mount("tmpfs", mnt, "tmpfs", MS_NOSUID | MS_NODEV, "size=2m,mode=0700") == 0)
+        return 1;
+    int e = errno;
+    KID_CHECK(e == EPERM, "private tmpfs at %s: %s", mnt, strerror(e));
+    KID_CHECK(getenv("SHMKV_REL_ALLOW_FSIZE") != NULL,
+              "mounting a tmpfs was refused (EPERM); set SHMKV_REL_ALLOW_FSIZE=1 to accept "
+              "the RLIMIT_FSIZE fallback");
+    fprintf(stderr, "space: mount not permitted (EPERM): using RLIMIT_FSIZE = 2 MiB instead\n");
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit rl = {2u << 20, 2u << 20};
+    KID_CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0, "setrlimit: %s", strerror(errno));
+    return 2;
+}
+
+/* shmkv-dump --check from inside a child (its mount namespace). */
+static void kid_dump_check(const char *where, shmkv_backend be)
+{
+    const char *dump = getenv("SHMKV_DUMP");
+    if (!dump || access(dump, X_OK) != 0)
+        return;
+    fflush(NULL);
+    pid_t p = fork();
+    KID_CHECK(p >= 0, "fork");
+    if (p == 0) {
+        if (be == SHMKV_BACKEND_MEMORY)
+            execl(dump, "shmkv-dump", "--check", "--memory", where, (char *)NULL);
+        else
+            execl(dump, "shmkv-dump", "--check", where, (char *)NULL);
+        _exit(127);
+    }
+    int st = 0;
+    KID_CHECK(rel_waitpid(p, &st) == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+              "shmkv-dump --check %s failed (its output is above)", where);
+}
+
+static void kid_value(unsigned char *v, size_t len, uint64_t i, int r)
+{
+    fill_val(v, len, i * 16 + (uint64_t)r);
+}
+
+static void __attribute__((noreturn))
+kid_cycle(shmkv_backend be, int track, const char *mnt, const char *where, int resfd)
+{
+    cycres res;
+    memset(&res, 0, sizeof res);
+    res.mode = enter_small_fs(mnt);
+    shmkv_options o = {.backend = be, .track_keys = track};
+    shmkv_db *db = NULL;
+    KID_OK(shmkv_open(where, &o, &db));
+    static unsigned char v[1u << 20], got[1u << 20];
+    char k[32];
+    for (int r = 0; r < ROUNDS; r++) {
+        uint64_t n = 0;
+        int rc;
+        for (;; n++) {
+            size_t len = round_len(r, n);
+            int kl = snprintf(k, sizeof k, "r%d-%" PRIu64, r, n);
+            kid_value(v, len, n, r);
+            rc = shmkv_set(db, k, (size_t)kl, v, len, SHMKV_KIND_BYTES);
+            if (rc)
+                break;
+            res.bytes[r] += len;
+            KID_CHECK(n < 1000000, "2 MiB never filled up");
+        }
+        res.keys[r] = n;
+        res.last_rc[r] = rc;
+        KID_CHECK(rc == -ENOSPC, "round %d: the set that failed returned %d (%s)", r, rc,
+                  shmkv_strerror(rc));
+        KID_CHECK(shmkv_size(db) == n, "round %d: size() %" PRIu64 " of %" PRIu64, r,
+                  shmkv_size(db), n);
+        for (uint64_t i = 0; i < n; i++) {
+            size_t len = round_len(r, i), gl = 0;
+            int kl = snprintf(k, sizeof k, "r%d-%" PRIu64, r, i);
+            kid_value(v, len, i, r);
+            KID_OK(shmkv_get(db, k, (size_t)kl, got, sizeof got, &gl, NULL));
+            KID_CHECK(gl == len && memcmp(got, v, len) == 0, "round %d: %s reads back wrong", r,
+                      k);
+        }
+        for (uint64_t i = 0; i < n; i++) {
+            int kl = snprintf(k, sizeof k, "r%d-%" PRIu64, r, i), existed = 0;
+            KID_OK(shmkv_delete(db, k, (size_t)kl, &existed));
+            KID_CHECK(existed, "round %d: %s was gone before its delete", r, k);
+        }
+        KID_CHECK(shmkv_size(db) == 0, "round %d: size() %" PRIu64 " after deleting all", r,
+                  shmkv_size(db));
+    }
+    /* Everything deleted: one value of 3/4 of what the first round held. */
+    res.single_len = res.bytes[0] / 4 * 3;
+    if (res.single_len > sizeof v)
+        res.single_len = sizeof v;
+    kid_value(v, res.single_len, 1, 99);
+    res.single_rc = shmkv_set(db, "one", 3, v, res.single_len, SHMKV_KIND_BYTES);
+    if (res.single_rc == 0) {
+        size_t gl = 0;
+        KID_OK(shmkv_get(db, "one", 3, got, sizeof got, &gl, NULL));
+        KID_CHECK(gl == res.single_len && memcmp(got, v, gl) == 0, "the single value reads back wrong");
+    }
+    kid_dump_check(where, be);
+    KID_OK(shmkv_close(db));
+    KID_CHECK(fd_write_all(resfd, &res, sizeof res) == 0, "pipe");
+    _exit(0);
+}
+
+static void cycle(shmkv_backend be, int track)
+{
+    const char *mnt = be == SHMKV_BACKEND_MEMORY ? "/dev/shm" : rc_str("%s/mnt", rc.sc.dir);
+    if (be == SHMKV_BACKEND_DISK)
+        cr_assert(mkdir(mnt, 0700) == 0, "mkdir %s: %s", mnt, strerror(errno));
+    const char *where = be == SHMKV_BACKEND_MEMORY ? rc_name("cyc") : rc_str("%s/store.kv", mnt);
+    int p[2];
+    cr_assert(pipe(p) == 0);
+    pid_t kid = rc_fork();
+    if (kid == 0) {
+        close(p[0]);
+        kid_cycle(be, track, mnt, where, p[1]);
+    }
+    close(p[1]);
+    cycres res;
+    memset(&res, 0, sizeof res);
+    ssize_t got = read(p[0], &res, sizeof res);
+    close(p[0]);
+    int st = rc_wait(kid);
+    char b[80];
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the writer ended with %s (see above)",
+              rel_status(st, b, sizeof b));
+    cr_assert_eq(got, (ssize_t)sizeof res);
+    fprintf(stderr, "space: %s backend, track_keys %s, %s:", be == SHMKV_BACKEND_MEMORY ? "memory" : "disk",
+            track == SHMKV_TRACK_ON ? "on" : "off", res.mode == 1 ? "2 MiB tmpfs" : "RLIMIT_FSIZE");
+    for (int r = 0; r < ROUNDS; r++)
+        fprintf(stderr, " round %d: %" PRIu64 " keys, %" PRIu64 " KiB;", r, res.keys[r],
+                res.bytes[r] >> 10);
+    fprintf(stderr, " single value of %" PRIu64 " KiB -> %d\n", res.single_len >> 10,
+            res.single_rc);
+    for (int r = 1; r < ROUNDS; r++)
+        cr_assert_geq(res.bytes[r] * 4, res.bytes[0] * 3,
+                      "round %d stored %" PRIu64 " bytes of values after the store held %" PRIu64
+                      " and all was deleted", r, res.bytes[r], res.bytes[0]);
+    cr_assert_eq(res.single_rc, 0, "a %" PRIu64 "-byte value did not fit an emptied store: %s",
+                 res.single_len, shmkv_strerror(res.single_rc));
+}
+
+Test(space, refill_disk_untracked)
+{
+    cycle(SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF);
+}
+
+Test(space, refill_disk_tracked)
+{
+    cycle(SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+}
+
+Test(space, refill_memory_untracked)
+{
+    cycle(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF);
+}
+
+Test(space, refill_memory_tracked)
+{
+    cycle(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_ON);
+}
+
+/* A process killed while it gives a chunk to the pool (deleting a big
+ * value) or takes one from it (writing a big value into freed space) holds
+ * the growth lock and a segment lock: the next holders repair both (the
+ * pool's byte count is recounted, the segment rebuilt), the operation is
+ * all or nothing, the chunk is back in the pool, and shmkv-dump --check is
+ * clean. */
+Test(space, killed_inside_pool_change)
+{
+    const char *points[] = {"pool.put.mid", "pool.take.mid"};
+    for (int p = 0; p < 2; p++) {
+        const char *where = rc_path("poolkill");
+        shmkv_db *db = rc_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+        put_val(db, "b1", 5u << 20, 1);
+        put_val(db, "small", 100, 2);
+        if (p == 1)
+            RC_OK(shmkv_delete(db, "b1", 2, NULL)); /* its chunk to the pool */
+        kill_point = points[p];
+        pid_t kid = rc_fork();
+        if (kid == 0) {
+            shmkv_db *d = NULL;
+            shmkv_options o = {.backend = SHMKV_BACKEND_DISK};
+            KID_OK(shmkv_open(where, &o, &d));
+            unsigned char *v = malloc(5u << 20);
+            KID_CHECK(v != NULL, "malloc");
+            fill_val(v, 5u << 20, 3);
+            shmkv__test_hook = kill_at;
+            if (p == 0)
+                shmkv_delete(d, "b1", 2, NULL);
+            else
+                shmkv_set(d, "b2", 2, v, 5u << 20, SHMKV_KIND_BYTES);
+            _exit(4); /* never reached the kill point */
+        }
+        int st = rc_wait(kid);
+        cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the writer was to die at %s",
+                  points[p]);
+        /* The delete was published before the free; the set never was. */
+        cr_assert_eq(shmkv_exists(db, "b1", 2), 0);
+        cr_assert_eq(shmkv_exists(db, "b2", 2), 0);
+        expect_val(db, "small", 100, 2);
+        /* The chunk comes back: a big value and a few small ones fit
+         * without the file growing. */
+        /* Those calls took the dead writer's locks: the emptied chunk (or
+         * the one taken but never owned) is back in the pool, counted. */
+        cr_assert_geq(SHMKV__HDR(db->m)->pool_bytes, 5u << 20, "the chunk was lost at %s",
+                      points[p]);
+        put_val(db, "b3", 5u << 20, 4);
+        for (int i = 0; i < 50; i++) {
+            char k[16];
+            snprintf(k, sizeof k, "s%d", i);
+            put_val(db, k, 300, (uint64_t)i);
+        }
+        expect_val(db, "b3", 5u << 20, 4);
+        expect_val(db, "s49", 300, 49);
+        dump_check(where, SHMKV_BACKEND_DISK);
+        RC_OK(shmkv_close(db));
+        dump_check(where, SHMKV_BACKEND_DISK);
+    }
 }

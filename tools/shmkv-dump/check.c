@@ -1079,6 +1079,21 @@ static int run_check(const store *s, const view *v, uint64_t file_len, const shm
         if (!c.sc.c[i].blocks_ok)
             c.ow[sl].walk_ok = c.ow[sl].blocks_known = false;
     }
+    /* The free pool's byte count is exact unless the growth lock's holder
+     * died, in which case its next holder recounts it. */
+    uint64_t pool = 0;
+    for (size_t i = 0; i < c.sc.nc; i++)
+        if (c.sc.c[i].owner == SHMKV__OWNER_FREE)
+            pool += c.sc.c[i].size;
+    if (c.sc.tiled && pool != h->pool_bytes) {
+        int gtid;
+        if (lock_state(v, offsetof(shmkv__hdr, grow_lock), &gtid) == LOCK_DEAD || c.live)
+            warn(r, "header: free pool holds %" PRIu64 " bytes, pool_bytes says %" PRIu64
+                 " (the next growth-lock holder recounts it)", pool, h->pool_bytes);
+        else
+            prob(r, "header: free pool holds %" PRIu64 " bytes, pool_bytes says %" PRIu64,
+                 pool, h->pool_bytes);
+    }
     for (size_t i = 0; i < c.sc.nb; i++) {
         uint32_t sl = owner_slot(&c, c.sc.b[i].owner);
         if (sl != UINT32_MAX && (c.sc.b[i].flags & SHMKV__BF_USED))

@@ -57,7 +57,7 @@ static int push_blk(scan *sc, const blk *b)
 
 static bool owner_ok(const shmkv__hdr *h, uint32_t owner)
 {
-    return owner < h->nseg || owner == SHMKV__OWNER_INDEX;
+    return owner < h->nseg || owner == SHMKV__OWNER_INDEX || owner == SHMKV__OWNER_FREE;
 }
 
 int scan_region(const view *v, const shmkv__hdr *h, scan *sc, report *rep)
@@ -105,7 +105,7 @@ int scan_region(const view *v, const shmkv__hdr *h, scan *sc, report *rep)
         c.first = sc->nb;
         if (!owner_ok(h, ch.owner) && rep)
             prob(rep, "chunk at 0x%" PRIx64 ": owner %" PRIu32 " is neither a segment "
-                 "(< %" PRIu32 ") nor the index", off, ch.owner, h->nseg);
+                 "(< %" PRIu32 ") nor the index nor the free pool", off, ch.owner, h->nseg);
         if (ch.used < SHMKV__CHUNK_HDR || ch.used > ch.size) {
             if (rep)
                 prob(rep, "chunk at 0x%" PRIx64 ": used %" PRIu64 " outside [%u, %" PRIu64
