@@ -282,10 +282,12 @@ int shmkv__alloc_block(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
 
 static void spare_push(shmkv__alloc *a, shmkv__chunk *c, uint64_t off);
 static int release_all(shmkv__map *m, shmkv__alloc *a, uint32_t owner);
+static void trim(shmkv__map *m, shmkv__alloc *a, uint32_t owner);
 
 void shmkv__free_block(shmkv__map *m, shmkv__alloc *a, uint64_t payload)
 {
     shmkv__block *b = shmkv__block_of(m, payload);
+    uint64_t bytes;
     if (b->cls == SHMKV__CLS_BIG) {
         /* The chunk holds nothing else: it becomes an empty chunk again,
          * and goes to the pool for any owner and any size. Killed before
@@ -295,7 +297,8 @@ void shmkv__free_block(shmkv__map *m, shmkv__alloc *a, uint64_t payload)
         shmkv__chunk *c = chunk_at(m, coff);
         b->flags = 0;
         c->used = SHMKV__CHUNK_HDR;
-        a->used_bytes -= c->size - SHMKV__CHUNK_HDR;
+        bytes = c->size - SHMKV__CHUNK_HDR;
+        a->used_bytes -= bytes;
         if (shmkv__grow_lock(m) == 0) {
             a->nchunks--;
             a->chunk_bytes -= c->size;
@@ -308,15 +311,30 @@ void shmkv__free_block(shmkv__map *m, shmkv__alloc *a, uint64_t payload)
         b->flags = 0;
         *(uint64_t *)SHMKV__P(m, payload) = a->free_head[b->cls];
         a->free_head[b->cls] = payload;
-        a->used_bytes -= b->size;
+        bytes = b->size;
+        a->used_bytes -= bytes;
     }
     /* An owner left with no block in use gives all its chunks back, so
      * that a store whose keys were deleted takes new data of any size in
      * any segment. One last small chunk is kept: an owner emptied again
      * and again (one hot key in a segment) must not walk the chunks at
      * every delete. */
-    if (a->used_bytes == 0 && a->chunk_bytes > SHMKV__CHUNK_MIN)
-        (void)release_all(m, a, owner_of(m, a));
+    uint32_t owner = owner_of(m, a);
+    if (a->used_bytes == 0 && a->chunk_bytes > SHMKV__CHUNK_MIN) {
+        (void)release_all(m, a, owner);
+        return;
+    }
+    /* An owner that still holds blocks may hold whole chunks of free ones
+     * (the oldest keys of a queue, consumed): once this process freed half
+     * of what the owner holds and half of it is free, trim it. */
+    if (!m->freed)
+        return;
+    uint64_t *f = &m->freed[owner == SHMKV__OWNER_INDEX ? SHMKV__HDR(m)->nseg : owner];
+    *f += bytes;
+    if (*f >= a->chunk_bytes / 2 && a->nchunks > 1 && a->used_bytes <= a->chunk_bytes / 2) {
+        *f = 0;
+        trim(m, a, owner);
+    }
 }
 
 static void state_forget(shmkv__alloc *a)
@@ -348,7 +366,10 @@ static void spare_push(shmkv__alloc *a, shmkv__chunk *c, uint64_t off)
                 return SHMKV_ECORRUPT;                                                       \
             else if (c->owner == (owner))
 
-static int rebuild_walk(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
+/* Rebuild owner's state from its chunks, taking the blocks whose flags
+ * have `live` as in use: MARK after a crash (set from the table), USED for
+ * a trim. */
+static int rebuild_walk(shmkv__map *m, shmkv__alloc *a, uint32_t owner, uint8_t live)
 {
     state_forget(a);
     FOR_OWNED_CHUNK(m, owner, off, c) {
@@ -369,7 +390,7 @@ static int rebuild_walk(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
             } else if (bs < 16 || bs % 16 || bs > c->used - b || blk->cls >= SHMKV__NCLASS ||
                        shmkv__class_size(blk->cls) != bs)
                 return SHMKV_ECORRUPT;
-            if (blk->flags & SHMKV__BF_MARK)
+            if (blk->flags & live)
                 live_end = b + bs;
         }
         /* Unmarked blocks are garbage: freed ones, and ones a dead process
@@ -378,7 +399,7 @@ static int rebuild_walk(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
         for (uint64_t b = SHMKV__CHUNK_HDR, bs; b < live_end; b += bs) {
             shmkv__block *blk = (shmkv__block *)SHMKV__P(m, off + b);
             bs = blk->cls == SHMKV__CLS_BIG ? c->used - b : blk->size;
-            if (blk->flags & SHMKV__BF_MARK) {
+            if (blk->flags & live) {
                 blk->flags = SHMKV__BF_USED;
                 a->used_bytes += bs;
             } else {
@@ -408,9 +429,24 @@ int shmkv__alloc_rebuild(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
     int rc = shmkv__grow_lock(m);
     if (rc)
         return rc;
-    rc = rebuild_walk(m, a, owner);
+    rc = rebuild_walk(m, a, owner, SHMKV__BF_MARK);
     shmkv__grow_unlock(m);
     return rc;
+}
+
+/* Chunks whose blocks are all free go to the pool, the rest get fresh
+ * free lists and their free tails back. Run by the owner's lock holder
+ * after it freed a good part of what the owner holds, so the cost (a walk
+ * of the owner's blocks) is paid once per that many freed bytes. A process
+ * killed in here leaves the owner to its lock's repair, like any other
+ * change to its allocator. */
+static void trim(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
+{
+    if (shmkv__grow_lock(m) != 0)
+        return;
+    SHMKV__HOOK("alloc.trim");
+    (void)rebuild_walk(m, a, owner, SHMKV__BF_USED);
+    shmkv__grow_unlock(m);
 }
 
 static int release_walk(shmkv__map *m, shmkv__alloc *a, uint32_t owner)

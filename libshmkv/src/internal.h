@@ -226,6 +226,9 @@ typedef struct shmkv__map {
     unsigned char *base;
     uint64_t reserve;
     int attach_slot;
+    /* Per owner (the segments, then the index): bytes this process freed
+     * since it last trimmed that owner (alloc.c). NULL: never trims. */
+    uint64_t *freed;
 } shmkv__map;
 
 struct shmkv_db {

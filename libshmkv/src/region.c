@@ -396,6 +396,7 @@ static void map_free(shmkv__map *m)
         munmap(m->base, m->reserve);
     if (m->fd >= 0)
         close(m->fd);
+    free(m->freed);
     free(m->name);
     free(m);
 }
@@ -473,6 +474,7 @@ int shmkv_open(const char *where, const shmkv_options *opts, shmkv_db **out)
         }
         m->dev = st.st_dev;
         m->ino = st.st_ino;
+        m->freed = calloc((size_t)SHMKV__HDR(m)->nseg + 1, sizeof *m->freed);
         m->next = registry;
         registry = m;
         db->m = m;

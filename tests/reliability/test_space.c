@@ -527,3 +527,179 @@ Test(space, killed_inside_pool_change)
         dump_check(where, SHMKV_BACKEND_DISK);
     }
 }
+
+/* A queue: the oldest nine keys in ten are consumed while every segment
+ * still holds keys. The chunks that held them are then wholly free but
+ * still belong to their segments, whose other blocks are in use; each
+ * owner gives such chunks back to the pool as it frees, so values of
+ * another size fit in at least 40% of the space the consumed ones held
+ * (the chunks that still hold the newest keys stay with their segments). */
+typedef struct qres {
+    uint64_t n, bytes0, kept, n1, bytes1;
+} qres;
+
+static void __attribute__((noreturn))
+kid_queue(shmkv_backend be, int track, const char *mnt, const char *where, int resfd)
+{
+    qres res;
+    memset(&res, 0, sizeof res);
+    (void)enter_small_fs(mnt);
+    shmkv_options o = {.backend = be, .track_keys = track};
+    shmkv_db *db = NULL;
+    KID_OK(shmkv_open(where, &o, &db));
+    static unsigned char v[1000], got[1000];
+    char k[32];
+    int rc;
+    uint64_t n = 0;
+    for (;; n++) {
+        int kl = snprintf(k, sizeof k, "old-%" PRIu64, n);
+        kid_value(v, 200, n, 0);
+        if ((rc = shmkv_set(db, k, (size_t)kl, v, 200, SHMKV_KIND_BYTES)) != 0)
+            break;
+        res.bytes0 += 200;
+    }
+    KID_CHECK(rc == -ENOSPC, "filling: %d (%s)", rc, shmkv_strerror(rc));
+    res.n = n;
+    uint64_t first_kept = n / 10 * 9;
+    for (uint64_t i = 0; i < first_kept; i++) {
+        int kl = snprintf(k, sizeof k, "old-%" PRIu64, i);
+        KID_OK(shmkv_delete(db, k, (size_t)kl, NULL));
+    }
+    res.kept = n - first_kept;
+    uint64_t m = 0;
+    for (;; m++) {
+        int kl = snprintf(k, sizeof k, "new-%" PRIu64, m);
+        kid_value(v, 1000, m, 1);
+        if ((rc = shmkv_set(db, k, (size_t)kl, v, 1000, SHMKV_KIND_BYTES)) != 0)
+            break;
+        res.bytes1 += 1000;
+    }
+    KID_CHECK(rc == -ENOSPC, "refilling: %d (%s)", rc, shmkv_strerror(rc));
+    res.n1 = m;
+    KID_CHECK(shmkv_size(db) == res.kept + m, "size() %" PRIu64, shmkv_size(db));
+    for (uint64_t i = first_kept; i < n; i++) {
+        size_t gl = 0;
+        int kl = snprintf(k, sizeof k, "old-%" PRIu64, i);
+        kid_value(v, 200, i, 0);
+        KID_OK(shmkv_get(db, k, (size_t)kl, got, sizeof got, &gl, NULL));
+        KID_CHECK(gl == 200 && memcmp(got, v, 200) == 0, "%s reads back wrong", k);
+    }
+    for (uint64_t i = 0; i < m; i++) {
+        size_t gl = 0;
+        int kl = snprintf(k, sizeof k, "new-%" PRIu64, i);
+        kid_value(v, 1000, i, 1);
+        KID_OK(shmkv_get(db, k, (size_t)kl, got, sizeof got, &gl, NULL));
+        KID_CHECK(gl == 1000 && memcmp(got, v, 1000) == 0, "%s reads back wrong", k);
+    }
+    kid_dump_check(where, be);
+    KID_OK(shmkv_close(db));
+    KID_CHECK(fd_write_all(resfd, &res, sizeof res) == 0, "pipe");
+    _exit(0);
+}
+
+static void queue(shmkv_backend be, int track)
+{
+    const char *mnt = be == SHMKV_BACKEND_MEMORY ? "/dev/shm" : rc_str("%s/mnt", rc.sc.dir);
+    if (be == SHMKV_BACKEND_DISK)
+        cr_assert(mkdir(mnt, 0700) == 0, "mkdir %s: %s", mnt, strerror(errno));
+    const char *where = be == SHMKV_BACKEND_MEMORY ? rc_name("queue") : rc_str("%s/store.kv", mnt);
+    int p[2];
+    cr_assert(pipe(p) == 0);
+    pid_t kid = rc_fork();
+    if (kid == 0) {
+        close(p[0]);
+        kid_queue(be, track, mnt, where, p[1]);
+    }
+    close(p[1]);
+    qres res;
+    memset(&res, 0, sizeof res);
+    ssize_t got = read(p[0], &res, sizeof res);
+    close(p[0]);
+    int st = rc_wait(kid);
+    char b[80];
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the writer ended with %s (see above)",
+              rel_status(st, b, sizeof b));
+    cr_assert_eq(got, (ssize_t)sizeof res);
+    uint64_t freed = res.bytes0 / res.n * (res.n - res.kept);
+    fprintf(stderr, "space: queue, %s backend, track_keys %s: %" PRIu64 " keys of 200 bytes, "
+            "%" PRIu64 " consumed (%" PRIu64 " KiB), then %" PRIu64 " of 1,000 bytes (%" PRIu64
+            " KiB)\n", be == SHMKV_BACKEND_MEMORY ? "memory" : "disk",
+            track == SHMKV_TRACK_ON ? "on" : "off", res.n, res.n - res.kept, freed >> 10, res.n1,
+            res.bytes1 >> 10);
+    cr_assert_geq(res.bytes1 * 5, freed * 2, "only %" PRIu64 " bytes of 1,000-byte values fitted "
+                  "where %" PRIu64 " bytes of 200-byte values were consumed", res.bytes1, freed);
+}
+
+Test(space, queue_disk_untracked)
+{
+    queue(SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF);
+}
+
+Test(space, queue_memory_tracked)
+{
+    queue(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_ON);
+}
+
+/* A process killed while it trims an owner (after freeing half of it)
+ * holds the owner's lock and the growth lock: the next locker rebuilds the
+ * owner from its table, and the deletes that returned, and only those, are
+ * gone. */
+Test(space, killed_inside_trim)
+{
+    const char *where = rc_path("trimkill");
+    shmkv_options o = {.backend = SHMKV_BACKEND_DISK, .segments = 1,
+                       .track_keys = SHMKV_TRACK_OFF};
+    shmkv_db *db = NULL;
+    RC_OK(shmkv_open(where, &o, &db));
+    const int n = 3000;
+    char k[16];
+    for (int i = 0; i < n; i++) {
+        snprintf(k, sizeof k, "t%d", i);
+        put_val(db, k, 200, (uint64_t)i);
+    }
+    int pf[2];
+    cr_assert(pipe(pf) == 0);
+    kill_point = "alloc.trim";
+    pid_t kid = rc_fork();
+    if (kid == 0) {
+        close(pf[0]);
+        shmkv_db *d = NULL;
+        KID_OK(shmkv_open(where, &o, &d));
+        shmkv__test_hook = kill_at;
+        for (int i = 0; i < n; i++) {
+            char kk[16];
+            snprintf(kk, sizeof kk, "t%d", i);
+            /* Report each key before its delete: the parent knows which
+             * one was in flight. */
+            KID_CHECK(fd_write_all(pf[1], &i, sizeof i) == 0, "pipe");
+            KID_OK(shmkv_delete(d, kk, strlen(kk), NULL));
+        }
+        _exit(4); /* never trimmed */
+    }
+    close(pf[1]);
+    int last = -1, i;
+    while (read(pf[0], &i, sizeof i) == (ssize_t)sizeof i)
+        last = i;
+    close(pf[0]);
+    int st = rc_wait(kid);
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the deleter was to die in a trim");
+    cr_assert(last > 0 && last < n);
+    /* Key `last` was deleted (the trim runs after the tombstone); every
+     * later key is intact. */
+    for (int j = 0; j < n; j++) {
+        snprintf(k, sizeof k, "t%d", j);
+        if (j <= last)
+            cr_assert_eq(shmkv_exists(db, k, strlen(k)), 0, "%s survived its delete", k);
+        else
+            expect_val(db, k, 200, (uint64_t)j);
+    }
+    cr_assert_eq(shmkv_size(db), (uint64_t)(n - last - 1));
+    for (int j = 0; j < 500; j++) {
+        snprintf(k, sizeof k, "u%d", j);
+        put_val(db, k, 1000, (uint64_t)j);
+    }
+    expect_val(db, "u499", 1000, 499);
+    dump_check(where, SHMKV_BACKEND_DISK);
+    RC_OK(shmkv_close(db));
+    dump_check(where, SHMKV_BACKEND_DISK);
+}
