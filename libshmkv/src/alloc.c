@@ -329,11 +329,16 @@ void shmkv__free_block(shmkv__map *m, shmkv__alloc *a, uint64_t payload)
      * of what the owner holds and half of it is free, trim it. */
     if (!m->freed)
         return;
-    uint64_t *f = &m->freed[owner == SHMKV__OWNER_INDEX ? SHMKV__HDR(m)->nseg : owner];
-    *f += bytes;
-    if (*f >= a->chunk_bytes / 2 && a->nchunks > 1 && a->used_bytes <= a->chunk_bytes / 2) {
-        *f = 0;
+    int64_t *f = &m->freed[owner == SHMKV__OWNER_INDEX ? SHMKV__HDR(m)->nseg : owner];
+    *f += (int64_t)bytes;
+    if (*f >= (int64_t)(a->chunk_bytes / 2) && a->nchunks > 1 &&
+        a->used_bytes <= a->chunk_bytes / 2) {
+        uint64_t held = a->chunk_bytes;
         trim(m, a, owner);
+        /* Nothing given back (the free blocks are spread over chunks that
+         * hold live ones, and updates keep freeing them): wait for four
+         * times as much before walking again. */
+        *f = a->chunk_bytes < held ? 0 : -4 * (int64_t)held;
     }
 }
 

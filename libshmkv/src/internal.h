@@ -227,8 +227,9 @@ typedef struct shmkv__map {
     uint64_t reserve;
     int attach_slot;
     /* Per owner (the segments, then the index): bytes this process freed
-     * since it last trimmed that owner (alloc.c). NULL: never trims. */
-    uint64_t *freed;
+     * since it last trimmed that owner, less a penalty after a trim that
+     * found nothing to give back (alloc.c). NULL: never trims. */
+    int64_t *freed;
 } shmkv__map;
 
 struct shmkv_db {
