@@ -703,3 +703,28 @@ Test(space, killed_inside_trim)
     RC_OK(shmkv_close(db));
     dump_check(where, SHMKV_BACKEND_DISK);
 }
+
+/* The index's real limit: 2^32 - 1 keys (a key blob keeps its position in
+ * 32 bits). Past it a new key is refused with SHMKV_ETOOMANY, not with a
+ * misleading size error, and nothing changes. 2^32 keys cannot be written
+ * here, so the count is set to the limit by hand, and put back after. */
+Test(space, index_limit_is_etoomany)
+{
+    const char *where = rc_path("toomany");
+    shmkv_db *db = rc_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+    put_val(db, "a", 10, 1);
+    shmkv__idx *ix = shmkv__idx_of(db->m);
+    cr_assert_eq(ix->n, 1);
+    ix->n = UINT32_MAX;
+    unsigned char v = 'x';
+    RC_IS(shmkv_set(db, "b", 1, &v, 1, SHMKV_KIND_BYTES), SHMKV_ETOOMANY);
+    cr_assert(strstr(shmkv_strerror(SHMKV_ETOOMANY), "2^32 - 1") != NULL);
+    cr_assert_eq(shmkv_exists(db, "b", 1), 0);
+    put_val(db, "a", 20, 2); /* replacing a value adds no key */
+    ix->n = 1;
+    cr_assert_eq(shmkv_size(db), 1);
+    put_val(db, "b", 1, 3);
+    expect_val(db, "a", 20, 2);
+    RC_OK(shmkv_close(db));
+    dump_check(where, SHMKV_BACKEND_DISK);
+}
