@@ -80,9 +80,10 @@ extern "C" {
 #define SHMKV_ECORRUPT   (-30914) /**< store structure damaged beyond repair */
 #define SHMKV_ELOCK      (-30915) /**< a lock could not be taken or repaired */
 #define SHMKV_ETIMEDOUT  (-30916) /**< a lock was held longer than the lock timeout */
-#define SHMKV_ESEGMENTS  (-30917) /**< segments not a power of two in [1, SHMKV_SEGMENTS_MAX] */
-#define SHMKV_ERESERVE   (-30918) /**< reserve outside [SHMKV_RESERVE_MIN, SHMKV_RESERVE_MAX] */
-#define SHMKV_ERR_LAST   (-30918)
+#define SHMKV_ETOOMANY   (-30917) /**< the key index holds its limit of 2^32 - 1 keys */
+#define SHMKV_ESEGMENTS  (-30918) /**< segments not a power of two in [1, SHMKV_SEGMENTS_MAX] */
+#define SHMKV_ERESERVE   (-30919) /**< reserve outside [SHMKV_RESERVE_MIN, SHMKV_RESERVE_MAX] */
+#define SHMKV_ERR_LAST   (-30919)
 /** @} */
 
 /** Kind tag stored with every value, so tools can display it. */
@@ -211,6 +212,7 @@ SHMKV_API int shmkv_memory_unlink(const char *name);
  * Store a value, replacing any previous one.
  * @return 0; SHMKV_EKEYSIZE; SHMKV_EVALSIZE; SHMKV_EREADONLY; -ENOSPC when
  *   the disk or /dev/shm is full; SHMKV_EFULL when the reserve is reached.
+ *   SHMKV_ETOOMANY when a new key would pass the index's 2^32 - 1 keys.
  *   On error the store is unchanged.
  */
 SHMKV_API int shmkv_set(shmkv_db *db, const void *key, size_t klen,

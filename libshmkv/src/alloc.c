@@ -11,10 +11,23 @@
  * every write below to memory outside the allocator state is recorded with
  * SHMKV__UNDO first, so that an update cut short can be rolled back
  * without a walk. A change here that writes region memory must do the same.
+ *
+ * Chunks an owner no longer needs (a freed big block's, all of an owner's
+ * once it holds no block, all of them on clear) go back to a free pool
+ * shared by every owner: chunks whose owner is SHMKV__OWNER_FREE. The pool
+ * has no list: it is found by walking the chunk headers under the growth
+ * lock, where neighbouring free chunks are merged and a large one split.
+ * Chunk sizes and owners change only under the growth lock, and every walk
+ * of the chunk headers holds it, so no walk can meet a header that is being
+ * rewritten. Each change is one store that leaves the chunks tiling the
+ * region, and the owner changes last, so a process killed in between
+ * leaves at worst pool_bytes off (recounted by the next growth-lock holder)
+ * or an empty chunk with its old owner.
  */
 #include "internal.h"
 
 #include <errno.h>
+#include <stddef.h>
 
 uint32_t shmkv__class_of(uint64_t size)
 {
@@ -38,6 +51,94 @@ uint64_t shmkv__class_size(uint32_t cls)
 static inline shmkv__chunk *chunk_at(shmkv__map *m, uint64_t off)
 {
     return (shmkv__chunk *)SHMKV__P(m, off);
+}
+
+/* The owner id an allocator state belongs to: the index's, or the id of
+ * the segment it is embedded in. */
+static uint32_t owner_of(shmkv__map *m, shmkv__alloc *a)
+{
+    if (a == &shmkv__idx_of(m)->alloc)
+        return SHMKV__OWNER_INDEX;
+    return ((shmkv__seg *)(void *)((char *)a - offsetof(shmkv__seg, alloc)))->id;
+}
+
+static bool chunk_sane(const shmkv__chunk *c, uint64_t off, uint64_t top)
+{
+    return c->magic == SHMKV__CHUNK_MAGIC && c->size >= SHMKV__PAGE &&
+           c->size % SHMKV__PAGE == 0 && c->size <= top - off;
+}
+
+/* Give a chunk to the pool (growth lock held). The owner changes last:
+ * until then it is an empty chunk of its old owner. */
+static void pool_put(shmkv__map *m, uint64_t off)
+{
+    shmkv__chunk *c = chunk_at(m, off);
+    c->used = SHMKV__CHUNK_HDR;
+    c->next = 0;
+    atomic_signal_fence(memory_order_release);
+    SHMKV__HOOK("pool.put.mid");
+    c->owner = SHMKV__OWNER_FREE;
+    SHMKV__HDR(m)->pool_bytes += c->size;
+}
+
+int shmkv__pool_take(shmkv__map *m, uint32_t owner, uint64_t size, uint64_t *chunk_off)
+{
+    shmkv__hdr *h = SHMKV__HDR(m);
+    if (h->pool_bytes < size)
+        return 1;
+    uint64_t top = atomic_load_explicit(&h->top, memory_order_acquire);
+    uint64_t run = 0; /* first chunk of the current run of free neighbours */
+    for (uint64_t off = h->data_off; off < top;) {
+        shmkv__chunk *c = chunk_at(m, off);
+        if (!chunk_sane(c, off, top))
+            return 1; /* damaged: leave the pool alone, grow instead */
+        uint64_t next = off + c->size;
+        if (c->owner != SHMKV__OWNER_FREE) {
+            run = 0;
+            off = next;
+            continue;
+        }
+        /* Neighbours merge with one store of the first one's size; the
+         * second header is left behind as dead bytes inside it. */
+        if (run)
+            chunk_at(m, run)->size += c->size;
+        else
+            run = off;
+        shmkv__chunk *r = chunk_at(m, run);
+        if (r->size >= size) {
+            if (r->size > size) {
+                /* The rest stays free: its header first, then the cut. */
+                shmkv__chunk *t = chunk_at(m, run + size);
+                *t = (shmkv__chunk){ .magic = SHMKV__CHUNK_MAGIC, .owner = SHMKV__OWNER_FREE,
+                                     .size = r->size - size, .used = SHMKV__CHUNK_HDR };
+                atomic_signal_fence(memory_order_release);
+                r->size = size;
+            }
+            h->pool_bytes -= size;
+            r->used = SHMKV__CHUNK_HDR;
+            r->next = 0;
+            atomic_signal_fence(memory_order_release);
+            SHMKV__HOOK("pool.take.mid");
+            r->owner = owner;
+            *chunk_off = run;
+            return 0;
+        }
+        off = next;
+    }
+    return 1;
+}
+
+void shmkv__pool_recount(shmkv__map *m)
+{
+    shmkv__hdr *h = SHMKV__HDR(m);
+    uint64_t top = atomic_load_explicit(&h->top, memory_order_acquire), sum = 0;
+    for (uint64_t off = h->data_off; off < top; off += chunk_at(m, off)->size) {
+        if (!chunk_sane(chunk_at(m, off), off, top))
+            break;
+        if (chunk_at(m, off)->owner == SHMKV__OWNER_FREE)
+            sum += chunk_at(m, off)->size;
+    }
+    h->pool_bytes = sum;
 }
 
 /* Find a chunk with room for csz bytes: a spare one first, else a new one
@@ -75,13 +176,78 @@ static int take_chunk(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
     return 0;
 }
 
+/* A block that would not leave room for others in a largest chunk gets a
+ * chunk of its own, sized to fit, whatever its size: the key array and a
+ * segment's table grow past every size class (2^32 keys take 32 GiB of key
+ * array), and when such a block is freed its whole chunk is empty again,
+ * usable for blocks of any class. */
+static int alloc_big(shmkv__map *m, shmkv__alloc *a, uint32_t owner, uint64_t need,
+                     uint64_t *off)
+{
+    uint64_t size = need + SHMKV__CHUNK_HDR;
+    if (size < need || size > m->reserve)
+        return SHMKV_EFULL;
+    size = (size + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
+    uint64_t coff = 0;
+    /* An empty spare chunk that fits (a big block freed earlier, most
+     * likely) is taken whole rather than growing the region. */
+    uint64_t *link = &a->spare;
+    for (int tries = 0; *link && tries < 8; tries++) {
+        shmkv__chunk *s = chunk_at(m, *link);
+        if (s->used == SHMKV__CHUNK_HDR && s->size >= size && s->size / 2 <= size) {
+            coff = *link;
+            SHMKV__UNDO(m, a, link, 8);
+            *link = s->next;
+            SHMKV__UNDO(m, a, &s->next, 8);
+            s->next = 0;
+            break;
+        }
+        link = &s->next;
+    }
+    if (!coff) {
+        int rc = shmkv__grow(m, owner, size, &coff);
+        if (rc)
+            return rc;
+        a->nchunks++;
+        a->chunk_bytes += size;
+    }
+    shmkv__chunk *c = chunk_at(m, coff);
+    shmkv__block *b = (shmkv__block *)SHMKV__P(m, coff + SHMKV__CHUNK_HDR);
+    SHMKV__UNDO(m, a, b, SHMKV__BLOCK_HDR);
+    *b = (shmkv__block){ .size = 0, .cls = SHMKV__CLS_BIG, .flags = SHMKV__BF_USED };
+    /* As for any block: the header exists before `used` covers it. */
+    atomic_signal_fence(memory_order_release);
+    SHMKV__HOOK("alloc.big.mid");
+    SHMKV__UNDO(m, a, &c->used, 8);
+    c->used = c->size;
+    a->used_bytes += c->size - SHMKV__CHUNK_HDR;
+    *off = coff + SHMKV__CHUNK_HDR + SHMKV__BLOCK_HDR;
+    return 0;
+}
+
+uint64_t shmkv__block_bytes(shmkv__map *m, uint64_t payload)
+{
+    shmkv__block *b = shmkv__block_of(m, payload);
+    if (b->cls != SHMKV__CLS_BIG)
+        return b->size;
+    uint64_t coff = payload - SHMKV__BLOCK_HDR - SHMKV__CHUNK_HDR;
+    if (payload < SHMKV__BLOCK_HDR + SHMKV__CHUNK_HDR ||
+        !shmkv__in_region(m, coff, SHMKV__CHUNK_HDR))
+        return 0;
+    shmkv__chunk *c = chunk_at(m, coff);
+    if (c->magic != SHMKV__CHUNK_MAGIC || c->used != c->size ||
+        c->size < SHMKV__CHUNK_HDR + SHMKV__BLOCK_HDR || !shmkv__in_region(m, coff, c->size))
+        return 0;
+    return c->size - SHMKV__CHUNK_HDR;
+}
+
 int shmkv__alloc_block(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
                        uint64_t len, uint64_t *off)
 {
     uint64_t need = len + SHMKV__BLOCK_HDR;
+    if (need < len || need + SHMKV__CHUNK_HDR > SHMKV__CHUNK_MAX)
+        return alloc_big(m, a, owner, need, off);
     uint32_t cls = shmkv__class_of(need);
-    if (cls >= SHMKV__NCLASS)
-        return SHMKV_EVALSIZE;
     uint64_t csz = shmkv__class_size(cls);
 
     uint64_t p = a->free_head[cls];
@@ -131,14 +297,116 @@ int shmkv__alloc_block(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
     return 0;
 }
 
+static void spare_push(shmkv__alloc *a, shmkv__chunk *c, uint64_t off);
+static int release_all(shmkv__map *m, shmkv__alloc *a, uint32_t owner);
+static void trim(shmkv__map *m, shmkv__alloc *a, uint32_t owner);
+static void after_free(shmkv__map *m, shmkv__alloc *a, uint64_t bytes);
+
 void shmkv__free_block(shmkv__map *m, shmkv__alloc *a, uint64_t payload)
 {
     shmkv__block *b = shmkv__block_of(m, payload);
-    SHMKV__UNDO(m, a, b, SHMKV__BLOCK_HDR + 8);
-    b->flags = 0;
-    *(uint64_t *)SHMKV__P(m, payload) = a->free_head[b->cls];
-    a->free_head[b->cls] = payload;
-    a->used_bytes -= b->size;
+    uint64_t bytes;
+    if (shmkv__undo_on && owner_of(m, a) == SHMKV__OWNER_INDEX) {
+        /* Inside an undo-logged index update only writes that the log can
+         * take back: the block (and a big block's chunk) becomes free for
+         * this owner; chunks go to the pool at a later free or trim. */
+        SHMKV__UNDO(m, a, b, SHMKV__BLOCK_HDR + 8);
+        if (b->cls == SHMKV__CLS_BIG) {
+            uint64_t coff = payload - SHMKV__BLOCK_HDR - SHMKV__CHUNK_HDR;
+            shmkv__chunk *c = chunk_at(m, coff);
+            SHMKV__UNDO(m, a, c, SHMKV__CHUNK_HDR);
+            b->flags = 0;
+            c->used = SHMKV__CHUNK_HDR;
+            bytes = c->size - SHMKV__CHUNK_HDR;
+            spare_push(a, c, coff);
+        } else {
+            b->flags = 0;
+            *(uint64_t *)SHMKV__P(m, payload) = a->free_head[b->cls];
+            a->free_head[b->cls] = payload;
+            bytes = b->size;
+        }
+        a->used_bytes -= bytes;
+        /* Counted now, trimmed by shmkv__alloc_tidy once the update is
+         * committed and its log no longer has to take anything back. */
+        if (m->freed)
+            m->freed[SHMKV__HDR(m)->nseg] += (int64_t)bytes;
+        return;
+    }
+    if (b->cls == SHMKV__CLS_BIG) {
+        /* The chunk holds nothing else: it becomes an empty chunk again,
+         * and goes to the pool for any owner and any size. Killed before
+         * `used` drops, recovery sees an unmarked big block and empties the
+         * chunk the same way. */
+        uint64_t coff = payload - SHMKV__BLOCK_HDR - SHMKV__CHUNK_HDR;
+        shmkv__chunk *c = chunk_at(m, coff);
+        b->flags = 0;
+        c->used = SHMKV__CHUNK_HDR;
+        bytes = c->size - SHMKV__CHUNK_HDR;
+        a->used_bytes -= bytes;
+        if (shmkv__grow_lock(m) == 0) {
+            a->nchunks--;
+            a->chunk_bytes -= c->size;
+            pool_put(m, coff);
+            shmkv__grow_unlock(m);
+        } else {
+            spare_push(a, c, coff);
+        }
+    } else {
+        b->flags = 0;
+        *(uint64_t *)SHMKV__P(m, payload) = a->free_head[b->cls];
+        a->free_head[b->cls] = payload;
+        bytes = b->size;
+        a->used_bytes -= bytes;
+    }
+    after_free(m, a, bytes);
+}
+
+/* What follows a free: an owner left with no block gives its chunks back,
+ * and one that freed much may be trimmed (bytes: just freed, or 0). */
+static void after_free(shmkv__map *m, shmkv__alloc *a, uint64_t bytes)
+{
+    /* An owner left with no block in use gives all its chunks back, so
+     * that a store whose keys were deleted takes new data of any size in
+     * any segment. One last small chunk is kept: an owner emptied again
+     * and again (one hot key in a segment) must not walk the chunks at
+     * every delete. */
+    uint32_t owner = owner_of(m, a);
+    if (a->used_bytes == 0 && a->chunk_bytes > SHMKV__CHUNK_MIN) {
+        (void)release_all(m, a, owner);
+        return;
+    }
+    /* An owner that still holds blocks may hold whole chunks of free ones
+     * (the oldest keys of a queue, consumed): once this process freed half
+     * of what the owner holds and half of it is free, trim it. */
+    if (!m->freed)
+        return;
+    int64_t *f = &m->freed[owner == SHMKV__OWNER_INDEX ? SHMKV__HDR(m)->nseg : owner];
+    *f += (int64_t)bytes;
+    if (*f >= (int64_t)(a->chunk_bytes / 2) && a->nchunks > 1 &&
+        a->used_bytes <= a->chunk_bytes / 2) {
+        uint64_t held = a->chunk_bytes;
+        trim(m, a, owner);
+        /* Nothing given back (the free blocks are spread over chunks that
+         * hold live ones, and updates keep freeing them): wait for four
+         * times as much before walking again. */
+        *f = a->chunk_bytes < held ? 0 : -4 * (int64_t)held;
+    }
+}
+
+bool shmkv__alloc_wants_tidy(shmkv__map *m, const shmkv__alloc *a)
+{
+    if (a->used_bytes == 0 && a->chunk_bytes > SHMKV__CHUNK_MIN)
+        return true;
+    if (!m->freed)
+        return false;
+    uint32_t owner = owner_of(m, (shmkv__alloc *)a);
+    int64_t f = m->freed[owner == SHMKV__OWNER_INDEX ? SHMKV__HDR(m)->nseg : owner];
+    return f >= (int64_t)(a->chunk_bytes / 2) && a->nchunks > 1 && a->used_bytes <= a->chunk_bytes / 2;
+}
+
+void shmkv__alloc_tidy(shmkv__map *m, shmkv__alloc *a)
+{
+    after_free(m, a, 0);
 }
 
 static void state_forget(shmkv__alloc *a)
@@ -179,7 +447,10 @@ void shmkv__alloc_adopt(shmkv__map *m, shmkv__alloc *a, uint64_t chunk_off)
                 return SHMKV_ECORRUPT;                                                       \
             else if (c->owner == (owner))
 
-int shmkv__alloc_rebuild(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
+/* Rebuild owner's state from its chunks, taking the blocks whose flags
+ * have `live` as in use: MARK after a crash (set from the table), USED for
+ * a trim. */
+static int rebuild_walk(shmkv__map *m, shmkv__alloc *a, uint32_t owner, uint8_t live)
 {
     state_forget(a);
     FOR_OWNED_CHUNK(m, owner, off, c) {
@@ -191,10 +462,16 @@ int shmkv__alloc_rebuild(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
         for (uint64_t b = SHMKV__CHUNK_HDR, bs; b < c->used; b += bs) {
             shmkv__block *blk = (shmkv__block *)SHMKV__P(m, off + b);
             bs = blk->size;
-            if (bs < 16 || bs % 16 || bs > c->used - b || blk->cls >= SHMKV__NCLASS ||
-                shmkv__class_size(blk->cls) != bs)
+            if (blk->cls == SHMKV__CLS_BIG) {
+                /* Alone in its chunk; when unmarked the chunk just empties
+                 * (live_end stays at the header), never onto a free list. */
+                if (b != SHMKV__CHUNK_HDR || bs != 0 || c->used != c->size)
+                    return SHMKV_ECORRUPT;
+                bs = c->used - b;
+            } else if (bs < 16 || bs % 16 || bs > c->used - b || blk->cls >= SHMKV__NCLASS ||
+                       shmkv__class_size(blk->cls) != bs)
                 return SHMKV_ECORRUPT;
-            if (blk->flags & SHMKV__BF_MARK)
+            if (blk->flags & live)
                 live_end = b + bs;
         }
         /* Unmarked blocks are garbage: freed ones, and ones a dead process
@@ -202,8 +479,8 @@ int shmkv__alloc_rebuild(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
          * goes back to the chunk instead of onto free lists. */
         for (uint64_t b = SHMKV__CHUNK_HDR, bs; b < live_end; b += bs) {
             shmkv__block *blk = (shmkv__block *)SHMKV__P(m, off + b);
-            bs = blk->size;
-            if (blk->flags & SHMKV__BF_MARK) {
+            bs = blk->cls == SHMKV__CLS_BIG ? c->used - b : blk->size;
+            if (blk->flags & live) {
                 blk->flags = SHMKV__BF_USED;
                 a->used_bytes += bs;
             } else {
@@ -213,26 +490,71 @@ int shmkv__alloc_rebuild(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
             }
         }
         c->used = live_end;
+        if (live_end == SHMKV__CHUNK_HDR) {
+            /* Nothing live (a freed big block's chunk whose holder died
+             * before giving it back, say): to the pool. */
+            a->nchunks--;
+            a->chunk_bytes -= c->size;
+            pool_put(m, off);
+            continue;
+        }
         spare_push(a, c, off);
     }
     return 0;
 }
 
-static int reset_walk(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
+/* Chunk headers change only under the growth lock (pool merges and
+ * splits), so every walk over them holds it. */
+int shmkv__alloc_rebuild(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
+{
+    int rc = shmkv__grow_lock(m);
+    if (rc)
+        return rc;
+    rc = rebuild_walk(m, a, owner, SHMKV__BF_MARK);
+    shmkv__grow_unlock(m);
+    return rc;
+}
+
+/* Chunks whose blocks are all free go to the pool, the rest get fresh
+ * free lists and their free tails back. Run by the owner's lock holder
+ * after it freed a good part of what the owner holds, so the cost (a walk
+ * of the owner's blocks) is paid once per that many freed bytes. A process
+ * killed in here leaves the owner to its lock's repair, like any other
+ * change to its allocator. */
+static void trim(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
+{
+    if (shmkv__grow_lock(m) != 0)
+        return;
+    SHMKV__HOOK("alloc.trim");
+    (void)rebuild_walk(m, a, owner, SHMKV__BF_USED);
+    shmkv__grow_unlock(m);
+}
+
+static int release_walk(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
 {
     state_forget(a);
-    FOR_OWNED_CHUNK(m, owner, off, c) {
-        a->nchunks++;
-        a->chunk_bytes += c->size;
-        c->used = SHMKV__CHUNK_HDR;
-        spare_push(a, c, off);
-    }
+    FOR_OWNED_CHUNK(m, owner, off, c)
+        pool_put(m, off);
     return 0;
+}
+
+/* Every chunk of owner to the pool; its state starts empty. */
+static int release_all(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
+{
+    int rc = shmkv__grow_lock(m);
+    if (rc)
+        return rc;
+    rc = release_walk(m, a, owner);
+    shmkv__grow_unlock(m);
+    return rc;
 }
 
 void shmkv__alloc_reset(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
 {
     /* A damaged chunk chain ends the walk early; what lies past it is
-     * simply not reused. */
-    (void)reset_walk(m, a, owner);
+     * simply not reused. Without the growth lock (a lock that cannot be
+     * taken) the chunks stay with the owner, forgotten: never reused, but
+     * never handed out twice either. */
+    if (release_all(m, a, owner) != 0)
+        state_forget(a);
 }

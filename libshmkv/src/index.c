@@ -298,6 +298,12 @@ void shmkv__undo_note(shmkv__map *m, const shmkv__alloc *a, const void *p, size_
         ul_save(p, len);
 }
 
+void shmkv__undo_chunk(shmkv__map *m, uint64_t chunk_off)
+{
+    if (U.m == m)
+        ul_save(SHMKV__P(m, chunk_off), 0); /* a record of no bytes: a chunk */
+}
+
 void shmkv__idx_begin(shmkv__map *m, uint32_t seg, const void *key, size_t klen)
 {
     shmkv__ulog *lg = ulog_of(m);
@@ -327,11 +333,33 @@ void shmkv__idx_commit(shmkv__map *m)
 {
     if (U.m != m)
         return;
+    shmkv__ulog *lg = U.lg;
     atomic_signal_fence(memory_order_seq_cst);
-    atomic_store_explicit(&U.lg->state, SHMKV__ULOG_IDLE, memory_order_release);
+    atomic_store_explicit(&lg->state, SHMKV__ULOG_IDLE, memory_order_release);
     U.m = NULL;
     U.lg = NULL;
     shmkv__undo_on = false;
+    /* Frees during the update kept their chunks (the log could not have
+     * taken a give-back to the shared pool back). Give them back now, as a
+     * step of its own: a holder killed in it leaves the log at TIDY, and
+     * the repair rebuilds the index (and so its allocator) from scratch. */
+    shmkv__idx *ix = shmkv__idx_of(m);
+    bool empty = ix->n == 0 && ix->karr;
+    if (!empty && !shmkv__alloc_wants_tidy(m, &ix->alloc))
+        return;
+    atomic_store_explicit(&lg->state, SHMKV__ULOG_TIDY, memory_order_release);
+    atomic_signal_fence(memory_order_seq_cst);
+    if (empty) {
+        /* An empty index holds no key array; the next insert makes one. */
+        uint64_t old = ix->karr;
+        ix->karr = 0;
+        shmkv__free_block(m, &ix->alloc, old);
+    } else {
+        shmkv__alloc_tidy(m, &ix->alloc);
+    }
+    SHMKV__HOOK("idx.tidy");
+    atomic_signal_fence(memory_order_seq_cst);
+    atomic_store_explicit(&lg->state, SHMKV__ULOG_IDLE, memory_order_release);
 }
 
 /* Write the records back, newest first; then give chunks the update grew
@@ -358,6 +386,7 @@ static bool ul_rollback(shmkv__map *m, shmkv__ulog *lg)
         pos[n++] = (uint32_t)at;
         at += sz;
     }
+    size_t all = n;
     while (n--) {
         uint64_t off, len;
         memcpy(&off, lg->rec + pos[n], 8);
@@ -365,6 +394,21 @@ static bool ul_rollback(shmkv__map *m, shmkv__ulog *lg)
         memcpy(SHMKV__P(m, off), lg->rec + pos[n] + 16, len);
     }
     shmkv__idx *idx = shmkv__idx_of(m);
+    /* Chunks the update took from the free pool (records of no bytes): its
+     * allocator, now as before, does not know them. */
+    for (size_t i = 0; i < all; i++) {
+        uint64_t off, len;
+        memcpy(&off, lg->rec + pos[i], 8);
+        memcpy(&len, lg->rec + pos[i] + 8, 8);
+        if (len || off >= lg->top0)
+            continue; /* bytes, or a chunk that the walk below finds */
+        shmkv__chunk *c = (shmkv__chunk *)SHMKV__P(m, off);
+        if (off < data_off || c->magic != SHMKV__CHUNK_MAGIC || c->size < SHMKV__PAGE ||
+            c->size % SHMKV__PAGE || c->size > top - off)
+            return false;
+        if (c->owner == SHMKV__OWNER_INDEX)
+            shmkv__alloc_adopt(m, &idx->alloc, off);
+    }
     for (uint64_t off = lg->top0; off < top;) {
         shmkv__chunk *c = (shmkv__chunk *)SHMKV__P(m, off);
         if (c->magic != SHMKV__CHUNK_MAGIC || c->size < SHMKV__PAGE || c->size % SHMKV__PAGE ||
@@ -517,7 +561,7 @@ int shmkv__idx_insert(shmkv__map *m, const void *key, size_t klen)
     }
 
     if (idx->n >= UINT32_MAX)
-        return SHMKV_EFULL; /* kblob.pos is 32 bits */
+        return SHMKV_ETOOMANY; /* kblob.pos is 32 bits */
     if ((rc = shmkv__alloc_block(m, &idx->alloc, SHMKV__OWNER_INDEX,
                                  sizeof(shmkv__kblob) + klen, &blob)) < 0)
         return rc;
@@ -846,7 +890,7 @@ int shmkv__idx_rebuild(shmkv__map *m)
     if (n == 0)
         goto done;
     if (n > UINT32_MAX)
-        return SHMKV_EFULL; /* kblob.pos is 32 bits */
+        return SHMKV_ETOOMANY; /* kblob.pos is 32 bits */
     if (!(items = malloc(n * sizeof(*items))))
         return -ENOMEM;
 

@@ -26,7 +26,8 @@
 
 #define SHMKV__MAGIC          "SHMKVdb\0" /* 8 bytes at offset 0 */
 #define SHMKV__MAGIC_INIT     "SHMKVin\0" /* creation in progress */
-#define SHMKV__FORMAT_VERSION 1u
+#define SHMKV__FORMAT_VERSION 2u
+#define SHMKV__FORMAT_VERSION_MIN 1u /* version 1 stores are read and upgraded */
 #define SHMKV__ENDIAN_CHECK   0x01020304u
 #define SHMKV__HDR_SIZE       4096u
 #define SHMKV__ATTACH_SLOTS   64u
@@ -48,6 +49,12 @@
 #define SHMKV__CHUNK_MAX     (4u << 20)
 #define SHMKV__BLOCK_HDR     8u
 #define SHMKV__OWNER_INDEX   0xfffffffeu
+/* A block too large for a size class sits alone in its own chunk: cls is
+ * SHMKV__CLS_BIG, size 0, and it runs to the chunk's end (format 2). */
+#define SHMKV__CLS_BIG       0xffu
+/* Owner of a chunk nobody holds: emptied chunks go back to this shared
+ * pool, from which any owner takes (format 2). */
+#define SHMKV__OWNER_FREE    0xffffffffu
 
 /* Block flags */
 #define SHMKV__BF_USED 0x01u
@@ -206,6 +213,7 @@ typedef struct shmkv__idx {
 #define SHMKV__ULOG_IDLE      0u
 #define SHMKV__ULOG_ACTIVE    1u
 #define SHMKV__ULOG_RECONCILE 2u
+#define SHMKV__ULOG_TIDY      3u /* giving freed chunks back after a commit */
 #define SHMKV__ULOG_BYTES     (64u << 10) /* block size, header included */
 typedef struct shmkv__ulog {
     _Atomic uint32_t state;
@@ -255,6 +263,10 @@ typedef struct shmkv__hdr {
     _Atomic uint64_t clear_gen;
     alignas(64) pthread_mutex_t grow_lock;
     alignas(64) shmkv__attach attach[SHMKV__ATTACH_SLOTS];
+    /* Bytes in chunks of the free pool (owner SHMKV__OWNER_FREE); changed
+     * under the growth lock only, recounted when its holder died. Zero in
+     * stores from before the pool, which have no free chunks. */
+    uint64_t pool_bytes;
 } shmkv__hdr;
 
 _Static_assert(sizeof(shmkv__hdr) <= SHMKV__HDR_SIZE, "header must fit its page");
@@ -289,6 +301,10 @@ typedef struct shmkv__map {
     /* CLOCK_MONOTONIC ns before which a failed index rebuild (no room) is
      * not tried again by this process; 0: try */
     _Atomic uint64_t idx_retry_ns;
+    /* Per owner (the segments, then the index): bytes this process freed
+     * since it last trimmed that owner, less a penalty after a trim that
+     * found nothing to give back (alloc.c). NULL: never trims. */
+    int64_t *freed;
 } shmkv__map;
 
 struct shmkv_db {
@@ -369,17 +385,34 @@ void shmkv__alloc_adopt(shmkv__map *m, shmkv__alloc *a, uint64_t chunk_off);
  * otherwise. */
 extern _Thread_local bool shmkv__undo_on;
 void shmkv__undo_note(shmkv__map *m, const shmkv__alloc *a, const void *p, size_t len);
+/* A chunk the index took from the free pool during the update in progress
+ * (if any): a rollback gives it back to the index as an empty chunk. */
+void shmkv__undo_chunk(shmkv__map *m, uint64_t chunk_off);
 #define SHMKV__UNDO(m, a, p, len)                                                          \
     do {                                                                                    \
         if (shmkv__undo_on)                                                                 \
             shmkv__undo_note((m), (a), (p), (len));                                         \
     } while (0)
+/* Bytes a block occupies, header included (0 if a big block's chunk makes
+ * no sense): the class size, or the chunk's rest for a big block. */
+uint64_t shmkv__block_bytes(shmkv__map *m, uint64_t payload);
+/* The give-back that frees during an undo-logged index update put off:
+ * release or trim the owner's chunks (index.c calls it after a commit). */
+void shmkv__alloc_tidy(shmkv__map *m, shmkv__alloc *a);
+/* Whether shmkv__alloc_tidy would give anything back now. */
+bool shmkv__alloc_wants_tidy(shmkv__map *m, const shmkv__alloc *a);
 /* Rebuild an owner's allocator from the blocks whose MARK flag is set:
  * every unmarked block of the owner becomes free, marks are cleared, empty
  * chunks are reset. Returns 0 or SHMKV_ECORRUPT. */
 int shmkv__alloc_rebuild(shmkv__map *m, shmkv__alloc *a, uint32_t owner);
-/* Forget every block of owner: all its chunks become empty spares. */
+/* Forget every block of owner: all its chunks go back to the free pool. */
 void shmkv__alloc_reset(shmkv__map *m, shmkv__alloc *a, uint32_t owner);
+/* Take a chunk of at least size bytes from the free pool for owner (the
+ * caller holds the growth lock). 0 and *chunk_off, or 1 when none fits. */
+int shmkv__pool_take(shmkv__map *m, uint32_t owner, uint64_t size, uint64_t *chunk_off);
+/* Recount hdr->pool_bytes from the chunks (the growth lock's last holder
+ * died; the caller holds it now). */
+void shmkv__pool_recount(shmkv__map *m);
 
 /* ---- growth (region.c) ----------------------------------------------- */
 /* Append a chunk of at least size bytes for owner; lock order: taken last. */

@@ -312,9 +312,12 @@ int shmkv__grow_lock(shmkv__map *m)
     pthread_mutex_t *mu = &SHMKV__HDR(m)->grow_lock;
     int rc = lock_robust(mu, &died);
     /* Growth publishes `top` last, after the chunk header and the
-     * fallocate: a dead grower leaves nothing to repair. */
-    if (!rc && died)
+     * fallocate, and every chunk change leaves the chunks tiling: a dead
+     * holder leaves at most the free pool's byte count off. */
+    if (!rc && died) {
+        shmkv__pool_recount(m);
         pthread_mutex_consistent(mu);
+    }
     return rc;
 }
 

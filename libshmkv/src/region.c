@@ -262,7 +262,7 @@ static int validate_header(int fd, off_t fsize, shmkv__hdr *out)
     const shmkv__hdr *h = out;
     if (memcmp(h->magic, SHMKV__MAGIC, 8) != 0)
         return SHMKV_ENOTSTORE;
-    if (h->version != SHMKV__FORMAT_VERSION)
+    if (h->version < SHMKV__FORMAT_VERSION_MIN || h->version > SHMKV__FORMAT_VERSION)
         return SHMKV_EVERSION;
     if (h->endian != SHMKV__ENDIAN_CHECK || h->word_size != sizeof(void *) ||
         h->mutex_size != sizeof(pthread_mutex_t) || h->seg_size != sizeof(shmkv__seg))
@@ -537,6 +537,11 @@ static int attach(shmkv__map *m, const resolved *r, const shmkv_options *o, cons
             rc = map_region(m->fd, hdr.reserve, false, &m->base);
         if (!rc) {
             m->reserve = hdr.reserve;
+            /* Version 2 only adds encodings (big blocks, free chunks) that a
+             * version 1 library would take for damage: a writer marks the
+             * store before it can write one, so old libraries refuse it. */
+            if (!(o->flags & SHMKV_RDONLY) && SHMKV__HDR(m)->version < SHMKV__FORMAT_VERSION)
+                SHMKV__HDR(m)->version = SHMKV__FORMAT_VERSION;
             if (lone_writer) {
                 /* Lock words may name threads of processes gone since
                  * (a reboot, a copied file): only an opener with no other
@@ -640,6 +645,7 @@ static void map_free(shmkv__map *m)
         munmap(m->base, m->reserve);
     if (m->fd >= 0)
         close(m->fd);
+    free(m->freed);
     free(m->name);
     free(m->dead_seq);
     free(m);
@@ -725,6 +731,7 @@ int shmkv_open(const char *where, const shmkv_options *opts, shmkv_db **out)
         m->dev = st.st_dev;
         m->ino = st.st_ino;
         m->attached = true;
+        m->freed = calloc((size_t)SHMKV__HDR(m)->nseg + 1, sizeof *m->freed);
         db->m = m;
         break;
     }
@@ -819,6 +826,17 @@ int shmkv__grow(shmkv__map *m, uint32_t owner, uint64_t size, uint64_t *chunk_of
     int rc = shmkv__grow_lock(m);
     if (rc)
         return rc;
+    /* Chunks given back by other owners first: the file only grows when
+     * the free pool has no run of chunks that large. */
+    if (shmkv__pool_take(m, owner, size, chunk_off) == 0) {
+        /* An index update's rollback hands back the chunks above where
+         * the region's top was; one from the pool lies below, so the undo
+         * log is told (still under the growth lock, so no other process
+         * can take it from us first). */
+        if (owner == SHMKV__OWNER_INDEX)
+            shmkv__undo_chunk(m, *chunk_off);
+        goto out;
+    }
     uint64_t top = atomic_load(&h->top);
     uint64_t end = top + size;
     if (end > m->reserve || end < top) {

@@ -239,7 +239,7 @@ static int put(op *o, const void *val, size_t vlen, shmkv_kind kind)
             return rc;
     }
     if (o->db->flags & SHMKV_SYNC) {
-        sync_range(shmkv__block_of(m, noff), shmkv__block_of(m, noff)->size);
+        sync_range(shmkv__block_of(m, noff), shmkv__block_bytes(m, noff));
         sync_range((const void *)&lk->t->slot[lk->slot], 8);
     }
     return 0;
@@ -283,6 +283,16 @@ static int removes(op *o)
     if (o->db->flags & SHMKV_SYNC)
         sync_range((const void *)&lk->t->slot[lk->slot], 8);
     shmkv__free_block(m, &s->alloc, lk->off);
+    if (atomic_load_explicit(&s->count, memory_order_relaxed) == 0) {
+        /* An empty segment needs no table (the next insert makes one), and
+         * without it the segment holds no block: its chunks go back to the
+         * pool. Unpublished first, so a crash leaves the block to recovery. */
+        uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed);
+        atomic_store_explicit(&s->table, 0, memory_order_release);
+        s->tombs = 0;
+        lk->t = NULL;
+        shmkv__free_block(m, &s->alloc, toff);
+    }
     return 0;
 }
 
@@ -293,10 +303,11 @@ static bool entry_sane(shmkv__map *m, uint64_t off)
     if (!shmkv__in_region(m, off - SHMKV__BLOCK_HDR, SHMKV__BLOCK_HDR + sizeof(shmkv__entry)))
         return false;
     shmkv__block *b = shmkv__block_of(m, off);
-    if (!(b->flags & SHMKV__BF_USED) || b->size < 16 || !shmkv__in_region(m, off - SHMKV__BLOCK_HDR, b->size))
+    uint64_t bytes = shmkv__block_bytes(m, off);
+    if (!(b->flags & SHMKV__BF_USED) || bytes < 16 || !shmkv__in_region(m, off - SHMKV__BLOCK_HDR, bytes))
         return false;
     shmkv__entry *e = entry_at(m, off);
-    return (uint64_t)e->klen + e->vlen + sizeof *e + SHMKV__BLOCK_HDR <= b->size && e->klen > 0;
+    return (uint64_t)e->klen + e->vlen + sizeof *e + SHMKV__BLOCK_HDR <= bytes && e->klen > 0;
 }
 
 int shmkv__seg_recover(shmkv__map *m, shmkv__seg *s)
@@ -315,9 +326,10 @@ int shmkv__seg_recover(shmkv__map *m, shmkv__seg *s)
     if (toff) {
         shmkv__table *t = (shmkv__table *)SHMKV__P(m, toff);
         shmkv__block *tb = shmkv__block_of(m, toff);
-        if (tb->size < SHMKV__BLOCK_HDR + 8 + 16 * 8 || t->cap < 16 || (t->cap & (t->cap - 1)) ||
-            t->cap > (tb->size - SHMKV__BLOCK_HDR - 8) / 8 ||
-            !shmkv__in_region(m, toff - SHMKV__BLOCK_HDR, tb->size))
+        uint64_t tbytes = shmkv__block_bytes(m, toff);
+        if (tbytes < SHMKV__BLOCK_HDR + 8 + 16 * 8 || t->cap < 16 || (t->cap & (t->cap - 1)) ||
+            t->cap > (tbytes - SHMKV__BLOCK_HDR - 8) / 8 ||
+            !shmkv__in_region(m, toff - SHMKV__BLOCK_HDR, tbytes))
             return SHMKV_ECORRUPT;
         tb->flags |= SHMKV__BF_MARK;
         for (uint64_t i = 0; i < t->cap; i++) {

@@ -282,7 +282,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (shmkv_stat(db, &info) != 0 ||
             (info.backend != SHMKV_BACKEND_DISK && info.backend != SHMKV_BACKEND_MEMORY) ||
             info.segments == 0 || info.segments > 4096 || (info.segments & (info.segments - 1)) ||
-            info.format_version != 1 || info.attached < 1 ||
+            info.format_version != SHMKV__FORMAT_VERSION || info.attached < 1 ||
             (info.track_keys != 0 && info.track_keys != 1)) {
             fprintf(stderr,
                     "fuzz_open: FAIL: stat of an opened store is nonsense: backend %d, segments %u, "

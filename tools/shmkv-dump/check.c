@@ -681,7 +681,7 @@ static bool load_node(ck *c, uint64_t off, bool root, shmkv__bt_node *nd)
     if (b->owner != SHMKV__OWNER_INDEX || !(b->flags & SHMKV__BF_USED) ||
         b->size < SHMKV__BLOCK_HDR + sizeof *nd) {
         prob(c->r, "index: tree node 0x%" PRIx64 " is a %s block of owner %" PRIu32
-             " and %" PRIu32 " bytes", off, (b->flags & SHMKV__BF_USED) ? "used" : "free",
+             " and %" PRIu64 " bytes", off, (b->flags & SHMKV__BF_USED) ? "used" : "free",
              b->owner, b->size);
         return false;
     }
@@ -756,7 +756,7 @@ static const unsigned char *leaf_entry(ck *c, uint64_t node, uint32_t i, const s
     shmkv__kblob kh = {0};
     if (!vcopy(c->v, e->key, &kh, sizeof kh) || kh.klen == 0 || kh.klen > SHMKV_KEY_MAX ||
         SHMKV__BLOCK_HDR + sizeof kh + (uint64_t)kh.klen > b->size) {
-        prob(c->r, "index: key blob 0x%" PRIx64 ": length %" PRIu32 " invalid for its %" PRIu32
+        prob(c->r, "index: key blob 0x%" PRIx64 ": length %" PRIu32 " invalid for its %" PRIu64
              "-byte block", e->key, kh.klen, b->size);
         return NULL;
     }
@@ -894,7 +894,7 @@ static void check_karr(ck *c, uint64_t karr, uint64_t n)
         return;
     uint64_t fit = (b->size - SHMKV__BLOCK_HDR - sizeof(shmkv__karr)) / 8;
     if (cap > fit) {
-        prob(c->r, "index: key array capacity %" PRIu64 " does not fit its %" PRIu32
+        prob(c->r, "index: key array capacity %" PRIu64 " does not fit its %" PRIu64
              "-byte block", cap, b->size);
         cap = fit;
     }
@@ -988,7 +988,7 @@ static int check_ulog(ck *c, uint64_t off)
     blk *b = &c->sc.b[bi];
     if (b->owner != SHMKV__OWNER_INDEX || !(b->flags & SHMKV__BF_USED) || b->ref != REF_NONE ||
         b->size < sizeof(shmkv__ulog) + SHMKV__BLOCK_HDR) {
-        prob(c->r, "index: undo log 0x%" PRIx64 " is a %s %" PRIu32 "-byte block of owner %"
+        prob(c->r, "index: undo log 0x%" PRIx64 " is a %s %" PRIu64 "-byte block of owner %"
              PRIu32 " (%s)", off, (b->flags & SHMKV__BF_USED) ? "used" : "free", b->size,
              b->owner, b->ref ? ref_name(b->ref) : "unreferenced");
         return -1;
@@ -1199,6 +1199,23 @@ static int run_check(const store *s, const view *v, uint64_t file_len, const shm
         c.ow[sl].chunk_bytes += c.sc.c[i].size;
         if (!c.sc.c[i].blocks_ok)
             c.ow[sl].walk_ok = c.ow[sl].blocks_known = false;
+    }
+    /* The free pool's byte count is exact unless the growth lock's holder
+     * died, in which case its next holder recounts it. */
+    uint64_t pool = 0;
+    for (size_t i = 0; i < c.sc.nc; i++)
+        if (c.sc.c[i].owner == SHMKV__OWNER_FREE)
+            pool += c.sc.c[i].size;
+    if (c.sc.tiled && pool != h->pool_bytes) {
+        int gtid;
+        bool grepairing;
+        if (lock_state(v, offsetof(shmkv__hdr, grow_lock), &gtid, &grepairing) == LOCK_DEAD ||
+            c.live)
+            warn(r, "header: free pool holds %" PRIu64 " bytes, pool_bytes says %" PRIu64
+                 " (the next growth-lock holder recounts it)", pool, h->pool_bytes);
+        else
+            prob(r, "header: free pool holds %" PRIu64 " bytes, pool_bytes says %" PRIu64,
+                 pool, h->pool_bytes);
     }
     for (size_t i = 0; i < c.sc.nb; i++) {
         uint32_t sl = owner_slot(&c, c.sc.b[i].owner);

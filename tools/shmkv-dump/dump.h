@@ -133,7 +133,7 @@ const char *ref_name(int ref);
 
 typedef struct blk {
     uint64_t off;   /* block header offset */
-    uint32_t size;
+    uint64_t size;  /* bytes, header included (a big block: the chunk's rest) */
     uint32_t owner;
     uint8_t cls;
     uint8_t flags;
@@ -227,9 +227,12 @@ typedef struct ent {
 
 int ent_cmp(const void *a, const void *b);
 /* Validate a block header at payload - 8 (size, class, inside the view). */
-bool block_hdr_read(const view *v, uint64_t payload, shmkv__block *b, char *why, size_t n);
+/* *bytes receives the block's size, header included: the class size, or
+ * for a big block (alone in its chunk) the rest of the chunk. */
+bool block_hdr_read(const view *v, uint64_t payload, shmkv__block *b, uint64_t *bytes,
+                    char *why, size_t n);
 /* Validate a table block and return its capacity. */
-bool table_read(const view *v, uint64_t toff, uint64_t *cap, uint32_t *bsize, char *why,
+bool table_read(const view *v, uint64_t toff, uint64_t *cap, uint64_t *bsize, char *why,
                 size_t n);
 /* Read and validate the entry a slot points at. On failure writes a reason
  * into why and returns false. */

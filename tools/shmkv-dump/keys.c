@@ -14,31 +14,48 @@
 
 #define READ_TRIES 4
 
-bool block_hdr_read(const view *v, uint64_t payload, shmkv__block *b, char *why, size_t n)
+bool block_hdr_read(const view *v, uint64_t payload, shmkv__block *b, uint64_t *bytes,
+                    char *why, size_t n)
 {
     if (payload < SHMKV__BLOCK_HDR || !vcopy(v, payload - SHMKV__BLOCK_HDR, b, sizeof *b)) {
         snprintf(why, n, "offset 0x%" PRIx64 " is outside the region", payload);
         return false;
     }
-    if (b->size < 16 || b->size % 16 || b->cls >= SHMKV__NCLASS ||
-        shmkv__class_size(b->cls) != b->size) {
+    uint64_t sz = b->size;
+    if (b->cls == SHMKV__CLS_BIG) {
+        /* Alone in its chunk, which it fills: the chunk says how big. */
+        shmkv__chunk ch;
+        uint64_t coff = payload - SHMKV__BLOCK_HDR - SHMKV__CHUNK_HDR;
+        if (payload < SHMKV__BLOCK_HDR + SHMKV__CHUNK_HDR || b->size != 0 ||
+            !vcopy(v, coff, &ch, sizeof ch) || ch.magic != SHMKV__CHUNK_MAGIC ||
+            ch.used != ch.size || ch.size < SHMKV__PAGE) {
+            snprintf(why, n, "big block at 0x%" PRIx64 " is not alone at the start of a "
+                     "full chunk", payload - SHMKV__BLOCK_HDR);
+            return false;
+        }
+        sz = ch.size - SHMKV__CHUNK_HDR;
+    } else if (b->size < 16 || b->size % 16 || b->cls >= SHMKV__NCLASS ||
+               shmkv__class_size(b->cls) != b->size) {
         snprintf(why, n, "block at 0x%" PRIx64 " has invalid size %" PRIu32 " / class %u",
                  payload - SHMKV__BLOCK_HDR, b->size, b->cls);
         return false;
     }
-    if (!vptr(v, payload - SHMKV__BLOCK_HDR, b->size)) {
-        snprintf(why, n, "block at 0x%" PRIx64 " (%" PRIu32 " bytes) runs past the region end",
-                 payload - SHMKV__BLOCK_HDR, b->size);
+    if (!vptr(v, payload - SHMKV__BLOCK_HDR, sz)) {
+        snprintf(why, n, "block at 0x%" PRIx64 " (%" PRIu64 " bytes) runs past the region end",
+                 payload - SHMKV__BLOCK_HDR, sz);
         return false;
     }
+    if (bytes)
+        *bytes = sz;
     return true;
 }
 
-bool table_read(const view *v, uint64_t toff, uint64_t *cap, uint32_t *bsize, char *why,
+bool table_read(const view *v, uint64_t toff, uint64_t *cap, uint64_t *bsize, char *why,
                 size_t n)
 {
     shmkv__block b;
-    if (!block_hdr_read(v, toff, &b, why, n))
+    uint64_t bytes = 0;
+    if (!block_hdr_read(v, toff, &b, &bytes, why, n))
         return false;
     if (!(b.flags & SHMKV__BF_USED)) {
         snprintf(why, n, "table block at 0x%" PRIx64 " is not in use (freed)",
@@ -51,14 +68,14 @@ bool table_read(const view *v, uint64_t toff, uint64_t *cap, uint32_t *bsize, ch
                  toff, c);
         return false;
     }
-    if (c > (b.size - SHMKV__BLOCK_HDR - sizeof(shmkv__table)) / 8) {
-        snprintf(why, n, "table at 0x%" PRIx64 ": %" PRIu64 " slots do not fit its %" PRIu32
-                 "-byte block", toff, c, b.size);
+    if (c > (bytes - SHMKV__BLOCK_HDR - sizeof(shmkv__table)) / 8) {
+        snprintf(why, n, "table at 0x%" PRIx64 ": %" PRIu64 " slots do not fit its %" PRIu64
+                 "-byte block", toff, c, bytes);
         return false;
     }
     *cap = c;
     if (bsize)
-        *bsize = b.size;
+        *bsize = bytes;
     return true;
 }
 
@@ -72,7 +89,8 @@ bool entry_read(const view *v, const scan *sc, uint64_t payload, ent *e, char *w
             return false;
         }
     }
-    if (!block_hdr_read(v, payload, &b, why, n))
+    uint64_t bytes = 0;
+    if (!block_hdr_read(v, payload, &b, &bytes, why, n))
         return false;
     if (!(b.flags & SHMKV__BF_USED)) {
         snprintf(why, n, "entry block at 0x%" PRIx64 " is not in use (freed)",
@@ -90,10 +108,10 @@ bool entry_read(const view *v, const scan *sc, uint64_t payload, ent *e, char *w
         return false;
     }
     uint64_t need = SHMKV__BLOCK_HDR + sizeof eh + (uint64_t)eh.klen + eh.vlen;
-    if (need > b.size) {
+    if (need > bytes) {
         snprintf(why, n, "entry at 0x%" PRIx64 ": key %" PRIu32 " + value %" PRIu32
-                 " bytes do not fit its %" PRIu32 "-byte block", payload, eh.klen, eh.vlen,
-                 b.size);
+                 " bytes do not fit its %" PRIu64 "-byte block", payload, eh.klen, eh.vlen,
+                 bytes);
         return false;
     }
     e->off = payload;

@@ -57,9 +57,9 @@ static bool pow2(uint64_t x)
 bool hdr_identify(const shmkv__hdr *h, uint64_t file_len, char *buf, size_t n)
 {
     uint64_t segs_end;
-    if (h->version != SHMKV__FORMAT_VERSION) {
-        snprintf(buf, n, "format version %" PRIu32 " (this tool reads version %u)",
-                 h->version, SHMKV__FORMAT_VERSION);
+    if (h->version < SHMKV__FORMAT_VERSION_MIN || h->version > SHMKV__FORMAT_VERSION) {
+        snprintf(buf, n, "format version %" PRIu32 " (this tool reads versions %u to %u)",
+                 h->version, SHMKV__FORMAT_VERSION_MIN, SHMKV__FORMAT_VERSION);
         return false;
     }
     if (h->endian != SHMKV__ENDIAN_CHECK) {

@@ -58,7 +58,7 @@ static int push_blk(scan *sc, const blk *b)
 
 static bool owner_ok(const shmkv__hdr *h, uint32_t owner)
 {
-    return owner < h->nseg || owner == SHMKV__OWNER_INDEX;
+    return owner < h->nseg || owner == SHMKV__OWNER_INDEX || owner == SHMKV__OWNER_FREE;
 }
 
 int scan_region(const view *v, const shmkv__hdr *h, scan *sc, report *rep)
@@ -106,7 +106,7 @@ int scan_region(const view *v, const shmkv__hdr *h, scan *sc, report *rep)
         c.first = sc->nb;
         if (!owner_ok(h, ch.owner) && rep)
             prob(rep, "chunk at 0x%" PRIx64 ": owner %" PRIu32 " is neither a segment "
-                 "(< %" PRIu32 ") nor the index", off, ch.owner, h->nseg);
+                 "(< %" PRIu32 ") nor the index nor the free pool", off, ch.owner, h->nseg);
         if (ch.used < SHMKV__CHUNK_HDR || ch.used > ch.size) {
             if (rep)
                 prob(rep, "chunk at 0x%" PRIx64 ": used %" PRIu64 " outside [%u, %" PRIu64
@@ -120,8 +120,12 @@ int scan_region(const view *v, const shmkv__hdr *h, scan *sc, report *rep)
                     c.blocks_ok = false;
                     break;
                 }
-                if (bh.size < 16 || bh.size % 16 || bh.size > end - b ||
-                    bh.cls >= SHMKV__NCLASS || shmkv__class_size(bh.cls) != bh.size) {
+                /* A big block is alone in a chunk it fills; its size is 0. */
+                bool big = bh.cls == SHMKV__CLS_BIG && bh.size == 0 &&
+                           b == off + SHMKV__CHUNK_HDR && ch.used == ch.size;
+                uint64_t bsz = big ? end - b : bh.size;
+                if (!big && (bh.size < 16 || bh.size % 16 || bh.size > end - b ||
+                             bh.cls >= SHMKV__NCLASS || shmkv__class_size(bh.cls) != bh.size)) {
                     if (rep)
                         prob(rep, "chunk at 0x%" PRIx64 ": block at 0x%" PRIx64 ": size %"
                              PRIu32 " / class %u invalid (%" PRIu64 " bytes left in the "
@@ -132,7 +136,7 @@ int scan_region(const view *v, const shmkv__hdr *h, scan *sc, report *rep)
                 }
                 blk k = {0};
                 k.off = b;
-                k.size = bh.size;
+                k.size = bsz;
                 k.owner = ch.owner;
                 k.cls = bh.cls;
                 k.flags = bh.flags;
@@ -140,7 +144,7 @@ int scan_region(const view *v, const shmkv__hdr *h, scan *sc, report *rep)
                 k.chunk = (uint32_t)sc->nc;
                 if (push_blk(sc, &k) < 0)
                     return -ENOMEM;
-                b += bh.size;
+                b += bsz;
             }
         }
         c.nblk = sc->nb - c.first;

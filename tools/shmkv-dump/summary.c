@@ -214,7 +214,7 @@ int mode_stats(store *s, const opts *o)
         return EXIT_RUNTIME;
     }
     ostat *os = calloc(h->nseg + 1, sizeof *os);
-    cstat *cs = calloc(SHMKV__NCLASS, sizeof *cs);
+    cstat *cs = calloc(256, sizeof *cs); /* every cls byte, big blocks included */
     if (!os || !cs) {
         free(os);
         free(cs);
@@ -223,8 +223,11 @@ int mode_stats(store *s, const opts *o)
         return EXIT_RUNTIME;
     }
     ostat all = {0};
+    uint64_t pool_n = 0, pool_b = 0; /* chunks of the free pool: any owner, any size */
     for (size_t i = 0; i < sc.nc; i++) {
         const chk *c = &sc.c[i];
+        if (c->owner == SHMKV__OWNER_FREE)
+            pool_n++, pool_b += c->size;
         uint32_t sl = c->owner < h->nseg ? c->owner
                       : c->owner == SHMKV__OWNER_INDEX ? h->nseg : UINT32_MAX;
         uint64_t tail = c->used <= c->size && c->used >= SHMKV__CHUNK_HDR ? c->size - c->used : 0;
@@ -330,9 +333,10 @@ int mode_stats(store *s, const opts *o)
         fprintf(f, "\n],\"totals\":{");
         put_ostat(f, &all);
         fprintf(f, "},\"free\":{\"free_blocks\":%" PRIu64 ",\"chunk_tails\":%" PRIu64
-                ",\"allocated_past_top\":%" PRIu64 ",\"reserve_left\":%" PRIu64 "}"
+                ",\"allocated_past_top\":%" PRIu64 ",\"reserve_left\":%" PRIu64
+                ",\"free_pool_chunks\":%" PRIu64 ",\"free_pool_bytes\":%" PRIu64 "}"
                 ",\"fragmentation\":%.4f,\"overhead\":%.4f}\n", all.free_bytes, all.tail,
-                slack, room, frag, overhead);
+                slack, room, pool_n, pool_b, frag, overhead);
     } else {
         char a[64], b[64], c[64], d[64], e[64];
         fmt_bytes(a, sizeof a, all.live_bytes);
@@ -347,6 +351,12 @@ int mode_stats(store *s, const opts *o)
         fprintf(f, "  free blocks:        %" PRIu64 ", %s (reusable by their class only)\n",
                 all.freeb, b);
         fprintf(f, "  chunk tails:        %s (never handed out; any size)\n", c);
+        if (pool_n) {
+            char p[64];
+            fmt_bytes(p, sizeof p, pool_b);
+            fprintf(f, "  free pool:          %" PRIu64 " chunk%s, %s (any owner, any size;"
+                    " counted in the chunk tails)\n", pool_n, pool_n == 1 ? "" : "s", p);
+        }
         fprintf(f, "  allocated past top: %s\n", d);
         fprintf(f, "  reserve left:       %s\n", e);
         fprintf(f, "  fragmentation:      %.1f%% of the free space in chunks is in free "
