@@ -22,6 +22,13 @@ type backendStore interface {
 	compareAndDelete(key string, expect []byte) (bool, error)
 	randomKey(prefix string, scratch []byte) (string, bool, error)
 	list(prefix string, limit uint64) ([]entry, error)
+	scan(prefix, after string, limit uint64, keysOnly bool) ([]entry, error)
+	count(prefix string) (uint64, error)
+	randomKeys(prefix string, n uint64, unique bool) ([]string, error)
+	getMany(keys []string, hint int) ([]found, error)
+	setMany(keys []string, vals [][]byte, kinds []Kind) error
+	deleteMany(keys []string) (uint64, error)
+	deletePrefix(prefix string, limit uint64) (uint64, error)
 	close() error
 }
 

@@ -89,6 +89,17 @@ func (h *handle) errorValue(e *kvError) *sobek.Object {
 	}
 	_ = o.Set("name", e.Name)
 	_ = o.Set("message", e.Message)
+	if len(e.Errors) > 0 {
+		details := make([]any, len(e.Errors))
+		for i, d := range e.Errors {
+			item := h.rt.NewObject()
+			_ = item.Set("key", d.Key)
+			_ = item.Set("name", d.Name)
+			_ = item.Set("message", d.Message)
+			details[i] = item
+		}
+		_ = o.Set("errors", h.rt.NewArray(details...))
+	}
 	return o
 }
 
@@ -130,6 +141,8 @@ type call struct {
 	// what the messages of store errors mention
 	keyArg string
 	valLen int
+	// raw is the store's error behind err, for methods that look closer
+	raw error
 }
 
 func (c *call) fail(e *kvError) {
@@ -241,6 +254,7 @@ func (c *call) do(fn func(s backendStore) error) {
 	err := fn(c.h.db)
 	c.h.leave()
 	if err != nil {
+		c.raw = err
 		c.fail(storeError(c.name, c.keyArg, c.valLen, err))
 	}
 }

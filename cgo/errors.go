@@ -24,11 +24,24 @@ const (
 	ErrStoreFull           = "StoreFullError"
 	ErrLockTimeout         = "LockTimeoutError"
 	ErrStore               = "StoreError"
+	ErrInvalidCursor       = "InvalidCursorError"
+	ErrInvalidBackend      = "InvalidBackendError"
+	ErrInvalidSerializer   = "InvalidSerializationError"
+	ErrDiskPath            = "DiskPathError"
+	ErrDiskStoreOpen       = "DiskStoreOpenError"
 )
 
 // kvError is what a method rejects with (or openKv throws): the JS object
-// gets exactly these two fields.
+// gets name and message, and errors when a batch names its bad entries.
 type kvError struct {
+	Name    string
+	Message string
+	Errors  []entryError
+}
+
+// entryError is one bad entry of a batch (xk6-kv's ManyEntryError).
+type entryError struct {
+	Key     string
 	Name    string
 	Message string
 }
@@ -56,6 +69,7 @@ var codeNames = map[int]string{
 	codeReserve:  ErrInvalidOptions,
 	codeInval:    ErrInvalidOptions,
 	codeTimedOut: ErrLockTimeout,
+	codeTooMany:  ErrStoreFull,
 }
 
 // storeError turns an error from a store call into the rejection: the name

@@ -29,6 +29,18 @@ var methods = map[string]func(*call) sobek.Value{
 	"swap":             opSwap,
 	"deleteIfExists":   opDeleteIfExists,
 	"compareAndDelete": opCompareAndDelete,
+
+	"getMany":                  opGetMany,
+	"setMany":                  opSetMany,
+	"deleteMany":               opDeleteMany,
+	"deleteByPrefix":           opDeleteByPrefix,
+	"scan":                     opScan,
+	"scanKeys":                 opScanKeys,
+	"listKeys":                 opListKeys,
+	"count":                    opCount,
+	"randomKeys":               opRandomKeys,
+	"compareAndSwapDetailed":   opCompareAndSwapDetailed,
+	"compareAndDeleteDetailed": opCompareAndDeleteDetailed,
 }
 
 // ---- basic operations ---------------------------------------------------
@@ -228,21 +240,6 @@ func incrementSlow(s backendStore, key string, delta int64, hint int) (int64, er
 	}
 }
 
-func opCompareAndSwap(c *call) sobek.Value {
-	key := c.key(0)
-	// null or undefined as the old value: "only if the key is absent".
-	var expect []byte
-	if old := c.args.Argument(1); !absent(old) {
-		if expect, _ = c.encode(old); expect == nil {
-			expect = []byte{}
-		}
-	}
-	val, kind := c.value(2)
-	var ok bool
-	c.do(func(s backendStore) (err error) { ok, err = s.cas(key, expect, val, kind); return })
-	return c.result(ok)
-}
-
 func opSetIfAbsent(c *call) sobek.Value {
 	key := c.key(0)
 	val, kind := c.value(1)
@@ -277,12 +274,4 @@ func (c *call) exchange(op func(s backendStore, key string, val []byte, kind Kin
 		return nil, loaded
 	}
 	return c.decode(b, bkind), loaded
-}
-
-func opCompareAndDelete(c *call) sobek.Value {
-	key := c.key(0)
-	expect, _ := c.value(1)
-	var ok bool
-	c.do(func(s backendStore) (err error) { ok, err = s.compareAndDelete(key, expect); return })
-	return c.result(ok)
 }

@@ -360,9 +360,9 @@ func TestJSCloseAllAtExit(t *testing.T) {
 
 func TestJSOptionErrors(t *testing.T) {
 	cases := []struct{ opts, name, msg string }{
-		{`{backend: "redis"}`, ErrInvalidOptions, `"backend"`},
+		{`{backend: "redis"}`, ErrInvalidBackend, `"backend"`},
 		{`{backend: 1}`, ErrInvalidOptions, `"backend" must be a string`},
-		{`{serialization: "yaml"}`, ErrInvalidOptions, `"serialization"`},
+		{`{serialization: "yaml"}`, ErrInvalidSerializer, `"serialization"`},
 		{`{trackKeys: "yes"}`, ErrInvalidOptions, `"trackKeys" must be a boolean`},
 		{`{trackKey: true}`, ErrInvalidOptions, `unknown option "trackKey"`},
 		{`{path: ""}`, ErrInvalidOptions, `"path"`},
@@ -521,7 +521,7 @@ func TestNotAStoreFile(t *testing.T) {
 	}
 	rt := newJS(t)
 	runAsync(t, rt, fmt.Sprintf(`
-		const e = throws(() => openKv({path: %q}), "StoreError", "open a non-store");
+		const e = throws(() => openKv({path: %q}), "DiskStoreOpenError", "open a non-store");
 		if (!e.message.includes("not a shmkv store")) throw new Error(e.message);
 	`, path))
 }
@@ -641,4 +641,27 @@ func TestJSLoneSurrogateKeys(t *testing.T) {
 			`)
 		})
 	}
+}
+
+// A disk path whose folders do not exist gets them, owner-only, as on
+// xk6-kv; a read-only open creates nothing.
+func TestJSDiskPathFoldersCreated(t *testing.T) {
+	base := t.TempDir()
+	path := filepath.Join(base, "data", "deep", "custom.kv")
+	rt := newJS(t)
+	runAsync(t, rt, fmt.Sprintf(`const kv = openKv({path: %q}); await kv.set("k", 1); eq(await kv.get("k"), 1, "works");`, path))
+	st, err := os.Stat(filepath.Join(base, "data"))
+	if err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("data/: %v %v", st, err)
+	}
+	ro := filepath.Join(base, "other", "ro.kv")
+	runAsync(t, newJS(t), fmt.Sprintf(`throws(() => openKv({path: %q, disk: {readOnly: true}}), "DiskStoreOpenError", "missing, read-only");`, ro))
+	if _, err := os.Stat(filepath.Join(base, "other")); !os.IsNotExist(err) {
+		t.Fatalf("a read-only open created a folder: %v", err)
+	}
+	blocker := filepath.Join(base, "file")
+	if err := os.WriteFile(blocker, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runAsync(t, newJS(t), fmt.Sprintf(`throws(() => openKv({path: %q}), "DiskPathError", "a file where a folder should be");`, filepath.Join(blocker, "sub", "s.kv")))
 }

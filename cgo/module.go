@@ -15,6 +15,8 @@ package kv
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"sync"
 
@@ -114,6 +116,9 @@ func (mi *ModuleInstance) openKv(call sobek.FunctionCall) sobek.Value {
 	// Every openKv opens a library handle; the library finds the store
 	// already mapped in this process (by device and inode) and shares the
 	// mapping, or judges this opener's options against the store's.
+	if kerr := makeParents(cfg); kerr != nil {
+		panic(throwable(rt, kerr))
+	}
 	d, err := openDB(paramsOf(cfg))
 	if err != nil {
 		panic(throwable(rt, openError(cfg, err)))
@@ -135,9 +140,32 @@ func paramsOf(c *config) openParams {
 	}
 }
 
+// makeParents creates the missing folders of a disk store's path, for the
+// owner only, as xk6-kv does (a read-only open creates nothing).
+func makeParents(c *config) *kvError {
+	if c.backend != BackendDisk || c.flags&flagReadOnly != 0 {
+		return nil
+	}
+	dir := filepath.Dir(c.path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return newErr(ErrDiskPath, "openKv: cannot create the folder %q of disk store %q: %v", dir, c.path, err)
+	}
+	return nil
+}
+
 // openError words a failed open, naming the option the library refused.
 func openError(c *config, err error) *kvError {
-	switch codeOf(err) {
+	code := codeOf(err)
+	if c.backend == BackendDisk {
+		// xk6-kv's names for a disk store that cannot be opened.
+		switch code {
+		case -int(errIsDir), -int(errNotDir):
+			return newErr(ErrDiskPath, "openKv: cannot open %s: %s", c.describe(), err.Error())
+		case codeNotStore, codeVersion, codeABI, -int(errAccess), -int(errNoEnt), -int(errLoop), -int(errROFS):
+			return newErr(ErrDiskStoreOpen, "openKv: cannot open %s: %s", c.describe(), err.Error())
+		}
+	}
+	switch code {
 	case codeName:
 		return optErr(`option "name" (%q): %s`, c.name, err.Error())
 	case codeSegments:

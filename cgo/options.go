@@ -195,7 +195,9 @@ func parseOptions(arg sobek.Value) (*config, *kvError) {
 		case "memory":
 			c.backend = BackendMemory
 		default:
-			return nil, optErr(`option "backend" must be "disk" or "memory", got %q`, s)
+			e := optErr(`option "backend" must be "disk" or "memory", got %q`, s)
+			e.Name = ErrInvalidBackend
+			return nil, e
 		}
 	}
 	if v := get(o, "serialization"); v != nil {
@@ -204,7 +206,9 @@ func parseOptions(arg sobek.Value) (*config, *kvError) {
 			return nil, err
 		}
 		if s != serJSON && s != serString {
-			return nil, optErr(`option "serialization" must be "json" or "string", got %q`, s)
+			e := optErr(`option "serialization" must be "json" or "string", got %q`, s)
+			e.Name = ErrInvalidSerializer
+			return nil, e
 		}
 		c.serialization = s
 	}

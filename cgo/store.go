@@ -125,20 +125,39 @@ static int shmkvgo_list_cb(void *ctx, const void *key, size_t klen, const void *
 
 typedef struct { int rc; unsigned char *buf; size_t len; } shmkvgo_listres;
 
-static shmkvgo_listres shmkvgo_list(shmkv_db *db, _GoString_ prefix, uint64_t limit, unsigned flags) {
-	shmkvgo_acc a = {NULL, 0, 0, 0};
-	shmkvgo_listres r = {0, NULL, 0};
-	r.rc = shmkv_list(db, _GoStringPtr(prefix), _GoStringLen(prefix), limit, flags,
-	                  shmkvgo_list_cb, &a);
-	if (a.err)
-		r.rc = a.err;
+static shmkvgo_listres shmkvgo_done(shmkvgo_acc *a, int rc) {
+	shmkvgo_listres r = {rc, NULL, 0};
+	if (a->err)
+		r.rc = a->err;
 	if (r.rc) {
-		free(a.buf);
+		free(a->buf);
 		return r;
 	}
-	r.buf = a.buf;
-	r.len = a.len;
+	r.buf = a->buf;
+	r.len = a->len;
 	return r;
+}
+
+static shmkvgo_listres shmkvgo_list(shmkv_db *db, _GoString_ prefix, uint64_t limit, unsigned flags) {
+	shmkvgo_acc a = {NULL, 0, 0, 0};
+	int rc = shmkv_list(db, _GoStringPtr(prefix), _GoStringLen(prefix), limit, flags,
+	                    shmkvgo_list_cb, &a);
+	return shmkvgo_done(&a, rc);
+}
+
+static shmkvgo_listres shmkvgo_scan(shmkv_db *db, _GoString_ prefix, _GoString_ after, uint64_t limit,
+                                    unsigned flags) {
+	shmkvgo_acc a = {NULL, 0, 0, 0};
+	int rc = shmkv_scan(db, _GoStringPtr(prefix), _GoStringLen(prefix), _GoStringPtr(after),
+	                    _GoStringLen(after), limit, flags, shmkvgo_list_cb, &a);
+	return shmkvgo_done(&a, rc);
+}
+
+static shmkvgo_listres shmkvgo_random_keys(shmkv_db *db, _GoString_ prefix, uint64_t count, int unique) {
+	shmkvgo_acc a = {NULL, 0, 0, 0};
+	int rc = shmkv_random_keys(db, _GoStringPtr(prefix), _GoStringLen(prefix), count, unique,
+	                           shmkvgo_list_cb, &a);
+	return shmkvgo_done(&a, rc);
 }
 
 static shmkv_info shmkvgo_stat(shmkv_db *db, int *rc) {
@@ -221,8 +240,16 @@ const (
 	codeReserve  = int(C.SHMKV_ERESERVE)
 	codeInval    = int(C.SHMKV_EINVAL)
 	codeTimedOut = int(C.SHMKV_ETIMEDOUT)
+	codeTooMany  = int(C.SHMKV_ETOOMANY)
 	codeNoSpace  = -int(C.ENOSPC)
-	codeNoMem    = -int(C.ENOMEM)
+
+	errIsDir  = C.EISDIR
+	errNotDir = C.ENOTDIR
+	errAccess = C.EACCES
+	errNoEnt  = C.ENOENT
+	errLoop   = C.ELOOP
+	errROFS   = C.EROFS
+	codeNoMem = -int(C.ENOMEM)
 )
 
 // CError is an error code returned by libshmkv.
@@ -374,11 +401,7 @@ func (d *db) exists(key string) (bool, error) {
 
 // size counts the keys exactly, or fails (SHMKV_ETIMEDOUT) when a stopped
 // process holds a segment lock past the lock timeout.
-func (d *db) size() (uint64, error) {
-	var n C.uint64_t
-	rc := C.shmkv_count(d.p, nil, 0, &n)
-	return uint64(n), cerr(rc)
-}
+func (d *db) size() (uint64, error) { return d.count("") }
 
 func (d *db) clear() error { return cerr(C.shmkv_clear(d.p)) }
 
@@ -478,7 +501,37 @@ type entry struct {
 // list returns the entries whose keys start with prefix, in key order, at
 // most limit of them (0: all).
 func (d *db) list(prefix string, limit uint64) ([]entry, error) {
-	r := C.shmkvgo_list(d.p, prefix, C.uint64_t(limit), 0)
+	return records(C.shmkvgo_list(d.p, prefix, C.uint64_t(limit), 0))
+}
+
+// scan returns, in key order, at most limit (0: all) entries whose keys
+// start with prefix and sort after `after` (values too unless keysOnly).
+func (d *db) scan(prefix, after string, limit uint64, keysOnly bool) ([]entry, error) {
+	var flags C.unsigned
+	if keysOnly {
+		flags = C.SHMKV_LIST_KEYS_ONLY
+	}
+	return records(C.shmkvgo_scan(d.p, prefix, after, C.uint64_t(limit), flags))
+}
+
+// randomKeys draws n keys with the prefix, uniformly; unique: without
+// replacement (every match when fewer match).
+func (d *db) randomKeys(prefix string, n uint64, unique bool) ([]string, error) {
+	u := C.int(0)
+	if unique {
+		u = 1
+	}
+	es, err := records(C.shmkvgo_random_keys(d.p, prefix, C.uint64_t(n), u))
+	keys := make([]string, len(es))
+	for i, e := range es {
+		keys[i] = e.Key
+	}
+	return keys, err
+}
+
+// records decodes what the accumulator of list, scan and randomKeys
+// collected, and frees it.
+func records(r C.shmkvgo_listres) ([]entry, error) {
 	if r.rc != 0 {
 		return nil, cerr(r.rc)
 	}

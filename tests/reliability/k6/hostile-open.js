@@ -13,13 +13,13 @@ export const options = { iterations: 1, vus: 1, thresholds };
 // KV_CASE -> [expected error name, words the message must contain].
 const cases = {
   // A directory where the store file should be.
-  dir: ["StoreError", ["Is a directory"]],
+  dir: ["DiskPathError", ["Is a directory"]],
   // An existing file the user may not read (run as an unprivileged user).
-  unreadable: ["StoreError", ["Permission denied"]],
+  unreadable: ["DiskStoreOpenError", ["Permission denied"]],
   // A path on a read-only filesystem.
-  ro: ["StoreError", ["Read-only file system"]],
+  ro: ["DiskStoreOpenError", ["Read-only file system"]],
   // A BoltDB-like file (xk6-kv's .k6.kv): refused, not touched.
-  bolt: ["StoreError", ["not a shmkv store", "BoltDB"]],
+  bolt: ["DiskStoreOpenError", ["not a shmkv store", "BoltDB"]],
 };
 
 const which = __ENV.KV_CASE || "";
