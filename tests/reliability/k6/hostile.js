@@ -20,7 +20,7 @@ const optionCases = [
   [{ bogus: 1 }, "InvalidOptionsError", "bogus"],
   [{ trackkeys: true }, "InvalidOptionsError", "trackkeys"],
   [{ backend: 1 }, "InvalidOptionsError", "backend"],
-  [{ backend: "" }, "InvalidOptionsError", "backend"],
+  [{ backend: "" }, "InvalidBackendError", "backend"],
   [{ backend: "memory", name: 7 }, "InvalidOptionsError", "name"],
   [{ backend: "memory", name: "" }, "InvalidOptionsError", "name"],
   [{ backend: "memory", name: "x".repeat(201) }, "InvalidOptionsError", "name"],
