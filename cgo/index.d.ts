@@ -30,9 +30,10 @@ declare module "k6/x/kv" {
      * with every value. */
     serialization?: Serialization;
     /** Keep a key index in the store: randomKey() in O(1) (O(log n) with a
-     * prefix) and list() in O(log n + k). A creation option: when left out,
-     * joining an existing store takes whatever it has; when given and
-     * different from the store's, openKv throws KVOptionsConflictError.
+     * prefix), list() and scan() pages in O(log n + k), count() in
+     * O(log n). true on a store created without it turns it on for the
+     * store (the index is built once, then every process keeps it); false
+     * on a tracked store joins it, tracked. Left out: whatever the store has.
      * Default false for a new store. */
     trackKeys?: boolean;
     /** Lock stripes of a new store: a power of two from 1 to 4096.
@@ -127,14 +128,86 @@ declare module "k6/x/kv" {
     | "ValueTooLargeError"
     | "StoreFullError"
     | "LockTimeoutError"
+    | "InvalidCursorError"
+    | "InvalidBackendError"
+    | "InvalidSerializationError"
+    | "DiskPathError"
+    | "DiskStoreOpenError"
     | "StoreError";
+
+  /** One bad entry of a batch (setMany, deleteMany). */
+  export interface ManyEntryError {
+    key?: string;
+    /** "EmptyKey", "InvalidEntries", "SerializerError", "KeyTooLongError",
+     * "ValueTooLargeError", ... */
+    name: string;
+    message: string;
+  }
 
   /** What promises reject with: an object whose prototype is
    * Error.prototype, so `String(err)` reads "Name: message". */
   export interface KVError extends Error {
     name: KVErrorName;
     message: string;
+    /** Batches: every entry that made the call refuse (nothing was written). */
+    errors?: ManyEntryError[];
   }
+
+  export interface GetManyItem<T = any> {
+    key: string;
+    exists: boolean;
+    /** The value, or null when absent (a stored null is exists: true). */
+    value: T | null;
+  }
+  export interface SetManyResult { written: number; }
+  export interface DeleteManyResult { deleted: number; missing: number; }
+  export interface DeleteByPrefixOptions {
+    /** Non-empty. */
+    prefix: string;
+    /** At most this many keys (a positive integer). */
+    limit: number;
+  }
+  export interface DeleteByPrefixResult {
+    deleted: number;
+    /** True when no key with the prefix was left. */
+    done: boolean;
+  }
+  export interface ScanOptions {
+    prefix?: string;
+    /** Entries per page; absent or <= 0: every entry in one page. */
+    limit?: number;
+    /** "" or absent to start; then the previous page's cursor. */
+    cursor?: string;
+  }
+  export interface ScanResult<T = any> {
+    entries: Array<Entry<T>>;
+    /** Pass it to the next call; "" when done. */
+    cursor: string;
+    done: boolean;
+  }
+  export interface ScanKeysResult {
+    keys: string[];
+    cursor: string;
+    done: boolean;
+  }
+  export interface CountOptions { prefix?: string; }
+  export interface RandomKeysOptions {
+    prefix?: string;
+    /** How many, 1 to 1,000,000. */
+    count: number;
+    /** Default true: distinct keys (every match when fewer match). */
+    unique?: boolean;
+  }
+  export interface CompareDetailedOptions {
+    /** On a mismatch with the key present, return its value as current. */
+    includeCurrentOnMismatch?: boolean;
+  }
+  export type CompareAndSwapDetailedResult<T = any> =
+    | { swapped: true; reason: "swapped" }
+    | { swapped: false; reason: "mismatch"; existed: boolean; current?: T };
+  export type CompareAndDeleteDetailedResult<T = any> =
+    | { deleted: true; reason: "deleted" }
+    | { deleted: false; reason: "mismatch"; existed: boolean; current?: T };
 
   /** A store. Every method returns a promise, settled before the call
    * returns; keys are non-empty strings of at most 16384 UTF-8 bytes. */
@@ -168,9 +241,13 @@ declare module "k6/x/kv" {
      * ValueNumberRequiredError for a bad delta and ValueParseError when the
      * stored value is not an integer or the sum overflows 64 bits. */
     incrementBy(key: string, delta: number): Promise<number>;
-    /** Replaces the value with newValue only if it equals oldValue (compared
-     * by their encoding); oldValue null or undefined means "only if absent". */
+    /** Replaces the value with newValue only if it equals oldValue (JSON
+     * compared as JSON: object key order does not matter); oldValue null or
+     * undefined means "only if absent". */
     compareAndSwap(key: string, oldValue: any, newValue: any): Promise<boolean>;
+    /** compareAndSwap with the reason of a mismatch. */
+    compareAndSwapDetailed<T = any>(key: string, oldValue: any, newValue: any,
+      options?: CompareDetailedOptions): Promise<CompareAndSwapDetailedResult<T>>;
     /** Stores the value only if the key is absent; true when stored. */
     setIfAbsent(key: string, value: any): Promise<boolean>;
     /** Returns the existing value, or stores this one and returns it. */
@@ -182,6 +259,32 @@ declare module "k6/x/kv" {
     /** Deletes the key only if its value equals oldValue (null is a value
      * here); true when deleted. */
     compareAndDelete(key: string, oldValue: any): Promise<boolean>;
+    /** compareAndDelete with the reason of a mismatch. */
+    compareAndDeleteDetailed<T = any>(key: string, oldValue: any,
+      options?: CompareDetailedOptions): Promise<CompareAndDeleteDetailedResult<T>>;
+
+    /** Reads many keys as of one instant (every process's batches and
+     * writes whole or not at all); results in the order of keys. */
+    getMany<T = any>(keys: string[]): Promise<Array<GetManyItem<T>>>;
+    /** Writes every pair or none, at once for every process. Rejects with
+     * InvalidOptionsError (errors[] naming each bad entry) and writes
+     * nothing when an entry is bad. */
+    setMany<T = any>(entries: Record<string, T>): Promise<SetManyResult>;
+    /** Deletes every key or none, at once for every process. */
+    deleteMany(keys: string[]): Promise<DeleteManyResult>;
+    /** Deletes up to limit keys with the prefix, at once. */
+    deleteByPrefix(options: DeleteByPrefixOptions): Promise<DeleteByPrefixResult>;
+    /** A page of entries in key (byte) order; every key that exists for the
+     * whole scan is returned once, whoever writes meanwhile. */
+    scan<T = any>(options?: ScanOptions): Promise<ScanResult<T>>;
+    /** scan() without values. */
+    scanKeys(options?: ScanOptions): Promise<ScanKeysResult>;
+    /** Keys in key order, without values. */
+    listKeys(options?: ListOptions): Promise<string[]>;
+    /** Number of keys with the prefix (count() is size()). */
+    count(options?: CountOptions): Promise<number>;
+    /** count keys drawn uniformly among those with the prefix. */
+    randomKeys(options: RandomKeysOptions): Promise<string[]>;
   }
 
   /** Opens or joins a store. Only in the init context (top level of the

@@ -66,6 +66,13 @@ p=$(grep -c '^\s*--- PASS' "$results/go.log"); f=$(grep -c '^\s*--- FAIL' "$resu
 grep -q '^FAIL' "$results/go.log" && [ "$f" = 0 ] && f=1
 echo "go: $p passed, $f failed" | tee "$results/go.txt" >&2
 logs+=("$results/go.txt")
+# The TypeScript declarations: every .ts example type-checks against them.
+echo "== TypeScript" >&2
+bash tests/ts/run.sh >"$results/ts.log" 2>&1
+tail -2 "$results/ts.log" >&2
+grep -E '^ts: [0-9]+ passed, [0-9]+ failed' "$results/ts.log" | tail -1 >"$results/ts.txt"
+logs+=("$results/ts.txt")
+
 # The module as users get it: packed as a proxy serves it, built into k6 with
 # no replace directive; and an edit to the C rebuilds the extension.
 echo "== Go module" >&2

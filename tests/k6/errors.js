@@ -34,11 +34,20 @@ const optionErrors = optionCases.map(([o]) => {
   }
 });
 
-// Setting a creation option that differs from the open store's throws.
+// trackKeys is reconciled (true turns key tracking on for the store, false
+// joins a tracked store as it is); a segment count that differs from the
+// store's cannot be, and throws.
+let joined = "not tried";
 let conflict = "not tried";
 if (__ENV.KV_TRACK === "true" || __ENV.KV_TRACK === "false") {
   try {
     openKv(storeOptions({ trackKeys: __ENV.KV_TRACK !== "true" }));
+    joined = "joined";
+  } catch (e) {
+    joined = e.name;
+  }
+  try {
+    openKv(storeOptions({ segments: 8 }));
     conflict = "no error";
   } catch (e) {
     conflict = e.name;
@@ -58,7 +67,8 @@ export default async function () {
     });
 
     if (conflict !== "not tried") {
-      eq(conflict, "KVOptionsConflictError", "openKv with the other trackKeys throws KVOptionsConflictError");
+      eq(joined, "joined", "openKv with the other trackKeys joins the store");
+      eq(conflict, "KVOptionsConflictError", "openKv with other segments throws KVOptionsConflictError");
     }
 
     // openKv outside the init context throws.

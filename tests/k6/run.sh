@@ -270,9 +270,9 @@ done
 # Examples: each must run to completion without an error. Disk examples use
 # ./.k6.kv, so each runs in a directory of its own.
 
-for ex in "$ROOT"/examples/*.js; do
+for ex in "$ROOT"/examples/*.js "$ROOT"/examples/*.ts; do
     [[ -e "$ex" ]] || continue
-    base=$(basename "$ex" .js)
+    base=$(basename "${ex%.*}")
     name="examples/$base"
     selected "$name" || continue
     dir="$WORK/ex-$base"
