@@ -18,11 +18,16 @@ func BenchmarkJS(b *testing.B) {
 		{"randomKey", `await kv.randomKey()`},
 		{"exists", `await kv.exists("k1")`},
 		{"incrementBy", `await kv.incrementBy("n", 1)`},
+		// 100 keys per call: divide ns/op by 100 for a key's share.
+		{"getMany100", `await kv.getMany(keys100)`},
+		{"setMany100", `await kv.setMany(rec100)`},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			rt := newJS(b)
 			runAsync(b, rt, `globalThis.kv = openKv(`+storeOptions(b, "memory", true, "")+`);
-				for (let i = 0; i < 1024; i++) await kv.set("k" + i, "value-value-value");`)
+				for (let i = 0; i < 1024; i++) await kv.set("k" + i, "value-value-value");
+				globalThis.keys100 = []; globalThis.rec100 = {};
+				for (let i = 0; i < 100; i++) { keys100.push("k" + i * 7); rec100["k" + i * 7] = "value-value-value"; }`)
 			b.ResetTimer()
 			runAsync(b, rt, fmt.Sprintf(`for (let i = 0; i < %d; i++) { %s; }`, b.N, c.call))
 		})

@@ -134,23 +134,26 @@ func opGetMany(c *call) sobek.Value {
 	if c.err != nil {
 		return nil
 	}
-	values := make([]sobek.Value, len(keys))
-	exists := make([]bool, len(keys))
+	items := make([]manyItem, len(keys))
+	for i, k := range keys {
+		items[i] = manyItem{Key: k, Value: sobek.Null()}
+	}
 	for j, i := range at {
 		if got[j].Found {
-			exists[i] = true
-			values[i] = c.decode(got[j].Value, got[j].Kind)
+			items[i].Exists = true
+			items[i].Value = c.decode(got[j].Value, got[j].Kind)
 		}
 	}
-	items := make([]any, len(keys))
-	for i, k := range keys {
-		v := values[i]
-		if v == nil {
-			v = sobek.Null()
-		}
-		items[i] = c.object("key", k, "exists", exists[i], "value", v)
-	}
-	return c.result(c.h.rt.NewArray(items...))
+	return c.result(items)
+}
+
+// manyItem is one result of getMany. A Go struct, as on xk6-kv: handing k6
+// a slice of them costs one allocation, where building as many JS objects
+// property by property cost more than the store (see docs/benchmarks.md).
+type manyItem struct {
+	Key    string      `js:"key"`
+	Exists bool        `js:"exists"`
+	Value  sobek.Value `js:"value"`
 }
 
 func opSetMany(c *call) sobek.Value {

@@ -14,12 +14,15 @@
 //   TRACK     1 | 0: trackKeys (IMPL=kv)
 //   STORE     memory name or disk path (IMPL=kv)
 //   REDIS     redis URL (IMPL=redis), e.g. redis://127.0.0.1:6399
-//   OPS       comma list of: warm get set mix rk rkp noop
+//   OPS       comma list of: warm get set mix rk rkp noop getm setm noopm
 //             (mix = 75% get / 25% set; rk = randomKey(); rkp = randomKey({prefix});
 //             warm = a 1 s mix run first so that every measured scenario finds
 //             the process warmed up (run.sh does not report it); noop = the same
 //             loop awaiting an already-resolved promise instead of the store:
-//             the floor that k6 and the JS engine put under every row)
+//             the floor that k6 and the JS engine put under every row;
+//             getm/setm = getMany/setMany of MANY random keys, counted as
+//             MANY operations: keys per second, against get/set's; noopm =
+//             the floor under getm: the same keys made, then a resolved promise)
 //   VUS, DUR  VUs per scenario and seconds per scenario (at least 1)
 //   REPS      repetitions of the OPS sequence (default 1)
 //   PHASE, NPHASE  this process's turn and the number of processes taking turns
@@ -45,6 +48,7 @@ const NKEYS = parseInt(__ENV.NKEYS || "10000", 10);
 const BATCH = parseInt(__ENV.BATCH || "10", 10);
 const VALUE = "v".repeat(32);
 const PREFIX = "p3:";
+const MANY = parseInt(__ENV.MANY || "100", 10);
 
 const kvOps = new Counter("kv_ops");
 const kvErrors = new Counter("kv_errors");
@@ -137,6 +141,16 @@ const getKey = client ? (k) => client.get(k) : (k) => kv.get(k);
 const anyKey = client ? () => client.randomKey() : () => kv.randomKey();
 const RKP = { prefix: PREFIX };
 const noop = (k) => Promise.resolve(k);
+function someKeys() {
+  const ks = new Array(MANY);
+  for (let i = 0; i < MANY; i++) ks[i] = keyAt(randomIndex());
+  return ks;
+}
+function someRecord() {
+  const rec = {};
+  for (let i = 0; i < MANY; i++) rec[keyAt(randomIndex())] = VALUE;
+  return rec;
+}
 
 export async function setup() {
   if (__ENV.FILL !== "0" && !(await filled())) {
@@ -166,6 +180,15 @@ export async function run() {
         if (!k) throw new Error("randomKey(prefix) found nothing");
       } else if (op === "noop") {
         await noop(keyAt(randomIndex()));
+      } else if (op === "noopm") {
+        await noop(someKeys());
+        done += MANY - 1;
+      } else if (op === "getm") {
+        await kv.getMany(someKeys());
+        done += MANY - 1;
+      } else if (op === "setm") {
+        await kv.setMany(someRecord());
+        done += MANY - 1;
       } else {
         throw new Error(`unknown op ${op}`);
       }
