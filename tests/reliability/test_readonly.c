@@ -922,3 +922,82 @@ Test(readonly, many_keys_dead_delete_batch_half_applied)
 {
     dead_holder_many("batch.applying", true, -1);
 }
+
+/* ---- the last writer closes under a reader, a dead holder unrepaired -------- */
+
+/* A reader that opened while writers were attached learns of a dead holder
+ * from the kernel's owner-died mark on the lock word. The last writer to
+ * close must leave that mark alone (and the store unclean): if it took the
+ * dead lock to test it, the reader would see seq odd with nobody on the
+ * lock and wait for a holder that never comes. */
+static void die_after_publish(const char *point)
+{
+    if (strcmp(point, "set.after_publish") == 0)
+        raise(SIGKILL);
+}
+
+Test(readonly, last_writer_closes_under_reader_with_dead_holder)
+{
+    const char *where = rc_path("lastclose");
+    shmkv_options o = opts(SHMKV_BACKEND_DISK, 0, 0);
+    o.segments = 1;
+    shmkv_db *db = NULL;
+    RC_OK(shmkv_open(where, &o, &db));
+    RC_OK(shmkv_set(db, "k", 1, "old", 3, SHMKV_KIND_STRING));
+    int go[2], ready[2];
+    cr_assert(pipe(go) == 0 && pipe(ready) == 0);
+    pid_t r = rc_fork();
+    if (r == 0) {
+        close(go[1]);
+        close(ready[0]);
+        alarm(30);
+        shmkv_options ro = opts(SHMKV_BACKEND_DISK, 0, SHMKV_RDONLY);
+        ro.lock_timeout_ms = 8000;
+        shmkv_db *d = NULL;
+        KID_OK(shmkv_open(where, &ro, &d)); /* a writer is attached: no dead_seq */
+        char c = 'r';
+        KID_CHECK(write(ready[1], &c, 1) == 1, "pipe");
+        KID_CHECK(read(go[0], &c, 1) == 1, "pipe"); /* the writers are gone */
+        uint64_t t0 = rel_now_ns();
+        char got[8];
+        size_t gl = 0;
+        int rc = shmkv_get(d, "new", 3, got, sizeof got, &gl, NULL);
+        KID_CHECK(rc == 0 && gl == 1, "get(new) -> %d (%s)", rc, shmkv_strerror(rc));
+        shmkv_item it[2] = {{.key = "k", .klen = 1}, {.key = "new", .klen = 3}};
+        rc = shmkv_get_many(d, it, 2, got, sizeof got, NULL, NULL);
+        KID_CHECK(rc == 0 && it[0].rc == 0 && it[1].rc == 0, "get_many -> %d (%s)", rc,
+                  shmkv_strerror(rc));
+        uint64_t c2 = 0;
+        rc = shmkv_count(d, NULL, 0, &c2);
+        KID_CHECK(rc == 0 && c2 == 2, "count -> %d (%s), %" PRIu64, rc, shmkv_strerror(rc), c2);
+        KID_CHECK(rel_now_ns() - t0 < 4000000000u,
+                  "the reader waited %.1f s for a holder that is dead",
+                  (double)(rel_now_ns() - t0) / 1e9);
+        KID_OK(shmkv_close(d));
+        _exit(0);
+    }
+    close(ready[1]);
+    close(go[0]);
+    char c;
+    cr_assert(read(ready[0], &c, 1) == 1, "the reader did not open");
+    close(ready[0]);
+    pid_t w = rc_fork();
+    if (w == 0) {
+        shmkv_db *d = NULL;
+        KID_OK(shmkv_open(where, &o, &d));
+        shmkv__test_hook = die_after_publish;
+        shmkv_set(d, "new", 3, "n", 1, SHMKV_KIND_STRING);
+        _exit(4);
+    }
+    int st = rc_wait(w);
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the writer was to die holding the lock");
+    RC_OK(shmkv_close(db)); /* the last writer: the reader stays */
+    db = NULL;
+    cr_assert(write(go[1], "g", 1) == 1);
+    close(go[1]);
+    rc_wait_ok(r, "the read-only reader");
+    /* and the next writer, alone among writers, repairs: the count is exact */
+    RC_OK(shmkv_open(where, &o, &db));
+    cr_assert_eq(shmkv_size(db), 2);
+    RC_OK(shmkv_close(db));
+}
