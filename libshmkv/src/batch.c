@@ -367,6 +367,8 @@ SEQ_READER static bool get_many_unlocked(batch *b, shmkv_item *items, unsigned c
     for (size_t j = 0; j < b->nsegs; j++) {
         shmkv__seg *s = shmkv__seg_at(m, b->segs[j]);
         uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed), tcap = 0;
+        if ((seqs[j] & 1) && shmkv__ro_cleared(m, s))
+            toff = 0;
         shmkv__table *t = NULL;
         const shmkv__intent *in = NULL;
         uint32_t nin = 0;

@@ -513,6 +513,14 @@ uint32_t shmkv__dead_seq(shmkv__map *m, shmkv__seg *s);
 bool shmkv__ro_backoff(int attempt, uint64_t start);
 uint64_t shmkv__mono_ns(void);
 const shmkv__intent *shmkv__ro_intent(shmkv__map *m, shmkv__seg *s, uint64_t tcap, uint32_t *n);
+/* Likewise a segment whose dead holder was a clear() that had published
+ * its generation but not reached this segment: its repair empties it, so
+ * a reader reads it as empty. */
+static inline bool shmkv__ro_cleared(shmkv__map *m, shmkv__seg *s)
+{
+    return __atomic_load_n(&s->gen, __ATOMIC_RELAXED) !=
+           atomic_load_explicit(&SHMKV__HDR(m)->clear_gen, memory_order_acquire);
+}
 static inline uint64_t shmkv__ro_slot(const shmkv__intent *in, uint32_t n, uint64_t i, uint64_t w)
 {
     /* the repair makes the stores in order: the last one for a slot wins */

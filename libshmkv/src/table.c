@@ -552,6 +552,8 @@ SEQ_READER static int read_unlocked(shmkv__map *m, shmkv__seg *s, uint32_t dead,
     uint64_t top = atomic_load_explicit(&hd->top, memory_order_acquire);
     uint64_t lo = hd->data_off + SHMKV__BLOCK_HDR;
     uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed);
+    if ((seq & 1) && shmkv__ro_cleared(m, s))
+        toff = 0;
     int rc = SHMKV_ENOTFOUND;
     size_t n = 0;
     unsigned k = 0;
@@ -722,6 +724,8 @@ SEQ_READER static int snap_try(shmkv__map *m, shmkv__seg *s, uint32_t dead, cons
     uint64_t top = atomic_load_explicit(&hd->top, memory_order_acquire);
     uint64_t lo = hd->data_off + SHMKV__BLOCK_HDR;
     uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed);
+    if ((seq & 1) && shmkv__ro_cleared(m, s))
+        toff = 0;
     size_t mark = out ? out->len : 0;
     uint64_t n = 0;
     int rc = 0;

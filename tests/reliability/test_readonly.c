@@ -923,6 +923,59 @@ Test(readonly, many_keys_dead_delete_batch_half_applied)
     dead_holder_many("batch.applying", true, -1);
 }
 
+/* A clear() killed after publishing its generation, with the first segment
+ * emptied and the rest not: the clear has happened (the repair of each
+ * segment behind it empties it), so a read-only reader sees no key. */
+Test(readonly, many_keys_dead_clear)
+{
+    const char *where = rc_name("deadclear");
+    shmkv_db *db = group_store(where, 4);
+    pid_t w = rc_fork();
+    if (w == 0) {
+        shmkv_options o = opts(SHMKV_BACKEND_MEMORY, 0, 0);
+        shmkv_db *d = NULL;
+        KID_OK(shmkv_open(where, &o, &d));
+        g_kill_point = "clear.mid";
+        shmkv__test_hook = kill_at_point;
+        shmkv_clear(d);
+        _exit(4);
+    }
+    int st = rc_wait(w);
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the clear was to die half-way");
+    pid_t r = rc_fork();
+    if (r == 0) {
+        alarm(30);
+        shmkv_options ro = opts(SHMKV_BACKEND_MEMORY, 0, SHMKV_RDONLY);
+        shmkv_db *d = NULL;
+        KID_OK(shmkv_open(where, &ro, &d));
+        shmkv_item it[GROUP];
+        char ks[GROUP][16], buf[GROUP * 256];
+        group_items(it, ks, NULL, 0);
+        int rc = shmkv_get_many(d, it, GROUP, buf, sizeof buf, NULL, NULL);
+        KID_CHECK(rc == 0, "get_many -> %d (%s)", rc, shmkv_strerror(rc));
+        for (int i = 0; i < GROUP; i++) {
+            KID_CHECK(it[i].rc == SHMKV_ENOTFOUND, "get_many(%s) found a cleared key", ks[i]);
+            KID_CHECK(shmkv_exists(d, ks[i], 3) == 0, "exists(%s) after the clear", ks[i]);
+        }
+        uint64_t c = 99;
+        rc = shmkv_count(d, NULL, 0, &c);
+        KID_CHECK(rc == 0 && c == 0, "count -> %d, %" PRIu64, rc, c);
+        KID_CHECK(shmkv_size(d) == 0, "size() = %" PRIu64, shmkv_size(d));
+        sscan sc = {{0}, 0, 0, 0};
+        rc = shmkv_scan(d, NULL, 0, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, stable_cb, &sc);
+        KID_CHECK(rc == 0 && sc.stable + sc.churn == 0, "scan -> %d, %d keys", rc,
+                  sc.stable + sc.churn);
+        int g = 0;
+        rc = shmkv_random_keys(d, NULL, 0, 5, 1, group_cb, &g);
+        KID_CHECK(rc == 0 && g == 0, "random_keys -> %d, %d keys", rc, g);
+        KID_OK(shmkv_close(d));
+        _exit(0);
+    }
+    rc_wait_ok(r, "the read-only reader");
+    cr_assert_eq(shmkv_size(db), 0, "the repaired store is not empty");
+    RC_OK(shmkv_close(db));
+}
+
 /* ---- the last writer closes under a reader, a dead holder unrepaired -------- */
 
 /* A reader that opened while writers were attached learns of a dead holder
