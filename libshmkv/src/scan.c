@@ -288,7 +288,7 @@ static int scan_tables(shmkv_db *db, const void *prefix, size_t plen, const void
         shmkv__seg_unlock(s);
     }
     free(snap.p);
-    if (!rc)
+    if (!rc && hs.h.n) /* qsort wants a non-NULL array even when empty */
         qsort(hs.h.a, hs.h.n, sizeof *hs.h.a, qcmp);
     for (size_t i = 0; i < hs.h.n && !rc; i++) {
         rec *r = hs.h.a[i];
