@@ -954,8 +954,10 @@ void shmkv__batch_recover(shmkv__map *m, shmkv__seg *s)
     if (shmkv__in_region(m, ioff - SHMKV__BLOCK_HDR, SHMKV__BLOCK_HDR + sizeof *in)) {
         blk = shmkv__block_of(m, ioff);
         in = SHMKV__P(m, ioff);
-        if (!(blk->flags & SHMKV__BF_USED) || !shmkv__in_region(m, ioff - SHMKV__BLOCK_HDR, blk->size) ||
-            sizeof *in + (uint64_t)in->n * sizeof in->ch[0] + SHMKV__BLOCK_HDR > blk->size ||
+        /* A large batch's intent is a big block, whose size field is 0. */
+        uint64_t bytes = shmkv__block_bytes(m, ioff);
+        if (!(blk->flags & SHMKV__BF_USED) || !shmkv__in_region(m, ioff - SHMKV__BLOCK_HDR, bytes) ||
+            sizeof *in + (uint64_t)in->n * sizeof in->ch[0] + SHMKV__BLOCK_HDR > bytes ||
             in->leader >= SHMKV__HDR(m)->nseg)
             in = NULL;
     }

@@ -526,7 +526,7 @@ SEQ_READER const shmkv__intent *shmkv__ro_intent(shmkv__map *m, shmkv__seg *s, u
         return NULL;
     const shmkv__block *b = shmkv__block_of(m, ioff);
     const shmkv__intent *in = SHMKV__P(m, ioff);
-    uint64_t bsz = b->size;
+    uint64_t bsz = shmkv__block_bytes(m, ioff); /* a big block's size field is 0 */
     uint32_t n = in->n;
     if (!(b->flags & SHMKV__BF_USED) || bsz > top - (ioff - SHMKV__BLOCK_HDR) ||
         sizeof *in + n * sizeof in->ch[0] + SHMKV__BLOCK_HDR > bsz || in->leader >= hd->nseg)

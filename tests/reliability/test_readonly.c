@@ -976,6 +976,79 @@ Test(readonly, many_keys_dead_clear)
     RC_OK(shmkv_close(db));
 }
 
+/* A batch so large that its intent record is a big block (one segment,
+ * more than 4 MiB of slot changes) is killed right after it committed:
+ * its repair must roll it forward, and a read-only reader must read it
+ * forward too. The intent's size is the big block's chunk, not the
+ * block header's size field (0 for a big block). */
+#define BIG_N 280000
+
+Test(readonly, big_batch_killed_after_commit, .timeout = 300)
+{
+    const char *where = rc_name("bigbatch");
+    shmkv_options o = opts(SHMKV_BACKEND_MEMORY, 0, 0);
+    o.segments = 1;
+    shmkv_db *db = NULL;
+    RC_OK(shmkv_open(where, &o, &db)); /* stays attached: the reader learns of the death from the lock */
+    shmkv_item *it = calloc(BIG_N, sizeof *it);
+    char (*ks)[12] = calloc(BIG_N, sizeof *ks);
+    cr_assert(it && ks);
+    for (int i = 0; i < BIG_N; i++) {
+        int kl = snprintf(ks[i], sizeof ks[i], "b%06d", i);
+        it[i] = (shmkv_item){.key = ks[i], .klen = (size_t)kl, .val = "old", .vlen = 3,
+                             .kind = SHMKV_KIND_STRING};
+    }
+    RC_OK(shmkv_set_many(db, it, BIG_N, NULL));
+    pid_t w = rc_fork();
+    if (w == 0) {
+        shmkv_db *d = NULL;
+        KID_OK(shmkv_open(where, &o, &d));
+        for (int i = 0; i < BIG_N; i++)
+            it[i].val = "new";
+        g_kill_point = "batch.committed";
+        shmkv__test_hook = kill_at_point;
+        shmkv_set_many(d, it, BIG_N, NULL);
+        _exit(4);
+    }
+    int st = rc_wait(w);
+    char b[80];
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the batch was to die committed: %s",
+              rel_status(st, b, sizeof b));
+    const int probe[] = {0, 1, 4711, BIG_N / 2, BIG_N - 1};
+    pid_t r = rc_fork();
+    if (r == 0) {
+        alarm(120);
+        shmkv_options ro = opts(SHMKV_BACKEND_MEMORY, 0, SHMKV_RDONLY);
+        shmkv_db *d = NULL;
+        KID_OK(shmkv_open(where, &ro, &d));
+        for (size_t i = 0; i < sizeof probe / sizeof probe[0]; i++) {
+            char got[8];
+            size_t gl = 0;
+            int rc = shmkv_get(d, ks[probe[i]], 7, got, sizeof got, &gl, NULL);
+            KID_CHECK(rc == 0 && gl == 3 && memcmp(got, "new", 3) == 0,
+                      "read-only get(%s) -> %d, %.*s: the committed batch is not read forward",
+                      ks[probe[i]], rc, (int)gl, got);
+        }
+        KID_OK(shmkv_close(d));
+        _exit(0);
+    }
+    rc_wait_ok(r, "the read-only reader");
+    /* the writer that stayed repairs the segment on its next lock */
+    RC_OK(shmkv_delete(db, "zz", 2, NULL));
+    for (size_t i = 0; i < sizeof probe / sizeof probe[0]; i++) {
+        char got[8];
+        size_t gl = 0;
+        RC_OK(shmkv_get(db, ks[probe[i]], 7, got, sizeof got, &gl, NULL));
+        cr_assert(gl == 3 && memcmp(got, "new", 3) == 0,
+                  "after the repair, %s is %.*s: the committed batch was dropped", ks[probe[i]],
+                  (int)gl, got);
+    }
+    cr_assert_eq(shmkv_size(db), BIG_N);
+    free(it);
+    free(ks);
+    RC_OK(shmkv_close(db));
+}
+
 /* ---- the last writer closes under a reader, a dead holder unrepaired -------- */
 
 /* A reader that opened while writers were attached learns of a dead holder
