@@ -407,6 +407,12 @@ typedef struct shmkv_item {
  * their segment locks, taken in increasing order. Either way no process's
  * batch or single-key write is seen half done: the result is the store at
  * one instant.
+ * A read-only handle that maps the store read-only (see SHMKV_RDONLY) has
+ * no lock to fall back on: it reads again until every involved segment held
+ * still for a whole attempt, or was left by a holder that died (read as the
+ * repair will leave it: a batch that committed counts as done), and returns
+ * SHMKV_ETIMEDOUT when a live writer keeps one of them busy for longer than
+ * the lock timeout. Same guarantee.
  */
 SHMKV_API int shmkv_get_many(shmkv_db *db, shmkv_item *items, size_t n,
                    void *buf, size_t cap, size_t *need, size_t *bad);
@@ -475,6 +481,13 @@ SHMKV_API int shmkv_delete_prefix(shmkv_db *db, const void *prefix, size_t plen,
  * when values are asked for); without, every page reads every key (one
  * segment lock at a time) and keeps the limit smallest after `after`:
  * O(n + matches log page). Each visited pair was current at one moment.
+ * A read-only handle on a read-only mapping cannot use the index (it takes
+ * the index lock): it reads the tables like an untracked store, copying
+ * each segment's matches out without its lock, as of one moment (checked by
+ * the segment's seq, as shmkv_get does), so the same guarantees hold at the
+ * untracked cost, plus one segment's matches in memory at a time; it may
+ * also return SHMKV_ETIMEDOUT (a live writer held a segment for longer than
+ * the lock timeout).
  */
 SHMKV_API int shmkv_scan(shmkv_db *db, const void *prefix, size_t plen,
                const void *after, size_t alen, uint64_t limit, unsigned flags,
@@ -485,7 +498,9 @@ SHMKV_API int shmkv_scan(shmkv_db *db, const void *prefix, size_t plen,
  * @return 0; SHMKV_EINVAL.
  * Cost: with key tracking O(log n) under the index lock (two ranks);
  * without, O(n), one segment lock at a time (so concurrent writes may or
- * may not be counted).
+ * may not be counted). A read-only mapping counts the tables without locks,
+ * each segment as of one moment: O(n) (O(segments) for plen 0), and may
+ * return SHMKV_ETIMEDOUT like shmkv_scan().
  */
 SHMKV_API int shmkv_count(shmkv_db *db, const void *prefix, size_t plen, uint64_t *count);
 
@@ -499,6 +514,9 @@ SHMKV_API int shmkv_count(shmkv_db *db, const void *prefix, size_t plen, uint64_
  * Cost: with key tracking O(count log n) under the index lock; without,
  * with replacement count times the cost of shmkv_random_key(), without
  * replacement one pass over every key. The callback runs with no lock held.
+ * A read-only mapping cannot use the index: it costs what an untracked
+ * store does (each segment copied out without its lock, as of one moment;
+ * uniform all the same), and may return SHMKV_ETIMEDOUT like shmkv_scan().
  */
 SHMKV_API int shmkv_random_keys(shmkv_db *db, const void *prefix, size_t plen, uint64_t count,
                       int unique, shmkv_list_fn fn, void *ctx);

@@ -276,15 +276,13 @@ static void lookup(shmkv__map *m, shmkv__table *t, bitem *x)
 
 /* ---- get_many ----------------------------------------------------------------------- */
 
-/* Every public call of this file starts here: a usable handle, this
- * call's lock wait, and (until they read without locks) no read-only map,
- * whose lock words cannot be written. */
+/* Every public call of this file starts here: a usable handle and this
+ * call's lock wait. (A read-only map is also a read-only handle, so the
+ * writes below refuse it before they lock anything.) */
 static int check_db(shmkv_db *db)
 {
     if (!shmkv__db_usable(db))
         return SHMKV_EINVAL;
-    if (db->m->rdonly)
-        return SHMKV_EREADONLY;
     shmkv__call_begin(db);
     return 0;
 }
@@ -348,14 +346,18 @@ SEQ_READER static bool racy_equal(const unsigned char *a, const unsigned char *b
 }
 
 /* One attempt; false when a segment was busy or changed (or what was read
- * did not hold together), true with every item filled in and *used set. */
+ * did not hold together), true with every item filled in and *used set.
+ * dead (read-only maps; NULL otherwise) gives per segment the odd seq of a
+ * holder known dead, which is accepted as if even: that segment stays as
+ * its holder left it, with a committed batch's intent read over it. */
 SEQ_READER static bool get_many_unlocked(batch *b, shmkv_item *items, unsigned char *buf,
-                                         size_t cap, uint32_t *seqs, size_t *used)
+                                         size_t cap, uint32_t *seqs, const uint32_t *dead,
+                                         size_t *used)
 {
     shmkv__map *m = b->m;
     for (size_t j = 0; j < b->nsegs; j++) {
         seqs[j] = atomic_load_explicit(&shmkv__seg_at(m, b->segs[j])->seq, memory_order_acquire);
-        if (seqs[j] & 1)
+        if ((seqs[j] & 1) && !(dead && dead[j] == seqs[j]))
             return false;
     }
     const shmkv__hdr *hd = SHMKV__HDR(m);
@@ -365,7 +367,11 @@ SEQ_READER static bool get_many_unlocked(batch *b, shmkv_item *items, unsigned c
     for (size_t j = 0; j < b->nsegs; j++) {
         shmkv__seg *s = shmkv__seg_at(m, b->segs[j]);
         uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed), tcap = 0;
+        if ((seqs[j] & 1) && shmkv__ro_cleared(m, s))
+            toff = 0;
         shmkv__table *t = NULL;
+        const shmkv__intent *in = NULL;
+        uint32_t nin = 0;
         if (toff) {
             if (toff < lo || toff >= top || top - toff < sizeof(shmkv__table))
                 return false;
@@ -373,6 +379,8 @@ SEQ_READER static bool get_many_unlocked(batch *b, shmkv_item *items, unsigned c
             tcap = t->cap;
             if (!tcap || (tcap & (tcap - 1)) || tcap > (top - toff - sizeof *t) / 8)
                 return false;
+            if (seqs[j] & 1)
+                in = shmkv__ro_intent(m, s, tcap, &nin);
         }
         for (size_t i = b->first[j]; i < b->first[j + 1]; i++) {
             bitem *x = &b->it[i];
@@ -387,6 +395,7 @@ SEQ_READER static bool get_many_unlocked(batch *b, shmkv_item *items, unsigned c
             uint16_t tag = (uint16_t)(x->h >> 48);
             for (uint64_t probe = 0; probe <= mask; probe++, k = (k + 1) & mask) {
                 uint64_t w = atomic_load_explicit(&t->slot[k], memory_order_relaxed);
+                w = shmkv__ro_slot(in, nin, k, w);
                 if (w == SHMKV__SLOT_EMPTY)
                     break;
                 if (w == SHMKV__SLOT_TOMB || SHMKV__SLOT_TAG(w) != tag)
@@ -441,15 +450,39 @@ int shmkv_get_many(shmkv_db *db, shmkv_item *items, size_t n, void *buf, size_t 
         return 0;
     batch b = {.db = db, .m = db->m};
     size_t used = 0;
-    uint32_t *seqs = NULL;
+    uint32_t *seqs = NULL, *dead = NULL;
     if ((rc = batch_plan(&b, items, n, false)) != 0)
         goto out;
     if ((seqs = malloc(b.nsegs * sizeof *seqs)) == NULL) {
         rc = -ENOMEM;
         goto out;
     }
+    if (b.m->rdonly) {
+        /* No lock to fall back on: read again until every involved segment
+         * held still (or was left by a dead holder) for a whole attempt,
+         * waiting for live holders as long as the call's lock timeout. */
+        uint64_t start = shmkv__mono_ns();
+        if ((dead = malloc(b.nsegs * sizeof *dead)) == NULL) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        for (int attempt = 0;; attempt++) {
+            for (size_t j = 0; j < b.nsegs; j++)
+                dead[j] = shmkv__dead_seq(b.m, shmkv__seg_at(b.m, b.segs[j]));
+            if (get_many_unlocked(&b, items, buf, cap, seqs, dead, &used))
+                break;
+            if (!shmkv__ro_backoff(attempt, start)) {
+                rc = SHMKV_ETIMEDOUT;
+                goto out;
+            }
+        }
+        rc = used > cap ? SHMKV_EBUFSIZE : 0;
+        if (need)
+            *need = used;
+        goto out;
+    }
     for (int attempt = 0; attempt < 4; attempt++) {
-        if (get_many_unlocked(&b, items, buf, cap, seqs, &used)) {
+        if (get_many_unlocked(&b, items, buf, cap, seqs, NULL, &used)) {
             rc = used > cap ? SHMKV_EBUFSIZE : 0;
             if (need)
                 *need = used;
@@ -490,6 +523,7 @@ int shmkv_get_many(shmkv_db *db, shmkv_item *items, size_t n, void *buf, size_t 
     rc = used > cap ? SHMKV_EBUFSIZE : 0;
 out:
     free(seqs);
+    free(dead);
     batch_free(&b);
     return rc;
 }
@@ -920,8 +954,10 @@ void shmkv__batch_recover(shmkv__map *m, shmkv__seg *s)
     if (shmkv__in_region(m, ioff - SHMKV__BLOCK_HDR, SHMKV__BLOCK_HDR + sizeof *in)) {
         blk = shmkv__block_of(m, ioff);
         in = SHMKV__P(m, ioff);
-        if (!(blk->flags & SHMKV__BF_USED) || !shmkv__in_region(m, ioff - SHMKV__BLOCK_HDR, blk->size) ||
-            sizeof *in + (uint64_t)in->n * sizeof in->ch[0] + SHMKV__BLOCK_HDR > blk->size ||
+        /* A large batch's intent is a big block, whose size field is 0. */
+        uint64_t bytes = shmkv__block_bytes(m, ioff);
+        if (!(blk->flags & SHMKV__BF_USED) || !shmkv__in_region(m, ioff - SHMKV__BLOCK_HDR, bytes) ||
+            sizeof *in + (uint64_t)in->n * sizeof in->ch[0] + SHMKV__BLOCK_HDR > bytes ||
             in->leader >= SHMKV__HDR(m)->nseg)
             in = NULL;
     }

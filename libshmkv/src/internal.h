@@ -499,11 +499,36 @@ int shmkv__seg_visit(shmkv__map *m, shmkv__seg *s,
 /* Without the lock (read-only mappings): append the live entries starting
  * with prefix to out as records [u32 klen][u32 vlen][u32 kind][key][value]
  * (vlen 0 and no value when keys_only), all as of one moment; with out
- * NULL only count them (all of them). *count: entries appended/counted.
+ * NULL only count them. *count: entries appended/counted.
  * Returns 0, -ENOMEM, or SHMKV_ELOCK when a live holder kept the segment
  * for too long. */
 int shmkv__seg_snapshot(shmkv__map *m, shmkv__seg *s, const void *prefix, size_t plen,
                         bool keys_only, shmkv__buf *out, uint64_t *count);
+/* Read-only reads (table.c): the odd seq of a segment whose holder is
+ * known dead (0: none); a wait between attempts, false once the call's
+ * lock timeout is over (from start, CLOCK_MONOTONIC ns); the intent of a
+ * committed batch a dead holder left half applied (NULL: none), whose
+ * slot words a reader accepting that holder's seq must read instead. */
+uint32_t shmkv__dead_seq(shmkv__map *m, shmkv__seg *s);
+bool shmkv__ro_backoff(int attempt, uint64_t start);
+uint64_t shmkv__mono_ns(void);
+const shmkv__intent *shmkv__ro_intent(shmkv__map *m, shmkv__seg *s, uint64_t tcap, uint32_t *n);
+/* Likewise a segment whose dead holder was a clear() that had published
+ * its generation but not reached this segment: its repair empties it, so
+ * a reader reads it as empty. */
+static inline bool shmkv__ro_cleared(shmkv__map *m, shmkv__seg *s)
+{
+    return __atomic_load_n(&s->gen, __ATOMIC_RELAXED) !=
+           atomic_load_explicit(&SHMKV__HDR(m)->clear_gen, memory_order_acquire);
+}
+static inline uint64_t shmkv__ro_slot(const shmkv__intent *in, uint32_t n, uint64_t i, uint64_t w)
+{
+    /* the repair makes the stores in order: the last one for a slot wins */
+    for (uint32_t c = in ? n : 0; c--;)
+        if (in->ch[c].slot == i)
+            return in->ch[c].word;
+    return w;
+}
 /* Look a key up and call fn on its entry under the segment lock; returns
  * SHMKV_ENOTFOUND or fn's return. */
 int shmkv__get_locked_copy(shmkv_db *db, const void *key, size_t klen,

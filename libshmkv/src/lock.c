@@ -329,13 +329,27 @@ void shmkv__grow_unlock(shmkv__map *m)
 /* For the last process to close a disk store: true when no segment or
  * index lock is held by a dead owner that nobody has repaired since. Such a
  * store must stay marked unclean, because its next (lone) opener resets
- * every lock, and repairs only a store that is not clean. */
+ * every lock, and repairs only a store that is not clean.
+ * The caller is the last writer, so no live process holds a lock: a
+ * segment whose seq is odd, or a lock word that is not zero, was left by a
+ * dead owner. Both are only read: taking a dead lock to find out (and
+ * marking it consistent) would erase the kernel's owner-died mark, by
+ * which read-only readers still attached tell a dead holder from a slow one
+ * (table.c, dead_seq): they would wait out their lock timeout. */
 bool shmkv__locks_settled(shmkv__map *m)
 {
     bool settled = true;
+    for (uint32_t i = 0; i < SHMKV__HDR(m)->nseg; i++)
+        if (atomic_load(&shmkv__seg_at(m, i)->seq) & 1)
+            return false;
     for (uint32_t i = 0; i <= SHMKV__HDR(m)->nseg; i++) {
         pthread_mutex_t *mu = i < SHMKV__HDR(m)->nseg ? &shmkv__seg_at(m, i)->lock
                                                       : &shmkv__idx_of(m)->lock;
+#ifdef __GLIBC__
+        /* glibc keeps the futex word first (see dead_seq in table.c) */
+        if (__atomic_load_n(&mu->__data.__lock, __ATOMIC_ACQUIRE) != 0)
+            settled = false;
+#else
         int rc = pthread_mutex_trylock(mu);
         if (rc == EOWNERDEAD)
             pthread_mutex_consistent(mu); /* left to the open-time repair */
@@ -343,6 +357,7 @@ bool shmkv__locks_settled(shmkv__map *m)
             pthread_mutex_unlock(mu);
         if (rc != 0)
             settled = false;
+#endif
     }
     return settled;
 }

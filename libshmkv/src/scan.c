@@ -212,22 +212,20 @@ static void sift_up(rec **a, size_t i)
     }
 }
 
-static int heap_entry(void *ctx, uint64_t off)
+static int heap_add(heap_scan *hs, const unsigned char *k, size_t klen, const unsigned char *v,
+                    size_t vlen, unsigned kind)
 {
-    heap_scan *hs = ctx;
-    const shmkv__entry *e = SHMKV__P(hs->m, off);
-    if (!has_prefix(e->data, e->klen, hs->prefix, hs->plen))
+    if (!has_prefix(k, klen, hs->prefix, hs->plen))
         return 0;
-    if (hs->alen && shmkv__keycmp(e->data, e->klen, hs->after, hs->alen) <= 0)
+    if (hs->alen && shmkv__keycmp(k, klen, hs->after, hs->alen) <= 0)
         return 0;
     bool full = hs->limit && hs->h.n == hs->limit;
     if (full) {
         const rec *top = hs->h.a[0];
-        if (shmkv__keycmp(e->data, e->klen, top->data, top->klen) >= 0)
+        if (shmkv__keycmp(k, klen, top->data, top->klen) >= 0)
             return 0;
     }
-    rec *r = rec_new(e->data, e->klen, e->data + e->klen, hs->values ? e->vlen : 0,
-                     shmkv__block_of(hs->m, off)->kind);
+    rec *r = rec_new(k, klen, v, hs->values ? vlen : 0, kind);
     if (!r)
         return -ENOMEM;
     if (full) {
@@ -242,6 +240,24 @@ static int heap_entry(void *ctx, uint64_t off)
     return rc;
 }
 
+static int heap_entry(void *ctx, uint64_t off)
+{
+    heap_scan *hs = ctx;
+    const shmkv__entry *e = SHMKV__P(hs->m, off);
+    return heap_add(hs, e->data, e->klen, e->data + e->klen, e->vlen,
+                    shmkv__block_of(hs->m, off)->kind);
+}
+
+/* The records of shmkv__seg_snapshot, one after another. */
+static size_t snap_rec(const unsigned char *p, uint32_t h[3], const unsigned char **k,
+                       const unsigned char **v)
+{
+    memcpy(h, p, 3 * sizeof h[0]);
+    *k = p + 3 * sizeof h[0];
+    *v = *k + h[0];
+    return 3 * sizeof h[0] + (size_t)h[0] + h[1];
+}
+
 static int scan_tables(shmkv_db *db, const void *prefix, size_t plen, const void *after,
                        size_t alen, uint64_t limit, unsigned flags, shmkv_list_fn fn, void *ctx)
 {
@@ -249,14 +265,30 @@ static int scan_tables(shmkv_db *db, const void *prefix, size_t plen, const void
     heap_scan hs = {.m = m, .prefix = prefix, .plen = plen, .after = after, .alen = alen,
                     .limit = limit, .values = !(flags & SHMKV_LIST_KEYS_ONLY)};
     int rc = 0;
+    shmkv__buf snap = {0};
     for (uint32_t i = 0; i < SHMKV__HDR(m)->nseg && !rc; i++) {
         shmkv__seg *s = shmkv__seg_at(m, i);
+        if (m->rdonly) {
+            /* No lock to take: a copy of the segment's matches as of one
+             * moment (validated by its seq), then the same selection. */
+            uint64_t n = 0;
+            snap.len = 0;
+            rc = shmkv__seg_snapshot(m, s, prefix, plen, !hs.values, &snap, &n);
+            for (size_t at = 0; !rc && n--;) {
+                uint32_t h[3];
+                const unsigned char *k, *v;
+                at += snap_rec(snap.p + at, h, &k, &v);
+                rc = heap_add(&hs, k, h[0], v, h[1], h[2]);
+            }
+            continue;
+        }
         if ((rc = shmkv__seg_lock(m, s)) != 0)
             break;
         rc = shmkv__seg_visit(m, s, heap_entry, &hs);
         shmkv__seg_unlock(s);
     }
-    if (!rc)
+    free(snap.p);
+    if (!rc && hs.h.n) /* qsort wants a non-NULL array even when empty */
         qsort(hs.h.a, hs.h.n, sizeof *hs.h.a, qcmp);
     for (size_t i = 0; i < hs.h.n && !rc; i++) {
         rec *r = hs.h.a[i];
@@ -275,10 +307,9 @@ int shmkv_scan(shmkv_db *db, const void *prefix, size_t plen, const void *after,
         return SHMKV_EINVAL;
     if (alen > SHMKV_KEY_MAX)
         return SHMKV_EKEYSIZE;
-    if (db->m->rdonly)
-        return SHMKV_EREADONLY; /* needs a read path without locks */
     shmkv__call_begin(db);
-    if (tracked(db->m))
+    /* A read-only map cannot lock the index: it scans the tables. */
+    if (tracked(db->m) && !db->m->rdonly)
         return scan_index(db, prefix, plen, after, alen, limit, flags, fn, ctx);
     return scan_tables(db, prefix, plen, after, alen, limit, flags, fn, ctx);
 }
@@ -442,18 +473,33 @@ static int gather_entry(void *ctx, uint64_t off)
 }
 
 /* Without the index and without replacement: every match, then a partial
- * shuffle picks count of them. */
+ * shuffle picks count of them. A read-only map copies each segment's
+ * matches out as of one moment instead of locking it. */
 static int sample_tables(shmkv__map *m, const void *prefix, size_t plen, uint64_t count, recs *out)
 {
     gather g = {.m = m, .prefix = prefix, .plen = plen, .out = out};
     int rc = 0;
+    shmkv__buf snap = {0};
     for (uint32_t i = 0; i < SHMKV__HDR(m)->nseg && !rc; i++) {
         shmkv__seg *s = shmkv__seg_at(m, i);
+        if (m->rdonly) {
+            uint64_t n = 0;
+            snap.len = 0;
+            rc = shmkv__seg_snapshot(m, s, prefix, plen, true, &snap, &n);
+            for (size_t at = 0; !rc && n--;) {
+                uint32_t h[3];
+                const unsigned char *k, *v;
+                at += snap_rec(snap.p + at, h, &k, &v);
+                rc = recs_push(out, rec_new(k, h[0], NULL, 0, 0));
+            }
+            continue;
+        }
         if ((rc = shmkv__seg_lock(m, s)) != 0)
             break;
         rc = shmkv__seg_visit(m, s, gather_entry, &g);
         shmkv__seg_unlock(s);
     }
+    free(snap.p);
     if (rc || count >= out->n)
         return rc;
     for (uint64_t i = 0; i < count; i++) {
@@ -476,12 +522,13 @@ int shmkv_random_keys(shmkv_db *db, const void *prefix, size_t plen, uint64_t co
     if (count == 0)
         return 0;
     shmkv__map *m = db->m;
-    if (m->rdonly)
-        return SHMKV_EREADONLY; /* needs a read path without locks */
     shmkv__call_begin(db);
     recs out = {0};
     int rc;
-    if (tracked(m)) {
+    /* A read-only map cannot lock the index: it samples from the tables
+     * (copied out without locks) or, with replacement, draws each key as
+     * random_key does. */
+    if (tracked(m) && !m->rdonly) {
         rc = sample_index(m, prefix, plen, count, unique, &out);
     } else if (unique) {
         rc = sample_tables(m, prefix, plen, count, &out);

@@ -507,6 +507,38 @@ SEQ_READER static void racy_copy(unsigned char *dst, const unsigned char *src, s
 #endif
 }
 
+/* A segment whose holder died holding it may hold a batch that committed
+ * but was only partly applied: its repair would roll the batch forward (see
+ * shmkv__batch_recover), so a reader that accepts the dead holder's seq must
+ * read the slots as they will be, not as they are. This returns the intent
+ * to overlay (the same verdict the repair reaches: the leader's word says
+ * that generation committed), or NULL. Read without the lock like the rest,
+ * so it only counts once the caller's seq check passed. */
+SEQ_READER const shmkv__intent *shmkv__ro_intent(shmkv__map *m, shmkv__seg *s, uint64_t tcap,
+                                                 uint32_t *nch)
+{
+    uint64_t ioff = atomic_load_explicit(&s->intent, memory_order_acquire);
+    if (!ioff)
+        return NULL;
+    const shmkv__hdr *hd = SHMKV__HDR(m);
+    uint64_t top = atomic_load_explicit(&hd->top, memory_order_acquire);
+    if (ioff < hd->data_off + SHMKV__BLOCK_HDR || ioff >= top || top - ioff < sizeof(shmkv__intent))
+        return NULL;
+    const shmkv__block *b = shmkv__block_of(m, ioff);
+    const shmkv__intent *in = SHMKV__P(m, ioff);
+    uint64_t bsz = shmkv__block_bytes(m, ioff); /* a big block's size field is 0 */
+    uint32_t n = in->n;
+    if (!(b->flags & SHMKV__BF_USED) || bsz > top - (ioff - SHMKV__BLOCK_HDR) ||
+        sizeof *in + n * sizeof in->ch[0] + SHMKV__BLOCK_HDR > bsz || in->leader >= hd->nseg)
+        return NULL;
+    uint64_t w = atomic_load_explicit(&shmkv__seg_at(m, in->leader)->batch, memory_order_acquire);
+    if (w != ((in->gen << 2) | SHMKV__B_COMMITTED))
+        return NULL;
+    (void)tcap; /* a change past the table never matches a slot, as the repair skips it */
+    *nch = n;
+    return in;
+}
+
 /* One attempt: 0 (found; the value copied out when buf is given and fits),
  * SHMKV_EBUFSIZE, SHMKV_ENOTFOUND, or OPT_RETRY. */
 SEQ_READER static int read_unlocked(shmkv__map *m, shmkv__seg *s, uint32_t dead, uint64_t h,
@@ -520,6 +552,8 @@ SEQ_READER static int read_unlocked(shmkv__map *m, shmkv__seg *s, uint32_t dead,
     uint64_t top = atomic_load_explicit(&hd->top, memory_order_acquire);
     uint64_t lo = hd->data_off + SHMKV__BLOCK_HDR;
     uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed);
+    if ((seq & 1) && shmkv__ro_cleared(m, s))
+        toff = 0;
     int rc = SHMKV_ENOTFOUND;
     size_t n = 0;
     unsigned k = 0;
@@ -532,8 +566,11 @@ SEQ_READER static int read_unlocked(shmkv__map *m, shmkv__seg *s, uint32_t dead,
             return OPT_RETRY;
         uint64_t mask = tcap - 1, i = h & mask;
         uint16_t tag = (uint16_t)(h >> 48);
+        uint32_t nin = 0;
+        const shmkv__intent *in = (seq & 1) ? shmkv__ro_intent(m, s, tcap, &nin) : NULL;
         for (uint64_t probe = 0; probe <= mask; probe++, i = (i + 1) & mask) {
             uint64_t w = atomic_load_explicit(&((shmkv__table *)t)->slot[i], memory_order_relaxed);
+            w = shmkv__ro_slot(in, nin, i, w);
             if (w == SHMKV__SLOT_EMPTY)
                 break;
             if (w == SHMKV__SLOT_TOMB || SHMKV__SLOT_TAG(w) != tag)
@@ -643,6 +680,21 @@ static bool ro_backoff(int attempt, uint64_t start)
     return true;
 }
 
+uint64_t shmkv__mono_ns(void)
+{
+    return mono_ns();
+}
+
+uint32_t shmkv__dead_seq(shmkv__map *m, shmkv__seg *s)
+{
+    return dead_seq(m, s);
+}
+
+bool shmkv__ro_backoff(int attempt, uint64_t start)
+{
+    return ro_backoff(attempt, start);
+}
+
 static int read_ro(shmkv_db *db, const void *key, size_t klen, bool copy, void *buf, size_t cap,
                    size_t *vlen, shmkv_kind *kind)
 {
@@ -672,10 +724,12 @@ SEQ_READER static int snap_try(shmkv__map *m, shmkv__seg *s, uint32_t dead, cons
     uint64_t top = atomic_load_explicit(&hd->top, memory_order_acquire);
     uint64_t lo = hd->data_off + SHMKV__BLOCK_HDR;
     uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed);
+    if ((seq & 1) && shmkv__ro_cleared(m, s))
+        toff = 0;
     size_t mark = out ? out->len : 0;
     uint64_t n = 0;
     int rc = 0;
-    if (!out && !(seq & 1)) {
+    if (!out && !plen && !(seq & 1)) {
         /* counted under an even seq, the count is exact */
         n = atomic_load_explicit(&s->count, memory_order_relaxed);
         toff = 0;
@@ -687,11 +741,14 @@ SEQ_READER static int snap_try(shmkv__map *m, shmkv__seg *s, uint32_t dead, cons
         uint64_t tcap = t->cap;
         if (!tcap || (tcap & (tcap - 1)) || tcap > (top - toff - sizeof *t) / sizeof t->slot[0])
             return OPT_RETRY;
+        uint32_t nin = 0;
+        const shmkv__intent *in = (seq & 1) ? shmkv__ro_intent(m, s, tcap, &nin) : NULL;
         for (uint64_t i = 0; i < tcap && !rc; i++) {
             uint64_t w = atomic_load_explicit(&((shmkv__table *)t)->slot[i], memory_order_relaxed);
+            w = shmkv__ro_slot(in, nin, i, w);
             if (!SHMKV__SLOT_LIVE(w))
                 continue;
-            if (!out) {
+            if (!out && !plen) {
                 n++;
                 continue;
             }
@@ -708,6 +765,10 @@ SEQ_READER static int snap_try(shmkv__map *m, shmkv__seg *s, uint32_t dead, cons
             }
             if (ek < plen || (plen && !racy_equal(e->data, prefix, plen)))
                 continue;
+            if (!out) {
+                n++;
+                continue;
+            }
             uint32_t hdr[3] = {(uint32_t)ek, keys_only ? 0 : (uint32_t)ev,
                                shmkv__block_of(m, off)->kind};
             size_t need = sizeof hdr + (size_t)ek + hdr[1];

@@ -13,6 +13,10 @@
  * History: size() used to read the counts without locks and was off by one
  * here (fixed in 90d4847 by taking each segment lock). random_key() without
  * key tracking still draws by those unlocked counts.
+ *
+ * Also (issue 12): when nobody locks the dead writer's segment before the
+ * last process closes a disk store, that close must leave the store for the
+ * next lone opener to repair: the count and the allocator come out right.
  */
 #include "relcr.h"
 
@@ -138,4 +142,126 @@ Test(crash_counts, delete_killed_after_publish_untracked)
 Test(crash_counts, delete_killed_after_publish_tracked)
 {
     delete_killed(SHMKV_TRACK_ON);
+}
+
+/* ---- a dead writer's segment, untouched until the last close (issue 12) ---- */
+
+static void op_update_a(shmkv_db *db)
+{
+    shmkv_set(db, "a", 1, "new value", 9, SHMKV_KIND_STRING);
+}
+
+/* shmkv-dump --check (meson passes the tool as SHMKV_DUMP) must find the
+ * store sound: no leaked block, every count right. */
+static void dump_check(const char *path)
+{
+    const char *dump = getenv("SHMKV_DUMP");
+    cr_assert(dump && access(dump, X_OK) == 0, "SHMKV_DUMP must name shmkv-dump (meson sets it)");
+    const char *out = rc_str("%s/dump.out", rc.sc.dir);
+    pid_t p = rc_fork();
+    if (p == 0) {
+        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+            _exit(120);
+        execl(dump, "shmkv-dump", "--check", path, (char *)NULL);
+        _exit(121);
+    }
+    int st = rc_wait(p);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        char b[80], text[4096] = "";
+        int fd = open(out, O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd >= 0 ? read(fd, text, sizeof text - 1) : 0;
+        if (fd >= 0)
+            close(fd);
+        text[n > 0 ? n : 0] = 0;
+        cr_assert_fail("shmkv-dump --check %s: %s\n%s", path, rel_status(st, b, sizeof b), text);
+    }
+}
+
+/* A writer is killed at point inside op on a disk store; the process that
+ * stays never locks that segment again and closes last (while a read-only
+ * process stays attached, when with_reader). Reopened alone, the store
+ * must hold `keys` keys, say so in size(), and pass shmkv-dump --check. */
+static void closed_untouched(const char *point, void (*op)(shmkv_db *db), int track,
+                             bool with_reader, uint64_t keys)
+{
+    const char *path = rc_path("untouched");
+    shmkv_db *db = rc_open(path, SHMKV_BACKEND_DISK, track);
+    RC_OK(shmkv_set(db, "a", 1, "1", 1, SHMKV_KIND_STRING));
+    RC_OK(shmkv_set(db, "b", 1, "2", 1, SHMKV_KIND_STRING));
+    child_killed_at(path, SHMKV_BACKEND_DISK, point, op);
+    int go[2], ready[2];
+    cr_assert(pipe(go) == 0 && pipe(ready) == 0);
+    pid_t reader = 0;
+    if (with_reader) {
+        reader = rc_fork();
+        if (reader == 0) {
+            close(go[1]);
+            close(ready[0]);
+            shmkv_options ro;
+            memset(&ro, 0, sizeof ro);
+            ro.backend = SHMKV_BACKEND_DISK;
+            ro.flags = SHMKV_RDONLY;
+            shmkv_db *r = NULL;
+            KID_OK(shmkv_open(path, &ro, &r));
+            char c = 'r';
+            KID_CHECK(write(ready[1], &c, 1) == 1, "pipe");
+            KID_CHECK(read(go[0], &c, 1) == 1, "pipe"); /* the writer closed */
+            KID_OK(shmkv_close(r));
+            _exit(0);
+        }
+        char c;
+        cr_assert(read(ready[0], &c, 1) == 1, "the reader did not open");
+    }
+    RC_OK(shmkv_close(db)); /* the last writer; nothing locked since the kill */
+    if (with_reader) {
+        cr_assert(write(go[1], "g", 1) == 1);
+        rc_wait_ok(reader, "the read-only process");
+    }
+    close(go[0]);
+    close(go[1]);
+    close(ready[0]);
+    close(ready[1]);
+
+    db = rc_open(path, SHMKV_BACKEND_DISK, track);
+    uint64_t listed = 0;
+    RC_OK(shmkv_list(db, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, count_cb, &listed));
+    uint64_t size = shmkv_size(db);
+    shmkv_info info;
+    RC_OK(shmkv_stat(db, &info));
+    RC_OK(shmkv_close(db));
+    cr_assert_eq(listed, keys, "killed at %s: %" PRIu64 " keys listed, %" PRIu64 " expected",
+                 point, listed, keys);
+    cr_assert_eq(size, listed,
+                 "killed at %s, closed without touching the segment, reopened: size() = %" PRIu64
+                 " but %" PRIu64 " keys are listed (track_keys %d, reader %d)",
+                 point, size, listed, track == SHMKV_TRACK_ON, with_reader);
+    cr_assert_eq(info.keys, listed, "stat keys %" PRIu64, info.keys);
+    dump_check(path);
+}
+
+Test(crash_counts, insert_killed_then_last_close)
+{
+    closed_untouched("set.after_publish", op_insert_only, SHMKV_TRACK_OFF, false, 3);
+    closed_untouched("set.after_publish", op_insert_only, SHMKV_TRACK_ON, false, 3);
+}
+
+Test(crash_counts, delete_killed_then_last_close)
+{
+    closed_untouched("delete.after_publish", op_delete_a, SHMKV_TRACK_OFF, false, 1);
+    closed_untouched("delete.after_publish", op_delete_a, SHMKV_TRACK_ON, false, 1);
+}
+
+Test(crash_counts, update_killed_then_last_close)
+{
+    /* the new entry was written, not published: a leaked block */
+    closed_untouched("set.before_publish", op_update_a, SHMKV_TRACK_OFF, false, 2);
+    /* published, the old entry not yet freed: a leaked block */
+    closed_untouched("set.after_publish", op_update_a, SHMKV_TRACK_ON, false, 2);
+}
+
+Test(crash_counts, killed_then_last_writer_closes_under_a_reader)
+{
+    closed_untouched("set.after_publish", op_insert_only, SHMKV_TRACK_OFF, true, 3);
+    closed_untouched("delete.after_publish", op_delete_a, SHMKV_TRACK_ON, true, 1);
 }

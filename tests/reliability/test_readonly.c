@@ -57,6 +57,130 @@ static int list_prefix_count(void *ctx, const void *k, size_t kl, const void *v,
     return 0;
 }
 
+/* ---- batches, scan, count and sampling without locks (issue 12) ---------- */
+
+/* Collects what scan and random_keys hand out. */
+typedef struct seen {
+    char keys[1200][16];
+    char vals[1200][8];
+    int n;
+    bool valued;
+} seen;
+
+static int seen_cb(void *ctx, const void *k, size_t kl, const void *v, size_t vl, shmkv_kind kind)
+{
+    (void)kind;
+    seen *s = ctx;
+    if (s->n >= 1200 || kl >= 16 || (v && vl >= 8))
+        return 7;
+    memcpy(s->keys[s->n], k, kl);
+    s->keys[s->n][kl] = 0;
+    s->vals[s->n][0] = 0;
+    if (v) {
+        memcpy(s->vals[s->n], v, vl);
+        s->vals[s->n][vl] = 0;
+    }
+    s->valued |= v != NULL;
+    s->n++;
+    return 0;
+}
+
+/* The read-only calls of many keys on the store kid_reader reads: keys
+ * k000..k299, values v000..v299. */
+static void ro_many_checks(shmkv_db *db)
+{
+    /* get_many: every 7th key, a missing one, a repeated one */
+    shmkv_item it[48];
+    char ks[48][16];
+    size_t n = 0;
+    for (int i = 0; i < NKEYS; i += 7, n++) {
+        snprintf(ks[n], sizeof ks[n], "k%03d", i);
+        it[n] = (shmkv_item){.key = ks[n], .klen = 4};
+    }
+    it[n++] = (shmkv_item){.key = "nope", .klen = 4};
+    it[n++] = (shmkv_item){.key = "k005", .klen = 4};
+    char buf[256];
+    size_t need = 0;
+    int rc = shmkv_get_many(db, it, n, buf, sizeof buf, &need, NULL);
+    KID_CHECK(rc == 0 && need == 4 * (n - 1), "get_many -> %d (%s), need %zu", rc,
+              shmkv_strerror(rc), need);
+    for (size_t i = 0; i < n; i++) {
+        const char *k = it[i].key;
+        if (strcmp(k, "nope") == 0) {
+            KID_CHECK(it[i].rc == SHMKV_ENOTFOUND, "get_many(nope).rc = %d", it[i].rc);
+            continue;
+        }
+        KID_CHECK(it[i].rc == 0 && it[i].vlen == 4 && it[i].val && ((const char *)it[i].val)[0] == 'v' &&
+                      memcmp((const char *)it[i].val + 1, k + 1, 3) == 0,
+                  "get_many(%s): rc %d, %zu bytes", k, it[i].rc, it[i].vlen);
+    }
+    rc = shmkv_get_many(db, it, n, buf, 8, &need, NULL);
+    KID_CHECK(rc == SHMKV_EBUFSIZE && need == 4 * (n - 1), "get_many, small buffer -> %d", rc);
+
+    /* scan: pages of 37 after a cursor, values too: every key once, in order */
+    static seen sn;
+    memset(&sn, 0, sizeof sn);
+    char after[16] = "";
+    for (int page = 0; page < 20; page++) {
+        int before = sn.n;
+        rc = shmkv_scan(db, NULL, 0, after, strlen(after), 37, 0, seen_cb, &sn);
+        KID_CHECK(rc == 0, "scan page %d -> %d (%s)", page, rc, shmkv_strerror(rc));
+        if (sn.n == before)
+            break;
+        strcpy(after, sn.keys[sn.n - 1]);
+    }
+    KID_CHECK(sn.n == NKEYS, "paged scan gave %d keys", sn.n);
+    for (int i = 0; i < sn.n; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%03d", i);
+        KID_CHECK(strcmp(sn.keys[i], k) == 0 && sn.vals[i][0] == 'v' &&
+                      strcmp(sn.vals[i] + 1, k + 1) == 0,
+                  "scan #%d: %s=%s", i, sn.keys[i], sn.vals[i]);
+    }
+    memset(&sn, 0, sizeof sn);
+    rc = shmkv_scan(db, "k2", 2, "k249", 4, 0, SHMKV_LIST_KEYS_ONLY, seen_cb, &sn);
+    KID_CHECK(rc == 0 && sn.n == 50 && !sn.valued && strcmp(sn.keys[0], "k250") == 0 &&
+                  strcmp(sn.keys[49], "k299") == 0,
+              "scan(k2 after k249) -> %d, %d keys", rc, sn.n);
+
+    /* count */
+    const char *pfx[] = {"", "k1", "k29", "zz"};
+    const uint64_t want[] = {NKEYS, 100, 10, 0};
+    for (int i = 0; i < 4; i++) {
+        uint64_t c = 99999;
+        rc = shmkv_count(db, pfx[i], strlen(pfx[i]), &c);
+        KID_CHECK(rc == 0 && c == want[i], "count(%s) -> %d, %" PRIu64, pfx[i], rc, c);
+    }
+
+    /* random_keys: distinct and all matching, or every match when fewer */
+    memset(&sn, 0, sizeof sn);
+    rc = shmkv_random_keys(db, NULL, 0, 50, 1, seen_cb, &sn);
+    KID_CHECK(rc == 0 && sn.n == 50, "random_keys(50 unique) -> %d, %d keys", rc, sn.n);
+    for (int i = 0; i < sn.n; i++) {
+        int v = -1;
+        KID_CHECK(sscanf(sn.keys[i], "k%3d", &v) == 1 && v >= 0 && v < NKEYS && !sn.valued,
+                  "random key %s", sn.keys[i]);
+        for (int j = 0; j < i; j++)
+            KID_CHECK(strcmp(sn.keys[i], sn.keys[j]) != 0, "%s drawn twice", sn.keys[i]);
+    }
+    memset(&sn, 0, sizeof sn);
+    rc = shmkv_random_keys(db, "k1", 2, 500, 1, seen_cb, &sn);
+    KID_CHECK(rc == 0 && sn.n == 100, "random_keys(k1, 500 unique) -> %d, %d keys", rc, sn.n);
+    memset(&sn, 0, sizeof sn);
+    rc = shmkv_random_keys(db, "k2", 2, 30, 0, seen_cb, &sn);
+    KID_CHECK(rc == 0 && sn.n == 30, "random_keys(k2, 30) -> %d, %d keys", rc, sn.n);
+    for (int i = 0; i < sn.n; i++)
+        KID_CHECK(strncmp(sn.keys[i], "k2", 2) == 0 && strlen(sn.keys[i]) == 4, "random key %s",
+                  sn.keys[i]);
+
+    /* the writes of many keys stay refused */
+    shmkv_item w = {.key = "k000", .klen = 4, .val = "x", .vlen = 1, .kind = SHMKV_KIND_STRING};
+    uint64_t del = 0;
+    KID_CHECK(shmkv_set_many(db, &w, 1, NULL) == SHMKV_EREADONLY, "set_many");
+    KID_CHECK(shmkv_delete_many(db, &w, 1, &del, NULL) == SHMKV_EREADONLY, "delete_many");
+    KID_CHECK(shmkv_delete_prefix(db, "k", 1, 0, &del) == SHMKV_EREADONLY, "delete_prefix");
+}
+
 /* In a child that may only read the store. */
 static void __attribute__((noreturn)) kid_reader(const char *where, shmkv_backend be, int track)
 {
@@ -110,6 +234,7 @@ static void __attribute__((noreturn)) kid_reader(const char *where, shmkv_backen
     KID_CHECK(shmkv_delete(db, "k000", 4, &flag) == SHMKV_EREADONLY, "delete");
     KID_CHECK(shmkv_clear(db) == SHMKV_EREADONLY, "clear");
     KID_CHECK(shmkv_rebuild_index(db) == SHMKV_EREADONLY, "rebuild_index");
+    ro_many_checks(db);
     KID_OK(shmkv_close(db));
     _exit(0);
 }
@@ -455,4 +580,550 @@ Test(readonly, copied_store_with_held_lock)
         _exit(0);
     }
     rc_wait_ok(k, "reader and writer on the copied store");
+}
+
+/* ---- many keys at once, without locks, among writers (issue 12) ------------- */
+
+#define GROUP 16
+#define STABLE 200
+
+static size_t group_value(char *v, int i, uint64_t ver)
+{
+    /* "ver:i:" then filler, so values move between size classes */
+    size_t h = (size_t)snprintf(v, 64, "%" PRIu64 ":%d:", ver, i);
+    size_t len = h + (size_t)((ver * 7 + (uint64_t)i * 13) % 90);
+    for (size_t j = h; j < len; j++)
+        v[j] = (char)('a' + (ver + j) % 26);
+    return len;
+}
+
+/* The version of a well-formed group value of key i, or -1. */
+static int64_t group_ver(const void *v, size_t len, int i)
+{
+    char tmp[256];
+    uint64_t ver = 0;
+    int ki = -1;
+    if (len >= sizeof tmp)
+        return -1;
+    memcpy(tmp, v, len);
+    tmp[len] = 0;
+    if (sscanf(tmp, "%" SCNu64 ":%d:", &ver, &ki) != 2 || ki != i)
+        return -1;
+    char want[256];
+    size_t wl = group_value(want, i, ver);
+    return wl == len && memcmp(want, v, len) == 0 ? (int64_t)ver : -1;
+}
+
+static void group_items(shmkv_item *it, char (*ks)[16], char (*vs)[256], uint64_t ver)
+{
+    for (int i = 0; i < GROUP; i++) {
+        int kl = snprintf(ks[i], 16, "g%02d", i);
+        it[i] = (shmkv_item){.key = ks[i], .klen = (size_t)kl};
+        if (vs) {
+            it[i].val = vs[i];
+            it[i].vlen = group_value(vs[i], i, ver);
+            it[i].kind = SHMKV_KIND_BYTES;
+        }
+    }
+}
+
+static void __attribute__((noreturn)) kid_batch_writer(const char *where, int seconds, int who)
+{
+    shmkv_options o = opts(SHMKV_BACKEND_MEMORY, 0, 0);
+    shmkv_db *db = NULL;
+    KID_OK(shmkv_open(where, &o, &db));
+    shmkv_item it[GROUP];
+    char ks[GROUP][16], vs[GROUP][256], k[32];
+    uint64_t end = rel_now_ns() + (uint64_t)seconds * 1000000000u;
+    for (uint64_t ver = 1; rel_now_ns() < end; ver++) {
+        group_items(it, ks, vs, ver * 2 + (uint64_t)who);
+        KID_OK(shmkv_set_many(db, it, GROUP, NULL));
+        /* churn between the stable keys ("s012" < "s012+3" < "s013") */
+        int kl = snprintf(k, sizeof k, "s%03d+%d", (int)(ver % STABLE), who);
+        if (ver % 4 == 3) {
+            shmkv_item d = {.key = k, .klen = (size_t)kl};
+            KID_OK(shmkv_delete_many(db, &d, 1, NULL, NULL));
+        } else {
+            KID_OK(shmkv_set(db, k, (size_t)kl, "c", 1, SHMKV_KIND_STRING));
+        }
+        kl = snprintf(k, sizeof k, "t%d.%" PRIu64, who, ver % 50);
+        KID_OK(shmkv_set(db, k, (size_t)kl, "t", 1, SHMKV_KIND_STRING));
+        if (ver % 50 == 49)
+            KID_OK(shmkv_delete_prefix(db, k, 2, 0, NULL));
+    }
+    KID_OK(shmkv_close(db));
+    _exit(0);
+}
+
+typedef struct sscan {
+    char last[32];
+    int stable, churn, bad;
+} sscan;
+
+static int stable_cb(void *ctx, const void *k, size_t kl, const void *v, size_t vl,
+                     shmkv_kind kind)
+{
+    (void)v, (void)vl, (void)kind;
+    sscan *s = ctx;
+    char key[32];
+    if (kl >= sizeof key)
+        return 8;
+    memcpy(key, k, kl);
+    key[kl] = 0;
+    if (s->last[0] && strcmp(s->last, key) >= 0)
+        return 9; /* out of order, or twice */
+    strcpy(s->last, key);
+    if (kl == 4)
+        s->stable++;
+    else
+        s->churn++;
+    return 0;
+}
+
+static int group_cb(void *ctx, const void *k, size_t kl, const void *v, size_t vl,
+                    shmkv_kind kind)
+{
+    (void)kind;
+    int i = -1;
+    char key[8];
+    if (kl != 3)
+        return 10;
+    memcpy(key, k, 3);
+    key[3] = 0;
+    if (sscanf(key, "g%2d", &i) != 1 || (v && group_ver(v, vl, i) < 0))
+        return 11;
+    ++*(int *)ctx;
+    return 0;
+}
+
+/* One pass of every call of many keys a read-only handle has; the group
+ * was written by batches only, the stable keys exist throughout. */
+static void ro_pass(shmkv_db *d, int64_t *ver_seen)
+{
+    shmkv_item it[GROUP];
+    char ks[GROUP][16], buf[GROUP * 256];
+    group_items(it, ks, NULL, 0);
+    size_t need = 0;
+    int rc = shmkv_get_many(d, it, GROUP, buf, sizeof buf, &need, NULL);
+    KID_CHECK(rc == 0, "get_many -> %d (%s)", rc, shmkv_strerror(rc));
+    int64_t ver = -1;
+    for (int i = 0; i < GROUP; i++) {
+        KID_CHECK(it[i].rc == 0, "get_many(%s).rc = %d", ks[i], it[i].rc);
+        int64_t v = group_ver(it[i].val, it[i].vlen, i);
+        KID_CHECK(v >= 0, "get_many(%s): a torn value (%zu bytes)", ks[i], it[i].vlen);
+        KID_CHECK(i == 0 || v == ver,
+                  "get_many mixed two batches: %s at version %" PRId64 ", g00 at %" PRId64,
+                  ks[i], v, ver);
+        ver = v;
+    }
+    if (ver_seen)
+        *ver_seen = ver;
+    sscan sc = {{0}, 0, 0, 0};
+    char after[32] = "";
+    for (int page = 0; page < 1000; page++) {
+        sscan pg = sc;
+        rc = shmkv_scan(d, "s", 1, after, strlen(after), 23, SHMKV_LIST_KEYS_ONLY, stable_cb, &pg);
+        KID_CHECK(rc == 0, "scan(s) page %d -> %d (%s)", page, rc, shmkv_strerror(rc));
+        if (pg.stable + pg.churn == sc.stable + sc.churn)
+            break;
+        sc = pg;
+        strcpy(after, sc.last);
+    }
+    KID_CHECK(sc.stable == STABLE, "the paged scan saw %d of the %d stable keys", sc.stable,
+              STABLE);
+    int g = 0;
+    rc = shmkv_scan(d, "g", 1, NULL, 0, 0, 0, group_cb, &g);
+    KID_CHECK(rc == 0 && g == GROUP, "scan(g) -> %d, %d keys", rc, g);
+    uint64_t c = 0;
+    rc = shmkv_count(d, "g", 1, &c);
+    KID_CHECK(rc == 0 && c == GROUP, "count(g) -> %d, %" PRIu64, rc, c);
+    rc = shmkv_count(d, "s", 1, &c);
+    KID_CHECK(rc == 0 && c >= STABLE && c <= STABLE * 3, "count(s) -> %d, %" PRIu64, rc, c);
+    g = 0;
+    rc = shmkv_random_keys(d, "g", 1, GROUP + 5, 1, group_cb, &g);
+    KID_CHECK(rc == 0 && g == GROUP, "random_keys(g, unique) -> %d, %d keys", rc, g);
+    g = 0;
+    rc = shmkv_random_keys(d, "g", 1, 7, 0, group_cb, &g);
+    KID_CHECK(rc == 0 && g == 7, "random_keys(g) -> %d, %d keys", rc, g);
+}
+
+static shmkv_db *group_store(const char *where, uint32_t segments)
+{
+    shmkv_options o = opts(SHMKV_BACKEND_MEMORY, 0, 0);
+    o.segments = segments;
+    shmkv_db *db = NULL;
+    RC_OK(shmkv_open(where, &o, &db));
+    shmkv_item it[GROUP];
+    char ks[GROUP][16], vs[GROUP][256], k[16];
+    group_items(it, ks, vs, 0);
+    RC_OK(shmkv_set_many(db, it, GROUP, NULL));
+    for (int i = 0; i < STABLE; i++) {
+        int kl = snprintf(k, sizeof k, "s%03d", i);
+        RC_OK(shmkv_set(db, k, (size_t)kl, "s", 1, SHMKV_KIND_STRING));
+    }
+    return db;
+}
+
+Test(readonly, many_keys_among_batch_writers)
+{
+    const char *where = rc_name("many");
+    shmkv_db *db = group_store(where, 4); /* few segments: the writers are always near */
+    int secs = REL_TSAN ? 1 : 2;
+    pid_t w1 = rc_fork();
+    if (w1 == 0)
+        kid_batch_writer(where, secs, 0);
+    pid_t w2 = rc_fork();
+    if (w2 == 0)
+        kid_batch_writer(where, secs, 1);
+    pid_t r = rc_fork();
+    if (r == 0) {
+        shmkv_options ro = opts(SHMKV_BACKEND_MEMORY, 0, SHMKV_RDONLY);
+        shmkv_db *d = NULL;
+        KID_OK(shmkv_open(where, &ro, &d));
+        KID_CHECK(d->m->rdonly, "the reader does not have a read-only mapping");
+        uint64_t end = rel_now_ns() + (uint64_t)secs * 1000000000u, passes = 0;
+        int64_t first = -1, last = -1;
+        while (rel_now_ns() < end) {
+            ro_pass(d, &last);
+            if (first < 0)
+                first = last;
+            passes++;
+        }
+        fprintf(stderr, "readonly: %" PRIu64 " passes of get_many/scan/count/random_keys, "
+                "group versions %" PRId64 "..%" PRId64 "\n", passes, first, last);
+        KID_CHECK(passes > 3, "only %" PRIu64 " passes", passes);
+        KID_OK(shmkv_close(d));
+        _exit(0);
+    }
+    rc_wait_ok(w1, "batch writer 1");
+    rc_wait_ok(w2, "batch writer 2");
+    rc_wait_ok(r, "read-only reader");
+    RC_OK(shmkv_close(db));
+}
+
+/* ---- many keys at once under a dead holder ---------------------------------- */
+
+static const char *g_kill_point;
+
+static void kill_at_point(const char *point)
+{
+    if (g_kill_point && strcmp(point, g_kill_point) == 0)
+        raise(SIGKILL);
+}
+
+/* A writer (another stays attached, so the reader learns of the death from
+ * the lock word) is killed at point while writing group version 1 (or, for
+ * a delete, removing the group); a read-only reader must then see, fast,
+ * what the repair will make of it: want_ver, or no group at all (-1). */
+static void dead_holder_many(const char *point, bool del, int64_t want_ver)
+{
+    const char *where = rc_name("deadmany");
+    shmkv_db *db = group_store(where, 4);
+    pid_t w = rc_fork();
+    if (w == 0) {
+        shmkv_options o = opts(SHMKV_BACKEND_MEMORY, 0, 0);
+        shmkv_db *d = NULL;
+        KID_OK(shmkv_open(where, &o, &d));
+        shmkv_item it[GROUP];
+        char ks[GROUP][16], vs[GROUP][256];
+        group_items(it, ks, vs, 1);
+        g_kill_point = point;
+        shmkv__test_hook = kill_at_point;
+        if (del)
+            shmkv_delete_many(d, it, GROUP, NULL, NULL);
+        else if (strncmp(point, "batch.", 6) == 0)
+            shmkv_set_many(d, it, GROUP, NULL);
+        else
+            for (int i = 0; i < GROUP; i++)
+                shmkv_set(d, it[i].key, it[i].klen, it[i].val, it[i].vlen, it[i].kind);
+        _exit(4);
+    }
+    int st = rc_wait(w);
+    char b[80];
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+              "the writer was to die at %s: %s", point, rel_status(st, b, sizeof b));
+    pid_t r = rc_fork();
+    if (r == 0) {
+        alarm(30);
+        shmkv_options ro = opts(SHMKV_BACKEND_MEMORY, 0, SHMKV_RDONLY);
+        shmkv_db *d = NULL;
+        KID_OK(shmkv_open(where, &ro, &d));
+        uint64_t t0 = rel_now_ns();
+        shmkv_item it[GROUP];
+        char ks[GROUP][16], buf[GROUP * 256];
+        group_items(it, ks, NULL, 0);
+        int rc = shmkv_get_many(d, it, GROUP, buf, sizeof buf, NULL, NULL);
+        KID_CHECK(rc == 0, "get_many under a dead holder -> %d (%s)", rc, shmkv_strerror(rc));
+        for (int i = 0; i < GROUP; i++) {
+            if (want_ver < 0) {
+                KID_CHECK(it[i].rc == SHMKV_ENOTFOUND, "%s: rc %d, the delete committed", ks[i],
+                          it[i].rc);
+                continue;
+            }
+            KID_CHECK(it[i].rc == 0 && group_ver(it[i].val, it[i].vlen, i) == want_ver,
+                      "%s: rc %d, version %" PRId64 ", want %" PRId64 " (killed at %s)", ks[i],
+                      it[i].rc, it[i].rc ? -2 : group_ver(it[i].val, it[i].vlen, i), want_ver,
+                      point);
+        }
+        for (int i = 0; i < GROUP; i++) {
+            char v[256];
+            size_t vl = 0;
+            rc = shmkv_get(d, ks[i], 3, v, sizeof v, &vl, NULL);
+            KID_CHECK(want_ver < 0 ? rc == SHMKV_ENOTFOUND
+                                   : rc == 0 && group_ver(v, vl, i) == want_ver,
+                      "get(%s) -> %d (killed at %s)", ks[i], rc, point);
+        }
+        uint64_t c = 0;
+        rc = shmkv_count(d, "g", 1, &c);
+        KID_CHECK(rc == 0 && c == (want_ver < 0 ? 0 : GROUP), "count(g) -> %d, %" PRIu64, rc, c);
+        KID_CHECK(shmkv_size(d) == STABLE + c, "size() = %" PRIu64, shmkv_size(d));
+        int g = 0;
+        rc = shmkv_scan(d, "g", 1, NULL, 0, 0, 0, group_cb, &g);
+        KID_CHECK(rc == 0 && (uint64_t)g == c, "scan(g) -> %d, %d keys", rc, g);
+        g = 0;
+        rc = shmkv_random_keys(d, "g", 1, GROUP, 1, group_cb, &g);
+        KID_CHECK(rc == 0 && (uint64_t)g == c, "random_keys(g) -> %d, %d keys", rc, g);
+        sscan sc = {{0}, 0, 0, 0};
+        rc = shmkv_scan(d, "s", 1, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, stable_cb, &sc);
+        KID_CHECK(rc == 0 && sc.stable == STABLE, "scan(s) -> %d, %d keys", rc, sc.stable);
+        KID_CHECK(rel_now_ns() - t0 < 5000000000u, "the reader waited for a dead holder");
+        KID_OK(shmkv_close(d));
+        _exit(0);
+    }
+    rc_wait_ok(r, "the read-only reader");
+    /* the writer that stayed repairs, and agrees with what the reader saw */
+    shmkv_item it[GROUP];
+    char ks[GROUP][16], buf[GROUP * 256];
+    group_items(it, ks, NULL, 0);
+    RC_OK(shmkv_get_many(db, it, GROUP, buf, sizeof buf, NULL, NULL));
+    for (int i = 0; i < GROUP; i++)
+        cr_assert(want_ver < 0 ? it[i].rc == SHMKV_ENOTFOUND
+                               : it[i].rc == 0 && group_ver(it[i].val, it[i].vlen, i) == want_ver,
+                  "the repaired %s disagrees with the reader", ks[i]);
+    RC_OK(shmkv_close(db));
+}
+
+Test(readonly, many_keys_dead_single_key_writer)
+{
+    dead_holder_many("set.before_publish", false, 0);
+}
+
+Test(readonly, many_keys_dead_batch_before_commit)
+{
+    dead_holder_many("batch.prepared", false, 0);
+}
+
+Test(readonly, many_keys_dead_batch_half_applied)
+{
+    dead_holder_many("batch.applying", false, 1);
+}
+
+Test(readonly, many_keys_dead_delete_batch_half_applied)
+{
+    dead_holder_many("batch.applying", true, -1);
+}
+
+/* A clear() killed after publishing its generation, with the first segment
+ * emptied and the rest not: the clear has happened (the repair of each
+ * segment behind it empties it), so a read-only reader sees no key. */
+Test(readonly, many_keys_dead_clear)
+{
+    const char *where = rc_name("deadclear");
+    shmkv_db *db = group_store(where, 4);
+    pid_t w = rc_fork();
+    if (w == 0) {
+        shmkv_options o = opts(SHMKV_BACKEND_MEMORY, 0, 0);
+        shmkv_db *d = NULL;
+        KID_OK(shmkv_open(where, &o, &d));
+        g_kill_point = "clear.mid";
+        shmkv__test_hook = kill_at_point;
+        shmkv_clear(d);
+        _exit(4);
+    }
+    int st = rc_wait(w);
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the clear was to die half-way");
+    pid_t r = rc_fork();
+    if (r == 0) {
+        alarm(30);
+        shmkv_options ro = opts(SHMKV_BACKEND_MEMORY, 0, SHMKV_RDONLY);
+        shmkv_db *d = NULL;
+        KID_OK(shmkv_open(where, &ro, &d));
+        shmkv_item it[GROUP];
+        char ks[GROUP][16], buf[GROUP * 256];
+        group_items(it, ks, NULL, 0);
+        int rc = shmkv_get_many(d, it, GROUP, buf, sizeof buf, NULL, NULL);
+        KID_CHECK(rc == 0, "get_many -> %d (%s)", rc, shmkv_strerror(rc));
+        for (int i = 0; i < GROUP; i++) {
+            KID_CHECK(it[i].rc == SHMKV_ENOTFOUND, "get_many(%s) found a cleared key", ks[i]);
+            KID_CHECK(shmkv_exists(d, ks[i], 3) == 0, "exists(%s) after the clear", ks[i]);
+        }
+        uint64_t c = 99;
+        rc = shmkv_count(d, NULL, 0, &c);
+        KID_CHECK(rc == 0 && c == 0, "count -> %d, %" PRIu64, rc, c);
+        KID_CHECK(shmkv_size(d) == 0, "size() = %" PRIu64, shmkv_size(d));
+        sscan sc = {{0}, 0, 0, 0};
+        rc = shmkv_scan(d, NULL, 0, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, stable_cb, &sc);
+        KID_CHECK(rc == 0 && sc.stable + sc.churn == 0, "scan -> %d, %d keys", rc,
+                  sc.stable + sc.churn);
+        int g = 0;
+        rc = shmkv_random_keys(d, NULL, 0, 5, 1, group_cb, &g);
+        KID_CHECK(rc == 0 && g == 0, "random_keys -> %d, %d keys", rc, g);
+        KID_OK(shmkv_close(d));
+        _exit(0);
+    }
+    rc_wait_ok(r, "the read-only reader");
+    cr_assert_eq(shmkv_size(db), 0, "the repaired store is not empty");
+    RC_OK(shmkv_close(db));
+}
+
+/* A batch so large that its intent record is a big block (one segment,
+ * more than 4 MiB of slot changes) is killed right after it committed:
+ * its repair must roll it forward, and a read-only reader must read it
+ * forward too. The intent's size is the big block's chunk, not the
+ * block header's size field (0 for a big block). */
+#define BIG_N 280000
+
+Test(readonly, big_batch_killed_after_commit, .timeout = 300)
+{
+    const char *where = rc_name("bigbatch");
+    shmkv_options o = opts(SHMKV_BACKEND_MEMORY, 0, 0);
+    o.segments = 1;
+    shmkv_db *db = NULL;
+    RC_OK(shmkv_open(where, &o, &db)); /* stays attached: the reader learns of the death from the lock */
+    shmkv_item *it = calloc(BIG_N, sizeof *it);
+    char (*ks)[12] = calloc(BIG_N, sizeof *ks);
+    cr_assert(it && ks);
+    for (int i = 0; i < BIG_N; i++) {
+        int kl = snprintf(ks[i], sizeof ks[i], "b%06d", i);
+        it[i] = (shmkv_item){.key = ks[i], .klen = (size_t)kl, .val = "old", .vlen = 3,
+                             .kind = SHMKV_KIND_STRING};
+    }
+    RC_OK(shmkv_set_many(db, it, BIG_N, NULL));
+    pid_t w = rc_fork();
+    if (w == 0) {
+        shmkv_db *d = NULL;
+        KID_OK(shmkv_open(where, &o, &d));
+        for (int i = 0; i < BIG_N; i++)
+            it[i].val = "new";
+        g_kill_point = "batch.committed";
+        shmkv__test_hook = kill_at_point;
+        shmkv_set_many(d, it, BIG_N, NULL);
+        _exit(4);
+    }
+    int st = rc_wait(w);
+    char b[80];
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the batch was to die committed: %s",
+              rel_status(st, b, sizeof b));
+    const int probe[] = {0, 1, 4711, BIG_N / 2, BIG_N - 1};
+    pid_t r = rc_fork();
+    if (r == 0) {
+        alarm(120);
+        shmkv_options ro = opts(SHMKV_BACKEND_MEMORY, 0, SHMKV_RDONLY);
+        shmkv_db *d = NULL;
+        KID_OK(shmkv_open(where, &ro, &d));
+        for (size_t i = 0; i < sizeof probe / sizeof probe[0]; i++) {
+            char got[8];
+            size_t gl = 0;
+            int rc = shmkv_get(d, ks[probe[i]], 7, got, sizeof got, &gl, NULL);
+            KID_CHECK(rc == 0 && gl == 3 && memcmp(got, "new", 3) == 0,
+                      "read-only get(%s) -> %d, %.*s: the committed batch is not read forward",
+                      ks[probe[i]], rc, (int)gl, got);
+        }
+        KID_OK(shmkv_close(d));
+        _exit(0);
+    }
+    rc_wait_ok(r, "the read-only reader");
+    /* the writer that stayed repairs the segment on its next lock */
+    RC_OK(shmkv_delete(db, "zz", 2, NULL));
+    for (size_t i = 0; i < sizeof probe / sizeof probe[0]; i++) {
+        char got[8];
+        size_t gl = 0;
+        RC_OK(shmkv_get(db, ks[probe[i]], 7, got, sizeof got, &gl, NULL));
+        cr_assert(gl == 3 && memcmp(got, "new", 3) == 0,
+                  "after the repair, %s is %.*s: the committed batch was dropped", ks[probe[i]],
+                  (int)gl, got);
+    }
+    cr_assert_eq(shmkv_size(db), BIG_N);
+    free(it);
+    free(ks);
+    RC_OK(shmkv_close(db));
+}
+
+/* ---- the last writer closes under a reader, a dead holder unrepaired -------- */
+
+/* A reader that opened while writers were attached learns of a dead holder
+ * from the kernel's owner-died mark on the lock word. The last writer to
+ * close must leave that mark alone (and the store unclean): if it took the
+ * dead lock to test it, the reader would see seq odd with nobody on the
+ * lock and wait for a holder that never comes. */
+static void die_after_publish(const char *point)
+{
+    if (strcmp(point, "set.after_publish") == 0)
+        raise(SIGKILL);
+}
+
+Test(readonly, last_writer_closes_under_reader_with_dead_holder)
+{
+    const char *where = rc_path("lastclose");
+    shmkv_options o = opts(SHMKV_BACKEND_DISK, 0, 0);
+    o.segments = 1;
+    shmkv_db *db = NULL;
+    RC_OK(shmkv_open(where, &o, &db));
+    RC_OK(shmkv_set(db, "k", 1, "old", 3, SHMKV_KIND_STRING));
+    int go[2], ready[2];
+    cr_assert(pipe(go) == 0 && pipe(ready) == 0);
+    pid_t r = rc_fork();
+    if (r == 0) {
+        close(go[1]);
+        close(ready[0]);
+        alarm(30);
+        shmkv_options ro = opts(SHMKV_BACKEND_DISK, 0, SHMKV_RDONLY);
+        ro.lock_timeout_ms = 8000;
+        shmkv_db *d = NULL;
+        KID_OK(shmkv_open(where, &ro, &d)); /* a writer is attached: no dead_seq */
+        char c = 'r';
+        KID_CHECK(write(ready[1], &c, 1) == 1, "pipe");
+        KID_CHECK(read(go[0], &c, 1) == 1, "pipe"); /* the writers are gone */
+        uint64_t t0 = rel_now_ns();
+        char got[8];
+        size_t gl = 0;
+        int rc = shmkv_get(d, "new", 3, got, sizeof got, &gl, NULL);
+        KID_CHECK(rc == 0 && gl == 1, "get(new) -> %d (%s)", rc, shmkv_strerror(rc));
+        shmkv_item it[2] = {{.key = "k", .klen = 1}, {.key = "new", .klen = 3}};
+        rc = shmkv_get_many(d, it, 2, got, sizeof got, NULL, NULL);
+        KID_CHECK(rc == 0 && it[0].rc == 0 && it[1].rc == 0, "get_many -> %d (%s)", rc,
+                  shmkv_strerror(rc));
+        uint64_t c2 = 0;
+        rc = shmkv_count(d, NULL, 0, &c2);
+        KID_CHECK(rc == 0 && c2 == 2, "count -> %d (%s), %" PRIu64, rc, shmkv_strerror(rc), c2);
+        KID_CHECK(rel_now_ns() - t0 < 4000000000u,
+                  "the reader waited %.1f s for a holder that is dead",
+                  (double)(rel_now_ns() - t0) / 1e9);
+        KID_OK(shmkv_close(d));
+        _exit(0);
+    }
+    close(ready[1]);
+    close(go[0]);
+    char c;
+    cr_assert(read(ready[0], &c, 1) == 1, "the reader did not open");
+    close(ready[0]);
+    pid_t w = rc_fork();
+    if (w == 0) {
+        shmkv_db *d = NULL;
+        KID_OK(shmkv_open(where, &o, &d));
+        shmkv__test_hook = die_after_publish;
+        shmkv_set(d, "new", 3, "n", 1, SHMKV_KIND_STRING);
+        _exit(4);
+    }
+    int st = rc_wait(w);
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the writer was to die holding the lock");
+    RC_OK(shmkv_close(db)); /* the last writer: the reader stays */
+    db = NULL;
+    cr_assert(write(go[1], "g", 1) == 1);
+    close(go[1]);
+    rc_wait_ok(r, "the read-only reader");
+    /* and the next writer, alone among writers, repairs: the count is exact */
+    RC_OK(shmkv_open(where, &o, &db));
+    cr_assert_eq(shmkv_size(db), 2);
+    RC_OK(shmkv_close(db));
 }
