@@ -77,6 +77,8 @@ static void pool_put(shmkv__map *m, uint64_t off)
     c->next = 0;
     atomic_signal_fence(memory_order_release);
     SHMKV__HOOK("pool.put.mid");
+    if (c->owner == SHMKV__OWNER_INDEX)
+        SHMKV__HOOK("pool.put.mid.index");
     c->owner = SHMKV__OWNER_FREE;
     SHMKV__HDR(m)->pool_bytes += c->size;
 }
@@ -171,6 +173,8 @@ static int take_chunk(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
     int rc = shmkv__grow(m, owner, size, out);
     if (rc)
         return rc;
+    if (owner == SHMKV__OWNER_INDEX)
+        SHMKV__HOOK("alloc.chunk.index"); /* owned, not yet counted */
     a->nchunks++;
     a->chunk_bytes += size;
     return 0;
@@ -548,6 +552,8 @@ static void trim(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
     if (shmkv__grow_lock(m) != 0)
         return;
     SHMKV__HOOK("alloc.trim");
+    if (owner == SHMKV__OWNER_INDEX)
+        SHMKV__HOOK("alloc.trim.index");
     (void)rebuild_walk(m, a, owner, SHMKV__BF_USED);
     shmkv__grow_unlock(m);
 }
