@@ -32,7 +32,7 @@
 
 TestSuite(idx_pool, .init = rc_setup, .fini = rc_teardown, .timeout = 600);
 
-#define NBASE 600u  /* keys present before the kill */
+static uint64_t NBASE = 600; /* keys present before the kill (run_n sets it) */
 #define NMORE 6000u /* bound on the keys the killed writer inserts */
 
 static const char *g_point;
@@ -263,8 +263,9 @@ kid_run(const char *mnt, const char *point, int skip, bool deleting, volatile ui
     _exit(0);
 }
 
-static void run(const char *point, int skip, bool deleting)
+static void run_n(const char *point, int skip, bool deleting, uint64_t nbase)
 {
+    NBASE = nbase;
     const char *mnt = rc_str("%s/mnt%d", rc.sc.dir, ++rc.seq);
     cr_assert(mkdir(mnt, 0700) == 0, "mkdir %s: %s", mnt, strerror(errno));
     volatile uint64_t *done =
@@ -282,6 +283,11 @@ static void run(const char *point, int skip, bool deleting)
     munmap((void *)done, 4096);
 }
 
+static void run(const char *point, int skip, bool deleting)
+{
+    run_n(point, skip, deleting, 600);
+}
+
 /* Inside an index update, with a chunk taken from the pool. */
 Test(idx_pool, insert_pool_take)    { run("grow.pool.index", 2, false); }
 Test(idx_pool, insert_chunk_taken)  { run("alloc.chunk.index", 2, false); }
@@ -291,5 +297,7 @@ Test(idx_pool, delete_tidy_begin)   { run("idx.tidy.begin", 0, true); }
 Test(idx_pool, delete_tidy_trim)    { run("alloc.trim.index", 0, true); }
 Test(idx_pool, delete_tidy_put)     { run("pool.put.mid.index", 0, true); }
 Test(idx_pool, delete_tidy_end)     { run("idx.tidy", 0, true); }
+/* A trim of an index that still holds keys, so the rebuild has work. */
+Test(idx_pool, delete_tidy_partial) { run_n("alloc.trim.index", 0, true, 3000); }
 /* The last key's update, after its blob was freed. */
-Test(idx_pool, delete_last_freed)   { run("idx.remove.done", NBASE - 1, true); }
+Test(idx_pool, delete_last_freed)   { run("idx.remove.done", 600 - 1, true); }
