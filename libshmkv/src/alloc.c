@@ -77,6 +77,8 @@ static void pool_put(shmkv__map *m, uint64_t off)
     c->next = 0;
     atomic_signal_fence(memory_order_release);
     SHMKV__HOOK("pool.put.mid");
+    if (c->owner == SHMKV__OWNER_INDEX)
+        SHMKV__HOOK("pool.put.mid.index");
     c->owner = SHMKV__OWNER_FREE;
     SHMKV__HDR(m)->pool_bytes += c->size;
 }
@@ -171,6 +173,8 @@ static int take_chunk(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
     int rc = shmkv__grow(m, owner, size, out);
     if (rc)
         return rc;
+    if (owner == SHMKV__OWNER_INDEX)
+        SHMKV__HOOK("alloc.chunk.index"); /* owned, not yet counted */
     a->nchunks++;
     a->chunk_bytes += size;
     return 0;
@@ -302,6 +306,15 @@ static int release_all(shmkv__map *m, shmkv__alloc *a, uint32_t owner);
 static void trim(shmkv__map *m, shmkv__alloc *a, uint32_t owner);
 static void after_free(shmkv__map *m, shmkv__alloc *a, uint64_t bytes);
 
+/* The index holds no block but its undo log, in more than one chunk. */
+static bool only_log_left(shmkv__map *m, const shmkv__alloc *a, uint32_t owner)
+{
+    if (owner != SHMKV__OWNER_INDEX || a->nchunks < 2)
+        return false;
+    uint64_t lg = shmkv__idx_of(m)->ulog;
+    return lg && a->used_bytes == shmkv__block_of(m, lg)->size;
+}
+
 void shmkv__free_block(shmkv__map *m, shmkv__alloc *a, uint64_t payload)
 {
     shmkv__block *b = shmkv__block_of(m, payload);
@@ -375,6 +388,17 @@ static void after_free(shmkv__map *m, shmkv__alloc *a, uint64_t bytes)
         (void)release_all(m, a, owner);
         return;
     }
+    if (only_log_left(m, a, owner)) {
+        /* The index's undo log is a block like any other, so an index
+         * whose keys are all gone still holds one: without this it would
+         * keep every chunk it ever filled (deleting keys frees their blobs
+         * on free lists, and the trim below is starved by its penalty).
+         * A trim keeps the log's chunk and gives back all the others. */
+        trim(m, a, owner);
+        if (m->freed)
+            m->freed[SHMKV__HDR(m)->nseg] = 0;
+        return;
+    }
     /* An owner that still holds blocks may hold whole chunks of free ones
      * (the oldest keys of a queue, consumed): once this process freed half
      * of what the owner holds and half of it is free, trim it. */
@@ -395,11 +419,13 @@ static void after_free(shmkv__map *m, shmkv__alloc *a, uint64_t bytes)
 
 bool shmkv__alloc_wants_tidy(shmkv__map *m, const shmkv__alloc *a)
 {
+    uint32_t owner = owner_of(m, (shmkv__alloc *)a);
     if (a->used_bytes == 0 && a->chunk_bytes > SHMKV__CHUNK_MIN)
+        return true;
+    if (only_log_left(m, a, owner))
         return true;
     if (!m->freed)
         return false;
-    uint32_t owner = owner_of(m, (shmkv__alloc *)a);
     int64_t f = m->freed[owner == SHMKV__OWNER_INDEX ? SHMKV__HDR(m)->nseg : owner];
     return f >= (int64_t)(a->chunk_bytes / 2) && a->nchunks > 1 && a->used_bytes <= a->chunk_bytes / 2;
 }
@@ -526,6 +552,8 @@ static void trim(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
     if (shmkv__grow_lock(m) != 0)
         return;
     SHMKV__HOOK("alloc.trim");
+    if (owner == SHMKV__OWNER_INDEX)
+        SHMKV__HOOK("alloc.trim.index");
     (void)rebuild_walk(m, a, owner, SHMKV__BF_USED);
     shmkv__grow_unlock(m);
 }

@@ -349,6 +349,7 @@ void shmkv__idx_commit(shmkv__map *m)
         return;
     atomic_store_explicit(&lg->state, SHMKV__ULOG_TIDY, memory_order_release);
     atomic_signal_fence(memory_order_seq_cst);
+    SHMKV__HOOK("idx.tidy.begin");
     if (empty) {
         /* An empty index holds no key array; the next insert makes one. */
         uint64_t old = ix->karr;

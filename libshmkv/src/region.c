@@ -833,8 +833,10 @@ int shmkv__grow(shmkv__map *m, uint32_t owner, uint64_t size, uint64_t *chunk_of
          * the region's top was; one from the pool lies below, so the undo
          * log is told (still under the growth lock, so no other process
          * can take it from us first). */
-        if (owner == SHMKV__OWNER_INDEX)
+        if (owner == SHMKV__OWNER_INDEX) {
             shmkv__undo_chunk(m, *chunk_off);
+            SHMKV__HOOK("grow.pool.index");
+        }
         goto out;
     }
     uint64_t top = atomic_load(&h->top);

@@ -1015,8 +1015,13 @@ static int check_ulog(ck *c, uint64_t off)
         pend(c->r, "index: an update of key %s was rolled back; the next index user adds or "
              "removes that key to match segment %" PRIu32 "'s table", k, lg.seg);
         return (int)state;
+    case SHMKV__ULOG_TIDY:
+        pend(c->r, "index: a process died handing the index's freed chunks back to the "
+             "pool after an update of key %s; the next process to take the index lock "
+             "rebuilds the index from the tables", k);
+        return (int)state;
     default:
-        prob(c->r, "index: undo log state is %" PRIu32 ", not 0, 1 or 2", state);
+        prob(c->r, "index: undo log state is %" PRIu32 ", not 0, 1, 2 or 3", state);
         return -1;
     }
 }
@@ -1046,6 +1051,10 @@ static int check_index(ck *c)
         pend(c->r, "index: a clear() died before emptying it; the next process to take the "
              "index lock empties it");
         c->ow[islot].walk_ok = false;
+        return 0;
+    }
+    if (ul == SHMKV__ULOG_TIDY) {
+        c->ow[islot].walk_ok = false; /* its allocator may be half walked */
         return 0;
     }
     if (ul == SHMKV__ULOG_ACTIVE && !dirty) {
