@@ -173,6 +173,26 @@ for track in true false; do
         result "$name" $st "$WORK/$id.log"
     fi
 
+    # Two processes write a ten-key group in batches while a third reads it:
+    # never part of a batch.
+    name="multi/batches/disk/trackKeys=$track"
+    if selected "$name"; then
+        id="$RUN-batch-$track"
+        env=(-e KV_BACKEND=disk -e KV_TRACK="$track" -e KV_PATH="$WORK/$id.kv" -e KV_N=600)
+        pids=()
+        for p in 1 2; do
+            k6run "$WORK/$id.w$p.log" "$HERE/multi/batch-writer.js" "${env[@]}" -e KV_PROC=$p &
+            pids+=($!)
+        done
+        k6run "$WORK/$id.r.log" "$HERE/multi/batch-reader.js" "${env[@]}" &
+        pids+=($!)
+        PIDS=("${pids[@]}")
+        wait_all "${pids[@]}"
+        st=$?
+        cat "$WORK/$id".[wr]*.log >"$WORK/$id.log"
+        result "$name" $st "$WORK/$id.log"
+    fi
+
     # One producer and two consumer processes at once; each token is
     # taken exactly once.
     name="multi/producer-consumers/disk/trackKeys=$track"
