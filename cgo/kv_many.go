@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/grafana/sobek"
 )
@@ -36,10 +37,17 @@ func (c *call) strings(i int, what string) []string {
 		c.invalid("%s must be an array of strings, got %s", what, typeName(v))
 		return nil
 	}
-	n := o.Get("length").ToInteger()
-	out := make([]string, 0, n)
-	for j := int64(0); j < n && c.err == nil; j++ {
-		out = append(out, c.str(what+"["+itoa(j)+"]", o.Get(itoa(j))))
+	// One export of the whole array; only an element that is not a string,
+	// or that came out holding U+FFFD (a lone surrogate, maybe), is looked
+	// at again through the engine.
+	all, _ := o.Export().([]any)
+	out := make([]string, len(all))
+	for j, e := range all {
+		s, isStr := e.(string)
+		if !isStr || strings.ContainsRune(s, utf8.RuneError) {
+			s = c.str(what+"["+itoa(int64(j))+"]", o.Get(itoa(int64(j))))
+		}
+		out[j] = s
 	}
 	return out
 }

@@ -628,6 +628,11 @@ func TestJSLoneSurrogateKeys(t *testing.T) {
 					await rejects(kv.incrementBy(k, 1), "InvalidOptionsError", "incrementBy " + JSON.stringify(k));
 				}
 				await rejects(kv.list({prefix: "tok\uD800"}), "InvalidOptionsError", "list prefix");
+				await rejects(kv.getMany(["ok", "tok\uD800"]), "InvalidOptionsError", "getMany");
+				await rejects(kv.deleteMany(["tok\uDBFF"]), "InvalidOptionsError", "deleteMany");
+				const e = await rejects(kv.setMany({ok: 1, ["tok\uD800"]: 2}), "InvalidOptionsError", "setMany");
+				eq(e.errors.length, 1, "setMany names the one bad key");
+				await rejects(kv.count({prefix: "\uDC00"}), "InvalidOptionsError", "count prefix");
 				await rejects(kv.randomKey({prefix: "tok\uDBFF"}), "InvalidOptionsError", "randomKey prefix");
 				eq(await kv.size(), 0, "size after refused writes");
 				// U+FFFD itself and a proper surrogate pair are keys like any other.
