@@ -14,6 +14,9 @@ type backendStore interface {
 	size() (uint64, error)
 	clear() error
 	rebuildIndex() error
+	// ordered turns the key index on for a store of at least minKeys keys
+	// that has none, so that scan pages stop costing a pass over the store.
+	ordered(minKeys uint64) error
 	incr(key string, delta int64, kind Kind) (int64, error)
 	cas(key string, expect []byte, val []byte, kind Kind) (bool, error)
 	setIfAbsent(key string, val []byte, kind Kind) (bool, error)

@@ -22,6 +22,9 @@ import (
 const (
 	maxSample   = 1_000_000 // randomKeys({count}) at most, as in xk6-kv
 	cursorMagic = "c1."     // cursors are "c1." + base64url(last key)
+	// A paged scan of a store without the key index turns the index on from
+	// this many keys: below it a page's pass over the store is cheap.
+	autoIndexKeys = 20_000
 )
 
 // ---- argument helpers ---------------------------------------------------
@@ -280,7 +283,19 @@ func (c *call) page(keysOnly bool) ([]entry, string, bool) {
 		ask = uint64(min(limit, 1<<53)) + 1
 	}
 	var es []entry
-	c.do(func(s backendStore) (err error) { es, err = s.scan(prefix, after, ask, keysOnly); return })
+	c.do(func(s backendStore) (err error) {
+		// Paging a store without the key index reads the whole store per
+		// page: quadratic over a scan. The first paged scan of a store that
+		// large turns the index on instead (once, for every process); a
+		// read-only handle cannot, and pays the pass.
+		if ask > 0 && !c.h.cfg.readOnly() {
+			if err = s.ordered(autoIndexKeys); err != nil {
+				return err
+			}
+		}
+		es, err = s.scan(prefix, after, ask, keysOnly)
+		return
+	})
 	if c.err != nil || ask == 0 || uint64(len(es)) < ask {
 		return es, "", true
 	}

@@ -44,6 +44,8 @@ type config struct {
 	ignored []string
 }
 
+func (c *config) readOnly() bool { return c.flags&flagReadOnly != 0 }
+
 // where is the path or name handed to shmkv_open.
 func (c *config) where() string {
 	if c.backend == BackendMemory {

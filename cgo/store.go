@@ -346,6 +346,14 @@ func (d *db) close() error {
 	return cerr(rc)
 }
 
+func (d *db) ordered(minKeys uint64) error {
+	info, err := d.stat()
+	if err != nil || info.TrackKeys || info.Keys < minKeys {
+		return err
+	}
+	return cerr(C.shmkv_tracking_enable(d.p))
+}
+
 func (d *db) stat() (storeInfo, error) {
 	var rc C.int
 	info := C.shmkvgo_stat(d.p, &rc)
