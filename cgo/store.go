@@ -60,22 +60,14 @@ static shmkvgo_res2 shmkvgo_set_if_absent(shmkv_db *db, _GoString_ key, const vo
 	return r;
 }
 
-static shmkvgo_res2 shmkvgo_get_or_set(shmkv_db *db, _GoString_ key, const void *val, size_t vlen,
-                                       int kind, void *buf, size_t cap) {
+// getOrSet (swap 0) and swap (swap 1) share a signature: one wrapper.
+static shmkvgo_res2 shmkvgo_exchange(int swap, shmkv_db *db, _GoString_ key, const void *val,
+                                     size_t vlen, int kind, void *buf, size_t cap) {
 	shmkvgo_res2 r = {0, 0, 0, 0, 0};
 	shmkv_kind k = SHMKV_KIND_BYTES;
-	r.rc = shmkv_get_or_set(db, _GoStringPtr(key), _GoStringLen(key), val, vlen, (shmkv_kind)kind,
-	                        buf, cap, &r.vlen, &k, &r.flag);
-	r.kind = (int)k;
-	return r;
-}
-
-static shmkvgo_res2 shmkvgo_swap(shmkv_db *db, _GoString_ key, const void *val, size_t vlen,
-                                 int kind, void *buf, size_t cap) {
-	shmkvgo_res2 r = {0, 0, 0, 0, 0};
-	shmkv_kind k = SHMKV_KIND_BYTES;
-	r.rc = shmkv_swap(db, _GoStringPtr(key), _GoStringLen(key), val, vlen, (shmkv_kind)kind,
-	                  buf, cap, &r.vlen, &k, &r.flag);
+	r.rc = (swap ? shmkv_swap : shmkv_get_or_set)(db, _GoStringPtr(key), _GoStringLen(key), val,
+	                                              vlen, (shmkv_kind)kind, buf, cap, &r.vlen, &k,
+	                                              &r.flag);
 	r.kind = (int)k;
 	return r;
 }
@@ -439,33 +431,27 @@ func (d *db) setIfAbsent(key string, val []byte, kind Kind) (bool, error) {
 // getOrSet returns the stored value (loaded true) or stores val and returns
 // it (loaded false).
 func (d *db) getOrSet(key string, val []byte, kind Kind, hint int) ([]byte, Kind, bool, error) {
-	buf := make([]byte, max(hint, len(val)))
+	return d.exchange(0, key, val, kind, max(hint, len(val)))
+}
+
+// swap stores val and returns the previous value (loaded false: there was
+// none, and no bytes are returned).
+func (d *db) swap(key string, val []byte, kind Kind, hint int) ([]byte, Kind, bool, error) {
+	b, k, loaded, err := d.exchange(1, key, val, kind, hint)
+	if !loaded {
+		return nil, 0, false, err
+	}
+	return b, k, true, err
+}
+
+func (d *db) exchange(swap C.int, key string, val []byte, kind Kind, hint int) ([]byte, Kind, bool, error) {
+	buf := make([]byte, hint)
 	for {
-		r := C.shmkvgo_get_or_set(d.p, key, bytesPtr(val), C.size_t(len(val)), C.int(kind),
+		r := C.shmkvgo_exchange(swap, d.p, key, bytesPtr(val), C.size_t(len(val)), C.int(kind),
 			bytesPtr(buf), C.size_t(len(buf)))
 		switch int(r.rc) {
 		case 0:
 			return buf[:r.vlen], Kind(r.kind), r.flag != 0, nil
-		case codeBufSize:
-			buf = make([]byte, int(r.vlen))
-		default:
-			return nil, 0, false, cerr(r.rc)
-		}
-	}
-}
-
-// swap stores val and returns the previous value (loaded false: there was none).
-func (d *db) swap(key string, val []byte, kind Kind, hint int) ([]byte, Kind, bool, error) {
-	buf := make([]byte, hint)
-	for {
-		r := C.shmkvgo_swap(d.p, key, bytesPtr(val), C.size_t(len(val)), C.int(kind),
-			bytesPtr(buf), C.size_t(len(buf)))
-		switch int(r.rc) {
-		case 0:
-			if r.flag == 0 {
-				return nil, 0, false, nil
-			}
-			return buf[:r.vlen], Kind(r.kind), true, nil
 		case codeBufSize:
 			buf = make([]byte, int(r.vlen))
 		default:
