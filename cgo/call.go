@@ -69,11 +69,29 @@ func (h *handle) object() *sobek.Object {
 func (h *handle) method(name string, body func(*call) sobek.Value) func(sobek.FunctionCall) sobek.Value {
 	return func(args sobek.FunctionCall) sobek.Value {
 		c := call{h: h, name: name, args: args}
-		v := body(&c)
 		p, resolve, reject := h.rt.NewPromise()
-		if c.err != nil {
+		var thrown sobek.Value
+		v := func() (v sobek.Value) {
+			// A getter or Proxy trap of an argument may throw: the promise
+			// then rejects with what it threw, as an async function's would,
+			// instead of the call throwing.
+			defer func() {
+				if r := recover(); r != nil {
+					ex, ok := r.(*sobek.Exception)
+					if !ok {
+						panic(r)
+					}
+					thrown = ex.Value()
+				}
+			}()
+			return body(&c)
+		}()
+		switch {
+		case thrown != nil:
+			_ = reject(thrown)
+		case c.err != nil:
 			_ = reject(h.errorValue(c.err))
-		} else {
+		default:
 			_ = resolve(v)
 		}
 		return h.rt.ToValue(p)

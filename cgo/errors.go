@@ -72,6 +72,12 @@ var codeNames = map[int]string{
 	codeTooMany:  ErrStoreFull,
 }
 
+// noRoom reports whether err is the store or its disk being full.
+func noRoom(err error) bool {
+	code := codeOf(err)
+	return code == codeFull || code == codeNoSpace || code == codeTooMany
+}
+
 // storeError turns an error from a store call into the rejection: the name
 // from the library's code, a message naming the method and, where it
 // helps, the key and the value's size.

@@ -21,6 +21,7 @@ import (
 
 const (
 	maxSample   = 1_000_000 // randomKeys({count}) at most, as in xk6-kv
+	maxBatch    = 1_000_000 // keys of one getMany or deleteMany call
 	cursorMagic = "c1."     // cursors are "c1." + base64url(last key)
 	// A paged scan of a store without the key index turns the index on from
 	// this many keys: below it a page's pass over the store is cheap.
@@ -29,7 +30,7 @@ const (
 
 // ---- argument helpers ---------------------------------------------------
 
-// strings reads argument i as an array of strings.
+// strings reads argument i as an array of at most maxBatch strings.
 func (c *call) strings(i int, what string) []string {
 	v := c.args.Argument(i)
 	if c.err != nil {
@@ -38,6 +39,12 @@ func (c *call) strings(i int, what string) []string {
 	o, ok := v.(*sobek.Object)
 	if !ok || typeName(v) != "array" {
 		c.invalid("%s must be an array of strings, got %s", what, typeName(v))
+		return nil
+	}
+	// Checked before the array is copied: a sparse [] of length 2^32-1
+	// would otherwise be copied whole first.
+	if n := o.Get("length").ToFloat(); n > maxBatch {
+		c.invalid("%s holds %.0f entries; one call takes at most %d", what, n, maxBatch)
 		return nil
 	}
 	// One export of the whole array; only an element that is not a string,
@@ -180,7 +187,7 @@ func opSetMany(c *call) sobek.Value {
 	sort.Strings(keys) // deterministic diagnostics, as xk6-kv
 	vals := make([][]byte, len(keys))
 	kinds := make([]Kind, len(keys))
-	var bad []entryError
+	bad := c.loneSurrogateKeys(o, keys)
 	for i, k := range keys {
 		v := o.Get(k)
 		switch {
@@ -188,11 +195,7 @@ func opSetMany(c *call) sobek.Value {
 			bad = append(bad, entryError{Key: k, Name: "EmptyKey", Message: "key must be a non-empty string"})
 			continue
 		case v == nil:
-			// Keys() named it, yet it is not there under that name: the
-			// property name held a lone surrogate, lost in conversion.
-			bad = append(bad, entryError{Key: k, Name: ErrInvalidOptions,
-				Message: "key contains a lone UTF-16 surrogate, which has no UTF-8 form"})
-			continue
+			continue // a lone-surrogate name, listed above
 		}
 		b, kind, err := c.h.codec.encode(v)
 		if err != nil {
@@ -200,6 +203,16 @@ func opSetMany(c *call) sobek.Value {
 			continue
 		}
 		vals[i], kinds[i] = b, kind
+		// The library refuses these too (and names the first); listing
+		// each one here, against its published limits, is for errors[].
+		if len(k) > keyMax {
+			e := storeError(c.name, k, 0, &CError{Code: codeKeySize})
+			bad = append(bad, entryError{Key: k, Name: e.Name, Message: e.Message})
+		}
+		if len(b) > valueMax {
+			e := storeError(c.name, k, len(b), &CError{Code: codeValSize})
+			bad = append(bad, entryError{Key: k, Name: e.Name, Message: e.Message})
+		}
 	}
 	if len(bad) > 0 {
 		c.fail(&kvError{Name: ErrInvalidOptions, Message: invalidEntries(len(bad)), Errors: bad})
@@ -208,6 +221,36 @@ func opSetMany(c *call) sobek.Value {
 	c.do(func(s backendStore) error { return s.setMany(keys, vals, kinds) })
 	c.entryFailed(keys)
 	return c.object("written", len(keys))
+}
+
+// loneSurrogateKeys lists the property names of o that hold a lone UTF-16
+// surrogate. Keys() hands them over converted (U+FFFD in place of the
+// surrogate), so only when a converted name holds U+FFFD are the names read
+// again as JavaScript strings.
+func (c *call) loneSurrogateKeys(o *sobek.Object, keys []string) []entryError {
+	suspect := false
+	for _, k := range keys {
+		suspect = suspect || strings.ContainsRune(k, utf8.RuneError)
+	}
+	if !suspect {
+		return nil
+	}
+	fn, _ := sobek.AssertFunction(c.h.rt.Get("Object").ToObject(c.h.rt).Get("keys"))
+	names, err := fn(sobek.Undefined(), o)
+	arr, _ := names.(*sobek.Object)
+	if err != nil || arr == nil {
+		return nil
+	}
+	var bad []entryError
+	n := arr.Get("length").ToInteger()
+	for j := int64(0); j < n; j++ {
+		name := arr.Get(itoa(j))
+		if s := name.String(); strings.ContainsRune(s, utf8.RuneError) && !c.h.rt.ToValue(s).StrictEquals(name) {
+			bad = append(bad, entryError{Key: s, Name: ErrInvalidOptions,
+				Message: "key contains a lone UTF-16 surrogate, which has no UTF-8 form"})
+		}
+	}
+	return bad
 }
 
 func invalidEntries(n int) string {
@@ -289,7 +332,9 @@ func (c *call) page(keysOnly bool) ([]entry, string, bool) {
 		// large turns the index on instead (once, for every process); a
 		// read-only handle cannot, and pays the pass.
 		if ask > 0 && !c.h.cfg.readOnly() {
-			if err = s.ordered(autoIndexKeys); err != nil {
+			// No room for the index (a full disk or reserve): this page
+			// pays the pass instead; a later one tries again.
+			if err = s.ordered(autoIndexKeys); err != nil && !noRoom(err) {
 				return err
 			}
 		}
@@ -459,9 +504,9 @@ func opCompareAndDelete(c *call) sobek.Value {
 	return c.result(c.compare(true, false).done)
 }
 
-// detailed builds the result of the detailed forms.
-func (c *call) detailed(r compared, doneName, doneReason string, optArg int) sobek.Value {
-	include := c.flag(c.options(optArg, "includeCurrentOnMismatch"), "includeCurrentOnMismatch", false)
+// detailed builds the result of the detailed forms; include was read (and
+// checked) before anything was written.
+func (c *call) detailed(r compared, doneName, doneReason string, include bool) sobek.Value {
 	if c.err != nil {
 		return nil
 	}
@@ -479,11 +524,11 @@ func (c *call) detailed(r compared, doneName, doneReason string, optArg int) sob
 }
 
 func opCompareAndSwapDetailed(c *call) sobek.Value {
-	c.options(3, "includeCurrentOnMismatch") // checked before anything is written
-	return c.detailed(c.compare(false, true), "swapped", "swapped", 3)
+	include := c.flag(c.options(3, "includeCurrentOnMismatch"), "includeCurrentOnMismatch", false)
+	return c.detailed(c.compare(false, true), "swapped", "swapped", include)
 }
 
 func opCompareAndDeleteDetailed(c *call) sobek.Value {
-	c.options(2, "includeCurrentOnMismatch")
-	return c.detailed(c.compare(true, false), "deleted", "deleted", 2)
+	include := c.flag(c.options(2, "includeCurrentOnMismatch"), "includeCurrentOnMismatch", false)
+	return c.detailed(c.compare(true, false), "deleted", "deleted", include)
 }

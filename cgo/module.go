@@ -116,11 +116,15 @@ func (mi *ModuleInstance) openKv(call sobek.FunctionCall) sobek.Value {
 	// Every openKv opens a library handle; the library finds the store
 	// already mapped in this process (by device and inode) and shares the
 	// mapping, or judges this opener's options against the store's.
-	if kerr := makeParents(cfg); kerr != nil {
+	made, kerr := makeParents(cfg)
+	if kerr != nil {
 		panic(throwable(rt, kerr))
 	}
 	d, err := openDB(paramsOf(cfg))
 	if err != nil {
+		for _, dir := range made { // a failed open leaves nothing behind
+			_ = os.Remove(dir)
+		}
 		panic(throwable(rt, openError(cfg, err)))
 	}
 	h.db = d
@@ -141,16 +145,24 @@ func paramsOf(c *config) openParams {
 }
 
 // makeParents creates the missing folders of a disk store's path, for the
-// owner only, as xk6-kv does (a read-only open creates nothing).
-func makeParents(c *config) *kvError {
+// owner only, as xk6-kv does (a read-only open creates nothing), and
+// returns those it created, deepest first.
+func makeParents(c *config) ([]string, *kvError) {
 	if c.backend != BackendDisk || c.flags&flagReadOnly != 0 {
-		return nil
+		return nil, nil
 	}
 	dir := filepath.Dir(c.path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return newErr(ErrDiskPath, "openKv: cannot create the folder %q of disk store %q: %v", dir, c.path, err)
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil || d == filepath.Dir(d) {
+			break
+		}
+		missing = append(missing, d)
 	}
-	return nil
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, newErr(ErrDiskPath, "openKv: cannot create the folder %q of disk store %q: %v", dir, c.path, err)
+	}
+	return missing, nil
 }
 
 // openError words a failed open, naming the option the library refused.

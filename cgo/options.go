@@ -233,12 +233,20 @@ func parseOptions(arg sobek.Value) (*config, *kvError) {
 		if s == "" {
 			return nil, optErr(`option "path" must not be empty`)
 		}
+		if strings.IndexByte(s, 0) >= 0 {
+			// C would read the path only up to the NUL: another file.
+			return nil, optErr(`option "path" must not contain a NUL character, got %q`, s)
+		}
 		c.path, pathSet = s, s
 	}
 	if v := get(o, "name"); v != nil {
 		s, err := getString("name", v)
 		if err != nil {
 			return nil, err
+		}
+		if strings.IndexByte(s, 0) >= 0 {
+			// C would read the name only up to the NUL: another store.
+			return nil, optErr(`option "name" must not contain a NUL character, got %q`, s)
 		}
 		c.name = s
 	}
@@ -315,8 +323,8 @@ func parseOptions(arg sobek.Value) (*config, *kvError) {
 				if err != nil {
 					return nil, err
 				}
-				if s == "" {
-					return nil, optErr(`option "disk.path" must not be empty`)
+				if s == "" || strings.IndexByte(s, 0) >= 0 {
+					return nil, optErr(`option "disk.path" must be a path without NUL characters, got %q`, s)
 				}
 				if pathSet != "" && pathSet != s {
 					return nil, optErr(`options "path" (%q) and "disk.path" (%q) disagree`, pathSet, s)
@@ -397,7 +405,10 @@ func parseTimeout(name string, v sobek.Value) (uint32, *kvError) {
 		if math.IsNaN(f) || f <= 0 {
 			return 0, optErr("option %q must be a positive number of milliseconds, a duration such as \"10s\", or Infinity, got %v", name, f)
 		}
-		d = time.Duration(f * float64(time.Millisecond))
+		if f >= lockTimeoutNone {
+			return lockTimeoutNone - 1, nil // the longest finite wait: about 49.7 days
+		}
+		return uint32(max(math.Ceil(f), 1)), nil
 	case sobek.IsString(v):
 		s := v.String()
 		if s == "none" {
@@ -412,7 +423,7 @@ func parseTimeout(name string, v sobek.Value) (uint32, *kvError) {
 	}
 	ms := max(d.Milliseconds(), 1)
 	if ms >= lockTimeoutNone {
-		return lockTimeoutNone, nil
+		return lockTimeoutNone - 1, nil
 	}
 	return uint32(ms), nil
 }

@@ -165,6 +165,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"unsafe"
 
 	// The C sources, so that editing them rebuilds this package: see there.
@@ -511,6 +512,24 @@ func (d *db) scan(prefix, after string, limit uint64, keysOnly bool) ([]entry, e
 // randomKeys draws n keys with the prefix, uniformly; unique: without
 // replacement (every match when fewer match).
 func (d *db) randomKeys(prefix string, n uint64, unique bool) ([]string, error) {
+	if !unique && n > 64 && prefix != "" {
+		// Without the index each draw with replacement may cost a pass over
+		// the store when few keys match: take the matches in one pass and
+		// draw from them instead (still uniform, each draw on its own).
+		if info, err := d.stat(); err == nil && !info.TrackKeys {
+			if m, err := d.count(prefix); err == nil && m <= 1_000_000 {
+				all, err := d.randomKeys(prefix, max(m, 1), true)
+				if err != nil || len(all) == 0 {
+					return nil, err
+				}
+				out := make([]string, n)
+				for i := range out {
+					out[i] = all[rand.IntN(len(all))]
+				}
+				return out, nil
+			}
+		}
+	}
 	u := C.int(0)
 	if unique {
 		u = 1

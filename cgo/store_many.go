@@ -132,7 +132,9 @@ func (d *db) getMany(keys []string, hint int) ([]found, error) {
 	}
 	flat, lens := flatKeys(keys)
 	got := make([]C.shmkvgo_got, len(keys))
-	buf := make([]byte, max(len(keys)*hint, 64))
+	// A first guess, at most 1 MiB: the library says how much it needs when
+	// the values do not fit, and the call is made again with that.
+	buf := make([]byte, min(max(len(keys)*hint, 64), 1<<20))
 	for {
 		var need, bad C.size_t
 		rc := C.shmkvgo_get_many(d.p, u8(flat), (*C.uint32_t)(unsafe.Pointer(&lens[0])), C.size_t(len(keys)),
