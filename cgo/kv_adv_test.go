@@ -8,10 +8,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"testing"
 	"time"
 
 	"github.com/grafana/sobek"
-	"testing"
 )
 
 // Adversarial probes of the batch/scan/compare methods.
