@@ -260,6 +260,9 @@ func (c *codec) decodeJSON(b []byte) (sobek.Value, *kvError) {
 			}
 		}
 	}
+	if v, ok := fastParse(c.rt, b); ok {
+		return v, nil
+	}
 	v, err := c.parse(c.json, c.rt.ToValue(unsafe.String(unsafe.SliceData(b), n)))
 	if err != nil {
 		msg := err.Error()

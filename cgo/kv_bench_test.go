@@ -18,6 +18,12 @@ func BenchmarkJS(b *testing.B) {
 		{"randomKey", `await kv.randomKey()`},
 		{"exists", `await kv.exists("k1")`},
 		{"incrementBy", `await kv.incrementBy("n", 1)`},
+		// A ~150-byte user record, and its codec floor: parsing the same
+		// text and awaiting a resolved promise, no store.
+		{"get-record", `await kv.get("user")`},
+		{"set-record", `await kv.set("user", user)`},
+		{"floor-parse-record", `await Promise.resolve(JSON.parse(userText))`},
+		{"floor-stringify-record", `await Promise.resolve(JSON.stringify(user))`},
 		// 100 keys per call: divide ns/op by 100 for a key's share.
 		{"getMany100", `await kv.getMany(keys100)`},
 		{"setMany100", `await kv.setMany(rec100)`},
@@ -26,6 +32,11 @@ func BenchmarkJS(b *testing.B) {
 			rt := newJS(b)
 			runAsync(b, rt, `globalThis.kv = openKv(`+storeOptions(b, "memory", true, "")+`);
 				for (let i = 0; i < 1024; i++) await kv.set("k" + i, "value-value-value");
+				globalThis.user = {id: 12345, name: "name-12345", email: "user12345@example.com",
+					tags: ["a", "b", "c"], active: true, score: 17.5,
+					address: {street: "1 Main St", city: "Springfield", zip: "12345"}};
+				globalThis.userText = JSON.stringify(user);
+				await kv.set("user", user);
 				globalThis.keys100 = []; globalThis.rec100 = {};
 				for (let i = 0; i < 100; i++) { keys100.push("k" + i * 7); rec100["k" + i * 7] = "value-value-value"; }`)
 			b.ResetTimer()

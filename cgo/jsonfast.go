@@ -1,0 +1,289 @@
+//go:build cgo
+
+package kv
+
+import (
+	"strconv"
+	"unicode/utf8"
+	"unsafe"
+
+	"github.com/grafana/sobek"
+)
+
+// fastParse builds the JS value of a stored JSON text in one pass, without
+// the engine's JSON.parse (which tokenizes through an io.Reader and costs
+// most of a get of a small object). It takes the common case only: objects,
+// arrays, numbers, true, false, null, and strings whose escapes are the
+// short ones. Anything else (a \u escape, a syntax error, nesting deeper
+// than maxDepth) answers ok false, and the caller uses
+// JSON.parse, whose result and errors are then the reference. The values
+// made are what JSON.parse makes: plain objects in key order, arrays,
+// numbers (integers as integers), strings, booleans, null.
+func fastParse(rt *sobek.Runtime, b []byte) (v sobek.Value, ok bool) {
+	p := jsonParser{rt: rt, b: b}
+	p.space()
+	v, ok = p.value(0)
+	if !ok {
+		return nil, false
+	}
+	p.space()
+	return v, p.i == len(p.b)
+}
+
+const maxDepth = 256
+
+type jsonParser struct {
+	rt  *sobek.Runtime
+	b   []byte
+	i   int
+	buf []byte // unescaped string bytes
+}
+
+func (p *jsonParser) space() {
+	for p.i < len(p.b) {
+		switch p.b[p.i] {
+		case ' ', '\t', '\n', '\r':
+			p.i++
+		default:
+			return
+		}
+	}
+}
+
+func (p *jsonParser) value(depth int) (sobek.Value, bool) {
+	if p.i >= len(p.b) || depth > maxDepth {
+		return nil, false
+	}
+	switch c := p.b[p.i]; {
+	case c == '{':
+		return p.object(depth)
+	case c == '[':
+		return p.array(depth)
+	case c == '"':
+		s, ok := p.str()
+		if !ok {
+			return nil, false
+		}
+		return p.rt.ToValue(s), true
+	case c == 't':
+		return p.word("true", p.rt.ToValue(true))
+	case c == 'f':
+		return p.word("false", p.rt.ToValue(false))
+	case c == 'n':
+		return p.word("null", sobek.Null())
+	default:
+		return p.number()
+	}
+}
+
+func (p *jsonParser) word(w string, v sobek.Value) (sobek.Value, bool) {
+	if len(p.b)-p.i < len(w) || string(p.b[p.i:p.i+len(w)]) != w {
+		return nil, false
+	}
+	p.i += len(w)
+	return v, true
+}
+
+func (p *jsonParser) object(depth int) (sobek.Value, bool) {
+	o := p.rt.NewObject()
+	p.i++ // {
+	p.space()
+	if p.i < len(p.b) && p.b[p.i] == '}' {
+		p.i++
+		return o, true
+	}
+	for {
+		p.space()
+		if p.i >= len(p.b) || p.b[p.i] != '"' {
+			return nil, false
+		}
+		k, ok := p.str()
+		if !ok {
+			return nil, false
+		}
+		p.space()
+		if p.i >= len(p.b) || p.b[p.i] != ':' {
+			return nil, false
+		}
+		p.i++
+		p.space()
+		v, ok := p.value(depth + 1)
+		if !ok {
+			return nil, false
+		}
+		// An own data property, as JSON.parse creates it: Set would call
+		// a setter that a script put on Object.prototype, and would take
+		// "__proto__" for the prototype.
+		if o.DefineDataProperty(k, v, sobek.FLAG_TRUE, sobek.FLAG_TRUE, sobek.FLAG_TRUE) != nil {
+			return nil, false
+		}
+		p.space()
+		if p.i >= len(p.b) {
+			return nil, false
+		}
+		switch p.b[p.i] {
+		case ',':
+			p.i++
+		case '}':
+			p.i++
+			return o, true
+		default:
+			return nil, false
+		}
+	}
+}
+
+func (p *jsonParser) array(depth int) (sobek.Value, bool) {
+	p.i++ // [
+	p.space()
+	var items []any
+	if p.i < len(p.b) && p.b[p.i] == ']' {
+		p.i++
+		return p.rt.NewArray(), true
+	}
+	for {
+		p.space()
+		v, ok := p.value(depth + 1)
+		if !ok {
+			return nil, false
+		}
+		items = append(items, v)
+		p.space()
+		if p.i >= len(p.b) {
+			return nil, false
+		}
+		switch p.b[p.i] {
+		case ',':
+			p.i++
+		case ']':
+			p.i++
+			return p.rt.NewArray(items...), true
+		default:
+			return nil, false
+		}
+	}
+}
+
+// str reads a string literal. Without escapes it is the stored bytes
+// themselves, not copied (the caller's bytes are not changed afterwards).
+func (p *jsonParser) str() (string, bool) {
+	p.i++ // opening quote
+	start := p.i
+	for p.i < len(p.b) {
+		c := p.b[p.i]
+		switch {
+		case c == '"':
+			s := p.b[start:p.i]
+			p.i++
+			if !utf8.Valid(s) {
+				return "", false
+			}
+			return unsafe.String(unsafe.SliceData(s), len(s)), true
+		case c == '\\':
+			return p.escaped(start)
+		case c < 0x20:
+			return "", false
+		}
+		p.i++
+	}
+	return "", false
+}
+
+func (p *jsonParser) escaped(start int) (string, bool) {
+	p.buf = append(p.buf[:0], p.b[start:p.i]...)
+	for p.i < len(p.b) {
+		c := p.b[p.i]
+		switch {
+		case c == '"':
+			p.i++
+			if !utf8.Valid(p.buf) {
+				return "", false
+			}
+			return string(p.buf), true
+		case c < 0x20:
+			return "", false
+		case c != '\\':
+			p.buf = append(p.buf, c)
+			p.i++
+			continue
+		}
+		if p.i+1 >= len(p.b) {
+			return "", false
+		}
+		var r byte
+		switch p.b[p.i+1] {
+		case '"':
+			r = '"'
+		case '\\':
+			r = '\\'
+		case '/':
+			r = '/'
+		case 'b':
+			r = '\b'
+		case 'f':
+			r = '\f'
+		case 'n':
+			r = '\n'
+		case 'r':
+			r = '\r'
+		case 't':
+			r = '\t'
+		default:
+			return "", false // \u and anything else: JSON.parse decides
+		}
+		p.buf = append(p.buf, r)
+		p.i += 2
+	}
+	return "", false
+}
+
+// number reads a JSON number; integers that a float64 holds exactly become
+// integers, as JSON.parse makes them.
+func (p *jsonParser) number() (sobek.Value, bool) {
+	start := p.i
+	if p.i < len(p.b) && p.b[p.i] == '-' {
+		p.i++
+	}
+	digits := func() int {
+		n := 0
+		for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
+			p.i++
+			n++
+		}
+		return n
+	}
+	intStart := p.i
+	if n := digits(); n == 0 || (n > 1 && p.b[intStart] == '0') {
+		return nil, false
+	}
+	isInt := true
+	if p.i < len(p.b) && p.b[p.i] == '.' {
+		p.i++
+		if digits() == 0 {
+			return nil, false
+		}
+		isInt = false
+	}
+	if p.i < len(p.b) && (p.b[p.i] == 'e' || p.b[p.i] == 'E') {
+		p.i++
+		if p.i < len(p.b) && (p.b[p.i] == '+' || p.b[p.i] == '-') {
+			p.i++
+		}
+		if digits() == 0 {
+			return nil, false
+		}
+		isInt = false
+	}
+	text := unsafe.String(unsafe.SliceData(p.b[start:p.i]), p.i-start)
+	if isInt && p.i-start <= 16 {
+		if n, err := strconv.ParseInt(text, 10, 64); err == nil && n >= -(1<<53) && n <= 1<<53 &&
+			!(n == 0 && text[0] == '-') {
+			return p.rt.ToValue(n), true
+		}
+	}
+	f, err := strconv.ParseFloat(text, 64)
+	if err != nil {
+		return nil, false // out of range: JSON.parse refuses it, with its message
+	}
+	return p.rt.ToValue(f), true
+}
