@@ -15,6 +15,7 @@
 //   STORE     memory name or disk path (IMPL=kv)
 //   REDIS     redis URL (IMPL=redis), e.g. redis://127.0.0.1:6399
 //   OPS       comma list of: warm get set mix rk rkp noop getm setm noopm
+//             fparse fstring
 //             (mix = 75% get / 25% set; rk = randomKey(); rkp = randomKey({prefix});
 //             warm = a 1 s mix run first so that every measured scenario finds
 //             the process warmed up (run.sh does not report it); noop = the same
@@ -22,7 +23,10 @@
 //             the floor that k6 and the JS engine put under every row;
 //             getm/setm = getMany/setMany of MANY random keys, counted as
 //             MANY operations: keys per second, against get/set's; noopm =
-//             the floor under getm: the same keys made, then a resolved promise)
+//             the floor under getm: the same keys made, then a resolved promise;
+//             fparse/fstring = the codec floor of get/set for SHAPE: awaiting
+//             a resolved promise of JSON.parse of the stored text, or of
+//             JSON.stringify of the value, no store)
 //   VUS, DUR  VUs per scenario and seconds per scenario (at least 1)
 //   REPS      repetitions of the OPS sequence (default 1)
 //   PHASE, NPHASE  this process's turn and the number of processes taking turns
@@ -46,7 +50,23 @@ const DUR = parseFloat(__ENV.DUR || "3");
 const GAP = 0.3;
 const NKEYS = parseInt(__ENV.NKEYS || "10000", 10);
 const BATCH = parseInt(__ENV.BATCH || "10", 10);
-const VALUE = "v".repeat(32);
+// SHAPE: the value stored and read (issue 13): str32 (a 32-byte string, the
+// default), user (a ~150-byte user record), doc (a ~1 KiB document), nums
+// (an array of 20 numbers).
+const SHAPES = {
+  str32: () => "v".repeat(32),
+  user: () => ({ id: 12345, name: "name-12345", email: "user12345@example.com", tags: ["a", "b", "c"],
+    active: true, score: 17.5, address: { street: "1 Main St", city: "Springfield", zip: "12345" } }),
+  doc: () => ({ id: "order-000123", customer: { id: 77, name: "Grace Hopper", email: "grace@example.com" },
+    items: Array.from({ length: 8 }, (_, i) => ({ sku: `SKU-${1000 + i}`, qty: i + 1, price: 9.99 + i,
+      title: `Item number ${i} with a longer title` })),
+    shipping: { street: "1 Main St", city: "Springfield", zip: "12345", country: "US" },
+    notes: "x".repeat(200), created: "2026-12-06T00:00:00Z", paid: true }),
+  nums: () => Array.from({ length: 20 }, (_, i) => i * 3.25),
+};
+const VALUE = (SHAPES[__ENV.SHAPE || "str32"] || SHAPES.str32)();
+// The codec floor: what producing the value costs with no store at all.
+const VALUE_TEXT = JSON.stringify(VALUE);
 const PREFIX = "p3:";
 const MANY = parseInt(__ENV.MANY || "100", 10);
 
@@ -136,8 +156,13 @@ async function filled() {
 // store's own promise: an async wrapper would add a promise and an await of
 // its own to every operation, a cost the workload would then charge to the
 // store (it was a third of a JS get in an earlier version of this file).
-const setKey = client ? (k) => client.set(k, VALUE, 0) : (k) => kv.set(k, VALUE);
-const getKey = client ? (k) => client.get(k) : (k) => kv.get(k);
+// Redis stores text: its users stringify and parse, so the workload does.
+const setKey = client
+  ? (typeof VALUE === "string" ? (k) => client.set(k, VALUE, 0) : (k) => client.set(k, JSON.stringify(VALUE), 0))
+  : (k) => kv.set(k, VALUE);
+const getKey = client
+  ? (typeof VALUE === "string" ? (k) => client.get(k) : (k) => client.get(k).then((t) => JSON.parse(t)))
+  : (k) => kv.get(k);
 const anyKey = client ? () => client.randomKey() : () => kv.randomKey();
 const RKP = { prefix: PREFIX };
 const noop = (k) => Promise.resolve(k);
@@ -180,6 +205,10 @@ export async function run() {
         if (!k) throw new Error("randomKey(prefix) found nothing");
       } else if (op === "noop") {
         await noop(keyAt(randomIndex()));
+      } else if (op === "fparse") {
+        await Promise.resolve(JSON.parse(VALUE_TEXT));
+      } else if (op === "fstring") {
+        await Promise.resolve(JSON.stringify(VALUE));
       } else if (op === "noopm") {
         await noop(someKeys());
         done += MANY - 1;
