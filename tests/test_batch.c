@@ -877,3 +877,151 @@ Test(batch, atomic_for_threads_of_one_process)
         close_checked(db, where, combos[c].be);
     }
 }
+
+/* ---- a full store (1 MiB reserve) ----------------------------------------------- */
+
+static shmkv_db *open_small(const combo *c, const char *tag, const char **where)
+{
+    *where = t_where(c->be, tag);
+    shmkv_options o = t_opts(c->be, c->track == SHMKV_TRACK_ON ? SHMKV_TRACK_ON
+                                                                : SHMKV_TRACK_DEFAULT);
+    o.reserve = SHMKV_RESERVE_MIN;
+    return t_open_opts(*where, &o);
+}
+
+static bool full_rc(int rc)
+{
+    return rc == SHMKV_EFULL || rc == -ENOSPC;
+}
+
+/* Single sets of 500-byte values "<pfx><i>" until the store is full; the
+ * number that fit. */
+static size_t fill_singles(shmkv_db *db, const char *pfx)
+{
+    static char val[500];
+    memset(val, 'x', sizeof val);
+    for (size_t n = 0;; n++) {
+        char k[48];
+        int kl = snprintf(k, sizeof k, "%s%zu", pfx, n);
+        int rc = shmkv_set(db, k, (size_t)kl, val, sizeof val, SHMKV_KIND_STRING);
+        if (rc) {
+            cr_assert(full_rc(rc), "set %s -> %d (%s)", k, rc, shmkv_strerror(rc));
+            return n;
+        }
+        cr_assert(n < 100000, "a 1 MiB store never fills");
+    }
+}
+
+/* A set_many far too big for the store: it must fail as full and write
+ * nothing. */
+static void failed_set_many(shmkv_db *db)
+{
+    static char val[500];
+    memset(val, 'y', sizeof val);
+    size_t n = 3000;
+    shmkv_item *it = calloc(n, sizeof *it);
+    char (*k)[24] = calloc(n, sizeof *k);
+    cr_assert(it && k);
+    for (size_t i = 0; i < n; i++) {
+        int kl = snprintf(k[i], sizeof k[i], "f:%zu", i);
+        it[i] = (shmkv_item){k[i], (size_t)kl, val, sizeof val, SHMKV_KIND_STRING, 0};
+    }
+    uint64_t before = shmkv_size(db);
+    int rc = shmkv_set_many(db, it, n, NULL);
+    cr_assert(full_rc(rc), "set_many of 1.5 MB into 1 MiB -> %d (%s)", rc, shmkv_strerror(rc));
+    cr_assert_eq(shmkv_size(db), before, "a failed set_many wrote something");
+    free(it);
+    free(k);
+}
+
+/* A failed batch leaves the store as it was, its free space included: as
+ * many values fit after it as before it. */
+Test(batch, failed_set_many_keeps_space)
+{
+    for (size_t c = 0; c < NCOMBO; c++) {
+        const char *where;
+        shmkv_db *db = open_small(&combos[c], "fsk", &where);
+        size_t before = 0;
+        for (int r = 0; r < 3; r++) {
+            before = fill_singles(db, "s:");
+            T_OK(shmkv_clear(db));
+        }
+        cr_assert_gt(before, 500, "combo %zu: only %zu values fit", c, before);
+        for (int r = 0; r < 3; r++) {
+            failed_set_many(db);
+            size_t n = fill_singles(db, "s:");
+            cr_assert_eq(n, before, "combo %zu round %d: %zu values fit after a failed set_many, %zu before",
+                         c, r, n, before);
+            T_OK(shmkv_clear(db));
+        }
+        /* Failing on a store that holds keys keeps them and their room. */
+        size_t half = fill_singles(db, "h:");
+        T_OK(shmkv_clear(db));
+        for (size_t i = 0; i < half / 2; i++) {
+            char k[24];
+            int kl = snprintf(k, sizeof k, "h:%zu", i);
+            T_OK(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
+        }
+        failed_set_many(db);
+        cr_assert_eq(shmkv_size(db), half / 2);
+        close_checked(db, where, combos[c].be);
+    }
+}
+
+static int collect_key(void *ctx, const void *key, size_t klen, const void *val, size_t vlen,
+                       shmkv_kind kind)
+{
+    (void)val;
+    (void)vlen;
+    (void)kind;
+    kvset *s = ctx;
+    if (klen >= sizeof s->k[0])
+        return 1;
+    memcpy(s->k[s->n], key, klen);
+    s->k[s->n][klen] = 0;
+    s->it[s->n] = (shmkv_item){s->k[s->n], klen, NULL, 0, 0, 0};
+    s->n++;
+    return 0;
+}
+
+/* Deleting frees space, so it must work on a full store: delete_many and
+ * delete_prefix of every key, with or without a failed set_many first. */
+Test(batch, deletes_work_on_a_full_store)
+{
+    for (size_t c = 0; c < NCOMBO; c++) {
+        for (int fail_first = 0; fail_first < 2; fail_first++) {
+            const char *where;
+            shmkv_db *db = open_small(&combos[c], fail_first ? "dff" : "dfn", &where);
+            if (fail_first)
+                failed_set_many(db);
+            size_t n = fill_singles(db, "s:");
+            kvset s = {calloc(n, sizeof *s.it), calloc(n, sizeof *s.k), NULL, 0};
+            cr_assert(s.it && s.k);
+            T_OK(shmkv_list(db, "s:", 2, 0, SHMKV_LIST_KEYS_ONLY, collect_key, &s));
+            cr_assert_eq(s.n, n);
+            uint64_t del = 0;
+            int rc = shmkv_delete_many(db, s.it, s.n, &del, NULL);
+            cr_assert_eq(rc, 0, "combo %zu fail_first %d: delete_many of %zu keys on a full store -> %d (%s)",
+                         c, fail_first, n, rc, shmkv_strerror(rc));
+            cr_assert_eq(del, n);
+            cr_assert_eq(shmkv_size(db), 0);
+            if (fail_first)
+                failed_set_many(db);
+            size_t n2 = fill_singles(db, "s:");
+            cr_assert_gt(n2, 0);
+            rc = shmkv_delete_prefix(db, "s:", 2, 0, &del);
+            cr_assert_eq(rc, 0, "combo %zu fail_first %d: delete_prefix on a full store -> %d (%s)", c,
+                         fail_first, rc, shmkv_strerror(rc));
+            cr_assert_eq(del, n2);
+            cr_assert_eq(shmkv_size(db), 0);
+            /* And one key at a time in a batch of one. */
+            n2 = fill_singles(db, "s:");
+            shmkv_item one = {"s:0", 3, NULL, 0, 0, 0};
+            T_OK(shmkv_delete_many(db, &one, 1, &del, NULL));
+            cr_assert_eq(del, 1);
+            free(s.it);
+            free(s.k);
+            close_checked(db, where, combos[c].be);
+        }
+    }
+}

@@ -425,7 +425,8 @@ SHMKV_API int shmkv_get_many(shmkv_db *db, shmkv_item *items, size_t n,
  * @return 0; SHMKV_EKEYSIZE, SHMKV_EVALSIZE or SHMKV_EINVAL (bad pointer or
  *   kind) for an invalid entry, *bad saying which; SHMKV_EREADONLY;
  *   -ENOSPC; SHMKV_EFULL; -ENOMEM. Every entry is validated before anything
- *   is written, and on any error the store is unchanged.
+ *   is written, and on any error the store is unchanged (its free space
+ *   too: as many keys fit after a set_many refused as full as before it).
  * Atomic for every process: the segment locks of all the keys are taken in
  * increasing order and held while the new entries are written and
  * published, so no reader (with or without the lock, in any process) sees
@@ -445,8 +446,11 @@ SHMKV_API int shmkv_set_many(shmkv_db *db, const shmkv_item *items, size_t n, si
  * @param deleted  receives how many keys were deleted; may be NULL.
  * @param bad      receives the index of the first invalid key; may be NULL.
  * @return 0; SHMKV_EKEYSIZE or SHMKV_EINVAL with *bad; SHMKV_EREADONLY;
- *   -ENOSPC, SHMKV_EFULL (the batch's intent record needs a little room);
- *   -ENOMEM.
+ *   -ENOSPC, SHMKV_EFULL (the batch's intent record needs a little room:
+ *   24 bytes plus 16 per key deleted, in each segment the batch touches;
+ *   only a store filled to its last byte there lacks it); -ENOMEM. A batch
+ *   that fails changes nothing, the store's free space included.
+ *   shmkv_delete() and shmkv_clear() need no room at all.
  */
 SHMKV_API int shmkv_delete_many(shmkv_db *db, shmkv_item *items, size_t n,
                       uint64_t *deleted, size_t *bad);
@@ -457,7 +461,9 @@ SHMKV_API int shmkv_delete_many(shmkv_db *db, shmkv_item *items, size_t n,
  * tracking the first keys in key order go; without tracking, which
  * matching keys go is unspecified.
  * @param deleted receives how many were deleted; may be NULL.
- * @return 0; SHMKV_EREADONLY; SHMKV_EINVAL; -ENOSPC; SHMKV_EFULL; -ENOMEM.
+ * @return 0; SHMKV_EREADONLY; SHMKV_EINVAL; -ENOSPC, SHMKV_EFULL (as for
+ *   shmkv_delete_many(): the intent records need a little room); -ENOMEM.
+ *   On failure nothing is deleted and the free space is as it was.
  * Takes every segment lock (in order) for the whole call, so it is atomic
  * like shmkv_delete_many() and stops writers meanwhile: O(log n + k) to
  * find the keys with tracking, O(n) without, plus O(k) to delete them.

@@ -435,6 +435,11 @@ void shmkv__alloc_tidy(shmkv__map *m, shmkv__alloc *a)
     after_free(m, a, 0);
 }
 
+void shmkv__alloc_trim(shmkv__map *m, shmkv__alloc *a)
+{
+    trim(m, a, owner_of(m, a));
+}
+
 static void state_forget(shmkv__alloc *a)
 {
     memset(a->free_head, 0, sizeof a->free_head);

@@ -59,6 +59,9 @@ typedef struct batch {
     uint32_t *segs;   /* distinct segments, increasing */
     size_t nsegs;
     size_t *first;    /* first item of segs[j] in it[] (nsegs + 1 entries) */
+    uint64_t *otab;   /* per segment: the table a rehash replaced, kept until the commit */
+    uint64_t *otombs; /* and its tombstone count, for a batch that fails */
+    bool *rehashed;
     const uint32_t *lk; /* segments to lock, increasing: segs, or all of them */
     size_t nlk;
     bool set;
@@ -88,6 +91,9 @@ static void batch_free(batch *b)
     free(b->it);
     free(b->segs);
     free(b->first);
+    free(b->otab);
+    free(b->otombs);
+    free(b->rehashed);
 }
 
 /* Group the items by segment (then hash and key, then position) and mark the
@@ -101,7 +107,10 @@ static int batch_plan(batch *b, const shmkv_item *items, size_t n, bool last_win
     b->it = calloc(n ? n : 1, sizeof *b->it);
     b->segs = malloc((n ? n : 1) * sizeof *b->segs);
     b->first = malloc((n + 1) * sizeof *b->first);
-    if (!b->it || !b->segs || !b->first)
+    b->otab = calloc(n ? n : 1, sizeof *b->otab);
+    b->otombs = calloc(n ? n : 1, sizeof *b->otombs);
+    b->rehashed = calloc(n ? n : 1, sizeof *b->rehashed);
+    if (!b->it || !b->segs || !b->first || !b->otab || !b->otombs || !b->rehashed)
         return -ENOMEM;
     /* Bucket by segment (a counting sort: batches are mostly spread thin
      * over the segments), then order each bucket. */
@@ -562,8 +571,15 @@ static int prepare_seg(batch *b, size_t j)
             uint64_t cap = 16;
             while (cap < (count + inserts) * 2)
                 cap *= 2;
-            if ((rc = shmkv__seg_rehash(m, s, cap)) != 0)
+            /* The old table stays allocated until the commit: a batch
+             * that fails puts it back, so that it leaves the segment's
+             * space as it found it. (A writer killed before the commit
+             * leaves the old one unreachable, and the repair reclaims it.) */
+            uint64_t tombs = s->tombs;
+            if ((rc = shmkv__seg_rehash(m, s, cap, &b->otab[j])) != 0)
                 return rc;
+            b->otombs[j] = tombs;
+            b->rehashed[j] = true;
             t = table_of(m, s);
             for (size_t i = lo; i < hi; i++)
                 if (!b->it[i].skip)
@@ -631,20 +647,43 @@ static int prepare_seg(batch *b, size_t j)
     return 0;
 }
 
-/* Drop what prepare_seg made for segments [0, upto]; nothing was published. */
+/* Drop what prepare_seg made for segments [0, upto]; nothing was
+ * committed. A failed batch leaves each segment as it was, its space
+ * included: the old table comes back (the slots it lacks were never
+ * stored), and the segment's allocator is trimmed, so that chunks the batch
+ * took go back to the pool and the tails it carved go back to their chunk
+ * instead of staying on this segment's free lists, out of reach of the
+ * others. */
 static void unprepare(batch *b, size_t upto)
 {
     shmkv__map *m = b->m;
     for (size_t j = 0; j <= upto && j < b->nsegs; j++) {
         shmkv__seg *s = shmkv__seg_at(m, b->segs[j]);
+        bool touched = false;
         uint64_t ioff = atomic_exchange(&s->intent, 0);
-        if (ioff)
+        if (ioff) {
             shmkv__free_block(m, &s->alloc, ioff);
+            touched = true;
+        }
         for (size_t i = b->first[j]; i < b->first[j + 1]; i++)
             if (b->it[i].noff) {
                 shmkv__free_block(m, &s->alloc, b->it[i].noff);
                 b->it[i].noff = 0;
+                touched = true;
             }
+        if (b->rehashed[j]) {
+            uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed);
+            /* Rehashed: the new table holds the same entries, in other
+             * slots; the old one is still intact. */
+            atomic_store_explicit(&s->table, b->otab[j], memory_order_release);
+            s->tombs = b->otombs[j];
+            shmkv__free_block(m, &s->alloc, toff);
+            b->otab[j] = 0;
+            b->rehashed[j] = false;
+            touched = true;
+        }
+        if (touched)
+            shmkv__alloc_trim(m, &s->alloc);
     }
 }
 
@@ -742,6 +781,8 @@ static int write_locked(batch *b)
         uint64_t ioff = atomic_exchange(&s->intent, 0);
         if (ioff)
             shmkv__free_block(m, &s->alloc, ioff);
+        if (b->otab[j])
+            shmkv__free_block(m, &s->alloc, b->otab[j]);
     }
     atomic_store_explicit(&leader->batch, B_WORD(b->gen, SHMKV__B_FREE), memory_order_release);
     if (b->track)

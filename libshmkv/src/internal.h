@@ -399,6 +399,9 @@ uint64_t shmkv__block_bytes(shmkv__map *m, uint64_t payload);
 /* The give-back that frees during an undo-logged index update put off:
  * release or trim the owner's chunks (index.c calls it after a commit). */
 void shmkv__alloc_tidy(shmkv__map *m, shmkv__alloc *a);
+/* Give a segment's wholly free chunks to the pool and its chunks' free
+ * tails back, whatever it freed so far (a failed batch undoing itself). */
+void shmkv__alloc_trim(shmkv__map *m, shmkv__alloc *a);
 /* Whether shmkv__alloc_tidy would give anything back now. */
 bool shmkv__alloc_wants_tidy(shmkv__map *m, const shmkv__alloc *a);
 /* Rebuild an owner's allocator from the blocks whose MARK flag is set:
@@ -484,8 +487,10 @@ void shmkv__batch_recover(shmkv__map *m, shmkv__seg *s);
 int shmkv__track_on(shmkv__map *m);
 /* True when some segment still holds a dead batch writer's intent. */
 bool shmkv__batch_pending(shmkv__map *m);
-/* Rehash a segment's table to cap slots (caller holds its lock). */
-int shmkv__seg_rehash(shmkv__map *m, shmkv__seg *s, uint64_t cap);
+/* Rehash a segment's table to cap slots (caller holds its lock). With
+ * keep, the old table is not freed but handed back in *keep (0: none), so
+ * that a batch that fails can put it back. */
+int shmkv__seg_rehash(shmkv__map *m, shmkv__seg *s, uint64_t cap, uint64_t *keep);
 /* Drop every entry of a segment and mark it emptied for generation gen
  * (caller holds its lock). */
 int shmkv__seg_clear(shmkv__map *m, shmkv__seg *s, uint64_t gen);

@@ -80,7 +80,7 @@ static void find(shmkv__map *m, shmkv__seg *s, uint64_t h, const void *key, size
 
 /* ---- table growth ---------------------------------------------------------- */
 
-static int rehash(shmkv__map *m, shmkv__seg *s, uint64_t cap)
+static int rehash(shmkv__map *m, shmkv__seg *s, uint64_t cap, uint64_t *keep)
 {
     uint64_t noff;
     int rc = shmkv__alloc_block(m, &s->alloc, s->id, sizeof(shmkv__table) + cap * 8, &noff);
@@ -107,14 +107,16 @@ static int rehash(shmkv__map *m, shmkv__seg *s, uint64_t cap)
     atomic_store_explicit(&s->table, noff, memory_order_release);
     SHMKV__HOOK("rehash.after_publish");
     s->tombs = 0;
-    if (ooff)
+    if (keep)
+        *keep = ooff;
+    else if (ooff)
         shmkv__free_block(m, &s->alloc, ooff);
     return 0;
 }
 
-int shmkv__seg_rehash(shmkv__map *m, shmkv__seg *s, uint64_t cap)
+int shmkv__seg_rehash(shmkv__map *m, shmkv__seg *s, uint64_t cap, uint64_t *keep)
 {
-    return rehash(m, s, cap);
+    return rehash(m, s, cap, keep);
 }
 
 /* Make room for one more key; keeps live + tombstones under 3/4 of the
@@ -128,7 +130,7 @@ static int ensure_room(shmkv__map *m, shmkv__seg *s, const void *key, size_t kle
     uint64_t cap = 16;
     while (cap < (count + 1) * 2)
         cap *= 2;
-    int rc = rehash(m, s, cap);
+    int rc = rehash(m, s, cap, NULL);
     if (rc)
         return rc;
     find(m, s, h, key, klen, lk);
