@@ -316,50 +316,7 @@ static int check_keys(const shmkv_item *items, size_t n, size_t *bad)
  * before the check may be garbage, so every offset is bounded by the
  * published top first, and the caller's items and buffer only count once
  * the check passed (a failed attempt is overwritten by the next one). */
-#if defined(__SANITIZE_THREAD__)
-#define BATCH_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define BATCH_TSAN 1
-#endif
-#endif
-
-#ifdef BATCH_TSAN
-/* The races are by design and thrown away when they happen; TSan would
- * report them, so this reader is not instrumented (its atomics still are). */
-#define SEQ_READER __attribute__((no_sanitize("thread"), noinline))
-#else
-#define SEQ_READER
-#endif
-
-SEQ_READER static void racy_copy(unsigned char *dst, const unsigned char *src, size_t n)
-{
-#ifdef BATCH_TSAN
-    for (size_t i = 0; i < n; i++)
-        dst[i] = src[i];
-#else
-    memcpy(dst, src, n);
-#endif
-}
-
-SEQ_READER static bool racy_equal(const unsigned char *a, const unsigned char *b, size_t n)
-{
-#ifdef BATCH_TSAN
-    for (size_t i = 0; i < n; i++)
-        if (a[i] != b[i])
-            return false;
-    return true;
-#else
-    return memcmp(a, b, n) == 0;
-#endif
-}
-
-/* One attempt; false when a segment was busy or changed (or what was read
- * did not hold together), true with every item filled in and *used set.
- * dead (read-only maps; NULL otherwise) gives per segment the odd seq of a
- * holder known dead, which is accepted as if even: that segment stays as
- * its holder left it, with a committed batch's intent read over it. */
-SEQ_READER static bool get_many_unlocked(batch *b, shmkv_item *items, unsigned char *buf,
+SHMKV__SEQ_READER static bool get_many_unlocked(batch *b, shmkv_item *items, unsigned char *buf,
                                          size_t cap, uint32_t *seqs, const uint32_t *dead,
                                          size_t *used)
 {
@@ -418,7 +375,7 @@ SEQ_READER static bool get_many_unlocked(batch *b, shmkv_item *items, unsigned c
                     continue;
                 if (ek + ev > top - off - sizeof *e)
                     return false;
-                if (!racy_equal(e->data, x->src->key, (size_t)ek))
+                if (!shmkv__racy_equal(e->data, x->src->key, (size_t)ek))
                     continue;
                 out->rc = 0;
                 out->vlen = (size_t)ev;
@@ -426,7 +383,7 @@ SEQ_READER static bool get_many_unlocked(batch *b, shmkv_item *items, unsigned c
                 if (u + ev <= cap) {
                     out->val = buf + u;
                     if (ev)
-                        racy_copy(buf + u, e->data + ek, (size_t)ev);
+                        shmkv__racy_copy(buf + u, e->data + ek, (size_t)ev);
                 }
                 u += (size_t)ev;
                 break;

@@ -468,6 +468,37 @@ void shmkv__grow_unlock(shmkv__map *m);
 extern void (*shmkv__test_hook)(const char *point);
 #define SHMKV__HOOK(p) do { if (shmkv__test_hook) shmkv__test_hook(p); } while (0)
 
+/* ---- readers without the lock (table.c, batch.c) -------------------- */
+
+/* Their reads race with writers by design (the result is thrown away when
+ * they did). ThreadSanitizer would report them, so under TSan such a reader
+ * is not instrumented (its atomics still are, so the happens-before edge
+ * through seq stays visible) and copies and compares bytes itself: memcpy
+ * and memcmp are intercepted whatever the caller. */
+#if defined(__SANITIZE_THREAD__)
+#define SHMKV__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SHMKV__TSAN 1
+#endif
+#endif
+
+#ifdef SHMKV__TSAN
+#define SHMKV__SEQ_READER __attribute__((no_sanitize("thread"), noinline))
+bool shmkv__racy_equal(const unsigned char *a, const unsigned char *b, size_t n);
+void shmkv__racy_copy(unsigned char *dst, const unsigned char *src, size_t n);
+#else
+#define SHMKV__SEQ_READER
+static inline bool shmkv__racy_equal(const unsigned char *a, const unsigned char *b, size_t n)
+{
+    return memcmp(a, b, n) == 0;
+}
+static inline void shmkv__racy_copy(unsigned char *dst, const unsigned char *src, size_t n)
+{
+    memcpy(dst, src, n);
+}
+#endif
+
 /* A growable byte buffer (malloc'ed; shmkv.c) */
 typedef struct shmkv__buf {
     unsigned char *p;

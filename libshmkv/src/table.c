@@ -471,43 +471,23 @@ static bool same_bytes(shmkv__map *m, uint64_t off, const void *p, size_t n)
  * is not instrumented (its atomics still are, so the happens-before edge
  * through seq stays visible) and copies bytes itself: memcpy and memcmp
  * are intercepted whatever the caller. */
-#if defined(__SANITIZE_THREAD__)
-#define SHMKV__TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define SHMKV__TSAN 1
-#endif
-#endif
-
-#ifdef SHMKV__TSAN
-#define SEQ_READER __attribute__((no_sanitize("thread"), noinline))
-#else
-#define SEQ_READER
-#endif
-
 #define OPT_RETRY 1 /* read again, or under the lock */
 
-SEQ_READER static bool racy_equal(const unsigned char *a, const unsigned char *b, size_t n)
-{
 #ifdef SHMKV__TSAN
+SHMKV__SEQ_READER bool shmkv__racy_equal(const unsigned char *a, const unsigned char *b, size_t n)
+{
     for (size_t i = 0; i < n; i++)
         if (a[i] != b[i])
             return false;
     return true;
-#else
-    return memcmp(a, b, n) == 0;
-#endif
 }
 
-SEQ_READER static void racy_copy(unsigned char *dst, const unsigned char *src, size_t n)
+SHMKV__SEQ_READER void shmkv__racy_copy(unsigned char *dst, const unsigned char *src, size_t n)
 {
-#ifdef SHMKV__TSAN
     for (size_t i = 0; i < n; i++)
         dst[i] = src[i];
-#else
-    memcpy(dst, src, n);
-#endif
 }
+#endif
 
 /* A segment whose holder died holding it may hold a batch that committed
  * but was only partly applied: its repair would roll the batch forward (see
@@ -516,7 +496,7 @@ SEQ_READER static void racy_copy(unsigned char *dst, const unsigned char *src, s
  * to overlay (the same verdict the repair reaches: the leader's word says
  * that generation committed), or NULL. Read without the lock like the rest,
  * so it only counts once the caller's seq check passed. */
-SEQ_READER const shmkv__intent *shmkv__ro_intent(shmkv__map *m, shmkv__seg *s, uint64_t tcap,
+SHMKV__SEQ_READER const shmkv__intent *shmkv__ro_intent(shmkv__map *m, shmkv__seg *s, uint64_t tcap,
                                                  uint32_t *nch)
 {
     uint64_t ioff = atomic_load_explicit(&s->intent, memory_order_acquire);
@@ -543,7 +523,7 @@ SEQ_READER const shmkv__intent *shmkv__ro_intent(shmkv__map *m, shmkv__seg *s, u
 
 /* One attempt: 0 (found; the value copied out when buf is given and fits),
  * SHMKV_EBUFSIZE, SHMKV_ENOTFOUND, or OPT_RETRY. */
-SEQ_READER static int read_unlocked(shmkv__map *m, shmkv__seg *s, uint32_t dead, uint64_t h,
+SHMKV__SEQ_READER static int read_unlocked(shmkv__map *m, shmkv__seg *s, uint32_t dead, uint64_t h,
                                     const void *key, size_t klen, bool copy, void *buf,
                                     size_t cap, size_t *vlen, shmkv_kind *kind)
 {
@@ -586,7 +566,7 @@ SEQ_READER static int read_unlocked(shmkv__map *m, shmkv__seg *s, uint32_t dead,
                 continue;
             if (ek + ev > top - off - sizeof *e)
                 return OPT_RETRY;
-            if (!racy_equal(e->data, key, klen))
+            if (!shmkv__racy_equal(e->data, key, klen))
                 continue;
             n = (size_t)ev;
             k = shmkv__block_of(m, off)->kind;
@@ -594,7 +574,7 @@ SEQ_READER static int read_unlocked(shmkv__map *m, shmkv__seg *s, uint32_t dead,
                 rc = SHMKV_EBUFSIZE;
             } else {
                 if (copy && ev)
-                    racy_copy(buf, e->data + ek, (size_t)ev);
+                    shmkv__racy_copy(buf, e->data + ek, (size_t)ev);
                 rc = 0;
             }
             break;
@@ -716,7 +696,7 @@ static int read_ro(shmkv_db *db, const void *key, size_t klen, bool copy, void *
 /* One attempt at copying a segment's live entries that start with prefix
  * into out as records [u32 klen][u32 vlen][u32 kind][key][value] (no value
  * when keys_only; nothing at all when out is NULL, which only counts). */
-SEQ_READER static int snap_try(shmkv__map *m, shmkv__seg *s, uint32_t dead, const void *prefix,
+SHMKV__SEQ_READER static int snap_try(shmkv__map *m, shmkv__seg *s, uint32_t dead, const void *prefix,
                                size_t plen, bool keys_only, shmkv__buf *out, uint64_t *count)
 {
     uint32_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
@@ -765,7 +745,7 @@ SEQ_READER static int snap_try(shmkv__map *m, shmkv__seg *s, uint32_t dead, cons
                 rc = OPT_RETRY;
                 break;
             }
-            if (ek < plen || (plen && !racy_equal(e->data, prefix, plen)))
+            if (ek < plen || (plen && !shmkv__racy_equal(e->data, prefix, plen)))
                 continue;
             if (!out) {
                 n++;
@@ -778,9 +758,9 @@ SEQ_READER static int snap_try(shmkv__map *m, shmkv__seg *s, uint32_t dead, cons
                 break;
             unsigned char *p = out->p + out->len;
             memcpy(p, hdr, sizeof hdr);
-            racy_copy(p + sizeof hdr, e->data, (size_t)ek);
+            shmkv__racy_copy(p + sizeof hdr, e->data, (size_t)ek);
             if (hdr[1])
-                racy_copy(p + sizeof hdr + ek, e->data + ek, hdr[1]);
+                shmkv__racy_copy(p + sizeof hdr + ek, e->data + ek, hdr[1]);
             out->len += need;
             n++;
         }
