@@ -35,6 +35,8 @@ type codec struct {
 	parse     sobek.Callable
 	replacer  sobek.Value
 	replErr   *kvError
+	// the prototypes of plain data, for fastStringify
+	objProto, arrProto *sobek.Object
 }
 
 var (
@@ -162,6 +164,9 @@ func (c *codec) encodeJSON(v sobek.Value) ([]byte, *kvError) {
 			return []byte("true"), nil
 		}
 		return []byte("false"), nil
+	}
+	if b, ok := c.fastStringify(v); ok {
+		return b, nil
 	}
 	c.replErr = nil
 	out, err := c.stringify(c.json, v, c.replacer)

@@ -3,7 +3,9 @@
 package kv
 
 import (
+	"math"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 	"unsafe"
 
@@ -286,4 +288,96 @@ func (p *jsonParser) number() (sobek.Value, bool) {
 		return nil, false // out of range: JSON.parse refuses it, with its message
 	}
 	return p.rt.ToValue(f), true
+}
+
+// fastStringify writes the JSON text of v as JSON.stringify with this
+// codec's replacer would, for plain data only: objects whose prototype is
+// Object.prototype (and no toJSON), arrays, strings without lone
+// surrogates, finite numbers, booleans and null, nested at most maxDepth
+// deep. Anything else answers ok false (undefined, functions, symbols,
+// BigInts, NaN, Dates, class instances, cycles, ...), and the caller uses
+// JSON.stringify, whose text and errors are then the reference.
+func (c *codec) fastStringify(v sobek.Value) ([]byte, bool) {
+	if c.objProto == nil {
+		c.objProto = c.rt.Get("Object").ToObject(c.rt).Get("prototype").ToObject(c.rt)
+		c.arrProto = c.rt.Get("Array").ToObject(c.rt).Get("prototype").ToObject(c.rt)
+	}
+	out, ok := c.appendJSON(make([]byte, 0, 256), v, 0)
+	return out, ok
+}
+
+func (c *codec) appendJSON(dst []byte, v sobek.Value, depth int) ([]byte, bool) {
+	if depth > maxDepth {
+		return nil, false
+	}
+	switch {
+	case v == nil || sobek.IsUndefined(v):
+		return nil, false
+	case sobek.IsNull(v):
+		return append(dst, "null"...), true
+	case sobek.IsString(v):
+		s := v.String()
+		if strings.ContainsRune(s, utf8.RuneError) && !c.rt.ToValue(s).StrictEquals(v) {
+			return nil, false // a lone surrogate: JSON.stringify escapes it as \udxxx
+		}
+		return appendJSONString(dst, s), true
+	case sobek.IsNumber(v):
+		if v.ExportType() == typeInt64 {
+			return strconv.AppendInt(dst, v.ToInteger(), 10), true
+		}
+		f := v.ToFloat()
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return nil, false
+		}
+		return append(dst, v.String()...), true
+	case isBool(v):
+		if v.ToBoolean() {
+			return append(dst, "true"...), true
+		}
+		return append(dst, "false"...), true
+	}
+	o, isObj := v.(*sobek.Object)
+	if !isObj {
+		return nil, false
+	}
+	if _, fn := sobek.AssertFunction(o); fn {
+		return nil, false
+	}
+	proto := o.Prototype()
+	switch {
+	case proto == c.arrProto && o.ClassName() == "Array":
+		n := o.Get("length").ToInteger()
+		dst = append(dst, '[')
+		for i := int64(0); i < n; i++ {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			var ok bool
+			if dst, ok = c.appendJSON(dst, o.Get(strconv.FormatInt(i, 10)), depth+1); !ok {
+				return nil, false
+			}
+		}
+		return append(dst, ']'), true
+	case proto == c.objProto && o.ClassName() == "Object":
+		if t := o.Get("toJSON"); t != nil && !sobek.IsUndefined(t) {
+			return nil, false
+		}
+		dst = append(dst, '{')
+		for i, k := range o.Keys() {
+			if strings.ContainsRune(k, utf8.RuneError) {
+				return nil, false // maybe a lone surrogate, lost by Keys()
+			}
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendJSONString(dst, k)
+			dst = append(dst, ':')
+			var ok bool
+			if dst, ok = c.appendJSON(dst, o.Get(k), depth+1); !ok {
+				return nil, false
+			}
+		}
+		return append(dst, '}'), true
+	}
+	return nil, false
 }

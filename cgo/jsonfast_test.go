@@ -117,3 +117,67 @@ func randomKey(r *rand.Rand) string {
 	}
 	return fmt.Sprint(sb.String())
 }
+
+// fastStringify must write exactly what JSON.stringify writes, or step
+// aside: random values made in JS, plus edge cases.
+func TestFastStringifyMatchesJSONStringify(t *testing.T) {
+	rt := newJS(t).VU.Runtime()
+	c, kerr := newCodec(rt, serJSON)
+	if kerr != nil {
+		t.Fatal(kerr)
+	}
+	vals, err := rt.RunString(`(() => {
+		let seed = 7;
+		const rnd = (n) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
+		const strs = ["", "a", "é", "😀", "\"q\"", "back\\slash", "\n\t\r\b\f", "\u0001\u001f", "\u2028\u2029",
+			"<&>", "__proto__", "0", "10", "-1", "\ud800", "x\udfff", "\uffff"];
+		const nums = [0, -0, 1, -1, 0.1, 1e21, 1e-7, 5e-324, 2 ** 53, 2 ** 53 + 2, -(2 ** 63), 1.5, 123456.789,
+			NaN, Infinity, 2 ** 64];
+		function gen(d) {
+			switch (rnd(d > 4 ? 4 : 7)) {
+			case 0: return strs[rnd(strs.length)];
+			case 1: return nums[rnd(nums.length)];
+			case 2: return rnd(2) === 0;
+			case 3: return null;
+			case 4: { const a = []; for (let i = rnd(5); i > 0; i--) a.push(gen(d + 1)); return a; }
+			case 5: { const o = {}; for (let i = rnd(5); i > 0; i--) o[strs[rnd(strs.length)]] = gen(d + 1); return o; }
+			default: return JSON.parse(JSON.stringify({ b: 1, a: [gen(d + 1)], "2": 2, "1": 1 }));
+			}
+		}
+		const out = [];
+		for (let i = 0; i < 3000; i++) out.push(gen(0));
+		const withToJSON = { a: 1, toJSON() { return 5; } };
+		const getter = {}; Object.defineProperty(getter, "g", { get() { return 3; }, enumerable: true });
+		const sparse = [1, , 3];
+		const nested = [{ k: [{ k: [{}] }] }];
+		out.push(withToJSON, getter, sparse, nested, new Date(0), { u: undefined }, [undefined], () => 1,
+			Object.create(null), JSON.parse('{"__proto__": {"x": 1}, "y": 2}'), { s: Symbol("x") }, { n: 10n });
+		return out;
+	})()`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stringify, _ := sobek.AssertFunction(rt.Get("JSON").ToObject(rt).Get("stringify"))
+	arr := vals.ToObject(rt)
+	n := arr.Get("length").ToInteger()
+	fast := 0
+	for i := int64(0); i < n; i++ {
+		v := arr.Get(fmt.Sprint(i))
+		got, ok := c.fastStringify(v)
+		if !ok {
+			continue
+		}
+		fast++
+		want, err := stringify(sobek.Undefined(), v)
+		if err != nil || sobek.IsUndefined(want) {
+			t.Errorf("value %d: JSON.stringify gives %v (%v), fastStringify %q", i, want, err, got)
+			continue
+		}
+		if string(got) != want.String() {
+			t.Errorf("value %d: fastStringify %q, JSON.stringify %q", i, got, want.String())
+		}
+	}
+	if fast < int(n)/3 {
+		t.Errorf("fastStringify took only %d of %d values", fast, n)
+	}
+}
