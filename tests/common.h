@@ -648,6 +648,39 @@ static T_UNUSED unsigned char *t_read_file(const char *path, size_t *len)
     return b;
 }
 
+/* shmkv-dump --check on a store (memory: by name); meson passes the tool as
+ * SHMKV_DUMP. Fails the test with the tool's output. */
+static T_UNUSED void t_dump_check(const char *where, shmkv_backend be)
+{
+    const char *dump = getenv("SHMKV_DUMP");
+    cr_assert(dump && access(dump, X_OK) == 0,
+              "SHMKV_DUMP must name shmkv-dump (meson test sets it)");
+    char out[256];
+    snprintf(out, sizeof out, "dump.%d.out", (int)getpid());
+    pid_t p = t_fork();
+    if (p == 0) {
+        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        if (be == SHMKV_BACKEND_MEMORY)
+            execl(dump, "shmkv-dump", "--check", "--memory", where, (char *)NULL);
+        else
+            execl(dump, "shmkv-dump", "--check", where, (char *)NULL);
+        _exit(127);
+    }
+    int st = t_wait(p);
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+        size_t n = 0;
+        unsigned char *text = t_read_file(out, &n);
+        char b[96];
+        cr_assert_fail("shmkv-dump --check %s: %s\n%.*s", where, t_status_str(st, b, sizeof b),
+                       (int)(n > 3000 ? 3000 : n), text);
+    }
+    unlink(out);
+}
+
 static T_UNUSED void t_write_file(const char *path, const void *p, size_t n)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

@@ -60,47 +60,15 @@ static void kv_free(kvset *s)
     free(s->v);
 }
 
-/* shmkv-dump --check on the store; meson passes the tool as SHMKV_DUMP. */
-static void dump_check(const char *where, shmkv_backend be)
-{
-    const char *dump = getenv("SHMKV_DUMP");
-    cr_assert(dump && access(dump, X_OK) == 0,
-              "SHMKV_DUMP must name shmkv-dump (meson test sets it)");
-    char out[256];
-    snprintf(out, sizeof out, "dump.%d.out", (int)getpid());
-    pid_t p = t_fork();
-    if (p == 0) {
-        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        if (be == SHMKV_BACKEND_MEMORY)
-            execl(dump, "shmkv-dump", "--check", "--memory", where, (char *)NULL);
-        else
-            execl(dump, "shmkv-dump", "--check", where, (char *)NULL);
-        _exit(127);
-    }
-    int st = t_wait(p);
-    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
-        size_t n = 0;
-        unsigned char *text = t_read_file(out, &n);
-        char b[96];
-        cr_assert_fail("shmkv-dump --check %s: %s\n%.*s", where, t_status_str(st, b, sizeof b),
-                       (int)(n > 3000 ? 3000 : n), text);
-    }
-    unlink(out);
-}
-
 /* Close, with the check made where the store still exists: a memory store
  * goes away with its last handle. */
 static void close_checked(shmkv_db *db, const char *where, shmkv_backend be)
 {
     if (be == SHMKV_BACKEND_MEMORY)
-        dump_check(where, be);
+        t_dump_check(where, be);
     t_close(db);
     if (be == SHMKV_BACKEND_DISK)
-        dump_check(where, be);
+        t_dump_check(where, be);
 }
 
 static uint64_t count_of(shmkv_db *db, const char *pfx)
@@ -651,11 +619,11 @@ static void crash_run(shmkv_backend be, int track, crash_op op, const char *poin
     if (be == SHMKV_BACKEND_DISK) {
         /* the repaired store, reopened from the file alone */
         t_close(db);
-        dump_check(where, be);
+        t_dump_check(where, be);
         db = t_open_opts(where, &o);
         cr_assert(group_is(db, &old, "again", why, sizeof why), "%s: reopened: %s", point, why);
     } else {
-        dump_check(where, be); /* read-only, beside our live handle */
+        t_dump_check(where, be); /* read-only, beside our live handle */
     }
     t_close(db);
     kv_free(&old);
@@ -722,7 +690,7 @@ Test(batch, killed_then_store_closed_untouched)
                   points[pi], why);
         cr_assert_eq(shmkv_size(db), CK);
         t_close(db);
-        dump_check(where, SHMKV_BACKEND_DISK);
+        t_dump_check(where, SHMKV_BACKEND_DISK);
         kv_free(&old);
     }
 }

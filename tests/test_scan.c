@@ -299,37 +299,6 @@ Test(scan, random_keys_uniform_with_and_without_replacement)
 
 /* ---- tracking turned on by an opener --------------------------------------------- */
 
-static void dump_check(const char *where, shmkv_backend be)
-{
-    const char *dump = getenv("SHMKV_DUMP");
-    cr_assert(dump && access(dump, X_OK) == 0,
-              "SHMKV_DUMP must name shmkv-dump (meson test sets it)");
-    char out[64];
-    snprintf(out, sizeof out, "dump.%d.out", (int)getpid());
-    pid_t p = t_fork();
-    if (p == 0) {
-        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        if (be == SHMKV_BACKEND_MEMORY)
-            execl(dump, "shmkv-dump", "--check", "--memory", where, (char *)NULL);
-        else
-            execl(dump, "shmkv-dump", "--check", where, (char *)NULL);
-        _exit(127);
-    }
-    int st = t_wait(p);
-    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
-        size_t n = 0;
-        unsigned char *text = t_read_file(out, &n);
-        char b[96];
-        cr_assert_fail("shmkv-dump --check %s: %s\n%.*s", where, t_status_str(st, b, sizeof b),
-                       (int)(n > 3000 ? 3000 : n), text);
-    }
-    unlink(out);
-}
-
 #define UNIVERSE 800
 
 /* Every key of the universe is listed (from the index) exactly when get
@@ -444,10 +413,10 @@ static void track_on_while_writing(shmkv_backend be)
     cr_assert_eq(info.track_keys, 1, "the handle opened before sees tracking on");
     index_matches_tables(keep, t_backend_name(be));
     if (be == SHMKV_BACKEND_MEMORY)
-        dump_check(where, be);
+        t_dump_check(where, be);
     t_close(keep);
     if (be == SHMKV_BACKEND_DISK) {
-        dump_check(where, be);
+        t_dump_check(where, be);
         /* it stays on for the next opener, who asks for nothing */
         shmkv_db *db = t_open(where, be, SHMKV_TRACK_DEFAULT);
         T_OK(shmkv_stat(db, &info));
@@ -495,12 +464,12 @@ Test(scan, track_on_and_off_in_one_process)
         T_RC(shmkv_open(w2, &o, &untracked), SHMKV_EINCOMPAT);
         t_close(d);
         if (be == SHMKV_BACKEND_MEMORY)
-            dump_check(where, (shmkv_backend)be);
+            t_dump_check(where, (shmkv_backend)be);
         t_close(c);
         t_close(b);
         t_close(a);
         if (be == SHMKV_BACKEND_DISK)
-            dump_check(where, (shmkv_backend)be);
+            t_dump_check(where, (shmkv_backend)be);
     }
 }
 
@@ -525,10 +494,10 @@ Test(scan, tracking_enable_call)
         T_OK(shmkv_delete(a, "a:000001", 8, NULL));
         index_matches_tables(ro, "enabled by call");
         if (be == SHMKV_BACKEND_MEMORY)
-            dump_check(where, (shmkv_backend)be);
+            t_dump_check(where, (shmkv_backend)be);
         t_close(ro);
         t_close(a);
         if (be == SHMKV_BACKEND_DISK)
-            dump_check(where, (shmkv_backend)be);
+            t_dump_check(where, (shmkv_backend)be);
     }
 }
