@@ -24,7 +24,7 @@
  * If the child finishes its workload without reaching the point, the test
  * fails: a hook point that is never called is a failure, not a skip.
  *
- * idx.* points exist only with key tracking, so they are tested with
+ * index.* points exist only with key tracking, so they are tested with
  * tracking on; every other point with tracking on and off.
  */
 #include "common.h"
@@ -514,7 +514,7 @@ static void run(const scenario *sc)
         run(&sc);                                                                              \
     }
 
-/* idx.* points are only reached with key tracking: disk store reopened
+/* index.* points are only reached with key tracking: disk store reopened
  * after the kill, memory store kept open by the parent. */
 #define CRASH2(name, point, w, strict)                                                         \
     CRASH1(name##_tracked_disk, point, w, SHMKV_TRACK_ON, M_DISK_REOPEN, strict)               \
@@ -540,16 +540,16 @@ CRASH4(clear_before_commit, "clear.before_commit", W_CLEAR, S_OLD)
 CRASH4(clear_mid, "clear.mid", W_CLEAR, S_NEW)
 CRASH4(clear_segments_done, "clear.segments_done", W_CLEAR, S_NEW)
 CRASH4(incr_before_publish, "incr.before_publish", W_INCR, S_OLD)
-CRASH2(idx_insert_mid, "idx.insert.mid", W_INSERT, S_EITHER)
-CRASH2(idx_remove_mid, "idx.remove.mid", W_DELETE, S_EITHER)
+CRASH2(index_insert_mid, "index.insert.mid", W_INSERT, S_EITHER)
+CRASH2(index_remove_mid, "index.remove.mid", W_DELETE, S_EITHER)
 /* Every write of an index update is undone by the next locker (the slot is
  * published only after the index changed, so each leaves the old state). */
-CRASH2(idx_insert_split, "idx.insert.split", W_INSERT, S_OLD)
-CRASH2(idx_insert_new_root, "idx.insert.new_root", W_INSERT, S_OLD)
-CRASH2(idx_insert_karr_grown, "idx.insert.karr_grown", W_INSERT, S_OLD)
-CRASH2(idx_insert_done, "idx.insert.done", W_INSERT, S_OLD)
-CRASH2(idx_remove_merge, "idx.remove.merge", W_DELETE, S_OLD)
-CRASH2(idx_remove_done, "idx.remove.done", W_DELETE, S_OLD)
+CRASH2(index_insert_split, "index.insert.split", W_INSERT, S_OLD)
+CRASH2(index_insert_new_root, "index.insert.new_root", W_INSERT, S_OLD)
+CRASH2(index_insert_karr_grown, "index.insert.karr_grown", W_INSERT, S_OLD)
+CRASH2(index_insert_done, "index.insert.done", W_INSERT, S_OLD)
+CRASH2(index_remove_merge, "index.remove.merge", W_DELETE, S_OLD)
+CRASH2(index_remove_done, "index.remove.done", W_DELETE, S_OLD)
 
 /* A kill at a point no other process is waiting on, followed by two
  * processes that race to take the dead owner's locks: both must see a

@@ -113,7 +113,7 @@ static void open_store(uint64_t reserve)
     o.track_keys = SHMKV_TRACK_ON;
     o.segments = 8;
     o.reserve = reserve;
-    snprintf(path, sizeof(path), "/tmp/shmkv-idx-%d-%d.db", (int)getpid(), seq++);
+    snprintf(path, sizeof(path), "/tmp/shmkv-index-%d-%d.db", (int)getpid(), seq++);
     unlink(path);
     cr_assert_eq(shmkv_open(path, &o, &db), 0);
 }
@@ -174,8 +174,8 @@ typedef struct {
 static const char *check_node(walkst *w, uint64_t off, int depth, uint64_t *sum)
 {
     shmkv__map *m = w->m;
-    shmkv__idx *idx = shmkv__idx_of(m);
-    shmkv__karr *ka = SHMKV__P(m, idx->karr);
+    shmkv__index *index = shmkv__index_of(m);
+    shmkv__karr *ka = SHMKV__P(m, index->karr);
     shmkv__bt_node *nd = SHMKV__P(m, off);
     const char *err;
 
@@ -198,7 +198,7 @@ static const char *check_node(walkst *w, uint64_t off, int depth, uint64_t *sum)
             FAIL_IF(e->pfx != shmkv__pfx(kb->key, kb->klen), "leaf pfx wrong");
             FAIL_IF(w->prev && shmkv__keycmp(w->prev->key, w->prev->klen, kb->key, kb->klen) >= 0,
                     "keys out of order");
-            FAIL_IF(kb->pos >= idx->n, "blob pos %u >= n", kb->pos);
+            FAIL_IF(kb->pos >= index->n, "blob pos %u >= n", kb->pos);
             FAIL_IF(ka->off[kb->pos] != e->key, "key array slot %u does not point back", kb->pos);
             w->prev = kb;
         }
@@ -222,36 +222,36 @@ static const char *check_node(walkst *w, uint64_t off, int depth, uint64_t *sum)
 /* Every structural invariant, then the index against the reference. */
 static const char *check_all(shmkv__map *m, walkst *w)
 {
-    shmkv__idx *idx = shmkv__idx_of(m);
+    shmkv__index *index = shmkv__index_of(m);
     const char *err;
     uint64_t total = 0;
 
     *w = (walkst){ m, -1, NULL, 0, 0, 0 };
-    FAIL_IF(atomic_load(&idx->dirty), "index dirty");
-    FAIL_IF(idx->n != nref, "index has %llu keys, reference %zu",
-            (unsigned long long)idx->n, nref);
-    if (idx->root == 0) {
+    FAIL_IF(atomic_load(&index->dirty), "index dirty");
+    FAIL_IF(index->n != nref, "index has %llu keys, reference %zu",
+            (unsigned long long)index->n, nref);
+    if (index->root == 0) {
         FAIL_IF(nref != 0, "empty tree with %zu keys", nref);
         return NULL;
     }
-    shmkv__karr *ka = SHMKV__P(m, idx->karr);
-    FAIL_IF(idx->karr == 0 || ka->cap < idx->n, "key array missing or too small");
-    const shmkv__bt_node *root = SHMKV__P(m, idx->root);
+    shmkv__karr *ka = SHMKV__P(m, index->karr);
+    FAIL_IF(index->karr == 0 || ka->cap < index->n, "key array missing or too small");
+    const shmkv__bt_node *root = SHMKV__P(m, index->root);
     FAIL_IF(!root->leaf && root->n < 2, "internal root with one child");
-    if ((err = check_node(w, idx->root, 0, &total)))
+    if ((err = check_node(w, index->root, 0, &total)))
         return err;
-    FAIL_IF(total != idx->n, "tree holds %llu keys, n %llu",
-            (unsigned long long)total, (unsigned long long)idx->n);
+    FAIL_IF(total != index->n, "tree holds %llu keys, n %llu",
+            (unsigned long long)total, (unsigned long long)index->n);
     for (size_t r = 0; r < nref; r++) {
-        const shmkv__kblob *kb = SHMKV__P(m, shmkv__idx_select(m, r));
+        const shmkv__kblob *kb = SHMKV__P(m, shmkv__index_select(m, r));
         FAIL_IF(shmkv__keycmp(kb->key, kb->klen, ref[r].k, ref[r].len) != 0,
                 "select(%zu) differs from reference", r);
-        FAIL_IF(shmkv__idx_rank(m, ref[r].k, ref[r].len) != r, "rank of key %zu", r);
+        FAIL_IF(shmkv__index_rank(m, ref[r].k, ref[r].len) != r, "rank of key %zu", r);
     }
     for (int t = 0; t < 200; t++) {
         rkey k;
         randkey(&k);
-        uint64_t got = shmkv__idx_rank(m, k.k, k.len);
+        uint64_t got = shmkv__index_rank(m, k.k, k.len);
         FAIL_IF(got != ref_lower(k.k, k.len), "rank of a random key: %llu, want %zu",
                 (unsigned long long)got, ref_lower(k.k, k.len));
     }
@@ -262,9 +262,9 @@ static const char *check_all(shmkv__map *m, walkst *w)
 static void lock_index(void)
 {
     int rc;
-    while ((rc = shmkv__idx_lock(db->m, NULL)) == SHMKV__RESTART)
+    while ((rc = shmkv__index_lock(db->m, NULL)) == SHMKV__RESTART)
         ;
-    cr_assert_eq(rc, 0, "idx_lock: %s", shmkv_strerror(rc));
+    cr_assert_eq(rc, 0, "index_lock: %s", shmkv_strerror(rc));
 }
 
 static walkst verify(void)
@@ -272,7 +272,7 @@ static walkst verify(void)
     walkst w;
     lock_index();
     const char *err = check_all(db->m, &w);
-    shmkv__idx_unlock(db->m);
+    shmkv__index_unlock(db->m);
     cr_assert_null(err, "%s", err);
     cr_assert_eq(shmkv_size(db), nref);
     return w;
@@ -302,11 +302,11 @@ static void check_prefix(const unsigned char *p, size_t plen, uint64_t limit, ui
 {
     shmkv__map *m = db->m;
     lock_index();
-    uint64_t from = shmkv__idx_rank(m, p, plen);
-    uint64_t end = shmkv__idx_prefix_end(m, p, plen);
+    uint64_t from = shmkv__index_rank(m, p, plen);
+    uint64_t end = shmkv__index_prefix_end(m, p, plen);
     wctx w = { from, 0, stop, false };
-    int rc = shmkv__idx_walk(m, from, p, plen, limit, visit, &w);
-    shmkv__idx_unlock(m);
+    int rc = shmkv__index_walk(m, from, p, plen, limit, visit, &w);
+    shmkv__index_unlock(m);
 
     size_t want_end = ref_prefix_end(p, plen);
     cr_assert_eq(from, ref_lower(p, plen));
@@ -373,8 +373,8 @@ Test(index, random_set_delete_matches_reference)
             verify();
     }
     lock_index();
-    uint64_t root = shmkv__idx_of(db->m)->root;
-    shmkv__idx_unlock(db->m);
+    uint64_t root = shmkv__index_of(db->m)->root;
+    shmkv__index_unlock(db->m);
     cr_assert_eq(root, 0, "an emptied index keeps a root");
 }
 
@@ -448,15 +448,15 @@ Test(index, prefix_end_with_ff_bytes)
 
     lock_index();
     shmkv__map *m = db->m;
-    uint64_t n = shmkv__idx_of(m)->n;
-    uint64_t e_a_ff = shmkv__idx_prefix_end(m, "a\xff", 2);
-    uint64_t e_ff = shmkv__idx_prefix_end(m, "\xff", 1);
-    uint64_t e_ffff = shmkv__idx_prefix_end(m, "\xff\xff", 2);
-    uint64_t e_none = shmkv__idx_prefix_end(m, "", 0);
-    uint64_t e_long = shmkv__idx_prefix_end(m, "01234567\xff", 9);
-    uint64_t r_b = shmkv__idx_rank(m, "b", 1);
-    uint64_t r_0124 = shmkv__idx_rank(m, "01234568", 8);
-    shmkv__idx_unlock(m);
+    uint64_t n = shmkv__index_of(m)->n;
+    uint64_t e_a_ff = shmkv__index_prefix_end(m, "a\xff", 2);
+    uint64_t e_ff = shmkv__index_prefix_end(m, "\xff", 1);
+    uint64_t e_ffff = shmkv__index_prefix_end(m, "\xff\xff", 2);
+    uint64_t e_none = shmkv__index_prefix_end(m, "", 0);
+    uint64_t e_long = shmkv__index_prefix_end(m, "01234567\xff", 9);
+    uint64_t r_b = shmkv__index_rank(m, "b", 1);
+    uint64_t r_0124 = shmkv__index_rank(m, "01234568", 8);
+    shmkv__index_unlock(m);
 
     /* "a\xff" ends where its successor "b" starts. */
     cr_assert_eq(e_a_ff, r_b);
@@ -503,10 +503,10 @@ Test(index, walk_with_prefix_limit_and_stop)
     /* Walking from an arbitrary rank without a prefix, and past the end. */
     lock_index();
     wctx w = { 1234, 0, 0, false };
-    int rc1 = shmkv__idx_walk(db->m, 1234, NULL, 0, 0, visit, &w);
+    int rc1 = shmkv__index_walk(db->m, 1234, NULL, 0, 0, visit, &w);
     wctx w2 = { nref, 0, 0, false };
-    int rc2 = shmkv__idx_walk(db->m, nref, NULL, 0, 0, visit, &w2);
-    shmkv__idx_unlock(db->m);
+    int rc2 = shmkv__index_walk(db->m, nref, NULL, 0, 0, visit, &w2);
+    shmkv__index_unlock(db->m);
     cr_assert_eq(rc1, 0);
     cr_assert(!w.bad);
     cr_assert_eq(w.seen, nref - 1234);
@@ -578,11 +578,11 @@ Test(index, rebuild_gives_the_same_order)
     /* A key the tables do not have: a rebuild must forget it. */
     shmkv__map *m = db->m;
     lock_index();
-    int rc = shmkv__idx_insert(m, "ghost-key", 9);
-    uint64_t n1 = shmkv__idx_of(m)->n;
-    int rc2 = shmkv__idx_remove(m, "no-such-key", 11);
-    uint64_t n2 = shmkv__idx_of(m)->n;
-    shmkv__idx_unlock(m);
+    int rc = shmkv__index_insert(m, "ghost-key", 9);
+    uint64_t n1 = shmkv__index_of(m)->n;
+    int rc2 = shmkv__index_remove(m, "no-such-key", 11);
+    uint64_t n2 = shmkv__index_of(m)->n;
+    shmkv__index_unlock(m);
     cr_assert_eq(rc, 0);
     cr_assert_eq(rc2, 0);
     cr_assert_eq(n1, nref + 1);

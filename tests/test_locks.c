@@ -538,7 +538,7 @@ Test(locks, stopped_index_holder_times_out)
     uint32_t hs = seg_of(a, hot);
     const char *other = key_in(a, "other", hs, false);
     t_set(a, other, "o");
-    stopper s = start_stopper(where, SHMKV_BACKEND_DISK, STOP_INSERT_TRACKED, "idx.insert.mid",
+    stopper s = start_stopper(where, SHMKV_BACKEND_DISK, STOP_INSERT_TRACKED, "index.insert.mid",
                               hot);
     const char *fresh = key_in(a, "fresh", hs, false);
     EXPECT_TIMEOUT(shmkv_set(a, fresh, strlen(fresh), "x", 1, SHMKV_KIND_STRING), TMO_MS);

@@ -57,7 +57,7 @@ static inline shmkv__chunk *chunk_at(shmkv__map *m, uint64_t off)
  * the segment it is embedded in. */
 static uint32_t owner_of(shmkv__map *m, shmkv__alloc *a)
 {
-    if (a == &shmkv__idx_of(m)->alloc)
+    if (a == &shmkv__index_of(m)->alloc)
         return SHMKV__OWNER_INDEX;
     return ((shmkv__seg *)(void *)((char *)a - offsetof(shmkv__seg, alloc)))->id;
 }
@@ -311,7 +311,7 @@ static bool only_log_left(shmkv__map *m, const shmkv__alloc *a, uint32_t owner)
 {
     if (owner != SHMKV__OWNER_INDEX || a->nchunks < 2)
         return false;
-    uint64_t lg = shmkv__idx_of(m)->ulog;
+    uint64_t lg = shmkv__index_of(m)->ulog;
     return lg && a->used_bytes == shmkv__block_of(m, lg)->size;
 }
 

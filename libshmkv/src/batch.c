@@ -66,7 +66,7 @@ typedef struct batch {
     size_t nlk;
     bool set;
     bool track;
-    bool idx_locked;
+    bool index_locked;
     uint64_t gen;
 } batch;
 
@@ -225,29 +225,29 @@ static int lock_batch(batch *b, bool writing)
         /* Read under the segment locks: turning tracking on happens under
          * all of them. */
         b->track = writing && __atomic_load_n(&SHMKV__HDR(m)->track_keys, __ATOMIC_ACQUIRE);
-        b->idx_locked = false;
+        b->index_locked = false;
         if (!b->track)
             return 0;
-        if ((rc = shmkv__idx_lock_raw(m)) != 0) {
+        if ((rc = shmkv__index_lock_raw(m)) != 0) {
             unlock_segs(b, taken);
             return rc;
         }
-        if (!atomic_load(&shmkv__idx_of(m)->dirty)) {
-            b->idx_locked = true;
+        if (!atomic_load(&shmkv__index_of(m)->dirty)) {
+            b->index_locked = true;
             return 0;
         }
-        shmkv__idx_unlock(m);
+        shmkv__index_unlock(m);
         unlock_segs(b, taken);
-        if ((rc = shmkv__idx_rebuild_all(m)) != 0)
+        if ((rc = shmkv__index_rebuild_all(m)) != 0)
             return rc;
     }
 }
 
 static void unlock_batch(batch *b)
 {
-    if (b->idx_locked)
-        shmkv__idx_unlock(b->m);
-    b->idx_locked = false;
+    if (b->index_locked)
+        shmkv__index_unlock(b->m);
+    b->index_locked = false;
     unlock_segs(b, b->nlk);
 }
 
@@ -655,12 +655,12 @@ static int index_batch(batch *b)
         if (x->skip)
             continue;
         if (b->set && !x->found)
-            rc = shmkv__idx_insert(b->m, x->src->key, x->src->klen);
+            rc = shmkv__index_insert(b->m, x->src->key, x->src->klen);
         else if (!b->set && x->found)
-            rc = shmkv__idx_remove(b->m, x->src->key, x->src->klen);
+            rc = shmkv__index_remove(b->m, x->src->key, x->src->klen);
         if (rc) {
             /* Half changed: the next index user rebuilds it. */
-            atomic_store(&shmkv__idx_of(b->m)->dirty, 1);
+            atomic_store(&shmkv__index_of(b->m)->dirty, 1);
             return rc;
         }
     }
@@ -716,7 +716,7 @@ static int write_locked(batch *b)
      * batch that the repair rolls back, and whatever repairs the index must
      * then rebuild it from the repaired tables. */
     if (!rc && b->track) {
-        atomic_store(&shmkv__idx_of(m)->dirty, 1);
+        atomic_store(&shmkv__index_of(m)->dirty, 1);
         rc = index_batch(b);
     }
     if (rc) {
@@ -743,7 +743,7 @@ static int write_locked(batch *b)
     }
     atomic_store_explicit(&leader->batch, B_WORD(b->gen, SHMKV__B_FREE), memory_order_release);
     if (b->track)
-        atomic_store(&shmkv__idx_of(m)->dirty, 0);
+        atomic_store(&shmkv__index_of(m)->dirty, 0);
     if (b->db->flags & SHMKV_SYNC)
         msync(m->base, atomic_load(&SHMKV__HDR(m)->top), MS_SYNC);
     return 0;
@@ -892,8 +892,8 @@ int shmkv_delete_prefix(shmkv_db *db, const void *prefix, size_t plen, uint64_t 
     if ((rc = lock_batch(&b, true)) != 0)
         goto out;
     if (b.track) {
-        uint64_t from = plen ? shmkv__idx_rank(m, prefix, plen) : 0;
-        rc = shmkv__idx_walk(m, from, prefix, plen, limit, pc_blob, &pc);
+        uint64_t from = plen ? shmkv__index_rank(m, prefix, plen) : 0;
+        rc = shmkv__index_walk(m, from, prefix, plen, limit, pc_blob, &pc);
     } else {
         for (uint32_t i = 0; i < nseg && !rc; i++)
             rc = shmkv__seg_visit(m, shmkv__seg_at(m, i), pc_entry, &pc);
@@ -909,20 +909,20 @@ int shmkv_delete_prefix(shmkv_db *db, const void *prefix, size_t plen, uint64_t 
         items[i].klen = kl;
         at += 4 + (size_t)kl;
     }
-    bool track = b.track, idx_locked = b.idx_locked;
+    bool track = b.track, index_locked = b.index_locked;
     if (!rc && pc.n) {
         b.set = false;
         if ((rc = batch_plan(&b, items, pc.n, false)) == 0) {
             b.lk = all;
             b.nlk = nseg;
             b.track = track;
-            b.idx_locked = idx_locked;
+            b.index_locked = index_locked;
             rc = write_locked(&b);
         }
     }
     b.lk = all;
     b.nlk = nseg;
-    b.idx_locked = idx_locked;
+    b.index_locked = index_locked;
     unlock_batch(&b);
     if (!rc && deleted) {
         uint64_t d = 0;

@@ -148,9 +148,9 @@ static void ent_delete(shmkv__bt_node *nd, uint32_t at)
     nd->n--;
 }
 
-static int node_alloc(shmkv__map *m, shmkv__idx *idx, uint64_t *off)
+static int node_alloc(shmkv__map *m, shmkv__index *index, uint64_t *off)
 {
-    return shmkv__alloc_block(m, &idx->alloc, SHMKV__OWNER_INDEX,
+    return shmkv__alloc_block(m, &index->alloc, SHMKV__OWNER_INDEX,
                               sizeof(shmkv__bt_node), off);
 }
 
@@ -180,7 +180,7 @@ static void node_split(shmkv__map *m, shmkv__bt_node *nd, uint64_t right)
 static int descend(shmkv__map *m, below_fn below, const void *arg, bt_step *st,
                    uint64_t *rank)
 {
-    uint64_t off = shmkv__idx_of(m)->root;
+    uint64_t off = shmkv__index_of(m)->root;
     *rank = 0;
     for (int d = 0; d < BT_DEPTH; d++) {
         const shmkv__bt_node *nd = node_at(m, off);
@@ -203,7 +203,7 @@ static uint64_t count_below(shmkv__map *m, below_fn below, const void *arg)
 {
     bt_step st[BT_DEPTH];
     uint64_t r = 0;
-    if (shmkv__idx_of(m)->root)
+    if (shmkv__index_of(m)->root)
         descend(m, below, arg, st, &r);
     return r;
 }
@@ -211,7 +211,7 @@ static uint64_t count_below(shmkv__map *m, below_fn below, const void *arg)
 /* Descend to the key of rank r (< n) by counts. Returns the leaf's depth. */
 static int descend_rank(shmkv__map *m, uint64_t r, bt_step *st)
 {
-    uint64_t off = shmkv__idx_of(m)->root;
+    uint64_t off = shmkv__index_of(m)->root;
     for (int d = 0; d < BT_DEPTH; d++) {
         const shmkv__bt_node *nd = node_at(m, off);
         st[d].node = off;
@@ -244,7 +244,7 @@ static _Thread_local struct {
 
 static shmkv__ulog *ulog_of(shmkv__map *m)
 {
-    uint64_t off = shmkv__idx_of(m)->ulog;
+    uint64_t off = shmkv__index_of(m)->ulog;
     return off ? (shmkv__ulog *)SHMKV__P(m, off) : NULL;
 }
 
@@ -294,7 +294,7 @@ static void ul_node(shmkv__map *m, uint64_t off)
 
 void shmkv__undo_note(shmkv__map *m, const shmkv__alloc *a, const void *p, size_t len)
 {
-    if (U.m == m && a == &shmkv__idx_of(m)->alloc)
+    if (U.m == m && a == &shmkv__index_of(m)->alloc)
         ul_save(p, len);
 }
 
@@ -304,7 +304,7 @@ void shmkv__undo_chunk(shmkv__map *m, uint64_t chunk_off)
         ul_save(SHMKV__P(m, chunk_off), 0); /* a record of no bytes: a chunk */
 }
 
-void shmkv__idx_begin(shmkv__map *m, uint32_t seg, const void *key, size_t klen)
+void shmkv__index_begin(shmkv__map *m, uint32_t seg, const void *key, size_t klen)
 {
     shmkv__ulog *lg = ulog_of(m);
     if (!lg)
@@ -325,11 +325,11 @@ void shmkv__idx_begin(shmkv__map *m, uint32_t seg, const void *key, size_t klen)
     U.nsaved = 0;
     shmkv__undo_on = true;
     /* root, karr, n, dirty and the allocator state, in one record */
-    shmkv__idx *idx = shmkv__idx_of(m);
-    ul_save(&idx->root, offsetof(shmkv__idx, gen) - offsetof(shmkv__idx, root));
+    shmkv__index *index = shmkv__index_of(m);
+    ul_save(&index->root, offsetof(shmkv__index, gen) - offsetof(shmkv__index, root));
 }
 
-void shmkv__idx_commit(shmkv__map *m)
+void shmkv__index_commit(shmkv__map *m)
 {
     if (U.m != m)
         return;
@@ -343,13 +343,13 @@ void shmkv__idx_commit(shmkv__map *m)
      * taken a give-back to the shared pool back). Give them back now, as a
      * step of its own: a holder killed in it leaves the log at TIDY, and
      * the repair rebuilds the index (and so its allocator) from scratch. */
-    shmkv__idx *ix = shmkv__idx_of(m);
+    shmkv__index *ix = shmkv__index_of(m);
     bool empty = ix->n == 0 && ix->karr;
     if (!empty && !shmkv__alloc_wants_tidy(m, &ix->alloc))
         return;
     atomic_store_explicit(&lg->state, SHMKV__ULOG_TIDY, memory_order_release);
     atomic_signal_fence(memory_order_seq_cst);
-    SHMKV__HOOK("idx.tidy.begin");
+    SHMKV__HOOK("index.tidy.begin");
     if (empty) {
         /* An empty index holds no key array; the next insert makes one. */
         uint64_t old = ix->karr;
@@ -358,7 +358,7 @@ void shmkv__idx_commit(shmkv__map *m)
     } else {
         shmkv__alloc_tidy(m, &ix->alloc);
     }
-    SHMKV__HOOK("idx.tidy");
+    SHMKV__HOOK("index.tidy");
     atomic_signal_fence(memory_order_seq_cst);
     atomic_store_explicit(&lg->state, SHMKV__ULOG_IDLE, memory_order_release);
 }
@@ -394,7 +394,7 @@ static bool ul_rollback(shmkv__map *m, shmkv__ulog *lg)
         memcpy(&len, lg->rec + pos[n] + 8, 8);
         memcpy(SHMKV__P(m, off), lg->rec + pos[n] + 16, len);
     }
-    shmkv__idx *idx = shmkv__idx_of(m);
+    shmkv__index *index = shmkv__index_of(m);
     /* Chunks the update took from the free pool (records of no bytes): its
      * allocator, now as before, does not know them. */
     for (size_t i = 0; i < all; i++) {
@@ -408,7 +408,7 @@ static bool ul_rollback(shmkv__map *m, shmkv__ulog *lg)
             c->size % SHMKV__PAGE || c->size > top - off)
             return false;
         if (c->owner == SHMKV__OWNER_INDEX)
-            shmkv__alloc_adopt(m, &idx->alloc, off);
+            shmkv__alloc_adopt(m, &index->alloc, off);
     }
     for (uint64_t off = lg->top0; off < top;) {
         shmkv__chunk *c = (shmkv__chunk *)SHMKV__P(m, off);
@@ -416,25 +416,25 @@ static bool ul_rollback(shmkv__map *m, shmkv__ulog *lg)
             c->size > top - off)
             return false;
         if (c->owner == SHMKV__OWNER_INDEX)
-            shmkv__alloc_adopt(m, &idx->alloc, off);
+            shmkv__alloc_adopt(m, &index->alloc, off);
         off += c->size;
     }
     return true;
 }
 
-void shmkv__idx_repair(shmkv__map *m)
+void shmkv__index_repair(shmkv__map *m)
 {
-    shmkv__idx *idx = shmkv__idx_of(m);
+    shmkv__index *index = shmkv__index_of(m);
     shmkv__ulog *lg = ulog_of(m);
     uint64_t gen = atomic_load(&SHMKV__HDR(m)->clear_gen);
     U.m = NULL;
     shmkv__undo_on = false;
-    if (idx->gen != gen) {
+    if (index->gen != gen) {
         /* A clear() decided, then died before emptying the index. */
-        shmkv__idx_clear(m, gen);
+        shmkv__index_clear(m, gen);
         return;
     }
-    if (atomic_load(&idx->dirty) || !lg)
+    if (atomic_load(&index->dirty) || !lg)
         goto rebuild;
     switch (atomic_load(&lg->state)) {
     case SHMKV__ULOG_IDLE:      /* died holding the lock, between updates */
@@ -443,14 +443,14 @@ void shmkv__idx_repair(shmkv__map *m)
     case SHMKV__ULOG_ACTIVE:
         if (!ul_rollback(m, lg))
             goto rebuild;
-        SHMKV__HOOK("idx.rolled_back");
+        SHMKV__HOOK("index.rolled_back");
         atomic_store(&lg->state, SHMKV__ULOG_RECONCILE);
         return;
     default:
         goto rebuild;
     }
 rebuild:
-    atomic_store(&idx->dirty, 1);
+    atomic_store(&index->dirty, 1);
 }
 
 /* A fresh, idle log (the index lock held, no update running). Its own
@@ -461,22 +461,22 @@ static void ul_create(shmkv__map *m)
     /* After a failure, try again only once the region has grown, not on
      * every update of a store on a full disk. */
     static _Atomic uint64_t failed_at_top;
-    shmkv__idx *idx = shmkv__idx_of(m);
+    shmkv__index *index = shmkv__index_of(m);
     uint64_t off, top = atomic_load(&SHMKV__HDR(m)->top);
-    idx->ulog = 0;
+    index->ulog = 0;
     if (atomic_load(&failed_at_top) == top)
         return;
-    if (shmkv__alloc_block(m, &idx->alloc, SHMKV__OWNER_INDEX,
+    if (shmkv__alloc_block(m, &index->alloc, SHMKV__OWNER_INDEX,
                            SHMKV__ULOG_BYTES - SHMKV__BLOCK_HDR, &off) != 0) {
         atomic_store(&failed_at_top, top);
         return; /* no space: updates run unlogged, as before the log existed */
     }
     shmkv__ulog *lg = (shmkv__ulog *)SHMKV__P(m, off);
     memset(lg, 0, offsetof(shmkv__ulog, key));
-    idx->ulog = off;
+    index->ulog = off;
 }
 
-static bool idx_has(shmkv__map *m, const void *key, size_t klen);
+static bool index_has(shmkv__map *m, const void *key, size_t klen);
 
 /* The update of the key in lg was rolled back; the key's slot may or may
  * not have been published before its writer died. Make the index agree
@@ -485,30 +485,30 @@ static bool idx_has(shmkv__map *m, const void *key, size_t klen);
 static int reconcile(shmkv__map *m, shmkv__seg *s, shmkv__ulog *lg)
 {
     bool in_table = shmkv__seg_has(m, s, lg->key, lg->klen);
-    bool in_index = idx_has(m, lg->key, lg->klen);
+    bool in_index = index_has(m, lg->key, lg->klen);
     if (in_table == in_index) {
         atomic_store(&lg->state, SHMKV__ULOG_IDLE);
         return 0;
     }
-    shmkv__idx_begin(m, s->id, lg->key, lg->klen);
-    SHMKV__HOOK("idx.reconcile");
-    int rc = in_table ? shmkv__idx_insert(m, lg->key, lg->klen)
-                      : shmkv__idx_remove(m, lg->key, lg->klen);
-    shmkv__idx_commit(m);
+    shmkv__index_begin(m, s->id, lg->key, lg->klen);
+    SHMKV__HOOK("index.reconcile");
+    int rc = in_table ? shmkv__index_insert(m, lg->key, lg->klen)
+                      : shmkv__index_remove(m, lg->key, lg->klen);
+    shmkv__index_commit(m);
     if (rc)
-        atomic_store(&shmkv__idx_of(m)->dirty, 1); /* e.g. no space: rebuild later */
+        atomic_store(&shmkv__index_of(m)->dirty, 1); /* e.g. no space: rebuild later */
     return 0;
 }
 
-int shmkv__idx_settle(shmkv__map *m, shmkv__seg *held)
+int shmkv__index_settle(shmkv__map *m, shmkv__seg *held)
 {
-    shmkv__idx *idx = shmkv__idx_of(m);
+    shmkv__index *index = shmkv__index_of(m);
     shmkv__ulog *lg = ulog_of(m);
     if (!lg) {
         /* An old store, or no space earlier: try to start logging. */
-        atomic_store(&idx->dirty, 1);
+        atomic_store(&index->dirty, 1);
         ul_create(m);
-        atomic_store(&idx->dirty, 0);
+        atomic_store(&index->dirty, 0);
         return 0;
     }
     if (atomic_load(&lg->state) != SHMKV__ULOG_RECONCILE)
@@ -520,36 +520,36 @@ int shmkv__idx_settle(shmkv__map *m, shmkv__seg *held)
     }
     /* The key's segment lock comes before the index lock: let go, take
      * both in order, and have the caller start over. */
-    shmkv__idx_unlock(m);
+    shmkv__index_unlock(m);
     if (held)
         shmkv__seg_unlock(held);
     int rc = shmkv__seg_lock(m, s);
     if (rc)
         return rc;
-    rc = shmkv__idx_lock_raw(m);
+    rc = shmkv__index_lock_raw(m);
     if (rc) {
         shmkv__seg_unlock(s);
         return rc;
     }
     lg = ulog_of(m);
-    if (!atomic_load(&idx->dirty) && lg && atomic_load(&lg->state) == SHMKV__ULOG_RECONCILE &&
+    if (!atomic_load(&index->dirty) && lg && atomic_load(&lg->state) == SHMKV__ULOG_RECONCILE &&
         shmkv__seg_at(m, lg->seg) == s)
         reconcile(m, s, lg);
-    shmkv__idx_unlock(m);
+    shmkv__index_unlock(m);
     shmkv__seg_unlock(s);
     return SHMKV__RESTART;
 }
 
-int shmkv__idx_insert(shmkv__map *m, const void *key, size_t klen)
+int shmkv__index_insert(shmkv__map *m, const void *key, size_t klen)
 {
-    shmkv__idx *idx = shmkv__idx_of(m);
-    shmkv__karr *ka = idx->karr ? SHMKV__P(m, idx->karr) : NULL;
+    shmkv__index *index = shmkv__index_of(m);
+    shmkv__karr *ka = index->karr ? SHMKV__P(m, index->karr) : NULL;
     probe s = mkkey(key, klen);
     bt_step st[BT_DEPTH];
     uint64_t blob, newarr = 0, nodes[BT_DEPTH + 1], rank;
     int d = -1, need = 1, got = 0, rc;
 
-    if (idx->root) {
+    if (index->root) {
         if ((d = descend(m, below_lt, &s, st, &rank)) < 0)
             return SHMKV_ECORRUPT;
         /* A split climbs only through full nodes; past the root it needs a
@@ -561,42 +561,42 @@ int shmkv__idx_insert(shmkv__map *m, const void *key, size_t klen)
             need++;
     }
 
-    if (idx->n >= UINT32_MAX)
+    if (index->n >= UINT32_MAX)
         return SHMKV_ETOOMANY; /* kblob.pos is 32 bits */
-    if ((rc = shmkv__alloc_block(m, &idx->alloc, SHMKV__OWNER_INDEX,
+    if ((rc = shmkv__alloc_block(m, &index->alloc, SHMKV__OWNER_INDEX,
                                  sizeof(shmkv__kblob) + klen, &blob)) < 0)
         return rc;
     uint64_t cap = ka ? ka->cap : 0;
-    if (idx->n == cap) {
+    if (index->n == cap) {
         cap = cap ? cap * 2 : 16;
-        rc = shmkv__alloc_block(m, &idx->alloc, SHMKV__OWNER_INDEX,
+        rc = shmkv__alloc_block(m, &index->alloc, SHMKV__OWNER_INDEX,
                                 sizeof(shmkv__karr) + cap * sizeof(uint64_t), &newarr);
         if (rc < 0)
             newarr = 0;
     }
     while (rc == 0 && got < need)
-        if ((rc = node_alloc(m, idx, &nodes[got])) == 0)
+        if ((rc = node_alloc(m, index, &nodes[got])) == 0)
             got++;
     if (rc < 0) {
         while (got > 0)
-            shmkv__free_block(m, &idx->alloc, nodes[--got]);
+            shmkv__free_block(m, &index->alloc, nodes[--got]);
         if (newarr)
-            shmkv__free_block(m, &idx->alloc, newarr);
-        shmkv__free_block(m, &idx->alloc, blob);
+            shmkv__free_block(m, &index->alloc, newarr);
+        shmkv__free_block(m, &index->alloc, blob);
         return rc;
     }
 
     shmkv__kblob *kb = blob_at(m, blob);
     kb->klen = (uint32_t)klen;
-    kb->pos = (uint32_t)idx->n;
+    kb->pos = (uint32_t)index->n;
     memcpy(kb->key, key, klen);
     shmkv__bt_ent ent = { s.pfx, blob, 0, 1 };
     got = 0;
 
-    if (!idx->root) {
+    if (!index->root) {
         node_init(m, nodes[got], true);
         ent_insert(node_at(m, nodes[got]), 0, &ent);
-        idx->root = nodes[got++];
+        index->root = nodes[got++];
     } else {
         shmkv__bt_node *leaf = node_at(m, st[d].node);
         uint64_t sib = 0;
@@ -604,7 +604,7 @@ int shmkv__idx_insert(shmkv__map *m, const void *key, size_t klen)
         ent_insert(leaf, st[d].i, &ent);
         if (leaf->n > BT_MAX) {
             node_split(m, leaf, sib = nodes[got++]);
-            SHMKV__HOOK("idx.insert.split");
+            SHMKV__HOOK("index.insert.split");
         }
         for (int l = d - 1; l >= 0; l--) {
             shmkv__bt_node *p = node_at(m, st[l].node);
@@ -622,40 +622,40 @@ int shmkv__idx_insert(shmkv__map *m, const void *key, size_t klen)
         }
         if (sib) {
             uint64_t nr = nodes[got++];
-            shmkv__bt_ent a = ent_for(m, idx->root), b = ent_for(m, sib);
+            shmkv__bt_ent a = ent_for(m, index->root), b = ent_for(m, sib);
             node_init(m, nr, false);
             ent_insert(node_at(m, nr), 0, &a);
             ent_insert(node_at(m, nr), 1, &b);
-            idx->root = nr;
-            SHMKV__HOOK("idx.insert.new_root");
+            index->root = nr;
+            SHMKV__HOOK("index.insert.new_root");
         }
     }
     /* Counted exactly, but a miscount must not leak. */
     while (got < need)
-        shmkv__free_block(m, &idx->alloc, nodes[got++]);
+        shmkv__free_block(m, &index->alloc, nodes[got++]);
 
-    SHMKV__HOOK("idx.insert.mid");
+    SHMKV__HOOK("index.insert.mid");
 
     if (newarr) {
         shmkv__karr *na = (shmkv__karr *)SHMKV__P(m, newarr);
         na->cap = cap;
         if (ka)
-            memcpy(na->off, ka->off, idx->n * sizeof(uint64_t));
-        uint64_t old = idx->karr;
-        idx->karr = newarr;
-        SHMKV__HOOK("idx.insert.karr_grown");
+            memcpy(na->off, ka->off, index->n * sizeof(uint64_t));
+        uint64_t old = index->karr;
+        index->karr = newarr;
+        SHMKV__HOOK("index.insert.karr_grown");
         if (old)
-            shmkv__free_block(m, &idx->alloc, old);
+            shmkv__free_block(m, &index->alloc, old);
         ka = na;
     }
-    ul_save(&ka->off[idx->n], 8);
-    ka->off[idx->n++] = blob;
-    SHMKV__HOOK("idx.insert.done");
+    ul_save(&ka->off[index->n], 8);
+    ka->off[index->n++] = blob;
+    SHMKV__HOOK("index.insert.done");
     return 0;
 }
 
 /* Fold the right neighbour of entry j into entry j's child. */
-static void node_merge(shmkv__map *m, shmkv__idx *idx, shmkv__bt_node *p, uint32_t j)
+static void node_merge(shmkv__map *m, shmkv__index *index, shmkv__bt_node *p, uint32_t j)
 {
     shmkv__bt_node *l = node_at(m, p->e[j].child);
     uint64_t roff = p->e[j + 1].child;
@@ -664,18 +664,18 @@ static void node_merge(shmkv__map *m, shmkv__idx *idx, shmkv__bt_node *p, uint32
     l->n += r->n;
     p->e[j].count += p->e[j + 1].count;
     ent_delete(p, j + 1);
-    shmkv__free_block(m, &idx->alloc, roff);
+    shmkv__free_block(m, &index->alloc, roff);
 }
 
-int shmkv__idx_remove(shmkv__map *m, const void *key, size_t klen)
+int shmkv__index_remove(shmkv__map *m, const void *key, size_t klen)
 {
-    shmkv__idx *idx = shmkv__idx_of(m);
+    shmkv__index *index = shmkv__index_of(m);
     probe s = mkkey(key, klen);
     bt_step st[BT_DEPTH];
     uint64_t rank;
     int d;
 
-    if (!idx->root)
+    if (!index->root)
         return 0;
     if ((d = descend(m, below_le, &s, st, &rank)) < 0)
         return SHMKV_ECORRUPT;
@@ -693,7 +693,7 @@ int shmkv__idx_remove(shmkv__map *m, const void *key, size_t klen)
         shmkv__bt_node *c = node_at(m, p->e[i].child);
         ul_node(m, st[l].node);
         if (c->n == 0) {
-            shmkv__free_block(m, &idx->alloc, p->e[i].child);
+            shmkv__free_block(m, &index->alloc, p->e[i].child);
             ent_delete(p, i);
             continue;
         }
@@ -703,58 +703,58 @@ int shmkv__idx_remove(shmkv__map *m, const void *key, size_t klen)
             continue;
         if (i > 0 && node_at(m, p->e[i - 1].child)->n + c->n <= BT_MAX) {
             ul_node(m, p->e[i - 1].child);
-            node_merge(m, idx, p, i - 1);
-            SHMKV__HOOK("idx.remove.merge");
+            node_merge(m, index, p, i - 1);
+            SHMKV__HOOK("index.remove.merge");
         } else if (i + 1 < p->n && node_at(m, p->e[i + 1].child)->n + c->n <= BT_MAX) {
-            node_merge(m, idx, p, i);
-            SHMKV__HOOK("idx.remove.merge");
+            node_merge(m, index, p, i);
+            SHMKV__HOOK("index.remove.merge");
         }
     }
-    shmkv__bt_node *r = node_at(m, idx->root);
+    shmkv__bt_node *r = node_at(m, index->root);
     if (r->n == 0) {
-        shmkv__free_block(m, &idx->alloc, idx->root);
-        idx->root = 0;
+        shmkv__free_block(m, &index->alloc, index->root);
+        index->root = 0;
     } else {
         while (!r->leaf && r->n == 1) {
-            uint64_t old = idx->root;
-            idx->root = r->e[0].child;
-            shmkv__free_block(m, &idx->alloc, old);
-            r = node_at(m, idx->root);
+            uint64_t old = index->root;
+            index->root = r->e[0].child;
+            shmkv__free_block(m, &index->alloc, old);
+            r = node_at(m, index->root);
         }
     }
 
-    SHMKV__HOOK("idx.remove.mid");
+    SHMKV__HOOK("index.remove.mid");
 
-    shmkv__karr *ka = SHMKV__P(m, idx->karr);
+    shmkv__karr *ka = SHMKV__P(m, index->karr);
     uint32_t at = blob_at(m, blob)->pos;
-    uint64_t last = ka->off[--idx->n];
+    uint64_t last = ka->off[--index->n];
     ul_save(&ka->off[at], 8);
     ka->off[at] = last;
     ul_save(&blob_at(m, last)->pos, sizeof(uint32_t));
     blob_at(m, last)->pos = at;
-    shmkv__free_block(m, &idx->alloc, blob);
-    SHMKV__HOOK("idx.remove.done");
+    shmkv__free_block(m, &index->alloc, blob);
+    SHMKV__HOOK("index.remove.done");
     return 0;
 }
 
-uint64_t shmkv__idx_rank(shmkv__map *m, const void *key, size_t klen)
+uint64_t shmkv__index_rank(shmkv__map *m, const void *key, size_t klen)
 {
     probe s = mkkey(key, klen);
     return count_below(m, below_lt, &s);
 }
 
-uint64_t shmkv__idx_rank_after(shmkv__map *m, const void *key, size_t klen)
+uint64_t shmkv__index_rank_after(shmkv__map *m, const void *key, size_t klen)
 {
     probe s = mkkey(key, klen);
     return count_below(m, below_le, &s);
 }
 
-static bool idx_has(shmkv__map *m, const void *key, size_t klen)
+static bool index_has(shmkv__map *m, const void *key, size_t klen)
 {
     bt_step st[BT_DEPTH];
     probe s = mkkey(key, klen);
     uint64_t rank;
-    if (!shmkv__idx_of(m)->root)
+    if (!shmkv__index_of(m)->root)
         return false;
     int d = descend(m, below_le, &s, st, &rank);
     if (d < 0 || st[d].i == 0)
@@ -762,10 +762,10 @@ static bool idx_has(shmkv__map *m, const void *key, size_t klen)
     return ent_cmp(m, &node_at(m, st[d].node)->e[st[d].i - 1], &s) == 0;
 }
 
-uint64_t shmkv__idx_select(shmkv__map *m, uint64_t r)
+uint64_t shmkv__index_select(shmkv__map *m, uint64_t r)
 {
     bt_step st[BT_DEPTH];
-    if (r >= shmkv__idx_of(m)->n)
+    if (r >= shmkv__index_of(m)->n)
         return 0;
     int d = descend_rank(m, r, st);
     if (d < 0)
@@ -773,22 +773,22 @@ uint64_t shmkv__idx_select(shmkv__map *m, uint64_t r)
     return node_at(m, st[d].node)->e[st[d].i].key;
 }
 
-uint64_t shmkv__idx_prefix_end(shmkv__map *m, const void *prefix, size_t plen)
+uint64_t shmkv__index_prefix_end(shmkv__map *m, const void *prefix, size_t plen)
 {
     if (plen == 0)
-        return shmkv__idx_of(m)->n;
+        return shmkv__index_of(m)->n;
     probe p = mkkey(prefix, plen); /* zero padding already fits the mask */
     if (plen < 8)
         p.mask <<= 64 - 8 * plen;
     return count_below(m, below_pfx, &p);
 }
 
-int shmkv__idx_walk(shmkv__map *m, uint64_t from, const void *prefix, size_t plen,
-                    uint64_t limit, shmkv__idx_visit_fn fn, void *ctx)
+int shmkv__index_walk(shmkv__map *m, uint64_t from, const void *prefix, size_t plen,
+                    uint64_t limit, shmkv__index_visit_fn fn, void *ctx)
 {
     bt_step st[BT_DEPTH];
     uint64_t seen = 0;
-    if (from >= shmkv__idx_of(m)->n)
+    if (from >= shmkv__index_of(m)->n)
         return 0;
     int d = descend_rank(m, from, st);
     if (d < 0)
@@ -819,14 +819,14 @@ int shmkv__idx_walk(shmkv__map *m, uint64_t from, const void *prefix, size_t ple
     }
 }
 
-void shmkv__idx_clear(shmkv__map *m, uint64_t gen)
+void shmkv__index_clear(shmkv__map *m, uint64_t gen)
 {
-    shmkv__idx *idx = shmkv__idx_of(m);
-    idx->root = idx->karr = idx->n = 0;
-    shmkv__alloc_reset(m, &idx->alloc, SHMKV__OWNER_INDEX);
+    shmkv__index *index = shmkv__index_of(m);
+    index->root = index->karr = index->n = 0;
+    shmkv__alloc_reset(m, &index->alloc, SHMKV__OWNER_INDEX);
     ul_create(m); /* the reset forgot the old log's block */
-    atomic_store(&idx->dirty, 0);
-    idx->gen = gen;
+    atomic_store(&index->dirty, 0);
+    index->gen = gen;
 }
 
 static int blob_qcmp(const void *a, const void *b, void *arg)
@@ -841,13 +841,13 @@ static int blob_qcmp(const void *a, const void *b, void *arg)
  * offsets above. The new nodes' offsets overwrite items from the front,
  * which is safe because node j reads only items at or past j. Entries are
  * spread evenly so that no node of a level is left nearly empty. */
-static int build_level(shmkv__map *m, shmkv__idx *idx, uint64_t *items, uint64_t n,
+static int build_level(shmkv__map *m, shmkv__index *index, uint64_t *items, uint64_t n,
                        bool leaf, uint64_t *nout)
 {
     uint64_t groups = (n + BT_FILL - 1) / BT_FILL;
     for (uint64_t g = 0; g < groups; g++) {
         uint64_t a = n * g / groups, b = n * (g + 1) / groups, off;
-        int rc = node_alloc(m, idx, &off);
+        int rc = node_alloc(m, index, &off);
         if (rc < 0)
             return rc;
         node_init(m, off, leaf);
@@ -867,18 +867,18 @@ static int build_level(shmkv__map *m, shmkv__idx *idx, uint64_t *items, uint64_t
     return 0;
 }
 
-int shmkv__idx_rebuild(shmkv__map *m)
+int shmkv__index_rebuild(shmkv__map *m)
 {
     shmkv__hdr *h = SHMKV__HDR(m);
-    shmkv__idx *idx = shmkv__idx_of(m);
+    shmkv__index *index = shmkv__index_of(m);
     uint64_t n = 0, k = 0, *items = NULL;
     int rc = 0;
 
     /* Until the end, a failure or a crash must leave the index marked. */
-    atomic_store(&idx->dirty, 1);
-    shmkv__alloc_reset(m, &idx->alloc, SHMKV__OWNER_INDEX);
-    idx->root = idx->karr = idx->n = 0;
-    idx->ulog = 0; /* its block was just forgotten */
+    atomic_store(&index->dirty, 1);
+    shmkv__alloc_reset(m, &index->alloc, SHMKV__OWNER_INDEX);
+    index->root = index->karr = index->n = 0;
+    index->ulog = 0; /* its block was just forgotten */
 
     for (uint32_t i = 0; i < h->nseg; i++) {
         uint64_t t = atomic_load(&shmkv__seg_at(m, i)->table);
@@ -911,7 +911,7 @@ int shmkv__idx_rebuild(shmkv__map *m)
                 rc = SHMKV_ECORRUPT;
                 goto out;
             }
-            if ((rc = shmkv__alloc_block(m, &idx->alloc, SHMKV__OWNER_INDEX,
+            if ((rc = shmkv__alloc_block(m, &index->alloc, SHMKV__OWNER_INDEX,
                                          sizeof(shmkv__kblob) + en->klen, &items[k])) < 0)
                 goto out;
             shmkv__kblob *kb = blob_at(m, items[k]);
@@ -926,7 +926,7 @@ int shmkv__idx_rebuild(shmkv__map *m)
     uint64_t cap = 16, arr;
     while (cap < n)
         cap *= 2;
-    if ((rc = shmkv__alloc_block(m, &idx->alloc, SHMKV__OWNER_INDEX,
+    if ((rc = shmkv__alloc_block(m, &index->alloc, SHMKV__OWNER_INDEX,
                                  sizeof(shmkv__karr) + cap * sizeof(uint64_t), &arr)) < 0)
         goto out;
     shmkv__karr *ka = (shmkv__karr *)SHMKV__P(m, arr);
@@ -938,17 +938,17 @@ int shmkv__idx_rebuild(shmkv__map *m)
 
     bool leaf = true;
     for (k = n; leaf || k > 1; leaf = false)
-        if ((rc = build_level(m, idx, items, k, leaf, &k)) < 0)
+        if ((rc = build_level(m, index, items, k, leaf, &k)) < 0)
             goto out;
-    idx->root = items[0];
-    idx->karr = arr;
-    idx->n = n;
+    index->root = items[0];
+    index->karr = arr;
+    index->n = n;
 done:
     ul_create(m); /* last: the keys have the first claim on the space */
     /* Built from tables that every pending clear has reached (the caller
      * holds every segment lock, each repaired on the way in). */
-    idx->gen = atomic_load(&h->clear_gen);
-    atomic_store(&idx->dirty, 0);
+    index->gen = atomic_load(&h->clear_gen);
+    atomic_store(&index->dirty, 0);
 out:
     free(items);
     return rc;

@@ -189,7 +189,7 @@ typedef struct shmkv__bt_node {
     shmkv__bt_ent e[SHMKV__BT_SLOTS];
 } shmkv__bt_node;
 
-typedef struct shmkv__idx {
+typedef struct shmkv__index {
     alignas(64) pthread_mutex_t lock;
     alignas(64) uint64_t root; /* B+tree root node, 0: empty tree */
     uint64_t karr;             /* key array payload, 0: none */
@@ -199,7 +199,7 @@ typedef struct shmkv__idx {
     shmkv__alloc alloc;
     uint64_t gen;              /* as shmkv__seg.gen, for the index */
     uint64_t ulog;             /* undo log payload (shmkv__ulog), 0: none yet */
-} shmkv__idx;
+} shmkv__index;
 
 /* The index's undo log: one block of the index allocator. An index update
  * (insert or remove of one key) first records the key and its segment, then
@@ -248,7 +248,7 @@ typedef struct shmkv__hdr {
     uint32_t backend;
     uint64_t reserve;
     uint64_t seg_off;
-    uint64_t idx_off;
+    uint64_t index_off;
     uint64_t data_off;
     _Atomic uint64_t top;       /* end of the last chunk: nothing past it is touched */
     _Atomic uint64_t file_size; /* bytes fallocated */
@@ -273,9 +273,9 @@ _Static_assert(sizeof(shmkv__hdr) <= SHMKV__HDR_SIZE, "header must fit its page"
 _Static_assert(sizeof(shmkv__bt_node) + SHMKV__BLOCK_HDR <= 1024, "node fits a 1 KiB class");
 /* Fields added later sit in what was padding: the sizes, and with them the
  * ABI check and the layout of older stores, stay as they were. */
-_Static_assert(sizeof(shmkv__seg) == 960 && sizeof(shmkv__idx) == 960, "no new size");
+_Static_assert(sizeof(shmkv__seg) == 960 && sizeof(shmkv__index) == 960, "no new size");
 _Static_assert(offsetof(shmkv__hdr, clear_gen) == 120, "clear_gen in the header's gap");
-_Static_assert(offsetof(shmkv__idx, ulog) == 912, "ulog in the index's padding");
+_Static_assert(offsetof(shmkv__index, ulog) == 912, "ulog in the index's padding");
 
 /* ---- process side ---------------------------------------------------- */
 
@@ -300,7 +300,7 @@ typedef struct shmkv__map {
     uint32_t *dead_seq;
     /* CLOCK_MONOTONIC ns before which a failed index rebuild (no room) is
      * not tried again by this process; 0: try */
-    _Atomic uint64_t idx_retry_ns;
+    _Atomic uint64_t index_retry_ns;
     /* Per owner (the segments, then the index): bytes this process freed
      * since it last trimmed that owner, less a penalty after a trim that
      * found nothing to give back (alloc.c). NULL: never trims. */
@@ -329,9 +329,9 @@ static inline shmkv__seg *shmkv__seg_at(shmkv__map *m, uint32_t i)
     return (shmkv__seg *)SHMKV__P(m, SHMKV__HDR(m)->seg_off + (uint64_t)i * sizeof(shmkv__seg));
 }
 
-static inline shmkv__idx *shmkv__idx_of(shmkv__map *m)
+static inline shmkv__index *shmkv__index_of(shmkv__map *m)
 {
-    return (shmkv__idx *)SHMKV__P(m, SHMKV__HDR(m)->idx_off);
+    return (shmkv__index *)SHMKV__P(m, SHMKV__HDR(m)->index_off);
 }
 
 static inline shmkv__block *shmkv__block_of(shmkv__map *m, uint64_t payload)
@@ -440,22 +440,22 @@ void shmkv__seg_unlock(shmkv__seg *s);
  * caller holds nothing and must start its operation over. On a negative
  * return the caller also holds nothing. */
 #define SHMKV__RESTART 0x52455354 /* "REST": never a count or a boolean */
-/* Also returned by shmkv__idx_lock: the index is marked for a rebuild that
+/* Also returned by shmkv__index_lock: the index is marked for a rebuild that
  * could not be done for want of room (disk, /dev/shm or reserve full) and
  * is not retried yet. The caller still holds `held` but not the index
  * lock, and goes on without the index: writes leave it to the rebuild,
  * readers scan the tables. */
 #define SHMKV__NOINDEX 0x4e4f4958 /* "NOIX" */
-int shmkv__idx_lock(shmkv__map *m, shmkv__seg *held);
+int shmkv__index_lock(shmkv__map *m, shmkv__seg *held);
 /* Take the index lock without the dirty check (for clear and rebuild,
  * which run with every segment lock already held). */
-int shmkv__idx_lock_raw(shmkv__map *m);
+int shmkv__index_lock_raw(shmkv__map *m);
 /* Rebuild the index under every segment lock and the index lock (the
  * caller holds none of them). */
-int shmkv__idx_rebuild_all(shmkv__map *m);
+int shmkv__index_rebuild_all(shmkv__map *m);
 /* True for the codes a rebuild fails with for want of room. */
-bool shmkv__idx_no_room(int rc);
-void shmkv__idx_unlock(shmkv__map *m);
+bool shmkv__index_no_room(int rc);
+void shmkv__index_unlock(shmkv__map *m);
 int shmkv__lock_all(shmkv__map *m);   /* every segment, in order */
 void shmkv__unlock_all(shmkv__map *m);
 /* Last close of a disk store: may it be marked clean? (lock.c) */
@@ -527,7 +527,7 @@ int shmkv__seg_rehash(shmkv__map *m, shmkv__seg *s, uint64_t cap, uint64_t *keep
 int shmkv__seg_clear(shmkv__map *m, shmkv__seg *s, uint64_t gen);
 /* Empty the index and mark it emptied for generation gen (caller holds
  * every segment lock and the index lock, or is alone). */
-void shmkv__idx_clear(shmkv__map *m, uint64_t gen);
+void shmkv__index_clear(shmkv__map *m, uint64_t gen);
 /* Call fn for the payload offset of every live entry (caller holds the
  * segment lock); stops at fn's first non-zero return and returns it. */
 int shmkv__seg_visit(shmkv__map *m, shmkv__seg *s,
@@ -572,42 +572,42 @@ int shmkv__get_locked_copy(shmkv_db *db, const void *key, size_t klen,
                            void *ctx);
 
 /* ---- index (index.c); caller holds the index lock -------------------- */
-int shmkv__idx_insert(shmkv__map *m, const void *key, size_t klen);
+int shmkv__index_insert(shmkv__map *m, const void *key, size_t klen);
 /* Removing a key that is not in the index is a no-op returning 0. */
-int shmkv__idx_remove(shmkv__map *m, const void *key, size_t klen);
-uint64_t shmkv__idx_rank(shmkv__map *m, const void *key, size_t klen);
+int shmkv__index_remove(shmkv__map *m, const void *key, size_t klen);
+uint64_t shmkv__index_rank(shmkv__map *m, const void *key, size_t klen);
 /* Key blob offset of the key at rank r (r < n). */
-uint64_t shmkv__idx_select(shmkv__map *m, uint64_t r);
+uint64_t shmkv__index_select(shmkv__map *m, uint64_t r);
 /* Visit keys in order from rank `from`, at most `limit`, while they start
  * with prefix; fn returns non-zero to stop. */
-typedef int (*shmkv__idx_visit_fn)(void *ctx, const shmkv__kblob *kb);
-int shmkv__idx_walk(shmkv__map *m, uint64_t from, const void *prefix, size_t plen,
-                    uint64_t limit, shmkv__idx_visit_fn fn, void *ctx);
+typedef int (*shmkv__index_visit_fn)(void *ctx, const shmkv__kblob *kb);
+int shmkv__index_walk(shmkv__map *m, uint64_t from, const void *prefix, size_t plen,
+                    uint64_t limit, shmkv__index_visit_fn fn, void *ctx);
 /* Rebuild from the tables; caller holds every segment lock and the index
  * lock. Clears dirty on success. */
-int shmkv__idx_rebuild(shmkv__map *m);
+int shmkv__index_rebuild(shmkv__map *m);
 /* Number of keys <= key (the rank of the first key after it). */
-uint64_t shmkv__idx_rank_after(shmkv__map *m, const void *key, size_t klen);
+uint64_t shmkv__index_rank_after(shmkv__map *m, const void *key, size_t klen);
 /* Undo-logged updates: begin after taking the index lock for an insert or
  * remove of key (in segment seg), commit once the segment's slot agrees,
  * before unlocking. Without a log (old store, no space) both are no-ops and
  * a dead holder costs a rebuild, as before. */
-void shmkv__idx_begin(shmkv__map *m, uint32_t seg, const void *key, size_t klen);
-void shmkv__idx_commit(shmkv__map *m);
+void shmkv__index_begin(shmkv__map *m, uint32_t seg, const void *key, size_t klen);
+void shmkv__index_commit(shmkv__map *m);
 /* The index lock's owner died (caller now holds it, not yet consistent):
  * roll its update back, or mark the index dirty when that is impossible. */
-void shmkv__idx_repair(shmkv__map *m);
-/* After taking the index lock (with `held` as in shmkv__idx_lock): finish
+void shmkv__index_repair(shmkv__map *m);
+/* After taking the index lock (with `held` as in shmkv__index_lock): finish
  * a rolled-back update's key, and create the undo log if there is none.
  * Returns 0 (index lock and held kept), SHMKV__RESTART or a negative code
  * (both: nothing held). */
-int shmkv__idx_settle(shmkv__map *m, shmkv__seg *held);
+int shmkv__index_settle(shmkv__map *m, shmkv__seg *held);
 /* ---- table lookups for the index repair (table.c) ---- */
 /* The segment a key belongs to. */
 shmkv__seg *shmkv__seg_of(shmkv__map *m, const void *key, size_t klen);
 /* True when key is live in s (caller holds s's lock). */
 bool shmkv__seg_has(shmkv__map *m, shmkv__seg *s, const void *key, size_t klen);
 /* Rank just past every key starting with prefix (n when none follows). */
-uint64_t shmkv__idx_prefix_end(shmkv__map *m, const void *prefix, size_t plen);
+uint64_t shmkv__index_prefix_end(shmkv__map *m, const void *prefix, size_t plen);
 
 #endif /* SHMKV_INTERNAL_H */

@@ -196,24 +196,24 @@ void shmkv__seg_unlock(shmkv__seg *s)
     pthread_mutex_unlock(&s->lock);
 }
 
-int shmkv__idx_lock_raw(shmkv__map *m)
+int shmkv__index_lock_raw(shmkv__map *m)
 {
-    shmkv__idx *ix = shmkv__idx_of(m);
+    shmkv__index *ix = shmkv__index_of(m);
     bool died;
     int rc = lock_robust(&ix->lock, &died);
     if (rc)
         return rc;
     if (died) {
         atomic_fetch_add(&SHMKV__HDR(m)->recoveries, 1);
-        shmkv__idx_repair(m);
+        shmkv__index_repair(m);
         pthread_mutex_consistent(&ix->lock);
     }
     return 0;
 }
 
-void shmkv__idx_unlock(shmkv__map *m)
+void shmkv__index_unlock(shmkv__map *m)
 {
-    pthread_mutex_unlock(&shmkv__idx_of(m)->lock);
+    pthread_mutex_unlock(&shmkv__index_of(m)->lock);
 }
 
 int shmkv__lock_all(shmkv__map *m)
@@ -239,15 +239,15 @@ void shmkv__unlock_all(shmkv__map *m)
 /* Rebuild the index under every lock: what repairs a dead index owner
  * when its undo log cannot (an old store without one, a log overflow, a
  * rebuild or log creation cut short), and what rebuild_index() does. */
-int shmkv__idx_rebuild_all(shmkv__map *m)
+int shmkv__index_rebuild_all(shmkv__map *m)
 {
     int rc = shmkv__lock_all(m);
     if (rc)
         return rc;
-    rc = shmkv__idx_lock_raw(m);
+    rc = shmkv__index_lock_raw(m);
     if (!rc) {
-        rc = shmkv__idx_rebuild(m);
-        shmkv__idx_unlock(m);
+        rc = shmkv__index_rebuild(m);
+        shmkv__index_unlock(m);
     }
     shmkv__unlock_all(m);
     return rc;
@@ -272,36 +272,36 @@ static bool no_room(int rc)
     return rc == -ENOSPC || rc == SHMKV_EFULL || rc == -ENOMEM || rc == -EFBIG;
 }
 
-int shmkv__idx_lock(shmkv__map *m, shmkv__seg *held)
+int shmkv__index_lock(shmkv__map *m, shmkv__seg *held)
 {
-    int rc = shmkv__idx_lock_raw(m);
+    int rc = shmkv__index_lock_raw(m);
     if (rc) {
         if (held)
             shmkv__seg_unlock(held);
         return rc;
     }
-    if (!atomic_load(&shmkv__idx_of(m)->dirty))
-        return shmkv__idx_settle(m, held);
-    if (now_ns() < atomic_load(&m->idx_retry_ns)) {
-        shmkv__idx_unlock(m);
+    if (!atomic_load(&shmkv__index_of(m)->dirty))
+        return shmkv__index_settle(m, held);
+    if (now_ns() < atomic_load(&m->index_retry_ns)) {
+        shmkv__index_unlock(m);
         return SHMKV__NOINDEX;
     }
     /* Rebuilding needs every segment lock, which may not be taken while
      * holding the index lock or a higher segment: drop everything. */
-    shmkv__idx_unlock(m);
+    shmkv__index_unlock(m);
     if (held)
         shmkv__seg_unlock(held);
-    rc = shmkv__idx_rebuild_all(m);
+    rc = shmkv__index_rebuild_all(m);
     if (no_room(rc)) {
-        atomic_store(&m->idx_retry_ns, now_ns() + IDX_RETRY_NS);
+        atomic_store(&m->index_retry_ns, now_ns() + IDX_RETRY_NS);
         return SHMKV__RESTART; /* and the next call goes on without the index */
     }
     if (!rc)
-        atomic_store(&m->idx_retry_ns, 0);
+        atomic_store(&m->index_retry_ns, 0);
     return rc ? rc : SHMKV__RESTART;
 }
 
-bool shmkv__idx_no_room(int rc)
+bool shmkv__index_no_room(int rc)
 {
     return no_room(rc);
 }
@@ -344,7 +344,7 @@ bool shmkv__locks_settled(shmkv__map *m)
             return false;
     for (uint32_t i = 0; i <= SHMKV__HDR(m)->nseg; i++) {
         pthread_mutex_t *mu = i < SHMKV__HDR(m)->nseg ? &shmkv__seg_at(m, i)->lock
-                                                      : &shmkv__idx_of(m)->lock;
+                                                      : &shmkv__index_of(m)->lock;
 #ifdef __GLIBC__
         /* glibc keeps the futex word first (see dead_seq in table.c) */
         if (__atomic_load_n(&mu->__data.__lock, __ATOMIC_ACQUIRE) != 0)

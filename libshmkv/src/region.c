@@ -204,8 +204,8 @@ static int check_compat(const shmkv__hdr *h, const shmkv_options *o)
  * segments. A longer file was never an unfinished creation. */
 static uint64_t creation_size_max(void)
 {
-    uint64_t idx_off = SHMKV__HDR_SIZE + (uint64_t)SHMKV__MAX_SEGMENTS * sizeof(shmkv__seg);
-    return (idx_off + sizeof(shmkv__idx) + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
+    uint64_t index_off = SHMKV__HDR_SIZE + (uint64_t)SHMKV__MAX_SEGMENTS * sizeof(shmkv__seg);
+    return (index_off + sizeof(shmkv__index) + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
 }
 
 /* 1 when bytes [from, fsize) of the file are all zero, 0 when not,
@@ -269,12 +269,12 @@ static int validate_header(int fd, off_t fsize, shmkv__hdr *out)
         return SHMKV_EABI;
     /* The layout follows from nseg alone, so every offset must be exactly
      * what creation would have written. */
-    uint64_t idx_off = SHMKV__HDR_SIZE + (uint64_t)h->nseg * sizeof(shmkv__seg);
-    uint64_t data_off = (idx_off + sizeof(shmkv__idx) + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
+    uint64_t index_off = SHMKV__HDR_SIZE + (uint64_t)h->nseg * sizeof(shmkv__seg);
+    uint64_t data_off = (index_off + sizeof(shmkv__index) + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
     if (h->hdr_size != SHMKV__HDR_SIZE || h->nseg == 0 || h->nseg > SHMKV__MAX_SEGMENTS ||
         (h->nseg & (h->nseg - 1)) || h->track_keys > 1 || h->backend > SHMKV_BACKEND_MEMORY ||
         h->reserve < SHMKV__MIN_RESERVE || h->reserve > SHMKV__MAX_RESERVE ||
-        h->reserve % SHMKV__PAGE || h->seg_off != SHMKV__HDR_SIZE || h->idx_off != idx_off ||
+        h->reserve % SHMKV__PAGE || h->seg_off != SHMKV__HDR_SIZE || h->index_off != index_off ||
         h->data_off != data_off || h->top < h->data_off || h->top > h->reserve)
         return SHMKV_ECORRUPT;
     /* A copy cut short: touching the missing part would SIGBUS. Attached
@@ -324,15 +324,15 @@ static int init_locks(shmkv__map *m)
         rc = shmkv__mutex_init(&s->lock);
     }
     if (!rc)
-        rc = shmkv__mutex_init(&shmkv__idx_of(m)->lock);
+        rc = shmkv__mutex_init(&shmkv__index_of(m)->lock);
     return rc;
 }
 
 static int create_store(shmkv__map *m, const resolved *r, int backend)
 {
     uint64_t seg_off = SHMKV__HDR_SIZE;
-    uint64_t idx_off = seg_off + (uint64_t)r->nseg * sizeof(shmkv__seg);
-    uint64_t data_off = (idx_off + sizeof(shmkv__idx) + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
+    uint64_t index_off = seg_off + (uint64_t)r->nseg * sizeof(shmkv__seg);
+    uint64_t data_off = (index_off + sizeof(shmkv__index) + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
     if (data_off >= r->reserve)
         return SHMKV_EINVAL;
     /* Start from zeros even if a crashed creator left something behind. */
@@ -362,7 +362,7 @@ static int create_store(shmkv__map *m, const resolved *r, int backend)
     h->backend = (uint32_t)backend;
     h->reserve = r->reserve;
     h->seg_off = seg_off;
-    h->idx_off = idx_off;
+    h->index_off = index_off;
     h->data_off = data_off;
     atomic_store(&h->top, data_off);
     atomic_store(&h->file_size, data_off);
@@ -393,10 +393,10 @@ static int recover_all(shmkv__map *m)
         return 0;
     /* The data is whole once the segments are; an index that cannot be
      * rebuilt for want of room stays marked dirty, and the store opens
-     * without it (see shmkv__idx_lock). */
-    int rc = shmkv__idx_rebuild(m);
-    if (shmkv__idx_no_room(rc)) {
-        atomic_store(&shmkv__idx_of(m)->dirty, 1);
+     * without it (see shmkv__index_lock). */
+    int rc = shmkv__index_rebuild(m);
+    if (shmkv__index_no_room(rc)) {
+        atomic_store(&shmkv__index_of(m)->dirty, 1);
         rc = 0;
     }
     return rc;

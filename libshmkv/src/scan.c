@@ -21,10 +21,10 @@ static bool has_prefix(const void *k, size_t klen, const void *p, size_t plen)
     return klen >= plen && (plen == 0 || memcmp(k, p, plen) == 0);
 }
 
-static int idx_enter(shmkv__map *m)
+static int index_enter(shmkv__map *m)
 {
     int rc;
-    while ((rc = shmkv__idx_lock(m, NULL)) == SHMKV__RESTART)
+    while ((rc = shmkv__index_lock(m, NULL)) == SHMKV__RESTART)
         ;
     return rc;
 }
@@ -125,16 +125,16 @@ static int scan_index(shmkv_db *db, const void *prefix, size_t plen, const void 
     for (;;) {
         recs keys = {0};
         uint64_t want = limit ? limit - emitted : 0;
-        if ((rc = idx_enter(m)) != 0)
+        if ((rc = index_enter(m)) != 0)
             break;
-        uint64_t from = plen ? shmkv__idx_rank(m, prefix, plen) : 0;
+        uint64_t from = plen ? shmkv__index_rank(m, prefix, plen) : 0;
         if (cursor) {
-            uint64_t c = shmkv__idx_rank_after(m, cursor->data, cursor->klen);
+            uint64_t c = shmkv__index_rank_after(m, cursor->data, cursor->klen);
             if (c > from)
                 from = c;
         }
-        rc = shmkv__idx_walk(m, from, prefix, plen, want, collect_blob, &keys);
-        shmkv__idx_unlock(m);
+        rc = shmkv__index_walk(m, from, prefix, plen, want, collect_blob, &keys);
+        shmkv__index_unlock(m);
         size_t got = keys.n;
         for (size_t i = 0; i < keys.n && !rc; i++) {
             rec *k = keys.a[i];
@@ -351,11 +351,11 @@ int shmkv_count(shmkv_db *db, const void *prefix, size_t plen, uint64_t *count)
         return 0;
     }
     if (tracked(m)) {
-        if ((rc = idx_enter(m)) != 0)
+        if ((rc = index_enter(m)) != 0)
             return rc;
-        uint64_t lo = plen ? shmkv__idx_rank(m, prefix, plen) : 0;
-        *count = shmkv__idx_prefix_end(m, prefix, plen) - lo;
-        shmkv__idx_unlock(m);
+        uint64_t lo = plen ? shmkv__index_rank(m, prefix, plen) : 0;
+        *count = shmkv__index_prefix_end(m, prefix, plen) - lo;
+        shmkv__index_unlock(m);
         return 0;
     }
     counter c = {.m = m, .prefix = prefix, .plen = plen};
@@ -421,17 +421,17 @@ static int emit_keys(recs *l, shmkv_list_fn fn, void *ctx)
 static int sample_index(shmkv__map *m, const void *prefix, size_t plen, uint64_t count,
                         bool unique, recs *out)
 {
-    int rc = idx_enter(m);
+    int rc = index_enter(m);
     if (rc)
         return rc;
-    uint64_t lo = plen ? shmkv__idx_rank(m, prefix, plen) : 0;
-    uint64_t hi = shmkv__idx_prefix_end(m, prefix, plen), n = hi > lo ? hi - lo : 0;
+    uint64_t lo = plen ? shmkv__index_rank(m, prefix, plen) : 0;
+    uint64_t hi = shmkv__index_prefix_end(m, prefix, plen), n = hi > lo ? hi - lo : 0;
     if (n == 0) {
-        shmkv__idx_unlock(m);
+        shmkv__index_unlock(m);
         return 0;
     }
     if (unique && count >= n) {
-        rc = shmkv__idx_walk(m, lo, prefix, plen, n, collect_blob, out);
+        rc = shmkv__index_walk(m, lo, prefix, plen, n, collect_blob, out);
     } else {
         uint64_t *r = malloc(count * sizeof *r);
         if (!r)
@@ -442,7 +442,7 @@ static int sample_index(shmkv__map *m, const void *prefix, size_t plen, uint64_t
             for (uint64_t i = 0; i < count; i++)
                 r[i] = shmkv__rand_below(n);
         for (uint64_t i = 0; i < count && !rc; i++) {
-            uint64_t kb = shmkv__idx_select(m, lo + r[i]);
+            uint64_t kb = shmkv__index_select(m, lo + r[i]);
             if (!kb) {
                 rc = SHMKV_ECORRUPT;
                 break;
@@ -452,7 +452,7 @@ static int sample_index(shmkv__map *m, const void *prefix, size_t plen, uint64_t
         }
         free(r);
     }
-    shmkv__idx_unlock(m);
+    shmkv__index_unlock(m);
     return rc;
 }
 

@@ -109,7 +109,7 @@ int shmkv_clear(shmkv_db *db)
     if (rc)
         return rc;
     bool track = SHMKV__HDR(m)->track_keys; /* under the locks: it may just have been turned on */
-    if (track && (rc = shmkv__idx_lock_raw(m)) != 0) {
+    if (track && (rc = shmkv__index_lock_raw(m)) != 0) {
         shmkv__unlock_all(m);
         return rc;
     }
@@ -127,8 +127,8 @@ int shmkv_clear(shmkv_db *db)
         shmkv__seg_clear(m, shmkv__seg_at(m, i), gen);
     SHMKV__HOOK("clear.segments_done");
     if (track) {
-        shmkv__idx_clear(m, gen);
-        shmkv__idx_unlock(m);
+        shmkv__index_clear(m, gen);
+        shmkv__index_unlock(m);
     }
     shmkv__unlock_all(m);
     return 0;
@@ -144,7 +144,7 @@ int shmkv_rebuild_index(shmkv_db *db)
     if (!SHMKV__HDR(m)->track_keys)
         return 0;
     shmkv__call_begin(db);
-    return shmkv__idx_rebuild_all(m);
+    return shmkv__index_rebuild_all(m);
 }
 
 /* Every write reads track_keys under its segment lock, and this sets it
@@ -159,10 +159,10 @@ int shmkv__track_on(shmkv__map *m)
     int rc = shmkv__lock_all(m);
     if (rc)
         return rc;
-    if ((rc = shmkv__idx_lock_raw(m)) == 0) {
-        if (!h->track_keys && (rc = shmkv__idx_rebuild(m)) == 0)
+    if ((rc = shmkv__index_lock_raw(m)) == 0) {
+        if (!h->track_keys && (rc = shmkv__index_rebuild(m)) == 0)
             __atomic_store_n(&h->track_keys, 1, __ATOMIC_RELEASE);
-        shmkv__idx_unlock(m);
+        shmkv__index_unlock(m);
     }
     shmkv__unlock_all(m);
     return rc;
@@ -192,7 +192,7 @@ int shmkv_stat(shmkv_db *db, shmkv_info *info)
      * statistic needs. */
     for (uint32_t i = 0; i < h->nseg; i++)
         info->used_bytes += shmkv__seg_at(m, i)->alloc.used_bytes;
-    info->used_bytes += shmkv__idx_of(m)->alloc.used_bytes + h->data_off;
+    info->used_bytes += shmkv__index_of(m)->alloc.used_bytes + h->data_off;
     info->file_bytes = atomic_load(&h->file_size);
     info->reserve_bytes = h->reserve;
     info->segments = h->nseg;
@@ -357,15 +357,15 @@ static int list_index(shmkv_db *db, const void *prefix, size_t plen, uint64_t li
     int rc;
     for (;;) {
         keys.len = 0;
-        if ((rc = shmkv__idx_lock(m, NULL)) == SHMKV__RESTART)
+        if ((rc = shmkv__index_lock(m, NULL)) == SHMKV__RESTART)
             continue;
         if (rc == SHMKV__NOINDEX)
             return list_scan(db, prefix, plen, limit, flags, fn, ctx);
         if (rc)
             return rc;
-        uint64_t from = plen ? shmkv__idx_rank(m, prefix, plen) : 0;
-        rc = shmkv__idx_walk(m, from, prefix, plen, limit, collect_kblob, &keys);
-        shmkv__idx_unlock(m);
+        uint64_t from = plen ? shmkv__index_rank(m, prefix, plen) : 0;
+        rc = shmkv__index_walk(m, from, prefix, plen, limit, collect_kblob, &keys);
+        shmkv__index_unlock(m);
         break;
     }
     for (size_t at = 0; at < keys.len && !rc;) {
@@ -446,22 +446,22 @@ static int random_index(shmkv__map *m, const void *prefix, size_t plen, void *ou
                         size_t *klen)
 {
     int rc;
-    while ((rc = shmkv__idx_lock(m, NULL)) == SHMKV__RESTART)
+    while ((rc = shmkv__index_lock(m, NULL)) == SHMKV__RESTART)
         ;
     if (rc == SHMKV__NOINDEX)
         return random_scan(m, prefix, plen, out, cap, klen);
     if (rc)
         return rc;
-    shmkv__idx *ix = shmkv__idx_of(m);
+    shmkv__index *ix = shmkv__index_of(m);
     uint64_t kb = 0;
     if (plen == 0) {
         if (ix->n)
             kb = ((shmkv__karr *)SHMKV__P(m, ix->karr))->off[shmkv__rand_below(ix->n)];
     } else {
-        uint64_t lo = shmkv__idx_rank(m, prefix, plen);
-        uint64_t hi = shmkv__idx_prefix_end(m, prefix, plen);
+        uint64_t lo = shmkv__index_rank(m, prefix, plen);
+        uint64_t hi = shmkv__index_prefix_end(m, prefix, plen);
         if (hi > lo)
-            kb = shmkv__idx_select(m, lo + shmkv__rand_below(hi - lo));
+            kb = shmkv__index_select(m, lo + shmkv__rand_below(hi - lo));
     }
     if (kb) {
         const shmkv__kblob *b = SHMKV__P(m, kb);
@@ -469,7 +469,7 @@ static int random_index(shmkv__map *m, const void *prefix, size_t plen, void *ou
     } else {
         rc = SHMKV_ENOTFOUND;
     }
-    shmkv__idx_unlock(m);
+    shmkv__index_unlock(m);
     return rc;
 }
 

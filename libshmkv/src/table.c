@@ -180,11 +180,11 @@ static int entry_new(op *o, const void *val, size_t vlen, shmkv_kind kind, uint6
  * dropped. */
 static int index_enter(op *o)
 {
-    int rc = shmkv__idx_lock(o->m, o->s);
+    int rc = shmkv__index_lock(o->m, o->s);
     if (rc == SHMKV__NOINDEX)
         return 0;
     if (rc) {
-        o->locked = false; /* RESTART or error: idx_lock dropped the segment */
+        o->locked = false; /* RESTART or error: index_lock dropped the segment */
         return rc;
     }
     return 1;
@@ -218,9 +218,9 @@ static int put(op *o, const void *val, size_t vlen, shmkv_kind kind)
             track = rc == 1;
         }
         if (track)
-            shmkv__idx_begin(m, s->id, o->key, o->klen);
+            shmkv__index_begin(m, s->id, o->key, o->klen);
         rc = entry_new(o, val, vlen, kind, &noff);
-        if (!rc && track && (rc = shmkv__idx_insert(m, o->key, o->klen)) != 0)
+        if (!rc && track && (rc = shmkv__index_insert(m, o->key, o->klen)) != 0)
             shmkv__free_block(m, &s->alloc, noff);
         if (!rc) {
             uint64_t old = atomic_load_explicit(&lk->t->slot[lk->slot], memory_order_relaxed);
@@ -234,8 +234,8 @@ static int put(op *o, const void *val, size_t vlen, shmkv_kind kind)
         if (track) {
             /* Index and slot agree again: only now may a repair stop
              * treating this key as in doubt. */
-            shmkv__idx_commit(m);
-            shmkv__idx_unlock(m);
+            shmkv__index_commit(m);
+            shmkv__index_unlock(m);
         }
         if (rc)
             return rc;
@@ -260,11 +260,11 @@ static int removes(op *o)
         track = rc == 1;
     }
     if (track) {
-        shmkv__idx_begin(m, s->id, o->key, o->klen);
-        int rc = shmkv__idx_remove(m, o->key, o->klen);
+        shmkv__index_begin(m, s->id, o->key, o->klen);
+        int rc = shmkv__index_remove(m, o->key, o->klen);
         if (rc) {
-            shmkv__idx_commit(m);
-            shmkv__idx_unlock(m);
+            shmkv__index_commit(m);
+            shmkv__index_unlock(m);
             return rc;
         }
     }
@@ -279,8 +279,8 @@ static int removes(op *o)
     if (w == SHMKV__SLOT_TOMB)
         s->tombs++;
     if (track) {
-        shmkv__idx_commit(m);
-        shmkv__idx_unlock(m);
+        shmkv__index_commit(m);
+        shmkv__index_unlock(m);
     }
     if (o->db->flags & SHMKV_SYNC)
         sync_range((const void *)&lk->t->slot[lk->slot], 8);

@@ -262,7 +262,7 @@ static int corrupt(const char *path, const char *kind)
         die("no live entry", 0);
     uint64_t w = atomic_load(&T->slot[j]);
     shmkv__entry *e = P(SHMKV__SLOT_OFF(w));
-    shmkv__idx *ix = P(H->idx_off);
+    shmkv__index *ix = P(H->index_off);
     shmkv__chunk *c0 = P(H->data_off);
 
     if (!strcmp(kind, "magic")) {

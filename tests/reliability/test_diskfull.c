@@ -104,7 +104,7 @@ static void grow_fs(int mode, const char *mnt)
 
 static void die_in_index(const char *point)
 {
-    if (strcmp(point, "idx.remove.mid") == 0)
+    if (strcmp(point, "index.remove.mid") == 0)
         raise(SIGKILL);
 }
 
@@ -472,7 +472,7 @@ static void __attribute__((noreturn)) kid_unclean(const char *mnt, const char *w
     res.rw_rc = shmkv_open(where, &o, &db);
     KID_CHECK(res.rw_rc == 0, "open of the unclean store on a full fs -> %d (%s)", res.rw_rc,
               shmkv_strerror(res.rw_rc));
-    res.deferred = (int)atomic_load(&shmkv__idx_of(db->m)->dirty);
+    res.deferred = (int)atomic_load(&shmkv__index_of(db->m)->dirty);
     kid_open_must_work(db, n, false);
     char k[64], v[VAL_LEN];
     for (uint64_t i = 0; i < n; i += 2) {
@@ -502,7 +502,7 @@ static void __attribute__((noreturn)) kid_unclean(const char *mnt, const char *w
     KID_OK(shmkv_open(where, &o, &db));
     kid_open_must_work(db, n + 500, false);
     /* the index left for later was rebuilt once there was room */
-    KID_CHECK(atomic_load(&shmkv__idx_of(db->m)->dirty) == 0, "the index is still marked dirty");
+    KID_CHECK(atomic_load(&shmkv__index_of(db->m)->dirty) == 0, "the index is still marked dirty");
     KID_OK(shmkv_close(db));
 
     KID_CHECK(fd_write_all(resfd, &res, sizeof res) == 0, "pipe");
@@ -547,6 +547,6 @@ Test(diskfull, unclean_tracked_store_opens_when_full)
 
 Test(diskfull, unclean_store_with_dead_index_writer_opens_when_full)
 {
-    run_unclean("size=2m,mode=0700", "idx.remove.mid");
-    run_unclean("size=4m,mode=0700", "idx.remove.mid");
+    run_unclean("size=2m,mode=0700", "index.remove.mid");
+    run_unclean("size=4m,mode=0700", "index.remove.mid");
 }

@@ -713,7 +713,7 @@ Test(space, index_limit_is_etoomany)
     const char *where = rc_path("toomany");
     shmkv_db *db = rc_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
     put_val(db, "a", 10, 1);
-    shmkv__idx *ix = shmkv__idx_of(db->m);
+    shmkv__index *ix = shmkv__index_of(db->m);
     cr_assert_eq(ix->n, 1);
     ix->n = UINT32_MAX;
     unsigned char v = 'x';

@@ -328,7 +328,7 @@ static void check_locks(ck *c)
     const shmkv__hdr *h = c->h;
     for (uint32_t i = 0; i <= h->nseg; i++) {
         uint64_t moff = i < h->nseg ? seg_base(c, i) + offsetof(shmkv__seg, lock)
-                                    : h->idx_off + offsetof(shmkv__idx, lock);
+                                    : h->index_off + offsetof(shmkv__index, lock);
         owner_st *o = &c->ow[i];
         char nm[32];
         bool repairing;
@@ -362,7 +362,7 @@ static void check_locks(ck *c)
 static bool read_alloc(ck *c, uint32_t slot, shmkv__alloc *a)
 {
     uint64_t off = slot < c->h->nseg ? seg_base(c, slot) + offsetof(shmkv__seg, alloc)
-                                     : c->h->idx_off + offsetof(shmkv__idx, alloc);
+                                     : c->h->index_off + offsetof(shmkv__index, alloc);
     return vcopy(c->v, off, a, sizeof *a);
 }
 
@@ -1028,9 +1028,9 @@ static int check_ulog(ck *c, uint64_t off)
 
 static int check_index(ck *c)
 {
-    shmkv__idx ix;
+    shmkv__index ix;
     uint32_t islot = c->h->nseg;
-    if (!vcopy(c->v, c->h->idx_off, &ix, sizeof ix)) {
+    if (!vcopy(c->v, c->h->index_off, &ix, sizeof ix)) {
         prob(c->r, "index: lies outside the file");
         c->ow[islot].walk_ok = false;
         return 0;

@@ -87,11 +87,11 @@ bool hdr_identify(const shmkv__hdr *h, uint64_t file_len, char *buf, size_t n)
     }
     segs_end = h->seg_off + (uint64_t)h->nseg * sizeof(shmkv__seg);
     if (h->seg_off < SHMKV__HDR_SIZE || h->seg_off % 64 || h->seg_off > (1ull << 40) ||
-        h->idx_off < segs_end || h->idx_off % 64 || h->idx_off > (1ull << 40) ||
-        h->data_off < h->idx_off + sizeof(shmkv__idx) || h->data_off % SHMKV__PAGE ||
+        h->index_off < segs_end || h->index_off % 64 || h->index_off > (1ull << 40) ||
+        h->data_off < h->index_off + sizeof(shmkv__index) || h->data_off % SHMKV__PAGE ||
         h->data_off > (1ull << 40)) {
         snprintf(buf, n, "inconsistent layout: segments at %" PRIu64 ", index at %" PRIu64
-                 ", data at %" PRIu64, h->seg_off, h->idx_off, h->data_off);
+                 ", data at %" PRIu64, h->seg_off, h->index_off, h->data_off);
         return false;
     }
     if (h->data_off > file_len) {
@@ -231,7 +231,7 @@ bool store_remap(store *s)
     if (!store_read_hdr(s, &h) || fstat(s->fd, &st) < 0 ||
         memcmp(h.magic, SHMKV__MAGIC, 8) != 0 ||
         !hdr_identify(&h, (uint64_t)st.st_size, why, sizeof why) || h.nseg != s->hdr.nseg ||
-        h.seg_off != s->hdr.seg_off || h.idx_off != s->hdr.idx_off)
+        h.seg_off != s->hdr.seg_off || h.index_off != s->hdr.index_off)
         return false;
     uint64_t top = atomic_load_explicit(&h.top, memory_order_relaxed);
     uint64_t len = top < (uint64_t)st.st_size ? top : (uint64_t)st.st_size;

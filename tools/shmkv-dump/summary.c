@@ -20,8 +20,8 @@ static void fmt_time(char *buf, size_t n, uint64_t t)
 
 typedef struct totals {
     uint64_t keys, tombs, slots, used, chunk_bytes, nchunks;
-    uint64_t idx_keys, idx_used;
-    uint32_t idx_dirty;
+    uint64_t index_keys, index_used;
+    uint32_t index_dirty;
 } totals;
 
 static void gather(const store *s, totals *t)
@@ -33,14 +33,14 @@ static void gather(const store *s, totals *t)
         shmkv__alloc a;
         uint64_t aoff = i < h->nseg ? h->seg_off + (uint64_t)i * sizeof(shmkv__seg) +
                                           offsetof(shmkv__seg, alloc)
-                                    : h->idx_off + offsetof(shmkv__idx, alloc);
+                                    : h->index_off + offsetof(shmkv__index, alloc);
         if (!vcopy(v, aoff, &a, sizeof a))
             continue;
         t->used += a.used_bytes;
         t->chunk_bytes += a.chunk_bytes;
         t->nchunks += a.nchunks;
         if (i == h->nseg) {
-            t->idx_used = a.used_bytes;
+            t->index_used = a.used_bytes;
             break;
         }
         uint64_t base = h->seg_off + (uint64_t)i * sizeof(shmkv__seg), toff, cnt, tombs, cap;
@@ -53,8 +53,8 @@ static void gather(const store *s, totals *t)
             table_read(v, toff, &cap, NULL, why, sizeof why))
             t->slots += cap;
     }
-    vu64(v, h->idx_off + offsetof(shmkv__idx, n), &t->idx_keys);
-    vu32(v, h->idx_off + offsetof(shmkv__idx, dirty), &t->idx_dirty);
+    vu64(v, h->index_off + offsetof(shmkv__index, n), &t->index_keys);
+    vu32(v, h->index_off + offsetof(shmkv__index, dirty), &t->index_dirty);
 }
 
 static const char *state_of(const store *s, bool attached, char *buf, size_t n)
@@ -120,7 +120,7 @@ int mode_summary(store *s, const opts *o)
         fprintf(f, ",\"track_keys\":%s", h->track_keys ? "true" : "false");
         if (h->track_keys)
             fprintf(f, ",\"index\":{\"keys\":%" PRIu64 ",\"bytes_in_use\":%" PRIu64
-                    ",\"dirty\":%s}", t.idx_keys, t.idx_used, t.idx_dirty ? "true" : "false");
+                    ",\"dirty\":%s}", t.index_keys, t.index_used, t.index_dirty ? "true" : "false");
         fprintf(f, ",\"opens\":%" PRIu64 ",\"recoveries\":%" PRIu64, opens, recov);
         fputs(",\"attached\":[", f);
         bool first = true;
@@ -164,8 +164,8 @@ int mode_summary(store *s, const opts *o)
     fprintf(f, "bytes free:     %s in %" PRIu64 " chunks, %s of reserve left\n", b,
             t.nchunks, c);
     if (h->track_keys)
-        fprintf(f, "key tracking:   on (index of %" PRIu64 " keys%s)\n", t.idx_keys,
-                t.idx_dirty ? ", marked for rebuilding" : "");
+        fprintf(f, "key tracking:   on (index of %" PRIu64 " keys%s)\n", t.index_keys,
+                t.index_dirty ? ", marked for rebuilding" : "");
     else
         fprintf(f, "key tracking:   off\n");
     fprintf(f, "opens:          %" PRIu64 ", lock recoveries %" PRIu64 "\n", opens, recov);

@@ -1,5 +1,5 @@
 /*
- * test_idx_repair.c - a process killed inside a key-index update costs the
+ * test_index_repair.c - a process killed inside a key-index update costs the
  * next user a repair proportional to what the update touched, not a
  * rebuild of the whole index under every lock.
  *
@@ -16,7 +16,7 @@
  *     whole index was rebuilt;
  *   - after a clean close, --check finds the store sound, nothing pending.
  * The stall (time of the call that repairs) is printed, at 200,000 keys
- * (scaled under sanitizers); tools: idx-stall measures it at 1M+.
+ * (scaled under sanitizers); tools: index-stall measures it at 1M+.
  */
 #include "relcr.h"
 
@@ -24,7 +24,7 @@
 
 #include <sys/mman.h>
 
-TestSuite(idx_repair, .init = rc_setup, .fini = rc_teardown, .timeout = 600);
+TestSuite(index_repair, .init = rc_setup, .fini = rc_teardown, .timeout = 600);
 
 static const char *g_point;
 static int g_skip; /* hits of the point to let pass before dying */
@@ -152,7 +152,7 @@ static void verify(shmkv_db *db, uint64_t upto)
 static bool karr_sorted(shmkv_db *db)
 {
     shmkv__map *m = db->m;
-    shmkv__idx *ix = shmkv__idx_of(m);
+    shmkv__index *ix = shmkv__index_of(m);
     shmkv__karr *ka = SHMKV__P(m, ix->karr);
     for (uint64_t i = 1; i < ix->n; i++) {
         const shmkv__kblob *a = SHMKV__P(m, ka->off[i - 1]), *b = SHMKV__P(m, ka->off[i]);
@@ -228,7 +228,7 @@ static uint64_t kill_at(const char *where, const char *point, int skip, bool del
 static void one_point_n(const char *point, int skip, bool deleting, const char *repair_point,
                         uint64_t n)
 {
-    const char *where = rc_name("idx");
+    const char *where = rc_name("index");
     shmkv_options o;
     memset(&o, 0, sizeof o);
     o.backend = SHMKV_BACKEND_MEMORY;
@@ -252,7 +252,7 @@ static void one_point_n(const char *point, int skip, bool deleting, const char *
               "%s: the key array is in key order after the repair: the whole index was rebuilt",
               point);
     verify(db, deleting ? n : n + done);
-    fprintf(stderr, "idx_repair: %s%s%s: %" PRIu64 " keys, the repairing call took %" PRIu64
+    fprintf(stderr, "index_repair: %s%s%s: %" PRIu64 " keys, the repairing call took %" PRIu64
             " us\n", point, repair_point ? " then " : "", repair_point ? repair_point : "", n, us);
     run_dump(where, false);
     /* still a working index */
@@ -273,33 +273,33 @@ static void one_point(const char *point, int skip, bool deleting, const char *re
     one_point_n(point, skip, deleting, repair_point, nkeys());
 }
 
-Test(idx_repair, insert_mid)       { one_point("idx.insert.mid", 0, false, NULL); }
-Test(idx_repair, insert_split)     { one_point("idx.insert.split", 0, false, NULL); }
+Test(index_repair, insert_mid)       { one_point("index.insert.mid", 0, false, NULL); }
+Test(index_repair, insert_split)     { one_point("index.insert.split", 0, false, NULL); }
 /* A root split comes after the tree's size times its fan-out: from a small
  * store, so that it comes soon in every build. */
-Test(idx_repair, insert_new_root)  { one_point_n("idx.insert.new_root", 0, false, NULL, 4000); }
-Test(idx_repair, insert_karr_grown){ one_point("idx.insert.karr_grown", 0, false, NULL); }
-Test(idx_repair, insert_done)      { one_point("idx.insert.done", 0, false, NULL); }
-Test(idx_repair, insert_published) { one_point("set.after_publish", 3, false, NULL); }
-Test(idx_repair, remove_mid)       { one_point("idx.remove.mid", 0, true, NULL); }
-Test(idx_repair, remove_merge)     { one_point("idx.remove.merge", 2, true, NULL); }
-Test(idx_repair, remove_done)      { one_point("idx.remove.done", 0, true, NULL); }
-Test(idx_repair, remove_published) { one_point("delete.after_publish", 3, true, NULL); }
-Test(idx_repair, alloc_in_index)   { one_point("alloc.mid.index", 0, false, NULL); }
-Test(idx_repair, repairer_killed_after_rollback)
+Test(index_repair, insert_new_root)  { one_point_n("index.insert.new_root", 0, false, NULL, 4000); }
+Test(index_repair, insert_karr_grown){ one_point("index.insert.karr_grown", 0, false, NULL); }
+Test(index_repair, insert_done)      { one_point("index.insert.done", 0, false, NULL); }
+Test(index_repair, insert_published) { one_point("set.after_publish", 3, false, NULL); }
+Test(index_repair, remove_mid)       { one_point("index.remove.mid", 0, true, NULL); }
+Test(index_repair, remove_merge)     { one_point("index.remove.merge", 2, true, NULL); }
+Test(index_repair, remove_done)      { one_point("index.remove.done", 0, true, NULL); }
+Test(index_repair, remove_published) { one_point("delete.after_publish", 3, true, NULL); }
+Test(index_repair, alloc_in_index)   { one_point("alloc.mid.index", 0, false, NULL); }
+Test(index_repair, repairer_killed_after_rollback)
 {
-    one_point("idx.insert.split", 0, false, "idx.rolled_back");
+    one_point("index.insert.split", 0, false, "index.rolled_back");
 }
-Test(idx_repair, repairer_killed_in_reconcile)
+Test(index_repair, repairer_killed_in_reconcile)
 {
-    one_point("set.after_publish", 0, false, "idx.reconcile");
+    one_point("set.after_publish", 0, false, "index.reconcile");
 }
 
 /* The last process closes a disk store while the lock of a process killed
  * inside an index update was never taken again: nobody repaired it, so the
  * store must not be marked clean (the next lone opener resets every lock
  * without repairing a clean store). It must reopen consistent. */
-Test(idx_repair, dead_owner_then_last_close)
+Test(index_repair, dead_owner_then_last_close)
 {
     const char *where = rc_path("lastclose");
     shmkv_options o;
@@ -320,7 +320,7 @@ Test(idx_repair, dead_owner_then_last_close)
         shmkv_options c;
         memset(&c, 0, sizeof c);
         KID_OK(shmkv_open(where, &c, &d));
-        g_point = "idx.insert.split";
+        g_point = "index.insert.split";
         shmkv__test_hook = die_at;
         for (uint64_t i = n; i < 2 * n; i++) {
             int kl = key_of(i, k);
@@ -329,7 +329,7 @@ Test(idx_repair, dead_owner_then_last_close)
         _exit(42);
     }
     int st = rc_wait(p);
-    cr_assert(WIFSIGNALED(st), "the writer should die at idx.insert.split");
+    cr_assert(WIFSIGNALED(st), "the writer should die at index.insert.split");
     RC_OK(shmkv_close(db)); /* the last one: nobody took the dead lock */
     db = rc_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_DEFAULT);
     verify(db, 2 * n);

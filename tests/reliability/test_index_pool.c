@@ -1,5 +1,5 @@
 /*
- * test_idx_pool.c - the undo-logged index updates meet the shared free
+ * test_index_pool.c - the undo-logged index updates meet the shared free
  * pool: a process killed where the two join leaves a sound store.
  *
  * On a 2 MiB tmpfs the store is filled with values and emptied, so the
@@ -30,7 +30,7 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 
-TestSuite(idx_pool, .init = rc_setup, .fini = rc_teardown, .timeout = 600);
+TestSuite(index_pool, .init = rc_setup, .fini = rc_teardown, .timeout = 600);
 
 static uint64_t NBASE = 600; /* keys present before the kill (run_n sets it) */
 #define NMORE 6000u /* bound on the keys the killed writer inserts */
@@ -157,7 +157,7 @@ static void kid_verify(shmkv_db *db, bool deleting, uint64_t done)
 }
 
 /* Chunks the index owns, by walking the region (no other process runs). */
-static uint64_t idx_chunks(shmkv_db *db)
+static uint64_t index_chunks(shmkv_db *db)
 {
     shmkv__map *m = db->m;
     shmkv__hdr *h = SHMKV__HDR(m);
@@ -206,7 +206,7 @@ kid_run(const char *mnt, const char *point, int skip, bool deleting, volatile ui
         int kl = bkey(k, i);
         KID_OK(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
     }
-    KID_CHECK(idx_chunks(db) > 1, "the index took no chunk from the pool");
+    KID_CHECK(index_chunks(db) > 1, "the index took no chunk from the pool");
 
     fflush(NULL);
     pid_t p = fork();
@@ -257,7 +257,7 @@ kid_run(const char *mnt, const char *point, int skip, bool deleting, volatile ui
         KID_OK(shmkv_delete(db, k, (size_t)kl, NULL));
     }
     KID_CHECK(shmkv_size(db) == 0, "size() %" PRIu64 " after deleting all", shmkv_size(db));
-    KID_CHECK(idx_chunks(db) == 1, "an empty index holds %" PRIu64 " chunks", idx_chunks(db));
+    KID_CHECK(index_chunks(db) == 1, "an empty index holds %" PRIu64 " chunks", index_chunks(db));
     kid_dump(where, out, true);
     KID_OK(shmkv_close(db));
     _exit(0);
@@ -278,7 +278,7 @@ static void run_n(const char *point, int skip, bool deleting, uint64_t nbase)
     char b[80];
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: the test child ended with %s (see above)",
               point, rel_status(st, b, sizeof b));
-    fprintf(stderr, "idx_pool: killed at %s (skip %d) %s its %" PRIu64 "th key: sound\n", point,
+    fprintf(stderr, "index_pool: killed at %s (skip %d) %s its %" PRIu64 "th key: sound\n", point,
             skip, deleting ? "deleting" : "inserting", *done);
     munmap((void *)done, 4096);
 }
@@ -289,15 +289,15 @@ static void run(const char *point, int skip, bool deleting)
 }
 
 /* Inside an index update, with a chunk taken from the pool. */
-Test(idx_pool, insert_pool_take)    { run("grow.pool.index", 2, false); }
-Test(idx_pool, insert_chunk_taken)  { run("alloc.chunk.index", 2, false); }
-Test(idx_pool, insert_alloc_mid)    { run("alloc.mid.index", 40, false); }
+Test(index_pool, insert_pool_take)    { run("grow.pool.index", 2, false); }
+Test(index_pool, insert_chunk_taken)  { run("alloc.chunk.index", 2, false); }
+Test(index_pool, insert_alloc_mid)    { run("alloc.mid.index", 40, false); }
 /* In the give-back step after the commit. */
-Test(idx_pool, delete_tidy_begin)   { run("idx.tidy.begin", 0, true); }
-Test(idx_pool, delete_tidy_trim)    { run("alloc.trim.index", 0, true); }
-Test(idx_pool, delete_tidy_put)     { run("pool.put.mid.index", 0, true); }
-Test(idx_pool, delete_tidy_end)     { run("idx.tidy", 0, true); }
+Test(index_pool, delete_tidy_begin)   { run("index.tidy.begin", 0, true); }
+Test(index_pool, delete_tidy_trim)    { run("alloc.trim.index", 0, true); }
+Test(index_pool, delete_tidy_put)     { run("pool.put.mid.index", 0, true); }
+Test(index_pool, delete_tidy_end)     { run("index.tidy", 0, true); }
 /* A trim of an index that still holds keys, so the rebuild has work. */
-Test(idx_pool, delete_tidy_partial) { run_n("alloc.trim.index", 0, true, 3000); }
+Test(index_pool, delete_tidy_partial) { run_n("alloc.trim.index", 0, true, 3000); }
 /* The last key's update, after its blob was freed. */
-Test(idx_pool, delete_last_freed)   { run("idx.remove.done", 600 - 1, true); }
+Test(index_pool, delete_last_freed)   { run("index.remove.done", 600 - 1, true); }

@@ -1,12 +1,12 @@
 /*
- * idx_stall.c - how long everybody waits after a process is killed inside
+ * index_stall.c - how long everybody waits after a process is killed inside
  * a key-index update.
  *
- *   idx-stall [KEYS [ROUNDS]]     defaults: 1000000 keys, 5 rounds
+ *   index-stall [KEYS [ROUNDS]]     defaults: 1000000 keys, 5 rounds
  *
  * Fills a tracked memory store with KEYS keys, then, each round, forks a
  * child that inserts one more key and SIGKILLs itself at the named point
- * idx.insert.mid (with the index lock and its segment lock held). The
+ * index.insert.mid (with the index lock and its segment lock held). The
  * parent then times the next operation that needs the index lock (a set of
  * a new key): that call carries the repair, and every other process would
  * wait for it. Prints the time of each repair and of an ordinary set.
@@ -18,14 +18,14 @@
 
 static void die_at(const char *point)
 {
-    if (strcmp(point, "idx.insert.mid") == 0)
+    if (strcmp(point, "index.insert.mid") == 0)
         raise(SIGKILL);
 }
 
 static void ok(int rc, const char *what)
 {
     if (rc) {
-        fprintf(stderr, "idx-stall: %s: %s\n", what, shmkv_strerror(rc));
+        fprintf(stderr, "index-stall: %s: %s\n", what, shmkv_strerror(rc));
         exit(1);
     }
 }
@@ -35,7 +35,7 @@ int main(int argc, char **argv)
     uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 1000000;
     int rounds = argc > 2 ? atoi(argv[2]) : 5;
     char name[64], k[48];
-    snprintf(name, sizeof name, "idxstall.%d", (int)getpid());
+    snprintf(name, sizeof name, "indexstall.%d", (int)getpid());
     shmkv_options o;
     memset(&o, 0, sizeof o);
     o.backend = SHMKV_BACKEND_MEMORY;
@@ -60,7 +60,7 @@ int main(int argc, char **argv)
         int st;
         waitpid(p, &st, 0);
         if (!WIFSIGNALED(st)) {
-            fprintf(stderr, "idx-stall: the child did not die at idx.insert.mid\n");
+            fprintf(stderr, "index-stall: the child did not die at index.insert.mid\n");
             return 1;
         }
         int kl = snprintf(k, sizeof k, "next:%d", r);
