@@ -59,31 +59,32 @@ extern "C" {
 #define SHMKV_RESERVE_DEFAULT (16ull << 30)
 
 /** @defgroup errors Error codes
- * Library-specific codes live in [-30999, -30900]; anything else negative
- * is a negated errno.
+ * Library-specific codes live in [-24799, -24700], a range of our own
+ * (clear of the negated errnos, which stop at -4095, and of the range
+ * Berkeley DB and LMDB use); anything else negative is a negated errno.
  * @{ */
-#define SHMKV_ERR_BASE   (-30900)
-#define SHMKV_ENOTFOUND  (-30900) /**< key not present */
-#define SHMKV_EBUFSIZE   (-30901) /**< buffer too small; *vlen says what is needed */
-#define SHMKV_ENOTSTORE  (-30902) /**< file or object is not a shmkv store */
-#define SHMKV_EVERSION   (-30903) /**< store has another format version */
-#define SHMKV_EABI       (-30904) /**< store made on an incompatible platform */
-#define SHMKV_EINCOMPAT  (-30905) /**< open options conflict with the store's */
-#define SHMKV_EKEYSIZE   (-30906) /**< key empty or longer than SHMKV_KEY_MAX */
-#define SHMKV_EVALSIZE   (-30907) /**< value longer than SHMKV_VALUE_MAX */
-#define SHMKV_ENOTINT    (-30908) /**< stored value is not a decimal int64 */
-#define SHMKV_EOVERFLOW  (-30909) /**< increment would overflow int64 */
-#define SHMKV_EFULL      (-30910) /**< store reached its reserved size */
-#define SHMKV_EREADONLY  (-30911) /**< write through a read-only handle */
-#define SHMKV_ENAME      (-30912) /**< invalid memory-backend name */
-#define SHMKV_EINVAL     (-30913) /**< invalid argument or option */
-#define SHMKV_ECORRUPT   (-30914) /**< store structure damaged beyond repair */
-#define SHMKV_ELOCK      (-30915) /**< a lock could not be taken or repaired */
-#define SHMKV_ETIMEDOUT  (-30916) /**< a lock was held longer than the lock timeout */
-#define SHMKV_ETOOMANY   (-30917) /**< the key index holds its limit of 2^32 - 1 keys */
-#define SHMKV_ESEGMENTS  (-30918) /**< segments not a power of two in [1, SHMKV_SEGMENTS_MAX] */
-#define SHMKV_ERESERVE   (-30919) /**< reserve outside [SHMKV_RESERVE_MIN, SHMKV_RESERVE_MAX] */
-#define SHMKV_ERR_LAST   (-30919)
+#define SHMKV_ERR_BASE   (-24700)
+#define SHMKV_ENOTFOUND  (-24700) /**< key not present */
+#define SHMKV_EBUFSIZE   (-24701) /**< buffer too small; *vlen says what is needed */
+#define SHMKV_ENOTSTORE  (-24702) /**< file or object is not a shmkv store */
+#define SHMKV_EVERSION   (-24703) /**< store has another format version */
+#define SHMKV_EABI       (-24704) /**< store made on an incompatible platform */
+#define SHMKV_EINCOMPAT  (-24705) /**< open options conflict with the store's */
+#define SHMKV_EKEYSIZE   (-24706) /**< key empty or longer than SHMKV_KEY_MAX */
+#define SHMKV_EVALSIZE   (-24707) /**< value longer than SHMKV_VALUE_MAX */
+#define SHMKV_ENOTINT    (-24708) /**< stored value is not a decimal int64 */
+#define SHMKV_EOVERFLOW  (-24709) /**< increment would overflow int64 */
+#define SHMKV_EFULL      (-24710) /**< store reached its reserved size */
+#define SHMKV_EREADONLY  (-24711) /**< write through a read-only handle */
+#define SHMKV_ENAME      (-24712) /**< invalid memory-backend name */
+#define SHMKV_EINVAL     (-24713) /**< invalid argument or option */
+#define SHMKV_ECORRUPT   (-24714) /**< store structure damaged beyond repair */
+#define SHMKV_ELOCK      (-24715) /**< a lock could not be taken or repaired */
+#define SHMKV_ETIMEDOUT  (-24716) /**< a lock was held longer than the lock timeout */
+#define SHMKV_ETOOMANY   (-24717) /**< the key index holds its limit of 2^32 - 1 keys */
+#define SHMKV_ESEGMENTS  (-24718) /**< segments not a power of two in [1, SHMKV_SEGMENTS_MAX] */
+#define SHMKV_ERESERVE   (-24719) /**< reserve outside [SHMKV_RESERVE_MIN, SHMKV_RESERVE_MAX] */
+#define SHMKV_ERR_LAST   (-24719)
 /** @} */
 
 /** Kind tag stored with every value, so tools can display it. */

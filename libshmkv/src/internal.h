@@ -310,7 +310,6 @@ typedef struct shmkv__map {
 struct shmkv_db {
     shmkv__map *m;
     unsigned flags;
-    bool closed;
     uint32_t lock_timeout_ms; /* as given; 0: the default */
 };
 
@@ -318,7 +317,7 @@ struct shmkv_db {
  * the child let go of the store's descriptor (see region.c). */
 static inline bool shmkv__db_usable(const shmkv_db *db)
 {
-    return db && !db->closed && db->m->fd >= 0;
+    return db && db->m->fd >= 0;
 }
 
 #define SHMKV__P(m, off) ((void *)((m)->base + (off)))
