@@ -5,6 +5,9 @@ package kv
 import (
 	"fmt"
 	"testing"
+
+	"go.k6.io/k6/v2/lib"
+	"go.k6.io/k6/v2/metrics"
 )
 
 // BenchmarkJS measures one awaited call from a script, against an awaited
@@ -42,5 +45,41 @@ func BenchmarkJS(b *testing.B) {
 			b.ResetTimer()
 			runAsync(b, rt, fmt.Sprintf(`for (let i = 0; i < %d; i++) { %s; }`, b.N, c.call))
 		})
+	}
+}
+
+// BenchmarkJSOpMetrics measures get and set in a VU with the operation
+// metrics off and on (samples consumed by a goroutine, as k6's engine
+// would).
+func BenchmarkJSOpMetrics(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		for _, c := range []struct{ name, call string }{
+			{"get", `await kv.get("k" + (i & 1023))`},
+			{"set", `await kv.set("k" + (i & 1023), "value-value-value")`},
+		} {
+			b.Run(fmt.Sprintf("metrics=%v/%s", on, c.name), func(b *testing.B) {
+				rt := newJS(b)
+				extra := ""
+				if on {
+					extra = "metrics: {operations: true}"
+				}
+				runAsync(b, rt, `globalThis.kv = openKv(`+storeOptions(b, "memory", true, extra)+`);
+					for (let i = 0; i < 1024; i++) await kv.set("k" + i, "value-value-value");`)
+				reg := rt.VU.InitEnvField.Registry
+				ch := make(chan metrics.SampleContainer, 1024)
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					for range ch {
+					}
+				}()
+				rt.MoveToVUContext(&lib.State{Samples: ch, Tags: lib.NewVUStateTags(reg.RootTagSet())})
+				b.ResetTimer()
+				runAsync(b, rt, fmt.Sprintf(`for (let i = 0; i < %d; i++) { %s; }`, b.N, c.call))
+				b.StopTimer()
+				close(ch)
+				<-done
+			})
+		}
 	}
 }
