@@ -245,6 +245,11 @@ func (c *call) readCSV(sp csvSpec, to sink) (rows, read int64, all bool, bad *fi
 			return 0, cr.n, false, bad, stop
 		}
 		row = 1
+		// A byte order mark (spreadsheets write one) is not part of the
+		// first column's name.
+		if len(rec) > 0 {
+			rec[0] = strings.TrimPrefix(rec[0], "\uFEFF")
+		}
 		hdrBad := func(format string, args ...any) *fileError {
 			return &fileError{name: ErrValueParse, row: 1, line: 1, msg: "header: " + fmt.Sprintf(format, args...)}
 		}
@@ -365,6 +370,9 @@ func (c *call) readJSONL(file string, limit int64, stringMode bool, to sink) (re
 			return records, cr.n, true, nil, nil
 		}
 		lineNo++
+		if lineNo == 1 {
+			line = bytes.TrimPrefix(line, []byte("\uFEFF")) // a byte order mark
+		}
 		lineBad := func(name, format string, args ...any) *fileError {
 			return &fileError{name: name, line: lineNo, msg: fmt.Sprintf(format, args...)}
 		}
@@ -503,6 +511,10 @@ func (c *call) importFile(csvMode bool) sobek.Value {
 	if csvMode {
 		sp = csvSpec{file: file, comma: c.delimiter(o), header: c.flag(o, "hasHeader", true), limit: limit, syntax: ErrFileRead}
 		sp.keyCol, sp.keyIdx = c.keyColumn(o, sp.header, true)
+	}
+	// Refused before the file is read: a closed or read-only handle.
+	if c.err == nil && c.h.closed {
+		c.fail(errClosed)
 	}
 	if c.err == nil && c.h.cfg.readOnly() {
 		c.fail(storeError(c.name, "", 0, &CError{Code: codeReadOnly}))
@@ -796,6 +808,9 @@ func (c *call) exportFile(csvMode bool) sobek.Value {
 				c.invalid(`columns must not hold "key" with includeKey true (the key is written as the first column "key")`)
 			}
 		}
+	}
+	if c.err == nil && c.h.closed {
+		c.fail(errClosed) // before a file is created
 	}
 	if c.err != nil {
 		return nil

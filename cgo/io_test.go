@@ -79,6 +79,8 @@ var ioFiles = map[string]string{
 	"keyonly.csv":     "id\nx\n",
 	"header1.csv":     "id,name\n",
 	"crlfjsonl.jsonl": "{\"key\":\"c\",\"value\":1}\r\n",
+	"bom.csv":         "\ufeffid,name\nb1,x\n",
+	"bom.jsonl":       "\ufeff{\"key\":\"b2\",\"value\":1}\n",
 }
 
 func TestJSImportCSV(t *testing.T) {
@@ -110,6 +112,9 @@ func TestJSImportCSV(t *testing.T) {
 			eq((await kv.importCSV({fileName: d + "crlf.csv", keyColumn: "id"})).imported, 1, "CRLF");
 			eq(await kv.get("1"), {id: "1", name: "a"}, "CRLF row, and a later import overwrites");
 			eq((await kv.importCSV({fileName: d + "trailing.csv", keyColumn: "id"})).imported, 1, "blank last line ignored");
+			eq((await kv.importCSV({fileName: d + "bom.csv", keyColumn: "id"})).imported, 1, "byte order mark");
+			eq(await kv.get("b1"), {id: "b1", name: "x"}, "no BOM in the column name");
+			eq((await kv.importJSONL({fileName: d + "bom.jsonl"})).imported, 1, "byte order mark in JSONL");
 
 			// limit and batchSize.
 			await kv.clear();
@@ -339,7 +344,12 @@ func TestJSFilePathsRelativeToWorkingDir(t *testing.T) {
 	runAsync(t, rt, `const kv = openKv(`+storeOptions(t, "memory", false, "")+`);
 		eq((await kv.importCSV({fileName: "seed.csv", keyColumn: "id"})).imported, 1, "relative import");
 		eq((await kv.exportJSONL({fileName: "./out/seed.jsonl"})).exported, 1, "relative export");
-		eq((await kv.validateJSONL({fileName: "out/seed.jsonl"})).valid, true, "relative validate");`)
+		eq((await kv.validateJSONL({fileName: "out/seed.jsonl"})).valid, true, "relative validate");
+		await kv.close();
+		await rejects(kv.importCSV({fileName: "seed.csv", keyColumn: "id"}), "StoreClosedError", "import after close");
+		await rejects(kv.exportJSONL({fileName: "x.jsonl"}), "StoreClosedError", "export after close");
+		await rejects(kv.validateCSV({fileName: "seed.csv"}), "StoreClosedError", "validate after close");
+		await rejects(kv.stats(), "StoreClosedError", "stats after close");`)
 	if _, err := os.Stat(filepath.Join(dir, "out", "seed.jsonl")); err != nil {
 		t.Fatal(err)
 	}
