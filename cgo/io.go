@@ -561,12 +561,20 @@ func (c *call) importFile(csvMode bool) sobek.Value {
 	c.do(func(s backendStore) error {
 		w.s = s
 		if fits {
-			for _, it := range kept {
-				if err := w.add(it); err != nil {
+			// The kept rows, batch by batch, without copying them again.
+			for len(kept) > 0 {
+				n := min(batch, len(kept))
+				for _, it := range kept[:n] {
+					w.keys = append(w.keys, it.key)
+					w.vals = append(w.vals, it.val)
+					w.kinds = append(w.kinds, it.kind)
+				}
+				if err := w.flush(); err != nil {
 					return err
 				}
+				kept = kept[n:]
 			}
-			return w.flush()
+			return nil
 		}
 		// Too large to keep: read again, writing as it goes.
 		n, _, bad, stop := read(w.add)
