@@ -180,7 +180,13 @@ func isEmptyResult(v sobek.Value) bool {
 }
 
 // thrownName names a value a getter or Proxy trap threw, for error_type.
-func thrownName(v sobek.Value) string {
+// Reading its name may throw again (another trap): then it is "Error".
+func thrownName(v sobek.Value) (name string) {
+	defer func() {
+		if recover() != nil {
+			name = "Error"
+		}
+	}()
 	if o, ok := v.(*sobek.Object); ok {
 		if n := o.Get("name"); n != nil && sobek.IsString(n) && n.String() != "" {
 			return n.String()

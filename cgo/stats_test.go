@@ -121,6 +121,8 @@ func TestJSOperationMetrics(t *testing.T) {
 		eq(await kv.randomKey({prefix: "none"}), "", "empty randomKey");
 		eq(await kv.randomKey(), "k", "randomKey");
 		await kv.getMany(["k"]);
+		// A getter that throws: the promise rejects with what it threw.
+		await kv.setMany({get a() { throw new TypeError("boom"); }}).then(() => { throw new Error("resolved"); }, () => {});
 		await plain.set("p", 1);`)
 	got := drain(ch)
 	all := strings.Join(got, "\n")
@@ -141,6 +143,7 @@ func TestJSOperationMetrics(t *testing.T) {
 		m("xk6_kv_empty_result", "random_key") + " 0",
 		m("xk6_kv_operations_total", "get_many", "status=ok") + " 1",
 		m("xk6_kv_operation_duration", "set", "status=ok"),
+		m("xk6_kv_errors_total", "set_many", "error_type=TypeError") + " 1",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("no %q in\n%s", want, all)
@@ -152,8 +155,8 @@ func TestJSOperationMetrics(t *testing.T) {
 			n++
 		}
 	}
-	if n != 6 {
-		t.Errorf("%d operations counted, want 6 (the handle without metrics counts none):\n%s", n, all)
+	if n != 7 {
+		t.Errorf("%d operations counted, want 7 (the handle without metrics counts none):\n%s", n, all)
 	}
 }
 
