@@ -5,9 +5,11 @@ package kv
 import (
 	"strings"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/grafana/sobek"
+	"go.k6.io/k6/v2/js/modules"
 )
 
 // handle is the KV object one openKv call returns. It belongs to one VU (one
@@ -19,6 +21,7 @@ import (
 // goroutine and an event-loop callback would cost.
 type handle struct {
 	rt       *sobek.Runtime
+	vu       modules.VU // nil in tests that build a handle by hand
 	cfg      *config
 	codec    *codec
 	db       backendStore
@@ -34,6 +37,11 @@ type handle struct {
 	// value read so far, within limits.
 	hint    int
 	scratch []byte
+
+	// metrics of the run (nil without a registry); ops is set only with
+	// metrics: {operations: true}, and is what object() looks at.
+	metrics *kvMetrics
+	ops     *opMetrics
 }
 
 const (
@@ -56,10 +64,17 @@ func newHandle(rt *sobek.Runtime, cfg *config) (*handle, *kvError) {
 }
 
 // object builds the JS object with the KV methods of the methods table.
+// With operation metrics each method is wrapped in their measurement;
+// without, the plain method is installed, so that metrics off cost nothing
+// per call.
 func (h *handle) object() *sobek.Object {
 	o := h.rt.NewObject()
 	for name, body := range methods {
-		_ = o.Set(name, h.method(name, body))
+		if h.ops != nil {
+			_ = o.Set(name, h.measured(name, body))
+		} else {
+			_ = o.Set(name, h.method(name, body))
+		}
 	}
 	return o
 }
@@ -69,33 +84,58 @@ func (h *handle) object() *sobek.Object {
 func (h *handle) method(name string, body func(*call) sobek.Value) func(sobek.FunctionCall) sobek.Value {
 	return func(args sobek.FunctionCall) sobek.Value {
 		c := call{h: h, name: name, args: args}
-		p, resolve, reject := h.rt.NewPromise()
-		var thrown sobek.Value
-		v := func() (v sobek.Value) {
-			// A getter or Proxy trap of an argument may throw: the promise
-			// then rejects with what it threw, as an async function's would,
-			// instead of the call throwing.
-			defer func() {
-				if r := recover(); r != nil {
-					ex, ok := r.(*sobek.Exception)
-					if !ok {
-						panic(r)
-					}
-					thrown = ex.Value()
-				}
-			}()
-			return body(&c)
-		}()
+		v, thrown := h.run(&c, body)
+		return h.settle(&c, v, thrown)
+	}
+}
+
+// measured is method with the operation metrics of the call emitted.
+func (h *handle) measured(name string, body func(*call) sobek.Value) func(sobek.FunctionCall) sobek.Value {
+	op := opTag(name)
+	return func(args sobek.FunctionCall) sobek.Value {
+		start := time.Now()
+		c := call{h: h, name: name, args: args}
+		v, thrown := h.run(&c, body)
 		switch {
 		case thrown != nil:
-			_ = reject(thrown)
+			h.observe(op, start, true, thrownName(thrown), nil)
 		case c.err != nil:
-			_ = reject(h.errorValue(c.err))
+			h.observe(op, start, true, c.err.Name, nil)
 		default:
-			_ = resolve(v)
+			h.observe(op, start, false, "", v)
 		}
-		return h.rt.ToValue(p)
+		return h.settle(&c, v, thrown)
 	}
+}
+
+// run runs a method body. A getter or Proxy trap of an argument may throw:
+// what it threw is returned, for the promise to reject with, as an async
+// function's would, instead of the call throwing.
+func (h *handle) run(c *call, body func(*call) sobek.Value) (v sobek.Value, thrown sobek.Value) {
+	defer func() {
+		if r := recover(); r != nil {
+			ex, ok := r.(*sobek.Exception)
+			if !ok {
+				panic(r)
+			}
+			thrown = ex.Value()
+		}
+	}()
+	return body(c), nil
+}
+
+// settle returns the call's promise, settled.
+func (h *handle) settle(c *call, v, thrown sobek.Value) sobek.Value {
+	p, resolve, reject := h.rt.NewPromise()
+	switch {
+	case thrown != nil:
+		_ = reject(thrown)
+	case c.err != nil:
+		_ = reject(h.errorValue(c.err))
+	default:
+		_ = resolve(v)
+	}
+	return h.rt.ToValue(p)
 }
 
 // errorValue is the rejection value: an object with name and message whose

@@ -29,6 +29,15 @@ const (
 	ErrInvalidSerializer   = "InvalidSerializationError"
 	ErrDiskPath            = "DiskPathError"
 	ErrDiskStoreOpen       = "DiskStoreOpenError"
+
+	// Files of importCSV/importJSONL/exportCSV/exportJSONL/validate*: the
+	// xk6-kv fork's names (it shares them with its snapshots).
+	ErrFileNotFound       = "SnapshotNotFoundError"
+	ErrFilePermission     = "SnapshotPermissionError"
+	ErrFileIO             = "SnapshotIOError"
+	ErrFileRead           = "SnapshotReadError"
+	ErrFileExport         = "SnapshotExportError"
+	ErrMetricsUnavailable = "MetricsUnavailableError"
 )
 
 // kvError is what a method rejects with (or openKv throws): the JS object

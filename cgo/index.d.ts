@@ -54,7 +54,10 @@ declare module "k6/x/kv" {
     memory?: MemoryOptions;
     /** xk6-kv fork compatibility (disk backend). */
     disk?: DiskOptions;
-    /** xk6-kv fork compatibility: accepted, without effect (one warning). */
+    /** k6 metrics. operations: true emits, for every call of this KV
+     * object, xk6_kv_operations_total, xk6_kv_operation_duration,
+     * xk6_kv_operation_failed, xk6_kv_errors_total (on failures) and
+     * xk6_kv_empty_result (randomKey, randomKeys). Default false: no cost. */
     metrics?: { operations?: boolean };
   }
 
@@ -209,6 +212,130 @@ declare module "k6/x/kv" {
     | { deleted: true; reason: "deleted" }
     | { deleted: false; reason: "mismatch"; existed: boolean; current?: T };
 
+  export interface ImportCSVOptions {
+    /** The CSV file; a relative path is taken from the directory k6 runs in. */
+    fileName: string;
+    /** The column holding the key: a header name, or with hasHeader false
+     * a field index ("0" or 0). The key is trimmed of spaces. */
+    keyColumn: string | number;
+    /** One character; default ",". */
+    delimiter?: string;
+    /** Default true: the first record names the columns. */
+    hasHeader?: boolean;
+    /** Import at most this many rows; 0 or absent: all. */
+    limit?: number;
+    /** Rows per setMany batch, 1 to 10000; default 1000. */
+    batchSize?: number;
+  }
+  export interface ImportJSONLOptions {
+    /** The JSON Lines file: one {"key": "...", "value": any} per line. */
+    fileName: string;
+    limit?: number;
+    batchSize?: number;
+  }
+  export interface ImportResult {
+    /** Entries written. */
+    imported: number;
+    fileName: string;
+    bytesRead: number;
+  }
+  export interface ExportJSONLOptions {
+    fileName: string;
+    /** Only keys with this prefix. */
+    prefix?: string;
+    /** At most this many entries; 0 or absent: all. */
+    limit?: number;
+  }
+  export interface ExportCSVOptions extends ExportJSONLOptions {
+    /** The top-level fields of the values (JSON objects) to write, one
+     * column each; required. */
+    columns: string[];
+    /** One character; default ",". */
+    delimiter?: string;
+    /** Default true: the key is the first column, "key". */
+    includeKey?: boolean;
+  }
+  export interface ExportResult {
+    exported: number;
+    fileName: string;
+    bytesWritten: number;
+  }
+  export interface ValidateCSVOptions {
+    fileName: string;
+    /** When given, every row's key is checked as importCSV would. */
+    keyColumn?: string | number;
+    delimiter?: string;
+    hasHeader?: boolean;
+    /** Check at most this many rows; 0 or absent: all. */
+    limit?: number;
+  }
+  export interface ValidateJSONLOptions {
+    fileName: string;
+    limit?: number;
+  }
+  export interface ValidateCSVResult {
+    valid: boolean;
+    /** Data rows checked (the header not counted). */
+    rows: number;
+    bytesRead: number;
+    /** True when the whole file was read (false: stopped at limit or at an error). */
+    checkedAll: boolean;
+    /** The first problem: row (the header is row 1), the line it starts on,
+     * the error name importCSV would reject with, and a message. */
+    firstError?: { row: number; line: number; name: string; message: string };
+  }
+  export interface ValidateJSONLResult {
+    valid: boolean;
+    records: number;
+    bytesRead: number;
+    checkedAll: boolean;
+    firstError?: { line: number; name: string; message: string };
+  }
+  /** What stats() resolves to. */
+  export interface KVStats {
+    backend: Backend;
+    serialization: Serialization;
+    trackKeys: boolean;
+    /** Keys in the store. */
+    count: number;
+    /** Claims are not provided yet: both 0. */
+    claims: { live: number; expired: number };
+    /** With the key index: its count of keys (keysList and ost: the key
+     * array and the ordered index share one count), the tables' count
+     * (keysMap), and whether they agree. null without the index. */
+    index: { enabled: boolean; keysList: number; keysMap: number; ost: number; consistent: boolean } | null;
+    /** Disk backend: the file, its size, and whether this handle is
+     * read-only. null for a memory store. */
+    disk: { path: string; sizeBytes: number; readOnly: boolean } | null;
+    /** libshmkv's own counters. */
+    store: {
+      /** Processes attached to the store now. */
+      processes: number;
+      segments: number;
+      /** Bytes of the region handed out to data and structures. */
+      usedBytes: number;
+      /** Bytes of the file (or /dev/shm object) not in use. */
+      freeBytes: number;
+      /** Size of the file (or /dev/shm object). */
+      fileBytes: number;
+      /** The largest size the store may grow to. */
+      reserveBytes: number;
+      formatVersion: number;
+      libraryVersion: string;
+    };
+  }
+  export interface AllocationStats {
+    prefix: string;
+    /** Keys with the prefix. */
+    total: number;
+    /** Without claims (not provided yet), total. */
+    claimable: number;
+    claimedLive: number;
+    claimedExpired: number;
+    backend: Backend;
+    trackKeys: boolean;
+  }
+
   /** A store. Every method returns a promise, settled before the call
    * returns; keys are non-empty strings of at most 16384 UTF-8 bytes. */
   export interface KV {
@@ -285,6 +412,30 @@ declare module "k6/x/kv" {
     count(options?: CountOptions): Promise<number>;
     /** count keys drawn uniformly among those with the prefix. */
     randomKeys(options: RandomKeysOptions): Promise<string[]>;
+
+    /** Writes the rows of a CSV file, each as an object of its cells
+     * (strings) under its key column. The whole file is checked first: a
+     * bad file rejects (naming the file and line) and writes nothing. */
+    importCSV(options: ImportCSVOptions): Promise<ImportResult>;
+    /** Writes the records of a JSON Lines file; checked whole first, as
+     * importCSV. */
+    importJSONL(options: ImportJSONLOptions): Promise<ImportResult>;
+    /** Writes entries (JSON objects) as CSV rows, in key order. */
+    exportCSV(options: ExportCSVOptions): Promise<ExportResult>;
+    /** Writes entries as {"key", "value"} lines, in key order. */
+    exportJSONL(options: ExportJSONLOptions): Promise<ExportResult>;
+    /** Checks a CSV file as importCSV would, writing nothing; a bad file
+     * resolves with valid false and firstError. */
+    validateCSV(options: ValidateCSVOptions): Promise<ValidateCSVResult>;
+    /** Checks a JSON Lines file as importJSONL would, writing nothing. */
+    validateJSONL(options: ValidateJSONLOptions): Promise<ValidateJSONLResult>;
+    /** Counters of the store, now. */
+    stats(): Promise<KVStats>;
+    /** Keys with a prefix, and how many are claimable. */
+    allocationStats(options?: { prefix?: string }): Promise<AllocationStats>;
+    /** Emits the store's gauges (xk6_kv_keys, ...) into k6's metrics, as of
+     * now; only while a VU runs (else MetricsUnavailableError). */
+    reportStats(): Promise<void>;
   }
 
   /** Opens or joins a store. Only in the init context (top level of the

@@ -41,6 +41,16 @@ var methods = map[string]func(*call) sobek.Value{
 	"randomKeys":               opRandomKeys,
 	"compareAndSwapDetailed":   opCompareAndSwapDetailed,
 	"compareAndDeleteDetailed": opCompareAndDeleteDetailed,
+
+	"importCSV":       opImportCSV,
+	"importJSONL":     opImportJSONL,
+	"exportCSV":       opExportCSV,
+	"exportJSONL":     opExportJSONL,
+	"validateCSV":     opValidateCSV,
+	"validateJSONL":   opValidateJSONL,
+	"stats":           opStats,
+	"allocationStats": opAllocationStats,
+	"reportStats":     opReportStats,
 }
 
 // ---- basic operations ---------------------------------------------------

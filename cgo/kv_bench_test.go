@@ -5,6 +5,10 @@ package kv
 import (
 	"fmt"
 	"testing"
+	"time"
+
+	"go.k6.io/k6/v2/lib"
+	"go.k6.io/k6/v2/metrics"
 )
 
 // BenchmarkJS measures one awaited call from a script, against an awaited
@@ -43,4 +47,69 @@ func BenchmarkJS(b *testing.B) {
 			runAsync(b, rt, fmt.Sprintf(`for (let i = 0; i < %d; i++) { %s; }`, b.N, c.call))
 		})
 	}
+}
+
+// BenchmarkJSOpMetrics measures get and set in a VU with the operation
+// metrics off and on (samples consumed by a goroutine, as k6's engine
+// would).
+func BenchmarkJSOpMetrics(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		for _, c := range []struct{ name, call string }{
+			{"get", `await kv.get("k" + (i & 1023))`},
+			{"set", `await kv.set("k" + (i & 1023), "value-value-value")`},
+		} {
+			b.Run(fmt.Sprintf("metrics=%v/%s", on, c.name), func(b *testing.B) {
+				rt := newJS(b)
+				extra := ""
+				if on {
+					extra = "metrics: {operations: true}"
+				}
+				runAsync(b, rt, `globalThis.kv = openKv(`+storeOptions(b, "memory", true, extra)+`);
+					for (let i = 0; i < 1024; i++) await kv.set("k" + i, "value-value-value");`)
+				reg := rt.VU.InitEnvField.Registry
+				ch := make(chan metrics.SampleContainer, 1024)
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					for range ch {
+					}
+				}()
+				rt.MoveToVUContext(&lib.State{Samples: ch, Tags: lib.NewVUStateTags(reg.RootTagSet())})
+				b.ResetTimer()
+				runAsync(b, rt, fmt.Sprintf(`for (let i = 0; i < %d; i++) { %s; }`, b.N, c.call))
+				b.StopTimer()
+				close(ch)
+				<-done
+			})
+		}
+	}
+}
+
+// BenchmarkObserve is the operation metrics' own cost per call: tags from
+// the cache, one set of samples pushed (consumed by a goroutine).
+func BenchmarkObserve(b *testing.B) {
+	rt := newJS(b)
+	m, err := registerMetrics(rt.VU.InitEnvField.Registry)
+	if err != nil {
+		b.Fatal(err)
+	}
+	reg := rt.VU.InitEnvField.Registry
+	h := &handle{vu: rt.VU, metrics: m,
+		ops: &opMetrics{m: m, backend: "memory", track: "true", serialize: "json"}}
+	ch := make(chan metrics.SampleContainer, 1024)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range ch {
+		}
+	}()
+	rt.MoveToVUContext(&lib.State{Samples: ch, Tags: lib.NewVUStateTags(reg.RootTagSet().With("scenario", "default"))})
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		h.observe("get", time.Now(), false, "", nil)
+	}
+	b.StopTimer()
+	close(ch)
+	<-done
 }

@@ -458,8 +458,8 @@ func TestParseOptions(t *testing.T) {
 	if c.path != "/tmp/x.kv" || c.flags != flagReadOnly|flagNoSync {
 		t.Fatalf("%+v", c)
 	}
-	if strings.Join(c.ignored, ",") != "disk.timeout,disk.freelistType,disk.mlock,metrics.operations" {
-		t.Fatalf("ignored: %v", c.ignored)
+	if strings.Join(c.ignored, ",") != "disk.timeout,disk.freelistType,disk.mlock" || !c.opMetrics {
+		t.Fatalf("ignored: %v, opMetrics %v", c.ignored, c.opMetrics)
 	}
 	c = parse(`{path: null, backend: undefined}`)
 	if c.path != defaultPath || c.backend != BackendDisk {

@@ -128,6 +128,20 @@ func (mi *ModuleInstance) openKv(call sobek.FunctionCall) sobek.Value {
 		panic(throwable(rt, openError(cfg, err)))
 	}
 	h.db = d
+	h.vu = mi.vu
+	// The metrics are registered here, in the init context: reportStats and
+	// the operation metrics run later, when only the VU's state is there.
+	if env := mi.vu.InitEnv(); env != nil && env.Registry != nil {
+		m, err := registerMetrics(env.Registry)
+		if err != nil {
+			_ = d.close()
+			panic(throwable(rt, newErr(ErrMetricsUnavailable, "openKv: %v", err)))
+		}
+		h.metrics = m
+		if cfg.opMetrics {
+			h.ops = newOpMetrics(m, cfg, d)
+		}
+	}
 	live.add(h)
 	return h.object()
 }

@@ -39,6 +39,7 @@ type config struct {
 	reserve       uint64
 	lockTimeoutMs uint32 // 0: the library's default
 	flags         uint32
+	opMetrics     bool // metrics: {operations: true}
 	// ignored lists the accepted options that have no effect here, for the
 	// one warning per process.
 	ignored []string
@@ -369,10 +370,11 @@ func parseOptions(arg sobek.Value) (*config, *kvError) {
 			return nil, err
 		}
 		if mv := get(mo, "operations"); mv != nil {
-			if _, err := getBool("metrics.operations", mv); err != nil {
+			b, err := getBool("metrics.operations", mv)
+			if err != nil {
 				return nil, err
 			}
-			c.ignored = append(c.ignored, "metrics.operations")
+			c.opMetrics = b
 		}
 	}
 	return c, nil

@@ -294,6 +294,8 @@ type storeInfo struct {
 	TrackKeys bool
 	Backend   Backend
 	Attached  uint32
+	// FormatVersion is the store's on-file format version.
+	FormatVersion uint32
 }
 
 // db is one libshmkv handle. All methods are safe for concurrent use: the
@@ -362,6 +364,8 @@ func (d *db) stat() (storeInfo, error) {
 		TrackKeys: info.track_keys != 0,
 		Backend:   Backend(info.backend),
 		Attached:  uint32(info.attached),
+
+		FormatVersion: uint32(info.format_version),
 	}, nil
 }
 

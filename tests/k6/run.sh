@@ -5,6 +5,8 @@
 #  - every tests/k6/*.js script on the memory and the disk backend, with
 #    trackKeys on and off (the script gets KV_BACKEND, KV_PATH, KV_NAME and
 #    KV_TRACK in its environment);
+#  - tests/k6/summary/metrics.js (import, export, validate, stats, metrics)
+#    on both backends, checking k6's --summary-export output;
 #  - the multi-process scenarios (tests/k6/multi/): three processes running
 #    execution segments of one test, three processes on one counter, one
 #    producer and two consumer processes, writer processes with a reader
@@ -108,6 +110,46 @@ if selected "$name"; then
     k6run "$WORK/$id.log" "$HERE/basic.js" -e KV_BACKEND=memory -e KV_NAME="$id"
     result "$name" $? "$WORK/$id.log"
 fi
+
+# Import/export/validate/stats with metrics on: the operation metrics and
+# the state gauges must be in k6's --summary-export output.
+for backend in memory disk; do
+    name="summary/metrics/$backend"
+    selected "$name" || continue
+    id="$RUN-summary-$backend"
+    mkdir -p "$WORK/$id.out"
+    "$K6" run --quiet --no-usage-report --address= --no-color \
+        --summary-export="$WORK/$id.json" \
+        -e KV_BACKEND="$backend" -e KV_PATH="$WORK/$id.kv" -e KV_NAME="$id" \
+        -e KV_DIR="$HERE/summary" -e KV_OUT="$WORK/$id.out" \
+        "$HERE/summary/metrics.js" >"$WORK/$id.log" 2>&1
+    st=$?
+    if [[ $st == 0 ]]; then
+        python3 - "$WORK/$id.json" "$backend" >>"$WORK/$id.log" 2>&1 <<'PY'
+import json, sys
+metrics = json.load(open(sys.argv[1]))["metrics"]
+want = ["xk6_kv_operations_total", "xk6_kv_operation_duration", "xk6_kv_operation_failed",
+        "xk6_kv_errors_total", "xk6_kv_keys",
+        "xk6_kv_index_keys", "xk6_kv_index_consistent", "xk6_kv_claims_live",
+        "xk6_kv_used_bytes", "xk6_kv_processes",
+        "xk6_kv_operations_total{op:import_csv}", "xk6_kv_errors_total{error_type:SnapshotReadError}"]
+if sys.argv[2] == "disk":
+    want.append("xk6_kv_disk_size_bytes")
+missing = [m for m in want if m not in metrics]
+if missing:
+    print("FAILED: not in the summary export:", ", ".join(missing))
+    sys.exit(1)
+if metrics["xk6_kv_keys"].get("value") != 4:
+    print("FAILED: xk6_kv_keys is", metrics["xk6_kv_keys"])
+    sys.exit(1)
+if not metrics["xk6_kv_operations_total"].get("count", 0) >= 10:
+    print("FAILED: xk6_kv_operations_total is", metrics["xk6_kv_operations_total"])
+    sys.exit(1)
+PY
+        st=$?
+    fi
+    result "$name" $st "$WORK/$id.log"
+done
 
 # ---------------------------------------------------------------------
 # Multi-process scenarios.
@@ -288,7 +330,8 @@ done
 
 # ---------------------------------------------------------------------
 # Examples: each must run to completion without an error. Disk examples use
-# ./.k6.kv, so each runs in a directory of its own.
+# ./.k6.kv, so each runs in a directory of its own, with the examples' data
+# files copied in.
 
 for ex in "$ROOT"/examples/*.js "$ROOT"/examples/*.ts; do
     [[ -e "$ex" ]] || continue
@@ -297,6 +340,8 @@ for ex in "$ROOT"/examples/*.js "$ROOT"/examples/*.ts; do
     selected "$name" || continue
     dir="$WORK/ex-$base"
     mkdir -p "$dir"
+    # Data files of the examples (read from the directory k6 runs in).
+    cp "$ROOT"/examples/*.csv "$dir"/ 2>/dev/null
     (cd "$dir" && k6run "$dir.log" "$ex" -e KV_NAME="$RUN-ex-$base")
     st=$?
     if [[ $st == 0 ]] && grep -qE 'level=error|Uncaught' "$dir.log"; then

@@ -1,0 +1,171 @@
+//go:build cgo
+
+package kv
+
+import (
+	"time"
+
+	"github.com/grafana/sobek"
+	"go.k6.io/k6/v2/metrics"
+)
+
+// stats(), allocationStats() and reportStats(): the xk6-kv fork's shapes,
+// filled with what holds for a libshmkv store, plus what only it can say
+// (processes attached, segments, bytes of the region).
+
+// storeStats is what one look at the store gathers.
+type storeStats struct {
+	info storeInfo
+	// with the key index: its count and whether it agrees with the tables
+	indexKeys  uint64
+	consistent bool
+}
+
+// gather reads the store's counters. With the key index, the index's count
+// (two ranks under the index lock) is compared with the tables' (each
+// segment's count under its lock): they are read one after the other, so a
+// write in between can make them differ for a moment. A difference is read
+// again, up to four times, and only a difference that persists while the
+// tables' count holds still is reported as inconsistent.
+func gather(s backendStore) (storeStats, error) {
+	d, ok := s.(*db)
+	if !ok {
+		n, err := s.size()
+		return storeStats{info: storeInfo{Keys: n}, consistent: true}, err
+	}
+	var st storeStats
+	for try := 0; ; try++ {
+		info, err := d.stat()
+		if err != nil {
+			return st, err
+		}
+		st = storeStats{info: info, consistent: true}
+		if !info.TrackKeys {
+			return st, nil
+		}
+		if st.indexKeys, err = d.count(""); err != nil {
+			return st, err
+		}
+		after, err := d.size()
+		if err != nil {
+			return st, err
+		}
+		st.consistent = st.indexKeys == after
+		if st.consistent || (after == info.Keys && try >= 1) || try >= 3 {
+			st.info.Keys = after
+			return st, nil
+		}
+	}
+}
+
+func (c *call) serialization() string {
+	if c.h.codec.stringMode {
+		return serString
+	}
+	return serJSON
+}
+
+func opStats(c *call) sobek.Value {
+	var st storeStats
+	c.do(func(s backendStore) (err error) { st, err = gather(s); return })
+	if c.err != nil {
+		return nil
+	}
+	info := st.info
+	var index, disk any = sobek.Null(), sobek.Null()
+	if info.TrackKeys {
+		// The key array and the ordered index are kept together, under one
+		// lock, with one count: keysList and ost are that count; keysMap is
+		// the hash tables' count of keys.
+		index = c.object("enabled", true, "keysList", st.indexKeys, "keysMap", info.Keys,
+			"ost", st.indexKeys, "consistent", st.consistent)
+	}
+	if c.h.cfg.backend == BackendDisk {
+		disk = c.object("path", c.h.cfg.path, "sizeBytes", info.FileBytes, "readOnly", c.h.cfg.readOnly())
+	}
+	var free uint64
+	if info.FileBytes > info.UsedBytes {
+		free = info.FileBytes - info.UsedBytes
+	}
+	store := c.object(
+		"processes", info.Attached,
+		"segments", info.Segments,
+		"usedBytes", info.UsedBytes,
+		"freeBytes", free,
+		"fileBytes", info.FileBytes,
+		"reserveBytes", info.Reserve,
+		"formatVersion", info.FormatVersion,
+		"libraryVersion", LibraryVersion())
+	return c.object(
+		"backend", c.h.cfg.backend.String(),
+		"serialization", c.serialization(),
+		"trackKeys", info.TrackKeys,
+		"count", info.Keys,
+		"claims", c.object("live", 0, "expired", 0),
+		"index", index,
+		"disk", disk,
+		"store", store)
+}
+
+// opAllocationStats counts the keys with a prefix. Claims are not there
+// yet, so every key is claimable.
+func opAllocationStats(c *call) sobek.Value {
+	prefix := c.prefix(c.options(0, "prefix"))
+	var n uint64
+	var info storeInfo
+	c.do(func(s backendStore) (err error) {
+		if n, err = s.count(prefix); err != nil {
+			return err
+		}
+		if d, ok := s.(*db); ok {
+			info, err = d.stat()
+		}
+		return err
+	})
+	return c.object("prefix", prefix, "total", n, "claimable", n, "claimedLive", 0, "claimedExpired", 0,
+		"backend", c.h.cfg.backend.String(), "trackKeys", info.TrackKeys)
+}
+
+// opReportStats emits the state gauges into k6's metrics, as of now.
+func opReportStats(c *call) sobek.Value {
+	h := c.h
+	var state = h.vuState()
+	if h.metrics == nil || state == nil || state.Samples == nil || state.Tags == nil {
+		c.fail(newErr(ErrMetricsUnavailable,
+			"reportStats: k6 takes metric samples only while a VU runs (setup, default, teardown, a scenario function), not in the init context"))
+		return nil
+	}
+	var st storeStats
+	c.do(func(s backendStore) (err error) { st, err = gather(s); return })
+	if c.err != nil {
+		return nil
+	}
+	info := st.info
+	m := h.metrics
+	cur := state.Tags.GetCurrentValues()
+	tags := stateTags(cur.Tags, h.cfg.backend.String(), info.TrackKeys, c.serialization())
+	now := time.Now()
+	sample := func(mt *metrics.Metric, t *metrics.TagSet, v float64) metrics.Sample {
+		return metrics.Sample{TimeSeries: metrics.TimeSeries{Metric: mt, Tags: t}, Time: now, Metadata: cur.Metadata, Value: v}
+	}
+	set := metrics.Samples{
+		sample(m.keys, tags, float64(info.Keys)),
+		sample(m.claimsLive, tags, 0),
+		sample(m.claimsExpired, tags, 0),
+		sample(m.usedBytes, tags, float64(info.UsedBytes)),
+		sample(m.fileBytes, tags, float64(info.FileBytes)),
+		sample(m.processes, tags, float64(info.Attached)),
+	}
+	if info.TrackKeys {
+		set = append(set,
+			sample(m.indexKeys, tags.With("index", "keys_list"), float64(st.indexKeys)),
+			sample(m.indexKeys, tags.With("index", "keys_map"), float64(info.Keys)),
+			sample(m.indexKeys, tags.With("index", "ost"), float64(st.indexKeys)),
+			sample(m.indexOK, tags, metrics.B(st.consistent)))
+	}
+	if h.cfg.backend == BackendDisk {
+		set = append(set, sample(m.diskSize, tags, float64(info.FileBytes)))
+	}
+	metrics.PushIfNotDone(h.vu.Context(), state.Samples, set)
+	return sobek.Undefined()
+}
