@@ -429,65 +429,64 @@ bool t_hook_fired(void)
     return hook.fired;
 }
 
-static void kill_hook(const char *point)
+/* Whether this call of the hook is the armed point (counting down skip). */
+static bool at_point(const char *point)
 {
-    if (hook.point && strcmp(point, hook.point) == 0 && hook.skip-- <= 0) {
-        hook.fired = true;
-        raise(SIGKILL);
-    }
+    if (!hook.point || strcmp(point, hook.point) != 0 || hook.skip-- > 0)
+        return false;
+    hook.fired = true;
+    return true;
 }
 
-void t_hook_kill_at(const char *point, int skip)
+static void kill_hook(const char *point)
 {
-    hook.fired = false;
-    hook.fired = false;
-    hook.fired = false;
-    hook.point = point;
-    hook.skip = skip;
-    shmkv__test_hook = point ? kill_hook : NULL;
+    if (at_point(point))
+        raise(SIGKILL);
 }
 
 static void stop_hook(const char *point)
 {
-    if (!hook.point || strcmp(point, hook.point) != 0)
+    if (!at_point(point))
         return;
     hook.point = NULL; /* once */
-    hook.fired = true;
     if (hook.fd >= 0 && write(hook.fd, "S", 1) != 1)
         _exit(4);
     raise(SIGSTOP);
 }
 
-void t_hook_stop_at(const char *point, int fd)
-{
-    hook.fired = false;
-    hook.fired = false;
-    hook.fired = false;
-    hook.point = point;
-    hook.fd = fd;
-    shmkv__test_hook = point ? stop_hook : NULL;
-}
-
 static void park_hook(const char *point)
 {
-    if (!hook.point || strcmp(point, hook.point) != 0)
+    if (!at_point(point))
         return;
-    hook.fired = true;
     if (fd_write_all(hook.fd, &hook.mark, sizeof hook.mark) != 0)
         _exit(4);
     for (;;)
         pause();
 }
 
-void t_hook_park_at(const char *point, int fd, uint32_t mark)
+static void arm(const char *point, void (*fn)(const char *), int skip, int fd, uint32_t mark)
 {
-    hook.fired = false;
-    hook.fired = false;
-    hook.fired = false;
     hook.point = point;
+    hook.skip = skip;
     hook.fd = fd;
     hook.mark = mark;
-    shmkv__test_hook = point ? park_hook : NULL;
+    hook.fired = false;
+    shmkv__test_hook = point ? fn : NULL;
+}
+
+void t_hook_kill_at(const char *point, int skip)
+{
+    arm(point, kill_hook, skip, -1, 0);
+}
+
+void t_hook_stop_at(const char *point, int fd)
+{
+    arm(point, stop_hook, 0, fd, 0);
+}
+
+void t_hook_park_at(const char *point, int fd, uint32_t mark)
+{
+    arm(point, park_hook, 0, fd, mark);
 }
 
 /* ---- a small file system ------------------------------------------------- */
