@@ -341,6 +341,18 @@ void t_dump_check(const char *where, shmkv_backend be);
 /* And unless it says the store is sound with no repair pending. */
 void t_dump_sound(const char *where, shmkv_backend be);
 
+/* Where a store goes on a child's small file system (t_child_small_fs()):
+ * a memory store on a tmpfs over /dev/shm, a disk store in a fresh
+ * directory for the tmpfs. Sets *mnt; returns the store's name or path. */
+const char *t_small_fs_store(shmkv_backend be, const char *tag, const char **mnt);
+
+/* A child that reports one result struct over a pipe: t_fork_reporting()
+ * returns like t_fork(), *fd the pipe's write end in the child, its read end
+ * in the parent; t_collect_report() reads the struct, waits for the child
+ * and fails the test unless it exited 0 after writing all of it. */
+pid_t t_fork_reporting(int *fd);
+void t_collect_report(pid_t kid, int fd, void *res, size_t size, const char *what);
+
 /* ---- in a forked child: failures print and _exit(3), like CHILD_CHECK ---- */
 /* t_dump_check(), or with strict, t_dump_sound(). */
 void t_child_dump_check(const char *where, shmkv_backend be, bool strict);

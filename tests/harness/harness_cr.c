@@ -509,3 +509,36 @@ int t_child_small_fs(const char *mnt, const char *opts)
     CHILD_CHECK(r != 0, "%s", why);
     return r;
 }
+
+const char *t_small_fs_store(shmkv_backend be, const char *tag, const char **mnt)
+{
+    if (be == SHMKV_BACKEND_MEMORY) {
+        *mnt = "/dev/shm";
+        return t_name(tag);
+    }
+    *mnt = t_fresh("mnt");
+    cr_assert(mkdir(*mnt, 0700) == 0, "mkdir %s: %s", *mnt, strerror(errno));
+    return t_str("%s/%s.kv", *mnt, tag);
+}
+
+pid_t t_fork_reporting(int *fd)
+{
+    int p[2];
+    cr_assert(pipe(p) == 0, "pipe: %s", strerror(errno));
+    pid_t kid = t_fork();
+    close(p[kid == 0 ? 0 : 1]);
+    *fd = p[kid == 0 ? 1 : 0];
+    return kid;
+}
+
+void t_collect_report(pid_t kid, int fd, void *res, size_t size, const char *what)
+{
+    memset(res, 0, size);
+    ssize_t got = fd_read_all(fd, res, size);
+    close(fd);
+    int st = t_wait(kid);
+    char b[96];
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s ended with %s (see above)", what,
+              t_status_str(st, b, sizeof b));
+    cr_assert_eq(got, (ssize_t)size, "%s reported %zd of %zu bytes", what, got, size);
+}

@@ -224,28 +224,14 @@ kid_fill(shmkv_backend be, int track, const char *mnt, const char *where, int re
 
 static void run_full(shmkv_backend be, int track)
 {
-    const char *mnt = be == SHMKV_BACKEND_MEMORY ? "/dev/shm" : t_str("%s/mnt", t_dir());
-    if (be == SHMKV_BACKEND_DISK)
-        cr_assert(mkdir(mnt, 0700) == 0, "mkdir %s: %s", mnt, strerror(errno));
-    const char *where = be == SHMKV_BACKEND_MEMORY ? t_name("full") : t_str("%s/store.kv", mnt);
-    int p[2];
-    cr_assert(pipe(p) == 0);
-    pid_t kid = t_fork();
-    if (kid == 0) {
-        close(p[0]);
-        kid_fill(be, track, mnt, where, p[1]);
-    }
-    close(p[1]);
+    const char *mnt;
+    const char *where = t_small_fs_store(be, "full", &mnt);
+    int fd;
+    pid_t kid = t_fork_reporting(&fd);
+    if (kid == 0)
+        kid_fill(be, track, mnt, where, fd);
     fullres res;
-    memset(&res, 0, sizeof res);
-    ssize_t got = read(p[0], &res, sizeof res);
-    close(p[0]);
-    int st = t_wait(kid);
-    char b[80];
-    cr_assert(!(WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS), "the writer died of SIGBUS");
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the writer ended with %s (see above)",
-              t_status_str(st, b, sizeof b));
-    cr_assert_eq(got, (ssize_t)sizeof res);
+    t_collect_report(kid, fd, &res, sizeof res, "the writer");
     fprintf(stderr,
             "diskfull: %s backend, track_keys %s, %s: full after %" PRIu64 " keys of %d bytes "
             "(set -> %d, %" PRIu64 " KiB left); %" PRIu64 " deleted keys rewritten; "
@@ -478,26 +464,14 @@ static void __attribute__((noreturn)) kid_unclean(const char *mnt, const char *w
 static void run_unclean(const char *fs, const char *point)
 {
     unclean_fs = fs;
-    const char *mnt = t_fresh("mnt");
-    cr_assert(mkdir(mnt, 0700) == 0, "mkdir %s: %s", mnt, strerror(errno));
-    const char *where = t_str("%s/store.kv", mnt);
-    int p[2];
-    cr_assert(pipe(p) == 0);
-    pid_t kid = t_fork();
-    if (kid == 0) {
-        close(p[0]);
-        kid_unclean(mnt, where, point, p[1]);
-    }
-    close(p[1]);
+    const char *mnt;
+    const char *where = t_small_fs_store(SHMKV_BACKEND_DISK, "store", &mnt);
+    int fd;
+    pid_t kid = t_fork_reporting(&fd);
+    if (kid == 0)
+        kid_unclean(mnt, where, point, fd);
     uncleanres res;
-    memset(&res, 0, sizeof res);
-    ssize_t got = fd_read_all(p[0], &res, sizeof res);
-    close(p[0]);
-    int st = t_wait(kid);
-    char b[80];
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the test child (%s) ended with %s (see above)",
-              fs, t_status_str(st, b, sizeof b));
-    cr_assert_eq(got, (ssize_t)sizeof res);
+    t_collect_report(kid, fd, &res, sizeof res, t_str("the test child (%s)", fs));
     fprintf(stderr,
             "diskfull: unclean tracked store (writer killed %s) on a full tmpfs (%s), %" PRIu64
             " keys: read-only and read-write opens work (index %s), %d more keys after growing\n",

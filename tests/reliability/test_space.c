@@ -333,27 +333,14 @@ kid_cycle(shmkv_backend be, int track, const char *mnt, const char *where, int r
 
 static void cycle(shmkv_backend be, int track)
 {
-    const char *mnt = be == SHMKV_BACKEND_MEMORY ? "/dev/shm" : t_str("%s/mnt", t_dir());
-    if (be == SHMKV_BACKEND_DISK)
-        cr_assert(mkdir(mnt, 0700) == 0, "mkdir %s: %s", mnt, strerror(errno));
-    const char *where = be == SHMKV_BACKEND_MEMORY ? t_name("cyc") : t_str("%s/store.kv", mnt);
-    int p[2];
-    cr_assert(pipe(p) == 0);
-    pid_t kid = t_fork();
-    if (kid == 0) {
-        close(p[0]);
-        kid_cycle(be, track, mnt, where, p[1]);
-    }
-    close(p[1]);
+    const char *mnt;
+    const char *where = t_small_fs_store(be, "cyc", &mnt);
+    int fd;
+    pid_t kid = t_fork_reporting(&fd);
+    if (kid == 0)
+        kid_cycle(be, track, mnt, where, fd);
     cycres res;
-    memset(&res, 0, sizeof res);
-    ssize_t got = read(p[0], &res, sizeof res);
-    close(p[0]);
-    int st = t_wait(kid);
-    char b[80];
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the writer ended with %s (see above)",
-              t_status_str(st, b, sizeof b));
-    cr_assert_eq(got, (ssize_t)sizeof res);
+    t_collect_report(kid, fd, &res, sizeof res, "the writer");
     fprintf(stderr, "space: %s backend, track_keys %s, %s:", be == SHMKV_BACKEND_MEMORY ? "memory" : "disk",
             track == SHMKV_TRACK_ON ? "on" : "off", res.mode == 1 ? "2 MiB tmpfs" : "RLIMIT_FSIZE");
     for (int r = 0; r < ROUNDS; r++)
@@ -518,27 +505,14 @@ kid_queue(shmkv_backend be, int track, const char *mnt, const char *where, int r
 
 static void queue(shmkv_backend be, int track)
 {
-    const char *mnt = be == SHMKV_BACKEND_MEMORY ? "/dev/shm" : t_str("%s/mnt", t_dir());
-    if (be == SHMKV_BACKEND_DISK)
-        cr_assert(mkdir(mnt, 0700) == 0, "mkdir %s: %s", mnt, strerror(errno));
-    const char *where = be == SHMKV_BACKEND_MEMORY ? t_name("queue") : t_str("%s/store.kv", mnt);
-    int p[2];
-    cr_assert(pipe(p) == 0);
-    pid_t kid = t_fork();
-    if (kid == 0) {
-        close(p[0]);
-        kid_queue(be, track, mnt, where, p[1]);
-    }
-    close(p[1]);
+    const char *mnt;
+    const char *where = t_small_fs_store(be, "queue", &mnt);
+    int fd;
+    pid_t kid = t_fork_reporting(&fd);
+    if (kid == 0)
+        kid_queue(be, track, mnt, where, fd);
     qres res;
-    memset(&res, 0, sizeof res);
-    ssize_t got = read(p[0], &res, sizeof res);
-    close(p[0]);
-    int st = t_wait(kid);
-    char b[80];
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the writer ended with %s (see above)",
-              t_status_str(st, b, sizeof b));
-    cr_assert_eq(got, (ssize_t)sizeof res);
+    t_collect_report(kid, fd, &res, sizeof res, "the writer");
     uint64_t freed = res.bytes0 / res.n * (res.n - res.kept);
     fprintf(stderr, "space: queue, %s backend, track_keys %s: %" PRIu64 " keys of 200 bytes, "
             "%" PRIu64 " consumed (%" PRIu64 " KiB), then %" PRIu64 " of 1,000 bytes (%" PRIu64
