@@ -352,6 +352,13 @@ const char *t_small_fs_store(shmkv_backend be, const char *tag, const char **mnt
  * and fails the test unless it exited 0 after writing all of it. */
 pid_t t_fork_reporting(int *fd);
 void t_collect_report(pid_t kid, int fd, void *res, size_t size, const char *what);
+/* Both for the common case: body runs in a child on a store made by
+ * t_small_fs_store(be, tag) (it mounts the small fs itself and writes the
+ * result struct to resfd); the result is read into res. */
+typedef void (*t_small_fs_body)(shmkv_backend be, int track, const char *mnt, const char *where,
+                                int resfd);
+void t_small_fs_run(shmkv_backend be, int track, const char *tag, t_small_fs_body body,
+                    void *res, size_t size);
 
 /* ---- in a forked child: failures print and _exit(3), like CHILD_CHECK ---- */
 /* t_dump_check(), or with strict, t_dump_sound(). */

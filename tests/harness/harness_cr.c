@@ -542,3 +542,17 @@ void t_collect_report(pid_t kid, int fd, void *res, size_t size, const char *wha
               t_status_str(st, b, sizeof b));
     cr_assert_eq(got, (ssize_t)size, "%s reported %zd of %zu bytes", what, got, size);
 }
+
+void t_small_fs_run(shmkv_backend be, int track, const char *tag, t_small_fs_body body,
+                    void *res, size_t size)
+{
+    const char *mnt;
+    const char *where = t_small_fs_store(be, tag, &mnt);
+    int fd;
+    pid_t kid = t_fork_reporting(&fd);
+    if (kid == 0) {
+        body(be, track, mnt, where, fd);
+        _exit(0);
+    }
+    t_collect_report(kid, fd, res, size, "the writer");
+}

@@ -224,14 +224,8 @@ kid_fill(shmkv_backend be, int track, const char *mnt, const char *where, int re
 
 static void run_full(shmkv_backend be, int track)
 {
-    const char *mnt;
-    const char *where = t_small_fs_store(be, "full", &mnt);
-    int fd;
-    pid_t kid = t_fork_reporting(&fd);
-    if (kid == 0)
-        kid_fill(be, track, mnt, where, fd);
     fullres res;
-    t_collect_report(kid, fd, &res, sizeof res, "the writer");
+    t_small_fs_run(be, track, "full", kid_fill, &res, sizeof res);
     fprintf(stderr,
             "diskfull: %s backend, track_keys %s, %s: full after %" PRIu64 " keys of %d bytes "
             "(set -> %d, %" PRIu64 " KiB left); %" PRIu64 " deleted keys rewritten; "

@@ -333,14 +333,8 @@ kid_cycle(shmkv_backend be, int track, const char *mnt, const char *where, int r
 
 static void cycle(shmkv_backend be, int track)
 {
-    const char *mnt;
-    const char *where = t_small_fs_store(be, "cyc", &mnt);
-    int fd;
-    pid_t kid = t_fork_reporting(&fd);
-    if (kid == 0)
-        kid_cycle(be, track, mnt, where, fd);
     cycres res;
-    t_collect_report(kid, fd, &res, sizeof res, "the writer");
+    t_small_fs_run(be, track, "cyc", kid_cycle, &res, sizeof res);
     fprintf(stderr, "space: %s backend, track_keys %s, %s:", be == SHMKV_BACKEND_MEMORY ? "memory" : "disk",
             track == SHMKV_TRACK_ON ? "on" : "off", res.mode == 1 ? "2 MiB tmpfs" : "RLIMIT_FSIZE");
     for (int r = 0; r < ROUNDS; r++)
@@ -505,14 +499,8 @@ kid_queue(shmkv_backend be, int track, const char *mnt, const char *where, int r
 
 static void queue(shmkv_backend be, int track)
 {
-    const char *mnt;
-    const char *where = t_small_fs_store(be, "queue", &mnt);
-    int fd;
-    pid_t kid = t_fork_reporting(&fd);
-    if (kid == 0)
-        kid_queue(be, track, mnt, where, fd);
     qres res;
-    t_collect_report(kid, fd, &res, sizeof res, "the writer");
+    t_small_fs_run(be, track, "queue", kid_queue, &res, sizeof res);
     uint64_t freed = res.bytes0 / res.n * (res.n - res.kept);
     fprintf(stderr, "space: queue, %s backend, track_keys %s: %" PRIu64 " keys of 200 bytes, "
             "%" PRIu64 " consumed (%" PRIu64 " KiB), then %" PRIu64 " of 1,000 bytes (%" PRIu64
