@@ -165,7 +165,9 @@ void t_unlink_shm_prefix(const char *prefix);
  * returns like fork(). */
 pid_t t_fork_raw(void);
 /* The bound of t_wait() and of the harness's own waits: SHMKV_TEST_WAIT
- * seconds, else 600. The meson timeouts are longer than a test's waits. */
+ * seconds, else 600 (x4 under ASan, x6 under TSan). A hung child is killed
+ * then, and its test fails saying so, if meson's timeout has not come
+ * first. */
 double t_wait_default(void);
 /*
  * Wait at most `seconds` for child p (WUNTRACED too when stopped is true:
