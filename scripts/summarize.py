@@ -4,8 +4,10 @@
 Arguments are files: meson testlog.json files (one JSON object per line),
 or text files whose lines say 'NAME: N passed, N failed'. A Criterion
 binary counts its individual tests (from its Synthesis line); any other
-meson test counts as one. Prints one line per source and a final
-'N passed, N failed'. Exits 1 if anything failed or nothing ran.
+meson test counts as one. Prints one line per source (for a meson log, with
+its counts per suite: unit, multiproc, crash, reliability, cli, fuzz,
+bench) and a final 'N passed, N failed'. Exits 1 if anything failed or
+nothing ran.
 """
 import json
 import re
@@ -15,7 +17,7 @@ SYN = re.compile(r"Synthesis: Tested: (\d+) \| Passing: (\d+) \| Failing: (\d+) 
 PLAIN = re.compile(r"^(?:[\w./-]+: )?(\d+) passed, (\d+) failed", re.M)
 
 
-def meson_log(path):
+def meson_log(path, suites):
     passed = failed = 0
     bad = []
     for line in open(path, encoding="utf-8", errors="replace"):
@@ -23,6 +25,7 @@ def meson_log(path):
         if not line:
             continue
         t = json.loads(line)
+        before = (passed, failed)
         out = (t.get("stdout") or "") + (t.get("stderr") or "")
         ok = t.get("result") in ("OK", "EXPECTEDFAIL")
         skipped = t.get("result") == "SKIP"
@@ -49,15 +52,20 @@ def meson_log(path):
             failed += 1
         if not ok:
             bad.append(t["name"])
+        # "project:suite / name"
+        suite = t["name"].split(" / ")[0].split(":")[-1]
+        sp, sf = suites.get(suite, (0, 0))
+        suites[suite] = (sp + passed - before[0], sf + failed - before[1])
     return passed, failed, bad
 
 
 def main(argv):
     total_p = total_f = 0
     for path in argv[1:]:
+        suites = {}
         try:
             if path.endswith(".json"):
-                p, f, bad = meson_log(path)
+                p, f, bad = meson_log(path, suites)
             else:
                 text = open(path, encoding="utf-8", errors="replace").read()
                 found = PLAIN.findall(text)
@@ -67,7 +75,9 @@ def main(argv):
             p, f, bad = 0, 1, [str(e)]
         total_p += p
         total_f += f
-        print(f"  {path}: {p} passed, {f} failed" + (f"  [{', '.join(bad)}]" if bad else ""))
+        per = ", ".join(f"{k} {sp}/{sf}" for k, (sp, sf) in suites.items())
+        print(f"  {path}: {p} passed, {f} failed" + (f" (suites, passed/failed: {per})" if per else "")
+              + (f"  [{', '.join(bad)}]" if bad else ""))
     print(f"{total_p} passed, {total_f} failed")
     return 0 if total_f == 0 and total_p > 0 else 1
 

@@ -7,7 +7,9 @@
  * first, so any write shows) before and after. Symbolic links are never
  * followed (-ELOOP). A zero-length file is initialised as a new store.
  */
-#include "common.h"
+#include "harness.h"
+
+#include <dirent.h>
 #include "internal.h"
 
 #include <stddef.h>
@@ -252,7 +254,7 @@ Test(badfile, bad_magic)
 Test(badfile, directory)
 {
     char dir[256];
-    snprintf(dir, sizeof dir, "%s/adir", t_ctx.dir);
+    snprintf(dir, sizeof dir, "%s/adir", t_dir());
     cr_assert(mkdir(dir, 0700) == 0);
     shmkv_db *db = NULL;
     int rc = shmkv_open(dir, NULL, &db);
@@ -277,7 +279,7 @@ Test(badfile, symlink_never_followed)
     /* to a real store */
     const char *src = real_store();
     char link[256];
-    snprintf(link, sizeof link, "%s/link.kv", t_ctx.dir);
+    snprintf(link, sizeof link, "%s/link.kv", t_dir());
     cr_assert(symlink(src, link) == 0);
     snap s;
     snapshot(src, &s);
@@ -290,8 +292,8 @@ Test(badfile, symlink_never_followed)
 
     /* dangling: must not create the target */
     char link2[256], target[256];
-    snprintf(target, sizeof target, "%s/not-there.kv", t_ctx.dir);
-    snprintf(link2, sizeof link2, "%s/dangling.kv", t_ctx.dir);
+    snprintf(target, sizeof target, "%s/not-there.kv", t_dir());
+    snprintf(link2, sizeof link2, "%s/dangling.kv", t_dir());
     cr_assert(symlink(target, link2) == 0);
     rc = shmkv_open(link2, NULL, &db);
     if (rc == 0)

@@ -2,7 +2,7 @@
  * test_basic.c - open/close, single-key operations, limits, options,
  * read-only handles, error strings and shmkv_stat().
  */
-#include "common.h"
+#include "harness.h"
 #include "internal.h"
 
 TestSuite(basic, .init = t_setup, .fini = t_teardown, .timeout = 120);
@@ -523,8 +523,8 @@ Test(basic, invalid_memory_names)
     char maxname[SHMKV_NAME_MAX + 1];
     memset(maxname, 'z', SHMKV_NAME_MAX);
     maxname[SHMKV_NAME_MAX] = 0;
-    size_t pl = strlen(t_ctx.name_prefix);
-    memcpy(maxname, t_ctx.name_prefix, pl);
+    size_t pl = strlen(t_name_prefix());
+    memcpy(maxname, t_name_prefix(), pl);
     shmkv_db *db = t_open(maxname, SHMKV_BACKEND_MEMORY, 0);
     t_set(db, "k", "v");
     t_expect_str(db, "k", "v");

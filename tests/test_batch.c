@@ -6,7 +6,7 @@
  * Every test runs on both backends, with key tracking on and off, unless its
  * name says otherwise.
  */
-#include "common.h"
+#include "harness.h"
 #include "internal.h"
 
 #include <poll.h>
@@ -475,20 +475,6 @@ Test(batch, atomic_for_other_processes_memory)
 #define CK 48
 #define MARK 0x4d41524bu
 
-static const char *g_point;
-static int g_fd = -1;
-
-static void hook(const char *point)
-{
-    if (strcmp(point, g_point) != 0)
-        return;
-    uint32_t mark = MARK;
-    if (fd_write_all(g_fd, &mark, sizeof mark) != 0)
-        _exit(4);
-    for (;;)
-        pause();
-}
-
 typedef enum { OP_SET, OP_DELETE, OP_PREFIX } crash_op;
 
 static void crash_child(const char *where, shmkv_backend be, crash_op op, const char *point, int fd)
@@ -497,9 +483,7 @@ static void crash_child(const char *where, shmkv_backend be, crash_op op, const 
     shmkv_options o = t_opts(be, SHMKV_TRACK_DEFAULT);
     CHILD_OK(shmkv_open(where, &o, &db));
     kvset s = kv_make("c:", CK, "new");
-    g_point = point;
-    g_fd = fd;
-    shmkv__test_hook = hook;
+    t_hook_park_at(point, fd, MARK);
     if (op == OP_SET)
         CHILD_OK(shmkv_set_many(db, s.it, s.n, NULL));
     else if (op == OP_DELETE)

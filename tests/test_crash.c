@@ -27,7 +27,7 @@
  * index.* points exist only with key tracking, so they are tested with
  * tracking on; every other point with tracking on and off.
  */
-#include "common.h"
+#include "harness.h"
 #include "internal.h"
 
 TestSuite(crash, .init = t_setup, .fini = t_teardown, .timeout = 120);
@@ -203,35 +203,17 @@ static bool model_value(const model *m, enum wl w, const char *k, char *buf, siz
 
 /* ---- the child ------------------------------------------------------------ */
 
-static const char *g_point;
-static volatile int g_armed;
-static int g_fd = -1;
-
-static void hook(const char *point)
-{
-    if (!g_armed || strcmp(point, g_point) != 0)
-        return;
-    uint32_t mark = MARK;
-    if (fd_write_all(g_fd, &mark, sizeof mark) != 0)
-        _exit(4);
-    for (;;)
-        pause();
-}
-
 static void child(const char *where, shmkv_backend be, enum wl w, const char *point, int fd)
 {
     shmkv_db *db = NULL;
     shmkv_options o = t_opts(be, SHMKV_TRACK_DEFAULT);
     CHILD_OK(shmkv_open(where, &o, &db));
-    g_point = point;
-    g_fd = fd;
-    shmkv__test_hook = hook;
     char *vbuf = malloc(BIG_VAL + 64);
     CHILD_CHECK(vbuf != NULL, "malloc");
     int n = max_ops(w);
     for (int j = 0; j < n; j++) {
         if (j == ARM_AFTER)
-            g_armed = 1;
+            t_hook_park_at(point, fd, MARK);
         int rc = do_op(db, w, j, vbuf);
         CHILD_CHECK(rc == 0, "op %d -> %d (%s)", j, rc, shmkv_strerror(rc));
         uint32_t a = (uint32_t)j;

@@ -5,9 +5,9 @@
  *
  * The million-key test runs at full size in the default build; sanitizer
  * builds (and anyone setting SHMKV_TEST_SCALE) run fewer keys, see
- * t_scale() in common.h. The assertions are the same at every size.
+ * t_scale() in tests/harness. The assertions are the same at every size.
  */
-#include "common.h"
+#include "harness.h"
 
 TestSuite(growth, .init = t_setup, .fini = t_teardown, .timeout = 300);
 

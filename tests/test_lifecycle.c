@@ -6,7 +6,7 @@
  * empty; shmkv_memory_unlink removes the name. Disk backend: data outlives
  * every process, including one that was SIGKILLed.
  */
-#include "common.h"
+#include "harness.h"
 #include "internal.h"
 
 #include <poll.h>

@@ -15,7 +15,7 @@
  * the same inserts take many minutes. The large-block path they rely on is
  * also exercised at small sizes, under every build, by test_space.c.
  */
-#include "common.h"
+#include "harness.h"
 
 TestSuite(limits, .init = t_setup, .fini = t_teardown, .timeout = 600);
 

@@ -5,7 +5,7 @@
  * reference model (a sorted array) after thousands of random inserts and
  * deletes.
  */
-#include "common.h"
+#include "harness.h"
 
 TestSuite(list, .init = t_setup, .fini = t_teardown, .timeout = 180);
 

@@ -14,8 +14,10 @@
  * file lock is killed by SIGALRM and the test fails with that, instead of
  * hanging.
  */
-#include "common.h"
+#include "harness.h"
 #include "internal.h"
+
+#include <sys/prctl.h>
 
 TestSuite(locks, .init = t_setup, .fini = t_teardown, .timeout = 180);
 
@@ -213,7 +215,6 @@ static void parent_dies(shmkv_backend be, bool in_close)
             close(info[1]);
             close(cgo[1]);
             close(cready[0]);
-            t_in_child = 1;
             alarm(90); /* a last resort should the test lose track of us */
             /* fork() has returned here, so its handlers have run: only now
              * may the parent die for the test to mean anything */
@@ -243,11 +244,7 @@ static void parent_dies(shmkv_backend be, bool in_close)
     close(cgo[0]);
     int32_t kid = 0;
     cr_assert_eq(fd_read_all(info[0], &kid, sizeof kid), (ssize_t)sizeof kid, "parent failed");
-    for (int i = 0; i < T_MAX_KIDS; i++)
-        if (t_ctx.kids[i] == 0) {
-            t_ctx.kids[i] = kid; /* so that teardown kills it, whatever happens */
-            break;
-        }
+    t_adopt(kid); /* so that teardown kills it, whatever happens */
     char m = 0;
     cr_assert_eq(fd_read_all(info[0], &m, 1), 1, "parent failed before the kill point");
     cr_assert_eq(m, in_close ? 'H' : 'A');
@@ -327,21 +324,6 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static const char *g_stop_point;
-static volatile int g_stop_armed;
-static int g_stop_fd = -1;
-
-static void stop_hook(const char *point)
-{
-    if (!g_stop_armed || strcmp(point, g_stop_point) != 0)
-        return;
-    g_stop_armed = 0;
-    char m = 'S';
-    if (write(g_stop_fd, &m, 1) != 1)
-        _exit(4);
-    raise(SIGSTOP);
-}
-
 #define BIG (8u << 20)
 
 typedef struct stopper {
@@ -364,10 +346,7 @@ static stopper start_stopper(const char *where, shmkv_backend be, enum stop_op o
         shmkv_db *db = NULL;
         shmkv_options o = t_opts(be, 0);
         CHILD_OK(shmkv_open(where, &o, &db));
-        g_stop_point = point;
-        g_stop_fd = info[1];
-        shmkv__test_hook = stop_hook;
-        g_stop_armed = 1;
+        t_hook_stop_at(point, info[1]);
         if (op == STOP_GROW) {
             char *v = malloc(BIG);
             CHILD_CHECK(v != NULL, "malloc");
@@ -377,7 +356,7 @@ static stopper start_stopper(const char *where, shmkv_backend be, enum stop_op o
         } else {
             CHILD_OK(shmkv_set(db, hot, strlen(hot), "stopped", 7, SHMKV_KIND_STRING));
         }
-        CHILD_CHECK(!g_stop_armed, "the operation never reached %s", point);
+        CHILD_CHECK(t_hook_fired(), "the operation never reached %s", point);
         char m = 'D';
         CHILD_CHECK(write(info[1], &m, 1) == 1, "done");
         CHILD_CHECK(read(cmd[0], &m, 1) == 0, "cmd");
@@ -389,8 +368,7 @@ static stopper start_stopper(const char *where, shmkv_backend be, enum stop_op o
     char m = 0;
     cr_assert_eq(fd_read_all(info[0], &m, 1), 1, "the child failed before %s", point);
     cr_assert_eq(m, 'S');
-    int st = 0;
-    cr_assert_eq(waitpid(p, &st, WUNTRACED), p);
+    int st = t_wait_stopped(p, BOUND);
     cr_assert(WIFSTOPPED(st), "child not stopped (status 0x%x)", st);
     return (stopper){p, info[0], cmd[1]};
 }

@@ -10,7 +10,7 @@
  * Both backends, key tracking on and off. The parent stays attached for the
  * whole run (a memory store disappears with its last process).
  */
-#include "common.h"
+#include "harness.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

@@ -18,7 +18,7 @@
  * These tests need a real random source inside the library; they are not
  * seeded, so a failure is reported with the full statistic.
  */
-#include "common.h"
+#include "harness.h"
 
 #include <math.h>
 

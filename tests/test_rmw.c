@@ -3,7 +3,7 @@
  * set_if_absent, get_or_set, swap, delete's existed flag and
  * compare_and_delete, plus their atomicity under threads.
  */
-#include "common.h"
+#include "harness.h"
 
 #include <pthread.h>
 

@@ -2,7 +2,7 @@
  * test_scan.c - ordered scan from a cursor, count by prefix and sampling of
  * many keys, on both backends with key tracking on and off.
  */
-#include "common.h"
+#include "harness.h"
 
 #include <poll.h>
 

@@ -17,6 +17,7 @@
  * Stores are written with the public API; corrupt maps the file itself and
  * uses the format definitions of internal.h to find what to damage.
  */
+#include "harness.h"
 #include "internal.h"
 
 #include <errno.h>
@@ -196,18 +197,10 @@ static int hold(const char *path)
     return 0;
 }
 
-static void stop_here(const char *point)
-{
-    if (!strcmp(point, "set.before_publish")) {
-        shmkv__test_hook = NULL;
-        raise(SIGSTOP);
-    }
-}
-
 static int stop(const char *path)
 {
     shmkv_db *db = open_store(path, 0, 0, 1);
-    shmkv__test_hook = stop_here;
+    t_hook_stop_at("set.before_publish", -1);
     set(db, "held", 4, "1", 1, SHMKV_KIND_JSON);
     shmkv_close(db);
     return 0;

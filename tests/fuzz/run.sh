@@ -2,6 +2,10 @@
 # tests/fuzz/run.sh [SECONDS] - build and run the libFuzzer harnesses.
 #
 #   bash tests/fuzz/run.sh          about 20 s of fuzzing per harness
+#                                   (SHMKV_FUZZ_SECONDS, when set)
+#   bash tests/fuzz/run.sh --only fuzz_ops [SECONDS]
+#                                   one harness (the meson fuzz suite runs
+#                                   each harness as a test of its own)
 #   bash tests/fuzz/run.sh 600      ten minutes per harness
 #   bash tests/fuzz/run.sh --deep [SECONDS]
 #                                   also run fuzz_open built with
@@ -25,13 +29,16 @@
 set -uo pipefail
 
 deep=0
-secs=20
-for a in "$@"; do
-  case "$a" in
+secs=${SHMKV_FUZZ_SECONDS:-20}
+only=""
+while [ $# -gt 0 ]; do
+  case "$1" in
     --deep) deep=1 ;;
-    ''|*[!0-9]*) echo "usage: $0 [--deep] [SECONDS]" >&2; exit 2 ;;
-    *) secs=$a ;;
+    --only) only=${2:-}; shift ;;
+    ''|*[!0-9]*) echo "usage: $0 [--deep] [--only NAME] [SECONDS]" >&2; exit 2 ;;
+    *) secs=$1 ;;
   esac
+  shift
 done
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -162,9 +169,10 @@ run_harness() {
 
 for src in "$here"/fuzz_*.c; do
   name=$(basename "$src" .c)
+  [ -z "$only" ] || [ "$name" = "$only" ] || continue
   run_harness "$name" "$src" "" "$here/regressions/$name" 1
 done
-if [ "$deep" = 1 ]; then
+if [ "$deep" = 1 ] && { [ -z "$only" ] || [ "$only" = fuzz_open ]; }; then
   run_harness fuzz_open_deep "$here/fuzz_open.c" "-DFUZZ_OPEN_DEEP=1" "$here/findings/fuzz_open_deep" 0
 fi
 

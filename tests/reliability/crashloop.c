@@ -49,9 +49,7 @@
  * sets and increments without making them, and the run passes only when
  * the verifier reports those as lost writes (and nothing else).
  */
-/* Every store process here is single-threaded: see rel.h. */
-#define REL_TSAN_NO_DEADLOCK_DETECTOR 1
-#include "rel.h"
+#include "harness.h"
 
 #include "internal.h" /* only to report the header's repair counter */
 
@@ -119,7 +117,7 @@ static struct {
     bool inject; /* self-test: writers sometimes log a write they skipped */
 } cfg = {.writers = 4, .nkeys = 300, .backends = "both"};
 
-static rel_scratch scratch;
+static t_scratch scratch;
 static volatile sig_atomic_t stop_now;
 
 static void on_signal(int sig)
@@ -156,7 +154,7 @@ static int key_index(const unsigned char *p, size_t n)
 
 static size_t filler_len(uint32_t inc, uint32_t seq)
 {
-    uint64_t h = rel_mix(((uint64_t)inc << 32) | seq);
+    uint64_t h = t_mix(((uint64_t)inc << 32) | seq);
     /* mostly short, sometimes a few hundred bytes: several size classes */
     return (h & 7) == 0 ? (size_t)(h >> 8) % 400 : (size_t)(h >> 8) % 40;
 }
@@ -232,7 +230,7 @@ typedef struct wstate {
     int log;
     uint32_t inc;
     uint32_t seq;
-    rel_rng rng;
+    t_rng rng;
     /* what this writer last saw in each key: 0 unknown, 1 absent, 2 value */
     uint8_t seen[MAXKEYS];
     uint32_t seen_inc[MAXKEYS], seen_seq[MAXKEYS];
@@ -246,7 +244,7 @@ static void wlog(wstate *w, int type, int op, int key, int64_t arg)
         o |= (uint8_t)(arg << 4);
     if (type == R_ACK && arg)
         o |= 0x80;
-    rec r = {(uint8_t)type, o, (uint16_t)key, w->seq, rel_now_ns()};
+    rec r = {(uint8_t)type, o, (uint16_t)key, w->seq, t_now_ns()};
     if (fd_write_all(w->log, &r, sizeof r) != 0)
         wfail(w->inc, "log write: %s", strerror(errno));
 }
@@ -293,7 +291,7 @@ static int list_cb(void *ctx, const void *key, size_t klen, const void *val, siz
     int k = key_index(key, klen);
     if (k < 0 || klen < l->plen || memcmp(key, l->prefix, l->plen) != 0)
         wfail(l->w->inc, "list(%s) returned the unexpected key \"%s\"", l->prefix, show(key, klen));
-    if (l->n && rel_keycmp(l->last, l->lastlen, key, klen) >= 0)
+    if (l->n && t_keycmp(l->last, l->lastlen, key, klen) >= 0)
         wfail(l->w->inc, "list(%s) out of order: \"%s\" after \"%s\"", l->prefix, show(key, klen),
               show(l->last, l->lastlen));
     memcpy(l->last, key, klen);
@@ -308,8 +306,8 @@ static int pick_key(wstate *w)
 {
     /* Half of the traffic on a hot tenth of the keys: real contention. */
     int hot = cfg.nkeys / 10 ? cfg.nkeys / 10 : 1;
-    return rel_below(&w->rng, 2) ? (int)rel_below(&w->rng, (uint64_t)hot)
-                                 : (int)rel_below(&w->rng, (uint64_t)cfg.nkeys);
+    return t_below(&w->rng, 2) ? (int)t_below(&w->rng, (uint64_t)hot)
+                                 : (int)t_below(&w->rng, (uint64_t)cfg.nkeys);
 }
 
 static void __attribute__((noreturn))
@@ -318,7 +316,7 @@ writer_main(const char *where, shmkv_backend be, uint32_t inc, uint64_t seed)
     static wstate w; /* big; never on the stack */
     memset(&w, 0, sizeof w);
     w.inc = inc;
-    rel_seed(&w.rng, seed);
+    w.rng = t_rng_seeded(seed);
     char path[256];
     snprintf(path, sizeof path, "%s/log.%" PRIu32, scratch.dir, inc);
     w.log = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -333,14 +331,14 @@ writer_main(const char *where, shmkv_backend be, uint32_t inc, uint64_t seed)
 
     char kname[16], val[VAL_MAX + 32], exp[VAL_MAX + 32], out[VAL_MAX + 64];
     for (;;) {
-        if (rel_below(&w.rng, 1000) == 0) {
+        if (t_below(&w.rng, 1000) == 0) {
             /* rarely: hold every segment lock and the index lock at once,
              * so that some kills leave all of them to be repaired */
             rc = shmkv_rebuild_index(w.db);
             WCHECK(&w, rc, "rebuild_index");
             continue;
         }
-        unsigned p = (unsigned)rel_below(&w.rng, 100);
+        unsigned p = (unsigned)t_below(&w.rng, 100);
         int k = pick_key(&w);
         int kl = key_name(k, kname);
         size_t vl, el, ol = 0;
@@ -351,7 +349,7 @@ writer_main(const char *where, shmkv_backend be, uint32_t inc, uint64_t seed)
             w.seq++;
             vl = make_value(val, inc, w.seq);
             wlog(&w, R_INTENT, OP_SET, k, 0);
-            if (cfg.inject && rel_below(&w.rng, 10) == 0)
+            if (cfg.inject && t_below(&w.rng, 10) == 0)
                 rc = 0; /* self-test: claim a write that never happened */
             else
                 rc = shmkv_set(w.db, kname, (size_t)kl, val, vl, SHMKV_KIND_STRING);
@@ -368,7 +366,7 @@ writer_main(const char *where, shmkv_backend be, uint32_t inc, uint64_t seed)
             w.seq++;
             vl = make_value(val, inc, w.seq);
             el = expect_of(&w, k, exp, &absent);
-            if (rel_below(&w.rng, 8) == 0 && !absent)
+            if (t_below(&w.rng, 8) == 0 && !absent)
                 exp[el - 1] ^= 1; /* a wrong expectation now and then */
             wlog(&w, R_INTENT, OP_CAS, k, 0);
             rc = shmkv_cas(w.db, kname, (size_t)kl, absent ? NULL : exp, el, val, vl,
@@ -417,13 +415,13 @@ writer_main(const char *where, shmkv_backend be, uint32_t inc, uint64_t seed)
             wlog(&w, R_ACK, OP_GOS, k, !flag);
             note_value(&w, k, out, ol, "get_or_set");
         } else if (p < 76) { /* incr on a counter */
-            int c = (int)rel_below(&w.rng, NCOUNTERS);
+            int c = (int)t_below(&w.rng, NCOUNTERS);
             int ck = cfg.nkeys + c;
             int cl = key_name(ck, kname);
-            int64_t delta = 1 + (int64_t)rel_below(&w.rng, 3), res = 0;
+            int64_t delta = 1 + (int64_t)t_below(&w.rng, 3), res = 0;
             w.seq++;
             wlog(&w, R_INTENT, OP_INCR, ck, delta);
-            if (cfg.inject && rel_below(&w.rng, 10) == 0) {
+            if (cfg.inject && t_below(&w.rng, 10) == 0) {
                 wlog(&w, R_ACK, OP_INCR, ck, 1); /* self-test: a lost increment */
                 continue;
             }
@@ -446,10 +444,10 @@ writer_main(const char *where, shmkv_backend be, uint32_t inc, uint64_t seed)
             }
         } else if (p < 95) { /* list a prefix */
             static const char *pf[] = {"k00", "k01", "k02", "k", "c", ""};
-            listck l = {.w = &w, .prefix = pf[rel_below(&w.rng, 6)]};
+            listck l = {.w = &w, .prefix = pf[t_below(&w.rng, 6)]};
             l.plen = strlen(l.prefix);
-            l.keys_only = rel_below(&w.rng, 2);
-            uint64_t lim = rel_below(&w.rng, 2) ? 0 : 1 + rel_below(&w.rng, 20);
+            l.keys_only = t_below(&w.rng, 2);
+            uint64_t lim = t_below(&w.rng, 2) ? 0 : 1 + t_below(&w.rng, 20);
             rc = shmkv_list(w.db, l.prefix, l.plen, lim,
                             l.keys_only ? SHMKV_LIST_KEYS_ONLY : 0, list_cb, &l);
             WCHECK(&w, rc, "list");
@@ -457,7 +455,7 @@ writer_main(const char *where, shmkv_backend be, uint32_t inc, uint64_t seed)
                 wfail(inc, "list(limit %" PRIu64 ") returned %" PRIu64 " keys", lim, l.n);
         } else { /* random_key */
             static const char *pf[] = {"", "k00", "k1", "c"};
-            const char *pre = pf[rel_below(&w.rng, 4)];
+            const char *pre = pf[t_below(&w.rng, 4)];
             size_t pl = strlen(pre);
             unsigned char kb[64];
             size_t got = 0;
@@ -481,7 +479,7 @@ typedef struct wslot {
 static uint64_t *death_ns; /* by incarnation: time it was reaped */
 static uint64_t *birth_ns;
 static uint32_t ninc, capinc;
-static rel_rng prng;
+static t_rng prng;
 static char failmsg[1024];
 static int nfail, nlost; /* failures reported; how many were lost writes */
 
@@ -514,9 +512,9 @@ static int spawn(wslot *s, const char *where, shmkv_backend be)
         capinc = nc;
     }
     uint32_t inc = ++ninc;
-    uint64_t seed = rel_next(&prng);
-    birth_ns[inc] = rel_now_ns();
-    pid_t p = rel_fork_child();
+    uint64_t seed = t_next(&prng);
+    birth_ns[inc] = t_now_ns();
+    pid_t p = t_fork_raw();
     if (p < 0) {
         failf("fork: %s", strerror(errno));
         return -1;
@@ -538,16 +536,16 @@ static int reap(wslot *s, bool kill_it)
     int st = 0;
     if (kill_it)
         kill(s->pid, SIGKILL);
-    if (rel_waitpid(s->pid, &st) != 0) {
+    if (t_reap(s->pid, &st) != 0) {
         failf("waitpid(%d): %s", (int)s->pid, strerror(errno));
         return -1;
     }
-    death_ns[s->inc] = rel_now_ns();
+    death_ns[s->inc] = t_now_ns();
     s->pid = 0;
     if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)) {
         char b[64];
         failf("writer %" PRIu32 " ended by itself: %s (see its message above)", s->inc,
-              rel_status(st, b, sizeof b));
+              t_status_str(st, b, sizeof b));
         return -1;
     }
     return 0;
@@ -563,9 +561,9 @@ static int check_alive(wslot *ws, int n)
         pid_t r = waitpid(ws[i].pid, &st, WNOHANG);
         if (r == ws[i].pid) {
             char b[64];
-            death_ns[ws[i].inc] = rel_now_ns();
+            death_ns[ws[i].inc] = t_now_ns();
             ws[i].pid = 0;
-            failf("writer %" PRIu32 " ended by itself: %s", ws[i].inc, rel_status(st, b, sizeof b));
+            failf("writer %" PRIu32 " ended by itself: %s", ws[i].inc, t_status_str(st, b, sizeof b));
             return -1;
         }
     }
@@ -586,31 +584,16 @@ static int run_dump(const char *where, shmkv_backend be, const char *when)
     }
     char out[256];
     snprintf(out, sizeof out, "%s/dump.out", scratch.dir);
-    fflush(NULL);
-    pid_t p = fork();
-    if (p < 0) {
-        failf("fork: %s", strerror(errno));
+    int st = t_dump_run(cfg.dump, where, be == SHMKV_BACKEND_MEMORY, out, NULL, 0);
+    if (st < 0) {
+        failf("shmkv-dump: %s", strerror(errno));
         return -1;
     }
-    if (p == 0) {
-        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        if (be == SHMKV_BACKEND_MEMORY)
-            execl(cfg.dump, "shmkv-dump", "--check", "--memory", where, (char *)NULL);
-        else
-            execl(cfg.dump, "shmkv-dump", "--check", where, (char *)NULL);
-        _exit(127);
-    }
-    int st;
-    rel_waitpid(p, &st);
     dump_runs++;
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
         return 0;
     char b[64];
-    failf("shmkv-dump --check (%s) %s; its output:", when, rel_status(st, b, sizeof b));
+    failf("shmkv-dump --check (%s) %s; its output:", when, t_status_str(st, b, sizeof b));
     FILE *f = fopen(out, "r");
     if (f) {
         char line[512];
@@ -662,7 +645,7 @@ static int vlist_cb(void *ctx, const void *key, size_t klen, const void *val, si
         snprintf(l->badkey, sizeof l->badkey, "%s", show(key, klen));
         return 0;
     }
-    if (l->n && rel_keycmp(l->last, l->lastlen, key, klen) >= 0)
+    if (l->n && t_keycmp(l->last, l->lastlen, key, klen) >= 0)
         l->sorted_bad++;
     memcpy(l->last, key, klen);
     l->lastlen = klen;
@@ -966,7 +949,7 @@ static int round_run(shmkv_backend be, double seconds, totals *tot)
     if (be == SHMKV_BACKEND_DISK)
         snprintf(where, sizeof where, "%s/store%d.kv", scratch.dir, round_no);
     else
-        snprintf(where, sizeof where, "%sm%d", scratch.shm_prefix, round_no);
+        snprintf(where, sizeof where, "%sm%d", scratch.name_prefix, round_no);
     const char *bname = be == SHMKV_BACKEND_DISK ? "disk" : "memory";
 
     shmkv_options o;
@@ -991,18 +974,18 @@ static int round_run(shmkv_backend be, double seconds, totals *tot)
     int nw = cfg.writers;
     uint32_t inc_lo = ninc + 1;
     uint64_t kills = 0, massacres = 0;
-    uint64_t t0 = rel_now_ns();
+    uint64_t t0 = t_now_ns();
     uint64_t deadline = t0 + (uint64_t)(seconds * 1e9);
     int bad = 0;
     for (int i = 0; i < nw && !bad; i++)
         bad = spawn(&ws[i], where, be) != 0;
-    while (!bad && !stop_now && rel_now_ns() < deadline) {
-        rel_sleep_us(1000 + rel_below(&prng, 9001));
+    while (!bad && !stop_now && t_now_ns() < deadline) {
+        t_sleep_us(1000 + t_below(&prng, 9001));
         if (check_alive(ws, nw) != 0) {
             bad = 1;
             break;
         }
-        if (rel_below(&prng, 150) == 0) {
+        if (t_below(&prng, 150) == 0) {
             /* everybody at once */
             for (int i = 0; i < nw; i++)
                 kill(ws[i].pid, SIGKILL);
@@ -1015,7 +998,7 @@ static int round_run(shmkv_backend be, double seconds, totals *tot)
                 bad = spawn(&ws[i], where, be) != 0;
             continue;
         }
-        int v = (int)rel_below(&prng, (uint64_t)nw);
+        int v = (int)t_below(&prng, (uint64_t)nw);
         if (reap(&ws[v], true) != 0) {
             bad = 1;
             break;
@@ -1037,7 +1020,7 @@ static int round_run(shmkv_backend be, double seconds, totals *tot)
     }
     printf("crashloop: %s: %.1f s, %" PRIu64 " kills (%" PRIu64 " of all writers at once), "
            "%" PRIu32 " writer incarnations\n",
-           bname, (double)(rel_now_ns() - t0) / 1e9, kills, massacres, inc_hi - inc_lo + 1);
+           bname, (double)(t_now_ns() - t0) / 1e9, kills, massacres, inc_hi - inc_lo + 1);
     fflush(stdout);
 
     /* The store as the crashes left it. */
@@ -1121,7 +1104,7 @@ int main(int argc, char **argv)
         {"seed", required_argument, 0, 'S'},   {"keep", no_argument, 0, 'K'},
         {"inject-lost-writes", no_argument, 0, 'I'}, {0, 0, 0, 0}};
     int c;
-    cfg.seed = rel_pick_seed();
+    cfg.seed = t_pick_seed();
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
         case 'L': cfg.seconds = strtod(optarg, NULL); cfg.long_mode = true; break;
@@ -1141,18 +1124,17 @@ int main(int argc, char **argv)
         usage();
     if (cfg.seconds <= 0) {
         /* quick mode: 40 s in the plain build, 16 s under ASan, 8 s under
-         * TSan (whose forks and kills are slow); SHMKV_REL_SCALE scales it */
-        const char *sc = getenv("SHMKV_REL_SCALE");
-        double f = sc && *sc && strtod(sc, NULL) > 0 ? strtod(sc, NULL) : 1.0;
-        cfg.seconds = (REL_TSAN ? 8.0 : REL_ASAN ? 16.0 : 40.0) * f;
+         * TSan (whose forks and kills are slow); SHMKV_TEST_SCALE scales it */
+        double f = t_scale_env() > 0 ? t_scale_env() : 1.0;
+        cfg.seconds = (T_TSAN ? 8.0 : T_ASAN ? 16.0 : 40.0) * f;
         if (cfg.seconds < 2)
             cfg.seconds = 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
-    rel_seed(&prng, cfg.seed);
+    prng = t_rng_seeded(cfg.seed);
     printf("crashloop: %s build, %s mode, %.0f s, %d writers, %d keys + %d counters, "
-           "seed SHMKV_REL_SEED=%#" PRIx64 "\n",
-           rel_flavour(), cfg.long_mode ? "long" : "quick", cfg.seconds, cfg.writers, cfg.nkeys,
+           "seed SHMKV_TEST_SEED=%#" PRIx64 "\n",
+           t_flavour(), cfg.long_mode ? "long" : "quick", cfg.seconds, cfg.writers, cfg.nkeys,
            NCOUNTERS, cfg.seed);
 
     struct sigaction sa;
@@ -1162,7 +1144,7 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
 
-    if (rel_scratch_init(&scratch, "crash") != 0) {
+    if (t_scratch_init(&scratch, "crash") != 0) {
         fprintf(stderr, "crashloop: mkdtemp: %s\n", strerror(errno));
         return 1;
     }
@@ -1192,9 +1174,9 @@ int main(int argc, char **argv)
 
     if (cfg.keep && bad) {
         printf("crashloop: kept %s\n", scratch.dir);
-        rel_scratch_keep(&scratch);
+        t_scratch_keep(&scratch);
     } else {
-        rel_scratch_done(&scratch);
+        t_scratch_done(&scratch);
     }
     free(death_ns);
     free(birth_ns);

@@ -12,15 +12,9 @@
  * wait for it. Prints the time of each repair and of an ordinary set.
  * A measuring tool, not a test: it asserts only that the store works.
  */
-#include "rel.h"
+#include "harness.h"
 
 #include "internal.h"
-
-static void die_at(const char *point)
-{
-    if (strcmp(point, "index.insert.mid") == 0)
-        raise(SIGKILL);
-}
 
 static void ok(int rc, const char *what)
 {
@@ -42,35 +36,34 @@ int main(int argc, char **argv)
     o.track_keys = SHMKV_TRACK_ON;
     shmkv_db *db = NULL;
     ok(shmkv_open(name, &o, &db), "open");
-    uint64_t t0 = rel_now_ns();
+    uint64_t t0 = t_now_ns();
     for (uint64_t i = 0; i < n; i++) {
-        int kl = snprintf(k, sizeof k, "key:%016" PRIx64, rel_mix(i));
+        int kl = snprintf(k, sizeof k, "key:%016" PRIx64, t_mix(i));
         ok(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING), "fill");
     }
-    printf("filled %" PRIu64 " keys in %.2f s\n", n, (double)(rel_now_ns() - t0) / 1e9);
+    printf("filled %" PRIu64 " keys in %.2f s\n", n, (double)(t_now_ns() - t0) / 1e9);
     double worst = 0, sum = 0;
     for (int r = 0; r < rounds; r++) {
-        pid_t p = fork();
+        pid_t p = t_fork_raw();
         if (p == 0) {
-            shmkv__test_hook = die_at;
+            t_hook_kill_at("index.insert.mid", 0);
             int kl = snprintf(k, sizeof k, "dead:%d", r);
             shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING);
             _exit(42);
         }
-        int st;
-        waitpid(p, &st, 0);
-        if (!WIFSIGNALED(st)) {
+        int st = 0;
+        if (p < 0 || t_reap(p, &st) != 0 || !WIFSIGNALED(st)) {
             fprintf(stderr, "index-stall: the child did not die at index.insert.mid\n");
             return 1;
         }
         int kl = snprintf(k, sizeof k, "next:%d", r);
-        uint64_t a = rel_now_ns();
+        uint64_t a = t_now_ns();
         ok(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING), "set after the kill");
-        double ms = (double)(rel_now_ns() - a) / 1e6;
-        a = rel_now_ns();
+        double ms = (double)(t_now_ns() - a) / 1e6;
+        a = t_now_ns();
         kl = snprintf(k, sizeof k, "plain:%d", r);
         ok(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING), "set");
-        double plain = (double)(rel_now_ns() - a) / 1e6;
+        double plain = (double)(t_now_ns() - a) / 1e6;
         printf("round %d: the set after the kill took %.3f ms (repair included); the next set %.3f ms\n",
                r, ms, plain);
         sum += ms;

@@ -20,19 +20,11 @@
  *
  * Needs SHMKV_DUMP (set by meson) to name the shmkv-dump binary.
  */
-#include "relcr.h"
+#include "harness.h"
 
 #include "internal.h"
 
-TestSuite(check_pending, .init = rc_setup, .fini = rc_teardown, .timeout = 120);
-
-static const char *g_point;
-
-static void die_at(const char *point)
-{
-    if (g_point && strcmp(point, g_point) == 0)
-        raise(SIGKILL);
-}
+TestSuite(check_pending, .init = t_setup, .fini = t_teardown, .timeout = 120);
 
 typedef struct {
     int status;
@@ -41,34 +33,7 @@ typedef struct {
 
 static void run_check(const char *where, shmkv_backend be, dump_out *d)
 {
-    const char *dump = getenv("SHMKV_DUMP");
-    cr_assert(dump && access(dump, X_OK) == 0,
-              "SHMKV_DUMP must name the shmkv-dump binary (meson sets it)");
-    const char *out = rc_str("%s/dump.%d.out", rc.sc.dir, ++rc.seq);
-    pid_t p = rc_fork();
-    if (p == 0) {
-        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        if (be == SHMKV_BACKEND_MEMORY)
-            execl(dump, "shmkv-dump", "--check", "--memory", where, (char *)NULL);
-        else
-            execl(dump, "shmkv-dump", "--check", where, (char *)NULL);
-        _exit(127);
-    }
-    int st = rc_wait(p);
-    cr_assert(WIFEXITED(st), "shmkv-dump did not exit normally");
-    d->status = WEXITSTATUS(st);
-    d->text[0] = 0;
-    int fd = open(out, O_RDONLY);
-    if (fd >= 0) {
-        ssize_t r = read(fd, d->text, sizeof d->text - 1);
-        d->text[r > 0 ? r : 0] = 0;
-        close(fd);
-    }
-    unlink(out);
+    d->status = t_dump_capture(where, be, d->text, sizeof d->text);
 }
 
 static void expect_pending(const char *where, shmkv_backend be, const char *must_say)
@@ -83,15 +48,6 @@ static void expect_pending(const char *where, shmkv_backend be, const char *must
               d.text);
 }
 
-static void expect_sound(const char *where, shmkv_backend be)
-{
-    static dump_out d;
-    run_check(where, be, &d);
-    cr_assert_eq(d.status, 0, "--check after the repair -> %d:\n%s", d.status, d.text);
-    cr_assert(strstr(d.text, "result: sound\n") != NULL && !strstr(d.text, "repair: "),
-              "after the repair nothing may be pending:\n%s", d.text);
-}
-
 static shmkv_db *open_1seg(const char *where, shmkv_backend be)
 {
     shmkv_options o;
@@ -100,7 +56,7 @@ static shmkv_db *open_1seg(const char *where, shmkv_backend be)
     o.segments = 1; /* every key behind the same lock */
     o.track_keys = SHMKV_TRACK_ON;
     shmkv_db *db = NULL;
-    RC_OK(shmkv_open(where, &o, &db));
+    T_OK(shmkv_open(where, &o, &db));
     return db;
 }
 
@@ -109,28 +65,26 @@ static shmkv_db *open_1seg(const char *where, shmkv_backend be)
 static void writer_dies_at(const char *where, shmkv_backend be, const char *tag, int n,
                            const char *point)
 {
-    pid_t p = rc_fork();
+    pid_t p = t_fork();
     if (p == 0) {
         shmkv_db *d = NULL;
         shmkv_options o;
         memset(&o, 0, sizeof o);
         o.backend = be;
-        KID_OK(shmkv_open(where, &o, &d));
+        CHILD_OK(shmkv_open(where, &o, &d));
         char k[32];
         for (int i = 0; i <= n; i++) {
-            if (i == n) {
-                g_point = point;
-                shmkv__test_hook = die_at;
-            }
+            if (i == n)
+                t_hook_kill_at(point, 0);
             int kl = snprintf(k, sizeof k, "%s:%d", tag, i);
-            KID_OK(shmkv_set(d, k, (size_t)kl, "value", 5, SHMKV_KIND_STRING));
+            CHILD_OK(shmkv_set(d, k, (size_t)kl, "value", 5, SHMKV_KIND_STRING));
         }
         _exit(42); /* the point was not reached */
     }
-    int st = rc_wait(p);
+    int st = t_wait(p);
     char b[80];
     cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "child should die at %s: %s", point,
-              rel_status(st, b, sizeof b));
+              t_status_str(st, b, sizeof b));
 }
 
 static void expect_keys(shmkv_db *db, const char *tag, int n)
@@ -147,19 +101,19 @@ static void expect_keys(shmkv_db *db, const char *tag, int n)
 static void repairer_killed(shmkv_backend be)
 {
     bool mem = be == SHMKV_BACKEND_MEMORY;
-    const char *where = mem ? rc_name("inc") : rc_path("inc");
+    const char *where = mem ? t_name("inc") : t_path("inc");
     /* Kept open throughout: a lone opener would reset the locks instead
      * of meeting the dead owner. */
     shmkv_db *db = open_1seg(where, be);
     writer_dies_at(where, be, "a", 50, "set.before_publish");
     writer_dies_at(where, be, "b", 0, "lock.repair");
     expect_pending(where, be, "died while repairing");
-    RC_OK(shmkv_set(db, "after", 5, "x", 1, SHMKV_KIND_STRING));
+    T_OK(shmkv_set(db, "after", 5, "x", 1, SHMKV_KIND_STRING));
     expect_keys(db, "a", 50);
     cr_assert_eq(shmkv_size(db), 51);
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
     if (!mem)
-        expect_sound(where, be);
+        t_dump_sound(where, be);
     else
         shmkv_memory_unlink(where);
 }
@@ -176,7 +130,7 @@ Test(check_pending, killed_repairer_memory_attached)
 
 Test(check_pending, not_recoverable_lock_is_a_problem)
 {
-    const char *where = rc_name("nrec");
+    const char *where = t_name("nrec");
     shmkv_db *db = open_1seg(where, SHMKV_BACKEND_MEMORY);
     writer_dies_at(where, SHMKV_BACKEND_MEMORY, "a", 5, "set.before_publish");
     /* Take the dead owner's lock and give it back without making it
@@ -184,44 +138,43 @@ Test(check_pending, not_recoverable_lock_is_a_problem)
     pthread_mutex_t *mu = &shmkv__seg_at(db->m, 0)->lock;
     cr_assert_eq(pthread_mutex_lock(mu), EOWNERDEAD);
     cr_assert_eq(pthread_mutex_unlock(mu), 0);
-    RC_IS(shmkv_set(db, "k", 1, "v", 1, SHMKV_KIND_STRING), SHMKV_ELOCK);
+    T_RC(shmkv_set(db, "k", 1, "v", 1, SHMKV_KIND_STRING), SHMKV_ELOCK);
     static dump_out d;
     run_check(where, SHMKV_BACKEND_MEMORY, &d);
     cr_assert_eq(d.status, 1, "--check must fail a lock nobody can take again, got %d:\n%s",
                  d.status, d.text);
     cr_assert(strstr(d.text, "problem: segment 0: the lock is not recoverable") != NULL,
               "the unrecoverable lock is not the one flagged:\n%s", d.text);
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
     shmkv_memory_unlink(where);
 }
 
 Test(check_pending, killed_open_time_repair)
 {
-    const char *where = rc_path("reopen");
+    const char *where = t_path("reopen");
     shmkv_db *db = open_1seg(where, SHMKV_BACKEND_DISK);
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
     /* Unclean: a writer dies with an entry allocated but not published. */
     writer_dies_at(where, SHMKV_BACKEND_DISK, "a", 300, "set.before_publish");
     /* The next opener is alone, so it repairs at open; it dies there,
      * after marking the live blocks and before rebuilding the allocator. */
-    pid_t p = rc_fork();
+    pid_t p = t_fork();
     if (p == 0) {
-        g_point = "recover.marked";
-        shmkv__test_hook = die_at;
+        t_hook_kill_at("recover.marked", 0);
         shmkv_db *d = NULL;
         shmkv_options o;
         memset(&o, 0, sizeof o);
         shmkv_open(where, &o, &d);
         _exit(42);
     }
-    int st = rc_wait(p);
+    int st = t_wait(p);
     char b[80];
     cr_assert(WIFSIGNALED(st), "the opener should die in its repair: %s",
-              rel_status(st, b, sizeof b));
+              t_status_str(st, b, sizeof b));
     expect_pending(where, SHMKV_BACKEND_DISK, "recovery mark");
-    db = rc_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_DEFAULT);
+    db = t_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_DEFAULT);
     expect_keys(db, "a", 300);
     cr_assert_eq(shmkv_size(db), 300);
-    RC_OK(shmkv_close(db));
-    expect_sound(where, SHMKV_BACKEND_DISK);
+    T_OK(shmkv_close(db));
+    t_dump_sound(where, SHMKV_BACKEND_DISK);
 }

@@ -17,15 +17,15 @@
  * only present keys. Rounds whose kill came before the child reported the
  * end of clear() are the ones that judge; the test fails if there were none.
  */
-#include "relcr.h"
+#include "harness.h"
 
-TestSuite(clear_killed, .init = rc_setup, .fini = rc_teardown, .timeout = 900);
+TestSuite(clear_killed, .init = t_setup, .fini = t_teardown, .timeout = 900);
 
 #define ROUNDS 12
 
 static uint64_t nkeys(void)
 {
-    uint64_t n = (uint64_t)(200000 * rel_scale());
+    uint64_t n = (uint64_t)(200000 * t_scale_heavy());
     return n < 5000 ? 5000 : n;
 }
 
@@ -40,7 +40,7 @@ static void fill(shmkv_db *db, uint64_t n)
     for (uint64_t i = 0; i < n; i++) {
         int kl = key_of(i, k);
         int vl = snprintf(v, sizeof v, "value-%" PRIu64 "-xxxxxxxxxxxx", i);
-        RC_OK(shmkv_set(db, k, (size_t)kl, v, (size_t)vl, SHMKV_KIND_STRING));
+        T_OK(shmkv_set(db, k, (size_t)kl, v, (size_t)vl, SHMKV_KIND_STRING));
     }
 }
 
@@ -70,7 +70,7 @@ static uint64_t check_all_or_none(shmkv_db *db, uint64_t n, bool track, int roun
               round, found, n, size);
     cr_assert_eq(size, found, "round %d: size() %" PRIu64 " but %" PRIu64 " keys found", round,
                  size, found);
-    RC_OK(shmkv_list(db, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, count_list, &listed));
+    T_OK(shmkv_list(db, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, count_list, &listed));
     cr_assert_eq(listed, found, "round %d: list() shows %" PRIu64 ", %" PRIu64 " found", round,
                  listed, found);
     if (track) {
@@ -79,10 +79,10 @@ static uint64_t check_all_or_none(shmkv_db *db, uint64_t n, bool track, int roun
             size_t kl = 0;
             int rc = shmkv_random_key(db, NULL, 0, kb, sizeof kb, &kl);
             if (found == 0) {
-                RC_IS(rc, SHMKV_ENOTFOUND);
+                T_RC(rc, SHMKV_ENOTFOUND);
                 break;
             }
-            RC_OK(rc);
+            T_OK(rc);
             cr_assert_eq(shmkv_exists(db, kb, kl), 1, "random_key drew an absent key");
         }
     }
@@ -93,11 +93,11 @@ static void killed_clears(shmkv_backend be, int tracking)
 {
     bool track = tracking == SHMKV_TRACK_ON;
     bool mem = be == SHMKV_BACKEND_MEMORY;
-    const char *where = mem ? rc_name("clr") : rc_path("clr");
+    const char *where = mem ? t_name("clr") : t_path("clr");
     uint64_t n = nkeys();
-    shmkv_db *db = rc_open(where, be, tracking);
-    rel_rng rng;
-    rel_seed(&rng, rel_pick_seed());
+    shmkv_db *db = t_open(where, be, tracking);
+    t_rng rng;
+    rng = t_rng_seeded(t_pick_seed());
     uint64_t clear_us = 0;
     int judged = 0, all = 0, none = 0;
 
@@ -105,29 +105,29 @@ static void killed_clears(shmkv_backend be, int tracking)
      * process that has just opened the store (the child's situation). */
     for (int round = 0; round <= ROUNDS; round++) {
         if (shmkv_size(db) != n) {
-            RC_OK(shmkv_clear(db));
+            T_OK(shmkv_clear(db));
             fill(db, n);
         }
         if (!mem) {
-            RC_OK(shmkv_close(db));
+            T_OK(shmkv_close(db));
             db = NULL;
         }
         int fds[2];
         cr_assert(pipe(fds) == 0);
-        pid_t p = rc_fork();
+        pid_t p = t_fork();
         if (p == 0) {
             close(fds[0]);
             shmkv_db *d = NULL;
             shmkv_options o;
             memset(&o, 0, sizeof o);
             o.backend = be;
-            KID_OK(shmkv_open(where, &o, &d));
+            CHILD_OK(shmkv_open(where, &o, &d));
             uint64_t t = 0;
-            KID_CHECK(write(fds[1], &t, sizeof t) == (ssize_t)sizeof t, "go");
-            t = rel_now_ns();
-            KID_OK(shmkv_clear(d));
-            t = rel_now_ns() - t;
-            KID_CHECK(write(fds[1], &t, sizeof t) == (ssize_t)sizeof t, "done");
+            CHILD_CHECK(write(fds[1], &t, sizeof t) == (ssize_t)sizeof t, "go");
+            t = t_now_ns();
+            CHILD_OK(shmkv_clear(d));
+            t = t_now_ns() - t;
+            CHILD_CHECK(write(fds[1], &t, sizeof t) == (ssize_t)sizeof t, "done");
             pause();
             _exit(0);
         }
@@ -136,12 +136,12 @@ static void killed_clears(shmkv_backend be, int tracking)
         cr_assert(read(fds[0], &msg, sizeof msg) == (ssize_t)sizeof msg, "child never started");
         /* Every other round aims at the start, where the clear is decided. */
         if (round > 0)
-            rel_sleep_us(rel_below(&rng, round % 2 ? clear_us + clear_us / 2 + 20
+            t_sleep_us(t_below(&rng, round % 2 ? clear_us + clear_us / 2 + 20
                                                    : clear_us / 16 + 5));
         else
             cr_assert(read(fds[0], &msg, sizeof msg) == (ssize_t)sizeof msg, "no clear time");
         kill(p, SIGKILL);
-        rc_wait(p);
+        t_wait(p);
         if (round == 0) {
             clear_us = msg / 1000 + 1;
         } else {
@@ -151,7 +151,7 @@ static void killed_clears(shmkv_backend be, int tracking)
         }
         close(fds[0]);
         if (!mem)
-            db = rc_open(where, be, tracking);
+            db = t_open(where, be, tracking);
         uint64_t got = check_all_or_none(db, n, track, round);
         if (round > 0) {
             all += got == n;
@@ -163,7 +163,7 @@ static void killed_clears(shmkv_backend be, int tracking)
             "before clear() returned; after them %d stores full, %d empty\n",
             mem ? "memory" : "disk", track ? "tracked" : "untracked", n, clear_us, ROUNDS,
             judged, all, none);
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
     if (mem)
         shmkv_memory_unlink(where);
     cr_assert_gt(judged, 0, "no kill came before clear() returned: the test could not judge");

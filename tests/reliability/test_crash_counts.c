@@ -18,40 +18,31 @@
  * last process closes a disk store, that close must leave the store for the
  * next lone opener to repair: the count and the allocator come out right.
  */
-#include "relcr.h"
+#include "harness.h"
 
 #include "internal.h"
 
-TestSuite(crash_counts, .init = rc_setup, .fini = rc_teardown, .timeout = 120);
-
-static const char *kill_point;
-
-static void kill_at(const char *point)
-{
-    if (kill_point && strcmp(point, kill_point) == 0)
-        raise(SIGKILL);
-}
+TestSuite(crash_counts, .init = t_setup, .fini = t_teardown, .timeout = 120);
 
 /* Fork a child that opens where, runs op(db) and is killed at point. */
 static void child_killed_at(const char *where, shmkv_backend be, const char *point,
                             void (*op)(shmkv_db *db))
 {
-    pid_t p = rc_fork();
+    pid_t p = t_fork();
     if (p == 0) {
         shmkv_options o;
         memset(&o, 0, sizeof o);
         o.backend = be;
         shmkv_db *db = NULL;
-        KID_OK(shmkv_open(where, &o, &db));
-        kill_point = point;
-        shmkv__test_hook = kill_at;
+        CHILD_OK(shmkv_open(where, &o, &db));
+        t_hook_kill_at(point, 0);
         op(db);
         _exit(4); /* the point was never reached */
     }
-    int st = rc_wait(p);
+    int st = t_wait(p);
     char b[80];
     cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
-              "child was to die at %s but ended with %s", point, rel_status(st, b, sizeof b));
+              "child was to die at %s but ended with %s", point, t_status_str(st, b, sizeof b));
 }
 
 static void op_insert_only(shmkv_db *db)
@@ -75,8 +66,8 @@ static int count_cb(void *ctx, const void *k, size_t kl, const void *v, size_t v
  * size() must count it and random_key() must be able to draw it. */
 static void insert_killed(int track)
 {
-    const char *name = rc_name("ins");
-    shmkv_db *db = rc_open(name, SHMKV_BACKEND_MEMORY, track);
+    const char *name = t_name("ins");
+    shmkv_db *db = t_open(name, SHMKV_BACKEND_MEMORY, track);
     child_killed_at(name, SHMKV_BACKEND_MEMORY, "set.after_publish", op_insert_only);
 
     /* Ask before any call that locks the dead writer's segment (size()
@@ -87,7 +78,7 @@ static void insert_killed(int track)
     uint64_t size_seen = shmkv_size(db);
 
     uint64_t listed = 0;
-    RC_OK(shmkv_list(db, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, count_cb, &listed));
+    T_OK(shmkv_list(db, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, count_cb, &listed));
     cr_assert_eq(shmkv_exists(db, "only", 4), 1, "the published key must be visible");
     cr_assert_eq(listed, 1);
     cr_expect_eq(rk, 0,
@@ -98,7 +89,7 @@ static void insert_killed(int track)
                  "list() find 1 key (track_keys %d)",
                  size_seen, track == SHMKV_TRACK_ON);
     cr_assert_eq(shmkv_size(db), 1, "size() after the segment was locked again");
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
 }
 
 Test(crash_counts, insert_killed_after_publish_untracked)
@@ -115,23 +106,23 @@ Test(crash_counts, insert_killed_after_publish_tracked)
  * size() must not count it. */
 static void delete_killed(int track)
 {
-    const char *name = rc_name("del");
-    shmkv_db *db = rc_open(name, SHMKV_BACKEND_MEMORY, track);
-    RC_OK(shmkv_set(db, "a", 1, "1", 1, SHMKV_KIND_STRING));
-    RC_OK(shmkv_set(db, "b", 1, "2", 1, SHMKV_KIND_STRING));
+    const char *name = t_name("del");
+    shmkv_db *db = t_open(name, SHMKV_BACKEND_MEMORY, track);
+    T_OK(shmkv_set(db, "a", 1, "1", 1, SHMKV_KIND_STRING));
+    T_OK(shmkv_set(db, "b", 1, "2", 1, SHMKV_KIND_STRING));
     child_killed_at(name, SHMKV_BACKEND_MEMORY, "delete.after_publish", op_delete_a);
 
     uint64_t size_seen = shmkv_size(db);
     cr_assert_eq(shmkv_exists(db, "a", 1), 0, "the tombstone was published");
     uint64_t listed = 0;
-    RC_OK(shmkv_list(db, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, count_cb, &listed));
+    T_OK(shmkv_list(db, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, count_cb, &listed));
     cr_assert_eq(listed, 1);
     cr_expect_eq(size_seen, 1,
                  "size() = %" PRIu64 " right after a deleting writer died, but get() and "
                  "list() find 1 key (track_keys %d)",
                  size_seen, track == SHMKV_TRACK_ON);
     cr_assert_eq(shmkv_size(db), 1, "size() after the segment was locked again");
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
 }
 
 Test(crash_counts, delete_killed_after_publish_untracked)
@@ -151,33 +142,6 @@ static void op_update_a(shmkv_db *db)
     shmkv_set(db, "a", 1, "new value", 9, SHMKV_KIND_STRING);
 }
 
-/* shmkv-dump --check (meson passes the tool as SHMKV_DUMP) must find the
- * store sound: no leaked block, every count right. */
-static void dump_check(const char *path)
-{
-    const char *dump = getenv("SHMKV_DUMP");
-    cr_assert(dump && access(dump, X_OK) == 0, "SHMKV_DUMP must name shmkv-dump (meson sets it)");
-    const char *out = rc_str("%s/dump.out", rc.sc.dir);
-    pid_t p = rc_fork();
-    if (p == 0) {
-        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
-            _exit(120);
-        execl(dump, "shmkv-dump", "--check", path, (char *)NULL);
-        _exit(121);
-    }
-    int st = rc_wait(p);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        char b[80], text[4096] = "";
-        int fd = open(out, O_RDONLY | O_CLOEXEC);
-        ssize_t n = fd >= 0 ? read(fd, text, sizeof text - 1) : 0;
-        if (fd >= 0)
-            close(fd);
-        text[n > 0 ? n : 0] = 0;
-        cr_assert_fail("shmkv-dump --check %s: %s\n%s", path, rel_status(st, b, sizeof b), text);
-    }
-}
-
 /* A writer is killed at point inside op on a disk store; the process that
  * stays never locks that segment again and closes last (while a read-only
  * process stays attached, when with_reader). Reopened alone, the store
@@ -185,16 +149,16 @@ static void dump_check(const char *path)
 static void closed_untouched(const char *point, void (*op)(shmkv_db *db), int track,
                              bool with_reader, uint64_t keys)
 {
-    const char *path = rc_path("untouched");
-    shmkv_db *db = rc_open(path, SHMKV_BACKEND_DISK, track);
-    RC_OK(shmkv_set(db, "a", 1, "1", 1, SHMKV_KIND_STRING));
-    RC_OK(shmkv_set(db, "b", 1, "2", 1, SHMKV_KIND_STRING));
+    const char *path = t_path("untouched");
+    shmkv_db *db = t_open(path, SHMKV_BACKEND_DISK, track);
+    T_OK(shmkv_set(db, "a", 1, "1", 1, SHMKV_KIND_STRING));
+    T_OK(shmkv_set(db, "b", 1, "2", 1, SHMKV_KIND_STRING));
     child_killed_at(path, SHMKV_BACKEND_DISK, point, op);
     int go[2], ready[2];
     cr_assert(pipe(go) == 0 && pipe(ready) == 0);
     pid_t reader = 0;
     if (with_reader) {
-        reader = rc_fork();
+        reader = t_fork();
         if (reader == 0) {
             close(go[1]);
             close(ready[0]);
@@ -203,33 +167,33 @@ static void closed_untouched(const char *point, void (*op)(shmkv_db *db), int tr
             ro.backend = SHMKV_BACKEND_DISK;
             ro.flags = SHMKV_RDONLY;
             shmkv_db *r = NULL;
-            KID_OK(shmkv_open(path, &ro, &r));
+            CHILD_OK(shmkv_open(path, &ro, &r));
             char c = 'r';
-            KID_CHECK(write(ready[1], &c, 1) == 1, "pipe");
-            KID_CHECK(read(go[0], &c, 1) == 1, "pipe"); /* the writer closed */
-            KID_OK(shmkv_close(r));
+            CHILD_CHECK(write(ready[1], &c, 1) == 1, "pipe");
+            CHILD_CHECK(read(go[0], &c, 1) == 1, "pipe"); /* the writer closed */
+            CHILD_OK(shmkv_close(r));
             _exit(0);
         }
         char c;
         cr_assert(read(ready[0], &c, 1) == 1, "the reader did not open");
     }
-    RC_OK(shmkv_close(db)); /* the last writer; nothing locked since the kill */
+    T_OK(shmkv_close(db)); /* the last writer; nothing locked since the kill */
     if (with_reader) {
         cr_assert(write(go[1], "g", 1) == 1);
-        rc_wait_ok(reader, "the read-only process");
+        t_wait_ok(reader, "the read-only process");
     }
     close(go[0]);
     close(go[1]);
     close(ready[0]);
     close(ready[1]);
 
-    db = rc_open(path, SHMKV_BACKEND_DISK, track);
+    db = t_open(path, SHMKV_BACKEND_DISK, track);
     uint64_t listed = 0;
-    RC_OK(shmkv_list(db, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, count_cb, &listed));
+    T_OK(shmkv_list(db, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, count_cb, &listed));
     uint64_t size = shmkv_size(db);
     shmkv_info info;
-    RC_OK(shmkv_stat(db, &info));
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_stat(db, &info));
+    T_OK(shmkv_close(db));
     cr_assert_eq(listed, keys, "killed at %s: %" PRIu64 " keys listed, %" PRIu64 " expected",
                  point, listed, keys);
     cr_assert_eq(size, listed,
@@ -237,7 +201,7 @@ static void closed_untouched(const char *point, void (*op)(shmkv_db *db), int tr
                  " but %" PRIu64 " keys are listed (track_keys %d, reader %d)",
                  point, size, listed, track == SHMKV_TRACK_ON, with_reader);
     cr_assert_eq(info.keys, listed, "stat keys %" PRIu64, info.keys);
-    dump_check(path);
+    t_dump_check(path, SHMKV_BACKEND_DISK); /* sound: no leaked block, every count right */
 }
 
 Test(crash_counts, insert_killed_then_last_close)

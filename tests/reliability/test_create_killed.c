@@ -13,9 +13,9 @@
  * page not all zero, magic missing): those are the cases that matter, and
  * the test fails if none was produced (it could not judge).
  */
-#include "relcr.h"
+#include "harness.h"
 
-TestSuite(create_killed, .init = rc_setup, .fini = rc_teardown, .timeout = 600);
+TestSuite(create_killed, .init = t_setup, .fini = t_teardown, .timeout = 600);
 
 static shmkv_options create_opts(shmkv_backend be)
 {
@@ -53,33 +53,33 @@ static int half_written(const char *file)
 
 static void killed_creators(shmkv_backend be)
 {
-    const char *where = be == SHMKV_BACKEND_MEMORY ? rc_name("ck") : rc_path("ck");
-    const char *file = be == SHMKV_BACKEND_MEMORY ? rc_str("/dev/shm/shmkv.%s", where) : where;
+    const char *where = be == SHMKV_BACKEND_MEMORY ? t_name("ck") : t_path("ck");
+    const char *file = be == SHMKV_BACKEND_MEMORY ? t_str("/dev/shm/shmkv.%s", where) : where;
     shmkv_options o = create_opts(be);
 
     /* how long a creation takes here */
-    uint64_t t0 = rel_now_ns();
+    uint64_t t0 = t_now_ns();
     shmkv_db *db = NULL;
-    RC_OK(shmkv_open(where, &o, &db));
-    uint64_t create_us = (rel_now_ns() - t0) / 1000 + 1;
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_open(where, &o, &db));
+    uint64_t create_us = (t_now_ns() - t0) / 1000 + 1;
+    T_OK(shmkv_close(db));
     remove_store(be, where);
 
-    rel_rng rng;
-    rel_seed(&rng, rel_pick_seed());
+    t_rng rng;
+    rng = t_rng_seeded(t_pick_seed());
     int tries = 0, half = 0, refused = 0;
     int first_rc = 0;
     for (tries = 0; tries < 400 && half < 8; tries++) {
-        pid_t p = rc_fork();
+        pid_t p = t_fork();
         if (p == 0) {
             shmkv_db *d = NULL;
             shmkv_open(where, &o, &d);
             pause();
             _exit(0);
         }
-        rel_sleep_us(rel_below(&rng, create_us + create_us / 5 + 50));
+        t_sleep_us(t_below(&rng, create_us + create_us / 5 + 50));
         kill(p, SIGKILL);
-        rc_wait(p);
+        t_wait(p);
         bool h = half_written(file);
         half += h;
         db = NULL;

@@ -23,7 +23,7 @@
  * of the remount). On the CI machine mounting is permitted, and the test
  * insists on tmpfs there unless SHMKV_REL_ALLOW_FSIZE=1.
  */
-#include "relcr.h"
+#include "harness.h"
 
 #include "internal.h" /* shmkv__test_hook */
 
@@ -32,7 +32,7 @@
 #include <sys/resource.h>
 #include <sys/statvfs.h>
 
-TestSuite(diskfull, .init = rc_setup, .fini = rc_teardown, .timeout = 300);
+TestSuite(diskfull, .init = t_setup, .fini = t_teardown, .timeout = 300);
 
 #define VAL_LEN 200
 
@@ -67,45 +67,19 @@ static void kid_expect(shmkv_db *db, uint64_t i, int gen)
     make_val(v, i, gen);
     size_t gl = 0;
     int rc = shmkv_get(db, k, (size_t)kl, got, sizeof got, &gl, NULL);
-    KID_CHECK(rc == 0, "get(%s) -> %d (%s)", k, rc, shmkv_strerror(rc));
-    KID_CHECK(gl == VAL_LEN && memcmp(got, v, VAL_LEN) == 0, "%s holds the wrong value", k);
-}
-
-/* In the child: a private 2 MiB tmpfs at mnt (or RLIMIT_FSIZE). */
-static const char *small_fs_opts = "size=2m,mode=0700";
-
-static int enter_small_fs(const char *mnt)
-{
-    if (unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 &&
-        mount("tmpfs", mnt, "tmpfs", MS_NOSUID | MS_NODEV, small_fs_opts) == 0)
-        return 1;
-    int e = errno;
-    KID_CHECK(e == EPERM, "private tmpfs at %s: %s", mnt, strerror(e));
-    KID_CHECK(getenv("SHMKV_REL_ALLOW_FSIZE") != NULL,
-              "mounting a tmpfs was refused (EPERM); set SHMKV_REL_ALLOW_FSIZE=1 to accept "
-              "the RLIMIT_FSIZE fallback");
-    fprintf(stderr, "diskfull: mount not permitted (EPERM): using RLIMIT_FSIZE = 2 MiB instead\n");
-    signal(SIGXFSZ, SIG_IGN);
-    struct rlimit rl = {2u << 20, 2u << 20};
-    KID_CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0, "setrlimit: %s", strerror(errno));
-    return 2;
+    CHILD_CHECK(rc == 0, "get(%s) -> %d (%s)", k, rc, shmkv_strerror(rc));
+    CHILD_CHECK(gl == VAL_LEN && memcmp(got, v, VAL_LEN) == 0, "%s holds the wrong value", k);
 }
 
 static void grow_fs(int mode, const char *mnt)
 {
     if (mode == 1) {
-        KID_CHECK(mount(NULL, mnt, NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, "size=8m") == 0,
+        CHILD_CHECK(mount(NULL, mnt, NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, "size=8m") == 0,
                   "remount,size=8m: %s", strerror(errno));
     } else {
         struct rlimit rl = {8u << 20, 8u << 20};
-        KID_CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0, "setrlimit: %s", strerror(errno));
+        CHILD_CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0, "setrlimit: %s", strerror(errno));
     }
-}
-
-static void die_in_index(const char *point)
-{
-    if (strcmp(point, "index.remove.mid") == 0)
-        raise(SIGKILL);
 }
 
 static int count_cb(void *ctx, const void *k, size_t kl, const void *v, size_t vl, shmkv_kind kind)
@@ -120,14 +94,14 @@ kid_fill(shmkv_backend be, int track, const char *mnt, const char *where, int re
 {
     fullres res;
     memset(&res, 0, sizeof res);
-    res.mode = enter_small_fs(mnt);
+    res.mode = t_child_small_fs(mnt, NULL);
 
     shmkv_options o;
     memset(&o, 0, sizeof o);
     o.backend = be;
     o.track_keys = track;
     shmkv_db *db = NULL;
-    KID_OK(shmkv_open(where, &o, &db));
+    CHILD_OK(shmkv_open(where, &o, &db));
 
     /* 1. fill until the file system says no */
     char k[32], v[VAL_LEN];
@@ -139,57 +113,56 @@ kid_fill(shmkv_backend be, int track, const char *mnt, const char *where, int re
         rc = shmkv_set(db, k, (size_t)kl, v, VAL_LEN, SHMKV_KIND_BYTES);
         if (rc)
             break;
-        KID_CHECK(n < 1000000, "2 MiB never filled up");
+        CHILD_CHECK(n < 1000000, "2 MiB never filled up");
     }
     res.first = n;
     res.first_rc = rc;
     struct statvfs sv;
     if (statvfs(mnt, &sv) == 0)
         res.avail_at_full = (uint64_t)sv.f_bavail * sv.f_frsize;
-    KID_CHECK(rc == -ENOSPC, "the first failing set returned %d (%s), expected -ENOSPC", rc,
+    CHILD_CHECK(rc == -ENOSPC, "the first failing set returned %d (%s), expected -ENOSPC", rc,
               shmkv_strerror(rc));
     const char *msg = shmkv_strerror(rc);
-    KID_CHECK(strstr(msg, "no space") != NULL && strstr(msg, be == SHMKV_BACKEND_MEMORY ? "/dev/shm" : "disk"),
+    CHILD_CHECK(strstr(msg, "no space") != NULL && strstr(msg, be == SHMKV_BACKEND_MEMORY ? "/dev/shm" : "disk"),
               "shmkv_strerror(-ENOSPC) = \"%s\"", msg);
-    KID_CHECK(n > 1000, "only %" PRIu64 " keys fit in 2 MiB", n);
+    CHILD_CHECK(n > 1000, "only %" PRIu64 " keys fit in 2 MiB", n);
 
     /* 2. the failed set changed nothing; everything before it is intact */
     int kl = key_of(k, n);
-    KID_CHECK(shmkv_exists(db, k, (size_t)kl) == 0, "the failed set left %s behind", k);
-    KID_CHECK(shmkv_size(db) == n, "size() = %" PRIu64 ", expected %" PRIu64, shmkv_size(db), n);
+    CHILD_CHECK(shmkv_exists(db, k, (size_t)kl) == 0, "the failed set left %s behind", k);
+    CHILD_CHECK(shmkv_size(db) == n, "size() = %" PRIu64 ", expected %" PRIu64, shmkv_size(db), n);
     for (uint64_t i = 0; i < n; i++)
         kid_expect(db, i, 0);
     /* still full: a second attempt fails the same way */
     rc = shmkv_set(db, k, (size_t)kl, v, VAL_LEN, SHMKV_KIND_BYTES);
-    KID_CHECK(rc == -ENOSPC, "set on a full fs again -> %d (%s)", rc, shmkv_strerror(rc));
+    CHILD_CHECK(rc == -ENOSPC, "set on a full fs again -> %d (%s)", rc, shmkv_strerror(rc));
 
     /* 2b. tracked: a writer dies inside an index update on the full fs;
      * the next index user must rebuild the index without new room */
     if (track == SHMKV_TRACK_ON) {
-        fflush(NULL);
-        pid_t g = fork();
-        KID_CHECK(g >= 0, "fork");
+        pid_t g = t_fork_raw();
+        CHILD_CHECK(g >= 0, "fork");
         if (g == 0) {
             shmkv_db *d = NULL;
-            KID_OK(shmkv_open(where, &o, &d));
-            shmkv__test_hook = die_in_index;
+            CHILD_OK(shmkv_open(where, &o, &d));
+            t_hook_kill_at("index.remove.mid", 0);
             kl = key_of(k, 1);
             shmkv_delete(d, k, (size_t)kl, NULL);
             _exit(4); /* never reached the hook */
         }
         int gst = 0;
-        KID_CHECK(rel_waitpid(g, &gst) == 0 && WIFSIGNALED(gst) && WTERMSIG(gst) == SIGKILL,
+        CHILD_CHECK(t_reap(g, &gst) == 0 && WIFSIGNALED(gst) && WTERMSIG(gst) == SIGKILL,
                   "the writer was to die inside the index update");
         /* killed before the tombstone was published: key 1 is still there */
-        KID_CHECK(shmkv_size(db) == n, "size() after the index death: %" PRIu64, shmkv_size(db));
+        CHILD_CHECK(shmkv_size(db) == n, "size() after the index death: %" PRIu64, shmkv_size(db));
         char rk[32];
         size_t rl = 0;
         rc = shmkv_random_key(db, NULL, 0, rk, sizeof rk, &rl);
-        KID_CHECK(rc == 0, "random_key needing an index rebuild on a full fs -> %d (%s)", rc,
+        CHILD_CHECK(rc == 0, "random_key needing an index rebuild on a full fs -> %d (%s)", rc,
                   shmkv_strerror(rc));
         uint64_t listed = 0;
         rc = shmkv_list(db, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, count_cb, &listed);
-        KID_CHECK(rc == 0 && listed == n, "list after the rebuild -> %d, %" PRIu64 " keys", rc,
+        CHILD_CHECK(rc == 0 && listed == n, "list after the rebuild -> %d, %" PRIu64 " keys", rc,
                   listed);
     }
 
@@ -197,15 +170,15 @@ kid_fill(shmkv_backend be, int track, const char *mnt, const char *where, int re
     for (uint64_t i = 0; i < n; i += 2) {
         int existed = 0;
         kl = key_of(k, i);
-        KID_OK(shmkv_delete(db, k, (size_t)kl, &existed));
-        KID_CHECK(existed, "delete(%s): it was not there", k);
+        CHILD_OK(shmkv_delete(db, k, (size_t)kl, &existed));
+        CHILD_CHECK(existed, "delete(%s): it was not there", k);
     }
-    KID_CHECK(shmkv_size(db) == n / 2, "size() after deleting half: %" PRIu64, shmkv_size(db));
+    CHILD_CHECK(shmkv_size(db) == n / 2, "size() after deleting half: %" PRIu64, shmkv_size(db));
     for (uint64_t i = 0; i < n; i += 2) {
         kl = key_of(k, i);
         make_val(v, i, 1);
         rc = shmkv_set(db, k, (size_t)kl, v, VAL_LEN, SHMKV_KIND_BYTES);
-        KID_CHECK(rc == 0, "rewriting deleted key %s on a full fs -> %d (%s)", k, rc,
+        CHILD_CHECK(rc == 0, "rewriting deleted key %s on a full fs -> %d (%s)", k, rc,
                   shmkv_strerror(rc));
         res.rewritten++;
     }
@@ -218,17 +191,17 @@ kid_fill(shmkv_backend be, int track, const char *mnt, const char *where, int re
         kl = key_of(k, i);
         make_val(v, i, 0);
         rc = shmkv_set(db, k, (size_t)kl, v, VAL_LEN, SHMKV_KIND_BYTES);
-        KID_CHECK(rc == 0, "set(%s) after the file system grew -> %d (%s)", k, rc,
+        CHILD_CHECK(rc == 0, "set(%s) after the file system grew -> %d (%s)", k, rc,
                   shmkv_strerror(rc));
         res.second++;
     }
-    KID_CHECK(shmkv_size(db) == 2 * n, "size() = %" PRIu64, shmkv_size(db));
+    CHILD_CHECK(shmkv_size(db) == 2 * n, "size() = %" PRIu64, shmkv_size(db));
     if (track == SHMKV_TRACK_ON) {
         char rk[32];
         size_t rl = 0;
         for (int d = 0; d < 200; d++) {
-            KID_OK(shmkv_random_key(db, NULL, 0, rk, sizeof rk, &rl));
-            KID_CHECK(shmkv_exists(db, rk, rl) == 1, "random_key drew a missing key");
+            CHILD_OK(shmkv_random_key(db, NULL, 0, rk, sizeof rk, &rl));
+            CHILD_CHECK(shmkv_exists(db, rk, rl) == 1, "random_key drew a missing key");
         }
     }
 
@@ -236,43 +209,23 @@ kid_fill(shmkv_backend be, int track, const char *mnt, const char *where, int re
      * second handle open, or the last close would remove it) */
     shmkv_db *keep = NULL;
     if (be == SHMKV_BACKEND_MEMORY)
-        KID_OK(shmkv_open(where, &o, &keep));
-    KID_OK(shmkv_close(db));
-    KID_OK(shmkv_open(where, &o, &db));
+        CHILD_OK(shmkv_open(where, &o, &keep));
+    CHILD_OK(shmkv_close(db));
+    CHILD_OK(shmkv_open(where, &o, &db));
     for (uint64_t i = 0; i < 2 * n; i++)
         kid_expect(db, i, i < n && (i % 2) == 0);
-    KID_OK(shmkv_close(db));
+    CHILD_OK(shmkv_close(db));
     if (keep)
-        KID_OK(shmkv_close(keep));
+        CHILD_OK(shmkv_close(keep));
 
-    KID_CHECK(fd_write_all(resfd, &res, sizeof res) == 0, "pipe");
+    CHILD_CHECK(fd_write_all(resfd, &res, sizeof res) == 0, "pipe");
     _exit(0);
 }
 
 static void run_full(shmkv_backend be, int track)
 {
-    const char *mnt = be == SHMKV_BACKEND_MEMORY ? "/dev/shm" : rc_str("%s/mnt", rc.sc.dir);
-    if (be == SHMKV_BACKEND_DISK)
-        cr_assert(mkdir(mnt, 0700) == 0, "mkdir %s: %s", mnt, strerror(errno));
-    const char *where = be == SHMKV_BACKEND_MEMORY ? rc_name("full") : rc_str("%s/store.kv", mnt);
-    int p[2];
-    cr_assert(pipe(p) == 0);
-    pid_t kid = rc_fork();
-    if (kid == 0) {
-        close(p[0]);
-        kid_fill(be, track, mnt, where, p[1]);
-    }
-    close(p[1]);
     fullres res;
-    memset(&res, 0, sizeof res);
-    ssize_t got = read(p[0], &res, sizeof res);
-    close(p[0]);
-    int st = rc_wait(kid);
-    char b[80];
-    cr_assert(!(WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS), "the writer died of SIGBUS");
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the writer ended with %s (see above)",
-              rel_status(st, b, sizeof b));
-    cr_assert_eq(got, (ssize_t)sizeof res);
+    t_small_fs_run(be, track, "full", kid_fill, &res, sizeof res);
     fprintf(stderr,
             "diskfull: %s backend, track_keys %s, %s: full after %" PRIu64 " keys of %d bytes "
             "(set -> %d, %" PRIu64 " KiB left); %" PRIu64 " deleted keys rewritten; "
@@ -304,14 +257,6 @@ Test(diskfull, memory_tracked)
 
 /* ---- an unclean tracked store on a full file system (issue 10, item 5) ---- */
 
-/* A killed writer's last act: when the hook named by die_at is reached. */
-static const char *die_at;
-static void die_at_point(const char *point)
-{
-    if (die_at && strcmp(point, die_at) == 0)
-        raise(SIGKILL);
-}
-
 typedef struct uncleanres {
     uint64_t keys;
     int ro_rc, rw_rc, grown;
@@ -337,28 +282,28 @@ static void kid_uexpect(shmkv_db *db, uint64_t i)
     make_val(v, i, 0);
     size_t gl = 0;
     int rc = shmkv_get(db, k, (size_t)kl, got, sizeof got, &gl, NULL);
-    KID_CHECK(rc == 0, "get(%s) -> %d (%s)", k, rc, shmkv_strerror(rc));
-    KID_CHECK(gl == VAL_LEN && memcmp(got, v, VAL_LEN) == 0, "%s holds the wrong value", k);
+    CHILD_CHECK(rc == 0, "get(%s) -> %d (%s)", k, rc, shmkv_strerror(rc));
+    CHILD_CHECK(gl == VAL_LEN && memcmp(got, v, VAL_LEN) == 0, "%s holds the wrong value", k);
 }
 
 static unsigned char *kid_slurp(const char *p, size_t n)
 {
     unsigned char *b = malloc(n ? n : 1);
-    KID_CHECK(b != NULL, "malloc");
+    CHILD_CHECK(b != NULL, "malloc");
     int fd = open(p, O_RDONLY | O_CLOEXEC);
-    KID_CHECK(fd >= 0 && fd_read_all(fd, b, n) == (ssize_t)n, "read %s", p);
+    CHILD_CHECK(fd >= 0 && fd_read_all(fd, b, n) == (ssize_t)n, "read %s", p);
     close(fd);
     return b;
 }
 
 static void kid_open_must_work(shmkv_db *db, uint64_t n, bool ro)
 {
-    KID_CHECK(shmkv_size(db) == n, "size() = %" PRIu64 ", expected %" PRIu64, shmkv_size(db), n);
+    CHILD_CHECK(shmkv_size(db) == n, "size() = %" PRIu64 ", expected %" PRIu64, shmkv_size(db), n);
     for (uint64_t i = 0; i < n; i++)
         kid_uexpect(db, i);
     uint64_t listed = 0;
     int rc = shmkv_list(db, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, count_cb, &listed);
-    KID_CHECK(rc == 0 && listed == n, "%s list -> %d (%s), %" PRIu64 " of %" PRIu64 " keys",
+    CHILD_CHECK(rc == 0 && listed == n, "%s list -> %d (%s), %" PRIu64 " of %" PRIu64 " keys",
               ro ? "read-only" : "read-write", rc, shmkv_strerror(rc), listed, n);
     uint64_t want = 0;
     for (uint64_t i = 0; i < n; i++) {
@@ -368,24 +313,27 @@ static void kid_open_must_work(shmkv_db *db, uint64_t n, bool ro)
     }
     listed = 0;
     rc = shmkv_list(db, "key-12", 6, 0, 0, count_cb, &listed);
-    KID_CHECK(rc == 0 && listed == want, "list(prefix) -> %d, %" PRIu64 " keys, expected %" PRIu64,
+    CHILD_CHECK(rc == 0 && listed == want, "list(prefix) -> %d, %" PRIu64 " keys, expected %" PRIu64,
               rc, listed, want);
     for (int d = 0; d < 50; d++) {
         char rk[64];
         size_t rl = 0;
         rc = shmkv_random_key(db, d & 1 ? "key-1" : NULL, d & 1 ? 5 : 0, rk, sizeof rk, &rl);
-        KID_CHECK(rc == 0, "%s random_key -> %d (%s)", ro ? "read-only" : "read-write", rc,
+        CHILD_CHECK(rc == 0, "%s random_key -> %d (%s)", ro ? "read-only" : "read-write", rc,
                   shmkv_strerror(rc));
-        KID_CHECK(shmkv_exists(db, rk, rl) == 1, "random_key drew a missing key");
+        CHILD_CHECK(shmkv_exists(db, rk, rl) == 1, "random_key drew a missing key");
     }
 }
+
+/* The tmpfs options of run_unclean()'s child (NULL: the default 2 MiB). */
+static const char *unclean_fs;
 
 static void __attribute__((noreturn)) kid_unclean(const char *mnt, const char *where,
                                                   const char *point, int resfd)
 {
     uncleanres res;
     memset(&res, 0, sizeof res);
-    KID_CHECK(enter_small_fs(mnt) == 1, "this test needs a real tmpfs");
+    CHILD_CHECK(t_child_small_fs(mnt, unclean_fs) == 1, "this test needs a real tmpfs");
     shmkv_options o;
     memset(&o, 0, sizeof o);
     o.backend = SHMKV_BACKEND_DISK;
@@ -396,14 +344,13 @@ static void __attribute__((noreturn)) kid_unclean(const char *mnt, const char *w
      * point, it dies inside a critical section (an index update), so the
      * index is also left for a rebuild. */
     int np[2];
-    KID_CHECK(pipe(np) == 0, "pipe");
-    fflush(NULL);
-    pid_t w = fork();
-    KID_CHECK(w >= 0, "fork");
+    CHILD_CHECK(pipe(np) == 0, "pipe");
+    pid_t w = t_fork_raw();
+    CHILD_CHECK(w >= 0, "fork");
     if (w == 0) {
         close(np[0]);
         shmkv_db *db = NULL;
-        KID_OK(shmkv_open(where, &o, &db));
+        CHILD_OK(shmkv_open(where, &o, &db));
         char k[64], v[VAL_LEN];
         uint64_t n = 0;
         for (;; n++) {
@@ -412,12 +359,11 @@ static void __attribute__((noreturn)) kid_unclean(const char *mnt, const char *w
             if (shmkv_set(db, k, (size_t)kl, v, VAL_LEN, SHMKV_KIND_BYTES) != 0)
                 break;
         }
-        KID_CHECK(fd_write_all(np[1], &n, sizeof n) == 0, "pipe");
+        CHILD_CHECK(fd_write_all(np[1], &n, sizeof n) == 0, "pipe");
         if (point) {
             /* delete the last key, dying inside the index update: the
              * tombstone is not published yet, so the key stays */
-            die_at = point;
-            shmkv__test_hook = die_at_point;
+            t_hook_kill_at(point, 0);
             int kl = ukey_of(k, n - 1);
             shmkv_delete(db, k, (size_t)kl, NULL);
         }
@@ -426,17 +372,17 @@ static void __attribute__((noreturn)) kid_unclean(const char *mnt, const char *w
     }
     close(np[1]);
     uint64_t n = 0;
-    KID_CHECK(fd_read_all(np[0], &n, sizeof n) == (ssize_t)sizeof n, "the writer's key count");
+    CHILD_CHECK(fd_read_all(np[0], &n, sizeof n) == (ssize_t)sizeof n, "the writer's key count");
     close(np[0]);
     int wst = 0;
-    KID_CHECK(rel_waitpid(w, &wst) == 0 && WIFSIGNALED(wst) && WTERMSIG(wst) == SIGKILL,
+    CHILD_CHECK(t_reap(w, &wst) == 0 && WIFSIGNALED(wst) && WTERMSIG(wst) == SIGKILL,
               "the writer was to be killed");
     res.keys = n;
-    KID_CHECK(n > 1000, "only %" PRIu64 " keys fit", n);
+    CHILD_CHECK(n > 1000, "only %" PRIu64 " keys fit", n);
     /* and whatever room the store left is taken by another file */
-    const char *filler = rc_str("%s/filler", mnt);
+    const char *filler = t_str("%s/filler", mnt);
     int ffd = open(filler, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    KID_CHECK(ffd >= 0, "filler: %s", strerror(errno));
+    CHILD_CHECK(ffd >= 0, "filler: %s", strerror(errno));
     static const char page[4096];
     while (write(ffd, page, sizeof page) == (ssize_t)sizeof page) {
     }
@@ -447,91 +393,79 @@ static void __attribute__((noreturn)) kid_unclean(const char *mnt, const char *w
     /* read-only first: it opens, reads everything, and writes nothing
      * (not even the repair: it needs no room, and no write permission) */
     struct stat before, after;
-    KID_CHECK(stat(where, &before) == 0, "stat");
+    CHILD_CHECK(stat(where, &before) == 0, "stat");
     unsigned char *bytes0 = kid_slurp(where, (size_t)before.st_size);
     shmkv_options ro = o;
     ro.flags = SHMKV_RDONLY;
     shmkv_db *db = NULL;
     res.ro_rc = shmkv_open(where, &ro, &db);
-    KID_CHECK(res.ro_rc == 0, "read-only open of the unclean store on a full fs -> %d (%s)",
+    CHILD_CHECK(res.ro_rc == 0, "read-only open of the unclean store on a full fs -> %d (%s)",
               res.ro_rc, shmkv_strerror(res.ro_rc));
     kid_open_must_work(db, n, true);
-    KID_OK(shmkv_close(db));
-    KID_CHECK(stat(where, &after) == 0, "stat");
-    KID_CHECK(after.st_size == before.st_size &&
+    CHILD_OK(shmkv_close(db));
+    CHILD_CHECK(stat(where, &after) == 0, "stat");
+    CHILD_CHECK(after.st_size == before.st_size &&
                   after.st_mtim.tv_sec == before.st_mtim.tv_sec &&
                   after.st_mtim.tv_nsec == before.st_mtim.tv_nsec,
               "the read-only open wrote to the store");
     unsigned char *bytes1 = kid_slurp(where, (size_t)after.st_size);
-    KID_CHECK(memcmp(bytes0, bytes1, (size_t)after.st_size) == 0,
+    CHILD_CHECK(memcmp(bytes0, bytes1, (size_t)after.st_size) == 0,
               "the read-only open changed the store's bytes");
     free(bytes0);
     free(bytes1);
 
     /* read-write: it opens (the repair needs no new room), and works */
     res.rw_rc = shmkv_open(where, &o, &db);
-    KID_CHECK(res.rw_rc == 0, "open of the unclean store on a full fs -> %d (%s)", res.rw_rc,
+    CHILD_CHECK(res.rw_rc == 0, "open of the unclean store on a full fs -> %d (%s)", res.rw_rc,
               shmkv_strerror(res.rw_rc));
     res.deferred = (int)atomic_load(&shmkv__index_of(db->m)->dirty);
     kid_open_must_work(db, n, false);
     char k[64], v[VAL_LEN];
     for (uint64_t i = 0; i < n; i += 2) {
         int existed = 0, kl = ukey_of(k, i);
-        KID_OK(shmkv_delete(db, k, (size_t)kl, &existed));
-        KID_CHECK(existed, "delete(%s): not there", k);
+        CHILD_OK(shmkv_delete(db, k, (size_t)kl, &existed));
+        CHILD_CHECK(existed, "delete(%s): not there", k);
     }
     for (uint64_t i = 0; i < n; i += 2) {
         int kl = ukey_of(k, i);
         make_val(v, i, 0);
         int rc = shmkv_set(db, k, (size_t)kl, v, VAL_LEN, SHMKV_KIND_BYTES);
-        KID_CHECK(rc == 0, "rewriting %s on the full fs -> %d (%s)", k, rc, shmkv_strerror(rc));
+        CHILD_CHECK(rc == 0, "rewriting %s on the full fs -> %d (%s)", k, rc, shmkv_strerror(rc));
     }
     kid_open_must_work(db, n, false);
 
     /* with room again, new keys go in and the index is whole */
-    KID_CHECK(mount(NULL, mnt, NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, "size=16m") == 0,
+    CHILD_CHECK(mount(NULL, mnt, NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, "size=16m") == 0,
               "remount,size=16m: %s", strerror(errno));
     for (uint64_t i = n; i < n + 500; i++) {
         int kl = ukey_of(k, i);
         make_val(v, i, 0);
-        KID_OK(shmkv_set(db, k, (size_t)kl, v, VAL_LEN, SHMKV_KIND_BYTES));
+        CHILD_OK(shmkv_set(db, k, (size_t)kl, v, VAL_LEN, SHMKV_KIND_BYTES));
     }
     res.grown = 500;
     kid_open_must_work(db, n + 500, false);
-    KID_OK(shmkv_close(db));
-    KID_OK(shmkv_open(where, &o, &db));
+    CHILD_OK(shmkv_close(db));
+    CHILD_OK(shmkv_open(where, &o, &db));
     kid_open_must_work(db, n + 500, false);
     /* the index left for later was rebuilt once there was room */
-    KID_CHECK(atomic_load(&shmkv__index_of(db->m)->dirty) == 0, "the index is still marked dirty");
-    KID_OK(shmkv_close(db));
+    CHILD_CHECK(atomic_load(&shmkv__index_of(db->m)->dirty) == 0, "the index is still marked dirty");
+    CHILD_OK(shmkv_close(db));
 
-    KID_CHECK(fd_write_all(resfd, &res, sizeof res) == 0, "pipe");
+    CHILD_CHECK(fd_write_all(resfd, &res, sizeof res) == 0, "pipe");
     _exit(0);
 }
 
 static void run_unclean(const char *fs, const char *point)
 {
-    small_fs_opts = fs;
-    const char *mnt = rc_str("%s/mnt.%d", rc.sc.dir, ++rc.seq);
-    cr_assert(mkdir(mnt, 0700) == 0, "mkdir %s: %s", mnt, strerror(errno));
-    const char *where = rc_str("%s/store.kv", mnt);
-    int p[2];
-    cr_assert(pipe(p) == 0);
-    pid_t kid = rc_fork();
-    if (kid == 0) {
-        close(p[0]);
-        kid_unclean(mnt, where, point, p[1]);
-    }
-    close(p[1]);
+    unclean_fs = fs;
+    const char *mnt;
+    const char *where = t_small_fs_store(SHMKV_BACKEND_DISK, "store", &mnt);
+    int fd;
+    pid_t kid = t_fork_reporting(&fd);
+    if (kid == 0)
+        kid_unclean(mnt, where, point, fd);
     uncleanres res;
-    memset(&res, 0, sizeof res);
-    ssize_t got = fd_read_all(p[0], &res, sizeof res);
-    close(p[0]);
-    int st = rc_wait(kid);
-    char b[80];
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the test child (%s) ended with %s (see above)",
-              fs, rel_status(st, b, sizeof b));
-    cr_assert_eq(got, (ssize_t)sizeof res);
+    t_collect_report(kid, fd, &res, sizeof res, t_str("the test child (%s)", fs));
     fprintf(stderr,
             "diskfull: unclean tracked store (writer killed %s) on a full tmpfs (%s), %" PRIu64
             " keys: read-only and read-write opens work (index %s), %d more keys after growing\n",

@@ -12,17 +12,17 @@
  *     that exist;
  *   - shmkv-dump --check (when $SHMKV_DUMP names it) finds the store sound.
  * The full size runs in the plain build; sanitizer builds run a fraction
- * (rel_scale()), and so does SHMKV_REL_SCALE.
+ * (t_scale_heavy()), and so does SHMKV_TEST_SCALE.
  */
-#include "relcr.h"
+#include "harness.h"
 
-TestSuite(growth_concurrent, .init = rc_setup, .fini = rc_teardown, .timeout = 1200);
+TestSuite(growth_concurrent, .init = t_setup, .fini = t_teardown, .timeout = 1200);
 
 #define NPROC 4
 
 static uint64_t per_proc(void)
 {
-    uint64_t n = (uint64_t)(500000.0 * rel_scale());
+    uint64_t n = (uint64_t)(500000.0 * t_scale_heavy());
     return n < 2000 ? 2000 : n;
 }
 
@@ -33,7 +33,7 @@ static int gkey(char *k, int p, uint64_t i)
 
 static int gval(char *v, int p, uint64_t i)
 {
-    uint64_t h = rel_mix(((uint64_t)p << 40) ^ i);
+    uint64_t h = t_mix(((uint64_t)p << 40) ^ i);
     return sprintf(v, "v%d:%" PRIu64 ":%016" PRIx64 "%.*s", p, i, h, (int)(h % 24),
                    "........................");
 }
@@ -45,24 +45,24 @@ grower(const char *where, shmkv_backend be, int p, uint64_t n, int startfd)
     memset(&o, 0, sizeof o);
     o.backend = be;
     shmkv_db *db = NULL;
-    KID_OK(shmkv_open(where, &o, &db));
+    CHILD_OK(shmkv_open(where, &o, &db));
     char c;
-    KID_CHECK(read(startfd, &c, 1) == 1, "start line");
+    CHILD_CHECK(read(startfd, &c, 1) == 1, "start line");
     char k[32], v[96];
     for (uint64_t i = 0; i < n; i++) {
         int kl = gkey(k, p, i), vl = gval(v, p, i);
         int rc = shmkv_set(db, k, (size_t)kl, v, (size_t)vl, SHMKV_KIND_STRING);
-        KID_CHECK(rc == 0, "set(%s) -> %d (%s)", k, rc, shmkv_strerror(rc));
+        CHILD_CHECK(rc == 0, "set(%s) -> %d (%s)", k, rc, shmkv_strerror(rc));
     }
     char got[128];
     for (uint64_t i = 0; i < n; i++) {
         int kl = gkey(k, p, i), vl = gval(v, p, i);
         size_t gl = 0;
         int rc = shmkv_get(db, k, (size_t)kl, got, sizeof got, &gl, NULL);
-        KID_CHECK(rc == 0 && gl == (size_t)vl && memcmp(got, v, gl) == 0,
+        CHILD_CHECK(rc == 0 && gl == (size_t)vl && memcmp(got, v, gl) == 0,
                   "own key %s reads back wrong (rc %d)", k, rc);
     }
-    KID_OK(shmkv_close(db));
+    CHILD_OK(shmkv_close(db));
     _exit(0);
 }
 
@@ -80,7 +80,7 @@ static int list_cb(void *ctx, const void *k, size_t kl, const void *v, size_t vl
         l->bad_key++;
         return 0;
     }
-    if (l->n && rel_keycmp(l->last, l->lastlen, k, kl) >= 0)
+    if (l->n && t_keycmp(l->last, l->lastlen, k, kl) >= 0)
         l->bad_order++;
     memcpy(l->last, k, kl);
     l->lastlen = kl;
@@ -88,75 +88,41 @@ static int list_cb(void *ctx, const void *k, size_t kl, const void *v, size_t vl
     return 0;
 }
 
-static void run_dump_check(const char *where, shmkv_backend be)
-{
-    const char *dump = getenv("SHMKV_DUMP");
-    if (!dump || access(dump, X_OK) != 0) {
-        fprintf(stderr, "growth_concurrent: SHMKV_DUMP not set: shmkv-dump --check skipped\n");
-        return;
-    }
-    const char *out = rc_str("%s/dump.out", rc.sc.dir);
-    pid_t p = rc_fork();
-    if (p == 0) {
-        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        if (be == SHMKV_BACKEND_MEMORY)
-            execl(dump, "shmkv-dump", "--check", "--memory", where, (char *)NULL);
-        else
-            execl(dump, "shmkv-dump", "--check", where, (char *)NULL);
-        _exit(127);
-    }
-    int st = rc_wait(p);
-    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
-        char b[80], text[2048] = "";
-        int fd = open(out, O_RDONLY);
-        if (fd >= 0) {
-            ssize_t r = read(fd, text, sizeof text - 1);
-            text[r > 0 ? r : 0] = 0;
-            close(fd);
-        }
-        cr_assert_fail("shmkv-dump --check: %s\n%s", rel_status(st, b, sizeof b), text);
-    }
-}
-
 static void grow_together(shmkv_backend be, int track)
 {
-    const char *where = be == SHMKV_BACKEND_MEMORY ? rc_name("grow") : rc_path("grow");
+    const char *where = be == SHMKV_BACKEND_MEMORY ? t_name("grow") : t_path("grow");
     uint64_t n = per_proc();
     /* The parent creates the empty store and keeps it open (a memory
      * store must have somebody attached to survive its writers). */
-    shmkv_db *db = rc_open(where, be, track);
+    shmkv_db *db = t_open(where, be, track);
     shmkv_info info;
-    RC_OK(shmkv_stat(db, &info));
+    T_OK(shmkv_stat(db, &info));
     uint64_t start_bytes = info.file_bytes;
 
     int go[2];
     cr_assert(pipe(go) == 0);
     pid_t kids[NPROC];
     for (int p = 0; p < NPROC; p++) {
-        kids[p] = rc_fork();
+        kids[p] = t_fork();
         if (kids[p] == 0) {
             close(go[1]);
             grower(where, be, p, n, go[0]);
         }
     }
     close(go[0]);
-    uint64_t t0 = rel_now_ns();
+    uint64_t t0 = t_now_ns();
     char ones[NPROC];
     memset(ones, 1, sizeof ones);
     cr_assert(fd_write_all(go[1], ones, sizeof ones) == 0);
     close(go[1]);
     for (int p = 0; p < NPROC; p++) {
-        int st = rc_wait(kids[p]);
+        int st = t_wait(kids[p]);
         char b[80];
         cr_assert(!(WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS), "grower %d died of SIGBUS", p);
         cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "grower %d: %s (see above)", p,
-                  rel_status(st, b, sizeof b));
+                  t_status_str(st, b, sizeof b));
     }
-    double secs = (double)(rel_now_ns() - t0) / 1e9;
+    double secs = (double)(t_now_ns() - t0) / 1e9;
 
     uint64_t total = n * NPROC;
     cr_assert_eq(shmkv_size(db), total, "size() = %" PRIu64 ", expected %" PRIu64, shmkv_size(db),
@@ -177,7 +143,7 @@ static void grow_together(shmkv_backend be, int track)
 
     lstate l;
     memset(&l, 0, sizeof l);
-    RC_OK(shmkv_list(db, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, list_cb, &l));
+    T_OK(shmkv_list(db, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, list_cb, &l));
     cr_assert_eq(l.bad_key, 0);
     cr_assert_eq(l.bad_order, 0, "list() out of order %" PRIu64 " times", l.bad_order);
     cr_assert_eq(l.n, total, "list() returned %" PRIu64 " keys", l.n);
@@ -188,18 +154,18 @@ static void grow_together(shmkv_backend be, int track)
         char rk[32];
         size_t rl = 0;
         bool pre = d >= 1000;
-        RC_OK(shmkv_random_key(db, pre ? "g2-" : NULL, pre ? 3 : 0, rk, sizeof rk, &rl));
+        T_OK(shmkv_random_key(db, pre ? "g2-" : NULL, pre ? 3 : 0, rk, sizeof rk, &rl));
         cr_assert_eq(shmkv_exists(db, rk, rl), 1, "random_key drew a missing key");
         cr_assert(!pre || (rl > 3 && memcmp(rk, "g2-", 3) == 0), "random_key ignored its prefix");
     }
-    RC_OK(shmkv_stat(db, &info));
+    T_OK(shmkv_stat(db, &info));
     fprintf(stderr,
             "growth_concurrent: %s, track_keys %s: %d processes grew %" PRIu64 " KiB to %" PRIu64
             " MiB with %" PRIu64 " keys in %.1f s, all verified\n",
             be == SHMKV_BACKEND_MEMORY ? "memory" : "disk", track == SHMKV_TRACK_ON ? "on" : "off",
             NPROC, start_bytes >> 10, info.file_bytes >> 20, total, secs);
-    run_dump_check(where, be);
-    RC_OK(shmkv_close(db));
+    t_dump_check(where, be);
+    T_OK(shmkv_close(db));
 }
 
 Test(growth_concurrent, memory_untracked)

@@ -21,7 +21,7 @@
  * with nothing pending. Last, the emptied index gives back every chunk but
  * its log's.
  */
-#include "relcr.h"
+#include "harness.h"
 
 #include "internal.h" /* shmkv__test_hook, the chunk walk */
 
@@ -30,81 +30,20 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 
-TestSuite(index_pool, .init = rc_setup, .fini = rc_teardown, .timeout = 600);
+TestSuite(index_pool, .init = t_setup, .fini = t_teardown, .timeout = 600);
 
 static uint64_t NBASE = 600; /* keys present before the kill (run_n sets it) */
 #define NMORE 6000u /* bound on the keys the killed writer inserts */
 
-static const char *g_point;
-static int g_skip;
-
-static void die_at(const char *point)
-{
-    if (g_point && strcmp(point, g_point) == 0 && g_skip-- <= 0)
-        raise(SIGKILL);
-}
-
-static void enter_small_fs(const char *mnt)
-{
-    if (unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 &&
-        mount("tmpfs", mnt, "tmpfs", MS_NOSUID | MS_NODEV, "size=2m,mode=0700") == 0)
-        return;
-    int e = errno;
-    KID_CHECK(e == EPERM, "private tmpfs at %s: %s", mnt, strerror(e));
-    KID_CHECK(getenv("SHMKV_REL_ALLOW_FSIZE") != NULL,
-              "mounting a tmpfs was refused (EPERM); set SHMKV_REL_ALLOW_FSIZE=1 to accept "
-              "the RLIMIT_FSIZE fallback");
-    signal(SIGXFSZ, SIG_IGN);
-    struct rlimit rl = {2u << 20, 2u << 20};
-    KID_CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0, "setrlimit: %s", strerror(errno));
-}
-
-/* shmkv-dump --check from inside the child (its mount namespace); strict:
- * sound and nothing pending. Returns without checking when the tool is not
- * part of the build. */
-static void kid_dump(const char *where, const char *out, bool strict)
-{
-    const char *dump = getenv("SHMKV_DUMP");
-    KID_CHECK(dump && access(dump, X_OK) == 0, "SHMKV_DUMP must name shmkv-dump");
-    fflush(NULL);
-    pid_t p = fork();
-    KID_CHECK(p >= 0, "fork");
-    if (p == 0) {
-        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execl(dump, "shmkv-dump", "--check", where, (char *)NULL);
-        _exit(127);
-    }
-    int st = 0;
-    KID_CHECK(rel_waitpid(p, &st) == 0, "waitpid");
-    static char text[32768];
-    text[0] = 0;
-    int fd = open(out, O_RDONLY);
-    if (fd >= 0) {
-        ssize_t r = read(fd, text, sizeof text - 1);
-        text[r > 0 ? r : 0] = 0;
-        close(fd);
-    }
-    unlink(out);
-    KID_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "shmkv-dump --check (%s):\n%s",
-              strict ? "after the repair" : "right after the kill", text);
-    if (strict)
-        KID_CHECK(strstr(text, "result: sound\n") && !strstr(text, "repair: "),
-                  "shmkv-dump --check after the repair:\n%s", text);
-}
-
 static int bkey(char *k, uint64_t i)
 {
     /* scrambled, so that the tree splits and merges all over */
-    return snprintf(k, 40, "b:%08" PRIx64 ":%04" PRIu64, rel_mix(i) & 0xffffffffu, i);
+    return snprintf(k, 40, "b:%08" PRIx64 ":%04" PRIu64, t_mix(i) & 0xffffffffu, i);
 }
 
 static int nkey(char *k, uint64_t i)
 {
-    return snprintf(k, 40, "n:%08" PRIx64 ":%04" PRIu64, rel_mix(i + 77) & 0xffffffffu, i);
+    return snprintf(k, 40, "n:%08" PRIx64 ":%04" PRIu64, t_mix(i + 77) & 0xffffffffu, i);
 }
 
 typedef struct {
@@ -132,27 +71,27 @@ static void kid_verify(shmkv_db *db, bool deleting, uint64_t done)
      * deleting (from NBASE-1 down), base key NBASE-done. */
     for (uint64_t i = 0; i < NBASE; i++) {
         int kl = bkey(k, i), e = shmkv_exists(db, k, (size_t)kl);
-        KID_CHECK(e == 0 || e == 1, "exists(%s) -> %d", k, e);
+        CHILD_CHECK(e == 0 || e == 1, "exists(%s) -> %d", k, e);
         if (!deleting || i + done < NBASE)
-            KID_CHECK(e == 1, "%s is gone (writer died on its %" PRIu64 "th key)", k, done);
+            CHILD_CHECK(e == 1, "%s is gone (writer died on its %" PRIu64 "th key)", k, done);
         else if (i + done > NBASE)
-            KID_CHECK(e == 0, "%s is back (writer died on its %" PRIu64 "th key)", k, done);
+            CHILD_CHECK(e == 0, "%s is back (writer died on its %" PRIu64 "th key)", k, done);
         present += (uint64_t)e;
     }
     for (uint64_t i = 0; i < NMORE; i++) {
         int kl = nkey(k, i), e = shmkv_exists(db, k, (size_t)kl);
-        KID_CHECK(e == 0 || e == 1, "exists(%s) -> %d", k, e);
+        CHILD_CHECK(e == 0 || e == 1, "exists(%s) -> %d", k, e);
         if (deleting || i >= done)
-            KID_CHECK(e == 0, "%s exists, never written", k);
+            CHILD_CHECK(e == 0, "%s exists, never written", k);
         else if (i + 1 < done)
-            KID_CHECK(e == 1, "%s is missing", k);
+            CHILD_CHECK(e == 1, "%s is missing", k);
         present += (uint64_t)e;
     }
     lcount c = {0, 0};
-    KID_OK(shmkv_list(db, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, count_listed, &c));
-    KID_CHECK(c.n == present, "list() shows %" PRIu64 " keys, get() finds %" PRIu64, c.n,
+    CHILD_OK(shmkv_list(db, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, count_listed, &c));
+    CHILD_CHECK(c.n == present, "list() shows %" PRIu64 " keys, get() finds %" PRIu64, c.n,
               present);
-    KID_CHECK(shmkv_size(db) == present, "size() %" PRIu64 ", get() finds %" PRIu64,
+    CHILD_CHECK(shmkv_size(db) == present, "size() %" PRIu64 ", get() finds %" PRIu64,
               shmkv_size(db), present);
 }
 
@@ -164,7 +103,7 @@ static uint64_t index_chunks(shmkv_db *db)
     uint64_t n = 0;
     for (uint64_t off = h->data_off; off < h->top;) {
         shmkv__chunk *c = SHMKV__P(m, off);
-        KID_CHECK(c->magic == SHMKV__CHUNK_MAGIC && c->size >= SHMKV__PAGE, "chunk at %" PRIu64,
+        CHILD_CHECK(c->magic == SHMKV__CHUNK_MAGIC && c->size >= SHMKV__PAGE, "chunk at %" PRIu64,
                   off);
         n += c->owner == SHMKV__OWNER_INDEX;
         off += c->size;
@@ -175,13 +114,13 @@ static uint64_t index_chunks(shmkv_db *db)
 static void __attribute__((noreturn))
 kid_run(const char *mnt, const char *point, int skip, bool deleting, volatile uint64_t *done)
 {
-    enter_small_fs(mnt);
+    t_child_small_fs(mnt, NULL);
     char where[512], out[512];
     snprintf(where, sizeof where, "%s/store.kv", mnt);
     snprintf(out, sizeof out, "%s.dump", mnt); /* outside the small fs */
     shmkv_options o = {.backend = SHMKV_BACKEND_DISK, .track_keys = SHMKV_TRACK_ON};
     shmkv_db *db = NULL;
-    KID_OK(shmkv_open(where, &o, &db));
+    CHILD_OK(shmkv_open(where, &o, &db));
     /* Fill the file system, then empty the store: the pool holds it all. */
     static unsigned char v[1000];
     memset(v, 'x', sizeof v);
@@ -192,92 +131,89 @@ kid_run(const char *mnt, const char *point, int skip, bool deleting, volatile ui
         int kl = snprintf(k, sizeof k, "fill%06" PRIu64, n);
         if ((rc = shmkv_set(db, k, (size_t)kl, v, sizeof v, SHMKV_KIND_BYTES)) != 0)
             break;
-        KID_CHECK(n < 100000, "2 MiB never filled up");
+        CHILD_CHECK(n < 100000, "2 MiB never filled up");
     }
-    KID_CHECK(rc == -ENOSPC, "filling: %d (%s)", rc, shmkv_strerror(rc));
+    CHILD_CHECK(rc == -ENOSPC, "filling: %d (%s)", rc, shmkv_strerror(rc));
     for (uint64_t i = 0; i < n; i++) {
         int kl = snprintf(k, sizeof k, "fill%06" PRIu64, i);
-        KID_OK(shmkv_delete(db, k, (size_t)kl, NULL));
+        CHILD_OK(shmkv_delete(db, k, (size_t)kl, NULL));
     }
     shmkv__hdr *h = SHMKV__HDR(db->m);
-    KID_CHECK(h->pool_bytes >= h->top / 2, "only %" PRIu64 " of %" PRIu64 " bytes in the pool",
+    CHILD_CHECK(h->pool_bytes >= h->top / 2, "only %" PRIu64 " of %" PRIu64 " bytes in the pool",
               h->pool_bytes, h->top);
     for (uint64_t i = 0; i < NBASE; i++) {
         int kl = bkey(k, i);
-        KID_OK(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
+        CHILD_OK(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
     }
-    KID_CHECK(index_chunks(db) > 1, "the index took no chunk from the pool");
+    CHILD_CHECK(index_chunks(db) > 1, "the index took no chunk from the pool");
 
-    fflush(NULL);
-    pid_t p = fork();
-    KID_CHECK(p >= 0, "fork");
+    pid_t p = t_fork_raw();
+    CHILD_CHECK(p >= 0, "fork");
     if (p == 0) {
         shmkv_db *d = NULL;
         shmkv_options c = {.backend = SHMKV_BACKEND_DISK};
-        KID_OK(shmkv_open(where, &c, &d));
-        g_point = point;
-        g_skip = skip;
-        shmkv__test_hook = die_at;
+        CHILD_OK(shmkv_open(where, &c, &d));
+        t_hook_kill_at(point, skip);
         for (uint64_t i = 0; i < (deleting ? NBASE : NMORE); i++) {
             *done = i + 1;
             if (deleting) {
                 int kl = bkey(k, NBASE - 1 - i);
-                KID_OK(shmkv_delete(d, k, (size_t)kl, NULL));
+                CHILD_OK(shmkv_delete(d, k, (size_t)kl, NULL));
             } else {
                 int kl = nkey(k, i);
-                KID_OK(shmkv_set(d, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
+                CHILD_OK(shmkv_set(d, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
             }
         }
         _exit(42);
     }
     int st = 0;
-    KID_CHECK(rel_waitpid(p, &st) == 0, "waitpid");
+    CHILD_CHECK(t_reap(p, &st) == 0, "waitpid");
     char b[80];
-    KID_CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the writer was to die at %s: %s",
-              point, rel_status(st, b, sizeof b));
-    kid_dump(where, out, false);
+    CHILD_CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the writer was to die at %s: %s",
+              point, t_status_str(st, b, sizeof b));
+    t_child_dump_check(where, SHMKV_BACKEND_DISK, false);
     /* The next writer repairs (and rebuilds an index marked for it). */
-    KID_OK(shmkv_set(db, "after", 5, "v", 1, SHMKV_KIND_STRING));
-    KID_OK(shmkv_delete(db, "after", 5, NULL));
+    CHILD_OK(shmkv_set(db, "after", 5, "v", 1, SHMKV_KIND_STRING));
+    CHILD_OK(shmkv_delete(db, "after", 5, NULL));
     kid_verify(db, deleting, *done);
-    kid_dump(where, out, true);
+    t_child_dump_check(where, SHMKV_BACKEND_DISK, true);
     /* Still a working store: more keys, then none, and the empty index
      * keeps only its log's chunk. */
     for (uint64_t i = 0; i < 300; i++) {
         int kl = snprintf(k, sizeof k, "z%04" PRIu64, i);
-        KID_OK(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
+        CHILD_OK(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
     }
-    KID_OK(shmkv_clear(db));
+    CHILD_OK(shmkv_clear(db));
     for (uint64_t i = 0; i < 300; i++) {
         int kl = snprintf(k, sizeof k, "y%04" PRIu64, i);
-        KID_OK(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
+        CHILD_OK(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
     }
     for (uint64_t i = 0; i < 300; i++) {
         int kl = snprintf(k, sizeof k, "y%04" PRIu64, i);
-        KID_OK(shmkv_delete(db, k, (size_t)kl, NULL));
+        CHILD_OK(shmkv_delete(db, k, (size_t)kl, NULL));
     }
-    KID_CHECK(shmkv_size(db) == 0, "size() %" PRIu64 " after deleting all", shmkv_size(db));
-    KID_CHECK(index_chunks(db) == 1, "an empty index holds %" PRIu64 " chunks", index_chunks(db));
-    kid_dump(where, out, true);
-    KID_OK(shmkv_close(db));
+    CHILD_CHECK(shmkv_size(db) == 0, "size() %" PRIu64 " after deleting all", shmkv_size(db));
+    CHILD_CHECK(index_chunks(db) == 1, "an empty index holds %" PRIu64 " chunks", index_chunks(db));
+    t_child_dump_check(where, SHMKV_BACKEND_DISK, true);
+    CHILD_OK(shmkv_close(db));
     _exit(0);
 }
 
 static void run_n(const char *point, int skip, bool deleting, uint64_t nbase)
 {
     NBASE = nbase;
-    const char *mnt = rc_str("%s/mnt%d", rc.sc.dir, ++rc.seq);
+    const char *mnt = t_fresh("mnt");
     cr_assert(mkdir(mnt, 0700) == 0, "mkdir %s: %s", mnt, strerror(errno));
     volatile uint64_t *done =
         mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     cr_assert(done != MAP_FAILED);
-    pid_t kid = rc_fork();
+    pid_t kid = t_fork();
     if (kid == 0)
         kid_run(mnt, point, skip, deleting, done);
-    int st = rc_wait(kid);
+    int st = t_wait(kid);
     char b[80];
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: the test child ended with %s (see above)",
-              point, rel_status(st, b, sizeof b));
+              point, t_status_str(st, b, sizeof b));
     fprintf(stderr, "index_pool: killed at %s (skip %d) %s its %" PRIu64 "th key: sound\n", point,
             skip, deleting ? "deleting" : "inserting", *done);
     munmap((void *)done, 4096);

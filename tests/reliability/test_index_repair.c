@@ -18,67 +18,37 @@
  * The stall (time of the call that repairs) is printed, at 200,000 keys
  * (scaled under sanitizers); tools: index-stall measures it at 1M+.
  */
-#include "relcr.h"
+#include "harness.h"
 
 #include "internal.h"
 
 #include <sys/mman.h>
 
-TestSuite(index_repair, .init = rc_setup, .fini = rc_teardown, .timeout = 600);
-
-static const char *g_point;
-static int g_skip; /* hits of the point to let pass before dying */
-
-static void die_at(const char *point)
-{
-    if (g_point && strcmp(point, g_point) == 0 && g_skip-- <= 0)
-        raise(SIGKILL);
-}
+TestSuite(index_repair, .init = t_setup, .fini = t_teardown, .timeout = 600);
 
 static uint64_t nkeys(void)
 {
-    uint64_t n = (uint64_t)(200000 * rel_scale());
+    uint64_t n = (uint64_t)(200000 * t_scale_heavy());
     return n < 4000 ? 4000 : n;
 }
 
 static int key_of(uint64_t i, char *k)
 {
     /* scrambled order, so that insertion order is not key order */
-    return snprintf(k, 40, "k%c:%012" PRIx64, 'a' + (int)(i % 4), (uint64_t)(rel_mix(i) & 0xffffffffffffull));
+    return snprintf(k, 40, "k%c:%012" PRIx64, 'a' + (int)(i % 4), (uint64_t)(t_mix(i) & 0xffffffffffffull));
 }
 
 static void run_dump(const char *where, bool expect_pending)
 {
-    const char *dump = getenv("SHMKV_DUMP");
-    cr_assert(dump && access(dump, X_OK) == 0, "SHMKV_DUMP must name shmkv-dump");
-    const char *out = rc_str("%s/dump.%d.out", rc.sc.dir, ++rc.seq);
-    pid_t p = rc_fork();
-    if (p == 0) {
-        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execl(dump, "shmkv-dump", "--check", "--memory", where, (char *)NULL);
-        _exit(127);
+    if (!expect_pending) {
+        t_dump_sound(where, SHMKV_BACKEND_MEMORY);
+        return;
     }
-    int st = rc_wait(p);
     static char text[32768];
-    text[0] = 0;
-    int fd = open(out, O_RDONLY);
-    if (fd >= 0) {
-        ssize_t r = read(fd, text, sizeof text - 1);
-        text[r > 0 ? r : 0] = 0;
-        close(fd);
-    }
-    unlink(out);
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "shmkv-dump --check failed:\n%s", text);
-    if (expect_pending)
-        cr_assert(strstr(text, "repair: index: an update of key") != NULL,
-                  "--check should list the index repair:\n%s", text);
-    else
-        cr_assert(strstr(text, "result: sound\n") && !strstr(text, "repair: "),
-                  "--check after the repair:\n%s", text);
+    int rc = t_dump_capture(where, SHMKV_BACKEND_MEMORY, text, sizeof text);
+    cr_assert(rc == 0, "shmkv-dump --check failed:\n%s", text);
+    cr_assert(strstr(text, "repair: index: an update of key") != NULL,
+              "--check should list the index repair:\n%s", text);
 }
 
 typedef struct {
@@ -122,7 +92,7 @@ static void verify(shmkv_db *db, uint64_t upto)
             collect(&want, k, (size_t)kl, NULL, 0, 0);
     }
     qsort(want.k, want.n, sizeof *want.k, cmpk);
-    RC_OK(shmkv_list(db, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, collect, &got));
+    T_OK(shmkv_list(db, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, collect, &got));
     cr_assert_eq(got.n, want.n, "list() shows %zu keys, get() finds %zu", got.n, want.n);
     for (size_t i = 0; i < got.n; i++)
         cr_assert_str_eq(got.k[i], want.k[i], "list()[%zu]", i);
@@ -133,12 +103,12 @@ static void verify(shmkv_db *db, uint64_t upto)
         size_t in = 0;
         for (size_t i = 0; i < want.n; i++)
             in += strncmp(want.k[i], pf, 2) == 0;
-        RC_OK(shmkv_list(db, pf, 2, 0, SHMKV_LIST_KEYS_ONLY, collect, &pl));
+        T_OK(shmkv_list(db, pf, 2, 0, SHMKV_LIST_KEYS_ONLY, collect, &pl));
         cr_assert_eq(pl.n, in, "list(%s) %zu keys, expected %zu", pf, pl.n, in);
         for (int d = 0; d < 20 && in; d++) {
             char kb[40];
             size_t kl = 0;
-            RC_OK(shmkv_random_key(db, pf, 2, kb, sizeof kb - 1, &kl));
+            T_OK(shmkv_random_key(db, pf, 2, kb, sizeof kb - 1, &kl));
             kb[kl] = 0;
             cr_assert(bsearch(kb, want.k, want.n, sizeof *want.k, cmpk) && strncmp(kb, pf, 2) == 0,
                       "random_key(%s) drew %s", pf, kb);
@@ -176,78 +146,74 @@ static uint64_t kill_at(const char *where, const char *point, int skip, bool del
         g_done = pg;
     }
     *g_done = 0;
-    pid_t p = rc_fork();
+    pid_t p = t_fork();
     if (p == 0) {
         shmkv_db *d = NULL;
         shmkv_options o;
         memset(&o, 0, sizeof o);
         o.backend = SHMKV_BACKEND_MEMORY;
-        KID_OK(shmkv_open(where, &o, &d));
-        g_point = point;
-        g_skip = skip;
-        shmkv__test_hook = die_at;
+        CHILD_OK(shmkv_open(where, &o, &d));
+        t_hook_kill_at(point, skip);
         char k[40];
         /* a root split may take a few times the store's size to come */
         for (uint64_t i = 0; i < (deleting ? from : 8 * from); i++) {
             *g_done = i + 1;
             int kl = key_of(deleting ? from - 1 - i : from + i, k);
             if (deleting)
-                KID_OK(shmkv_delete(d, k, (size_t)kl, NULL));
+                CHILD_OK(shmkv_delete(d, k, (size_t)kl, NULL));
             else
-                KID_OK(shmkv_set(d, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
+                CHILD_OK(shmkv_set(d, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
         }
         _exit(42);
     }
-    int st = rc_wait(p);
+    int st = t_wait(p);
     char b[80];
-    cr_assert(WIFSIGNALED(st), "the writer should die at %s: %s", point, rel_status(st, b, sizeof b));
+    cr_assert(WIFSIGNALED(st), "the writer should die at %s: %s", point, t_status_str(st, b, sizeof b));
     uint64_t done = *g_done;
     if (!repair_point)
         return done;
-    p = rc_fork();
+    p = t_fork();
     if (p == 0) {
         shmkv_db *d = NULL;
         shmkv_options o;
         memset(&o, 0, sizeof o);
         o.backend = SHMKV_BACKEND_MEMORY;
-        KID_OK(shmkv_open(where, &o, &d));
-        g_point = repair_point;
-        g_skip = 0;
-        shmkv__test_hook = die_at;
+        CHILD_OK(shmkv_open(where, &o, &d));
+        t_hook_kill_at(repair_point, 0);
         char kb[40];
         size_t kl;
         shmkv_random_key(d, NULL, 0, kb, sizeof kb, &kl); /* takes the index lock */
         _exit(42);
     }
-    st = rc_wait(p);
+    st = t_wait(p);
     cr_assert(WIFSIGNALED(st), "the repairer should die at %s: %s", repair_point,
-              rel_status(st, b, sizeof b));
+              t_status_str(st, b, sizeof b));
     return done;
 }
 
 static void one_point_n(const char *point, int skip, bool deleting, const char *repair_point,
                         uint64_t n)
 {
-    const char *where = rc_name("index");
+    const char *where = t_name("index");
     shmkv_options o;
     memset(&o, 0, sizeof o);
     o.backend = SHMKV_BACKEND_MEMORY;
     o.track_keys = SHMKV_TRACK_ON;
     shmkv_db *db = NULL;
-    RC_OK(shmkv_open(where, &o, &db));
+    T_OK(shmkv_open(where, &o, &db));
     char k[40];
     for (uint64_t i = 0; i < n; i++) {
         int kl = key_of(i, k);
-        RC_OK(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
+        T_OK(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
     }
     cr_assert(!karr_sorted(db), "the test needs a key array in insertion order");
     uint64_t done = kill_at(where, point, skip, deleting, n, repair_point);
     run_dump(where, true);
-    uint64_t t0 = rel_now_ns();
+    uint64_t t0 = t_now_ns();
     char kb[40];
     size_t kl;
-    RC_OK(shmkv_random_key(db, NULL, 0, kb, sizeof kb, &kl)); /* repairs */
-    uint64_t us = (rel_now_ns() - t0) / 1000;
+    T_OK(shmkv_random_key(db, NULL, 0, kb, sizeof kb, &kl)); /* repairs */
+    uint64_t us = (t_now_ns() - t0) / 1000;
     cr_assert(!karr_sorted(db),
               "%s: the key array is in key order after the repair: the whole index was rebuilt",
               point);
@@ -258,13 +224,13 @@ static void one_point_n(const char *point, int skip, bool deleting, const char *
     /* still a working index */
     for (uint64_t i = 0; i < 500; i++) {
         int l = snprintf(k, sizeof k, "after:%04" PRIu64, i);
-        RC_OK(shmkv_set(db, k, (size_t)l, "v", 1, SHMKV_KIND_STRING));
+        T_OK(shmkv_set(db, k, (size_t)l, "v", 1, SHMKV_KIND_STRING));
     }
     keyset a = {0};
-    RC_OK(shmkv_list(db, "after:", 6, 0, SHMKV_LIST_KEYS_ONLY, collect, &a));
+    T_OK(shmkv_list(db, "after:", 6, 0, SHMKV_LIST_KEYS_ONLY, collect, &a));
     cr_assert_eq(a.n, 500);
     free(a.k);
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
     shmkv_memory_unlink(where);
 }
 
@@ -301,59 +267,37 @@ Test(index_repair, repairer_killed_in_reconcile)
  * without repairing a clean store). It must reopen consistent. */
 Test(index_repair, dead_owner_then_last_close)
 {
-    const char *where = rc_path("lastclose");
+    const char *where = t_path("lastclose");
     shmkv_options o;
     memset(&o, 0, sizeof o);
     o.backend = SHMKV_BACKEND_DISK;
     o.track_keys = SHMKV_TRACK_ON;
     shmkv_db *db = NULL;
-    RC_OK(shmkv_open(where, &o, &db));
+    T_OK(shmkv_open(where, &o, &db));
     uint64_t n = 4000;
     char k[40];
     for (uint64_t i = 0; i < n; i++) {
         int kl = key_of(i, k);
-        RC_OK(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
+        T_OK(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
     }
-    pid_t p = rc_fork();
+    pid_t p = t_fork();
     if (p == 0) {
         shmkv_db *d = NULL;
         shmkv_options c;
         memset(&c, 0, sizeof c);
-        KID_OK(shmkv_open(where, &c, &d));
-        g_point = "index.insert.split";
-        shmkv__test_hook = die_at;
+        CHILD_OK(shmkv_open(where, &c, &d));
+        t_hook_kill_at("index.insert.split", 0);
         for (uint64_t i = n; i < 2 * n; i++) {
             int kl = key_of(i, k);
-            KID_OK(shmkv_set(d, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
+            CHILD_OK(shmkv_set(d, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
         }
         _exit(42);
     }
-    int st = rc_wait(p);
+    int st = t_wait(p);
     cr_assert(WIFSIGNALED(st), "the writer should die at index.insert.split");
-    RC_OK(shmkv_close(db)); /* the last one: nobody took the dead lock */
-    db = rc_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_DEFAULT);
+    T_OK(shmkv_close(db)); /* the last one: nobody took the dead lock */
+    db = t_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_DEFAULT);
     verify(db, 2 * n);
-    RC_OK(shmkv_close(db));
-    static char text[8192];
-    const char *dump = getenv("SHMKV_DUMP");
-    cr_assert(dump && access(dump, X_OK) == 0, "SHMKV_DUMP must name shmkv-dump");
-    const char *out = rc_str("%s/dump.%d.out", rc.sc.dir, ++rc.seq);
-    p = rc_fork();
-    if (p == 0) {
-        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0)
-            dup2(fd, 1);
-        execl(dump, "shmkv-dump", "--check", where, (char *)NULL);
-        _exit(127);
-    }
-    st = rc_wait(p);
-    int fd = open(out, O_RDONLY);
-    ssize_t r = fd >= 0 ? read(fd, text, sizeof text - 1) : 0;
-    text[r > 0 ? r : 0] = 0;
-    if (fd >= 0)
-        close(fd);
-    unlink(out);
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0 && strstr(text, "result: sound\n") &&
-                  !strstr(text, "repair: "),
-              "the store after reopen and close:\n%s", text);
+    T_OK(shmkv_close(db));
+    t_dump_sound(where, SHMKV_BACKEND_DISK);
 }

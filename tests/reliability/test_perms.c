@@ -14,11 +14,11 @@
  *    outside [A-Za-z0-9._-] are SHMKV_ENAME (for open and for unlink) and
  *    create nothing; 200 characters is fine.
  */
-#include "relcr.h"
+#include "harness.h"
 
 #include <sys/sysmacros.h>
 
-TestSuite(perms, .init = rc_setup, .fini = rc_teardown, .timeout = 120);
+TestSuite(perms, .init = t_setup, .fini = t_teardown, .timeout = 120);
 
 static mode_t mode_of(const char *p)
 {
@@ -29,7 +29,7 @@ static mode_t mode_of(const char *p)
 
 static const char *shm_path(const char *name)
 {
-    return rc_str("/dev/shm/shmkv.%s", name);
+    return t_str("/dev/shm/shmkv.%s", name);
 }
 
 static shmkv_db *open_mode(const char *where, shmkv_backend be, uint32_t mode)
@@ -47,42 +47,42 @@ static shmkv_db *open_mode(const char *where, shmkv_backend be, uint32_t mode)
 Test(perms, disk_default_0600)
 {
     umask(0);
-    const char *p = rc_path("mode");
+    const char *p = t_path("mode");
     shmkv_db *db = open_mode(p, SHMKV_BACKEND_DISK, 0);
     cr_assert_eq(mode_of(p), 0600, "new store file has mode %o", mode_of(p));
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
 }
 
 Test(perms, disk_mode_option)
 {
     umask(0);
-    const char *p = rc_path("mode");
+    const char *p = t_path("mode");
     shmkv_db *db = open_mode(p, SHMKV_BACKEND_DISK, 0640);
     cr_assert_eq(mode_of(p), 0640, "mode 0640 gave %o", mode_of(p));
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
     /* reopening with another mode does not change an existing store */
     db = open_mode(p, SHMKV_BACKEND_DISK, 0666);
     cr_assert_eq(mode_of(p), 0640, "reopening changed the mode to %o", mode_of(p));
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
 }
 
 Test(perms, memory_default_0600)
 {
     umask(0);
-    const char *n = rc_name("mode");
+    const char *n = t_name("mode");
     shmkv_db *db = open_mode(n, SHMKV_BACKEND_MEMORY, 0);
     cr_assert_eq(mode_of(shm_path(n)), 0600, "new /dev/shm object has mode %o",
                  mode_of(shm_path(n)));
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
 }
 
 Test(perms, memory_mode_option)
 {
     umask(0);
-    const char *n = rc_name("mode");
+    const char *n = t_name("mode");
     shmkv_db *db = open_mode(n, SHMKV_BACKEND_MEMORY, 0604);
     cr_assert_eq(mode_of(shm_path(n)), 0604, "mode 0604 gave %o", mode_of(shm_path(n)));
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
 }
 
 /* ---- symbolic links ---------------------------------------------------- */
@@ -124,8 +124,8 @@ static void open_link_refused(const char *link, shmkv_backend be, const char *wh
 /* A symlink to a file that is not a store: refused, file untouched. */
 Test(perms, disk_symlink_to_file)
 {
-    const char *target = rc_path("target");
-    const char *link = rc_path("link");
+    const char *target = t_path("target");
+    const char *link = t_path("link");
     int fd = open(target, O_WRONLY | O_CREAT | O_EXCL, 0644);
     cr_assert(fd >= 0);
     cr_assert(write(fd, "precious data\n", 14) == 14);
@@ -148,11 +148,11 @@ Test(perms, disk_symlink_to_file)
 /* A symlink to a real store: refused all the same, store untouched. */
 Test(perms, disk_symlink_to_store)
 {
-    const char *target = rc_path("store");
-    const char *link = rc_path("link");
+    const char *target = t_path("store");
+    const char *link = t_path("link");
     shmkv_db *db = open_mode(target, SHMKV_BACKEND_DISK, 0);
-    RC_OK(shmkv_set(db, "k", 1, "v", 1, SHMKV_KIND_STRING));
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_set(db, "k", 1, "v", 1, SHMKV_KIND_STRING));
+    T_OK(shmkv_close(db));
     size_t n0, n1;
     unsigned char *b0 = slurp(target, &n0);
     cr_assert(symlink(target, link) == 0);
@@ -166,8 +166,8 @@ Test(perms, disk_symlink_to_store)
 /* A dangling symlink: refused, and nothing is created at its target. */
 Test(perms, disk_dangling_symlink)
 {
-    const char *target = rc_path("nowhere");
-    const char *link = rc_path("link");
+    const char *target = t_path("nowhere");
+    const char *link = t_path("link");
     cr_assert(symlink(target, link) == 0);
     open_link_refused(link, SHMKV_BACKEND_DISK, link, 0);
     struct stat st;
@@ -177,12 +177,12 @@ Test(perms, disk_dangling_symlink)
 /* The same for a symlink planted in /dev/shm under the object's name. */
 Test(perms, memory_symlink)
 {
-    const char *target = rc_path("shmtarget");
+    const char *target = t_path("shmtarget");
     int fd = open(target, O_WRONLY | O_CREAT | O_EXCL, 0600);
     cr_assert(fd >= 0);
     cr_assert(write(fd, "keep", 4) == 4);
     close(fd);
-    const char *n = rc_name("lnk");
+    const char *n = t_name("lnk");
     const char *link = shm_path(n);
     cr_assert(symlink(target, link) == 0, "symlink %s: %s", link, strerror(errno));
     open_link_refused(link, SHMKV_BACKEND_MEMORY, n, 0);
@@ -192,8 +192,8 @@ Test(perms, memory_symlink)
     free(b);
     unlink(link);
 
-    const char *n2 = rc_name("dang");
-    const char *gone = rc_path("shmnowhere");
+    const char *n2 = t_name("dang");
+    const char *gone = t_path("shmnowhere");
     cr_assert(symlink(gone, shm_path(n2)) == 0);
     open_link_refused(shm_path(n2), SHMKV_BACKEND_MEMORY, n2, 0);
     struct stat st;
@@ -208,12 +208,12 @@ Test(perms, not_regular_files)
     shmkv_options o;
     memset(&o, 0, sizeof o);
     shmkv_db *db = NULL;
-    const char *d = rc_path("dir");
+    const char *d = t_path("dir");
     cr_assert(mkdir(d, 0700) == 0);
     int rc = shmkv_open(d, &o, &db);
     cr_assert(rc == -EISDIR, "a directory -> %d (%s)", rc, shmkv_strerror(rc));
 
-    const char *f = rc_path("fifo");
+    const char *f = t_path("fifo");
     cr_assert(mkfifo(f, 0600) == 0);
     rc = shmkv_open(f, &o, &db);
     cr_assert(rc == SHMKV_ENOTSTORE, "a FIFO -> %d (%s)", rc, shmkv_strerror(rc));
@@ -251,7 +251,7 @@ Test(perms, memory_bad_names)
          * name: other processes may use /dev/shm meanwhile) */
         if (!strchr(bad[i], '/') && strlen(bad[i]) < 230) {
             struct stat st;
-            const char *p = rc_str("/dev/shm/shmkv.%s", bad[i]);
+            const char *p = t_str("/dev/shm/shmkv.%s", bad[i]);
             cr_expect(lstat(p, &st) != 0, "refused name \"%s\" created %s", bad[i], p);
         }
     }
@@ -261,19 +261,19 @@ Test(perms, memory_name_200_chars)
 {
     /* our prefix, padded to exactly SHMKV_NAME_MAX with name characters */
     char name[SHMKV_NAME_MAX + 1];
-    int n = snprintf(name, sizeof name, "%s200.", rc.sc.shm_prefix);
+    int n = snprintf(name, sizeof name, "%s200.", t_name_prefix());
     memset(name + n, 'Z', SHMKV_NAME_MAX - (size_t)n);
     name[SHMKV_NAME_MAX] = 0;
     cr_assert_eq(strlen(name), SHMKV_NAME_MAX);
     shmkv_db *db = open_mode(name, SHMKV_BACKEND_MEMORY, 0);
-    RC_OK(shmkv_set(db, "k", 1, "v", 1, SHMKV_KIND_STRING));
+    T_OK(shmkv_set(db, "k", 1, "v", 1, SHMKV_KIND_STRING));
     struct stat st;
     cr_assert(stat(shm_path(name), &st) == 0, "no /dev/shm object for a 200-character name");
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
     /* and the other allowed characters */
-    const char *ok = rc_name("A-z_0.9");
+    const char *ok = t_name("A-z_0.9");
     db = open_mode(ok, SHMKV_BACKEND_MEMORY, 0);
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
 }
 
 /* ---- read-only opens of stores that do not exist (issue 10, item 8) ------ */
@@ -293,14 +293,14 @@ static int open_flags(const char *where, shmkv_backend be, uint32_t flags)
 
 Test(perms, readonly_open_of_missing_store_creates_nothing)
 {
-    const char *p = rc_path("ro-missing");
+    const char *p = t_path("ro-missing");
     int rc = open_flags(p, SHMKV_BACKEND_DISK, SHMKV_RDONLY);
     cr_expect_eq(rc, -ENOENT, "read-only open of a missing file -> %d (%s), expected -ENOENT", rc,
                  shmkv_strerror(rc));
     struct stat st;
     cr_assert(lstat(p, &st) != 0 && errno == ENOENT, "a read-only open created %s", p);
 
-    const char *n = rc_name("romiss");
+    const char *n = t_name("romiss");
     rc = open_flags(n, SHMKV_BACKEND_MEMORY, SHMKV_RDONLY);
     cr_expect_eq(rc, -ENOENT, "read-only open of a missing memory store -> %d (%s)", rc,
                  shmkv_strerror(rc));
@@ -308,7 +308,7 @@ Test(perms, readonly_open_of_missing_store_creates_nothing)
               "a read-only open created %s", shm_path(n));
 
     /* an empty file is not a store yet: read-only, it stays as it is */
-    const char *e = rc_path("ro-empty");
+    const char *e = t_path("ro-empty");
     int fd = open(e, O_WRONLY | O_CREAT | O_EXCL, 0600);
     cr_assert(fd >= 0);
     close(fd);
@@ -318,17 +318,17 @@ Test(perms, readonly_open_of_missing_store_creates_nothing)
     cr_assert(lstat(e, &st) == 0 && st.st_size == 0, "a read-only open wrote to an empty file");
 
     /* a memory store whose processes are all gone is gone: the same */
-    const char *g = rc_name("rogone");
-    pid_t kid = rc_fork();
+    const char *g = t_name("rogone");
+    pid_t kid = t_fork();
     if (kid == 0) {
         /* a process that dies holding the store leaves the object behind */
         shmkv_db *d = NULL;
-        KID_OK(shmkv_open(g, &(shmkv_options){.backend = SHMKV_BACKEND_MEMORY}, &d));
-        KID_OK(shmkv_set(d, "k", 1, "v", 1, SHMKV_KIND_STRING));
+        CHILD_OK(shmkv_open(g, &(shmkv_options){.backend = SHMKV_BACKEND_MEMORY}, &d));
+        CHILD_OK(shmkv_set(d, "k", 1, "v", 1, SHMKV_KIND_STRING));
         raise(SIGKILL);
         _exit(1);
     }
-    rc_wait(kid);
+    t_wait(kid);
     cr_assert(lstat(shm_path(g), &st) == 0, "the dead process's object is missing");
     rc = open_flags(g, SHMKV_BACKEND_MEMORY, SHMKV_RDONLY);
     cr_expect_eq(rc, -ENOENT, "read-only open of a memory store nobody holds -> %d (%s)", rc,
@@ -341,23 +341,23 @@ Test(perms, readonly_open_of_missing_store_creates_nothing)
 Test(perms, mode_is_exact_under_umask)
 {
     umask(077);
-    const char *p = rc_path("umask");
+    const char *p = t_path("umask");
     shmkv_db *db = open_mode(p, SHMKV_BACKEND_DISK, 0644);
     mode_t m = mode_of(p);
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
     cr_expect_eq(m, 0644, "mode 0644 under umask 077 gave %o", m);
 
-    const char *n = rc_name("umask");
+    const char *n = t_name("umask");
     db = open_mode(n, SHMKV_BACKEND_MEMORY, 0640);
     m = mode_of(shm_path(n));
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
     cr_expect_eq(m, 0640, "memory mode 0640 under umask 077 gave %o", m);
 
     /* the default stays 0600 whatever the umask */
     umask(0);
-    const char *d = rc_path("umask0");
+    const char *d = t_path("umask0");
     db = open_mode(d, SHMKV_BACKEND_DISK, 0);
     m = mode_of(d);
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
     cr_expect_eq(m, 0600, "default mode under umask 0 gave %o", m);
 }

@@ -13,13 +13,13 @@
  *    died, seq left odd) does not stop a read-only reader of that segment
  *    while other writers are attached: it reads the last published value.
  */
-#include "relcr.h"
+#include "harness.h"
 
 #include "internal.h" /* shmkv__test_hook */
 
 #include <grp.h>
 
-TestSuite(readonly, .init = rc_setup, .fini = rc_teardown, .timeout = 120);
+TestSuite(readonly, .init = t_setup, .fini = t_teardown, .timeout = 120);
 
 #define NKEYS 300
 
@@ -102,20 +102,20 @@ static void ro_many_checks(shmkv_db *db)
     char buf[256];
     size_t need = 0;
     int rc = shmkv_get_many(db, it, n, buf, sizeof buf, &need, NULL);
-    KID_CHECK(rc == 0 && need == 4 * (n - 1), "get_many -> %d (%s), need %zu", rc,
+    CHILD_CHECK(rc == 0 && need == 4 * (n - 1), "get_many -> %d (%s), need %zu", rc,
               shmkv_strerror(rc), need);
     for (size_t i = 0; i < n; i++) {
         const char *k = it[i].key;
         if (strcmp(k, "nope") == 0) {
-            KID_CHECK(it[i].rc == SHMKV_ENOTFOUND, "get_many(nope).rc = %d", it[i].rc);
+            CHILD_CHECK(it[i].rc == SHMKV_ENOTFOUND, "get_many(nope).rc = %d", it[i].rc);
             continue;
         }
-        KID_CHECK(it[i].rc == 0 && it[i].vlen == 4 && it[i].val && ((const char *)it[i].val)[0] == 'v' &&
+        CHILD_CHECK(it[i].rc == 0 && it[i].vlen == 4 && it[i].val && ((const char *)it[i].val)[0] == 'v' &&
                       memcmp((const char *)it[i].val + 1, k + 1, 3) == 0,
                   "get_many(%s): rc %d, %zu bytes", k, it[i].rc, it[i].vlen);
     }
     rc = shmkv_get_many(db, it, n, buf, 8, &need, NULL);
-    KID_CHECK(rc == SHMKV_EBUFSIZE && need == 4 * (n - 1), "get_many, small buffer -> %d", rc);
+    CHILD_CHECK(rc == SHMKV_EBUFSIZE && need == 4 * (n - 1), "get_many, small buffer -> %d", rc);
 
     /* scan: pages of 37 after a cursor, values too: every key once, in order */
     static seen sn;
@@ -124,22 +124,22 @@ static void ro_many_checks(shmkv_db *db)
     for (int page = 0; page < 20; page++) {
         int before = sn.n;
         rc = shmkv_scan(db, NULL, 0, after, strlen(after), 37, 0, seen_cb, &sn);
-        KID_CHECK(rc == 0, "scan page %d -> %d (%s)", page, rc, shmkv_strerror(rc));
+        CHILD_CHECK(rc == 0, "scan page %d -> %d (%s)", page, rc, shmkv_strerror(rc));
         if (sn.n == before)
             break;
         strcpy(after, sn.keys[sn.n - 1]);
     }
-    KID_CHECK(sn.n == NKEYS, "paged scan gave %d keys", sn.n);
+    CHILD_CHECK(sn.n == NKEYS, "paged scan gave %d keys", sn.n);
     for (int i = 0; i < sn.n; i++) {
         char k[16];
         snprintf(k, sizeof k, "k%03d", i);
-        KID_CHECK(strcmp(sn.keys[i], k) == 0 && sn.vals[i][0] == 'v' &&
+        CHILD_CHECK(strcmp(sn.keys[i], k) == 0 && sn.vals[i][0] == 'v' &&
                       strcmp(sn.vals[i] + 1, k + 1) == 0,
                   "scan #%d: %s=%s", i, sn.keys[i], sn.vals[i]);
     }
     memset(&sn, 0, sizeof sn);
     rc = shmkv_scan(db, "k2", 2, "k249", 4, 0, SHMKV_LIST_KEYS_ONLY, seen_cb, &sn);
-    KID_CHECK(rc == 0 && sn.n == 50 && !sn.valued && strcmp(sn.keys[0], "k250") == 0 &&
+    CHILD_CHECK(rc == 0 && sn.n == 50 && !sn.valued && strcmp(sn.keys[0], "k250") == 0 &&
                   strcmp(sn.keys[49], "k299") == 0,
               "scan(k2 after k249) -> %d, %d keys", rc, sn.n);
 
@@ -149,36 +149,36 @@ static void ro_many_checks(shmkv_db *db)
     for (int i = 0; i < 4; i++) {
         uint64_t c = 99999;
         rc = shmkv_count(db, pfx[i], strlen(pfx[i]), &c);
-        KID_CHECK(rc == 0 && c == want[i], "count(%s) -> %d, %" PRIu64, pfx[i], rc, c);
+        CHILD_CHECK(rc == 0 && c == want[i], "count(%s) -> %d, %" PRIu64, pfx[i], rc, c);
     }
 
     /* random_keys: distinct and all matching, or every match when fewer */
     memset(&sn, 0, sizeof sn);
     rc = shmkv_random_keys(db, NULL, 0, 50, 1, seen_cb, &sn);
-    KID_CHECK(rc == 0 && sn.n == 50, "random_keys(50 unique) -> %d, %d keys", rc, sn.n);
+    CHILD_CHECK(rc == 0 && sn.n == 50, "random_keys(50 unique) -> %d, %d keys", rc, sn.n);
     for (int i = 0; i < sn.n; i++) {
         int v = -1;
-        KID_CHECK(sscanf(sn.keys[i], "k%3d", &v) == 1 && v >= 0 && v < NKEYS && !sn.valued,
+        CHILD_CHECK(sscanf(sn.keys[i], "k%3d", &v) == 1 && v >= 0 && v < NKEYS && !sn.valued,
                   "random key %s", sn.keys[i]);
         for (int j = 0; j < i; j++)
-            KID_CHECK(strcmp(sn.keys[i], sn.keys[j]) != 0, "%s drawn twice", sn.keys[i]);
+            CHILD_CHECK(strcmp(sn.keys[i], sn.keys[j]) != 0, "%s drawn twice", sn.keys[i]);
     }
     memset(&sn, 0, sizeof sn);
     rc = shmkv_random_keys(db, "k1", 2, 500, 1, seen_cb, &sn);
-    KID_CHECK(rc == 0 && sn.n == 100, "random_keys(k1, 500 unique) -> %d, %d keys", rc, sn.n);
+    CHILD_CHECK(rc == 0 && sn.n == 100, "random_keys(k1, 500 unique) -> %d, %d keys", rc, sn.n);
     memset(&sn, 0, sizeof sn);
     rc = shmkv_random_keys(db, "k2", 2, 30, 0, seen_cb, &sn);
-    KID_CHECK(rc == 0 && sn.n == 30, "random_keys(k2, 30) -> %d, %d keys", rc, sn.n);
+    CHILD_CHECK(rc == 0 && sn.n == 30, "random_keys(k2, 30) -> %d, %d keys", rc, sn.n);
     for (int i = 0; i < sn.n; i++)
-        KID_CHECK(strncmp(sn.keys[i], "k2", 2) == 0 && strlen(sn.keys[i]) == 4, "random key %s",
+        CHILD_CHECK(strncmp(sn.keys[i], "k2", 2) == 0 && strlen(sn.keys[i]) == 4, "random key %s",
                   sn.keys[i]);
 
     /* the writes of many keys stay refused */
     shmkv_item w = {.key = "k000", .klen = 4, .val = "x", .vlen = 1, .kind = SHMKV_KIND_STRING};
     uint64_t del = 0;
-    KID_CHECK(shmkv_set_many(db, &w, 1, NULL) == SHMKV_EREADONLY, "set_many");
-    KID_CHECK(shmkv_delete_many(db, &w, 1, &del, NULL) == SHMKV_EREADONLY, "delete_many");
-    KID_CHECK(shmkv_delete_prefix(db, "k", 1, 0, &del) == SHMKV_EREADONLY, "delete_prefix");
+    CHILD_CHECK(shmkv_set_many(db, &w, 1, NULL) == SHMKV_EREADONLY, "set_many");
+    CHILD_CHECK(shmkv_delete_many(db, &w, 1, &del, NULL) == SHMKV_EREADONLY, "delete_many");
+    CHILD_CHECK(shmkv_delete_prefix(db, "k", 1, 0, &del) == SHMKV_EREADONLY, "delete_prefix");
 }
 
 /* In a child that may only read the store. */
@@ -187,55 +187,55 @@ static void __attribute__((noreturn)) kid_reader(const char *where, shmkv_backen
     shmkv_options rw = opts(be, 0, 0), ro = opts(be, 0, SHMKV_RDONLY);
     shmkv_db *db = NULL;
     int rc = shmkv_open(where, &rw, &db);
-    KID_CHECK(rc == -EACCES, "read-write open without write permission -> %d (%s)", rc,
+    CHILD_CHECK(rc == -EACCES, "read-write open without write permission -> %d (%s)", rc,
               shmkv_strerror(rc));
     rc = shmkv_open(where, &ro, &db);
-    KID_CHECK(rc == 0, "read-only open with read permission -> %d (%s)", rc, shmkv_strerror(rc));
+    CHILD_CHECK(rc == 0, "read-only open with read permission -> %d (%s)", rc, shmkv_strerror(rc));
     for (int i = 0; i < NKEYS; i++) {
         char k[16], v[16], got[16];
         int kl = snprintf(k, sizeof k, "k%03d", i);
         snprintf(v, sizeof v, "v%03d", i);
         size_t gl = 0;
         rc = shmkv_get(db, k, (size_t)kl, got, sizeof got, &gl, NULL);
-        KID_CHECK(rc == 0 && gl == 4 && memcmp(got, v, 4) == 0, "get(%s) -> %d", k, rc);
-        KID_CHECK(shmkv_exists(db, k, (size_t)kl) == 1, "exists(%s)", k);
+        CHILD_CHECK(rc == 0 && gl == 4 && memcmp(got, v, 4) == 0, "get(%s) -> %d", k, rc);
+        CHILD_CHECK(shmkv_exists(db, k, (size_t)kl) == 1, "exists(%s)", k);
     }
-    KID_CHECK(shmkv_exists(db, "nope", 4) == 0, "exists(nope)");
+    CHILD_CHECK(shmkv_exists(db, "nope", 4) == 0, "exists(nope)");
     size_t gl = 0;
     char got[16];
     rc = shmkv_get(db, "nope", 4, got, sizeof got, &gl, NULL);
-    KID_CHECK(rc == SHMKV_ENOTFOUND, "get(nope) -> %d", rc);
-    KID_CHECK(shmkv_size(db) == NKEYS, "size() = %" PRIu64, shmkv_size(db));
+    CHILD_CHECK(rc == SHMKV_ENOTFOUND, "get(nope) -> %d", rc);
+    CHILD_CHECK(shmkv_size(db) == NKEYS, "size() = %" PRIu64, shmkv_size(db));
     uint64_t n = 0;
     rc = shmkv_list(db, NULL, 0, 0, 0, list_count, &n);
-    KID_CHECK(rc == 0 && n == NKEYS, "list -> %d after %" PRIu64 " keys", rc, n);
+    CHILD_CHECK(rc == 0 && n == NKEYS, "list -> %d after %" PRIu64 " keys", rc, n);
     n = 0;
     rc = shmkv_list(db, "k1", 2, 0, SHMKV_LIST_KEYS_ONLY, list_prefix_count, &n);
-    KID_CHECK(rc == 0 && n == 100, "list(k1) -> %d, %" PRIu64 " keys", rc, n);
+    CHILD_CHECK(rc == 0 && n == 100, "list(k1) -> %d, %" PRIu64 " keys", rc, n);
     n = 0;
     rc = shmkv_list(db, NULL, 0, 10, 0, list_count, &n);
-    KID_CHECK(rc == 0 && n == 10, "list(limit 10) -> %d, %" PRIu64 " keys", rc, n);
+    CHILD_CHECK(rc == 0 && n == 10, "list(limit 10) -> %d, %" PRIu64 " keys", rc, n);
     for (int d = 0; d < 100; d++) {
         char k[16];
         size_t kl = 0;
         rc = shmkv_random_key(db, d & 1 ? "k2" : NULL, d & 1 ? 2 : 0, k, sizeof k, &kl);
-        KID_CHECK(rc == 0 && kl == 4 && k[0] == 'k' && (!(d & 1) || k[1] == '2'),
+        CHILD_CHECK(rc == 0 && kl == 4 && k[0] == 'k' && (!(d & 1) || k[1] == '2'),
                   "random_key -> %d", rc);
     }
     char k[16];
     size_t kl = 0;
     rc = shmkv_random_key(db, "zz", 2, k, sizeof k, &kl);
-    KID_CHECK(rc == SHMKV_ENOTFOUND, "random_key(zz) -> %d", rc);
+    CHILD_CHECK(rc == SHMKV_ENOTFOUND, "random_key(zz) -> %d", rc);
     shmkv_info info;
-    KID_OK(shmkv_stat(db, &info));
-    KID_CHECK(info.keys == NKEYS && info.track_keys == (track == SHMKV_TRACK_ON), "stat");
+    CHILD_OK(shmkv_stat(db, &info));
+    CHILD_CHECK(info.keys == NKEYS && info.track_keys == (track == SHMKV_TRACK_ON), "stat");
     int flag = 0;
-    KID_CHECK(shmkv_set(db, "k000", 4, "x", 1, SHMKV_KIND_STRING) == SHMKV_EREADONLY, "set");
-    KID_CHECK(shmkv_delete(db, "k000", 4, &flag) == SHMKV_EREADONLY, "delete");
-    KID_CHECK(shmkv_clear(db) == SHMKV_EREADONLY, "clear");
-    KID_CHECK(shmkv_rebuild_index(db) == SHMKV_EREADONLY, "rebuild_index");
+    CHILD_CHECK(shmkv_set(db, "k000", 4, "x", 1, SHMKV_KIND_STRING) == SHMKV_EREADONLY, "set");
+    CHILD_CHECK(shmkv_delete(db, "k000", 4, &flag) == SHMKV_EREADONLY, "delete");
+    CHILD_CHECK(shmkv_clear(db) == SHMKV_EREADONLY, "clear");
+    CHILD_CHECK(shmkv_rebuild_index(db) == SHMKV_EREADONLY, "rebuild_index");
     ro_many_checks(db);
-    KID_OK(shmkv_close(db));
+    CHILD_OK(shmkv_close(db));
     _exit(0);
 }
 
@@ -257,22 +257,22 @@ static void read_permission_only(shmkv_backend be, int track)
 {
     umask(022);
     /* the other user must be able to reach the file */
-    cr_assert(chmod(rc.sc.dir, 0711) == 0);
-    const char *where = be == SHMKV_BACKEND_MEMORY ? rc_name("ro") : rc_path("ro");
-    const char *file = be == SHMKV_BACKEND_MEMORY ? rc_str("/dev/shm/shmkv.%s", where) : where;
+    cr_assert(chmod(t_dir(), 0711) == 0);
+    const char *where = be == SHMKV_BACKEND_MEMORY ? t_name("ro") : t_path("ro");
+    const char *file = be == SHMKV_BACKEND_MEMORY ? t_str("/dev/shm/shmkv.%s", where) : where;
     shmkv_options o = opts(be, track, 0);
     o.mode = 0644;
     shmkv_db *db = NULL;
-    RC_OK(shmkv_open(where, &o, &db));
+    T_OK(shmkv_open(where, &o, &db));
     for (int i = 0; i < NKEYS; i++) {
         char k[16], v[16];
         int kl = snprintf(k, sizeof k, "k%03d", i);
         snprintf(v, sizeof v, "v%03d", i);
-        RC_OK(shmkv_set(db, k, (size_t)kl, v, 4, SHMKV_KIND_STRING));
+        T_OK(shmkv_set(db, k, (size_t)kl, v, 4, SHMKV_KIND_STRING));
     }
     bool root = geteuid() == 0;
     if (be == SHMKV_BACKEND_DISK) {
-        RC_OK(shmkv_close(db)); /* a closed store: nobody attached */
+        T_OK(shmkv_close(db)); /* a closed store: nobody attached */
         db = NULL;
     } /* a memory store lives while a process holds it: a writer stays */
     if (!root)
@@ -282,16 +282,16 @@ static void read_permission_only(shmkv_backend be, int track)
     size_t n0;
     unsigned char *b0 = slurp(file, &n0);
 
-    pid_t kid = rc_fork();
+    pid_t kid = t_fork();
     if (kid == 0) {
         if (root) {
-            KID_CHECK(setgroups(0, NULL) == 0 && setgid(65534) == 0 && setuid(65534) == 0,
+            CHILD_CHECK(setgroups(0, NULL) == 0 && setgid(65534) == 0 && setuid(65534) == 0,
                       "dropping to nobody: %s", strerror(errno));
-            KID_CHECK(geteuid() == 65534, "still root");
+            CHILD_CHECK(geteuid() == 65534, "still root");
         }
         kid_reader(where, be, track);
     }
-    rc_wait_ok(kid, "the reader with read permission only");
+    t_wait_ok(kid, "the reader with read permission only");
 
     size_t n1;
     unsigned char *b1 = slurp(file, &n1);
@@ -304,7 +304,7 @@ static void read_permission_only(shmkv_backend be, int track)
     cr_assert(st.st_mtim.tv_sec == 1000000000 && st.st_mtim.tv_nsec == 5,
               "the read-only open changed the mtime");
     if (db)
-        RC_OK(shmkv_close(db));
+        T_OK(shmkv_close(db));
 }
 
 Test(readonly, disk_read_permission_only) { read_permission_only(SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF); }
@@ -346,14 +346,14 @@ static void __attribute__((noreturn)) kid_writer(const char *where, int seconds)
 {
     shmkv_options o = opts(SHMKV_BACKEND_MEMORY, 0, 0);
     shmkv_db *db = NULL;
-    KID_OK(shmkv_open(where, &o, &db));
+    CHILD_OK(shmkv_open(where, &o, &db));
     char v[512], k[32];
-    uint64_t end = rel_now_ns() + (uint64_t)seconds * 1000000000u;
-    for (uint64_t ver = 1; rel_now_ns() < end; ver++) {
+    uint64_t end = t_now_ns() + (uint64_t)seconds * 1000000000u;
+    for (uint64_t ver = 1; t_now_ns() < end; ver++) {
         int i = (int)(ver % HOT);
         int kl = snprintf(k, sizeof k, "hot%d", i);
         size_t vl = make_value(v, i, ver);
-        KID_OK(shmkv_set(db, k, (size_t)kl, v, vl, SHMKV_KIND_BYTES));
+        CHILD_OK(shmkv_set(db, k, (size_t)kl, v, vl, SHMKV_KIND_BYTES));
         /* churn: keys come and go, so tables are rehashed and blocks reused */
         kl = snprintf(k, sizeof k, "churn%" PRIu64, ver % 5000);
         if (ver % 3)
@@ -361,7 +361,7 @@ static void __attribute__((noreturn)) kid_writer(const char *where, int seconds)
         else
             shmkv_delete(db, k, (size_t)kl, NULL);
     }
-    KID_OK(shmkv_close(db));
+    CHILD_OK(shmkv_close(db));
     _exit(0);
 }
 
@@ -382,115 +382,109 @@ static int hot_cb(void *ctx, const void *k, size_t kl, const void *v, size_t vl,
 
 Test(readonly, reader_among_writers_sees_whole_values)
 {
-    const char *where = rc_name("mix");
+    const char *where = t_name("mix");
     shmkv_options o = opts(SHMKV_BACKEND_MEMORY, 0, 0);
     o.segments = 2; /* every writer in the reader's segments */
     shmkv_db *db = NULL;
-    RC_OK(shmkv_open(where, &o, &db));
+    T_OK(shmkv_open(where, &o, &db));
     char v[512], k[32];
     for (int i = 0; i < HOT; i++) {
         int kl = snprintf(k, sizeof k, "hot%d", i);
         size_t vl = make_value(v, i, 0);
-        RC_OK(shmkv_set(db, k, (size_t)kl, v, vl, SHMKV_KIND_BYTES));
+        T_OK(shmkv_set(db, k, (size_t)kl, v, vl, SHMKV_KIND_BYTES));
     }
-    int secs = REL_TSAN ? 1 : 2;
-    pid_t w1 = rc_fork();
+    int secs = T_TSAN ? 1 : 2;
+    pid_t w1 = t_fork();
     if (w1 == 0)
         kid_writer(where, secs);
-    pid_t w2 = rc_fork();
+    pid_t w2 = t_fork();
     if (w2 == 0)
         kid_writer(where, secs);
-    pid_t r = rc_fork();
+    pid_t r = t_fork();
     if (r == 0) {
         shmkv_options ro = opts(SHMKV_BACKEND_MEMORY, 0, SHMKV_RDONLY);
         shmkv_db *d = NULL;
-        KID_OK(shmkv_open(where, &ro, &d));
-        KID_CHECK(d->m->rdonly, "the reader does not have a read-only mapping");
-        uint64_t end = rel_now_ns() + (uint64_t)secs * 1000000000u, reads = 0, lists = 0;
+        CHILD_OK(shmkv_open(where, &ro, &d));
+        CHILD_CHECK(d->m->rdonly, "the reader does not have a read-only mapping");
+        uint64_t end = t_now_ns() + (uint64_t)secs * 1000000000u, reads = 0, lists = 0;
         char got[512];
-        while (rel_now_ns() < end) {
+        while (t_now_ns() < end) {
             for (int i = 0; i < HOT; i++) {
                 int kl = snprintf(k, sizeof k, "hot%d", i);
                 size_t gl = 0;
                 int rc = shmkv_get(d, k, (size_t)kl, got, sizeof got, &gl, NULL);
-                KID_CHECK(rc == 0, "get(%s) -> %d (%s)", k, rc, shmkv_strerror(rc));
-                KID_CHECK(value_ok(got, gl, i), "get(%s): a torn or mis-sized value (%zu bytes)",
+                CHILD_CHECK(rc == 0, "get(%s) -> %d (%s)", k, rc, shmkv_strerror(rc));
+                CHILD_CHECK(value_ok(got, gl, i), "get(%s): a torn or mis-sized value (%zu bytes)",
                           k, gl);
-                KID_CHECK(shmkv_exists(d, k, (size_t)kl) == 1, "exists(%s)", k);
+                CHILD_CHECK(shmkv_exists(d, k, (size_t)kl) == 1, "exists(%s)", k);
                 reads++;
             }
             if (reads % 64 == 0) {
                 int seen = 0;
                 int rc = shmkv_list(d, "hot", 3, 0, 0, hot_cb, &seen);
-                KID_CHECK(rc == 0 && seen == HOT, "list(hot) -> %d, %d keys", rc, seen);
+                CHILD_CHECK(rc == 0 && seen == HOT, "list(hot) -> %d, %d keys", rc, seen);
                 uint64_t sz = shmkv_size(d);
-                KID_CHECK(sz >= HOT && sz <= HOT + 5000, "size() = %" PRIu64, sz);
+                CHILD_CHECK(sz >= HOT && sz <= HOT + 5000, "size() = %" PRIu64, sz);
                 lists++;
             }
         }
         fprintf(stderr, "readonly: %" PRIu64 " checked reads and %" PRIu64
                 " listings by a read-only process among two writers\n", reads, lists);
-        KID_CHECK(reads > 100, "only %" PRIu64 " reads", reads);
-        KID_OK(shmkv_close(d));
+        CHILD_CHECK(reads > 100, "only %" PRIu64 " reads", reads);
+        CHILD_OK(shmkv_close(d));
         _exit(0);
     }
-    rc_wait_ok(w1, "writer 1");
-    rc_wait_ok(w2, "writer 2");
-    rc_wait_ok(r, "read-only reader");
-    RC_OK(shmkv_close(db));
+    t_wait_ok(w1, "writer 1");
+    t_wait_ok(w2, "writer 2");
+    t_wait_ok(r, "read-only reader");
+    T_OK(shmkv_close(db));
 }
 
 /* ---- a holder that died ------------------------------------------------------ */
 
-static void die_before_publish(const char *point)
-{
-    if (strcmp(point, "set.before_publish") == 0)
-        raise(SIGKILL);
-}
-
 Test(readonly, dead_holder_does_not_stop_reader)
 {
-    const char *where = rc_name("dead");
+    const char *where = t_name("dead");
     shmkv_options o = opts(SHMKV_BACKEND_MEMORY, 0, 0);
     o.segments = 1;
     shmkv_db *db = NULL;
-    RC_OK(shmkv_open(where, &o, &db)); /* a writer stays attached throughout */
-    RC_OK(shmkv_set(db, "k", 1, "old", 3, SHMKV_KIND_STRING));
-    pid_t w = rc_fork();
+    T_OK(shmkv_open(where, &o, &db)); /* a writer stays attached throughout */
+    T_OK(shmkv_set(db, "k", 1, "old", 3, SHMKV_KIND_STRING));
+    pid_t w = t_fork();
     if (w == 0) {
         shmkv_db *d = NULL;
-        KID_OK(shmkv_open(where, &o, &d));
-        shmkv__test_hook = die_before_publish;
+        CHILD_OK(shmkv_open(where, &o, &d));
+        t_hook_kill_at("set.before_publish", 0);
         shmkv_set(d, "k", 1, "new", 3, SHMKV_KIND_STRING);
         _exit(4);
     }
-    int st = rc_wait(w);
+    int st = t_wait(w);
     cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the writer was to die holding the lock");
-    pid_t r = rc_fork();
+    pid_t r = t_fork();
     if (r == 0) {
         alarm(20);
         shmkv_options ro = opts(SHMKV_BACKEND_MEMORY, 0, SHMKV_RDONLY);
         shmkv_db *d = NULL;
-        KID_OK(shmkv_open(where, &ro, &d));
-        uint64_t t0 = rel_now_ns();
+        CHILD_OK(shmkv_open(where, &ro, &d));
+        uint64_t t0 = t_now_ns();
         char got[8];
         size_t gl = 0;
         int rc = shmkv_get(d, "k", 1, got, sizeof got, &gl, NULL);
-        KID_CHECK(rc == 0 && gl == 3 && memcmp(got, "old", 3) == 0,
+        CHILD_CHECK(rc == 0 && gl == 3 && memcmp(got, "old", 3) == 0,
                   "get under a dead holder -> %d (%s)", rc, shmkv_strerror(rc));
-        KID_CHECK(shmkv_size(d) == 1, "size() = %" PRIu64, shmkv_size(d));
-        KID_CHECK(rel_now_ns() - t0 < 2000000000u, "the reader waited for a dead holder");
-        KID_OK(shmkv_close(d));
+        CHILD_CHECK(shmkv_size(d) == 1, "size() = %" PRIu64, shmkv_size(d));
+        CHILD_CHECK(t_now_ns() - t0 < 2000000000u, "the reader waited for a dead holder");
+        CHILD_OK(shmkv_close(d));
         _exit(0);
     }
-    rc_wait_ok(r, "the read-only reader");
+    t_wait_ok(r, "the read-only reader");
     /* and the writer that stayed repairs it on its next lock */
     char got[8];
     size_t gl = 0;
-    RC_OK(shmkv_get(db, "k", 1, got, sizeof got, &gl, NULL));
+    T_OK(shmkv_get(db, "k", 1, got, sizeof got, &gl, NULL));
     cr_assert(gl == 3 && memcmp(got, "old", 3) == 0);
-    RC_OK(shmkv_set(db, "k", 1, "v2", 2, SHMKV_KIND_STRING));
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_set(db, "k", 1, "v2", 2, SHMKV_KIND_STRING));
+    T_OK(shmkv_close(db));
 }
 
 /* ---- a copy taken while a lock was held ------------------------------------ */
@@ -508,23 +502,23 @@ static void pause_in_set(const char *point)
 
 Test(readonly, copied_store_with_held_lock)
 {
-    const char *orig = rc_path("orig");
-    const char *copy = rc_path("copy");
+    const char *orig = t_path("orig");
+    const char *copy = t_path("copy");
     shmkv_options o = opts(SHMKV_BACKEND_DISK, 0, 0);
     o.segments = 1;
     shmkv_db *db = NULL;
-    RC_OK(shmkv_open(orig, &o, &db));
-    RC_OK(shmkv_set(db, "k", 1, "old", 3, SHMKV_KIND_STRING));
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_open(orig, &o, &db));
+    T_OK(shmkv_set(db, "k", 1, "old", 3, SHMKV_KIND_STRING));
+    T_OK(shmkv_close(db));
     int ready[2];
     cr_assert(pipe(ready) == 0);
-    pid_t w = rc_fork();
+    pid_t w = t_fork();
     if (w == 0) {
         close(ready[0]);
         shmkv_db *d = NULL;
-        KID_OK(shmkv_open(orig, &o, &d));
+        CHILD_OK(shmkv_open(orig, &o, &d));
         shmkv__test_hook = pause_in_set;
-        KID_CHECK(write(ready[1], "r", 1) == 1, "pipe");
+        CHILD_CHECK(write(ready[1], "r", 1) == 1, "pipe");
         shmkv_set(d, "k", 1, "new", 3, SHMKV_KIND_STRING); /* stops inside */
         _exit(4);
     }
@@ -548,38 +542,38 @@ Test(readonly, copied_store_with_held_lock)
         }
         free(b);
         if (!held)
-            rel_sleep_us(1000);
+            t_sleep_us(1000);
     }
     cr_assert(held, "the writer never entered its critical section");
     kill(w, SIGKILL);
-    rc_wait(w);
+    t_wait(w);
 
-    pid_t k = rc_fork();
+    pid_t k = t_fork();
     if (k == 0) {
         alarm(20); /* a hang is the failure this guards against */
         shmkv_options ro = opts(SHMKV_BACKEND_DISK, 0, SHMKV_RDONLY);
         shmkv_db *r = NULL;
-        KID_OK(shmkv_open(copy, &ro, &r));
+        CHILD_OK(shmkv_open(copy, &ro, &r));
         char got[8];
         size_t gl = 0;
         int rc = shmkv_get(r, "k", 1, got, sizeof got, &gl, NULL);
-        KID_CHECK(rc == 0 && gl == 3 && memcmp(got, "old", 3) == 0,
+        CHILD_CHECK(rc == 0 && gl == 3 && memcmp(got, "old", 3) == 0,
                   "read-only get on the copy -> %d (%s)", rc, shmkv_strerror(rc));
-        KID_CHECK(shmkv_size(r) == 1, "size() = %" PRIu64, shmkv_size(r));
+        CHILD_CHECK(shmkv_size(r) == 1, "size() = %" PRIu64, shmkv_size(r));
         /* a writer joins while the reader stays attached */
         shmkv_db *d = NULL;
-        KID_OK(shmkv_open(copy, &o, &d));
-        KID_OK(shmkv_set(d, "k", 1, "v2", 2, SHMKV_KIND_STRING));
-        KID_OK(shmkv_set(d, "k2", 2, "x", 1, SHMKV_KIND_STRING));
+        CHILD_OK(shmkv_open(copy, &o, &d));
+        CHILD_OK(shmkv_set(d, "k", 1, "v2", 2, SHMKV_KIND_STRING));
+        CHILD_OK(shmkv_set(d, "k2", 2, "x", 1, SHMKV_KIND_STRING));
         rc = shmkv_get(r, "k", 1, got, sizeof got, &gl, NULL);
-        KID_CHECK(rc == 0 && gl == 2 && memcmp(got, "v2", 2) == 0,
+        CHILD_CHECK(rc == 0 && gl == 2 && memcmp(got, "v2", 2) == 0,
                   "the reader after the writer's set -> %d", rc);
-        KID_CHECK(shmkv_size(r) == 2, "size() = %" PRIu64, shmkv_size(r));
-        KID_OK(shmkv_close(d));
-        KID_OK(shmkv_close(r));
+        CHILD_CHECK(shmkv_size(r) == 2, "size() = %" PRIu64, shmkv_size(r));
+        CHILD_OK(shmkv_close(d));
+        CHILD_OK(shmkv_close(r));
         _exit(0);
     }
-    rc_wait_ok(k, "reader and writer on the copied store");
+    t_wait_ok(k, "reader and writer on the copied store");
 }
 
 /* ---- many keys at once, without locks, among writers (issue 12) ------------- */
@@ -631,27 +625,27 @@ static void __attribute__((noreturn)) kid_batch_writer(const char *where, int se
 {
     shmkv_options o = opts(SHMKV_BACKEND_MEMORY, 0, 0);
     shmkv_db *db = NULL;
-    KID_OK(shmkv_open(where, &o, &db));
+    CHILD_OK(shmkv_open(where, &o, &db));
     shmkv_item it[GROUP];
     char ks[GROUP][16], vs[GROUP][256], k[32];
-    uint64_t end = rel_now_ns() + (uint64_t)seconds * 1000000000u;
-    for (uint64_t ver = 1; rel_now_ns() < end; ver++) {
+    uint64_t end = t_now_ns() + (uint64_t)seconds * 1000000000u;
+    for (uint64_t ver = 1; t_now_ns() < end; ver++) {
         group_items(it, ks, vs, ver * 2 + (uint64_t)who);
-        KID_OK(shmkv_set_many(db, it, GROUP, NULL));
+        CHILD_OK(shmkv_set_many(db, it, GROUP, NULL));
         /* churn between the stable keys ("s012" < "s012+3" < "s013") */
         int kl = snprintf(k, sizeof k, "s%03d+%d", (int)(ver % STABLE), who);
         if (ver % 4 == 3) {
             shmkv_item d = {.key = k, .klen = (size_t)kl};
-            KID_OK(shmkv_delete_many(db, &d, 1, NULL, NULL));
+            CHILD_OK(shmkv_delete_many(db, &d, 1, NULL, NULL));
         } else {
-            KID_OK(shmkv_set(db, k, (size_t)kl, "c", 1, SHMKV_KIND_STRING));
+            CHILD_OK(shmkv_set(db, k, (size_t)kl, "c", 1, SHMKV_KIND_STRING));
         }
         kl = snprintf(k, sizeof k, "t%d.%" PRIu64, who, ver % 50);
-        KID_OK(shmkv_set(db, k, (size_t)kl, "t", 1, SHMKV_KIND_STRING));
+        CHILD_OK(shmkv_set(db, k, (size_t)kl, "t", 1, SHMKV_KIND_STRING));
         if (ver % 50 == 49)
-            KID_OK(shmkv_delete_prefix(db, k, 2, 0, NULL));
+            CHILD_OK(shmkv_delete_prefix(db, k, 2, 0, NULL));
     }
-    KID_OK(shmkv_close(db));
+    CHILD_OK(shmkv_close(db));
     _exit(0);
 }
 
@@ -705,13 +699,13 @@ static void ro_pass(shmkv_db *d, int64_t *ver_seen)
     group_items(it, ks, NULL, 0);
     size_t need = 0;
     int rc = shmkv_get_many(d, it, GROUP, buf, sizeof buf, &need, NULL);
-    KID_CHECK(rc == 0, "get_many -> %d (%s)", rc, shmkv_strerror(rc));
+    CHILD_CHECK(rc == 0, "get_many -> %d (%s)", rc, shmkv_strerror(rc));
     int64_t ver = -1;
     for (int i = 0; i < GROUP; i++) {
-        KID_CHECK(it[i].rc == 0, "get_many(%s).rc = %d", ks[i], it[i].rc);
+        CHILD_CHECK(it[i].rc == 0, "get_many(%s).rc = %d", ks[i], it[i].rc);
         int64_t v = group_ver(it[i].val, it[i].vlen, i);
-        KID_CHECK(v >= 0, "get_many(%s): a torn value (%zu bytes)", ks[i], it[i].vlen);
-        KID_CHECK(i == 0 || v == ver,
+        CHILD_CHECK(v >= 0, "get_many(%s): a torn value (%zu bytes)", ks[i], it[i].vlen);
+        CHILD_CHECK(i == 0 || v == ver,
                   "get_many mixed two batches: %s at version %" PRId64 ", g00 at %" PRId64,
                   ks[i], v, ver);
         ver = v;
@@ -723,28 +717,28 @@ static void ro_pass(shmkv_db *d, int64_t *ver_seen)
     for (int page = 0; page < 1000; page++) {
         sscan pg = sc;
         rc = shmkv_scan(d, "s", 1, after, strlen(after), 23, SHMKV_LIST_KEYS_ONLY, stable_cb, &pg);
-        KID_CHECK(rc == 0, "scan(s) page %d -> %d (%s)", page, rc, shmkv_strerror(rc));
+        CHILD_CHECK(rc == 0, "scan(s) page %d -> %d (%s)", page, rc, shmkv_strerror(rc));
         if (pg.stable + pg.churn == sc.stable + sc.churn)
             break;
         sc = pg;
         strcpy(after, sc.last);
     }
-    KID_CHECK(sc.stable == STABLE, "the paged scan saw %d of the %d stable keys", sc.stable,
+    CHILD_CHECK(sc.stable == STABLE, "the paged scan saw %d of the %d stable keys", sc.stable,
               STABLE);
     int g = 0;
     rc = shmkv_scan(d, "g", 1, NULL, 0, 0, 0, group_cb, &g);
-    KID_CHECK(rc == 0 && g == GROUP, "scan(g) -> %d, %d keys", rc, g);
+    CHILD_CHECK(rc == 0 && g == GROUP, "scan(g) -> %d, %d keys", rc, g);
     uint64_t c = 0;
     rc = shmkv_count(d, "g", 1, &c);
-    KID_CHECK(rc == 0 && c == GROUP, "count(g) -> %d, %" PRIu64, rc, c);
+    CHILD_CHECK(rc == 0 && c == GROUP, "count(g) -> %d, %" PRIu64, rc, c);
     rc = shmkv_count(d, "s", 1, &c);
-    KID_CHECK(rc == 0 && c >= STABLE && c <= STABLE * 3, "count(s) -> %d, %" PRIu64, rc, c);
+    CHILD_CHECK(rc == 0 && c >= STABLE && c <= STABLE * 3, "count(s) -> %d, %" PRIu64, rc, c);
     g = 0;
     rc = shmkv_random_keys(d, "g", 1, GROUP + 5, 1, group_cb, &g);
-    KID_CHECK(rc == 0 && g == GROUP, "random_keys(g, unique) -> %d, %d keys", rc, g);
+    CHILD_CHECK(rc == 0 && g == GROUP, "random_keys(g, unique) -> %d, %d keys", rc, g);
     g = 0;
     rc = shmkv_random_keys(d, "g", 1, 7, 0, group_cb, &g);
-    KID_CHECK(rc == 0 && g == 7, "random_keys(g) -> %d, %d keys", rc, g);
+    CHILD_CHECK(rc == 0 && g == 7, "random_keys(g) -> %d, %d keys", rc, g);
 }
 
 static shmkv_db *group_store(const char *where, uint32_t segments)
@@ -752,38 +746,38 @@ static shmkv_db *group_store(const char *where, uint32_t segments)
     shmkv_options o = opts(SHMKV_BACKEND_MEMORY, 0, 0);
     o.segments = segments;
     shmkv_db *db = NULL;
-    RC_OK(shmkv_open(where, &o, &db));
+    T_OK(shmkv_open(where, &o, &db));
     shmkv_item it[GROUP];
     char ks[GROUP][16], vs[GROUP][256], k[16];
     group_items(it, ks, vs, 0);
-    RC_OK(shmkv_set_many(db, it, GROUP, NULL));
+    T_OK(shmkv_set_many(db, it, GROUP, NULL));
     for (int i = 0; i < STABLE; i++) {
         int kl = snprintf(k, sizeof k, "s%03d", i);
-        RC_OK(shmkv_set(db, k, (size_t)kl, "s", 1, SHMKV_KIND_STRING));
+        T_OK(shmkv_set(db, k, (size_t)kl, "s", 1, SHMKV_KIND_STRING));
     }
     return db;
 }
 
 Test(readonly, many_keys_among_batch_writers)
 {
-    const char *where = rc_name("many");
+    const char *where = t_name("many");
     shmkv_db *db = group_store(where, 4); /* few segments: the writers are always near */
-    int secs = REL_TSAN ? 1 : 2;
-    pid_t w1 = rc_fork();
+    int secs = T_TSAN ? 1 : 2;
+    pid_t w1 = t_fork();
     if (w1 == 0)
         kid_batch_writer(where, secs, 0);
-    pid_t w2 = rc_fork();
+    pid_t w2 = t_fork();
     if (w2 == 0)
         kid_batch_writer(where, secs, 1);
-    pid_t r = rc_fork();
+    pid_t r = t_fork();
     if (r == 0) {
         shmkv_options ro = opts(SHMKV_BACKEND_MEMORY, 0, SHMKV_RDONLY);
         shmkv_db *d = NULL;
-        KID_OK(shmkv_open(where, &ro, &d));
-        KID_CHECK(d->m->rdonly, "the reader does not have a read-only mapping");
-        uint64_t end = rel_now_ns() + (uint64_t)secs * 1000000000u, passes = 0;
+        CHILD_OK(shmkv_open(where, &ro, &d));
+        CHILD_CHECK(d->m->rdonly, "the reader does not have a read-only mapping");
+        uint64_t end = t_now_ns() + (uint64_t)secs * 1000000000u, passes = 0;
         int64_t first = -1, last = -1;
-        while (rel_now_ns() < end) {
+        while (t_now_ns() < end) {
             ro_pass(d, &last);
             if (first < 0)
                 first = last;
@@ -791,25 +785,17 @@ Test(readonly, many_keys_among_batch_writers)
         }
         fprintf(stderr, "readonly: %" PRIu64 " passes of get_many/scan/count/random_keys, "
                 "group versions %" PRId64 "..%" PRId64 "\n", passes, first, last);
-        KID_CHECK(passes > 3, "only %" PRIu64 " passes", passes);
-        KID_OK(shmkv_close(d));
+        CHILD_CHECK(passes > 3, "only %" PRIu64 " passes", passes);
+        CHILD_OK(shmkv_close(d));
         _exit(0);
     }
-    rc_wait_ok(w1, "batch writer 1");
-    rc_wait_ok(w2, "batch writer 2");
-    rc_wait_ok(r, "read-only reader");
-    RC_OK(shmkv_close(db));
+    t_wait_ok(w1, "batch writer 1");
+    t_wait_ok(w2, "batch writer 2");
+    t_wait_ok(r, "read-only reader");
+    T_OK(shmkv_close(db));
 }
 
 /* ---- many keys at once under a dead holder ---------------------------------- */
-
-static const char *g_kill_point;
-
-static void kill_at_point(const char *point)
-{
-    if (g_kill_point && strcmp(point, g_kill_point) == 0)
-        raise(SIGKILL);
-}
 
 /* A writer (another stays attached, so the reader learns of the death from
  * the lock word) is killed at point while writing group version 1 (or, for
@@ -817,18 +803,17 @@ static void kill_at_point(const char *point)
  * what the repair will make of it: want_ver, or no group at all (-1). */
 static void dead_holder_many(const char *point, bool del, int64_t want_ver)
 {
-    const char *where = rc_name("deadmany");
+    const char *where = t_name("deadmany");
     shmkv_db *db = group_store(where, 4);
-    pid_t w = rc_fork();
+    pid_t w = t_fork();
     if (w == 0) {
         shmkv_options o = opts(SHMKV_BACKEND_MEMORY, 0, 0);
         shmkv_db *d = NULL;
-        KID_OK(shmkv_open(where, &o, &d));
+        CHILD_OK(shmkv_open(where, &o, &d));
         shmkv_item it[GROUP];
         char ks[GROUP][16], vs[GROUP][256];
         group_items(it, ks, vs, 1);
-        g_kill_point = point;
-        shmkv__test_hook = kill_at_point;
+        t_hook_kill_at(point, 0);
         if (del)
             shmkv_delete_many(d, it, GROUP, NULL, NULL);
         else if (strncmp(point, "batch.", 6) == 0)
@@ -838,29 +823,29 @@ static void dead_holder_many(const char *point, bool del, int64_t want_ver)
                 shmkv_set(d, it[i].key, it[i].klen, it[i].val, it[i].vlen, it[i].kind);
         _exit(4);
     }
-    int st = rc_wait(w);
+    int st = t_wait(w);
     char b[80];
     cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
-              "the writer was to die at %s: %s", point, rel_status(st, b, sizeof b));
-    pid_t r = rc_fork();
+              "the writer was to die at %s: %s", point, t_status_str(st, b, sizeof b));
+    pid_t r = t_fork();
     if (r == 0) {
         alarm(30);
         shmkv_options ro = opts(SHMKV_BACKEND_MEMORY, 0, SHMKV_RDONLY);
         shmkv_db *d = NULL;
-        KID_OK(shmkv_open(where, &ro, &d));
-        uint64_t t0 = rel_now_ns();
+        CHILD_OK(shmkv_open(where, &ro, &d));
+        uint64_t t0 = t_now_ns();
         shmkv_item it[GROUP];
         char ks[GROUP][16], buf[GROUP * 256];
         group_items(it, ks, NULL, 0);
         int rc = shmkv_get_many(d, it, GROUP, buf, sizeof buf, NULL, NULL);
-        KID_CHECK(rc == 0, "get_many under a dead holder -> %d (%s)", rc, shmkv_strerror(rc));
+        CHILD_CHECK(rc == 0, "get_many under a dead holder -> %d (%s)", rc, shmkv_strerror(rc));
         for (int i = 0; i < GROUP; i++) {
             if (want_ver < 0) {
-                KID_CHECK(it[i].rc == SHMKV_ENOTFOUND, "%s: rc %d, the delete committed", ks[i],
+                CHILD_CHECK(it[i].rc == SHMKV_ENOTFOUND, "%s: rc %d, the delete committed", ks[i],
                           it[i].rc);
                 continue;
             }
-            KID_CHECK(it[i].rc == 0 && group_ver(it[i].val, it[i].vlen, i) == want_ver,
+            CHILD_CHECK(it[i].rc == 0 && group_ver(it[i].val, it[i].vlen, i) == want_ver,
                       "%s: rc %d, version %" PRId64 ", want %" PRId64 " (killed at %s)", ks[i],
                       it[i].rc, it[i].rc ? -2 : group_ver(it[i].val, it[i].vlen, i), want_ver,
                       point);
@@ -869,38 +854,38 @@ static void dead_holder_many(const char *point, bool del, int64_t want_ver)
             char v[256];
             size_t vl = 0;
             rc = shmkv_get(d, ks[i], 3, v, sizeof v, &vl, NULL);
-            KID_CHECK(want_ver < 0 ? rc == SHMKV_ENOTFOUND
+            CHILD_CHECK(want_ver < 0 ? rc == SHMKV_ENOTFOUND
                                    : rc == 0 && group_ver(v, vl, i) == want_ver,
                       "get(%s) -> %d (killed at %s)", ks[i], rc, point);
         }
         uint64_t c = 0;
         rc = shmkv_count(d, "g", 1, &c);
-        KID_CHECK(rc == 0 && c == (want_ver < 0 ? 0 : GROUP), "count(g) -> %d, %" PRIu64, rc, c);
-        KID_CHECK(shmkv_size(d) == STABLE + c, "size() = %" PRIu64, shmkv_size(d));
+        CHILD_CHECK(rc == 0 && c == (want_ver < 0 ? 0 : GROUP), "count(g) -> %d, %" PRIu64, rc, c);
+        CHILD_CHECK(shmkv_size(d) == STABLE + c, "size() = %" PRIu64, shmkv_size(d));
         int g = 0;
         rc = shmkv_scan(d, "g", 1, NULL, 0, 0, 0, group_cb, &g);
-        KID_CHECK(rc == 0 && (uint64_t)g == c, "scan(g) -> %d, %d keys", rc, g);
+        CHILD_CHECK(rc == 0 && (uint64_t)g == c, "scan(g) -> %d, %d keys", rc, g);
         g = 0;
         rc = shmkv_random_keys(d, "g", 1, GROUP, 1, group_cb, &g);
-        KID_CHECK(rc == 0 && (uint64_t)g == c, "random_keys(g) -> %d, %d keys", rc, g);
+        CHILD_CHECK(rc == 0 && (uint64_t)g == c, "random_keys(g) -> %d, %d keys", rc, g);
         sscan sc = {{0}, 0, 0, 0};
         rc = shmkv_scan(d, "s", 1, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, stable_cb, &sc);
-        KID_CHECK(rc == 0 && sc.stable == STABLE, "scan(s) -> %d, %d keys", rc, sc.stable);
-        KID_CHECK(rel_now_ns() - t0 < 5000000000u, "the reader waited for a dead holder");
-        KID_OK(shmkv_close(d));
+        CHILD_CHECK(rc == 0 && sc.stable == STABLE, "scan(s) -> %d, %d keys", rc, sc.stable);
+        CHILD_CHECK(t_now_ns() - t0 < 5000000000u, "the reader waited for a dead holder");
+        CHILD_OK(shmkv_close(d));
         _exit(0);
     }
-    rc_wait_ok(r, "the read-only reader");
+    t_wait_ok(r, "the read-only reader");
     /* the writer that stayed repairs, and agrees with what the reader saw */
     shmkv_item it[GROUP];
     char ks[GROUP][16], buf[GROUP * 256];
     group_items(it, ks, NULL, 0);
-    RC_OK(shmkv_get_many(db, it, GROUP, buf, sizeof buf, NULL, NULL));
+    T_OK(shmkv_get_many(db, it, GROUP, buf, sizeof buf, NULL, NULL));
     for (int i = 0; i < GROUP; i++)
         cr_assert(want_ver < 0 ? it[i].rc == SHMKV_ENOTFOUND
                                : it[i].rc == 0 && group_ver(it[i].val, it[i].vlen, i) == want_ver,
                   "the repaired %s disagrees with the reader", ks[i]);
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
 }
 
 Test(readonly, many_keys_dead_single_key_writer)
@@ -928,52 +913,51 @@ Test(readonly, many_keys_dead_delete_batch_half_applied)
  * segment behind it empties it), so a read-only reader sees no key. */
 Test(readonly, many_keys_dead_clear)
 {
-    const char *where = rc_name("deadclear");
+    const char *where = t_name("deadclear");
     shmkv_db *db = group_store(where, 4);
-    pid_t w = rc_fork();
+    pid_t w = t_fork();
     if (w == 0) {
         shmkv_options o = opts(SHMKV_BACKEND_MEMORY, 0, 0);
         shmkv_db *d = NULL;
-        KID_OK(shmkv_open(where, &o, &d));
-        g_kill_point = "clear.mid";
-        shmkv__test_hook = kill_at_point;
+        CHILD_OK(shmkv_open(where, &o, &d));
+        t_hook_kill_at("clear.mid", 0);
         shmkv_clear(d);
         _exit(4);
     }
-    int st = rc_wait(w);
+    int st = t_wait(w);
     cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the clear was to die half-way");
-    pid_t r = rc_fork();
+    pid_t r = t_fork();
     if (r == 0) {
         alarm(30);
         shmkv_options ro = opts(SHMKV_BACKEND_MEMORY, 0, SHMKV_RDONLY);
         shmkv_db *d = NULL;
-        KID_OK(shmkv_open(where, &ro, &d));
+        CHILD_OK(shmkv_open(where, &ro, &d));
         shmkv_item it[GROUP];
         char ks[GROUP][16], buf[GROUP * 256];
         group_items(it, ks, NULL, 0);
         int rc = shmkv_get_many(d, it, GROUP, buf, sizeof buf, NULL, NULL);
-        KID_CHECK(rc == 0, "get_many -> %d (%s)", rc, shmkv_strerror(rc));
+        CHILD_CHECK(rc == 0, "get_many -> %d (%s)", rc, shmkv_strerror(rc));
         for (int i = 0; i < GROUP; i++) {
-            KID_CHECK(it[i].rc == SHMKV_ENOTFOUND, "get_many(%s) found a cleared key", ks[i]);
-            KID_CHECK(shmkv_exists(d, ks[i], 3) == 0, "exists(%s) after the clear", ks[i]);
+            CHILD_CHECK(it[i].rc == SHMKV_ENOTFOUND, "get_many(%s) found a cleared key", ks[i]);
+            CHILD_CHECK(shmkv_exists(d, ks[i], 3) == 0, "exists(%s) after the clear", ks[i]);
         }
         uint64_t c = 99;
         rc = shmkv_count(d, NULL, 0, &c);
-        KID_CHECK(rc == 0 && c == 0, "count -> %d, %" PRIu64, rc, c);
-        KID_CHECK(shmkv_size(d) == 0, "size() = %" PRIu64, shmkv_size(d));
+        CHILD_CHECK(rc == 0 && c == 0, "count -> %d, %" PRIu64, rc, c);
+        CHILD_CHECK(shmkv_size(d) == 0, "size() = %" PRIu64, shmkv_size(d));
         sscan sc = {{0}, 0, 0, 0};
         rc = shmkv_scan(d, NULL, 0, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, stable_cb, &sc);
-        KID_CHECK(rc == 0 && sc.stable + sc.churn == 0, "scan -> %d, %d keys", rc,
+        CHILD_CHECK(rc == 0 && sc.stable + sc.churn == 0, "scan -> %d, %d keys", rc,
                   sc.stable + sc.churn);
         int g = 0;
         rc = shmkv_random_keys(d, NULL, 0, 5, 1, group_cb, &g);
-        KID_CHECK(rc == 0 && g == 0, "random_keys -> %d, %d keys", rc, g);
-        KID_OK(shmkv_close(d));
+        CHILD_CHECK(rc == 0 && g == 0, "random_keys -> %d, %d keys", rc, g);
+        CHILD_OK(shmkv_close(d));
         _exit(0);
     }
-    rc_wait_ok(r, "the read-only reader");
+    t_wait_ok(r, "the read-only reader");
     cr_assert_eq(shmkv_size(db), 0, "the repaired store is not empty");
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
 }
 
 /* A batch so large that its intent record is a big block (one segment,
@@ -985,11 +969,11 @@ Test(readonly, many_keys_dead_clear)
 
 Test(readonly, big_batch_killed_after_commit, .timeout = 300)
 {
-    const char *where = rc_name("bigbatch");
+    const char *where = t_name("bigbatch");
     shmkv_options o = opts(SHMKV_BACKEND_MEMORY, 0, 0);
     o.segments = 1;
     shmkv_db *db = NULL;
-    RC_OK(shmkv_open(where, &o, &db)); /* stays attached: the reader learns of the death from the lock */
+    T_OK(shmkv_open(where, &o, &db)); /* stays attached: the reader learns of the death from the lock */
     shmkv_item *it = calloc(BIG_N, sizeof *it);
     char (*ks)[12] = calloc(BIG_N, sizeof *ks);
     cr_assert(it && ks);
@@ -998,47 +982,46 @@ Test(readonly, big_batch_killed_after_commit, .timeout = 300)
         it[i] = (shmkv_item){.key = ks[i], .klen = (size_t)kl, .val = "old", .vlen = 3,
                              .kind = SHMKV_KIND_STRING};
     }
-    RC_OK(shmkv_set_many(db, it, BIG_N, NULL));
-    pid_t w = rc_fork();
+    T_OK(shmkv_set_many(db, it, BIG_N, NULL));
+    pid_t w = t_fork();
     if (w == 0) {
         shmkv_db *d = NULL;
-        KID_OK(shmkv_open(where, &o, &d));
+        CHILD_OK(shmkv_open(where, &o, &d));
         for (int i = 0; i < BIG_N; i++)
             it[i].val = "new";
-        g_kill_point = "batch.committed";
-        shmkv__test_hook = kill_at_point;
+        t_hook_kill_at("batch.committed", 0);
         shmkv_set_many(d, it, BIG_N, NULL);
         _exit(4);
     }
-    int st = rc_wait(w);
+    int st = t_wait(w);
     char b[80];
     cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the batch was to die committed: %s",
-              rel_status(st, b, sizeof b));
+              t_status_str(st, b, sizeof b));
     const int probe[] = {0, 1, 4711, BIG_N / 2, BIG_N - 1};
-    pid_t r = rc_fork();
+    pid_t r = t_fork();
     if (r == 0) {
         alarm(120);
         shmkv_options ro = opts(SHMKV_BACKEND_MEMORY, 0, SHMKV_RDONLY);
         shmkv_db *d = NULL;
-        KID_OK(shmkv_open(where, &ro, &d));
+        CHILD_OK(shmkv_open(where, &ro, &d));
         for (size_t i = 0; i < sizeof probe / sizeof probe[0]; i++) {
             char got[8];
             size_t gl = 0;
             int rc = shmkv_get(d, ks[probe[i]], 7, got, sizeof got, &gl, NULL);
-            KID_CHECK(rc == 0 && gl == 3 && memcmp(got, "new", 3) == 0,
+            CHILD_CHECK(rc == 0 && gl == 3 && memcmp(got, "new", 3) == 0,
                       "read-only get(%s) -> %d, %.*s: the committed batch is not read forward",
                       ks[probe[i]], rc, (int)gl, got);
         }
-        KID_OK(shmkv_close(d));
+        CHILD_OK(shmkv_close(d));
         _exit(0);
     }
-    rc_wait_ok(r, "the read-only reader");
+    t_wait_ok(r, "the read-only reader");
     /* the writer that stayed repairs the segment on its next lock */
-    RC_OK(shmkv_delete(db, "zz", 2, NULL));
+    T_OK(shmkv_delete(db, "zz", 2, NULL));
     for (size_t i = 0; i < sizeof probe / sizeof probe[0]; i++) {
         char got[8];
         size_t gl = 0;
-        RC_OK(shmkv_get(db, ks[probe[i]], 7, got, sizeof got, &gl, NULL));
+        T_OK(shmkv_get(db, ks[probe[i]], 7, got, sizeof got, &gl, NULL));
         cr_assert(gl == 3 && memcmp(got, "new", 3) == 0,
                   "after the repair, %s is %.*s: the committed batch was dropped", ks[probe[i]],
                   (int)gl, got);
@@ -1046,7 +1029,7 @@ Test(readonly, big_batch_killed_after_commit, .timeout = 300)
     cr_assert_eq(shmkv_size(db), BIG_N);
     free(it);
     free(ks);
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
 }
 
 /* ---- the last writer closes under a reader, a dead holder unrepaired -------- */
@@ -1056,23 +1039,17 @@ Test(readonly, big_batch_killed_after_commit, .timeout = 300)
  * close must leave that mark alone (and the store unclean): if it took the
  * dead lock to test it, the reader would see seq odd with nobody on the
  * lock and wait for a holder that never comes. */
-static void die_after_publish(const char *point)
-{
-    if (strcmp(point, "set.after_publish") == 0)
-        raise(SIGKILL);
-}
-
 Test(readonly, last_writer_closes_under_reader_with_dead_holder)
 {
-    const char *where = rc_path("lastclose");
+    const char *where = t_path("lastclose");
     shmkv_options o = opts(SHMKV_BACKEND_DISK, 0, 0);
     o.segments = 1;
     shmkv_db *db = NULL;
-    RC_OK(shmkv_open(where, &o, &db));
-    RC_OK(shmkv_set(db, "k", 1, "old", 3, SHMKV_KIND_STRING));
+    T_OK(shmkv_open(where, &o, &db));
+    T_OK(shmkv_set(db, "k", 1, "old", 3, SHMKV_KIND_STRING));
     int go[2], ready[2];
     cr_assert(pipe(go) == 0 && pipe(ready) == 0);
-    pid_t r = rc_fork();
+    pid_t r = t_fork();
     if (r == 0) {
         close(go[1]);
         close(ready[0]);
@@ -1080,26 +1057,26 @@ Test(readonly, last_writer_closes_under_reader_with_dead_holder)
         shmkv_options ro = opts(SHMKV_BACKEND_DISK, 0, SHMKV_RDONLY);
         ro.lock_timeout_ms = 8000;
         shmkv_db *d = NULL;
-        KID_OK(shmkv_open(where, &ro, &d)); /* a writer is attached: no dead_seq */
+        CHILD_OK(shmkv_open(where, &ro, &d)); /* a writer is attached: no dead_seq */
         char c = 'r';
-        KID_CHECK(write(ready[1], &c, 1) == 1, "pipe");
-        KID_CHECK(read(go[0], &c, 1) == 1, "pipe"); /* the writers are gone */
-        uint64_t t0 = rel_now_ns();
+        CHILD_CHECK(write(ready[1], &c, 1) == 1, "pipe");
+        CHILD_CHECK(read(go[0], &c, 1) == 1, "pipe"); /* the writers are gone */
+        uint64_t t0 = t_now_ns();
         char got[8];
         size_t gl = 0;
         int rc = shmkv_get(d, "new", 3, got, sizeof got, &gl, NULL);
-        KID_CHECK(rc == 0 && gl == 1, "get(new) -> %d (%s)", rc, shmkv_strerror(rc));
+        CHILD_CHECK(rc == 0 && gl == 1, "get(new) -> %d (%s)", rc, shmkv_strerror(rc));
         shmkv_item it[2] = {{.key = "k", .klen = 1}, {.key = "new", .klen = 3}};
         rc = shmkv_get_many(d, it, 2, got, sizeof got, NULL, NULL);
-        KID_CHECK(rc == 0 && it[0].rc == 0 && it[1].rc == 0, "get_many -> %d (%s)", rc,
+        CHILD_CHECK(rc == 0 && it[0].rc == 0 && it[1].rc == 0, "get_many -> %d (%s)", rc,
                   shmkv_strerror(rc));
         uint64_t c2 = 0;
         rc = shmkv_count(d, NULL, 0, &c2);
-        KID_CHECK(rc == 0 && c2 == 2, "count -> %d (%s), %" PRIu64, rc, shmkv_strerror(rc), c2);
-        KID_CHECK(rel_now_ns() - t0 < 4000000000u,
+        CHILD_CHECK(rc == 0 && c2 == 2, "count -> %d (%s), %" PRIu64, rc, shmkv_strerror(rc), c2);
+        CHILD_CHECK(t_now_ns() - t0 < 4000000000u,
                   "the reader waited %.1f s for a holder that is dead",
-                  (double)(rel_now_ns() - t0) / 1e9);
-        KID_OK(shmkv_close(d));
+                  (double)(t_now_ns() - t0) / 1e9);
+        CHILD_OK(shmkv_close(d));
         _exit(0);
     }
     close(ready[1]);
@@ -1107,23 +1084,23 @@ Test(readonly, last_writer_closes_under_reader_with_dead_holder)
     char c;
     cr_assert(read(ready[0], &c, 1) == 1, "the reader did not open");
     close(ready[0]);
-    pid_t w = rc_fork();
+    pid_t w = t_fork();
     if (w == 0) {
         shmkv_db *d = NULL;
-        KID_OK(shmkv_open(where, &o, &d));
-        shmkv__test_hook = die_after_publish;
+        CHILD_OK(shmkv_open(where, &o, &d));
+        t_hook_kill_at("set.after_publish", 0);
         shmkv_set(d, "new", 3, "n", 1, SHMKV_KIND_STRING);
         _exit(4);
     }
-    int st = rc_wait(w);
+    int st = t_wait(w);
     cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the writer was to die holding the lock");
-    RC_OK(shmkv_close(db)); /* the last writer: the reader stays */
+    T_OK(shmkv_close(db)); /* the last writer: the reader stays */
     db = NULL;
     cr_assert(write(go[1], "g", 1) == 1);
     close(go[1]);
-    rc_wait_ok(r, "the read-only reader");
+    t_wait_ok(r, "the read-only reader");
     /* and the next writer, alone among writers, repairs: the count is exact */
-    RC_OK(shmkv_open(where, &o, &db));
+    T_OK(shmkv_open(where, &o, &db));
     cr_assert_eq(shmkv_size(db), 2);
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
 }

@@ -12,7 +12,7 @@
  * reused, a process is killed in the middle of a big allocation, and the
  * store must read back right and pass shmkv-dump --check ($SHMKV_DUMP).
  */
-#include "relcr.h"
+#include "harness.h"
 
 #include "internal.h" /* shmkv__test_hook */
 
@@ -21,41 +21,7 @@
 #include <sys/resource.h>
 #include <sys/statvfs.h>
 
-TestSuite(space, .init = rc_setup, .fini = rc_teardown, .timeout = 600);
-
-static void dump_check(const char *where, shmkv_backend be)
-{
-    const char *dump = getenv("SHMKV_DUMP");
-    if (!dump || access(dump, X_OK) != 0) {
-        fprintf(stderr, "space: SHMKV_DUMP not set: shmkv-dump --check not run\n");
-        return;
-    }
-    const char *out = rc_str("%s/dump.%d.out", rc.sc.dir, ++rc.seq);
-    pid_t p = rc_fork();
-    if (p == 0) {
-        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        if (be == SHMKV_BACKEND_MEMORY)
-            execl(dump, "shmkv-dump", "--check", "--memory", where, (char *)NULL);
-        else
-            execl(dump, "shmkv-dump", "--check", where, (char *)NULL);
-        _exit(127);
-    }
-    int st = rc_wait(p);
-    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
-        char b[80], text[4096] = "";
-        int fd = open(out, O_RDONLY);
-        if (fd >= 0) {
-            ssize_t r = read(fd, text, sizeof text - 1);
-            text[r > 0 ? r : 0] = 0;
-            close(fd);
-        }
-        cr_assert_fail("shmkv-dump --check %s: %s\n%s", where, rel_status(st, b, sizeof b), text);
-    }
-}
+TestSuite(space, .init = t_setup, .fini = t_teardown, .timeout = 600);
 
 /* A value whose bytes depend on (id, len), so a torn or misplaced value
  * cannot pass for another. */
@@ -63,9 +29,9 @@ static void fill_val(unsigned char *v, size_t len, uint64_t id)
 {
     /* Eight bytes a step: the big values are tens of MiB, and sanitizer
      * builds pay for every iteration. */
-    uint64_t x = rel_mix(id * 0x9e3779b97f4a7c15ull + len);
+    uint64_t x = t_mix(id * 0x9e3779b97f4a7c15ull + len);
     for (size_t i = 0; i < len; i += 8) {
-        uint64_t w = rel_mix(x + i);
+        uint64_t w = t_mix(x + i);
         memcpy(v + i, &w, len - i < 8 ? len - i : 8);
     }
 }
@@ -76,7 +42,7 @@ static void expect_val(shmkv_db *db, const char *k, size_t len, uint64_t id)
     cr_assert(want && got);
     fill_val(want, len, id);
     size_t gl = 0;
-    RC_OK(shmkv_get(db, k, strlen(k), got, len + 1, &gl, NULL));
+    T_OK(shmkv_get(db, k, strlen(k), got, len + 1, &gl, NULL));
     cr_assert_eq(gl, len, "%s: %zu bytes, expected %zu", k, gl, len);
     cr_assert(memcmp(got, want, len) == 0, "%s holds the wrong bytes", k);
     free(want);
@@ -88,14 +54,14 @@ static void put_val(shmkv_db *db, const char *k, size_t len, uint64_t id)
     unsigned char *v = malloc(len ? len : 1);
     cr_assert(v);
     fill_val(v, len, id);
-    RC_OK(shmkv_set(db, k, strlen(k), v, len, SHMKV_KIND_BYTES));
+    T_OK(shmkv_set(db, k, strlen(k), v, len, SHMKV_KIND_BYTES));
     free(v);
 }
 
 static uint64_t file_bytes(shmkv_db *db)
 {
     shmkv_info in;
-    RC_OK(shmkv_stat(db, &in));
+    T_OK(shmkv_stat(db, &in));
     return in.file_bytes;
 }
 
@@ -103,8 +69,8 @@ static uint64_t file_bytes(shmkv_db *db)
  * ones, deleted, and their chunks reused by values of other sizes. */
 static void big_values(shmkv_backend be)
 {
-    const char *where = be == SHMKV_BACKEND_MEMORY ? rc_name("bigv") : rc_path("bigv");
-    shmkv_db *db = rc_open(where, be, SHMKV_TRACK_ON);
+    const char *where = be == SHMKV_BACKEND_MEMORY ? t_name("bigv") : t_path("bigv");
+    shmkv_db *db = t_open(where, be, SHMKV_TRACK_ON);
     const size_t sizes[] = {(4u << 20) - 64, (4u << 20) + 1, 9u << 20, SHMKV_VALUE_MAX};
     char k[32];
     for (int i = 0; i < 4; i++) {
@@ -116,12 +82,12 @@ static void big_values(shmkv_backend be)
         snprintf(k, sizeof k, "big%d", i);
         expect_val(db, k, sizes[i], (uint64_t)i);
     }
-    dump_check(where, be);
+    t_dump_check(where, be);
     uint64_t before = file_bytes(db);
     /* Replace and delete: the freed chunks must serve what comes next
      * (values of other sizes, and many small ones) without growing. */
     for (int round = 0; round < 2; round++) {
-        RC_OK(shmkv_delete(db, "big3", 4, NULL));
+        T_OK(shmkv_delete(db, "big3", 4, NULL));
         put_val(db, "big3", SHMKV_VALUE_MAX - 4096u * (unsigned)round, 100u + (unsigned)round);
         put_val(db, "big2", 5u << 20, 200u + (unsigned)round);
         put_val(db, "big2", 10, 300u + (unsigned)round);
@@ -131,8 +97,8 @@ static void big_values(shmkv_backend be)
                   file_bytes(db));
     expect_val(db, "big2", 10, 301);
     expect_val(db, "big3", SHMKV_VALUE_MAX - 4096, 101);
-    dump_check(where, be);
-    RC_OK(shmkv_close(db));
+    t_dump_check(where, be);
+    T_OK(shmkv_close(db));
 }
 
 Test(space, big_values_disk)
@@ -150,41 +116,34 @@ Test(space, big_values_memory)
  * makes a big key array again. */
 Test(space, big_table_and_key_array)
 {
-    const char *where = rc_path("bigidx");
+    const char *where = t_path("bigidx");
     shmkv_options o = {.backend = SHMKV_BACKEND_DISK, .track_keys = SHMKV_TRACK_ON,
                        .segments = 1};
     shmkv_db *db = NULL;
-    RC_OK(shmkv_open(where, &o, &db));
+    T_OK(shmkv_open(where, &o, &db));
     const uint32_t n = 270000;
     char k[16];
     for (uint32_t i = 0; i < n; i++) {
         int kl = snprintf(k, sizeof k, "k%06" PRIu32, i);
-        RC_OK(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
+        T_OK(shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING));
     }
     cr_assert_eq(shmkv_size(db), n);
-    RC_OK(shmkv_rebuild_index(db));
+    T_OK(shmkv_rebuild_index(db));
     size_t kl = 0;
-    RC_OK(shmkv_random_key(db, "k2", 2, k, sizeof k, &kl));
+    T_OK(shmkv_random_key(db, "k2", 2, k, sizeof k, &kl));
     cr_assert(kl == 7 && k[1] == '2');
     for (uint32_t i = 0; i < n; i += 20) {
         int l = snprintf(k, sizeof k, "k%06" PRIu32, i);
-        RC_OK(shmkv_delete(db, k, (size_t)l, NULL));
+        T_OK(shmkv_delete(db, k, (size_t)l, NULL));
     }
     cr_assert_eq(shmkv_size(db), n - n / 20);
-    RC_OK(shmkv_close(db));
-    RC_OK(shmkv_open(where, &o, &db));
+    T_OK(shmkv_close(db));
+    T_OK(shmkv_open(where, &o, &db));
     cr_assert_eq(shmkv_size(db), n - n / 20);
     cr_assert_eq(shmkv_exists(db, "k000001", 7), 1);
     cr_assert_eq(shmkv_exists(db, "k000020", 7), 0);
-    dump_check(where, SHMKV_BACKEND_DISK);
-    RC_OK(shmkv_close(db));
-}
-
-static const char *kill_point;
-static void kill_at(const char *point)
-{
-    if (strcmp(point, kill_point) == 0)
-        raise(SIGKILL);
+    t_dump_check(where, SHMKV_BACKEND_DISK);
+    T_OK(shmkv_close(db));
 }
 
 /* A writer killed inside a big allocation, or between writing a big value
@@ -194,30 +153,29 @@ static void kill_at(const char *point)
 Test(space, killed_inside_big_allocation)
 {
     const char *points[] = {"alloc.big.mid", "set.before_publish", "set.after_publish"};
-    const char *where = rc_path("bigkill");
-    shmkv_db *db = rc_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+    const char *where = t_path("bigkill");
+    shmkv_db *db = t_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
     put_val(db, "victim", 6u << 20, 1);
     for (int p = 0; p < 3; p++) {
-        kill_point = points[p];
-        pid_t kid = rc_fork();
+        pid_t kid = t_fork();
         if (kid == 0) {
             shmkv_db *d = NULL;
             shmkv_options o = {.backend = SHMKV_BACKEND_DISK};
-            KID_OK(shmkv_open(where, &o, &d));
+            CHILD_OK(shmkv_open(where, &o, &d));
             unsigned char *v = malloc(8u << 20);
-            KID_CHECK(v != NULL, "malloc");
+            CHILD_CHECK(v != NULL, "malloc");
             fill_val(v, 8u << 20, 50u + (unsigned)p);
-            shmkv__test_hook = kill_at;
+            t_hook_kill_at(points[p], 0);
             shmkv_set(d, "victim", 6, v, 8u << 20, SHMKV_KIND_BYTES);
             _exit(4); /* never reached the kill point */
         }
-        int st = rc_wait(kid);
+        int st = t_wait(kid);
         cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the writer was to die at %s",
                   points[p]);
         /* Old or new, never a mix. */
         unsigned char *got = malloc(8u << 20);
         size_t gl = 0;
-        RC_OK(shmkv_get(db, "victim", 6, got, 8u << 20, &gl, NULL));
+        T_OK(shmkv_get(db, "victim", 6, got, 8u << 20, &gl, NULL));
         if (strcmp(points[p], "set.after_publish") == 0)
             cr_assert_eq(gl, 8u << 20, "published at %s but not there", points[p]);
         free(got);
@@ -227,9 +185,9 @@ Test(space, killed_inside_big_allocation)
             expect_val(db, "victim", 6u << 20, 1);
         /* The repair ran on the lock above; the segment is whole again. */
         put_val(db, "victim", 6u << 20, 1);
-        dump_check(where, SHMKV_BACKEND_DISK);
+        t_dump_check(where, SHMKV_BACKEND_DISK);
     }
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
 }
 
 /* Version 2 only adds encodings; a version 1 store opens as it is, and a
@@ -238,33 +196,33 @@ Test(space, killed_inside_big_allocation)
  * read-only opener leaves it alone. */
 Test(space, version_1_store_is_upgraded_by_a_writer)
 {
-    const char *where = rc_path("v1");
-    shmkv_db *db = rc_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+    const char *where = t_path("v1");
+    shmkv_db *db = t_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
     put_val(db, "a", 10, 1);
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
     int fd = open(where, O_RDWR);
     cr_assert(fd >= 0);
     uint32_t v = 1;
     cr_assert_eq(pwrite(fd, &v, 4, 8), 4);
     shmkv_options o = {.backend = SHMKV_BACKEND_DISK, .flags = SHMKV_RDONLY};
-    RC_OK(shmkv_open(where, &o, &db));
+    T_OK(shmkv_open(where, &o, &db));
     shmkv_info in;
-    RC_OK(shmkv_stat(db, &in));
+    T_OK(shmkv_stat(db, &in));
     cr_assert_eq(in.format_version, 1);
     expect_val(db, "a", 10, 1);
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
     cr_assert_eq(pread(fd, &v, 4, 8), 4);
     cr_assert_eq(v, 1, "a read-only open changed the version");
-    db = rc_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
-    RC_OK(shmkv_stat(db, &in));
+    db = t_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+    T_OK(shmkv_stat(db, &in));
     cr_assert_eq(in.format_version, 2);
     put_val(db, "b", 5u << 20, 2);
     expect_val(db, "a", 10, 1);
-    RC_OK(shmkv_close(db));
+    T_OK(shmkv_close(db));
     cr_assert_eq(pread(fd, &v, 4, 8), 4);
     cr_assert_eq(v, 2);
     close(fd);
-    dump_check(where, SHMKV_BACKEND_DISK);
+    t_dump_check(where, SHMKV_BACKEND_DISK);
 }
 
 /* ---- item 7: freed space serves any size, in any segment ---------------- */
@@ -295,49 +253,11 @@ static size_t round_len(int r, uint64_t i)
     switch (r) {
     case 0: return 200;
     case 1: return 1000;
-    case 2: return 40 + (size_t)(rel_mix(i) % 4000); /* mixed */
+    case 2: return 40 + (size_t)(t_mix(i) % 4000); /* mixed */
     case 3: return 16000;
-    case 4: return 24 + (size_t)(rel_mix(i + 7) % 300);
+    case 4: return 24 + (size_t)(t_mix(i + 7) % 300);
     default: return 200;
     }
-}
-
-static int enter_small_fs(const char *mnt)
-{
-    if (unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 &&
-        mount("tmpfs", mnt, "tmpfs", MS_NOSUID | MS_NODEV, "size=2m,mode=0700") == 0)
-        return 1;
-    int e = errno;
-    KID_CHECK(e == EPERM, "private tmpfs at %s: %s", mnt, strerror(e));
-    KID_CHECK(getenv("SHMKV_REL_ALLOW_FSIZE") != NULL,
-              "mounting a tmpfs was refused (EPERM); set SHMKV_REL_ALLOW_FSIZE=1 to accept "
-              "the RLIMIT_FSIZE fallback");
-    fprintf(stderr, "space: mount not permitted (EPERM): using RLIMIT_FSIZE = 2 MiB instead\n");
-    signal(SIGXFSZ, SIG_IGN);
-    struct rlimit rl = {2u << 20, 2u << 20};
-    KID_CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0, "setrlimit: %s", strerror(errno));
-    return 2;
-}
-
-/* shmkv-dump --check from inside a child (its mount namespace). */
-static void kid_dump_check(const char *where, shmkv_backend be)
-{
-    const char *dump = getenv("SHMKV_DUMP");
-    if (!dump || access(dump, X_OK) != 0)
-        return;
-    fflush(NULL);
-    pid_t p = fork();
-    KID_CHECK(p >= 0, "fork");
-    if (p == 0) {
-        if (be == SHMKV_BACKEND_MEMORY)
-            execl(dump, "shmkv-dump", "--check", "--memory", where, (char *)NULL);
-        else
-            execl(dump, "shmkv-dump", "--check", where, (char *)NULL);
-        _exit(127);
-    }
-    int st = 0;
-    KID_CHECK(rel_waitpid(p, &st) == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-              "shmkv-dump --check %s failed (its output is above)", where);
 }
 
 static void kid_value(unsigned char *v, size_t len, uint64_t i, int r)
@@ -350,10 +270,10 @@ kid_cycle(shmkv_backend be, int track, const char *mnt, const char *where, int r
 {
     cycres res;
     memset(&res, 0, sizeof res);
-    res.mode = enter_small_fs(mnt);
+    res.mode = t_child_small_fs(mnt, NULL);
     shmkv_options o = {.backend = be, .track_keys = track};
     shmkv_db *db = NULL;
-    KID_OK(shmkv_open(where, &o, &db));
+    CHILD_OK(shmkv_open(where, &o, &db));
     static unsigned char v[1u << 20], got[1u << 20];
     char k[32];
     for (int r = 0; r < ROUNDS; r++) {
@@ -367,31 +287,31 @@ kid_cycle(shmkv_backend be, int track, const char *mnt, const char *where, int r
             if (rc)
                 break;
             res.bytes[r] += len;
-            KID_CHECK(n < 1000000, "2 MiB never filled up");
+            CHILD_CHECK(n < 1000000, "2 MiB never filled up");
         }
         res.keys[r] = n;
         res.last_rc[r] = rc;
-        KID_CHECK(rc == -ENOSPC, "round %d: the set that failed returned %d (%s)", r, rc,
+        CHILD_CHECK(rc == -ENOSPC, "round %d: the set that failed returned %d (%s)", r, rc,
                   shmkv_strerror(rc));
-        KID_CHECK(shmkv_size(db) == n, "round %d: size() %" PRIu64 " of %" PRIu64, r,
+        CHILD_CHECK(shmkv_size(db) == n, "round %d: size() %" PRIu64 " of %" PRIu64, r,
                   shmkv_size(db), n);
         for (uint64_t i = 0; i < n; i++) {
             size_t len = round_len(r, i), gl = 0;
             int kl = snprintf(k, sizeof k, "r%d-%" PRIu64, r, i);
             kid_value(v, len, i, r);
-            KID_OK(shmkv_get(db, k, (size_t)kl, got, sizeof got, &gl, NULL));
-            KID_CHECK(gl == len && memcmp(got, v, len) == 0, "round %d: %s reads back wrong", r,
+            CHILD_OK(shmkv_get(db, k, (size_t)kl, got, sizeof got, &gl, NULL));
+            CHILD_CHECK(gl == len && memcmp(got, v, len) == 0, "round %d: %s reads back wrong", r,
                       k);
         }
         /* The mixed round is emptied by clear(), the others key by key. */
         for (uint64_t i = 0; i < n && r != 2; i++) {
             int kl = snprintf(k, sizeof k, "r%d-%" PRIu64, r, i), existed = 0;
-            KID_OK(shmkv_delete(db, k, (size_t)kl, &existed));
-            KID_CHECK(existed, "round %d: %s was gone before its delete", r, k);
+            CHILD_OK(shmkv_delete(db, k, (size_t)kl, &existed));
+            CHILD_CHECK(existed, "round %d: %s was gone before its delete", r, k);
         }
         if (r == 2)
-            KID_OK(shmkv_clear(db));
-        KID_CHECK(shmkv_size(db) == 0, "round %d: size() %" PRIu64 " after deleting all", r,
+            CHILD_OK(shmkv_clear(db));
+        CHILD_CHECK(shmkv_size(db) == 0, "round %d: size() %" PRIu64 " after deleting all", r,
                   shmkv_size(db));
     }
     /* Everything deleted: one value of 3/4 of what the first round held. */
@@ -402,38 +322,19 @@ kid_cycle(shmkv_backend be, int track, const char *mnt, const char *where, int r
     res.single_rc = shmkv_set(db, "one", 3, v, res.single_len, SHMKV_KIND_BYTES);
     if (res.single_rc == 0) {
         size_t gl = 0;
-        KID_OK(shmkv_get(db, "one", 3, got, sizeof got, &gl, NULL));
-        KID_CHECK(gl == res.single_len && memcmp(got, v, gl) == 0, "the single value reads back wrong");
+        CHILD_OK(shmkv_get(db, "one", 3, got, sizeof got, &gl, NULL));
+        CHILD_CHECK(gl == res.single_len && memcmp(got, v, gl) == 0, "the single value reads back wrong");
     }
-    kid_dump_check(where, be);
-    KID_OK(shmkv_close(db));
-    KID_CHECK(fd_write_all(resfd, &res, sizeof res) == 0, "pipe");
+    t_child_dump_check(where, be, false);
+    CHILD_OK(shmkv_close(db));
+    CHILD_CHECK(fd_write_all(resfd, &res, sizeof res) == 0, "pipe");
     _exit(0);
 }
 
 static void cycle(shmkv_backend be, int track)
 {
-    const char *mnt = be == SHMKV_BACKEND_MEMORY ? "/dev/shm" : rc_str("%s/mnt", rc.sc.dir);
-    if (be == SHMKV_BACKEND_DISK)
-        cr_assert(mkdir(mnt, 0700) == 0, "mkdir %s: %s", mnt, strerror(errno));
-    const char *where = be == SHMKV_BACKEND_MEMORY ? rc_name("cyc") : rc_str("%s/store.kv", mnt);
-    int p[2];
-    cr_assert(pipe(p) == 0);
-    pid_t kid = rc_fork();
-    if (kid == 0) {
-        close(p[0]);
-        kid_cycle(be, track, mnt, where, p[1]);
-    }
-    close(p[1]);
     cycres res;
-    memset(&res, 0, sizeof res);
-    ssize_t got = read(p[0], &res, sizeof res);
-    close(p[0]);
-    int st = rc_wait(kid);
-    char b[80];
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the writer ended with %s (see above)",
-              rel_status(st, b, sizeof b));
-    cr_assert_eq(got, (ssize_t)sizeof res);
+    t_small_fs_run(be, track, "cyc", kid_cycle, &res, sizeof res);
     fprintf(stderr, "space: %s backend, track_keys %s, %s:", be == SHMKV_BACKEND_MEMORY ? "memory" : "disk",
             track == SHMKV_TRACK_ON ? "on" : "off", res.mode == 1 ? "2 MiB tmpfs" : "RLIMIT_FSIZE");
     for (int r = 0; r < ROUNDS; r++)
@@ -479,29 +380,28 @@ Test(space, killed_inside_pool_change)
 {
     const char *points[] = {"pool.put.mid", "pool.take.mid"};
     for (int p = 0; p < 2; p++) {
-        const char *where = rc_path("poolkill");
-        shmkv_db *db = rc_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+        const char *where = t_path("poolkill");
+        shmkv_db *db = t_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
         put_val(db, "b1", 5u << 20, 1);
         put_val(db, "small", 100, 2);
         if (p == 1)
-            RC_OK(shmkv_delete(db, "b1", 2, NULL)); /* its chunk to the pool */
-        kill_point = points[p];
-        pid_t kid = rc_fork();
+            T_OK(shmkv_delete(db, "b1", 2, NULL)); /* its chunk to the pool */
+        pid_t kid = t_fork();
         if (kid == 0) {
             shmkv_db *d = NULL;
             shmkv_options o = {.backend = SHMKV_BACKEND_DISK};
-            KID_OK(shmkv_open(where, &o, &d));
+            CHILD_OK(shmkv_open(where, &o, &d));
             unsigned char *v = malloc(5u << 20);
-            KID_CHECK(v != NULL, "malloc");
+            CHILD_CHECK(v != NULL, "malloc");
             fill_val(v, 5u << 20, 3);
-            shmkv__test_hook = kill_at;
+            t_hook_kill_at(points[p], 0);
             if (p == 0)
                 shmkv_delete(d, "b1", 2, NULL);
             else
                 shmkv_set(d, "b2", 2, v, 5u << 20, SHMKV_KIND_BYTES);
             _exit(4); /* never reached the kill point */
         }
-        int st = rc_wait(kid);
+        int st = t_wait(kid);
         cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the writer was to die at %s",
                   points[p]);
         /* The delete was published before the free; the set never was. */
@@ -522,9 +422,9 @@ Test(space, killed_inside_pool_change)
         }
         expect_val(db, "b3", 5u << 20, 4);
         expect_val(db, "s49", 300, 49);
-        dump_check(where, SHMKV_BACKEND_DISK);
-        RC_OK(shmkv_close(db));
-        dump_check(where, SHMKV_BACKEND_DISK);
+        t_dump_check(where, SHMKV_BACKEND_DISK);
+        T_OK(shmkv_close(db));
+        t_dump_check(where, SHMKV_BACKEND_DISK);
     }
 }
 
@@ -543,10 +443,10 @@ kid_queue(shmkv_backend be, int track, const char *mnt, const char *where, int r
 {
     qres res;
     memset(&res, 0, sizeof res);
-    (void)enter_small_fs(mnt);
+    (void)t_child_small_fs(mnt, NULL);
     shmkv_options o = {.backend = be, .track_keys = track};
     shmkv_db *db = NULL;
-    KID_OK(shmkv_open(where, &o, &db));
+    CHILD_OK(shmkv_open(where, &o, &db));
     static unsigned char v[1000], got[1000];
     char k[32];
     int rc;
@@ -558,12 +458,12 @@ kid_queue(shmkv_backend be, int track, const char *mnt, const char *where, int r
             break;
         res.bytes0 += 200;
     }
-    KID_CHECK(rc == -ENOSPC, "filling: %d (%s)", rc, shmkv_strerror(rc));
+    CHILD_CHECK(rc == -ENOSPC, "filling: %d (%s)", rc, shmkv_strerror(rc));
     res.n = n;
     uint64_t first_kept = n / 10 * 9;
     for (uint64_t i = 0; i < first_kept; i++) {
         int kl = snprintf(k, sizeof k, "old-%" PRIu64, i);
-        KID_OK(shmkv_delete(db, k, (size_t)kl, NULL));
+        CHILD_OK(shmkv_delete(db, k, (size_t)kl, NULL));
     }
     res.kept = n - first_kept;
     uint64_t m = 0;
@@ -574,52 +474,33 @@ kid_queue(shmkv_backend be, int track, const char *mnt, const char *where, int r
             break;
         res.bytes1 += 1000;
     }
-    KID_CHECK(rc == -ENOSPC, "refilling: %d (%s)", rc, shmkv_strerror(rc));
+    CHILD_CHECK(rc == -ENOSPC, "refilling: %d (%s)", rc, shmkv_strerror(rc));
     res.n1 = m;
-    KID_CHECK(shmkv_size(db) == res.kept + m, "size() %" PRIu64, shmkv_size(db));
+    CHILD_CHECK(shmkv_size(db) == res.kept + m, "size() %" PRIu64, shmkv_size(db));
     for (uint64_t i = first_kept; i < n; i++) {
         size_t gl = 0;
         int kl = snprintf(k, sizeof k, "old-%" PRIu64, i);
         kid_value(v, 200, i, 0);
-        KID_OK(shmkv_get(db, k, (size_t)kl, got, sizeof got, &gl, NULL));
-        KID_CHECK(gl == 200 && memcmp(got, v, 200) == 0, "%s reads back wrong", k);
+        CHILD_OK(shmkv_get(db, k, (size_t)kl, got, sizeof got, &gl, NULL));
+        CHILD_CHECK(gl == 200 && memcmp(got, v, 200) == 0, "%s reads back wrong", k);
     }
     for (uint64_t i = 0; i < m; i++) {
         size_t gl = 0;
         int kl = snprintf(k, sizeof k, "new-%" PRIu64, i);
         kid_value(v, 1000, i, 1);
-        KID_OK(shmkv_get(db, k, (size_t)kl, got, sizeof got, &gl, NULL));
-        KID_CHECK(gl == 1000 && memcmp(got, v, 1000) == 0, "%s reads back wrong", k);
+        CHILD_OK(shmkv_get(db, k, (size_t)kl, got, sizeof got, &gl, NULL));
+        CHILD_CHECK(gl == 1000 && memcmp(got, v, 1000) == 0, "%s reads back wrong", k);
     }
-    kid_dump_check(where, be);
-    KID_OK(shmkv_close(db));
-    KID_CHECK(fd_write_all(resfd, &res, sizeof res) == 0, "pipe");
+    t_child_dump_check(where, be, false);
+    CHILD_OK(shmkv_close(db));
+    CHILD_CHECK(fd_write_all(resfd, &res, sizeof res) == 0, "pipe");
     _exit(0);
 }
 
 static void queue(shmkv_backend be, int track)
 {
-    const char *mnt = be == SHMKV_BACKEND_MEMORY ? "/dev/shm" : rc_str("%s/mnt", rc.sc.dir);
-    if (be == SHMKV_BACKEND_DISK)
-        cr_assert(mkdir(mnt, 0700) == 0, "mkdir %s: %s", mnt, strerror(errno));
-    const char *where = be == SHMKV_BACKEND_MEMORY ? rc_name("queue") : rc_str("%s/store.kv", mnt);
-    int p[2];
-    cr_assert(pipe(p) == 0);
-    pid_t kid = rc_fork();
-    if (kid == 0) {
-        close(p[0]);
-        kid_queue(be, track, mnt, where, p[1]);
-    }
-    close(p[1]);
     qres res;
-    memset(&res, 0, sizeof res);
-    ssize_t got = read(p[0], &res, sizeof res);
-    close(p[0]);
-    int st = rc_wait(kid);
-    char b[80];
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the writer ended with %s (see above)",
-              rel_status(st, b, sizeof b));
-    cr_assert_eq(got, (ssize_t)sizeof res);
+    t_small_fs_run(be, track, "queue", kid_queue, &res, sizeof res);
     uint64_t freed = res.bytes0 / res.n * (res.n - res.kept);
     fprintf(stderr, "space: queue, %s backend, track_keys %s: %" PRIu64 " keys of 200 bytes, "
             "%" PRIu64 " consumed (%" PRIu64 " KiB), then %" PRIu64 " of 1,000 bytes (%" PRIu64
@@ -646,11 +527,11 @@ Test(space, queue_memory_tracked)
  * gone. */
 Test(space, killed_inside_trim)
 {
-    const char *where = rc_path("trimkill");
+    const char *where = t_path("trimkill");
     shmkv_options o = {.backend = SHMKV_BACKEND_DISK, .segments = 1,
                        .track_keys = SHMKV_TRACK_OFF};
     shmkv_db *db = NULL;
-    RC_OK(shmkv_open(where, &o, &db));
+    T_OK(shmkv_open(where, &o, &db));
     const int n = 3000;
     char k[16];
     for (int i = 0; i < n; i++) {
@@ -659,20 +540,19 @@ Test(space, killed_inside_trim)
     }
     int pf[2];
     cr_assert(pipe(pf) == 0);
-    kill_point = "alloc.trim";
-    pid_t kid = rc_fork();
+    pid_t kid = t_fork();
     if (kid == 0) {
         close(pf[0]);
         shmkv_db *d = NULL;
-        KID_OK(shmkv_open(where, &o, &d));
-        shmkv__test_hook = kill_at;
+        CHILD_OK(shmkv_open(where, &o, &d));
+        t_hook_kill_at("alloc.trim", 0);
         for (int i = 0; i < n; i++) {
             char kk[16];
             snprintf(kk, sizeof kk, "t%d", i);
             /* Report each key before its delete: the parent knows which
              * one was in flight. */
-            KID_CHECK(fd_write_all(pf[1], &i, sizeof i) == 0, "pipe");
-            KID_OK(shmkv_delete(d, kk, strlen(kk), NULL));
+            CHILD_CHECK(fd_write_all(pf[1], &i, sizeof i) == 0, "pipe");
+            CHILD_OK(shmkv_delete(d, kk, strlen(kk), NULL));
         }
         _exit(4); /* never trimmed */
     }
@@ -681,7 +561,7 @@ Test(space, killed_inside_trim)
     while (read(pf[0], &i, sizeof i) == (ssize_t)sizeof i)
         last = i;
     close(pf[0]);
-    int st = rc_wait(kid);
+    int st = t_wait(kid);
     cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the deleter was to die in a trim");
     cr_assert(last > 0 && last < n);
     /* Key `last` was deleted (the trim runs after the tombstone); every
@@ -699,9 +579,9 @@ Test(space, killed_inside_trim)
         put_val(db, k, 1000, (uint64_t)j);
     }
     expect_val(db, "u499", 1000, 499);
-    dump_check(where, SHMKV_BACKEND_DISK);
-    RC_OK(shmkv_close(db));
-    dump_check(where, SHMKV_BACKEND_DISK);
+    t_dump_check(where, SHMKV_BACKEND_DISK);
+    T_OK(shmkv_close(db));
+    t_dump_check(where, SHMKV_BACKEND_DISK);
 }
 
 /* The index's real limit: 2^32 - 1 keys (a key blob keeps its position in
@@ -710,14 +590,14 @@ Test(space, killed_inside_trim)
  * here, so the count is set to the limit by hand, and put back after. */
 Test(space, index_limit_is_etoomany)
 {
-    const char *where = rc_path("toomany");
-    shmkv_db *db = rc_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+    const char *where = t_path("toomany");
+    shmkv_db *db = t_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
     put_val(db, "a", 10, 1);
     shmkv__index *ix = shmkv__index_of(db->m);
     cr_assert_eq(ix->n, 1);
     ix->n = UINT32_MAX;
     unsigned char v = 'x';
-    RC_IS(shmkv_set(db, "b", 1, &v, 1, SHMKV_KIND_BYTES), SHMKV_ETOOMANY);
+    T_RC(shmkv_set(db, "b", 1, &v, 1, SHMKV_KIND_BYTES), SHMKV_ETOOMANY);
     cr_assert(strstr(shmkv_strerror(SHMKV_ETOOMANY), "2^32 - 1") != NULL);
     cr_assert_eq(shmkv_exists(db, "b", 1), 0);
     put_val(db, "a", 20, 2); /* replacing a value adds no key */
@@ -725,6 +605,6 @@ Test(space, index_limit_is_etoomany)
     cr_assert_eq(shmkv_size(db), 1);
     put_val(db, "b", 1, 3);
     expect_val(db, "a", 20, 2);
-    RC_OK(shmkv_close(db));
-    dump_check(where, SHMKV_BACKEND_DISK);
+    T_OK(shmkv_close(db));
+    t_dump_check(where, SHMKV_BACKEND_DISK);
 }
