@@ -29,25 +29,6 @@
 #include <errno.h>
 #include <stddef.h>
 
-uint32_t shmkv__class_of(uint64_t size)
-{
-    if (size <= 256)
-        return size ? (uint32_t)((size + 15) / 16 - 1) : 0;
-    /* Four classes per power of two above 256 bytes: at most 25% waste. */
-    uint64_t s = size - 1;
-    uint32_t b = 63u - (uint32_t)__builtin_clzll(s);
-    return 16u + (b - 8u) * 4u + (uint32_t)((s >> (b - 2u)) & 3u);
-}
-
-uint64_t shmkv__class_size(uint32_t cls)
-{
-    if (cls < 16)
-        return 16ull * (cls + 1);
-    uint32_t c = cls - 16u;
-    uint32_t b = 8u + c / 4u;
-    return (uint64_t)(4u + c % 4u + 1u) << (b - 2u);
-}
-
 static inline shmkv__chunk *chunk_at(shmkv__map *m, uint64_t off)
 {
     return (shmkv__chunk *)SHMKV__P(m, off);
