@@ -92,8 +92,7 @@ int shmkv__hdr_fault(const shmkv__hdr *h)
         return SHMKV__F_LAYOUT;
     if (h->track_keys > 1 || h->backend > SHMKV_BACKEND_MEMORY)
         return SHMKV__F_FLAGS;
-    if (h->reserve < SHMKV__MIN_RESERVE || h->reserve > SHMKV__MAX_RESERVE ||
-        h->reserve % SHMKV__PAGE)
+    if (!shmkv__reserve_ok(h->reserve))
         return SHMKV__F_RESERVE;
     uint64_t top = hdr_top(h);
     if (top < h->data_off || top > h->reserve)
@@ -216,14 +215,14 @@ int shmkv__view_block(const shmkv__view *v, uint64_t payload, shmkv__block *b,
     return 0;
 }
 
-int shmkv__view_table(const shmkv__view *v, uint64_t toff, uint64_t *cap, uint64_t *bytes)
+int shmkv__view_table(const shmkv__view *v, uint64_t toff, shmkv__block *b, uint64_t *cap,
+                      uint64_t *bytes)
 {
-    shmkv__block b;
     *cap = 0;
-    int f = shmkv__view_block(v, toff, &b, bytes);
+    int f = shmkv__view_block(v, toff, b, bytes);
     if (f)
         return f;
-    if (!(b.flags & SHMKV__BF_USED))
+    if (!(b->flags & SHMKV__BF_USED))
         return SHMKV__F_FREE;
     uint64_t c = 0;
     if (!view_u64(v, toff, &c) || c == 0 || (c & (c - 1))) {

@@ -345,6 +345,13 @@ typedef struct shmkv__layout {
 
 shmkv__layout shmkv__layout_of(uint32_t nseg);
 
+/* A reserve a header may hold: a page multiple within the public limits. */
+static inline bool shmkv__reserve_ok(uint64_t reserve)
+{
+    return reserve >= SHMKV__MIN_RESERVE && reserve <= SHMKV__MAX_RESERVE &&
+           reserve % SHMKV__PAGE == 0;
+}
+
 /* The most a creator allocates before its header is complete: data_off
  * with the most segments. A longer file was never an unfinished creation. */
 uint64_t shmkv__creation_size_max(void);
@@ -449,9 +456,11 @@ int shmkv__block_walk_check(const shmkv__block *b, uint64_t at, const shmkv__chu
  * past the view). */
 int shmkv__view_block(const shmkv__view *v, uint64_t payload, shmkv__block *b,
                       uint64_t *bytes);
-/* A table block: as shmkv__view_block, then F_FREE, F_CAP (*cap: what was
- * read, 0 if nothing could be), F_FIT (cap slots do not fit the block). */
-int shmkv__view_table(const shmkv__view *v, uint64_t toff, uint64_t *cap, uint64_t *bytes);
+/* A table block: as shmkv__view_block (*b, *bytes), then F_FREE, F_CAP
+ * (*cap: what was read, 0 if nothing could be), F_FIT (cap slots do not
+ * fit the block). */
+int shmkv__view_table(const shmkv__view *v, uint64_t toff, shmkv__block *b, uint64_t *cap,
+                      uint64_t *bytes);
 /* An entry block: as shmkv__view_block, then F_FREE, F_BODY, F_LEN (key
  * length not in [1, SHMKV_KEY_MAX] or value length above
  * SHMKV_VALUE_MAX), F_FIT (key and value do not fit the block). *e gets
