@@ -212,6 +212,34 @@ static void check_alloc(ick *c, uint32_t slot, const shmkv__alloc *a, const char
                 "hold %" PRIu64, name, seg, a->used_bytes, c->used_bytes[slot]);
 }
 
+/* Each free list: blocks of this owner and class, not in use, each met
+ * once (a loop would hang the allocator). Marks the blocks it meets. */
+static void check_free_lists(ick *c, const shmkv__alloc *a, uint32_t owner, const char *name,
+                             uint32_t seg)
+{
+    if (!c->tiled)
+        return;
+    for (uint32_t cls = 0; cls < SHMKV__NCLASS; cls++) {
+        uint64_t p = a->free_head[cls];
+        for (size_t steps = 0; p; steps++) {
+            long i = block_index(c, p);
+            if (i < 0 || c->blk_owner[i] != owner || steps > c->nb) {
+                problem(c, "%s %" PRIu32 ": free list of class %" PRIu32 " reaches 0x%" PRIx64
+                        ", which is not a block of it", name, seg, cls, p);
+                break;
+            }
+            const shmkv__block *b = shmkv__view_at(&c->v, p - SHMKV__BLOCK_HDR, sizeof *b);
+            if (c->blk_ref[i]++ || b->cls != cls || (b->flags & SHMKV__BF_USED)) {
+                problem(c, "%s %" PRIu32 ": free list of class %" PRIu32 " loops or holds "
+                        "block 0x%" PRIx64 " of class %u%s", name, seg, cls, p, b->cls,
+                        (b->flags & SHMKV__BF_USED) ? " in use" : "");
+                break;
+            }
+            memcpy(&p, c->v.base + p, 8);
+        }
+    }
+}
+
 /* ---- segments ------------------------------------------------------------------ */
 
 static void check_segment(ick *c, uint32_t i)
@@ -222,6 +250,7 @@ static void check_segment(ick *c, uint32_t i)
     if (s->id != i)
         problem(c, "segment %" PRIu32 ": id field is %" PRIu32, i, s->id);
     check_alloc(c, i, &s->alloc, "segment", i);
+    check_free_lists(c, &s->alloc, i, "segment", i);
     if (!toff) {
         if (count || s->tombs)
             problem(c, "segment %" PRIu32 ": no table but %" PRIu64 " keys and %" PRIu64
@@ -423,6 +452,7 @@ static void check_index(ick *c)
         (lg && atomic_load(&lg->state) != SHMKV__ULOG_IDLE))
         return;
     check_alloc(c, slot, &ix->alloc, "index", 0);
+    check_free_lists(c, &ix->alloc, SHMKV__OWNER_INDEX, "index", 0);
     if (!c->h->track_keys)
         return;
     uint64_t keys = 0, first = 0;
@@ -450,6 +480,16 @@ static int run(ick *c)
                                                       : fault_name(f));
         return 0;
     }
+    uint64_t fs = atomic_load(&h->file_size);
+    if (fs < c->v.len || fs > h->reserve)
+        problem(c, "header: allocated file size %" PRIu64 " outside [top %" PRIu64
+                ", reserve %" PRIu64 "]", fs, c->v.len, h->reserve);
+    if (atomic_load(&h->clean) > 1)
+        problem(c, "header: clean flag is %" PRIu32, atomic_load(&h->clean));
+    for (uint32_t i = 0; i < SHMKV__ATTACH_SLOTS; i++)
+        if (atomic_load(&h->attach[i].pid) < 0)
+            problem(c, "header: attach slot %" PRIu32 " holds pid %" PRId32, i,
+                    atomic_load(&h->attach[i].pid));
     uint32_t n = h->nseg + 1;
     c->nchunks = calloc(n, 8);
     c->chunk_bytes = calloc(n, 8);
