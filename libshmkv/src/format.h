@@ -352,6 +352,12 @@ static inline bool shmkv__reserve_ok(uint64_t reserve)
            reserve % SHMKV__PAGE == 0;
 }
 
+/* Where segment i of a store with this header lies. */
+static inline uint64_t shmkv__seg_off(const shmkv__hdr *h, uint32_t i)
+{
+    return h->seg_off + (uint64_t)i * sizeof(shmkv__seg);
+}
+
 /* The most a creator allocates before its header is complete: data_off
  * with the most segments. A longer file was never an unfinished creation. */
 uint64_t shmkv__creation_size_max(void);

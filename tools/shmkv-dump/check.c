@@ -213,7 +213,7 @@ static const char *plural(uint64_t n)
 
 static uint64_t seg_base(const ck *c, uint32_t i)
 {
-    return c->h->seg_off + (uint64_t)i * sizeof(shmkv__seg);
+    return shmkv__seg_off(c->h, i);
 }
 
 /* glibc's robust mutex: __lock is the futex word (owner tid, plus

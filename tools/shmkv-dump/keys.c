@@ -188,7 +188,7 @@ static int item_cmp(const void *a, const void *b, void *arg)
 
 static uint64_t seg_field(const shmkv__hdr *h, uint32_t i, size_t field)
 {
-    return h->seg_off + (uint64_t)i * sizeof(shmkv__seg) + field;
+    return shmkv__seg_off(h, i) + field;
 }
 
 /* Read the slot, validate its entry, copy it, and read the slot again.
