@@ -159,6 +159,40 @@ Test(check, damaged_entry)
     t_close(db);
 }
 
+/* An entry moved to the slot just before its home: a lookup starting at
+ * the home never gets there. */
+Test(check, damaged_reachability)
+{
+    shmkv_db *db = t_open(t_path("cr"), SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF);
+    fill(db, 300);
+    shmkv__map *m = db->m;
+    for (uint32_t i = 0; i < SHMKV__HDR(m)->nseg; i++) {
+        shmkv__seg *s = shmkv__seg_at(m, i);
+        uint64_t toff = atomic_load(&s->table);
+        if (!toff)
+            continue;
+        shmkv__table *t = SHMKV__P(m, toff);
+        for (uint64_t j = 0; j < t->cap; j++) {
+            uint64_t w = atomic_load(&t->slot[j]);
+            if (!SHMKV__SLOT_LIVE(w))
+                continue;
+            shmkv__entry *e = SHMKV__P(m, SHMKV__SLOT_OFF(w));
+            uint64_t before = (shmkv__hash(e->data, e->klen) - 1) & (t->cap - 1);
+            if (atomic_load(&t->slot[before]) != SHMKV__SLOT_EMPTY)
+                continue;
+            atomic_store(&t->slot[before], w);
+            atomic_store(&t->slot[j], SHMKV__SLOT_EMPTY);
+            expect_problem(db, "entry before its home", "unreachable");
+            atomic_store(&t->slot[j], w);
+            atomic_store(&t->slot[before], SHMKV__SLOT_EMPTY);
+            expect_sound(db, "entry back home");
+            t_close(db);
+            return;
+        }
+    }
+    cr_assert_fail("no entry with an empty slot before its home");
+}
+
 Test(check, damaged_index)
 {
     shmkv_db *db = t_open(t_path("ci"), SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);

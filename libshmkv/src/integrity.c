@@ -242,7 +242,7 @@ static void check_free_lists(ick *c, const shmkv__alloc *a, uint32_t owner, cons
 
 /* ---- segments ------------------------------------------------------------------ */
 
-static void check_segment(ick *c, uint32_t i)
+static int check_segment(ick *c, uint32_t i)
 {
     shmkv__seg *s = shmkv__seg_at(c->m, i);
     uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed);
@@ -255,18 +255,23 @@ static void check_segment(ick *c, uint32_t i)
         if (count || s->tombs)
             problem(c, "segment %" PRIu32 ": no table but %" PRIu64 " keys and %" PRIu64
                     " tombstones", i, count, s->tombs);
-        return;
+        return 0;
     }
     shmkv__block tb;
     uint64_t cap, bytes;
     int f = shmkv__view_table(&c->v, toff, &tb, &cap, &bytes);
     if (f) {
         problem(c, "segment %" PRIu32 ": table 0x%" PRIx64 ": %s", i, toff, fault_name(f));
-        return;
+        return 0;
     }
     if (c->tiled && !block_ref(c, toff, i, "table", i))
-        return;
+        return 0;
     const shmkv__table *t = shmkv__view_at(&c->v, toff, 8 + cap * 8);
+    uint64_t *hs = malloc(cap * sizeof *hs); /* hash of each checked live slot */
+    if (!hs)
+        return -ENOMEM;
+    for (uint64_t j = 0; j < cap; j++)
+        hs[j] = UINT64_MAX;
     uint64_t live = 0, tombs = 0;
     for (uint64_t j = 0; j < cap; j++) {
         uint64_t w = atomic_load_explicit(&t->slot[j], memory_order_relaxed);
@@ -303,18 +308,33 @@ static void check_segment(ick *c, uint32_t i)
         if (eb.kind > SHMKV_KIND_JSON)
             problem(c, "segment %" PRIu32 " slot %" PRIu64 ": unknown value kind %u", i, j,
                     eb.kind);
-        /* Lookups probe from the home slot to the first empty one. */
-        for (uint64_t k = hh & (cap - 1); k != j; k = (k + 1) & (cap - 1))
-            if (atomic_load_explicit(&t->slot[k], memory_order_relaxed) == SHMKV__SLOT_EMPTY) {
-                problem(c, "segment %" PRIu32 " slot %" PRIu64 ": unreachable from its home "
-                        "slot %" PRIu64, i, j, hh & (cap - 1));
-                break;
-            }
+        hs[j] = hh;
     }
+    /* Lookups probe from the home slot to the first empty one: going round
+     * once from an empty slot, an entry is reachable when it lies within
+     * the run of non-empty slots that ends at it. One pass, whatever the
+     * table's clusters. */
+    uint64_t empty = cap;
+    for (uint64_t j = 0; j < cap && empty == cap; j++)
+        if (atomic_load_explicit(&t->slot[j], memory_order_relaxed) == SHMKV__SLOT_EMPTY)
+            empty = j;
+    for (uint64_t k = 1, run = 0; empty < cap && k <= cap; k++) {
+        uint64_t j = (empty + k) & (cap - 1);
+        if (atomic_load_explicit(&t->slot[j], memory_order_relaxed) == SHMKV__SLOT_EMPTY) {
+            run = 0;
+            continue;
+        }
+        run++;
+        if (hs[j] != UINT64_MAX && ((j - (hs[j] & (cap - 1))) & (cap - 1)) >= run)
+            problem(c, "segment %" PRIu32 " slot %" PRIu64 ": unreachable from its home "
+                    "slot %" PRIu64, i, j, hs[j] & (cap - 1));
+    }
+    free(hs);
     if (live != count || tombs != s->tombs)
         problem(c, "segment %" PRIu32 ": counts %" PRIu64 " keys and %" PRIu64 " tombstones, "
                 "its table holds %" PRIu64 " and %" PRIu64, i, count, s->tombs, live, tombs);
     c->live_keys += live;
+    return 0;
 }
 
 /* ---- key index --------------------------------------------------------------- */
@@ -505,7 +525,8 @@ static int run(ick *c)
         problem(c, "header: free pool holds %" PRIu64 " bytes, pool_bytes says %" PRIu64,
                 c->pool, h->pool_bytes);
     for (uint32_t i = 0; i < h->nseg; i++)
-        check_segment(c, i);
+        if ((rc = check_segment(c, i)) != 0)
+            return rc;
     c->tables_ok = c->problems == 0;
     check_index(c);
     return 0;
