@@ -534,6 +534,25 @@ SHMKV_API int shmkv_random_keys(shmkv_db *db, const void *prefix, size_t plen, u
 /** Fill *info. @return 0. */
 SHMKV_API int shmkv_stat(shmkv_db *db, shmkv_info *info);
 
+/**
+ * Check the store's integrity, as SQLite's integrity_check does: the
+ * header, the chunks and blocks of the region, every allocator's counts,
+ * every segment's table and entries (each key in the segment and slot its
+ * hash names, reachable, counted), and the key index when it is current
+ * (its tree's order and counts, every key live in its table, its key
+ * array). Takes every lock, like shmkv_rebuild_index(): writers wait for
+ * O(n) (about as long as a rebuild of the index). It repairs nothing
+ * beyond what taking the locks repairs (a dead holder's half-done work).
+ * @param problems  receives the number of problems found (may be NULL)
+ * @param msg       receives the first problem, NUL-terminated and cut to
+ *                  cap bytes, or "" (may be NULL)
+ * @return 0 when sound; SHMKV_ECORRUPT when problems were found;
+ *   SHMKV_EREADONLY (a read-only handle cannot take the locks: use
+ *   shmkv-dump --check); SHMKV_EINVAL; SHMKV_ETIMEDOUT or SHMKV_ELOCK
+ *   as for any call that locks; -ENOMEM.
+ */
+SHMKV_API int shmkv_check(shmkv_db *db, uint64_t *problems, char *msg, size_t cap);
+
 /** Message for any code this library returns (including -errno). */
 SHMKV_API const char *shmkv_strerror(int err);
 

@@ -29,25 +29,6 @@
 #include <errno.h>
 #include <stddef.h>
 
-uint32_t shmkv__class_of(uint64_t size)
-{
-    if (size <= 256)
-        return size ? (uint32_t)((size + 15) / 16 - 1) : 0;
-    /* Four classes per power of two above 256 bytes: at most 25% waste. */
-    uint64_t s = size - 1;
-    uint32_t b = 63u - (uint32_t)__builtin_clzll(s);
-    return 16u + (b - 8u) * 4u + (uint32_t)((s >> (b - 2u)) & 3u);
-}
-
-uint64_t shmkv__class_size(uint32_t cls)
-{
-    if (cls < 16)
-        return 16ull * (cls + 1);
-    uint32_t c = cls - 16u;
-    uint32_t b = 8u + c / 4u;
-    return (uint64_t)(4u + c % 4u + 1u) << (b - 2u);
-}
-
 static inline shmkv__chunk *chunk_at(shmkv__map *m, uint64_t off)
 {
     return (shmkv__chunk *)SHMKV__P(m, off);
@@ -64,8 +45,7 @@ static uint32_t owner_of(shmkv__map *m, shmkv__alloc *a)
 
 static bool chunk_sane(const shmkv__chunk *c, uint64_t off, uint64_t top)
 {
-    return c->magic == SHMKV__CHUNK_MAGIC && c->size >= SHMKV__PAGE &&
-           c->size % SHMKV__PAGE == 0 && c->size <= top - off;
+    return shmkv__chunk_check(c, off, top) == 0;
 }
 
 /* Give a chunk to the pool (growth lock held). The owner changes last:
@@ -473,8 +453,7 @@ void shmkv__alloc_adopt(shmkv__map *m, shmkv__alloc *a, uint64_t chunk_off)
                   top_ = atomic_load_explicit(&SHMKV__HDR(m)->top, memory_order_acquire);   \
          off < top_; off += chunk_at(m, off)->size)                                          \
         for (shmkv__chunk *c = chunk_at(m, off); c; c = NULL)                                \
-            if (c->magic != SHMKV__CHUNK_MAGIC || c->size < SHMKV__PAGE ||                   \
-                c->size % SHMKV__PAGE || c->size > top_ - off)                               \
+            if (shmkv__chunk_check(c, off, top_))                                            \
                 return SHMKV_ECORRUPT;                                                       \
             else if (c->owner == (owner))
 
@@ -485,22 +464,17 @@ static int rebuild_walk(shmkv__map *m, shmkv__alloc *a, uint32_t owner, uint8_t 
 {
     state_forget(a);
     FOR_OWNED_CHUNK(m, owner, off, c) {
-        if (c->used < SHMKV__CHUNK_HDR || c->used > c->size)
+        if (shmkv__chunk_used_check(c))
             return SHMKV_ECORRUPT;
         a->nchunks++;
         a->chunk_bytes += c->size;
         uint64_t live_end = SHMKV__CHUNK_HDR;
         for (uint64_t b = SHMKV__CHUNK_HDR, bs; b < c->used; b += bs) {
             shmkv__block *blk = (shmkv__block *)SHMKV__P(m, off + b);
-            bs = blk->size;
-            if (blk->cls == SHMKV__CLS_BIG) {
-                /* Alone in its chunk; when unmarked the chunk just empties
-                 * (live_end stays at the header), never onto a free list. */
-                if (b != SHMKV__CHUNK_HDR || bs != 0 || c->used != c->size)
-                    return SHMKV_ECORRUPT;
-                bs = c->used - b;
-            } else if (bs < 16 || bs % 16 || bs > c->used - b || blk->cls >= SHMKV__NCLASS ||
-                       shmkv__class_size(blk->cls) != bs)
+            /* A big block is alone in its chunk; when unmarked the chunk
+             * just empties (live_end stays at the header), never onto a
+             * free list. */
+            if (shmkv__block_walk_check(blk, b, c, &bs))
                 return SHMKV_ECORRUPT;
             if (blk->flags & live)
                 live_end = b + bs;

@@ -404,16 +404,14 @@ static bool ul_rollback(shmkv__map *m, shmkv__ulog *lg)
         if (len || off >= lg->top0)
             continue; /* bytes, or a chunk that the walk below finds */
         shmkv__chunk *c = (shmkv__chunk *)SHMKV__P(m, off);
-        if (off < data_off || c->magic != SHMKV__CHUNK_MAGIC || c->size < SHMKV__PAGE ||
-            c->size % SHMKV__PAGE || c->size > top - off)
+        if (off < data_off || shmkv__chunk_check(c, off, top))
             return false;
         if (c->owner == SHMKV__OWNER_INDEX)
             shmkv__alloc_adopt(m, &index->alloc, off);
     }
     for (uint64_t off = lg->top0; off < top;) {
         shmkv__chunk *c = (shmkv__chunk *)SHMKV__P(m, off);
-        if (c->magic != SHMKV__CHUNK_MAGIC || c->size < SHMKV__PAGE || c->size % SHMKV__PAGE ||
-            c->size > top - off)
+        if (shmkv__chunk_check(c, off, top))
             return false;
         if (c->owner == SHMKV__OWNER_INDEX)
             shmkv__alloc_adopt(m, &index->alloc, off);

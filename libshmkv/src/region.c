@@ -192,21 +192,12 @@ static int check_compat(const shmkv__hdr *h, const shmkv_options *o)
     if (o->track_keys == SHMKV_TRACK_ON && !__atomic_load_n(&h->track_keys, __ATOMIC_ACQUIRE) &&
         (o->flags & SHMKV_RDONLY))
         return SHMKV_EINCOMPAT;
-    if (o->reserve && ((o->reserve + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1)) != h->reserve)
+    if (o->reserve && shmkv__page_up(o->reserve) != h->reserve)
         return SHMKV_EINCOMPAT;
     return 0;
 }
 
 /* ---- header validation --------------------------------------------------- */
-
-/* The most a creator writes before its header is complete: create_store
- * allocates exactly data_off bytes, which is largest with the most
- * segments. A longer file was never an unfinished creation. */
-static uint64_t creation_size_max(void)
-{
-    uint64_t index_off = SHMKV__HDR_SIZE + (uint64_t)SHMKV__MAX_SEGMENTS * sizeof(shmkv__seg);
-    return (index_off + sizeof(shmkv__index) + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
-}
 
 /* 1 when bytes [from, fsize) of the file are all zero, 0 when not,
  * negative on a read error. */
@@ -244,14 +235,11 @@ static int validate_header(int fd, off_t fsize, shmkv__hdr *out)
     ssize_t n = pread(fd, page, len, 0);
     if (n != (ssize_t)len)
         return n < 0 ? -errno : SHMKV_ENOTSTORE;
-    bool zero = true;
-    for (size_t i = 0; i < len && zero; i++)
-        zero = page[i] == 0;
-    bool init = len == sizeof page && memcmp(page, SHMKV__MAGIC_INIT, 8) == 0;
-    if (zero || init) {
-        if ((uint64_t)fsize > creation_size_max())
+    int page_state = shmkv__first_page(page, len);
+    if (page_state != SHMKV__PAGE_OTHER) {
+        if ((uint64_t)fsize > shmkv__creation_size_max())
             return SHMKV_ENOTSTORE;
-        if (init)
+        if (page_state == SHMKV__PAGE_INIT)
             return 1; /* a creator died before finishing: start over */
         int rz = rest_is_zero(fd, (off_t)len, fsize);
         return rz < 0 ? rz : rz ? 1 : SHMKV_ENOTSTORE;
@@ -259,24 +247,9 @@ static int validate_header(int fd, off_t fsize, shmkv__hdr *out)
     if (len < sizeof page)
         return SHMKV_ENOTSTORE; /* too short to be a store */
     memcpy(out, page, sizeof *out);
-    const shmkv__hdr *h = out;
-    if (memcmp(h->magic, SHMKV__MAGIC, 8) != 0)
-        return SHMKV_ENOTSTORE;
-    if (h->version < SHMKV__FORMAT_VERSION_MIN || h->version > SHMKV__FORMAT_VERSION)
-        return SHMKV_EVERSION;
-    if (h->endian != SHMKV__ENDIAN_CHECK || h->word_size != sizeof(void *) ||
-        h->mutex_size != sizeof(pthread_mutex_t) || h->seg_size != sizeof(shmkv__seg))
-        return SHMKV_EABI;
-    /* The layout follows from nseg alone, so every offset must be exactly
-     * what creation would have written. */
-    uint64_t index_off = SHMKV__HDR_SIZE + (uint64_t)h->nseg * sizeof(shmkv__seg);
-    uint64_t data_off = (index_off + sizeof(shmkv__index) + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
-    if (h->hdr_size != SHMKV__HDR_SIZE || h->nseg == 0 || h->nseg > SHMKV__MAX_SEGMENTS ||
-        (h->nseg & (h->nseg - 1)) || h->track_keys > 1 || h->backend > SHMKV_BACKEND_MEMORY ||
-        h->reserve < SHMKV__MIN_RESERVE || h->reserve > SHMKV__MAX_RESERVE ||
-        h->reserve % SHMKV__PAGE || h->seg_off != SHMKV__HDR_SIZE || h->index_off != index_off ||
-        h->data_off != data_off || h->top < h->data_off || h->top > h->reserve)
-        return SHMKV_ECORRUPT;
+    int rc = shmkv__hdr_check(out);
+    if (rc)
+        return rc;
     /* A copy cut short: touching the missing part would SIGBUS. Attached
      * processes may be growing the file right now (no init lock needed for
      * that): they extend it before publishing top, so compare top with a
@@ -284,7 +257,7 @@ static int validate_header(int fd, off_t fsize, shmkv__hdr *out)
     struct stat now;
     if (fstat(fd, &now) != 0)
         return -errno;
-    if ((uint64_t)now.st_size < h->top)
+    if ((uint64_t)now.st_size < atomic_load(&out->top))
         return SHMKV_ECORRUPT;
     return 0;
 }
@@ -330,9 +303,8 @@ static int init_locks(shmkv__map *m)
 
 static int create_store(shmkv__map *m, const resolved *r, int backend)
 {
-    uint64_t seg_off = SHMKV__HDR_SIZE;
-    uint64_t index_off = seg_off + (uint64_t)r->nseg * sizeof(shmkv__seg);
-    uint64_t data_off = (index_off + sizeof(shmkv__index) + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
+    shmkv__layout l = shmkv__layout_of(r->nseg);
+    uint64_t data_off = l.data_off;
     if (data_off >= r->reserve)
         return SHMKV_EINVAL;
     /* Start from zeros even if a crashed creator left something behind. */
@@ -361,8 +333,8 @@ static int create_store(shmkv__map *m, const resolved *r, int backend)
     h->track_keys = r->track;
     h->backend = (uint32_t)backend;
     h->reserve = r->reserve;
-    h->seg_off = seg_off;
-    h->index_off = index_off;
+    h->seg_off = l.seg_off;
+    h->index_off = l.index_off;
     h->data_off = data_off;
     atomic_store(&h->top, data_off);
     atomic_store(&h->file_size, data_off);

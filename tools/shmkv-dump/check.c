@@ -213,7 +213,7 @@ static const char *plural(uint64_t n)
 
 static uint64_t seg_base(const ck *c, uint32_t i)
 {
-    return c->h->seg_off + (uint64_t)i * sizeof(shmkv__seg);
+    return shmkv__seg_off(c->h, i);
 }
 
 /* glibc's robust mutex: __lock is the futex word (owner tid, plus
@@ -265,16 +265,20 @@ static void check_header(ck *c)
     uint64_t top = atomic_load_explicit(&h->top, memory_order_relaxed);
     uint64_t fs = atomic_load_explicit(&h->file_size, memory_order_relaxed);
     uint64_t st_size = c->file_len;
-    if (h->reserve < SHMKV__MIN_RESERVE || h->reserve > SHMKV__MAX_RESERVE ||
-        h->reserve % SHMKV__PAGE)
+    if (!shmkv__reserve_ok(h->reserve))
         prob(c->r, "header: reserve %" PRIu64 " is not a page multiple in [%llu, %llu]",
              h->reserve, SHMKV__MIN_RESERVE, SHMKV__MAX_RESERVE);
     if (top > h->reserve)
         prob(c->r, "header: region end (top) %" PRIu64 " exceeds the reserve %" PRIu64, top,
              h->reserve);
-    if (h->seg_off != SHMKV__HDR_SIZE)
+    shmkv__layout l = shmkv__layout_of(h->nseg);
+    if (h->seg_off != l.seg_off)
         prob(c->r, "header: segments at %" PRIu64 ", expected %u (right after the header)",
              h->seg_off, SHMKV__HDR_SIZE);
+    else if (h->index_off != l.index_off || h->data_off != l.data_off)
+        prob(c->r, "header: index at %" PRIu64 " and data at %" PRIu64 ", expected %" PRIu64
+             " and %" PRIu64 " for %" PRIu32 " segments (the library refuses to open it)",
+             h->index_off, h->data_off, l.index_off, l.data_off, h->nseg);
     if (fs < top)
         prob(c->r, "header: allocated file size %" PRIu64 " is less than the region end %"
              PRIu64, fs, top);
@@ -693,11 +697,12 @@ static bool load_node(ck *c, uint64_t off, bool root, shmkv__bt_node *nd)
     b->ref = REF_NODE;
     if (!vcopy(c->v, off, nd, sizeof *nd))
         return false;
-    if (nd->leaf > 1) {
+    int f = shmkv__bt_node_check(nd);
+    if (f == SHMKV__F_LEAF) {
         prob(c->r, "index: tree node 0x%" PRIx64 ": leaf flag is %" PRIu32, off, nd->leaf);
         return false;
     }
-    if (nd->n == 0 || nd->n > SHMKV__BT_SLOTS) {
+    if (f) {
         prob(c->r, "index: tree node 0x%" PRIx64 " holds %" PRIu32 " entries (1 to %u)", off,
              nd->n, BT_MAXN);
         return false;
@@ -754,8 +759,7 @@ static const unsigned char *leaf_entry(ck *c, uint64_t node, uint32_t i, const s
     }
     b->ref = REF_BLOB;
     shmkv__kblob kh = {0};
-    if (!vcopy(c->v, e->key, &kh, sizeof kh) || kh.klen == 0 || kh.klen > SHMKV_KEY_MAX ||
-        SHMKV__BLOCK_HDR + sizeof kh + (uint64_t)kh.klen > b->size) {
+    if (!vcopy(c->v, e->key, &kh, sizeof kh) || shmkv__kblob_check(&kh, b->size)) {
         prob(c->r, "index: key blob 0x%" PRIx64 ": length %" PRIu32 " invalid for its %" PRIu64
              "-byte block", e->key, kh.klen, b->size);
         return NULL;

@@ -6,11 +6,15 @@
  * through a "view" - either a PROT_READ mapping or a private copy. Every
  * byte of the view is untrusted: all reads go through the bounds-checked
  * accessors below, and every loop over region data is bounded.
+ *
+ * The format's structures and validators come from the library's
+ * format.h; the tool uses nothing else of the library but its public API.
  */
 #ifndef SHMKV_DUMP_H
 #define SHMKV_DUMP_H
 
-#include "internal.h"
+#include "format.h"
+#include "shmkv.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -27,17 +31,12 @@
 
 /* ---- bounded view of a region --------------------------------------- */
 
-typedef struct view {
-    const unsigned char *base;
-    uint64_t len; /* readable bytes from base */
-} view;
+typedef shmkv__view view;
 
 /* Pointer to [off, off+n) or NULL when any of it lies outside the view. */
 static inline const void *vptr(const view *v, uint64_t off, uint64_t n)
 {
-    if (off > v->len || n > v->len - off)
-        return NULL;
-    return v->base + off;
+    return shmkv__view_at(v, off, n);
 }
 
 static inline bool vu64(const view *v, uint64_t off, uint64_t *out)

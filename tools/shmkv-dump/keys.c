@@ -14,37 +14,37 @@
 
 #define READ_TRIES 4
 
+/* Words a block fault of shmkv__view_block; false, for the callers. */
+static bool block_why(int f, uint64_t payload, const shmkv__block *b, uint64_t bytes,
+                      char *why, size_t n)
+{
+    switch (f) {
+    case SHMKV__F_OUTSIDE:
+        snprintf(why, n, "offset 0x%" PRIx64 " is outside the region", payload);
+        break;
+    case SHMKV__F_BIG:
+        snprintf(why, n, "big block at 0x%" PRIx64 " is not alone at the start of a "
+                 "full chunk", payload - SHMKV__BLOCK_HDR);
+        break;
+    case SHMKV__F_CLASS:
+        snprintf(why, n, "block at 0x%" PRIx64 " has invalid size %" PRIu32 " / class %u",
+                 payload - SHMKV__BLOCK_HDR, b->size, b->cls);
+        break;
+    default:
+        snprintf(why, n, "block at 0x%" PRIx64 " (%" PRIu64 " bytes) runs past the region end",
+                 payload - SHMKV__BLOCK_HDR, bytes);
+        break;
+    }
+    return false;
+}
+
 bool block_hdr_read(const view *v, uint64_t payload, shmkv__block *b, uint64_t *bytes,
                     char *why, size_t n)
 {
-    if (payload < SHMKV__BLOCK_HDR || !vcopy(v, payload - SHMKV__BLOCK_HDR, b, sizeof *b)) {
-        snprintf(why, n, "offset 0x%" PRIx64 " is outside the region", payload);
-        return false;
-    }
-    uint64_t sz = b->size;
-    if (b->cls == SHMKV__CLS_BIG) {
-        /* Alone in its chunk, which it fills: the chunk says how big. */
-        shmkv__chunk ch;
-        uint64_t coff = payload - SHMKV__BLOCK_HDR - SHMKV__CHUNK_HDR;
-        if (payload < SHMKV__BLOCK_HDR + SHMKV__CHUNK_HDR || b->size != 0 ||
-            !vcopy(v, coff, &ch, sizeof ch) || ch.magic != SHMKV__CHUNK_MAGIC ||
-            ch.used != ch.size || ch.size < SHMKV__PAGE) {
-            snprintf(why, n, "big block at 0x%" PRIx64 " is not alone at the start of a "
-                     "full chunk", payload - SHMKV__BLOCK_HDR);
-            return false;
-        }
-        sz = ch.size - SHMKV__CHUNK_HDR;
-    } else if (b->size < 16 || b->size % 16 || b->cls >= SHMKV__NCLASS ||
-               shmkv__class_size(b->cls) != b->size) {
-        snprintf(why, n, "block at 0x%" PRIx64 " has invalid size %" PRIu32 " / class %u",
-                 payload - SHMKV__BLOCK_HDR, b->size, b->cls);
-        return false;
-    }
-    if (!vptr(v, payload - SHMKV__BLOCK_HDR, sz)) {
-        snprintf(why, n, "block at 0x%" PRIx64 " (%" PRIu64 " bytes) runs past the region end",
-                 payload - SHMKV__BLOCK_HDR, sz);
-        return false;
-    }
+    uint64_t sz;
+    int f = shmkv__view_block(v, payload, b, &sz);
+    if (f)
+        return block_why(f, payload, b, sz, why, n);
     if (bytes)
         *bytes = sz;
     return true;
@@ -54,24 +54,25 @@ bool table_read(const view *v, uint64_t toff, uint64_t *cap, uint64_t *bsize, ch
                 size_t n)
 {
     shmkv__block b;
-    uint64_t bytes = 0;
-    if (!block_hdr_read(v, toff, &b, &bytes, why, n))
-        return false;
-    if (!(b.flags & SHMKV__BF_USED)) {
+    uint64_t bytes = 0, c = 0;
+    int f = shmkv__view_table(v, toff, &b, &c, &bytes);
+    switch (f) {
+    case 0:
+        break;
+    case SHMKV__F_FREE:
         snprintf(why, n, "table block at 0x%" PRIx64 " is not in use (freed)",
                  toff - SHMKV__BLOCK_HDR);
         return false;
-    }
-    uint64_t c = 0;
-    if (!vu64(v, toff, &c) || c == 0 || (c & (c - 1))) {
+    case SHMKV__F_CAP:
         snprintf(why, n, "table at 0x%" PRIx64 ": capacity %" PRIu64 " is not a power of two",
                  toff, c);
         return false;
-    }
-    if (c > (bytes - SHMKV__BLOCK_HDR - sizeof(shmkv__table)) / 8) {
+    case SHMKV__F_FIT:
         snprintf(why, n, "table at 0x%" PRIx64 ": %" PRIu64 " slots do not fit its %" PRIu64
                  "-byte block", toff, c, bytes);
         return false;
+    default:
+        return block_why(f, toff, &b, bytes, why, n);
     }
     *cap = c;
     if (bsize)
@@ -90,29 +91,29 @@ bool entry_read(const view *v, const scan *sc, uint64_t payload, ent *e, char *w
         }
     }
     uint64_t bytes = 0;
-    if (!block_hdr_read(v, payload, &b, &bytes, why, n))
-        return false;
-    if (!(b.flags & SHMKV__BF_USED)) {
+    shmkv__entry eh;
+    int f = shmkv__view_entry(v, payload, &b, &eh, &bytes);
+    switch (f) {
+    case 0:
+        break;
+    case SHMKV__F_FREE:
         snprintf(why, n, "entry block at 0x%" PRIx64 " is not in use (freed)",
                  payload - SHMKV__BLOCK_HDR);
         return false;
-    }
-    shmkv__entry eh;
-    if (!vcopy(v, payload, &eh, sizeof eh)) {
+    case SHMKV__F_BODY:
         snprintf(why, n, "entry at 0x%" PRIx64 " is outside the region", payload);
         return false;
-    }
-    if (eh.klen == 0 || eh.klen > SHMKV_KEY_MAX || eh.vlen > SHMKV_VALUE_MAX) {
+    case SHMKV__F_LEN:
         snprintf(why, n, "entry at 0x%" PRIx64 ": key length %" PRIu32 " or value length %"
                  PRIu32 " out of range", payload, eh.klen, eh.vlen);
         return false;
-    }
-    uint64_t need = SHMKV__BLOCK_HDR + sizeof eh + (uint64_t)eh.klen + eh.vlen;
-    if (need > bytes) {
+    case SHMKV__F_FIT:
         snprintf(why, n, "entry at 0x%" PRIx64 ": key %" PRIu32 " + value %" PRIu32
                  " bytes do not fit its %" PRIu64 "-byte block", payload, eh.klen, eh.vlen,
                  bytes);
         return false;
+    default:
+        return block_why(f, payload, &b, bytes, why, n);
     }
     e->off = payload;
     e->key = vptr(v, payload + sizeof eh, eh.klen);
@@ -187,7 +188,7 @@ static int item_cmp(const void *a, const void *b, void *arg)
 
 static uint64_t seg_field(const shmkv__hdr *h, uint32_t i, size_t field)
 {
-    return h->seg_off + (uint64_t)i * sizeof(shmkv__seg) + field;
+    return shmkv__seg_off(h, i) + field;
 }
 
 /* Read the slot, validate its entry, copy it, and read the slot again.

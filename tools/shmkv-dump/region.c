@@ -49,63 +49,54 @@ static bool name_ok(const char *name)
     return true;
 }
 
-static bool pow2(uint64_t x)
-{
-    return x && !(x & (x - 1));
-}
-
+/* The format module decides what is wrong (shmkv__hdr_readable); this
+ * only words it. */
 bool hdr_identify(const shmkv__hdr *h, uint64_t file_len, char *buf, size_t n)
 {
-    uint64_t segs_end;
-    if (h->version < SHMKV__FORMAT_VERSION_MIN || h->version > SHMKV__FORMAT_VERSION) {
+    uint64_t top = atomic_load_explicit(&h->top, memory_order_relaxed);
+    switch (shmkv__hdr_readable(h, file_len)) {
+    case 0:
+        return true;
+    case SHMKV__F_MAGIC:
+        snprintf(buf, n, "no \"SHMKVdb\" signature at offset 0");
+        break;
+    case SHMKV__F_VERSION:
         snprintf(buf, n, "format version %" PRIu32 " (this tool reads versions %u to %u)",
                  h->version, SHMKV__FORMAT_VERSION_MIN, SHMKV__FORMAT_VERSION);
-        return false;
-    }
-    if (h->endian != SHMKV__ENDIAN_CHECK) {
+        break;
+    case SHMKV__F_ENDIAN:
         snprintf(buf, n, "byte-order mark is 0x%08" PRIx32 ", not 0x%08x: made on a "
                  "machine of the other byte order, or damaged", h->endian,
                  SHMKV__ENDIAN_CHECK);
-        return false;
-    }
-    if (h->word_size != sizeof(void *) || h->mutex_size != sizeof(pthread_mutex_t) ||
-        h->seg_size != sizeof(shmkv__seg)) {
+        break;
+    case SHMKV__F_ABI:
         snprintf(buf, n, "made by an incompatible platform or build (word %u, mutex %u, "
                  "segment %" PRIu32 " bytes; this tool: %zu, %zu, %zu)",
                  h->word_size, h->mutex_size, h->seg_size, sizeof(void *),
                  sizeof(pthread_mutex_t), sizeof(shmkv__seg));
-        return false;
-    }
-    if (h->hdr_size != SHMKV__HDR_SIZE) {
+        break;
+    case SHMKV__F_HDR_SIZE:
         snprintf(buf, n, "header size %" PRIu32 ", expected %u", h->hdr_size, SHMKV__HDR_SIZE);
-        return false;
-    }
-    if (!pow2(h->nseg) || h->nseg > SHMKV__MAX_SEGMENTS) {
+        break;
+    case SHMKV__F_NSEG:
         snprintf(buf, n, "segment count %" PRIu32 " is not a power of two in [1, %u]",
                  h->nseg, SHMKV__MAX_SEGMENTS);
-        return false;
-    }
-    segs_end = h->seg_off + (uint64_t)h->nseg * sizeof(shmkv__seg);
-    if (h->seg_off < SHMKV__HDR_SIZE || h->seg_off % 64 || h->seg_off > (1ull << 40) ||
-        h->index_off < segs_end || h->index_off % 64 || h->index_off > (1ull << 40) ||
-        h->data_off < h->index_off + sizeof(shmkv__index) || h->data_off % SHMKV__PAGE ||
-        h->data_off > (1ull << 40)) {
+        break;
+    case SHMKV__F_LAYOUT:
         snprintf(buf, n, "inconsistent layout: segments at %" PRIu64 ", index at %" PRIu64
                  ", data at %" PRIu64, h->seg_off, h->index_off, h->data_off);
-        return false;
-    }
-    if (h->data_off > file_len) {
+        break;
+    case SHMKV__F_SHORT:
         snprintf(buf, n, "file is %" PRIu64 " bytes, shorter than its fixed part (%" PRIu64
                  " bytes)", file_len, h->data_off);
-        return false;
-    }
-    uint64_t top = atomic_load_explicit(&h->top, memory_order_relaxed);
-    if (top < h->data_off || top % SHMKV__PAGE) {
+        break;
+    case SHMKV__F_TOP:
+    default:
         snprintf(buf, n, "region end (top) %" PRIu64 " is not a page boundary at or after "
                  "the data start %" PRIu64, top, h->data_off);
-        return false;
+        break;
     }
-    return true;
+    return false;
 }
 
 static const char *what_is_it(const unsigned char *p, size_t n)

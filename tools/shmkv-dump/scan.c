@@ -75,13 +75,14 @@ int scan_region(const view *v, const shmkv__hdr *h, scan *sc, report *rep)
     bool broken = false;
     while (off < top) {
         shmkv__chunk ch;
-        if (!vcopy(v, off, &ch, sizeof ch) || top - off < SHMKV__CHUNK_HDR) {
+        int f = shmkv__view_chunk(v, off, top, &ch);
+        if (f == SHMKV__F_OUTSIDE) {
             if (rep)
                 prob(rep, "chunk at 0x%" PRIx64 ": header runs past the region end", off);
             broken = true;
             break;
         }
-        if (ch.magic != SHMKV__CHUNK_MAGIC) {
+        if (f == SHMKV__F_MAGIC) {
             if (rep)
                 prob(rep, "chunk at 0x%" PRIx64 ": bad magic 0x%08" PRIx32
                      " (chunk chain broken: the %" PRIu64 " bytes up to the region end "
@@ -89,7 +90,7 @@ int scan_region(const view *v, const shmkv__hdr *h, scan *sc, report *rep)
             broken = true;
             break;
         }
-        if (ch.size < SHMKV__PAGE || ch.size % SHMKV__PAGE || ch.size > top - off) {
+        if (f) {
             if (rep)
                 prob(rep, "chunk at 0x%" PRIx64 ": bad size %" PRIu64 " (multiple of %u "
                      "within the %" PRIu64 " bytes left; chunk chain broken)", off, ch.size,
@@ -107,7 +108,7 @@ int scan_region(const view *v, const shmkv__hdr *h, scan *sc, report *rep)
         if (!owner_ok(h, ch.owner) && rep)
             prob(rep, "chunk at 0x%" PRIx64 ": owner %" PRIu32 " is neither a segment "
                  "(< %" PRIu32 ") nor the index nor the free pool", off, ch.owner, h->nseg);
-        if (ch.used < SHMKV__CHUNK_HDR || ch.used > ch.size) {
+        if (shmkv__chunk_used_check(&ch)) {
             if (rep)
                 prob(rep, "chunk at 0x%" PRIx64 ": used %" PRIu64 " outside [%u, %" PRIu64
                      "]; its blocks cannot be walked", off, ch.used, SHMKV__CHUNK_HDR, ch.size);
@@ -120,12 +121,8 @@ int scan_region(const view *v, const shmkv__hdr *h, scan *sc, report *rep)
                     c.blocks_ok = false;
                     break;
                 }
-                /* A big block is alone in a chunk it fills; its size is 0. */
-                bool big = bh.cls == SHMKV__CLS_BIG && bh.size == 0 &&
-                           b == off + SHMKV__CHUNK_HDR && ch.used == ch.size;
-                uint64_t bsz = big ? end - b : bh.size;
-                if (!big && (bh.size < 16 || bh.size % 16 || bh.size > end - b ||
-                             bh.cls >= SHMKV__NCLASS || shmkv__class_size(bh.cls) != bh.size)) {
+                uint64_t bsz;
+                if (shmkv__block_walk_check(&bh, b - off, &ch, &bsz)) {
                     if (rep)
                         prob(rep, "chunk at 0x%" PRIx64 ": block at 0x%" PRIx64 ": size %"
                              PRIu32 " / class %u invalid (%" PRIu64 " bytes left in the "

@@ -31,8 +31,7 @@ static void gather(const store *s, totals *t)
     memset(t, 0, sizeof *t);
     for (uint32_t i = 0; i <= h->nseg; i++) {
         shmkv__alloc a;
-        uint64_t aoff = i < h->nseg ? h->seg_off + (uint64_t)i * sizeof(shmkv__seg) +
-                                          offsetof(shmkv__seg, alloc)
+        uint64_t aoff = i < h->nseg ? shmkv__seg_off(h, i) + offsetof(shmkv__seg, alloc)
                                     : h->index_off + offsetof(shmkv__index, alloc);
         if (!vcopy(v, aoff, &a, sizeof a))
             continue;
@@ -43,7 +42,7 @@ static void gather(const store *s, totals *t)
             t->index_used = a.used_bytes;
             break;
         }
-        uint64_t base = h->seg_off + (uint64_t)i * sizeof(shmkv__seg), toff, cnt, tombs, cap;
+        uint64_t base = shmkv__seg_off(h, i), toff, cnt, tombs, cap;
         char why[256];
         if (vu64(v, base + offsetof(shmkv__seg, count), &cnt))
             t->keys += cnt;
@@ -279,7 +278,7 @@ int mode_stats(store *s, const opts *o)
                 "free-blocks", "tail-bytes");
     }
     for (uint32_t i = 0; i < h->nseg; i++) {
-        uint64_t base = h->seg_off + (uint64_t)i * sizeof(shmkv__seg);
+        uint64_t base = shmkv__seg_off(h, i);
         uint64_t cnt = 0, tombs = 0, toff = 0, cap = 0;
         char why[256];
         vu64(v, base + offsetof(shmkv__seg, count), &cnt);

@@ -1,0 +1,271 @@
+/*
+ * test_check.c - shmkv_check(): sound stores of every shape pass (tables
+ * with tombstones, big blocks, the free pool, batches, the key index), and
+ * damage written into a store's bytes is found and named.
+ */
+#include "harness.h"
+#include "internal.h"
+
+TestSuite(check, .init = t_setup, .fini = t_teardown, .timeout = 240);
+
+static void expect_sound(shmkv_db *db, const char *when)
+{
+    uint64_t n = 99;
+    char msg[256] = "x";
+    int rc = shmkv_check(db, &n, msg, sizeof msg);
+    cr_assert_eq(rc, 0, "%s: shmkv_check -> %d (%s): %" PRIu64 " problems, first: %s", when,
+                 rc, shmkv_strerror(rc), n, msg);
+    cr_assert_eq(n, 0, "%s", when);
+    cr_assert_str_empty(msg, "%s", when);
+}
+
+static void fill(shmkv_db *db, int n)
+{
+    char k[32], v[64];
+    for (int i = 0; i < n; i++) {
+        snprintf(k, sizeof k, "key:%06d", i);
+        snprintf(v, sizeof v, "value %d", i * 7);
+        t_set(db, k, v);
+    }
+}
+
+static void sound_shapes(shmkv_backend be, int track)
+{
+    const char *where = t_where(be, track == SHMKV_TRACK_ON ? "ct" : "cu");
+    shmkv_db *db = t_open(where, be, track);
+    expect_sound(db, "empty");
+    int n = (int)t_scaled(3000, 300);
+    fill(db, n);
+    expect_sound(db, "filled");
+    char k[32];
+    for (int i = 0; i < n; i += 3) {
+        snprintf(k, sizeof k, "key:%06d", i);
+        T_OK(shmkv_delete(db, k, strlen(k), NULL));
+    }
+    expect_sound(db, "after deletes (tombstones)");
+    /* A value over 4 MiB is a big block alone in its chunk. */
+    size_t big = (5u << 20) + 123;
+    char *val = malloc(big);
+    cr_assert(val);
+    memset(val, 'b', big);
+    T_OK(shmkv_set(db, "big", 3, val, big, SHMKV_KIND_BYTES));
+    expect_sound(db, "with a big block");
+    T_OK(shmkv_delete(db, "big", 3, NULL));
+    free(val);
+    expect_sound(db, "big block freed (free pool)");
+    shmkv_item items[3] = {
+        {.key = "b1", .klen = 2, .val = "1", .vlen = 1, .kind = SHMKV_KIND_STRING},
+        {.key = "b2", .klen = 2, .val = "2", .vlen = 1, .kind = SHMKV_KIND_STRING},
+        {.key = "b3", .klen = 2, .val = "3", .vlen = 1, .kind = SHMKV_KIND_STRING},
+    };
+    T_OK(shmkv_set_many(db, items, 3, NULL));
+    expect_sound(db, "after a batch");
+    T_OK(shmkv_clear(db));
+    expect_sound(db, "cleared");
+    fill(db, 100);
+    expect_sound(db, "refilled");
+    t_close(db);
+}
+
+Test(check, sound_disk_untracked) { sound_shapes(SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF); }
+Test(check, sound_disk_tracked) { sound_shapes(SHMKV_BACKEND_DISK, SHMKV_TRACK_ON); }
+Test(check, sound_memory_tracked) { sound_shapes(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_ON); }
+
+Test(check, arguments)
+{
+    cr_assert_eq(shmkv_check(NULL, NULL, NULL, 0), SHMKV_EINVAL);
+    const char *p = t_path("ca");
+    shmkv_db *db = t_open(p, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+    fill(db, 10);
+    T_OK(shmkv_check(db, NULL, NULL, 0));
+    t_close(db);
+    /* A read-only handle with a mapping of its own (PROT_READ) cannot
+     * lock (one that shares a writable mapping of its process can). */
+    shmkv_options o = t_opts(SHMKV_BACKEND_DISK, SHMKV_TRACK_DEFAULT);
+    o.flags = SHMKV_RDONLY;
+    shmkv_db *ro = t_open_opts(p, &o);
+    uint64_t n = 7;
+    cr_assert_eq(shmkv_check(ro, &n, NULL, 0), SHMKV_EREADONLY);
+    cr_assert_eq(n, 0);
+    t_close(ro);
+}
+
+/* The first segment holding a key, and one of its live slot words. */
+static shmkv__seg *loaded_segment(shmkv__map *m, uint64_t *word)
+{
+    for (uint32_t i = 0; i < SHMKV__HDR(m)->nseg; i++) {
+        shmkv__seg *s = shmkv__seg_at(m, i);
+        uint64_t toff = atomic_load(&s->table);
+        if (!toff || !atomic_load(&s->count))
+            continue;
+        shmkv__table *t = SHMKV__P(m, toff);
+        for (uint64_t j = 0; j < t->cap; j++)
+            if (SHMKV__SLOT_LIVE(atomic_load(&t->slot[j]))) {
+                *word = atomic_load(&t->slot[j]);
+                return s;
+            }
+    }
+    cr_assert_fail("no segment holds a key");
+    return NULL;
+}
+
+static void expect_problem(shmkv_db *db, const char *what, const char *needle)
+{
+    uint64_t n = 0;
+    char msg[256];
+    int rc = shmkv_check(db, &n, msg, sizeof msg);
+    cr_assert_eq(rc, SHMKV_ECORRUPT, "%s: shmkv_check -> %d (%s)", what, rc,
+                 shmkv_strerror(rc));
+    cr_assert_geq(n, 1, "%s", what);
+    cr_assert(strstr(msg, needle), "%s: first problem \"%s\" does not say \"%s\"", what, msg,
+              needle);
+    /* a short buffer gets the start of the same message */
+    char small[8];
+    cr_assert_eq(shmkv_check(db, NULL, small, sizeof small), SHMKV_ECORRUPT);
+    cr_assert_eq(strlen(small), sizeof small - 1);
+    cr_assert(strncmp(small, msg, sizeof small - 1) == 0);
+}
+
+Test(check, damaged_count)
+{
+    shmkv_db *db = t_open(t_path("cc"), SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF);
+    fill(db, 200);
+    uint64_t w;
+    shmkv__seg *s = loaded_segment(db->m, &w);
+    atomic_fetch_add(&s->count, 1);
+    expect_problem(db, "segment count", "keys and");
+    atomic_fetch_sub(&s->count, 1);
+    expect_sound(db, "count restored");
+    t_close(db);
+}
+
+Test(check, damaged_entry)
+{
+    shmkv_db *db = t_open(t_path("ce"), SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+    fill(db, 200);
+    uint64_t w;
+    loaded_segment(db->m, &w);
+    shmkv__entry *e = SHMKV__P(db->m, SHMKV__SLOT_OFF(w));
+    uint32_t klen = e->klen;
+    e->klen = SHMKV_KEY_MAX + 1;
+    expect_problem(db, "entry key length", "length out of range");
+    e->klen = klen;
+    /* a key byte: the key no longer hashes to its segment or tag, and the
+     * index holds a key no table has */
+    e->data[0] ^= 0x55;
+    expect_problem(db, "entry key byte", "slot");
+    e->data[0] ^= 0x55;
+    expect_sound(db, "entry restored");
+    t_close(db);
+}
+
+/* An entry moved to the slot just before its home: a lookup starting at
+ * the home never gets there. */
+Test(check, damaged_reachability)
+{
+    shmkv_db *db = t_open(t_path("cr"), SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF);
+    fill(db, 300);
+    shmkv__map *m = db->m;
+    for (uint32_t i = 0; i < SHMKV__HDR(m)->nseg; i++) {
+        shmkv__seg *s = shmkv__seg_at(m, i);
+        uint64_t toff = atomic_load(&s->table);
+        if (!toff)
+            continue;
+        shmkv__table *t = SHMKV__P(m, toff);
+        for (uint64_t j = 0; j < t->cap; j++) {
+            uint64_t w = atomic_load(&t->slot[j]);
+            if (!SHMKV__SLOT_LIVE(w))
+                continue;
+            shmkv__entry *e = SHMKV__P(m, SHMKV__SLOT_OFF(w));
+            uint64_t before = (shmkv__hash(e->data, e->klen) - 1) & (t->cap - 1);
+            if (atomic_load(&t->slot[before]) != SHMKV__SLOT_EMPTY)
+                continue;
+            atomic_store(&t->slot[before], w);
+            atomic_store(&t->slot[j], SHMKV__SLOT_EMPTY);
+            expect_problem(db, "entry before its home", "unreachable");
+            atomic_store(&t->slot[j], w);
+            atomic_store(&t->slot[before], SHMKV__SLOT_EMPTY);
+            expect_sound(db, "entry back home");
+            t_close(db);
+            return;
+        }
+    }
+    cr_assert_fail("no entry with an empty slot before its home");
+}
+
+Test(check, damaged_index)
+{
+    shmkv_db *db = t_open(t_path("ci"), SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+    fill(db, 500);
+    shmkv__index *ix = shmkv__index_of(db->m);
+    ix->n++;
+    expect_problem(db, "index count", "index: counts");
+    ix->n--;
+    expect_sound(db, "index count restored");
+    /* the first leaf's first key swapped with its second: out of order */
+    shmkv__bt_node *nd = SHMKV__P(db->m, ix->root);
+    while (!nd->leaf)
+        nd = SHMKV__P(db->m, nd->e[0].child);
+    shmkv__bt_ent t = nd->e[0];
+    nd->e[0] = nd->e[1];
+    nd->e[1] = t;
+    expect_problem(db, "index order", "index:");
+    nd->e[1] = nd->e[0];
+    nd->e[0] = t;
+    expect_sound(db, "index order restored");
+    t_close(db);
+}
+
+Test(check, damaged_chunk)
+{
+    shmkv_db *db = t_open(t_path("ck"), SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF);
+    fill(db, 100);
+    shmkv__chunk *c = SHMKV__P(db->m, SHMKV__HDR(db->m)->data_off);
+    c->magic ^= 1;
+    expect_problem(db, "chunk magic", "bad magic");
+    c->magic ^= 1;
+    expect_sound(db, "chunk restored");
+    t_close(db);
+}
+
+/* Writers in other processes, and one killed mid-write: every check sees
+ * a quiet moment (it holds every lock, and locking repairs what the dead
+ * writer left), so the store is sound each time. */
+Test(check, while_others_write)
+{
+    const char *p = t_path("cw");
+    shmkv_db *db = t_open(p, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+    fill(db, 200);
+    pid_t kids[2];
+    for (int w = 0; w < 2; w++) {
+        kids[w] = t_fork();
+        if (kids[w] == 0) {
+            shmkv_db *c = NULL;
+            shmkv_options o = t_opts(SHMKV_BACKEND_DISK, SHMKV_TRACK_DEFAULT);
+            CHILD_OK(shmkv_open(p, &o, &c));
+            t_rng r = {(uint64_t)getpid() * 0x9e3779b97f4a7c15ull}; /* no cr_log in a child */
+            char k[32], v[300];
+            memset(v, 'v', sizeof v);
+            for (;;) {
+                snprintf(k, sizeof k, "w%d:%04" PRIu64, w, t_below(&r, 2000));
+                size_t vl = (size_t)t_below(&r, sizeof v);
+                if (t_below(&r, 3) == 0) {
+                    int rc = shmkv_delete(c, k, strlen(k), NULL);
+                    CHILD_CHECK(rc == 0, "delete -> %d", rc);
+                } else {
+                    CHILD_OK(shmkv_set(c, k, strlen(k), v, vl, SHMKV_KIND_BYTES));
+                }
+            }
+        }
+    }
+    int rounds = (int)t_scaled(40, 8);
+    for (int i = 0; i < rounds; i++) {
+        usleep(20000);
+        if (i == rounds / 2)
+            t_kill(kids[0]); /* killed wherever it was */
+        expect_sound(db, i < rounds / 2 ? "two writers" : "one writer, one killed");
+    }
+    t_kill(kids[1]);
+    expect_sound(db, "writers gone");
+    t_close(db);
+}
