@@ -1,5 +1,5 @@
 /*
- * region.c - the mapping: open, create, join, close, and growth.
+ * region.c - the mapping: open, create, join, close (growth is grow.c's).
  *
  * Who is attached is decided with open-file-description locks on the store
  * itself (they belong to the descriptor, so closing some other descriptor
@@ -584,7 +584,7 @@ static int ofd_held(int fd, off_t byte, bool *held)
 /* A read-only opener writes nothing: not the header, not the attach table,
  * not a lock word (its mapping is PROT_READ). It never repairs, so what it
  * reads must be right as the store is, which the lock-free readers in
- * table.c see to. It is attached all the same (byte 1), so that no writer
+ * reader.c see to. It is attached all the same (byte 1), so that no writer
  * empties or re-creates a store under its mapping. */
 static int attach_rdonly(shmkv__map *m, const shmkv_options *o, const char *obj, struct stat *st)
 {
@@ -815,77 +815,5 @@ int shmkv_close(shmkv_db *db)
     }
     pthread_mutex_unlock(&registry_mu);
     free(db);
-    return rc;
-}
-
-/* ---- growth ------------------------------------------------------------------ */
-
-int shmkv__grow(shmkv__map *m, uint32_t owner, uint64_t size, uint64_t *chunk_off)
-{
-    shmkv__hdr *h = SHMKV__HDR(m);
-    int rc = shmkv__grow_lock(m);
-    if (rc)
-        return rc;
-    /* Chunks given back by other owners first: the file only grows when
-     * the free pool has no run of chunks that large. */
-    if (shmkv__pool_take(m, owner, size, chunk_off) == 0) {
-        /* An index update's rollback hands back the chunks above where
-         * the region's top was; one from the pool lies below, so the undo
-         * log is told (still under the growth lock, so no other process
-         * can take it from us first). */
-        if (owner == SHMKV__OWNER_INDEX) {
-            shmkv__undo_chunk(m, *chunk_off);
-            SHMKV__HOOK("grow.pool.index");
-        }
-        goto out;
-    }
-    uint64_t top = atomic_load(&h->top);
-    uint64_t end = top + size;
-    if (end > m->reserve || end < top) {
-        rc = SHMKV_EFULL;
-        goto out;
-    }
-    /* The file's real size, not the header's idea of it: a copy cut back
-     * to its used size would otherwise make us write past its end. */
-    struct stat st;
-    if (fstat(m->fd, &st) != 0) {
-        rc = -errno;
-        goto out;
-    }
-    uint64_t fs = (uint64_t)st.st_size;
-    if (end > fs) {
-        /* Allocate ahead so that growth is rare, but when the disk cannot
-         * give that much, settle for what this chunk needs. fallocate makes
-         * a full disk an error here rather than a SIGBUS at first touch. */
-        uint64_t want = fs + fs / 4;
-        if (want < fs + (256u << 10))
-            want = fs + (256u << 10);
-        if (want < end)
-            want = end;
-        if (want > m->reserve)
-            want = m->reserve;
-        want = (want + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
-        int e = posix_fallocate(m->fd, (off_t)fs, (off_t)(want - fs));
-        if (e && want > end) {
-            want = end;
-            e = posix_fallocate(m->fd, (off_t)fs, (off_t)(want - fs));
-        }
-        if (e) {
-            rc = e == ENOSPC || e == EFBIG ? -ENOSPC : -e;
-            goto out;
-        }
-        SHMKV__HOOK("grow.after_fallocate");
-        atomic_store(&h->file_size, want);
-    }
-    shmkv__chunk *c = (shmkv__chunk *)SHMKV__P(m, top);
-    c->magic = SHMKV__CHUNK_MAGIC;
-    c->owner = owner;
-    c->size = size;
-    c->used = SHMKV__CHUNK_HDR;
-    c->next = 0;
-    atomic_store_explicit(&h->top, end, memory_order_release);
-    *chunk_off = top;
-out:
-    shmkv__grow_unlock(m);
     return rc;
 }
