@@ -3,8 +3,9 @@
  * between the library's files. docs/format.md describes every field here
  * byte by byte; keep the two in step.
  *
- * Layers, bottom to top: a file calls only into files below it (checked
- * by scripts/check-layers.py, the meson test suite `layers`).
+ * Layers, bottom to top: a file calls only files listed before it, never
+ * one after it (checked by scripts/check-layers.py, meson test suite
+ * `layers`).
  *   util.c          hashing, randomness, clock, buffer, test hook
  *   lock.c          robust mutexes, the call's lock wait; owner death is
  *                   reported (SHMKV__OWNER_DIED), never repaired here
@@ -23,6 +24,7 @@
  *   sample.c        random_key
  *   scan.c          scan, random_keys
  *   shmkv.c         size, count, clear, list, stat, tracking, errors
+ *   map.c           the process's mappings: registry, fork, name and file
  *   region.c        open (with recovery), close
  *
  * Everything inside the region is addressed by offsets from the mapping's
@@ -717,5 +719,24 @@ int shmkv__track_on(shmkv__map *m);
 int shmkv__get_locked_copy(shmkv_db *db, const void *key, size_t klen,
                            int (*fn)(void *ctx, const shmkv__entry *e, shmkv_kind kind),
                            void *ctx);
+
+/* ---- map.c: the process's mappings of stores ----------------------------- */
+/* Held across an open or a close (the open protocol); the first call also
+ * installs the fork handlers. */
+void shmkv__maps_lock(void);
+void shmkv__maps_unlock(void);
+/* The registry of this process's mappings: a mapping an open may share
+ * (a read-only open may share a writable one, not the reverse). */
+void shmkv__registry_add(shmkv__map *m);
+void shmkv__registry_remove(shmkv__map *m);
+shmkv__map *shmkv__registry_find(int backend, dev_t dev, ino_t ino, bool rdonly);
+void shmkv__map_free(shmkv__map *m);
+/* Open (or create, per o's flags and mode) the store's file or memory
+ * object; obj receives the memory object's name. */
+int shmkv__open_fd(const char *where, int backend, const shmkv_options *o, char *obj,
+                   size_t objcap, int *fd_out);
+/* The memory object obj is no longer the one st describes. */
+struct stat;
+bool shmkv__memory_object_replaced(const char *obj, const struct stat *st);
 
 #endif /* SHMKV_INTERNAL_H */
