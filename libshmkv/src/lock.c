@@ -124,8 +124,9 @@ int shmkv__mutex_init(pthread_mutex_t *mu)
 }
 
 /* A dead owner is reported whichever way the lock was taken: trylock and
- * the timed locks return EOWNERDEAD like pthread_mutex_lock. */
-int shmkv__mutex_lock(pthread_mutex_t *mu)
+ * the timed locks return EOWNERDEAD like pthread_mutex_lock. Inline, so
+ * that a segment lock (every write takes one) is one call deep. */
+static inline int lock_robust(pthread_mutex_t *mu)
 {
     int rc = pthread_mutex_trylock(mu);
     if (rc == EBUSY)
@@ -137,6 +138,11 @@ int shmkv__mutex_lock(pthread_mutex_t *mu)
     if (rc == ETIMEDOUT)
         return SHMKV_ETIMEDOUT;
     return rc == ENOTRECOVERABLE ? SHMKV_ELOCK : -rc;
+}
+
+int shmkv__mutex_lock(pthread_mutex_t *mu)
+{
+    return lock_robust(mu);
 }
 
 /* seq: even to odd (or, left odd by a dead holder, to the next odd value),
@@ -168,7 +174,7 @@ static void seq_leave(shmkv__seg *s)
 
 int shmkv__seg_acquire(shmkv__seg *s)
 {
-    int rc = shmkv__mutex_lock(&s->lock);
+    int rc = lock_robust(&s->lock);
     if (rc < 0)
         return rc;
     /* Moved on whether or not the owner died: readers must see the
