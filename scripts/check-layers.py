@@ -8,10 +8,14 @@ cycle means some file calls back up into one that calls it.
 
     scripts/check-layers.py OBJ...          exit 1 on a cycle
     scripts/check-layers.py --graph OBJ...  also print the edges
+
+An argument ending in .a stands for every object file of that archive (the
+meson test `check-layers`, suite `layers`, passes the static library).
 """
 import os
 import subprocess
 import sys
+import tempfile
 
 
 def symbols(obj):
@@ -73,6 +77,28 @@ def main(argv):
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
+    with tempfile.TemporaryDirectory(prefix="check-layers-") as tmp:
+        return check(graph, expand(argv, tmp))
+
+
+def expand(argv, tmp):
+    """The object files named, with each archive replaced by its members
+    (extracted into tmp)."""
+    objs = []
+    for n, arg in enumerate(argv):
+        if not arg.endswith(".a"):
+            objs.append(arg)
+            continue
+        into = os.path.join(tmp, str(n))
+        os.mkdir(into)
+        members = subprocess.run(["ar", "t", os.path.abspath(arg)], check=True,
+                                 capture_output=True, text=True).stdout.split()
+        subprocess.run(["ar", "x", os.path.abspath(arg)], check=True, cwd=into)
+        objs += [os.path.join(into, m) for m in members]
+    return objs
+
+
+def check(graph, argv):
     owner, uses = {}, {}
     for obj in argv:
         d, u = symbols(obj)

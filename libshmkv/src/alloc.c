@@ -22,7 +22,7 @@
  * rewritten. Each change is one store that leaves the chunks tiling the
  * region, and the owner changes last, so a process killed in between
  * leaves at worst pool_bytes off (recounted by the next growth-lock holder)
- * or an empty chunk with its old owner.
+ * or an empty chunk with its old owner. The pool and growth are grow.c's.
  */
 #include "internal.h"
 
@@ -41,86 +41,6 @@ static uint32_t owner_of(shmkv__map *m, shmkv__alloc *a)
     if (a == &shmkv__index_of(m)->alloc)
         return SHMKV__OWNER_INDEX;
     return ((shmkv__seg *)(void *)((char *)a - offsetof(shmkv__seg, alloc)))->id;
-}
-
-static bool chunk_sane(const shmkv__chunk *c, uint64_t off, uint64_t top)
-{
-    return shmkv__chunk_check(c, off, top) == 0;
-}
-
-/* Give a chunk to the pool (growth lock held). The owner changes last:
- * until then it is an empty chunk of its old owner. */
-static void pool_put(shmkv__map *m, uint64_t off)
-{
-    shmkv__chunk *c = chunk_at(m, off);
-    c->used = SHMKV__CHUNK_HDR;
-    c->next = 0;
-    atomic_signal_fence(memory_order_release);
-    SHMKV__HOOK("pool.put.mid");
-    if (c->owner == SHMKV__OWNER_INDEX)
-        SHMKV__HOOK("pool.put.mid.index");
-    c->owner = SHMKV__OWNER_FREE;
-    SHMKV__HDR(m)->pool_bytes += c->size;
-}
-
-int shmkv__pool_take(shmkv__map *m, uint32_t owner, uint64_t size, uint64_t *chunk_off)
-{
-    shmkv__hdr *h = SHMKV__HDR(m);
-    if (h->pool_bytes < size)
-        return 1;
-    uint64_t top = atomic_load_explicit(&h->top, memory_order_acquire);
-    uint64_t run = 0; /* first chunk of the current run of free neighbours */
-    for (uint64_t off = h->data_off; off < top;) {
-        shmkv__chunk *c = chunk_at(m, off);
-        if (!chunk_sane(c, off, top))
-            return 1; /* damaged: leave the pool alone, grow instead */
-        uint64_t next = off + c->size;
-        if (c->owner != SHMKV__OWNER_FREE) {
-            run = 0;
-            off = next;
-            continue;
-        }
-        /* Neighbours merge with one store of the first one's size; the
-         * second header is left behind as dead bytes inside it. */
-        if (run)
-            chunk_at(m, run)->size += c->size;
-        else
-            run = off;
-        shmkv__chunk *r = chunk_at(m, run);
-        if (r->size >= size) {
-            if (r->size > size) {
-                /* The rest stays free: its header first, then the cut. */
-                shmkv__chunk *t = chunk_at(m, run + size);
-                *t = (shmkv__chunk){ .magic = SHMKV__CHUNK_MAGIC, .owner = SHMKV__OWNER_FREE,
-                                     .size = r->size - size, .used = SHMKV__CHUNK_HDR };
-                atomic_signal_fence(memory_order_release);
-                r->size = size;
-            }
-            h->pool_bytes -= size;
-            r->used = SHMKV__CHUNK_HDR;
-            r->next = 0;
-            atomic_signal_fence(memory_order_release);
-            SHMKV__HOOK("pool.take.mid");
-            r->owner = owner;
-            *chunk_off = run;
-            return 0;
-        }
-        off = next;
-    }
-    return 1;
-}
-
-void shmkv__pool_recount(shmkv__map *m)
-{
-    shmkv__hdr *h = SHMKV__HDR(m);
-    uint64_t top = atomic_load_explicit(&h->top, memory_order_acquire), sum = 0;
-    for (uint64_t off = h->data_off; off < top; off += chunk_at(m, off)->size) {
-        if (!chunk_sane(chunk_at(m, off), off, top))
-            break;
-        if (chunk_at(m, off)->owner == SHMKV__OWNER_FREE)
-            sum += chunk_at(m, off)->size;
-    }
-    h->pool_bytes = sum;
 }
 
 /* Find a chunk with room for csz bytes: a spare one first, else a new one
@@ -339,7 +259,7 @@ void shmkv__free_block(shmkv__map *m, shmkv__alloc *a, uint64_t payload)
         if (shmkv__grow_lock(m) == 0) {
             a->nchunks--;
             a->chunk_bytes -= c->size;
-            pool_put(m, coff);
+            shmkv__pool_put(m, coff);
             shmkv__grow_unlock(m);
         } else {
             spare_push(a, c, coff);
@@ -500,7 +420,7 @@ static int rebuild_walk(shmkv__map *m, shmkv__alloc *a, uint32_t owner, uint8_t 
              * before giving it back, say): to the pool. */
             a->nchunks--;
             a->chunk_bytes -= c->size;
-            pool_put(m, off);
+            shmkv__pool_put(m, off);
             continue;
         }
         spare_push(a, c, off);
@@ -541,7 +461,7 @@ static int release_walk(shmkv__map *m, shmkv__alloc *a, uint32_t owner)
 {
     state_forget(a);
     FOR_OWNED_CHUNK(m, owner, off, c)
-        pool_put(m, off);
+        shmkv__pool_put(m, off);
     return 0;
 }
 

@@ -1,7 +1,38 @@
 /*
- * internal.h - the internal interfaces between region, lock, alloc, table
- * and index, and the process-side state of a mapping. The on-file
- * structures are in format.h (docs/format.md describes them byte by byte).
+ * internal.h - the internal interfaces between the library's files, and the
+ * process-side state of a mapping. The on-file structures, the layout and
+ * their validators are in format.h / format.c (docs/format.md describes
+ * them byte by byte).
+ *
+ * Layers, bottom to top: a file calls only files listed before it, never
+ * one after it (checked by scripts/check-layers.py, meson test suite
+ * `layers`).
+ *   format.c        on-file structures, layout, validators (pure: calls
+ *                   nothing; shmkv-dump links it too)
+ *   util.c          hashing, randomness, clock, buffer, test hook
+ *   lock.c          robust mutexes, the call's lock wait; owner death is
+ *                   reported (SHMKV__OWNER_DIED), never repaired here
+ *   undo.c          recording the index's undo log
+ *   grow.c          chunks: growth of the region, the free pool, growth lock
+ *   alloc.c         per-owner block allocator
+ *   table.c         the hash table of one segment
+ *   seg_repair.c    segment repair (batch intents included), seg_lock
+ *   reader.c        reads of a segment without its lock
+ *   index.c         the key index: B+tree and key array
+ *   index_repair.c  index lock, logged updates, repair, clear, rebuild
+ *   ops.c           single-key operations
+ *   batch_plan.c    multi-key: grouping, locking, lookups (batch.h)
+ *   batch_get.c     get_many
+ *   batch.c         set_many, delete_many, delete_prefix
+ *   sample.c        random_key
+ *   scan.c          scan, random_keys
+ *   shmkv.c         size, count, clear, list, stat, tracking, errors
+ *   map.c           the process's mappings: registry, fork, name and file
+ *   region.c        open (with recovery), close
+ *   integrity.c     shmkv_check: the whole store against format.c's rules
+ *
+ * Everything inside the region is addressed by offsets from the mapping's
+ * base, never by pointers: each process maps the region at its own address.
  */
 #ifndef SHMKV_INTERNAL_H
 #define SHMKV_INTERNAL_H
@@ -42,7 +73,7 @@ typedef struct shmkv__map {
     /* Opened read-only: mapped PROT_READ, takes no lock, writes nothing. */
     bool rdonly;
     /* rdonly, when no writer was attached at open: per segment, the odd seq
-     * a dead holder left (0: none); readers accept it, see table.c */
+     * a dead holder left (0: none); readers accept it, see reader.c */
     uint32_t *dead_seq;
     /* CLOCK_MONOTONIC ns before which a failed index rebuild (no room) is
      * not tried again by this process; 0: try */
@@ -92,23 +123,57 @@ static inline bool shmkv__in_region(shmkv__map *m, uint64_t off, uint64_t len)
     return off >= SHMKV__HDR(m)->data_off && off <= top && len <= top - off;
 }
 
-/* ---- randomness (util.c; the key hash is in format.h) ---------------- */
+/* ---- util.c: the bottom layer (the key hash, key order and prefix are in
+ * format.h: they decide where keys live) -------------------------------- */
 /* Uniform in [0, n), n > 0; thread-local generator. */
 uint64_t shmkv__rand_below(uint64_t n);
+/* CLOCK_MONOTONIC in ns. */
+uint64_t shmkv__mono_ns(void);
 
-/* ---- allocator (alloc.c; the size classes are in format.h) ------------ */
-/* Allocate a block with payload >= len for owner; returns 0 and sets *off to
- * the payload offset, or a negative code (-ENOSPC, SHMKV_EFULL). The caller
- * holds the owner's lock. */
-int shmkv__alloc_block(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
-                       uint64_t len, uint64_t *off);
-void shmkv__free_block(shmkv__map *m, shmkv__alloc *a, uint64_t payload);
-/* Give a chunk of owner that its allocator does not count back to it, as
- * empty (index repair: a chunk grown by an update that was rolled back). */
-void shmkv__alloc_adopt(shmkv__map *m, shmkv__alloc *a, uint64_t chunk_off);
+/* A growable byte buffer (malloc'ed) */
+typedef struct shmkv__buf {
+    unsigned char *p;
+    size_t len, cap;
+} shmkv__buf;
+int shmkv__buf_reserve(shmkv__buf *b, size_t more);
+
+/* Test-only: when set, called at named points inside critical sections so
+ * that crash tests can kill a process there. */
+extern void (*shmkv__test_hook)(const char *point);
+#define SHMKV__HOOK(p) do { if (shmkv__test_hook) shmkv__test_hook(p); } while (0)
+
+/* ---- lock.c: the lock primitives ---------------------------------------- */
+int shmkv__mutex_init(pthread_mutex_t *mu);
+/* Returned (with the lock taken) when the lock's last owner died holding
+ * it. The caller repairs what the lock guards, then marks the mutex
+ * consistent; each module does that for its own structure through its
+ * own lock wrapper (shmkv__seg_lock, shmkv__index_lock_raw,
+ * shmkv__grow_lock). Positive: never a count or a boolean. */
+#define SHMKV__OWNER_DIED 0x4f574e44 /* "OWND" */
+/* Take a robust mutex within the current call's lock wait: 0,
+ * SHMKV__OWNER_DIED, or a negative code (not taken). */
+int shmkv__mutex_lock(pthread_mutex_t *mu);
+/* Every public call that takes locks starts with this: the locks it takes
+ * from then on wait at most the handle's lock timeout in all, and fail
+ * with SHMKV_ETIMEDOUT after that. */
+void shmkv__call_begin(const shmkv_db *db);
+/* The current call's lock wait in ns (UINT64_MAX: no limit), for waits
+ * that are not on a mutex: read-only readers waiting out a live holder. */
+uint64_t shmkv__call_wait_ns(void);
+/* A segment's mutex and its seq (made odd): as shmkv__mutex_lock. Most
+ * callers want shmkv__seg_lock, which repairs. */
+int shmkv__seg_acquire(shmkv__seg *s);
+void shmkv__seg_unlock(shmkv__seg *s);
+/* A wait between attempts of a reader without the lock; false once the
+ * call's lock timeout is over (from start, CLOCK_MONOTONIC ns). */
+bool shmkv__ro_backoff(int attempt, uint64_t start);
+/* Last close of a disk store: may it be marked clean? */
+bool shmkv__locks_settled(shmkv__map *m);
+
+/* ---- undo.c: recording the index's undo log ---------------------------- */
 /* While this thread runs an index update with an undo log, every write the
  * allocator makes to region memory on the index's behalf must be recorded
- * first (index.c); SHMKV__UNDO does that, and costs one thread-local test
+ * first; SHMKV__UNDO does that, and costs one thread-local test
  * otherwise. */
 extern _Thread_local bool shmkv__undo_on;
 void shmkv__undo_note(shmkv__map *m, const shmkv__alloc *a, const void *p, size_t len);
@@ -120,11 +185,49 @@ void shmkv__undo_chunk(shmkv__map *m, uint64_t chunk_off);
         if (shmkv__undo_on)                                                                 \
             shmkv__undo_note((m), (a), (p), (len));                                         \
     } while (0)
+/* Record the bytes [p, p+len) of the update in progress (if any) / a
+ * whole tree node, once per update. */
+void shmkv__undo_save(const void *p, size_t len);
+void shmkv__undo_node(shmkv__map *m, uint64_t off);
+/* Start recording into lg (its header already claims an update) / stop;
+ * whether this thread is recording an update of m's index. */
+void shmkv__undo_start(shmkv__map *m, shmkv__ulog *lg);
+void shmkv__undo_stop(void);
+bool shmkv__undo_active(shmkv__map *m);
+/* Bytes of records lg's block holds. */
+uint64_t shmkv__ulog_cap(shmkv__map *m, const shmkv__ulog *lg);
+
+/* ---- grow.c: chunks, growth and the free pool ------------------------- */
+/* The growth lock (taken last); recounts the pool when its holder died. */
+int shmkv__grow_lock(shmkv__map *m);
+void shmkv__grow_unlock(shmkv__map *m);
+/* Append a chunk of at least size bytes for owner, from the free pool if
+ * it has one that large; takes the growth lock. */
+int shmkv__grow(shmkv__map *m, uint32_t owner, uint64_t size, uint64_t *chunk_off);
+/* Give a chunk to the pool (growth lock held). */
+void shmkv__pool_put(shmkv__map *m, uint64_t off);
+/* Take a chunk of at least size bytes from the free pool for owner (the
+ * caller holds the growth lock). 0 and *chunk_off, or 1 when none fits. */
+int shmkv__pool_take(shmkv__map *m, uint32_t owner, uint64_t size, uint64_t *chunk_off);
+/* Recount hdr->pool_bytes from the chunks (the growth lock's last holder
+ * died; the caller holds it now). */
+void shmkv__pool_recount(shmkv__map *m);
+
+/* ---- alloc.c: the per-owner allocator (size classes: format.h) -------- */
+/* Allocate a block with payload >= len for owner; returns 0 and sets *off to
+ * the payload offset, or a negative code (-ENOSPC, SHMKV_EFULL). The caller
+ * holds the owner's lock. */
+int shmkv__alloc_block(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
+                       uint64_t len, uint64_t *off);
+void shmkv__free_block(shmkv__map *m, shmkv__alloc *a, uint64_t payload);
+/* Give a chunk of owner that its allocator does not count back to it, as
+ * empty (index repair: a chunk grown by an update that was rolled back). */
+void shmkv__alloc_adopt(shmkv__map *m, shmkv__alloc *a, uint64_t chunk_off);
 /* Bytes a block occupies, header included (0 if a big block's chunk makes
  * no sense): the class size, or the chunk's rest for a big block. */
 uint64_t shmkv__block_bytes(shmkv__map *m, uint64_t payload);
 /* The give-back that frees during an undo-logged index update put off:
- * release or trim the owner's chunks (index.c calls it after a commit). */
+ * release or trim the owner's chunks (called after a commit). */
 void shmkv__alloc_tidy(shmkv__map *m, shmkv__alloc *a);
 /* Give a segment's wholly free chunks to the pool and its chunks' free
  * tails back, whatever it freed so far (a failed batch undoing itself). */
@@ -137,65 +240,78 @@ bool shmkv__alloc_wants_tidy(shmkv__map *m, const shmkv__alloc *a);
 int shmkv__alloc_rebuild(shmkv__map *m, shmkv__alloc *a, uint32_t owner);
 /* Forget every block of owner: all its chunks go back to the free pool. */
 void shmkv__alloc_reset(shmkv__map *m, shmkv__alloc *a, uint32_t owner);
-/* Take a chunk of at least size bytes from the free pool for owner (the
- * caller holds the growth lock). 0 and *chunk_off, or 1 when none fits. */
-int shmkv__pool_take(shmkv__map *m, uint32_t owner, uint64_t size, uint64_t *chunk_off);
-/* Recount hdr->pool_bytes from the chunks (the growth lock's last holder
- * died; the caller holds it now). */
-void shmkv__pool_recount(shmkv__map *m);
 
-/* ---- growth (region.c) ----------------------------------------------- */
-/* Append a chunk of at least size bytes for owner; lock order: taken last. */
-int shmkv__grow(shmkv__map *m, uint32_t owner, uint64_t size, uint64_t *chunk_off);
+/* ---- table.c: the hash table of one segment (its lock held) ---------- */
+static inline shmkv__seg *shmkv__seg_for(shmkv__map *m, uint64_t h)
+{
+    return shmkv__seg_at(m, (uint32_t)(h >> 32) & (SHMKV__HDR(m)->nseg - 1));
+}
+static inline uint64_t shmkv__slot_word(uint64_t h, uint64_t off)
+{
+    return (h & 0xffff000000000000ull) | off;
+}
+static inline shmkv__entry *shmkv__entry_at(shmkv__map *m, uint64_t off)
+{
+    return (shmkv__entry *)SHMKV__P(m, off);
+}
+static inline shmkv__table *shmkv__table_of(shmkv__map *m, shmkv__seg *s)
+{
+    uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed);
+    return toff ? (shmkv__table *)SHMKV__P(m, toff) : NULL;
+}
+/* Position of a key in its segment, as found under the segment lock. */
+typedef struct shmkv__lookup {
+    shmkv__table *t; /* NULL: the segment has no table yet */
+    uint64_t slot;   /* where the key is, or where it would go */
+    uint64_t off;    /* entry payload when found */
+    bool found;
+    bool slot_valid; /* false when the table must grow before an insert */
+} shmkv__lookup;
+/* Look key (hash h) up in s. */
+void shmkv__seg_find(shmkv__map *m, shmkv__seg *s, uint64_t h, const void *key, size_t klen,
+                     shmkv__lookup *lk);
+/* Make room for one more key (rehashing if needed, then looking key up
+ * again into lk). */
+int shmkv__seg_room(shmkv__map *m, shmkv__seg *s, const void *key, size_t klen, uint64_t h,
+                    shmkv__lookup *lk);
+/* Publish entry noff at lk's slot: over the key's old entry (which the
+ * caller frees after), or as a new key. */
+void shmkv__seg_replace(shmkv__lookup *lk, uint64_t h, uint64_t noff);
+void shmkv__seg_insert(shmkv__seg *s, shmkv__lookup *lk, uint64_t h, uint64_t noff);
+/* Unpublish the key found at lk (the caller frees its entry), and once
+ * the segment holds no key, drop its table. */
+void shmkv__seg_remove(shmkv__seg *s, shmkv__lookup *lk);
+void shmkv__seg_shrink(shmkv__map *m, shmkv__seg *s, shmkv__lookup *lk);
+/* Rehash a segment's table to cap slots. With keep, the old table is not
+ * freed but handed back in *keep (0: none), so that a batch that fails can
+ * put it back. */
+int shmkv__seg_rehash(shmkv__map *m, shmkv__seg *s, uint64_t cap, uint64_t *keep);
+/* Drop every entry of a segment and mark it emptied for generation gen. */
+int shmkv__seg_clear(shmkv__map *m, shmkv__seg *s, uint64_t gen);
+/* Call fn for the payload offset of every live entry; stops at fn's first
+ * non-zero return and returns it. */
+int shmkv__seg_visit(shmkv__map *m, shmkv__seg *s,
+                     int (*fn)(void *ctx, uint64_t entry_off), void *ctx);
+/* The segment a key belongs to. */
+shmkv__seg *shmkv__seg_of(shmkv__map *m, const void *key, size_t klen);
+/* True when key is live in s. */
+bool shmkv__seg_has(shmkv__map *m, shmkv__seg *s, const void *key, size_t klen);
 
-/* ---- locks (lock.c) --------------------------------------------------- */
-int shmkv__mutex_init(pthread_mutex_t *mu);
-/* Every public call that takes locks starts with this: the locks it takes
- * from then on wait at most the handle's lock timeout in all, and fail
- * with SHMKV_ETIMEDOUT after that. */
-/* The current call's lock wait in ns (UINT64_MAX: no limit), for waits
- * that are not on a mutex: read-only readers waiting out a live holder. */
-uint64_t shmkv__call_wait_ns(void);
-void shmkv__call_begin(const shmkv_db *db);
+/* ---- seg_repair.c: the segment lock and the repair it runs ----------- */
 /* Take a segment lock; repairs the segment if its owner died. */
 int shmkv__seg_lock(shmkv__map *m, shmkv__seg *s);
-void shmkv__seg_unlock(shmkv__seg *s);
-/* Take the index lock; `held` is the segment lock the caller holds, or
- * NULL. Returns 0 when the index is usable. When the index needed a rebuild
- * (its last owner died, or it is marked dirty) this drops the index lock
- * and `held`, rebuilds under every lock, and returns SHMKV__RESTART: the
- * caller holds nothing and must start its operation over. On a negative
- * return the caller also holds nothing. */
-#define SHMKV__RESTART 0x52455354 /* "REST": never a count or a boolean */
-/* Also returned by shmkv__index_lock: the index is marked for a rebuild that
- * could not be done for want of room (disk, /dev/shm or reserve full) and
- * is not retried yet. The caller still holds `held` but not the index
- * lock, and goes on without the index: writes leave it to the rebuild,
- * readers scan the tables. */
-#define SHMKV__NOINDEX 0x4e4f4958 /* "NOIX" */
-int shmkv__index_lock(shmkv__map *m, shmkv__seg *held);
-/* Take the index lock without the dirty check (for clear and rebuild,
- * which run with every segment lock already held). */
-int shmkv__index_lock_raw(shmkv__map *m);
-/* Rebuild the index under every segment lock and the index lock (the
- * caller holds none of them). */
-int shmkv__index_rebuild_all(shmkv__map *m);
-/* True for the codes a rebuild fails with for want of room. */
-bool shmkv__index_no_room(int rc);
-void shmkv__index_unlock(shmkv__map *m);
 int shmkv__lock_all(shmkv__map *m);   /* every segment, in order */
 void shmkv__unlock_all(shmkv__map *m);
-/* Last close of a disk store: may it be marked clean? (lock.c) */
-bool shmkv__locks_settled(shmkv__map *m);
-int shmkv__grow_lock(shmkv__map *m);
-void shmkv__grow_unlock(shmkv__map *m);
+/* Repair a segment after its lock owner died: mark live entries, rebuild
+ * the allocator, recount. Caller holds the lock. */
+int shmkv__seg_recover(shmkv__map *m, shmkv__seg *s);
+/* Roll a dead batch writer's part of this segment forward (its batch
+ * committed) or drop it; called first thing by shmkv__seg_recover. */
+void shmkv__batch_recover(shmkv__map *m, shmkv__seg *s);
+/* True when some segment still holds a dead batch writer's intent. */
+bool shmkv__batch_pending(shmkv__map *m);
 
-/* Test-only: when set, called at named points inside critical sections so
- * that crash tests can kill a process there. */
-extern void (*shmkv__test_hook)(const char *point);
-#define SHMKV__HOOK(p) do { if (shmkv__test_hook) shmkv__test_hook(p); } while (0)
-
-/* ---- readers without the lock (table.c, batch.c) -------------------- */
+/* ---- reader.c: reads without the lock --------------------------------- */
 
 /* Their reads race with writers by design (the result is thrown away when
  * they did). ThreadSanitizer would report them, so under TSan such a reader
@@ -226,55 +342,28 @@ static inline void shmkv__racy_copy(unsigned char *dst, const unsigned char *src
 }
 #endif
 
-/* A growable byte buffer (malloc'ed; shmkv.c) */
-typedef struct shmkv__buf {
-    unsigned char *p;
-    size_t len, cap;
-} shmkv__buf;
-int shmkv__buf_reserve(shmkv__buf *b, size_t more);
-
-/* ---- table (table.c) -------------------------------------------------- */
-/* Repair a segment after its lock owner died: mark live entries, rebuild
- * the allocator, recount. Caller holds the lock. */
-int shmkv__seg_recover(shmkv__map *m, shmkv__seg *s);
-/* Roll a dead batch writer's part of this segment forward (its batch
- * committed) or drop it; called first thing by shmkv__seg_recover. */
-void shmkv__batch_recover(shmkv__map *m, shmkv__seg *s);
-/* Start key tracking on a store created without it (a no-op when it is
- * on): builds the index under every lock, then sets track_keys. */
-int shmkv__track_on(shmkv__map *m);
-/* True when some segment still holds a dead batch writer's intent. */
-bool shmkv__batch_pending(shmkv__map *m);
-/* Rehash a segment's table to cap slots (caller holds its lock). With
- * keep, the old table is not freed but handed back in *keep (0: none), so
- * that a batch that fails can put it back. */
-int shmkv__seg_rehash(shmkv__map *m, shmkv__seg *s, uint64_t cap, uint64_t *keep);
-/* Drop every entry of a segment and mark it emptied for generation gen
- * (caller holds its lock). */
-int shmkv__seg_clear(shmkv__map *m, shmkv__seg *s, uint64_t gen);
-/* Empty the index and mark it emptied for generation gen (caller holds
- * every segment lock and the index lock, or is alone). */
-void shmkv__index_clear(shmkv__map *m, uint64_t gen);
-/* Call fn for the payload offset of every live entry (caller holds the
- * segment lock); stops at fn's first non-zero return and returns it. */
-int shmkv__seg_visit(shmkv__map *m, shmkv__seg *s,
-                     int (*fn)(void *ctx, uint64_t entry_off), void *ctx);
+/* One try failed (the segment was busy): read again, or under the lock. */
+#define SHMKV__READ_RETRY 1
+/* get/exists without the lock: a few tries, then SHMKV__READ_RETRY. */
+int shmkv__read_fast(shmkv_db *db, const void *key, size_t klen, bool copy, void *buf, size_t cap,
+                     size_t *vlen, shmkv_kind *kind);
+/* get/exists of a read-only handle: until it succeeds, or the lock
+ * timeout (SHMKV_ETIMEDOUT). */
+int shmkv__read_ro(shmkv_db *db, const void *key, size_t klen, bool copy, void *buf, size_t cap,
+                   size_t *vlen, shmkv_kind *kind);
 /* Without the lock (read-only mappings): append the live entries starting
  * with prefix to out as records [u32 klen][u32 vlen][u32 kind][key][value]
  * (vlen 0 and no value when keys_only), all as of one moment; with out
  * NULL only count them. *count: entries appended/counted.
- * Returns 0, -ENOMEM, or SHMKV_ELOCK when a live holder kept the segment
- * for too long. */
+ * Returns 0, -ENOMEM, or SHMKV_ETIMEDOUT when a live holder kept the
+ * segment for too long. */
 int shmkv__seg_snapshot(shmkv__map *m, shmkv__seg *s, const void *prefix, size_t plen,
                         bool keys_only, shmkv__buf *out, uint64_t *count);
-/* Read-only reads (table.c): the odd seq of a segment whose holder is
- * known dead (0: none); a wait between attempts, false once the call's
- * lock timeout is over (from start, CLOCK_MONOTONIC ns); the intent of a
- * committed batch a dead holder left half applied (NULL: none), whose
- * slot words a reader accepting that holder's seq must read instead. */
+/* The odd seq of a segment whose holder is known dead (0: none); the
+ * intent of a committed batch a dead holder left half applied (NULL:
+ * none), whose slot words a reader accepting that holder's seq must read
+ * instead. */
 uint32_t shmkv__dead_seq(shmkv__map *m, shmkv__seg *s);
-bool shmkv__ro_backoff(int attempt, uint64_t start);
-uint64_t shmkv__mono_ns(void);
 const shmkv__intent *shmkv__ro_intent(shmkv__map *m, shmkv__seg *s, uint64_t tcap, uint32_t *n);
 /* Likewise a segment whose dead holder was a clear() that had published
  * its generation but not reached this segment: its repair empties it, so
@@ -292,29 +381,45 @@ static inline uint64_t shmkv__ro_slot(const shmkv__intent *in, uint32_t n, uint6
             return in->ch[c].word;
     return w;
 }
-/* Look a key up and call fn on its entry under the segment lock; returns
- * SHMKV_ENOTFOUND or fn's return. */
-int shmkv__get_locked_copy(shmkv_db *db, const void *key, size_t klen,
-                           int (*fn)(void *ctx, const shmkv__entry *e, shmkv_kind kind),
-                           void *ctx);
 
-/* ---- index (index.c); caller holds the index lock -------------------- */
+/* ---- index.c: the key index (caller holds the index lock) ------------ */
 int shmkv__index_insert(shmkv__map *m, const void *key, size_t klen);
 /* Removing a key that is not in the index is a no-op returning 0. */
 int shmkv__index_remove(shmkv__map *m, const void *key, size_t klen);
+bool shmkv__index_has(shmkv__map *m, const void *key, size_t klen);
 uint64_t shmkv__index_rank(shmkv__map *m, const void *key, size_t klen);
+/* Number of keys <= key (the rank of the first key after it). */
+uint64_t shmkv__index_rank_after(shmkv__map *m, const void *key, size_t klen);
 /* Key blob offset of the key at rank r (r < n). */
 uint64_t shmkv__index_select(shmkv__map *m, uint64_t r);
+/* Rank just past every key starting with prefix (n when none follows). */
+uint64_t shmkv__index_prefix_end(shmkv__map *m, const void *prefix, size_t plen);
 /* Visit keys in order from rank `from`, at most `limit`, while they start
  * with prefix; fn returns non-zero to stop. */
 typedef int (*shmkv__index_visit_fn)(void *ctx, const shmkv__kblob *kb);
 int shmkv__index_walk(shmkv__map *m, uint64_t from, const void *prefix, size_t plen,
                     uint64_t limit, shmkv__index_visit_fn fn, void *ctx);
-/* Rebuild from the tables; caller holds every segment lock and the index
- * lock. Clears dirty on success. */
-int shmkv__index_rebuild(shmkv__map *m);
-/* Number of keys <= key (the rank of the first key after it). */
-uint64_t shmkv__index_rank_after(shmkv__map *m, const void *key, size_t klen);
+
+/* ---- index_repair.c: the index lock, logged updates, repair, rebuild -- */
+/* Take the index lock; `held` is the segment lock the caller holds, or
+ * NULL. Returns 0 when the index is usable. When the index needed a rebuild
+ * (its last owner died, or it is marked dirty) this drops the index lock
+ * and `held`, rebuilds under every lock, and returns SHMKV__RESTART: the
+ * caller holds nothing and must start its operation over. On a negative
+ * return the caller also holds nothing. */
+#define SHMKV__RESTART 0x52455354 /* "REST": never a count or a boolean */
+/* Also returned by shmkv__index_lock: the index is marked for a rebuild that
+ * could not be done for want of room (disk, /dev/shm or reserve full) and
+ * is not retried yet. The caller still holds `held` but not the index
+ * lock, and goes on without the index: writes leave it to the rebuild,
+ * readers scan the tables. */
+#define SHMKV__NOINDEX 0x4e4f4958 /* "NOIX" */
+int shmkv__index_lock(shmkv__map *m, shmkv__seg *held);
+/* Take the index lock without the dirty check (for clear and rebuild,
+ * which run with every segment lock already held); repairs the index if
+ * its owner died. */
+int shmkv__index_lock_raw(shmkv__map *m);
+void shmkv__index_unlock(shmkv__map *m);
 /* Undo-logged updates: begin after taking the index lock for an insert or
  * remove of key (in segment seg), commit once the segment's slot agrees,
  * before unlocking. Without a log (old store, no space) both are no-ops and
@@ -329,12 +434,45 @@ void shmkv__index_repair(shmkv__map *m);
  * Returns 0 (index lock and held kept), SHMKV__RESTART or a negative code
  * (both: nothing held). */
 int shmkv__index_settle(shmkv__map *m, shmkv__seg *held);
-/* ---- table lookups for the index repair (table.c) ---- */
-/* The segment a key belongs to. */
-shmkv__seg *shmkv__seg_of(shmkv__map *m, const void *key, size_t klen);
-/* True when key is live in s (caller holds s's lock). */
-bool shmkv__seg_has(shmkv__map *m, shmkv__seg *s, const void *key, size_t klen);
-/* Rank just past every key starting with prefix (n when none follows). */
-uint64_t shmkv__index_prefix_end(shmkv__map *m, const void *prefix, size_t plen);
+/* Rebuild from the tables; caller holds every segment lock and the index
+ * lock. Clears dirty on success. */
+int shmkv__index_rebuild(shmkv__map *m);
+/* Rebuild the index under every segment lock and the index lock (the
+ * caller holds none of them). */
+int shmkv__index_rebuild_all(shmkv__map *m);
+/* True for the codes a rebuild fails with for want of room. */
+bool shmkv__index_no_room(int rc);
+/* Empty the index and mark it emptied for generation gen (caller holds
+ * every segment lock and the index lock, or is alone). */
+void shmkv__index_clear(shmkv__map *m, uint64_t gen);
+/* Start key tracking on a store created without it (a no-op when it is
+ * on): builds the index under every lock, then sets track_keys. */
+int shmkv__track_on(shmkv__map *m);
+
+/* ---- ops.c: the single-key operations --------------------------------- */
+/* Look a key up and call fn on its entry under the segment lock; returns
+ * SHMKV_ENOTFOUND or fn's return. */
+int shmkv__get_locked_copy(shmkv_db *db, const void *key, size_t klen,
+                           int (*fn)(void *ctx, const shmkv__entry *e, shmkv_kind kind),
+                           void *ctx);
+
+/* ---- map.c: the process's mappings of stores ----------------------------- */
+/* Held across an open or a close (the open protocol); the first call also
+ * installs the fork handlers. */
+void shmkv__maps_lock(void);
+void shmkv__maps_unlock(void);
+/* The registry of this process's mappings: a mapping an open may share
+ * (a read-only open may share a writable one, not the reverse). */
+void shmkv__registry_add(shmkv__map *m);
+void shmkv__registry_remove(shmkv__map *m);
+shmkv__map *shmkv__registry_find(int backend, dev_t dev, ino_t ino, bool rdonly);
+void shmkv__map_free(shmkv__map *m);
+/* Open (or create, per o's flags and mode) the store's file or memory
+ * object; obj receives the memory object's name. */
+int shmkv__open_fd(const char *where, int backend, const shmkv_options *o, char *obj,
+                   size_t objcap, int *fd_out);
+/* The memory object obj is no longer the one st describes. */
+struct stat;
+bool shmkv__memory_object_replaced(const char *obj, const struct stat *st);
 
 #endif /* SHMKV_INTERNAL_H */

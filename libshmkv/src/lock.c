@@ -1,6 +1,11 @@
 /*
- * lock.c - robust process-shared mutexes, and the one place where a lock
- * whose owner died is repaired.
+ * lock.c - robust process-shared mutexes and the call's lock wait.
+ *
+ * The primitives here only take and release locks. A lock whose owner died
+ * is reported to the caller (SHMKV__OWNER_DIED) and repaired by the module
+ * whose structure it guards: a segment by the table (seg_repair.c), the
+ * index by the index (index_repair.c), the growth lock's pool count by the
+ * chunk pool (grow.c).
  *
  * Lock order (never the reverse): segment locks in ascending number, then
  * the index lock, then the growth lock. A lock and its critical section are
@@ -10,8 +15,6 @@
 
 #include <errno.h>
 #include <time.h>
-
-void (*shmkv__test_hook)(const char *point);
 
 /* ThreadSanitizer (GCC 12's, at least) does not intercept
  * pthread_mutex_clocklock, and would then see unlocks of mutexes it never
@@ -120,24 +123,26 @@ int shmkv__mutex_init(pthread_mutex_t *mu)
     return -rc;
 }
 
-/* Returns 0 (and *died) or a negative code. A dead owner is reported
- * whichever way the lock was taken: trylock and the timed locks return
- * EOWNERDEAD like pthread_mutex_lock. */
-static int lock_robust(pthread_mutex_t *mu, bool *died)
+/* A dead owner is reported whichever way the lock was taken: trylock and
+ * the timed locks return EOWNERDEAD like pthread_mutex_lock. Inline, so
+ * that a segment lock (every write takes one) is one call deep. */
+static inline int lock_robust(pthread_mutex_t *mu)
 {
     int rc = pthread_mutex_trylock(mu);
     if (rc == EBUSY)
         rc = lock_wait(mu);
-    *died = false;
     if (rc == 0)
         return 0;
-    if (rc == EOWNERDEAD) {
-        *died = true;
-        return 0;
-    }
+    if (rc == EOWNERDEAD)
+        return SHMKV__OWNER_DIED;
     if (rc == ETIMEDOUT)
         return SHMKV_ETIMEDOUT;
     return rc == ENOTRECOVERABLE ? SHMKV_ELOCK : -rc;
+}
+
+int shmkv__mutex_lock(pthread_mutex_t *mu)
+{
+    return lock_robust(mu);
 }
 
 /* seq: even to odd (or, left odd by a dead holder, to the next odd value),
@@ -145,7 +150,7 @@ static int lock_robust(pthread_mutex_t *mu, bool *died)
  *
  * GCC warns (-Wtsan) that ThreadSanitizer does not model fences. The fence
  * below only serves the readers that skip the lock, and those are not
- * instrumented under TSan (see table.c), so there is nothing for it to
+ * instrumented under TSan (see reader.c), so there is nothing for it to
  * model; the warning is silenced for this function alone. */
 #if defined(__SANITIZE_THREAD__) && !defined(__clang__) && __GNUC__ >= 11
 #pragma GCC diagnostic push
@@ -167,27 +172,15 @@ static void seq_leave(shmkv__seg *s)
     atomic_store_explicit(&s->seq, v + 1, memory_order_release);
 }
 
-int shmkv__seg_lock(shmkv__map *m, shmkv__seg *s)
+int shmkv__seg_acquire(shmkv__seg *s)
 {
-    bool died;
-    int rc = lock_robust(&s->lock, &died);
-    if (rc)
+    int rc = lock_robust(&s->lock);
+    if (rc < 0)
         return rc;
+    /* Moved on whether or not the owner died: readers must see the
+     * segment busy while its repair runs. */
     seq_enter(s);
-    if (!died)
-        return 0;
-    /* The dead owner may have been anywhere between allocating and
-     * publishing; the repair must finish before anyone else sees the
-     * segment, i.e. before the mutex is marked consistent. */
-    SHMKV__HOOK("lock.repair");
-    atomic_fetch_add(&SHMKV__HDR(m)->recoveries, 1);
-    rc = shmkv__seg_recover(m, s);
-    pthread_mutex_consistent(&s->lock);
-    if (rc) {
-        shmkv__seg_unlock(s);
-        return rc;
-    }
-    return 0;
+    return rc;
 }
 
 void shmkv__seg_unlock(shmkv__seg *s)
@@ -196,134 +189,18 @@ void shmkv__seg_unlock(shmkv__seg *s)
     pthread_mutex_unlock(&s->lock);
 }
 
-int shmkv__index_lock_raw(shmkv__map *m)
+/* Between attempts of a reader without the lock: spin a little, then sleep
+ * up to 1 ms. Returns false once the call's lock timeout is over: a live
+ * holder is waited for as long as a writer would wait for its lock. */
+bool shmkv__ro_backoff(int attempt, uint64_t start)
 {
-    shmkv__index *ix = shmkv__index_of(m);
-    bool died;
-    int rc = lock_robust(&ix->lock, &died);
-    if (rc)
-        return rc;
-    if (died) {
-        atomic_fetch_add(&SHMKV__HDR(m)->recoveries, 1);
-        shmkv__index_repair(m);
-        pthread_mutex_consistent(&ix->lock);
-    }
-    return 0;
-}
-
-void shmkv__index_unlock(shmkv__map *m)
-{
-    pthread_mutex_unlock(&shmkv__index_of(m)->lock);
-}
-
-int shmkv__lock_all(shmkv__map *m)
-{
-    uint32_t n = SHMKV__HDR(m)->nseg;
-    for (uint32_t i = 0; i < n; i++) {
-        int rc = shmkv__seg_lock(m, shmkv__seg_at(m, i));
-        if (rc) {
-            while (i--)
-                shmkv__seg_unlock(shmkv__seg_at(m, i));
-            return rc;
-        }
-    }
-    return 0;
-}
-
-void shmkv__unlock_all(shmkv__map *m)
-{
-    for (uint32_t i = SHMKV__HDR(m)->nseg; i--;)
-        shmkv__seg_unlock(shmkv__seg_at(m, i));
-}
-
-/* Rebuild the index under every lock: what repairs a dead index owner
- * when its undo log cannot (an old store without one, a log overflow, a
- * rebuild or log creation cut short), and what rebuild_index() does. */
-int shmkv__index_rebuild_all(shmkv__map *m)
-{
-    int rc = shmkv__lock_all(m);
-    if (rc)
-        return rc;
-    rc = shmkv__index_lock_raw(m);
-    if (!rc) {
-        rc = shmkv__index_rebuild(m);
-        shmkv__index_unlock(m);
-    }
-    shmkv__unlock_all(m);
-    return rc;
-}
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* A rebuild allocates a whole new index. When the disk, /dev/shm or the
- * reserve cannot give that room, the index stays marked dirty and the
- * store goes on without it (NOINDEX): the tables alone hold the data, and
- * the marked index is rebuilt from them once a try succeeds. Tries are
- * spaced out so that every write does not pay an O(n) failed rebuild. */
-#define IDX_RETRY_NS 1000000000u
-
-static bool no_room(int rc)
-{
-    return rc == -ENOSPC || rc == SHMKV_EFULL || rc == -ENOMEM || rc == -EFBIG;
-}
-
-int shmkv__index_lock(shmkv__map *m, shmkv__seg *held)
-{
-    int rc = shmkv__index_lock_raw(m);
-    if (rc) {
-        if (held)
-            shmkv__seg_unlock(held);
-        return rc;
-    }
-    if (!atomic_load(&shmkv__index_of(m)->dirty))
-        return shmkv__index_settle(m, held);
-    if (now_ns() < atomic_load(&m->index_retry_ns)) {
-        shmkv__index_unlock(m);
-        return SHMKV__NOINDEX;
-    }
-    /* Rebuilding needs every segment lock, which may not be taken while
-     * holding the index lock or a higher segment: drop everything. */
-    shmkv__index_unlock(m);
-    if (held)
-        shmkv__seg_unlock(held);
-    rc = shmkv__index_rebuild_all(m);
-    if (no_room(rc)) {
-        atomic_store(&m->index_retry_ns, now_ns() + IDX_RETRY_NS);
-        return SHMKV__RESTART; /* and the next call goes on without the index */
-    }
-    if (!rc)
-        atomic_store(&m->index_retry_ns, 0);
-    return rc ? rc : SHMKV__RESTART;
-}
-
-bool shmkv__index_no_room(int rc)
-{
-    return no_room(rc);
-}
-
-int shmkv__grow_lock(shmkv__map *m)
-{
-    bool died;
-    pthread_mutex_t *mu = &SHMKV__HDR(m)->grow_lock;
-    int rc = lock_robust(mu, &died);
-    /* Growth publishes `top` last, after the chunk header and the
-     * fallocate, and every chunk change leaves the chunks tiling: a dead
-     * holder leaves at most the free pool's byte count off. */
-    if (!rc && died) {
-        shmkv__pool_recount(m);
-        pthread_mutex_consistent(mu);
-    }
-    return rc;
-}
-
-void shmkv__grow_unlock(shmkv__map *m)
-{
-    pthread_mutex_unlock(&SHMKV__HDR(m)->grow_lock);
+    if (attempt < 8)
+        return true;
+    if (shmkv__mono_ns() - start > shmkv__call_wait_ns())
+        return false;
+    struct timespec ts = {0, attempt < 40 ? 20000 : 1000000};
+    nanosleep(&ts, NULL);
+    return true;
 }
 
 /* For the last process to close a disk store: true when no segment or
@@ -335,7 +212,7 @@ void shmkv__grow_unlock(shmkv__map *m)
  * dead owner. Both are only read: taking a dead lock to find out (and
  * marking it consistent) would erase the kernel's owner-died mark, by
  * which read-only readers still attached tell a dead holder from a slow one
- * (table.c, dead_seq): they would wait out their lock timeout. */
+ * (reader.c, dead_seq): they would wait out their lock timeout. */
 bool shmkv__locks_settled(shmkv__map *m)
 {
     bool settled = true;
@@ -346,7 +223,7 @@ bool shmkv__locks_settled(shmkv__map *m)
         pthread_mutex_t *mu = i < SHMKV__HDR(m)->nseg ? &shmkv__seg_at(m, i)->lock
                                                       : &shmkv__index_of(m)->lock;
 #ifdef __GLIBC__
-        /* glibc keeps the futex word first (see dead_seq in table.c) */
+        /* glibc keeps the futex word first (see dead_seq in reader.c) */
         if (__atomic_load_n(&mu->__data.__lock, __ATOMIC_ACQUIRE) != 0)
             settled = false;
 #else

@@ -1,5 +1,6 @@
 /*
- * region.c - the mapping: open, create, join, close, and growth.
+ * region.c - opening a store: create, join, close (the process's mappings
+ * are map.c's, growth is grow.c's).
  *
  * Who is attached is decided with open-file-description locks on the store
  * itself (they belong to the descriptor, so closing some other descriptor
@@ -30,14 +31,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
-static shmkv__map *registry;
-/* Guards the links of the registry list only (registry_mu guards the open
- * protocol, which can wait on a file lock). fork() takes it, so that the
- * child finds a whole list; it is never held while waiting for anything. */
-static pthread_mutex_t list_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
-
 /* ---- file locks -------------------------------------------------------- */
 
 static int ofd_lock(int fd, short type, off_t start, bool wait)
@@ -63,94 +56,6 @@ static void ofd_unlock_all(int fd)
     }
 }
 
-/* ---- fork ------------------------------------------------------------------ */
-
-/* A child of fork() shares each store's open file description with its
- * parent, and the file locks that say "the parent is attached" (and, during
- * an open or close, "the parent holds the init lock") live on that
- * description. If the child kept its reference, a parent that died without
- * closing would stay attached, or keep the init lock, for as long as the
- * child lives. So the child lets go of every inherited descriptor at once
- * (with close(), which is async-signal-safe; nothing here allocates). Its
- * inherited handles are then only good for shmkv_close(); it opens its
- * own. */
-static void fork_prepare(void)
-{
-    pthread_mutex_lock(&list_mu);
-}
-
-static void fork_parent(void)
-{
-    pthread_mutex_unlock(&list_mu);
-}
-
-static void fork_child(void)
-{
-    for (shmkv__map *m = registry; m; m = m->next) {
-        if (m->fd >= 0) {
-            close(m->fd);
-            m->fd = -1;
-        }
-        m->base = NULL; /* MADV_DONTFORK: the child has no mapping */
-    }
-    pthread_mutex_unlock(&list_mu);
-    /* A thread that was inside shmkv_open or shmkv_close at the fork does
-     * not exist in the child, so registry_mu may look held forever. */
-    pthread_mutex_init(&registry_mu, NULL);
-}
-
-static void fork_hooks_install(void)
-{
-    /* Without the handlers (out of memory), a child only keeps a dead
-     * parent's locks until it exits or execs (the descriptor is
-     * O_CLOEXEC): degraded, not wrong, so the open goes on. */
-    (void)pthread_atfork(fork_prepare, fork_parent, fork_child);
-}
-
-static void registry_add(shmkv__map *m)
-{
-    pthread_mutex_lock(&list_mu);
-    m->next = registry;
-    registry = m;
-    pthread_mutex_unlock(&list_mu);
-}
-
-static void registry_remove(shmkv__map *m)
-{
-    pthread_mutex_lock(&list_mu);
-    for (shmkv__map **p = &registry; *p; p = &(*p)->next)
-        if (*p == m) {
-            *p = m->next;
-            break;
-        }
-    pthread_mutex_unlock(&list_mu);
-}
-
-/* ---- names ------------------------------------------------------------- */
-
-static int memory_object_name(const char *name, char *out, size_t cap)
-{
-    size_t n = strlen(name);
-    if (n == 0 || n > SHMKV_NAME_MAX || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
-        return SHMKV_ENAME;
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return SHMKV_ENAME;
-    }
-    snprintf(out, cap, "/shmkv.%s", name);
-    return 0;
-}
-
-int shmkv_memory_unlink(const char *name)
-{
-    char obj[SHMKV_NAME_MAX + 16];
-    int rc = memory_object_name(name ? name : "k6kv", obj, sizeof obj);
-    if (rc)
-        return rc;
-    return shm_unlink(obj) == 0 ? 0 : -errno;
-}
 
 /* ---- options ------------------------------------------------------------ */
 
@@ -393,82 +298,6 @@ static int attach_slot_take(shmkv__hdr *h)
 
 /* ---- open ------------------------------------------------------------------ */
 
-/* A read-only open may share a writable mapping; a writable open needs
- * one of its own. */
-static shmkv__map *registry_find(int backend, dev_t dev, ino_t ino, bool rdonly)
-{
-    pid_t me = getpid();
-    for (shmkv__map *m = registry; m; m = m->next)
-        if (m->owner_pid == me && m->attached && m->backend == backend && m->dev == dev &&
-            m->ino == ino && (rdonly || !m->rdonly))
-            return m;
-    return NULL;
-}
-
-static int open_one(const char *where, int backend, const char *obj, int oflags, mode_t mode)
-{
-    if (backend == SHMKV_BACKEND_MEMORY)
-        return shm_open(obj, oflags, mode);
-    /* Never follow a symbolic link planted where the store should be. */
-    return open(where ? where : "./.k6.kv", oflags | O_NOFOLLOW | O_NOCTTY, mode);
-}
-
-/* A read-only open never creates: a store that does not exist is -ENOENT
- * for it, and leaving a 0-byte file or object behind would be a write. A
- * file this call creates gets exactly the requested mode (open() and
- * shm_open() narrow it by the umask), which is why creation is told apart
- * from joining with O_EXCL. */
-static int open_fd(const char *where, int backend, const shmkv_options *o, char *obj,
-                   size_t objcap, int *fd_out)
-{
-    mode_t mode = o->mode ? o->mode : 0600;
-    bool create = !(o->flags & (SHMKV_NOCREATE | SHMKV_RDONLY));
-    if (backend == SHMKV_BACKEND_MEMORY) {
-        int rc = memory_object_name(where ? where : "k6kv", obj, objcap);
-        if (rc)
-            return rc;
-    }
-    /* Read-only: read permission is all it needs, so a store made
-     * readable for another user can be read by them. */
-    int oflags = ((o->flags & SHMKV_RDONLY) ? O_RDONLY : O_RDWR) | O_CLOEXEC;
-    for (int attempt = 0;; attempt++) {
-        if (create) {
-            int fd = open_one(where, backend, obj, oflags | O_CREAT | O_EXCL, mode);
-            if (fd >= 0) {
-                if (fchmod(fd, mode) != 0) {
-                    int e = errno;
-                    close(fd);
-                    return -e;
-                }
-                *fd_out = fd;
-                return 0;
-            }
-            if (errno != EEXIST)
-                return -errno;
-        }
-        int fd = open_one(where, backend, obj, oflags, 0);
-        if (fd >= 0) {
-            *fd_out = fd;
-            return 0;
-        }
-        /* Removed between the two calls: create it after all. */
-        if (errno != ENOENT || !create || attempt >= 8)
-            return -errno;
-    }
-}
-
-/* A memory store can be unlinked by its last closer between our shm_open
- * and our init lock: then we hold a dead object and must open again. */
-static bool memory_object_replaced(const char *obj, const struct stat *st)
-{
-    int fd = shm_open(obj, O_RDONLY | O_CLOEXEC, 0);
-    if (fd < 0)
-        return true;
-    struct stat now;
-    bool same = fstat(fd, &now) == 0 && now.st_dev == st->st_dev && now.st_ino == st->st_ino;
-    close(fd);
-    return !same;
-}
 
 static int attach(shmkv__map *m, const resolved *r, const shmkv_options *o, const char *obj,
                   struct stat *st)
@@ -476,7 +305,7 @@ static int attach(shmkv__map *m, const resolved *r, const shmkv_options *o, cons
     int rc = ofd_lock(m->fd, F_WRLCK, 0, true);
     if (rc)
         return rc;
-    if (m->backend == SHMKV_BACKEND_MEMORY && memory_object_replaced(obj, st)) {
+    if (m->backend == SHMKV_BACKEND_MEMORY && shmkv__memory_object_replaced(obj, st)) {
         rc = -EAGAIN;
         goto out;
     }
@@ -556,7 +385,7 @@ static int ofd_held(int fd, off_t byte, bool *held)
 /* A read-only opener writes nothing: not the header, not the attach table,
  * not a lock word (its mapping is PROT_READ). It never repairs, so what it
  * reads must be right as the store is, which the lock-free readers in
- * table.c see to. It is attached all the same (byte 1), so that no writer
+ * reader.c see to. It is attached all the same (byte 1), so that no writer
  * empties or re-creates a store under its mapping. */
 static int attach_rdonly(shmkv__map *m, const shmkv_options *o, const char *obj, struct stat *st)
 {
@@ -564,7 +393,7 @@ static int attach_rdonly(shmkv__map *m, const shmkv_options *o, const char *obj,
     if (rc)
         return rc;
     bool readers = false, writers = false;
-    if (m->backend == SHMKV_BACKEND_MEMORY && memory_object_replaced(obj, st)) {
+    if (m->backend == SHMKV_BACKEND_MEMORY && shmkv__memory_object_replaced(obj, st)) {
         rc = -EAGAIN;
         goto out;
     }
@@ -611,17 +440,6 @@ out:
     return rc;
 }
 
-static void map_free(shmkv__map *m)
-{
-    if (m->base)
-        munmap(m->base, m->reserve);
-    if (m->fd >= 0)
-        close(m->fd);
-    free(m->freed);
-    free(m->name);
-    free(m->dead_seq);
-    free(m);
-}
 
 int shmkv_open(const char *where, const shmkv_options *opts, shmkv_db **out)
 {
@@ -641,12 +459,11 @@ int shmkv_open(const char *where, const shmkv_options *opts, shmkv_db **out)
     db->flags = o.flags;
     db->lock_timeout_ms = o.lock_timeout_ms;
 
-    pthread_once(&fork_once, fork_hooks_install);
-    pthread_mutex_lock(&registry_mu);
+    shmkv__maps_lock();
     for (int attempt = 0; attempt < 8; attempt++) {
         char obj[SHMKV_NAME_MAX + 16] = "";
         int fd = -1;
-        rc = open_fd(where, (int)o.backend, &o, obj, sizeof obj, &fd);
+        rc = shmkv__open_fd(where, (int)o.backend, &o, obj, sizeof obj, &fd);
         if (rc)
             break;
         struct stat st;
@@ -661,7 +478,7 @@ int shmkv_open(const char *where, const shmkv_options *opts, shmkv_db **out)
             break;
         }
         bool rdonly = o.flags & SHMKV_RDONLY;
-        shmkv__map *m = registry_find((int)o.backend, st.st_dev, st.st_ino, rdonly);
+        shmkv__map *m = shmkv__registry_find((int)o.backend, st.st_dev, st.st_ino, rdonly);
         if (m) {
             /* Our descriptor carries no lock, so closing it is harmless. */
             close(fd);
@@ -685,17 +502,17 @@ int shmkv_open(const char *where, const shmkv_options *opts, shmkv_db **out)
         m->refs = 1;
         m->attach_slot = -1;
         if (o.backend == SHMKV_BACKEND_MEMORY && !(m->name = strdup(obj))) {
-            map_free(m);
+            shmkv__map_free(m);
             rc = -ENOMEM;
             break;
         }
         /* Listed before it takes any file lock, so that a fork() from
          * another thread during the attach already lets go of it. */
-        registry_add(m);
+        shmkv__registry_add(m);
         rc = rdonly ? attach_rdonly(m, &o, obj, &st) : attach(m, &r, &o, obj, &st);
         if (rc) {
-            registry_remove(m);
-            map_free(m);
+            shmkv__registry_remove(m);
+            shmkv__map_free(m);
             if (rc == -EAGAIN)
                 continue;
             break;
@@ -707,7 +524,7 @@ int shmkv_open(const char *where, const shmkv_options *opts, shmkv_db **out)
         db->m = m;
         break;
     }
-    pthread_mutex_unlock(&registry_mu);
+    shmkv__maps_unlock();
     if (rc) {
         free(db);
         return rc;
@@ -734,17 +551,17 @@ int shmkv_close(shmkv_db *db)
         return 0;
     shmkv__map *m = db->m;
     int rc = 0;
-    pthread_mutex_lock(&registry_mu);
+    shmkv__maps_lock();
     if (--m->refs == 0 && m->owner_pid != getpid()) {
         /* Inherited through fork(): the attachment is the parent's, and so
          * are the locks on the description (if it is still open here). The
          * mapping was not inherited (MADV_DONTFORK), and its address range
          * may hold something else of the child's by now. */
-        registry_remove(m);
+        shmkv__registry_remove(m);
         m->base = NULL;
-        map_free(m);
+        shmkv__map_free(m);
     } else if (m->refs == 0) {
-        registry_remove(m);
+        shmkv__registry_remove(m);
         shmkv__hdr *h = SHMKV__HDR(m);
         if (m->rdonly)
             goto unmap; /* wrote nothing, leaves nothing to do */
@@ -768,7 +585,7 @@ int shmkv_close(shmkv_db *db)
                 /* The name may already belong to a newer store (after an
                  * explicit unlink); only remove it if it is still ours. */
                 struct stat st;
-                if (fstat(m->fd, &st) == 0 && !memory_object_replaced(m->name, &st))
+                if (fstat(m->fd, &st) == 0 && !shmkv__memory_object_replaced(m->name, &st))
                     shm_unlink(m->name);
             } else {
                 if (!(db->flags & SHMKV_NOSYNC) &&
@@ -783,81 +600,9 @@ int shmkv_close(shmkv_db *db)
          * description, and closing our descriptor alone would not drop
          * the locks. */
         ofd_unlock_all(m->fd);
-        map_free(m);
+        shmkv__map_free(m);
     }
-    pthread_mutex_unlock(&registry_mu);
+    shmkv__maps_unlock();
     free(db);
-    return rc;
-}
-
-/* ---- growth ------------------------------------------------------------------ */
-
-int shmkv__grow(shmkv__map *m, uint32_t owner, uint64_t size, uint64_t *chunk_off)
-{
-    shmkv__hdr *h = SHMKV__HDR(m);
-    int rc = shmkv__grow_lock(m);
-    if (rc)
-        return rc;
-    /* Chunks given back by other owners first: the file only grows when
-     * the free pool has no run of chunks that large. */
-    if (shmkv__pool_take(m, owner, size, chunk_off) == 0) {
-        /* An index update's rollback hands back the chunks above where
-         * the region's top was; one from the pool lies below, so the undo
-         * log is told (still under the growth lock, so no other process
-         * can take it from us first). */
-        if (owner == SHMKV__OWNER_INDEX) {
-            shmkv__undo_chunk(m, *chunk_off);
-            SHMKV__HOOK("grow.pool.index");
-        }
-        goto out;
-    }
-    uint64_t top = atomic_load(&h->top);
-    uint64_t end = top + size;
-    if (end > m->reserve || end < top) {
-        rc = SHMKV_EFULL;
-        goto out;
-    }
-    /* The file's real size, not the header's idea of it: a copy cut back
-     * to its used size would otherwise make us write past its end. */
-    struct stat st;
-    if (fstat(m->fd, &st) != 0) {
-        rc = -errno;
-        goto out;
-    }
-    uint64_t fs = (uint64_t)st.st_size;
-    if (end > fs) {
-        /* Allocate ahead so that growth is rare, but when the disk cannot
-         * give that much, settle for what this chunk needs. fallocate makes
-         * a full disk an error here rather than a SIGBUS at first touch. */
-        uint64_t want = fs + fs / 4;
-        if (want < fs + (256u << 10))
-            want = fs + (256u << 10);
-        if (want < end)
-            want = end;
-        if (want > m->reserve)
-            want = m->reserve;
-        want = (want + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
-        int e = posix_fallocate(m->fd, (off_t)fs, (off_t)(want - fs));
-        if (e && want > end) {
-            want = end;
-            e = posix_fallocate(m->fd, (off_t)fs, (off_t)(want - fs));
-        }
-        if (e) {
-            rc = e == ENOSPC || e == EFBIG ? -ENOSPC : -e;
-            goto out;
-        }
-        SHMKV__HOOK("grow.after_fallocate");
-        atomic_store(&h->file_size, want);
-    }
-    shmkv__chunk *c = (shmkv__chunk *)SHMKV__P(m, top);
-    c->magic = SHMKV__CHUNK_MAGIC;
-    c->owner = owner;
-    c->size = size;
-    c->used = SHMKV__CHUNK_HDR;
-    c->next = 0;
-    atomic_store_explicit(&h->top, end, memory_order_release);
-    *chunk_off = top;
-out:
-    shmkv__grow_unlock(m);
     return rc;
 }

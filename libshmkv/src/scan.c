@@ -1,8 +1,8 @@
 /*
- * scan.c - ordered scan from a cursor, count by prefix, and sampling of
- * many keys.
+ * scan.c - ordered scan from a cursor, and sampling of many keys
+ * (random_keys; one key at a time is random_key, in sample.c).
  *
- * With key tracking all three ask the ordered index (ranks and select),
+ * With key tracking both ask the ordered index (ranks and select),
  * under the index lock only. Without it they read the segments one lock at
  * a time, so their cost is a pass over every key.
  */
@@ -312,65 +312,6 @@ int shmkv_scan(shmkv_db *db, const void *prefix, size_t plen, const void *after,
     if (tracked(db->m) && !db->m->rdonly)
         return scan_index(db, prefix, plen, after, alen, limit, flags, fn, ctx);
     return scan_tables(db, prefix, plen, after, alen, limit, flags, fn, ctx);
-}
-
-/* ---- count ------------------------------------------------------------------------------ */
-
-typedef struct counter {
-    shmkv__map *m;
-    const void *prefix;
-    size_t plen;
-    uint64_t n;
-} counter;
-
-static int count_entry(void *ctx, uint64_t off)
-{
-    counter *c = ctx;
-    const shmkv__entry *e = SHMKV__P(c->m, off);
-    c->n += has_prefix(e->data, e->klen, c->prefix, c->plen);
-    return 0;
-}
-
-int shmkv_count(shmkv_db *db, const void *prefix, size_t plen, uint64_t *count)
-{
-    if (!shmkv__db_usable(db) || (plen && !prefix) || !count)
-        return SHMKV_EINVAL;
-    shmkv__map *m = db->m;
-    int rc;
-    shmkv__call_begin(db);
-    if (m->rdonly) {
-        /* No lock to take: each segment's matching keys as of one moment. */
-        uint64_t n = 0;
-        for (uint32_t i = 0; i < SHMKV__HDR(m)->nseg; i++) {
-            uint64_t c = 0;
-            if ((rc = shmkv__seg_snapshot(m, shmkv__seg_at(m, i), prefix, plen, true, NULL, &c)) != 0)
-                return rc;
-            n += c;
-        }
-        *count = n;
-        return 0;
-    }
-    if (tracked(m)) {
-        if ((rc = index_enter(m)) != 0)
-            return rc;
-        uint64_t lo = plen ? shmkv__index_rank(m, prefix, plen) : 0;
-        *count = shmkv__index_prefix_end(m, prefix, plen) - lo;
-        shmkv__index_unlock(m);
-        return 0;
-    }
-    counter c = {.m = m, .prefix = prefix, .plen = plen};
-    for (uint32_t i = 0; i < SHMKV__HDR(m)->nseg; i++) {
-        shmkv__seg *s = shmkv__seg_at(m, i);
-        if ((rc = shmkv__seg_lock(m, s)) != 0)
-            return rc;
-        if (plen)
-            shmkv__seg_visit(m, s, count_entry, &c);
-        else
-            c.n += atomic_load_explicit(&s->count, memory_order_relaxed);
-        shmkv__seg_unlock(s);
-    }
-    *count = c.n;
-    return 0;
 }
 
 /* ---- sampling --------------------------------------------------------------------------- */

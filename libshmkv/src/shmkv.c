@@ -1,7 +1,8 @@
 /*
- * shmkv.c - the multi-key half of the public API: size, clear, list,
- * random_key, rebuild_index, stat, and the error strings. Single-key
- * operations live in table.c, next to the table they act on.
+ * shmkv.c - the public calls on the store as a whole: size, count, clear,
+ * list, rebuild_index, tracking_enable, stat, and the error strings. The
+ * single-key operations are in ops.c, the multi-key ones in batch*.c,
+ * scan and random_keys in scan.c, random_key in sample.c.
  */
 #include "internal.h"
 
@@ -147,26 +148,6 @@ int shmkv_rebuild_index(shmkv_db *db)
     return shmkv__index_rebuild_all(m);
 }
 
-/* Every write reads track_keys under its segment lock, and this sets it
- * holding all of them plus the index lock, right after building the index:
- * a process that opened the store before sees tracking on at its next
- * write and keeps the index current from then on. */
-int shmkv__track_on(shmkv__map *m)
-{
-    shmkv__hdr *h = SHMKV__HDR(m);
-    if (__atomic_load_n(&h->track_keys, __ATOMIC_ACQUIRE))
-        return 0;
-    int rc = shmkv__lock_all(m);
-    if (rc)
-        return rc;
-    if ((rc = shmkv__index_lock_raw(m)) == 0) {
-        if (!h->track_keys && (rc = shmkv__index_rebuild(m)) == 0)
-            __atomic_store_n(&h->track_keys, 1, __ATOMIC_RELEASE);
-        shmkv__index_unlock(m);
-    }
-    shmkv__unlock_all(m);
-    return rc;
-}
 
 int shmkv_tracking_enable(shmkv_db *db)
 {
@@ -204,24 +185,7 @@ int shmkv_stat(shmkv_db *db, shmkv_info *info)
     return 0;
 }
 
-/* ---- a growable byte buffer for collecting under locks ------------------------- */
-
 typedef shmkv__buf buf;
-
-int shmkv__buf_reserve(buf *b, size_t more)
-{
-    if (b->len + more <= b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + more)
-        cap *= 2;
-    unsigned char *p = realloc(b->p, cap);
-    if (!p)
-        return -ENOMEM;
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
 
 /* Records: [u32 klen][u32 vlen][u32 kind][key][value] */
 static int rec_put(buf *b, const void *k, uint32_t klen, const void *v, uint32_t vlen,
@@ -263,8 +227,6 @@ typedef struct scan {
     size_t plen;
     bool keys_only;
     uint64_t n;      /* matches seen */
-    uint64_t target; /* random_key: which match to copy out */
-    uint64_t found;  /* random_key: payload offset of the target, 0: none */
 } scan;
 
 static int collect_entry(void *ctx, uint64_t off)
@@ -427,261 +389,76 @@ int shmkv_list(shmkv_db *db, const void *prefix, size_t plen, uint64_t limit, un
     return list_scan(db, prefix, plen, limit, flags, fn, ctx);
 }
 
-/* ---- random_key --------------------------------------------------------------------- */
 
-static int copy_key(const void *k, size_t klen, void *out, size_t cap, size_t *outlen)
+/* ---- count ------------------------------------------------------------------------------ */
+
+static bool tracked(shmkv__map *m)
 {
-    if (outlen)
-        *outlen = klen;
-    if (klen > cap)
-        return SHMKV_EBUFSIZE;
-    memcpy(out, k, klen);
-    return 0;
+    return __atomic_load_n(&SHMKV__HDR(m)->track_keys, __ATOMIC_ACQUIRE) != 0;
 }
 
-static int random_scan(shmkv__map *m, const void *prefix, size_t plen, void *out, size_t cap,
-                       size_t *klen);
-
-static int random_index(shmkv__map *m, const void *prefix, size_t plen, void *out, size_t cap,
-                        size_t *klen)
+static int index_enter(shmkv__map *m)
 {
     int rc;
     while ((rc = shmkv__index_lock(m, NULL)) == SHMKV__RESTART)
         ;
-    if (rc == SHMKV__NOINDEX)
-        return random_scan(m, prefix, plen, out, cap, klen);
-    if (rc)
-        return rc;
-    shmkv__index *ix = shmkv__index_of(m);
-    uint64_t kb = 0;
-    if (plen == 0) {
-        if (ix->n)
-            kb = ((shmkv__karr *)SHMKV__P(m, ix->karr))->off[shmkv__rand_below(ix->n)];
-    } else {
-        uint64_t lo = shmkv__index_rank(m, prefix, plen);
-        uint64_t hi = shmkv__index_prefix_end(m, prefix, plen);
-        if (hi > lo)
-            kb = shmkv__index_select(m, lo + shmkv__rand_below(hi - lo));
-    }
-    if (kb) {
-        const shmkv__kblob *b = SHMKV__P(m, kb);
-        rc = copy_key(b->key, b->klen, out, cap, klen);
-    } else {
-        rc = SHMKV_ENOTFOUND;
-    }
-    shmkv__index_unlock(m);
     return rc;
 }
 
-static int count_match(void *ctx, uint64_t off)
+typedef struct counter {
+    shmkv__map *m;
+    const void *prefix;
+    size_t plen;
+    uint64_t n;
+} counter;
+
+static int count_entry(void *ctx, uint64_t off)
 {
-    scan *sc = ctx;
-    shmkv__entry *e = (shmkv__entry *)SHMKV__P(sc->m, off);
-    if (has_prefix(e->data, e->klen, sc->prefix, sc->plen) && sc->n++ == sc->target) {
-        sc->found = off;
-        return 1;
-    }
+    counter *c = ctx;
+    const shmkv__entry *e = SHMKV__P(c->m, off);
+    c->n += has_prefix(e->data, e->klen, c->prefix, c->plen);
     return 0;
 }
 
-/* Inside the chosen (locked) segment: probe random slots until one is
- * live, which is uniform over the segment's live keys. A table left sparse
- * by deletes makes probing slow, so after a few misses walk to the r-th
- * live key instead. 0: no live slot where counted. */
-static uint64_t pick_in_segment(shmkv__map *m, shmkv__seg *s)
+int shmkv_count(shmkv_db *db, const void *prefix, size_t plen, uint64_t *count)
 {
-    uint64_t n = atomic_load_explicit(&s->count, memory_order_relaxed);
-    uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed);
-    if (!n || !toff)
-        return 0;
-    shmkv__table *t = (shmkv__table *)SHMKV__P(m, toff);
-    for (int probe = 0; probe < 32; probe++) {
-        uint64_t w = atomic_load_explicit(&t->slot[shmkv__rand_below(t->cap)], memory_order_relaxed);
-        if (SHMKV__SLOT_LIVE(w))
-            return SHMKV__SLOT_OFF(w);
-    }
-    scan sc = {.m = m, .target = shmkv__rand_below(n)};
-    shmkv__seg_visit(m, s, count_match, &sc);
-    return sc.found;
-}
-
-/* Picks a segment in proportion to counts[] (which sum to total > 0);
- * *rest: a uniform rank among that segment's counted keys. */
-static uint32_t weighted_segment(const uint64_t *counts, uint64_t total, uint64_t *rest)
-{
-    uint64_t r = shmkv__rand_below(total);
-    uint32_t i = 0;
-    while (r >= counts[i])
-        r -= counts[i++];
-    *rest = r;
-    return i;
-}
-
-/* Without the index, in two steps.
- *
- * Sampling: draw a segment in proportion to its count, then a live slot in
- * it, and keep the key if it has the prefix. Every draw is uniform over all
- * keys, so the kept one is uniform over the matching keys; this costs about
- * (keys / matches) draws, which is cheap unless matches are rare. The
- * counts are read without locks: taking 64 locks one after the other gives
- * no more of a snapshot than this does, and the chosen segment is locked
- * (so repaired, if its last writer died) before anything in it is read.
- *
- * Scanning, when sampling found nothing: count the matches of each segment
- * under its lock (this also repairs a count left one short by a writer
- * killed between publishing an insert and counting it, so an empty result
- * is only believed here), draw one, and walk to it. If writers changed the
- * segment between the passes so that the draw falls off its end, again. */
-#define RANDOM_SAMPLE_TRIES 128
-
-static int random_scan(shmkv__map *m, const void *prefix, size_t plen, void *out, size_t cap,
-                       size_t *klen)
-{
-    uint32_t nseg = SHMKV__HDR(m)->nseg;
-    uint64_t *counts = malloc(nseg * sizeof *counts);
-    if (!counts)
-        return -ENOMEM;
-    int rc = SHMKV_ENOTFOUND;
-
-    uint64_t total = 0;
-    for (uint32_t i = 0; i < nseg; i++)
-        total += counts[i] = atomic_load_explicit(&shmkv__seg_at(m, i)->count,
-                                                  memory_order_relaxed);
-    for (int t = 0; total && t < RANDOM_SAMPLE_TRIES; t++) {
-        uint64_t rank;
-        shmkv__seg *s = shmkv__seg_at(m, weighted_segment(counts, total, &rank));
-        if ((rc = shmkv__seg_lock(m, s)) != 0)
-            goto out;
-        uint64_t off = pick_in_segment(m, s);
-        if (off) {
-            shmkv__entry *e = (shmkv__entry *)SHMKV__P(m, off);
-            if (has_prefix(e->data, e->klen, prefix, plen)) {
-                rc = copy_key(e->data, e->klen, out, cap, klen);
-                shmkv__seg_unlock(s);
-                goto out;
-            }
-        }
-        shmkv__seg_unlock(s);
-    }
-
-    for (int attempt = 0; attempt < 64; attempt++) {
-        total = 0;
-        for (uint32_t i = 0; i < nseg; i++) {
-            shmkv__seg *s = shmkv__seg_at(m, i);
-            if ((rc = shmkv__seg_lock(m, s)) != 0)
-                goto out;
-            if (plen == 0) {
-                counts[i] = atomic_load_explicit(&s->count, memory_order_relaxed);
-            } else {
-                scan sc = {.m = m, .prefix = prefix, .plen = plen, .target = UINT64_MAX};
-                shmkv__seg_visit(m, s, count_match, &sc);
-                counts[i] = sc.n;
-            }
-            shmkv__seg_unlock(s);
-            total += counts[i];
-        }
-        if (total == 0) {
-            rc = SHMKV_ENOTFOUND;
-            break;
-        }
-        uint64_t rank;
-        shmkv__seg *s = shmkv__seg_at(m, weighted_segment(counts, total, &rank));
-        scan sc = {.m = m, .prefix = prefix, .plen = plen, .target = rank};
-        if ((rc = shmkv__seg_lock(m, s)) != 0)
-            break;
-        shmkv__seg_visit(m, s, count_match, &sc);
-        if (sc.found) {
-            shmkv__entry *e = (shmkv__entry *)SHMKV__P(m, sc.found);
-            rc = copy_key(e->data, e->klen, out, cap, klen);
-        }
-        shmkv__seg_unlock(s);
-        if (sc.found)
-            break;
-        rc = SHMKV_ENOTFOUND;
-    }
-out:
-    free(counts);
-    return rc;
-}
-
-/* Read-only mapping: draw a segment in proportion to its count and a key
- * of it uniformly (copied out as of one moment), keep it if it has the
- * prefix; each draw is uniform over all keys. When 16 draws miss, copy
- * every match out and draw among them. */
-static int random_ro(shmkv__map *m, const void *prefix, size_t plen, void *out, size_t cap,
-                     size_t *klen)
-{
-    uint32_t nseg = SHMKV__HDR(m)->nseg;
-    uint64_t *counts = malloc(nseg * sizeof *counts), total = 0;
-    if (!counts)
-        return -ENOMEM;
-    buf recs = {0};
-    int rc = 0;
-    for (uint32_t i = 0; i < nseg; i++)
-        total += counts[i] = atomic_load_explicit(&shmkv__seg_at(m, i)->count,
-                                                  memory_order_relaxed);
-    for (int t = 0; total && t < 16; t++) {
-        uint64_t rank, n = 0;
-        recs.len = 0;
-        shmkv__seg *s = shmkv__seg_at(m, weighted_segment(counts, total, &rank));
-        if ((rc = shmkv__seg_snapshot(m, s, NULL, 0, true, &recs, &n)) != 0)
-            goto out;
-        if (!n)
-            continue;
-        uint64_t pick = shmkv__rand_below(n);
-        size_t at = 0;
-        uint32_t h[3];
-        const unsigned char *k, *v;
-        for (uint64_t j = 0;; j++) {
-            size_t step = rec_get(recs.p + at, h, &k, &v);
-            if (j == pick)
-                break;
-            at += step;
-        }
-        if (has_prefix(k, h[0], prefix, plen)) {
-            rc = copy_key(k, h[0], out, cap, klen);
-            goto out;
-        }
-    }
-    uint64_t matches = 0;
-    recs.len = 0;
-    for (uint32_t i = 0; i < nseg && !rc; i++) {
-        uint64_t n = 0;
-        rc = shmkv__seg_snapshot(m, shmkv__seg_at(m, i), prefix, plen, true, &recs, &n);
-        matches += n;
-    }
-    if (rc)
-        goto out;
-    if (!matches) {
-        rc = SHMKV_ENOTFOUND;
-        goto out;
-    }
-    uint64_t pick = shmkv__rand_below(matches);
-    size_t at = 0;
-    uint32_t h[3];
-    const unsigned char *k, *v;
-    for (uint64_t j = 0;; j++) {
-        size_t step = rec_get(recs.p + at, h, &k, &v);
-        if (j == pick)
-            break;
-        at += step;
-    }
-    rc = copy_key(k, h[0], out, cap, klen);
-out:
-    free(recs.p);
-    free(counts);
-    return rc;
-}
-
-int shmkv_random_key(shmkv_db *db, const void *prefix, size_t plen, void *buf, size_t cap,
-                     size_t *klen)
-{
-    if (!shmkv__db_usable(db) || (plen && !prefix) || (cap && !buf))
+    if (!shmkv__db_usable(db) || (plen && !prefix) || !count)
         return SHMKV_EINVAL;
+    shmkv__map *m = db->m;
+    int rc;
     shmkv__call_begin(db);
-    if (db->m->rdonly)
-        return random_ro(db->m, prefix, plen, buf, cap, klen);
-    if (SHMKV__HDR(db->m)->track_keys)
-        return random_index(db->m, prefix, plen, buf, cap, klen);
-    return random_scan(db->m, prefix, plen, buf, cap, klen);
+    if (m->rdonly) {
+        /* No lock to take: each segment's matching keys as of one moment. */
+        uint64_t n = 0;
+        for (uint32_t i = 0; i < SHMKV__HDR(m)->nseg; i++) {
+            uint64_t c = 0;
+            if ((rc = shmkv__seg_snapshot(m, shmkv__seg_at(m, i), prefix, plen, true, NULL, &c)) != 0)
+                return rc;
+            n += c;
+        }
+        *count = n;
+        return 0;
+    }
+    if (tracked(m)) {
+        if ((rc = index_enter(m)) != 0)
+            return rc;
+        uint64_t lo = plen ? shmkv__index_rank(m, prefix, plen) : 0;
+        *count = shmkv__index_prefix_end(m, prefix, plen) - lo;
+        shmkv__index_unlock(m);
+        return 0;
+    }
+    counter c = {.m = m, .prefix = prefix, .plen = plen};
+    for (uint32_t i = 0; i < SHMKV__HDR(m)->nseg; i++) {
+        shmkv__seg *s = shmkv__seg_at(m, i);
+        if ((rc = shmkv__seg_lock(m, s)) != 0)
+            return rc;
+        if (plen)
+            shmkv__seg_visit(m, s, count_entry, &c);
+        else
+            c.n += atomic_load_explicit(&s->count, memory_order_relaxed);
+        shmkv__seg_unlock(s);
+    }
+    *count = c.n;
+    return 0;
 }
+

@@ -1,9 +1,13 @@
 /*
- * util.c - key hashing and the thread-local random generator.
+ * util.c - the bottom layer: key hashing, the thread-local random
+ * generator, the monotonic clock, a growable buffer and the test hook.
+ * Nothing here knows the region's structures.
  */
 #include "internal.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -118,4 +122,28 @@ uint64_t shmkv__rand_below(uint64_t n)
         }
     }
     return (uint64_t)(m >> 64);
+}
+
+void (*shmkv__test_hook)(const char *point);
+
+uint64_t shmkv__mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int shmkv__buf_reserve(shmkv__buf *b, size_t more)
+{
+    if (b->len + more <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + more)
+        cap *= 2;
+    unsigned char *p = realloc(b->p, cap);
+    if (!p)
+        return -ENOMEM;
+    b->p = p;
+    b->cap = cap;
+    return 0;
 }

@@ -1,0 +1,66 @@
+/*
+ * index.h - the B+tree's node helpers, shared by the tree's own updates
+ * (index.c) and its bulk rebuild (index_repair.c). Private to those two.
+ */
+#ifndef SHMKV_INDEX_H
+#define SHMKV_INDEX_H
+
+#include "internal.h"
+
+#define BT_MAX   (SHMKV__BT_SLOTS - 1) /* entries a node keeps at rest */
+#define BT_MIN   8u                    /* below this a node tries to merge */
+#define BT_FILL  24u                   /* entries per node in a bulk load */
+/* Height only grows when the root splits, which takes ~15^h inserts, so 32
+ * levels cannot be reached; the bound just sizes the path stacks. */
+#define BT_DEPTH 32
+
+static inline shmkv__bt_node *node_at(shmkv__map *m, uint64_t off)
+{
+    return (shmkv__bt_node *)SHMKV__P(m, off);
+}
+
+static inline shmkv__kblob *blob_at(shmkv__map *m, uint64_t off)
+{
+    return (shmkv__kblob *)SHMKV__P(m, off);
+}
+
+static inline uint64_t node_sum(const shmkv__bt_node *nd)
+{
+    if (nd->leaf)
+        return nd->n;
+    uint64_t s = 0;
+    for (uint32_t i = 0; i < nd->n; i++)
+        s += nd->e[i].count;
+    return s;
+}
+
+/* Make the parent's entry for a child describe it again. */
+static inline void ent_refresh(shmkv__map *m, shmkv__bt_ent *pe)
+{
+    const shmkv__bt_node *c = node_at(m, pe->child);
+    pe->pfx = c->e[0].pfx;
+    pe->key = c->e[0].key;
+}
+
+static inline shmkv__bt_ent ent_for(shmkv__map *m, uint64_t child)
+{
+    shmkv__bt_ent e = { 0, 0, child, node_sum(node_at(m, child)) };
+    ent_refresh(m, &e);
+    return e;
+}
+
+static inline int node_alloc(shmkv__map *m, shmkv__index *index, uint64_t *off)
+{
+    return shmkv__alloc_block(m, &index->alloc, SHMKV__OWNER_INDEX,
+                              sizeof(shmkv__bt_node), off);
+}
+
+static inline void node_init(shmkv__map *m, uint64_t off, bool leaf)
+{
+    shmkv__bt_node *nd = node_at(m, off);
+    nd->leaf = leaf;
+    nd->n = 0;
+    nd->pad = 0;
+}
+
+#endif /* SHMKV_INDEX_H */
