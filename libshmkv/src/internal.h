@@ -28,8 +28,12 @@
  *   scan.c          scan, random_keys
  *   shmkv.c         size, count, clear, list, stat, tracking, errors
  *   map.c           the process's mappings: registry, fork, name and file
- *   region.c        open (with recovery), close
- *   integrity.c     shmkv_check: the whole store against format.c's rules
+ *   create.c        options, the first page's check, creation, lock words,
+ *                   the repair of an opener that is alone
+ *   region.c        open (the attach protocol), close
+ *   integrity_walk.c, integrity_index.c, integrity.c
+ *                   shmkv_check: the whole store against format.c's rules
+ *                   (integrity.h: what the three share)
  *
  * Everything inside the region is addressed by offsets from the mapping's
  * base, never by pointers: each process maps the region at its own address.
@@ -474,5 +478,29 @@ int shmkv__open_fd(const char *where, int backend, const shmkv_options *o, char 
 /* The memory object obj is no longer the one st describes. */
 struct stat;
 bool shmkv__memory_object_replaced(const char *obj, const struct stat *st);
+
+/* ---- create.c: a store's file before it is joined ------------------------ */
+typedef struct shmkv__resolved {
+    uint32_t nseg;
+    uint64_t reserve;
+    uint32_t track;
+} shmkv__resolved;
+/* The open options with their defaults filled in, or the code of the first
+ * one out of range (SHMKV_ESEGMENTS, SHMKV_ERESERVE, SHMKV_EINVAL). */
+int shmkv__resolve_options(const shmkv_options *o, shmkv__resolved *r);
+/* A joiner may leave an option to the store; one it states must agree
+ * (SHMKV_EINCOMPAT). */
+int shmkv__check_compat(const shmkv__hdr *h, const shmkv_options *o);
+/* From the first page alone: 1 fresh (empty or a dead creator's leftover),
+ * 0 a store (its header copied to *out), negative: refuse. */
+int shmkv__validate_header(int fd, off_t fsize, shmkv__hdr *out);
+/* Map the whole reserve once (the file grows inside it). */
+int shmkv__map_region(int fd, uint64_t reserve, bool rdonly, unsigned char **base);
+/* Re-initialise every lock word (the caller is alone, or creating). */
+int shmkv__init_locks(shmkv__map *m);
+/* Write a new store into m->fd (the caller holds the init file lock). */
+int shmkv__create_store(shmkv__map *m, const shmkv__resolved *r, int backend);
+/* Repair an unclean store: every segment, then the key index (alone). */
+int shmkv__recover_all(shmkv__map *m);
 
 #endif /* SHMKV_INTERNAL_H */
