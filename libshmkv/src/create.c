@@ -212,6 +212,10 @@ int shmkv__create_store(shmkv__map *m, const shmkv__resolved *r, int backend)
 int shmkv__recover_all(shmkv__map *m)
 {
     shmkv__hdr *h = SHMKV__HDR(m);
+    /* The growth lock was re-initialised with the others, so a holder that
+     * died inside a pool change is never reported by it: the pool's byte
+     * count is recounted here, as the lock's next holder would have. */
+    shmkv__pool_recount(m);
     for (uint32_t i = 0; i < h->nseg; i++) {
         int rc = shmkv__seg_recover(m, shmkv__seg_at(m, i));
         if (rc)
