@@ -1,0 +1,174 @@
+//go:build cgo
+
+package kv
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// Adversarial probes of the imports, exports and validations.
+
+// ioAdv runs body on every store kind with d the folder of files.
+func ioAdv(t *testing.T, files map[string]string, body string) {
+	t.Helper()
+	dir := writeFiles(t, files)
+	eachStore(t, func(t *testing.T, opts string) {
+		runAsync(t, newJS(t), `const kv = openKv(`+opts+`); const d = `+strconv.Quote(dir)+` + "/";
+			async function bad(p, method, o, name, want) {
+				const e = await rejects(p, name, JSON.stringify(o));
+				for (const w of want) if (!e.message.includes(w)) throw new Error("message " + JSON.stringify(e.message) + " lacks " + JSON.stringify(w));
+				eq(await kv.size(), 0, JSON.stringify(o) + ": nothing written");
+				return e;
+			}
+			`+body)
+	})
+}
+
+// Line numbers stay right after quoted line breaks (LF and CRLF).
+func TestAdvImportCSVLinesAfterQuotedBreaks(t *testing.T) {
+	ioAdv(t, map[string]string{
+		"q.csv": "id,name\n1,\"a\nb\nc\"\n2,\"x\r\ny\"\n,z\n",
+	}, `
+		const o = {fileName: d + "q.csv", keyColumn: "id", batchSize: 1};
+		await bad(kv.importCSV(o), "importCSV", o, "ValueParseError", ["q.csv line 7 (row 4)", "empty"]);
+		const v = await kv.validateCSV({fileName: o.fileName, keyColumn: "id"});
+		eq([v.valid, v.rows, v.firstError.row, v.firstError.line], [false, 2, 4, 7], "validate");
+	`)
+}
+
+// Keys at and over the library's limit, after good rows: the over-long one
+// rejects with KeyTooLongError before anything is written.
+func TestAdvImportKeyLimit(t *testing.T) {
+	ok := strings.Repeat("k", keyMax)
+	long := strings.Repeat("k", keyMax+1)
+	ioAdv(t, map[string]string{
+		"long.csv":   "id,v\na,1\n" + long + ",2\n",
+		"long.jsonl": `{"key":"a","value":1}` + "\n" + `{"key":"` + long + `","value":2}` + "\n",
+		"ok.csv":     "id,v\n" + ok + ",2\n",
+		"ok.jsonl":   `{"key":"` + ok + `","value":2}` + "\n",
+	}, `
+		let o = {fileName: d + "long.csv", keyColumn: "id", batchSize: 1};
+		await bad(kv.importCSV(o), "importCSV", o, "KeyTooLongError", ["long.csv line 3 (row 3)"]);
+		o = {fileName: d + "long.jsonl", batchSize: 1};
+		await bad(kv.importJSONL(o), "importJSONL", o, "KeyTooLongError", ["long.jsonl line 2"]);
+		eq((await kv.importCSV({fileName: d + "ok.csv", keyColumn: "id"})).imported, 1, "key at the limit, CSV");
+		eq((await kv.importJSONL({fileName: d + "ok.jsonl"})).imported, 1, "key at the limit, JSONL");
+		eq(await kv.size(), 1, "one key");
+	`)
+}
+
+// A JSONL key with a lone surrogate escape ("\ud800") has no UTF-8 form:
+// decoding it quietly makes it U+FFFD, so two different keys would become
+// one. set() refuses such keys; the import must too, writing nothing.
+func TestAdvImportJSONLLoneSurrogateKey(t *testing.T) {
+	ioAdv(t, map[string]string{
+		"surr.jsonl": `{"key":"ok","value":1}` + "\n" + `{"key":"a\ud800","value":1}` + "\n" + `{"key":"a\udbff","value":2}` + "\n",
+		"pair.jsonl": `{"key":"\ud83d\ude00 \\ud800 \ufffd","value":"\ud800"}` + "\n",
+	}, `
+		const o = {fileName: d + "surr.jsonl", batchSize: 1};
+		await bad(kv.importJSONL(o), "importJSONL", o, "ValueParseError", ["surr.jsonl line 2", "surrogate"]);
+		const v = await kv.validateJSONL({fileName: o.fileName});
+		eq([v.valid, v.records, v.firstError.line], [false, 1, 2], "validate");
+		eq((await kv.importJSONL({fileName: d + "pair.jsonl"})).imported, 1, "a pair, an escaped backslash, U+FFFD itself");
+		eq(await kv.get("\ud83d\ude00 \\ud800 \ufffd"), "\ud800", "key as written; a value keeps its lone surrogate");
+	`)
+}
+
+// NUL bytes in a cell and in a key are data.
+func TestAdvImportNUL(t *testing.T) {
+	ioAdv(t, map[string]string{
+		"nul.csv":   "id,v\na\x00b,c\x00d\n",
+		"nul.jsonl": `{"key":"x\u0000y","value":"\u0000"}` + "\n",
+	}, `
+		eq((await kv.importCSV({fileName: d + "nul.csv", keyColumn: "id"})).imported, 1, "CSV");
+		eq(await kv.get("a\0b"), {id: "a\0b", v: "c\0d"}, "CSV row");
+		eq((await kv.importJSONL({fileName: d + "nul.jsonl"})).imported, 1, "JSONL");
+		eq(await kv.get("x\0y"), "\0", "JSONL value");
+	`)
+}
+
+// Duplicate keys in one batch of a CSV import: the later row wins.
+func TestAdvImportCSVDuplicateInBatch(t *testing.T) {
+	ioAdv(t, map[string]string{"dup.csv": "id,v\nk,1\nj,0\nk,2\n"}, `
+		eq((await kv.importCSV({fileName: d + "dup.csv", keyColumn: "id"})).imported, 3, "rows counted");
+		eq(await kv.get("k"), {id: "k", v: "2"}, "later row wins");
+		eq(await kv.size(), 2, "two keys");
+	`)
+}
+
+// Options of the wrong type or range reject with InvalidOptionsError and
+// write nothing.
+func TestAdvImportOptionTypes(t *testing.T) {
+	ioAdv(t, map[string]string{"g.csv": "id,v\na,1\n", "g.jsonl": `{"key":"a","value":1}` + "\n"}, `
+		const c = {fileName: d + "g.csv", keyColumn: "id"};
+		for (const extra of [{limit: 1.5}, {limit: "1"}, {limit: NaN}, {limit: Infinity}, {batchSize: -1}, {batchSize: 2.5},
+				{batchSize: "10"}, {batchSize: 1e9}, {hasHeader: "yes"}, {hasHeader: 1}, {delimiter: 5}, {delimiter: ""},
+				{delimiter: "\n"}, {delimiter: "\uFFFD"}, {keyColumn: 0}, {keyColumn: ""}, {keyColumn: null, hasHeader: false},
+				{keyColumn: 1.5, hasHeader: false}, {keyColumn: -1, hasHeader: false}, {keyColumn: "x", hasHeader: false},
+				{fileName: "a\0b"}, {fileName: {}}]) {
+			const o = Object.assign({}, c, extra);
+			await bad(kv.importCSV(o), "importCSV", o, "InvalidOptionsError", []);
+			if (!("keyColumn" in extra) && !("delimiter" in extra) && !("hasHeader" in extra)) {
+				const j = Object.assign({fileName: d + "g.jsonl"}, extra);
+				await bad(kv.importJSONL(j), "importJSONL", j, "InvalidOptionsError", []);
+			}
+		}
+		await bad(kv.importCSV("g.csv"), "importCSV", "string", "InvalidOptionsError", []);
+		await bad(kv.importJSONL([d + "g.jsonl"]), "importJSONL", "array", "InvalidOptionsError", []);
+		eq((await kv.importCSV(Object.assign({}, c, {limit: 0, batchSize: 0}))).imported, 1, "0: all rows, default batch");
+		eq((await kv.importCSV(Object.assign({}, c, {batchSize: 10000}))).imported, 1, "the largest batch");
+		eq((await kv.importCSV({fileName: d + "g.csv", keyColumn: 1, hasHeader: false})).imported, 2, "a number column");
+		eq(await kv.get("v"), {column_0: "id", column_1: "v"}, "header read as a row");
+	`)
+}
+
+// Files that are not regular files: a device that never ends must not be
+// read into memory without bound.
+func TestAdvImportDevZero(t *testing.T) {
+	if _, err := os.Stat("/dev/zero"); err != nil {
+		t.Skip("no /dev/zero")
+	}
+	eachStore(t, func(t *testing.T, opts string) {
+		runAsync(t, newJS(t), `const kv = openKv(`+opts+`);
+			for (const m of ["importCSV", "importJSONL", "validateCSV", "validateJSONL"]) {
+				const o = {fileName: "/dev/zero"};
+				if (m.endsWith("CSV")) o.keyColumn = m == "importCSV" ? "id" : undefined;
+				if (o.keyColumn === undefined) delete o.keyColumn;
+				const p = kv[m](o);
+				if (m.startsWith("import")) {
+					const e = await p.then(() => null, (e) => e);
+					if (!e || !["ValueTooLargeError", "ValueParseError", "SnapshotReadError"].includes(e.name)) throw new Error(m + ": " + e);
+				} else {
+					const r = await p;
+					eq(r.valid, false, m);
+				}
+			}
+			eq(await kv.size(), 0, "nothing written");`)
+	})
+}
+
+// Exports write a file that the umask governs, as os.Create's would.
+func TestAdvExportFileMode(t *testing.T) {
+	dir := t.TempDir()
+	runAsync(t, newJS(t), `const kv = openKv(`+storeOptions(t, "memory", false, "")+`);
+		await kv.set("a", {v: 1});
+		await kv.exportJSONL({fileName: `+strconv.Quote(filepath.Join(dir, "x.jsonl"))+`});
+		await kv.exportCSV({fileName: `+strconv.Quote(filepath.Join(dir, "x.csv"))+`, columns: ["v"]});`)
+	for _, f := range []string{"x.jsonl", "x.csv"} {
+		st, err := os.Stat(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm()&0o044 == 0 {
+			t.Errorf("%s: mode %v: a plain os.Create under umask 022 gives 0644", f, st.Mode())
+		}
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 2 {
+		t.Errorf("temporary files left: %v", ents)
+	}
+}
