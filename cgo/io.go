@@ -67,17 +67,31 @@ type item struct {
 // sink takes each good entry of a file; an error stops the reading.
 type sink func(item) error
 
-// countReader counts the bytes read from the file.
+// countReader counts the bytes read from the file. With max > 0 it stops
+// with errRowTooLong once more than max bytes were read since mark (the end
+// of the last record): encoding/csv keeps a whole record in memory, and a
+// file without line ends (/dev/zero) would otherwise be read without bound.
 type countReader struct {
-	r io.Reader
-	n int64
+	r         io.Reader
+	n         int64
+	mark, max int64
 }
 
+var errRowTooLong = errors.New("row too long")
+
 func (r *countReader) Read(p []byte) (int, error) {
+	if r.max > 0 && r.n-r.mark > r.max {
+		return 0, errRowTooLong
+	}
 	n, err := r.r.Read(p)
 	r.n += int64(n)
 	return n, err
 }
+
+// maxRow bounds the bytes of one CSV record: a record's JSON form is at
+// least as long as its text less its line end, so a longer record cannot
+// be a value (the slack covers the reader's read-ahead).
+const maxRow = valueMax + 1<<20
 
 // arena hands out value buffers from large chunks: one allocation per MiB
 // of values instead of one per row.
@@ -216,15 +230,20 @@ func (c *call) readCSV(sp csvSpec, to sink) (rows, read int64, all bool, bad *fi
 		return 0, 0, false, nil, kerr
 	}
 	defer f.Close()
-	cr := &countReader{r: f}
+	cr := &countReader{r: f, max: maxRow}
 	r := csv.NewReader(cr)
 	r.Comma = sp.comma
 	r.FieldsPerRecord = -1 // ragged rows: missing fields are "", extra ones column_N
 	r.ReuseRecord = true
 
 	var row int64 // records read, the header included
+	next := int64(1) // the line after the last record (blank lines aside)
 	readErr := func(err error) (*fileError, error) {
 		var pe *csv.ParseError
+		if errors.Is(err, errRowTooLong) {
+			return &fileError{name: ErrValueTooLarge, row: row + 1, line: next,
+				msg: fmt.Sprintf("the row is longer than %d bytes, more than a value may hold as JSON (%d bytes)", maxRow, valueMax)}, nil
+		}
 		if errors.As(err, &pe) {
 			return &fileError{name: sp.syntax, row: row + 1, line: int64(pe.StartLine),
 				msg: fmt.Sprintf("malformed CSV: %v (line %d, column %d)", pe.Err, pe.Line, pe.Column)}, nil
@@ -243,6 +262,8 @@ func (c *call) readCSV(sp csvSpec, to sink) (rows, read int64, all bool, bad *fi
 			return 0, cr.n, false, bad, stop
 		}
 		row = 1
+		cr.mark = cr.n
+		next = endLine(r, rec)
 		// A byte order mark (spreadsheets write one) is not part of the
 		// first column's name.
 		if len(rec) > 0 {
@@ -282,7 +303,9 @@ func (c *call) readCSV(sp csvSpec, to sink) (rows, read int64, all bool, bad *fi
 			return rows, cr.n, false, bad, stop
 		}
 		row++
+		cr.mark = cr.n
 		line, _ := r.FieldPos(0)
+		next = endLine(r, rec)
 		rowBad := func(name, format string, args ...any) *fileError {
 			return &fileError{name: name, row: row, line: int64(line), msg: fmt.Sprintf(format, args...)}
 		}
@@ -335,6 +358,51 @@ func (c *call) readCSV(sp csvSpec, to sink) (rows, read int64, all bool, bad *fi
 		rows++
 	}
 	return rows, cr.n, false, nil, nil
+}
+
+// endLine is the line after the record just read: the line of its last
+// field plus the line breaks inside that field (a quoted one may hold some).
+func endLine(r *csv.Reader, rec []string) int64 {
+	if len(rec) == 0 {
+		return 1
+	}
+	line, _ := r.FieldPos(len(rec) - 1)
+	return int64(line) + int64(strings.Count(rec[len(rec)-1], "\n")) + 1
+}
+
+// loneSurrogate reports whether the JSON string literal raw holds a \u
+// escape of a UTF-16 surrogate without its pair: encoding/json decodes it
+// as U+FFFD, so "\ud800" and "\udbff" would become the same key.
+func loneSurrogate(raw []byte) bool {
+	hex := func(i int) (rune, bool) {
+		if i+6 > len(raw) || raw[i] != '\\' || raw[i+1] != 'u' {
+			return 0, false
+		}
+		v, err := strconv.ParseUint(string(raw[i+2:i+6]), 16, 16)
+		return rune(v), err == nil
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		u, ok := hex(i)
+		if !ok {
+			i++ // an escape such as \\ or \": its second byte is not a new escape
+			continue
+		}
+		switch {
+		case u >= 0xD800 && u < 0xDC00:
+			if lo, ok := hex(i + 6); !ok || lo < 0xDC00 || lo >= 0xE000 {
+				return true
+			}
+			i += 11
+		case u >= 0xDC00 && u < 0xE000:
+			return true
+		default:
+			i += 5
+		}
+	}
+	return false
 }
 
 // readJSONL reads records ({"key": "...", "value": <any JSON>} per line)
@@ -403,6 +471,9 @@ func (c *call) readJSONL(file string, limit int64, stringMode bool, to sink) (re
 		switch {
 		case key == "":
 			return records, cr.n, false, lineBad(ErrValueParse, `"key" must not be empty`), nil
+		case strings.ContainsRune(key, utf8.RuneError) && loneSurrogate(env.Key):
+			return records, cr.n, false, lineBad(ErrValueParse,
+				`"key" holds a lone UTF-16 surrogate (such as \ud800 without its pair), which has no UTF-8 form: keys must be well-formed Unicode`), nil
 		case len(key) > keyMax:
 			return records, cr.n, false, lineBad(ErrKeyTooLong, "the key is %d bytes long; the limit is %d", len(key), keyMax), nil
 		}
