@@ -236,7 +236,7 @@ func (c *call) readCSV(sp csvSpec, to sink) (rows, read int64, all bool, bad *fi
 	r.FieldsPerRecord = -1 // ragged rows: missing fields are "", extra ones column_N
 	r.ReuseRecord = true
 
-	var row int64 // records read, the header included
+	var row int64    // records read, the header included
 	next := int64(1) // the line after the last record (blank lines aside)
 	readErr := func(err error) (*fileError, error) {
 		var pe *csv.ParseError
