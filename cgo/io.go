@@ -35,11 +35,18 @@ import (
 const (
 	defaultBatch = 1000
 	maxFileBatch = 10_000
-	importBuffer = 128 << 20
 	exportPage   = 1000
 	// the longest JSONL line read: a value at the store's limit, its key
 	// and some room for escapes.
 	maxLine = valueMax + 4*keyMax + 1<<20
+)
+
+// importBuffer bounds the checked rows an import keeps for the writing; a
+// larger file is read a second time. Variables for the tests, which lower
+// the bound and change the file between the two readings.
+var (
+	importBuffer        = 128 << 20
+	importBetweenPasses = func(file string) {}
 )
 
 // fileError is a problem with a file's content, at a place in it.
@@ -627,6 +634,9 @@ func (c *call) importFile(csvMode bool) sobek.Value {
 	if bad != nil {
 		c.fail(c.contentError(file, bad, 0))
 		return nil
+	}
+	if !fits {
+		importBetweenPasses(file)
 	}
 	w := &importer{size: batch}
 	c.do(func(s backendStore) error {

@@ -172,3 +172,83 @@ func TestAdvExportFileMode(t *testing.T) {
 		t.Errorf("temporary files left: %v", ents)
 	}
 }
+
+// A file too large to keep that changes between the check and the write:
+// what was written is what the message says, in whole batches.
+func TestAdvImportFileChangesBetweenPasses(t *testing.T) {
+	saved, savedHook := importBuffer, importBetweenPasses
+	t.Cleanup(func() { importBuffer, importBetweenPasses = saved, savedHook })
+	importBuffer = 1000 // ten rows of about 100 bytes do not fit
+	var rows strings.Builder
+	rows.WriteString("id,v\n")
+	for i := 0; i < 10; i++ {
+		rows.WriteString("k" + strconv.Itoa(i) + "," + strings.Repeat("v", 100) + "\n")
+	}
+	good := rows.String()
+	cases := []struct {
+		name, then, want, err string
+		written             int
+	}{
+		{"same", good, "", "", 10},
+		{"bad row appended", good + "\"oops\n", "SnapshotReadError", "8 entries were written", 8},
+		{"truncated", good[:len(good)/2], "SnapshotReadError", "changed while it was imported", -1},
+		{"row appended", good + "k10,x\n", "SnapshotReadError", "changed while it was imported", -1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			file := filepath.Join(dir, "f.csv")
+			if err := os.WriteFile(file, []byte(good), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			importBetweenPasses = func(string) {
+				if err := os.WriteFile(file, []byte(tc.then), 0o600); err != nil {
+					t.Error(err)
+				}
+			}
+			if tc.want == "" {
+				runAsync(t, newJS(t), `const kv = openKv(`+storeOptions(t, "memory", false, "")+`);
+					eq((await kv.importCSV({fileName: `+strconv.Quote(file)+`, keyColumn: "id", batchSize: 4})).imported, 10, "imported");
+					eq(await kv.size(), 10, "size");`)
+				return
+			}
+			runAsync(t, newJS(t), `const kv = openKv(`+storeOptions(t, "disk", false, "")+`);
+				const e = await rejects(kv.importCSV({fileName: `+strconv.Quote(file)+`, keyColumn: "id", batchSize: 4}), `+strconv.Quote(tc.want)+`, "changed");
+				if (!e.message.includes(`+strconv.Quote(tc.err)+`)) throw new Error(e.message);
+				const m = /(\d+) entries were written/.exec(e.message);
+				if (!m) throw new Error("no count in " + e.message);
+				eq(await kv.size(), Number(m[1]), "what was written is what it says: " + e.message);
+				eq(Number(m[1]) % 4, 0, "whole batches");
+				if (`+strconv.Itoa(tc.written)+` >= 0) eq(Number(m[1]), `+strconv.Itoa(tc.written)+`, "count");`)
+		})
+	}
+}
+
+// Values at and over the store's limit: at it imports, over it rejects
+// before anything is written.
+func TestAdvImportValueLimit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	dir := t.TempDir()
+	at := `{"key":"a","value":"` + strings.Repeat("x", valueMax-2) + `"}` + "\n"
+	over := `{"key":"b","value":"` + strings.Repeat("x", valueMax-1) + `"}` + "\n"
+	csvOver := "id,v\nb," + strings.Repeat("x", valueMax) + "\n"
+	for name, content := range map[string]string{"at.jsonl": at, "over.jsonl": `{"key":"z","value":1}` + "\n" + over, "over.csv": "id,v\nz,1\n" + csvOver[5:]} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, backend := range []string{"memory", "disk"} {
+		t.Run(backend, func(t *testing.T) {
+			runAsync(t, newJS(t), `const kv = openKv(`+storeOptions(t, backend, false, `reserve: "512MiB"`)+`); const d = `+strconv.Quote(dir+"/")+`;
+				let e = await rejects(kv.importJSONL({fileName: d + "over.jsonl", batchSize: 1}), "ValueTooLargeError", "over, JSONL");
+				if (!e.message.includes("over.jsonl line 2")) throw new Error(e.message);
+				e = await rejects(kv.importCSV({fileName: d + "over.csv", keyColumn: "id", batchSize: 1}), "ValueTooLargeError", "over, CSV");
+				if (!e.message.includes("over.csv line 3 (row 3)")) throw new Error(e.message);
+				eq(await kv.size(), 0, "nothing written");
+				eq((await kv.importJSONL({fileName: d + "at.jsonl"})).imported, 1, "at the limit");
+				eq((await kv.get("a")).length, `+strconv.Itoa(valueMax-2)+`, "read back");`)
+		})
+	}
+}
