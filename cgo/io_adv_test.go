@@ -345,3 +345,46 @@ func TestAdvRoundTripCSVLimits(t *testing.T) {
 		await kv.importCSV({fileName: d + "r.csv", keyColumn: "key"});
 		eq(await kv.get("k"), {key: " k ", a: "x\ny", b: "lone\rcr"}, "CRLF in a cell reads back as LF; the key is trimmed");`)
 }
+
+// A failed export leaves the target as it was and no temporary file.
+func TestAdvExportFailures(t *testing.T) {
+	eachStore(t, func(t *testing.T, opts string) {
+		dir := writeFiles(t, map[string]string{"old.csv": "old", "afile": "x", "adir/keep": "k"})
+		runAsync(t, newJS(t), `const kv = openKv(`+opts+`); const d = `+strconv.Quote(dir+"/")+`;
+			await kv.set("a", {v: 1});
+			await kv.set("b", [1, 2]);
+			let e = await rejects(kv.exportCSV({fileName: d + "old.csv", columns: ["v"]}), "ValueParseError", "an array value");
+			if (!e.message.includes('"b"')) throw new Error(e.message);
+			await rejects(kv.exportJSONL({fileName: d + "adir"}), "SnapshotExportError", "a directory as the target");
+			await rejects(kv.exportJSONL({fileName: d + "afile/x.jsonl"}), "SnapshotExportError", "a file as the folder");
+			await rejects(kv.exportJSONL({fileName: d + "x.jsonl", limit: -1}), "InvalidOptionsError", "negative limit");
+			await rejects(kv.exportJSONL({fileName: d + "x.jsonl", prefix: 1}), "InvalidOptionsError", "prefix a number");
+			await rejects(kv.exportCSV({fileName: d + "x.csv", columns: "v"}), "InvalidOptionsError", "columns a string");
+			await rejects(kv.exportCSV({fileName: d + "x.csv", columns: [1]}), "InvalidOptionsError", "columns of numbers");
+			await rejects(kv.exportCSV({fileName: d + "x.csv", columns: ["key"]}), "InvalidOptionsError", "key twice");
+			eq((await kv.exportCSV({fileName: d + "x.csv", columns: ["key"], includeKey: false, prefix: "a"})).exported, 1, "a column named key");
+			eq((await kv.exportJSONL({fileName: d + "new/deeper/x.jsonl", prefix: "zz"})).exported, 0, "no entry, folders created");
+			eq((await kv.exportJSONL({fileName: d + "old.csv"})).exported, 2, "over an existing file");`)
+		if b, _ := os.ReadFile(filepath.Join(dir, "new/deeper/x.jsonl")); len(b) != 0 {
+			t.Errorf("an export of nothing wrote %q", b)
+		}
+		// The value {v: 1} has no field "key": one empty cell, quoted so
+		// that the row is no blank line.
+		if b, _ := os.ReadFile(filepath.Join(dir, "x.csv")); string(b) != "key\n\"\"\n" {
+			t.Errorf("x.csv: %q", b)
+		}
+		var left []string
+		_ = filepath.WalkDir(dir, func(p string, de os.DirEntry, err error) error {
+			if strings.HasSuffix(p, ".tmp") {
+				left = append(left, p)
+			}
+			return nil
+		})
+		if len(left) > 0 {
+			t.Errorf("temporary files left: %v", left)
+		}
+		if b, _ := os.ReadFile(filepath.Join(dir, "adir/keep")); string(b) != "k" {
+			t.Errorf("adir/keep: %q", b)
+		}
+	})
+}

@@ -217,6 +217,13 @@ func (c *call) exportFile(csvMode bool) sobek.Value {
 			if e := c.csvRecord(e, cols, includeKey, rec); e != nil {
 				return e
 			}
+			if len(rec) == 1 && rec[0] == "" {
+				// encoding/csv writes a lone empty cell as a blank line,
+				// which readers skip: the row would be lost.
+				cw.Flush()
+				_, err := out.w.WriteString("\"\"\n")
+				return errors.Join(cw.Error(), err)
+			}
 			return cw.Write(rec)
 		}
 		flushCSV = func() error { cw.Flush(); return cw.Error() }
