@@ -636,6 +636,13 @@ func (c *call) importFile(csvMode bool) sobek.Value {
 		return nil
 	}
 	if !fits {
+		// A pipe or a device gives its bytes once: a second reading would
+		// wait for a writer or read something else.
+		if st, err := os.Stat(file); err == nil && !st.Mode().IsRegular() {
+			c.fail(newErr(ErrFileIO, "%s: %s is not a regular file (a pipe or a device) and holds more than %d MiB of rows, which an import reads twice: save it to a file first; nothing was written",
+				c.name, file, importBuffer>>20))
+			return nil
+		}
 		importBetweenPasses(file)
 	}
 	w := &importer{size: batch}

@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // Adversarial probes of the imports, exports and validations.
@@ -187,7 +189,7 @@ func TestAdvImportFileChangesBetweenPasses(t *testing.T) {
 	good := rows.String()
 	cases := []struct {
 		name, then, want, err string
-		written             int
+		written               int
 	}{
 		{"same", good, "", "", 10},
 		{"bad row appended", good + "\"oops\n", "SnapshotReadError", "8 entries were written", 8},
@@ -387,4 +389,53 @@ func TestAdvExportFailures(t *testing.T) {
 			t.Errorf("adir/keep: %q", b)
 		}
 	})
+}
+
+// A named pipe is read once: what does not fit in importBuffer cannot be
+// read a second time, so it rejects (nothing written) instead of waiting
+// for a writer that never comes.
+func TestAdvImportFIFO(t *testing.T) {
+	saved := importBuffer
+	t.Cleanup(func() { importBuffer = saved })
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "p.csv")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skip(err)
+	}
+	content := "id,v\n" + strings.Repeat("k,"+strings.Repeat("v", 100)+"\n", 20)
+	feed := func() {
+		go func() {
+			f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+			if err != nil {
+				return
+			}
+			_, _ = f.WriteString(content)
+			_ = f.Close()
+		}()
+	}
+	opts := storeOptions(t, "memory", false, "")
+	// Small enough to keep: one reading.
+	feed()
+	runAsync(t, newJS(t), `const kv = openKv(`+opts+`);
+		eq((await kv.importCSV({fileName: `+strconv.Quote(fifo)+`, keyColumn: "id"})).imported, 20, "from a pipe");`)
+	importBuffer = 1000
+	feed()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runAsync(t, newJS(t), `const kv = openKv(`+opts+`); await kv.clear();
+			const e = await rejects(kv.importCSV({fileName: `+strconv.Quote(fifo)+`, keyColumn: "id"}), "SnapshotIOError", "too large for a pipe");
+			if (!e.message.includes("not a regular file")) throw new Error(e.message);
+			eq(await kv.size(), 0, "nothing written");`)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		// Unblock the second open so that the test ends.
+		if f, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+			_ = f.Close()
+		}
+		<-done
+		t.Fatal("the import waited on the pipe for a second reading")
+	}
 }
