@@ -3,10 +3,13 @@
 package kv
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -437,5 +440,65 @@ func TestAdvImportFIFO(t *testing.T) {
 		}
 		<-done
 		t.Fatal("the import waited on the pipe for a second reading")
+	}
+}
+
+// An export while other handles write and delete: no key twice, every key
+// that nobody touched is there, in key order.
+func TestAdvExportWhileWriting(t *testing.T) {
+	dir := t.TempDir()
+	for _, track := range []bool{false, true} {
+		for _, backend := range []string{"memory", "disk"} {
+			t.Run(backend+"/"+strconv.FormatBool(track), func(t *testing.T) {
+				opts := storeOptions(t, backend, track, "")
+				file := filepath.Join(dir, backend+strconv.FormatBool(track)+".jsonl")
+				runAsync(t, newJS(t), `const kv = openKv(`+opts+`); const m = {};
+					for (let i = 0; i < 3000; i++) m["s" + String(i).padStart(5, "0")] = i;
+					await kv.setMany(m);`)
+				var stop atomic.Bool
+				var wg sync.WaitGroup
+				for w := 0; w < 2; w++ {
+					wg.Add(1)
+					rt := newJS(t)
+					go func(w int) {
+						defer wg.Done()
+						_, _ = rt.RunOnEventLoop(`globalThis.kv = openKv(` + opts + `);`)
+						for i := 0; !stop.Load(); i++ {
+							_, _ = rt.RunOnEventLoop(`(async () => {
+								const m = {}; for (let j = 0; j < 20; j++) m["s" + String(j * 150).padStart(5, "0") + "w` + strconv.Itoa(w) + `"] = j;
+								await kv.setMany(m);
+								await kv.deleteMany(Object.keys(m));
+							})()`)
+						}
+					}(w)
+				}
+				runAsync(t, newJS(t), `const kv = openKv(`+opts+`);
+					for (let i = 0; i < 5; i++) await kv.exportJSONL({fileName: `+strconv.Quote(file)+`, prefix: "s"});`)
+				stop.Store(true)
+				wg.Wait()
+				b, err := os.ReadFile(file)
+				if err != nil {
+					t.Fatal(err)
+				}
+				seen := map[string]bool{}
+				prev, base := "", 0
+				for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+					var rec struct{ Key string }
+					if err := json.Unmarshal([]byte(line), &rec); err != nil {
+						t.Fatalf("%q: %v", line, err)
+					}
+					if seen[rec.Key] || rec.Key <= prev {
+						t.Fatalf("key %q twice or out of order (after %q)", rec.Key, prev)
+					}
+					seen[rec.Key], prev = true, rec.Key
+					if len(rec.Key) == 6 {
+						base++
+					}
+				}
+				if base != 3000 {
+					t.Errorf("%d of the 3000 untouched keys exported", base)
+				}
+			})
+		}
 	}
 }
