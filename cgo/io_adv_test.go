@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/grafana/sobek"
 )
 
 // Adversarial probes of the imports, exports and validations.
@@ -456,6 +458,7 @@ func TestAdvExportWhileWriting(t *testing.T) {
 					for (let i = 0; i < 3000; i++) m["s" + String(i).padStart(5, "0")] = i;
 					await kv.setMany(m);`)
 				var stop atomic.Bool
+				var failed atomic.Value
 				var wg sync.WaitGroup
 				for w := 0; w < 2; w++ {
 					wg.Add(1)
@@ -464,11 +467,18 @@ func TestAdvExportWhileWriting(t *testing.T) {
 						defer wg.Done()
 						_, _ = rt.RunOnEventLoop(`globalThis.kv = openKv(` + opts + `);`)
 						for i := 0; !stop.Load(); i++ {
-							_, _ = rt.RunOnEventLoop(`(async () => {
+							if _, err := rt.RunOnEventLoop(`(async () => {
 								const m = {}; for (let j = 0; j < 20; j++) m["s" + String(j * 150).padStart(5, "0") + "w` + strconv.Itoa(w) + `"] = j;
 								await kv.setMany(m);
 								await kv.deleteMany(Object.keys(m));
-							})()`)
+							})().catch((e) => { globalThis.__failure = String(e); })`); err != nil {
+								failed.Store(err.Error())
+								return
+							}
+							if f := rt.VU.Runtime().Get("__failure"); f != nil && !sobek.IsUndefined(f) {
+								failed.Store(f.String())
+								return
+							}
 						}
 					}(w)
 				}
@@ -476,6 +486,9 @@ func TestAdvExportWhileWriting(t *testing.T) {
 					for (let i = 0; i < 5; i++) await kv.exportJSONL({fileName: `+strconv.Quote(file)+`, prefix: "s"});`)
 				stop.Store(true)
 				wg.Wait()
+				if f := failed.Load(); f != nil {
+					t.Fatalf("writer: %v", f)
+				}
 				b, err := os.ReadFile(file)
 				if err != nil {
 					t.Fatal(err)

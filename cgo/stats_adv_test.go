@@ -3,12 +3,17 @@
 package kv
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/grafana/sobek"
 )
 
 // Adversarial probes of stats, allocationStats, reportStats and the
@@ -49,6 +54,7 @@ func TestAdvStatsWhileWriting(t *testing.T) {
 			opts := storeOptions(t, backend, true, "")
 			runAsync(t, newJS(t), `const kv = openKv(`+opts+`); for (let i = 0; i < 100; i++) await kv.set("base" + i, i);`)
 			var stop atomic.Bool
+			var failed atomic.Value
 			var wg sync.WaitGroup
 			for w := 0; w < 2; w++ {
 				wg.Add(1)
@@ -57,10 +63,17 @@ func TestAdvStatsWhileWriting(t *testing.T) {
 					defer wg.Done()
 					_, _ = rt.RunOnEventLoop(`globalThis.kv = openKv(` + opts + `);`)
 					for !stop.Load() {
-						_, _ = rt.RunOnEventLoop(`(async () => {
+						if _, err := rt.RunOnEventLoop(`(async () => {
 							for (let i = 0; i < 50; i++) { await kv.set("w` + itoa(int64(w)) + `:" + i, i); }
-							await kv.deletePrefix("w` + itoa(int64(w)) + `:");
-						})()`)
+							await kv.deleteByPrefix({prefix: "w` + itoa(int64(w)) + `:", limit: 100});
+						})().catch((e) => { globalThis.__failure = String(e); })`); err != nil {
+							failed.Store(err.Error())
+							return
+						}
+						if f := rt.VU.Runtime().Get("__failure"); f != nil && !sobek.IsUndefined(f) {
+							failed.Store(f.String())
+							return
+						}
 					}
 				}(w)
 			}
@@ -75,6 +88,9 @@ func TestAdvStatsWhileWriting(t *testing.T) {
 				}`)
 			stop.Store(true)
 			wg.Wait()
+			if f := failed.Load(); f != nil {
+				t.Fatalf("writer: %v", f)
+			}
 		})
 	}
 }
@@ -134,6 +150,63 @@ func TestAdvMetricsOption(t *testing.T) {
 	for _, o := range []string{`{}`, `{operations: false}`, `undefined`, `null`, `{operations: null}`} {
 		t.Run(o, func(t *testing.T) {
 			runAsync(t, newJS(t), `openKv(`+storeOptions(t, "memory", false, "metrics: "+o)+`);`)
+		})
+	}
+}
+
+// TestAdvStatsChild is the other process of TestAdvStatsOtherProcess: it
+// writes to the store until the stop file appears.
+func TestAdvStatsChild(t *testing.T) {
+	opts, stop := os.Getenv("ADV15_OPTS"), os.Getenv("ADV15_STOP")
+	if opts == "" {
+		t.Skip("run by TestAdvStatsOtherProcess")
+	}
+	rt := newJS(t)
+	runAsync(t, rt, `globalThis.kv = openKv(`+opts+`); await kv.set("child", 1);`)
+	for {
+		if _, err := os.Stat(stop); err == nil {
+			runAsync(t, rt, `await kv.close();`)
+			return
+		}
+		runAsync(t, rt, `for (let i = 0; i < 50; i++) await kv.set("c:" + i, i); await kv.deleteByPrefix({prefix: "c:", limit: 100});`)
+	}
+}
+
+// stats while another process is attached and writes: it is counted in
+// processes, the index reads consistent, and once it closed the store it is
+// not. (A process that dies without closing stays counted until an opener
+// reuses its slot: the library counts the slots of its attach table.)
+func TestAdvStatsOtherProcess(t *testing.T) {
+	for _, backend := range []string{"memory", "disk"} {
+		t.Run(backend, func(t *testing.T) {
+			opts := storeOptions(t, backend, true, "")
+			stop := filepath.Join(t.TempDir(), "stop")
+			runAsync(t, newJS(t), `globalThis.kv = openKv(`+opts+`);`)
+			cmd := exec.Command(os.Args[0], "-test.run=^TestAdvStatsChild$", "-test.count=1")
+			cmd.Env = append(os.Environ(), "ADV15_OPTS="+opts, "ADV15_STOP="+stop)
+			out := &strings.Builder{}
+			cmd.Stdout, cmd.Stderr = out, out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				_ = os.WriteFile(stop, nil, 0o600)
+				_ = cmd.Wait()
+			}()
+			rt := newJS(t)
+			runAsync(t, rt, `globalThis.kv = openKv(`+opts+`);
+				let s;
+				for (let i = 0; i < 500; i++) { s = await kv.stats(); if (s.count > 0) break; await new Promise((r) => setTimeout(r, 10)); }
+				for (let i = 0; i < 200; i++) {
+					s = await kv.stats();
+					eq([s.store.processes, s.index.consistent], [2, true], "with the child writing");
+					if (s.count < 1 || s.count > 51) throw new Error("count " + s.count);
+				}`)
+			_ = os.WriteFile(stop, nil, 0o600)
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("child: %v\n%s", err, out)
+			}
+			runAsync(t, rt, `const s = await kv.stats(); eq([s.store.processes, s.count], [1, 1], "after the child closed the store");`)
 		})
 	}
 }
