@@ -258,6 +258,7 @@ func (c *call) readCSV(sp csvSpec, to sink) (rows, read int64, all bool, bad *fi
 		return nil, newErr(ErrFileRead, "%s: reading %s: %v", c.name, sp.file, err)
 	}
 	var names [][]byte // "name": of each header column, as JSON
+	var seen map[string]bool
 	keyIdx := sp.keyIdx
 	if sp.header {
 		rec, err := r.Read()
@@ -279,7 +280,7 @@ func (c *call) readCSV(sp csvSpec, to sink) (rows, read int64, all bool, bad *fi
 		hdrBad := func(format string, args ...any) *fileError {
 			return &fileError{name: ErrValueParse, row: 1, line: 1, msg: "header: " + fmt.Sprintf(format, args...)}
 		}
-		seen := make(map[string]bool, len(rec))
+		seen = make(map[string]bool, len(rec))
 		for i, h := range rec {
 			switch {
 			case !utf8.ValidString(h):
@@ -345,7 +346,14 @@ func (c *call) readCSV(sp csvSpec, to sink) (rows, read int64, all bool, bad *fi
 			if i < len(names) {
 				val = append(val, names[i]...)
 			} else {
-				val = append(appendJSONString(val, "column_"+strconv.Itoa(i)), ':')
+				name := "column_" + strconv.Itoa(i)
+				if seen[name] {
+					// The object would hold the name twice, and a reader
+					// keep one of the two cells.
+					return rows, cr.n, false, rowBad(ErrValueParse, "the row has %d fields, more than the header's %d, and field %d would be named %q, a name the header already uses",
+						len(rec), len(names), i, name), nil
+				}
+				val = append(appendJSONString(val, name), ':')
 			}
 			cell := ""
 			if i < len(rec) {

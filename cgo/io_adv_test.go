@@ -515,3 +515,15 @@ func TestAdvExportWhileWriting(t *testing.T) {
 		}
 	}
 }
+
+// A longer row's extra cell is named column_N: a header that already has
+// that name must not make the row's object hold one name twice (JSON.parse
+// would keep the last, losing a cell).
+func TestAdvImportCSVExtraColumnNameClash(t *testing.T) {
+	ioAdv(t, map[string]string{"clash.csv": "column_2,id\nx,k1\ny,k2,z\n"}, `
+		const o = {fileName: d + "clash.csv", keyColumn: "id", batchSize: 1};
+		await bad(kv.importCSV(o), "importCSV", o, "ValueParseError", ["clash.csv line 3 (row 3)", "column_2"]);
+		const v = await kv.validateCSV({fileName: d + "clash.csv", keyColumn: "id"});
+		eq([v.valid, v.rows, v.firstError.line], [false, 1, 3], "validate");
+	`)
+}
