@@ -238,7 +238,7 @@ func (c *call) readCSV(sp csvSpec, to sink) (rows, read int64, all bool, bad *fi
 	}
 	defer f.Close()
 	cr := &countReader{r: f, max: maxRow}
-	r := csv.NewReader(cr)
+	r := csv.NewReader(skipBOM(cr))
 	r.Comma = sp.comma
 	r.FieldsPerRecord = -1 // ragged rows: missing fields are "", extra ones column_N
 	r.ReuseRecord = true
@@ -272,11 +272,6 @@ func (c *call) readCSV(sp csvSpec, to sink) (rows, read int64, all bool, bad *fi
 		row = 1
 		cr.mark = cr.n
 		next = endLine(r, rec)
-		// A byte order mark (spreadsheets write one) is not part of the
-		// first column's name.
-		if len(rec) > 0 {
-			rec[0] = strings.TrimPrefix(rec[0], "\uFEFF")
-		}
 		hdrBad := func(format string, args ...any) *fileError {
 			return &fileError{name: ErrValueParse, row: 1, line: 1, msg: "header: " + fmt.Sprintf(format, args...)}
 		}
@@ -375,6 +370,20 @@ func (c *call) readCSV(sp csvSpec, to sink) (rows, read int64, all bool, bad *fi
 	return rows, cr.n, false, nil, nil
 }
 
+// skipBOM skips a byte order mark (spreadsheets write one) at the start of
+// a file, with or without a header, so that it is in no key or name and a
+// file of only a mark is empty.
+func skipBOM(r io.Reader) *bufio.Reader {
+	br, ok := r.(*bufio.Reader)
+	if !ok {
+		br = bufio.NewReader(r)
+	}
+	if b, _ := br.Peek(3); string(b) == "\uFEFF" {
+		_, _ = br.Discard(3)
+	}
+	return br
+}
+
 // endLine is the line after the record just read: the line of its last
 // field plus the line breaks inside that field (a quoted one may hold some).
 func endLine(r *csv.Reader, rec []string) int64 {
@@ -429,7 +438,7 @@ func (c *call) readJSONL(file string, limit int64, stringMode bool, to sink) (re
 	}
 	defer f.Close()
 	cr := &countReader{r: f}
-	br := bufio.NewReaderSize(cr, 1<<16)
+	br := skipBOM(bufio.NewReaderSize(cr, 1<<16))
 	var lineNo int64
 	var long []byte
 	var compact bytes.Buffer
@@ -451,9 +460,6 @@ func (c *call) readJSONL(file string, limit int64, stringMode bool, to sink) (re
 			return records, cr.n, true, nil, nil
 		}
 		lineNo++
-		if lineNo == 1 {
-			line = bytes.TrimPrefix(line, []byte("\uFEFF")) // a byte order mark
-		}
 		lineBad := func(name, format string, args ...any) *fileError {
 			return &fileError{name: name, line: lineNo, msg: fmt.Sprintf(format, args...)}
 		}

@@ -527,3 +527,26 @@ func TestAdvImportCSVExtraColumnNameClash(t *testing.T) {
 		eq([v.valid, v.rows, v.firstError.line], [false, 1, 3], "validate");
 	`)
 }
+
+// A byte order mark is skipped without a header too, and a file that is
+// only one is empty.
+func TestAdvImportBOM(t *testing.T) {
+	ioAdv(t, map[string]string{
+		"nohdr.csv":  "\ufeffu1;Ada\n",
+		"only.csv":   "\ufeff",
+		"onlynl.csv": "\ufeff\r\n",
+		"only.jsonl": "\ufeff",
+		"quoted.csv": "\ufeff\"id\",v\nq,1\n",
+		"second.csv": "id,v\n\ufeffb,1\n",
+	}, `
+		eq((await kv.importCSV({fileName: d + "nohdr.csv", keyColumn: 0, hasHeader: false, delimiter: ";"})).imported, 1, "no header");
+		eq(await kv.get("u1"), {column_0: "u1", column_1: "Ada"}, "no BOM in the key");
+		for (const f of ["only.csv", "onlynl.csv"]) eq((await kv.importCSV({fileName: d + f, keyColumn: "id"})).imported, 0, f);
+		eq((await kv.importJSONL({fileName: d + "only.jsonl"})).imported, 0, "only a BOM, JSONL");
+		eq((await kv.validateJSONL({fileName: d + "only.jsonl"})).valid, true, "validate");
+		eq((await kv.importCSV({fileName: d + "quoted.csv", keyColumn: "id"})).imported, 1, "BOM before a quoted header");
+		eq(await kv.get("q"), {id: "q", v: "1"}, "quoted header name");
+		eq((await kv.importCSV({fileName: d + "second.csv", keyColumn: "id"})).imported, 1, "a BOM later is data");
+		eq(await kv.exists("\ufeffb"), true, "kept in the key");
+	`)
+}
