@@ -482,6 +482,13 @@ func (c *call) readJSONL(file string, limit int64, stringMode bool, to sink) (re
 		if jerr := json.Unmarshal(rec, &env); jerr != nil {
 			return records, cr.n, false, lineBad(ErrValueParse, "not valid JSON: %v", jerr), nil
 		}
+		if foldCount(rec, "key") > 1 || foldCount(rec, "value") > 1 {
+			if word, names := nameTwice(rec); word != "" {
+				return records, cr.n, false, lineBad(ErrValueParse,
+					`the record names %q twice (as %s): "key" and "value" are matched without regard to case, so it is not clear which one is meant`,
+					word, names), nil
+			}
+		}
 		if env.Key == nil {
 			return records, cr.n, false, lineBad(ErrValueParse, `the record has no "key"`), nil
 		}
@@ -528,6 +535,54 @@ func (c *call) readJSONL(file string, limit int64, stringMode bool, to sink) (re
 		}
 	}
 	return records, cr.n, false, nil, nil
+}
+
+// foldCount counts the places b holds "word" (quotes included) with any
+// case: a cheap test for a record that may name key or value twice.
+func foldCount(b []byte, word string) int {
+	n := 0
+	for i := bytes.IndexByte(b, '"'); i >= 0 && i+len(word)+2 <= len(b); {
+		if b[i+len(word)+1] == '"' && strings.EqualFold(string(b[i+1:i+1+len(word)]), word) {
+			n++
+		}
+		j := bytes.IndexByte(b[i+1:], '"')
+		if j < 0 {
+			break
+		}
+		i += j + 1
+	}
+	return n
+}
+
+// nameTwice returns "key" or "value" when the record's top level names it
+// twice, with the names as written, joined for the message ("" when
+// neither is).
+func nameTwice(rec []byte) (word, names string) {
+	dec := json.NewDecoder(bytes.NewReader(rec))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", ""
+	}
+	seen := map[string][]string{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return "", ""
+		}
+		name, _ := t.(string)
+		if low := strings.ToLower(name); low == "key" || low == "value" {
+			seen[low] = append(seen[low], strconv.Quote(name))
+		}
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return "", ""
+		}
+	}
+	for _, w := range []string{"key", "value"} {
+		if len(seen[w]) > 1 {
+			return w, strings.Join(seen[w], " and ")
+		}
+	}
+	return "", ""
 }
 
 // jsonlRecord is one line of a JSON Lines file.

@@ -550,3 +550,25 @@ func TestAdvImportBOM(t *testing.T) {
 		eq(await kv.exists("\ufeffb"), true, "kept in the key");
 	`)
 }
+
+// "key" and "value" are matched without regard to case, so a record with
+// both "key" and "Key" (or "value" twice) is ambiguous: encoding/json would
+// quietly keep the later one. It rejects; the names inside a value are
+// data.
+func TestAdvImportJSONLNameTwice(t *testing.T) {
+	ioAdv(t, map[string]string{
+		"keytwice.jsonl": `{"key":"a","value":1}` + "\n" + `{"key":"b","value":1,"Key":"c"}` + "\n",
+		"valtwice.jsonl": `{"key":"a","value":1,"VALUE":2}` + "\n",
+		"exact.jsonl":    `{"key":"a","key":"b","value":1}` + "\n",
+		"nested.jsonl":   `{"key":"n","value":{"key":"x","Key":"y","value":[{"VALUE":1}]},"note":"\"key\""}` + "\n",
+	}, `
+		let o = {fileName: d + "keytwice.jsonl", batchSize: 1};
+		await bad(kv.importJSONL(o), "importJSONL", o, "ValueParseError", ["keytwice.jsonl line 2", "\"Key\""]);
+		o = {fileName: d + "valtwice.jsonl"};
+		await bad(kv.importJSONL(o), "importJSONL", o, "ValueParseError", ["line 1", "\"VALUE\""]);
+		o = {fileName: d + "exact.jsonl"};
+		await bad(kv.importJSONL(o), "importJSONL", o, "ValueParseError", ["line 1", "twice"]);
+		eq((await kv.importJSONL({fileName: d + "nested.jsonl"})).imported, 1, "names inside the value");
+		eq(await kv.get("n"), {key: "x", Key: "y", value: [{VALUE: 1}]}, "the value");
+	`)
+}
