@@ -35,11 +35,18 @@ import (
 const (
 	defaultBatch = 1000
 	maxFileBatch = 10_000
-	importBuffer = 128 << 20
 	exportPage   = 1000
 	// the longest JSONL line read: a value at the store's limit, its key
 	// and some room for escapes.
 	maxLine = valueMax + 4*keyMax + 1<<20
+)
+
+// importBuffer bounds the checked rows an import keeps for the writing; a
+// larger file is read a second time. Variables for the tests, which lower
+// the bound and change the file between the two readings.
+var (
+	importBuffer        = 128 << 20
+	importBetweenPasses = func(file string) {}
 )
 
 // fileError is a problem with a file's content, at a place in it.
@@ -67,17 +74,31 @@ type item struct {
 // sink takes each good entry of a file; an error stops the reading.
 type sink func(item) error
 
-// countReader counts the bytes read from the file.
+// countReader counts the bytes read from the file. With max > 0 it stops
+// with errRowTooLong once more than max bytes were read since mark (the end
+// of the last record): encoding/csv keeps a whole record in memory, and a
+// file without line ends (/dev/zero) would otherwise be read without bound.
 type countReader struct {
-	r io.Reader
-	n int64
+	r         io.Reader
+	n         int64
+	mark, max int64
 }
 
+var errRowTooLong = errors.New("row too long")
+
 func (r *countReader) Read(p []byte) (int, error) {
+	if r.max > 0 && r.n-r.mark > r.max {
+		return 0, errRowTooLong
+	}
 	n, err := r.r.Read(p)
 	r.n += int64(n)
 	return n, err
 }
+
+// maxRow bounds the bytes of one CSV record: a record's JSON form is at
+// least as long as its text less its line end, so a longer record cannot
+// be a value (the slack covers the reader's read-ahead).
+const maxRow = valueMax + 1<<20
 
 // arena hands out value buffers from large chunks: one allocation per MiB
 // of values instead of one per row.
@@ -216,15 +237,20 @@ func (c *call) readCSV(sp csvSpec, to sink) (rows, read int64, all bool, bad *fi
 		return 0, 0, false, nil, kerr
 	}
 	defer f.Close()
-	cr := &countReader{r: f}
-	r := csv.NewReader(cr)
+	cr := &countReader{r: f, max: maxRow}
+	r := csv.NewReader(skipBOM(cr))
 	r.Comma = sp.comma
 	r.FieldsPerRecord = -1 // ragged rows: missing fields are "", extra ones column_N
 	r.ReuseRecord = true
 
-	var row int64 // records read, the header included
+	var row int64    // records read, the header included
+	next := int64(1) // the line after the last record (blank lines aside)
 	readErr := func(err error) (*fileError, error) {
 		var pe *csv.ParseError
+		if errors.Is(err, errRowTooLong) {
+			return &fileError{name: ErrValueTooLarge, row: row + 1, line: next,
+				msg: fmt.Sprintf("the row is longer than %d bytes, more than a value may hold as JSON (%d bytes)", maxRow, valueMax)}, nil
+		}
 		if errors.As(err, &pe) {
 			return &fileError{name: sp.syntax, row: row + 1, line: int64(pe.StartLine),
 				msg: fmt.Sprintf("malformed CSV: %v (line %d, column %d)", pe.Err, pe.Line, pe.Column)}, nil
@@ -232,6 +258,7 @@ func (c *call) readCSV(sp csvSpec, to sink) (rows, read int64, all bool, bad *fi
 		return nil, newErr(ErrFileRead, "%s: reading %s: %v", c.name, sp.file, err)
 	}
 	var names [][]byte // "name": of each header column, as JSON
+	var seen map[string]bool
 	keyIdx := sp.keyIdx
 	if sp.header {
 		rec, err := r.Read()
@@ -243,15 +270,12 @@ func (c *call) readCSV(sp csvSpec, to sink) (rows, read int64, all bool, bad *fi
 			return 0, cr.n, false, bad, stop
 		}
 		row = 1
-		// A byte order mark (spreadsheets write one) is not part of the
-		// first column's name.
-		if len(rec) > 0 {
-			rec[0] = strings.TrimPrefix(rec[0], "\uFEFF")
-		}
+		cr.mark = cr.n
+		next = endLine(r, rec)
 		hdrBad := func(format string, args ...any) *fileError {
 			return &fileError{name: ErrValueParse, row: 1, line: 1, msg: "header: " + fmt.Sprintf(format, args...)}
 		}
-		seen := make(map[string]bool, len(rec))
+		seen = make(map[string]bool, len(rec))
 		for i, h := range rec {
 			switch {
 			case !utf8.ValidString(h):
@@ -282,7 +306,9 @@ func (c *call) readCSV(sp csvSpec, to sink) (rows, read int64, all bool, bad *fi
 			return rows, cr.n, false, bad, stop
 		}
 		row++
+		cr.mark = cr.n
 		line, _ := r.FieldPos(0)
+		next = endLine(r, rec)
 		rowBad := func(name, format string, args ...any) *fileError {
 			return &fileError{name: name, row: row, line: int64(line), msg: fmt.Sprintf(format, args...)}
 		}
@@ -315,7 +341,14 @@ func (c *call) readCSV(sp csvSpec, to sink) (rows, read int64, all bool, bad *fi
 			if i < len(names) {
 				val = append(val, names[i]...)
 			} else {
-				val = append(appendJSONString(val, "column_"+strconv.Itoa(i)), ':')
+				name := "column_" + strconv.Itoa(i)
+				if seen[name] {
+					// The object would hold the name twice, and a reader
+					// keep one of the two cells.
+					return rows, cr.n, false, rowBad(ErrValueParse, "the row has %d fields, more than the header's %d, and field %d would be named %q, a name the header already uses",
+						len(rec), len(names), i, name), nil
+				}
+				val = append(appendJSONString(val, name), ':')
 			}
 			cell := ""
 			if i < len(rec) {
@@ -337,6 +370,65 @@ func (c *call) readCSV(sp csvSpec, to sink) (rows, read int64, all bool, bad *fi
 	return rows, cr.n, false, nil, nil
 }
 
+// skipBOM skips a byte order mark (spreadsheets write one) at the start of
+// a file, with or without a header, so that it is in no key or name and a
+// file of only a mark is empty.
+func skipBOM(r io.Reader) *bufio.Reader {
+	br, ok := r.(*bufio.Reader)
+	if !ok {
+		br = bufio.NewReader(r)
+	}
+	if b, _ := br.Peek(3); string(b) == "\uFEFF" {
+		_, _ = br.Discard(3)
+	}
+	return br
+}
+
+// endLine is the line after the record just read: the line of its last
+// field plus the line breaks inside that field (a quoted one may hold some).
+func endLine(r *csv.Reader, rec []string) int64 {
+	if len(rec) == 0 {
+		return 1
+	}
+	line, _ := r.FieldPos(len(rec) - 1)
+	return int64(line) + int64(strings.Count(rec[len(rec)-1], "\n")) + 1
+}
+
+// loneSurrogate reports whether the JSON string literal raw holds a \u
+// escape of a UTF-16 surrogate without its pair: encoding/json decodes it
+// as U+FFFD, so "\ud800" and "\udbff" would become the same key.
+func loneSurrogate(raw []byte) bool {
+	hex := func(i int) (rune, bool) {
+		if i+6 > len(raw) || raw[i] != '\\' || raw[i+1] != 'u' {
+			return 0, false
+		}
+		v, err := strconv.ParseUint(string(raw[i+2:i+6]), 16, 16)
+		return rune(v), err == nil
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		u, ok := hex(i)
+		if !ok {
+			i++ // an escape such as \\ or \": its second byte is not a new escape
+			continue
+		}
+		switch {
+		case u >= 0xD800 && u < 0xDC00:
+			if lo, ok := hex(i + 6); !ok || lo < 0xDC00 || lo >= 0xE000 {
+				return true
+			}
+			i += 11
+		case u >= 0xDC00 && u < 0xE000:
+			return true
+		default:
+			i += 5
+		}
+	}
+	return false
+}
+
 // readJSONL reads records ({"key": "...", "value": <any JSON>} per line)
 // and hands each to to (nil: check only); results as readCSV's.
 func (c *call) readJSONL(file string, limit int64, stringMode bool, to sink) (records, read int64, all bool, bad *fileError, stop error) {
@@ -346,7 +438,7 @@ func (c *call) readJSONL(file string, limit int64, stringMode bool, to sink) (re
 	}
 	defer f.Close()
 	cr := &countReader{r: f}
-	br := bufio.NewReaderSize(cr, 1<<16)
+	br := skipBOM(bufio.NewReaderSize(cr, 1<<16))
 	var lineNo int64
 	var long []byte
 	var compact bytes.Buffer
@@ -368,9 +460,6 @@ func (c *call) readJSONL(file string, limit int64, stringMode bool, to sink) (re
 			return records, cr.n, true, nil, nil
 		}
 		lineNo++
-		if lineNo == 1 {
-			line = bytes.TrimPrefix(line, []byte("\uFEFF")) // a byte order mark
-		}
 		lineBad := func(name, format string, args ...any) *fileError {
 			return &fileError{name: name, line: lineNo, msg: fmt.Sprintf(format, args...)}
 		}
@@ -393,6 +482,13 @@ func (c *call) readJSONL(file string, limit int64, stringMode bool, to sink) (re
 		if jerr := json.Unmarshal(rec, &env); jerr != nil {
 			return records, cr.n, false, lineBad(ErrValueParse, "not valid JSON: %v", jerr), nil
 		}
+		if foldCount(rec, "key") > 1 || foldCount(rec, "value") > 1 {
+			if word, names := nameTwice(rec); word != "" {
+				return records, cr.n, false, lineBad(ErrValueParse,
+					`the record names %q twice (as %s): "key" and "value" are matched without regard to case, so it is not clear which one is meant`,
+					word, names), nil
+			}
+		}
 		if env.Key == nil {
 			return records, cr.n, false, lineBad(ErrValueParse, `the record has no "key"`), nil
 		}
@@ -403,6 +499,9 @@ func (c *call) readJSONL(file string, limit int64, stringMode bool, to sink) (re
 		switch {
 		case key == "":
 			return records, cr.n, false, lineBad(ErrValueParse, `"key" must not be empty`), nil
+		case strings.ContainsRune(key, utf8.RuneError) && loneSurrogate(env.Key):
+			return records, cr.n, false, lineBad(ErrValueParse,
+				`"key" holds a lone UTF-16 surrogate (such as \ud800 without its pair), which has no UTF-8 form: keys must be well-formed Unicode`), nil
 		case len(key) > keyMax:
 			return records, cr.n, false, lineBad(ErrKeyTooLong, "the key is %d bytes long; the limit is %d", len(key), keyMax), nil
 		}
@@ -436,6 +535,54 @@ func (c *call) readJSONL(file string, limit int64, stringMode bool, to sink) (re
 		}
 	}
 	return records, cr.n, false, nil, nil
+}
+
+// foldCount counts the places b holds "word" (quotes included) with any
+// case: a cheap test for a record that may name key or value twice.
+func foldCount(b []byte, word string) int {
+	n := 0
+	for i := bytes.IndexByte(b, '"'); i >= 0 && i+len(word)+2 <= len(b); {
+		if b[i+len(word)+1] == '"' && strings.EqualFold(string(b[i+1:i+1+len(word)]), word) {
+			n++
+		}
+		j := bytes.IndexByte(b[i+1:], '"')
+		if j < 0 {
+			break
+		}
+		i += j + 1
+	}
+	return n
+}
+
+// nameTwice returns "key" or "value" when the record's top level names it
+// twice, with the names as written, joined for the message ("" when
+// neither is).
+func nameTwice(rec []byte) (word, names string) {
+	dec := json.NewDecoder(bytes.NewReader(rec))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", ""
+	}
+	seen := map[string][]string{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return "", ""
+		}
+		name, _ := t.(string)
+		if low := strings.ToLower(name); low == "key" || low == "value" {
+			seen[low] = append(seen[low], strconv.Quote(name))
+		}
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return "", ""
+		}
+	}
+	for _, w := range []string{"key", "value"} {
+		if len(seen[w]) > 1 {
+			return w, strings.Join(seen[w], " and ")
+		}
+	}
+	return "", ""
 }
 
 // jsonlRecord is one line of a JSON Lines file.
@@ -556,6 +703,16 @@ func (c *call) importFile(csvMode bool) sobek.Value {
 	if bad != nil {
 		c.fail(c.contentError(file, bad, 0))
 		return nil
+	}
+	if !fits {
+		// A pipe or a device gives its bytes once: a second reading would
+		// wait for a writer or read something else.
+		if st, err := os.Stat(file); err == nil && !st.Mode().IsRegular() {
+			c.fail(newErr(ErrFileIO, "%s: %s is not a regular file (a pipe or a device) and holds more than %d MiB of rows, which an import reads twice: save it to a file first; nothing was written",
+				c.name, file, importBuffer>>20))
+			return nil
+		}
+		importBetweenPasses(file)
 	}
 	w := &importer{size: batch}
 	c.do(func(s backendStore) error {

@@ -10,8 +10,10 @@ import (
 	"errors"
 	"io/fs"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -76,7 +78,7 @@ func createOutput(method, file string) (*output, *kvError) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, newErr(ErrFileExport, "%s: cannot create the folder of %s: %v", method, file, err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(file)+".*.tmp")
+	tmp, err := createTemp(dir, "."+filepath.Base(file)+".")
 	if err != nil {
 		if errors.Is(err, fs.ErrPermission) {
 			return nil, newErr(ErrFilePermission, "%s: cannot write in the folder of %s: %v", method, file, err)
@@ -84,6 +86,19 @@ func createOutput(method, file string) (*output, *kvError) {
 		return nil, newErr(ErrFileExport, "%s: cannot create a file next to %s: %v", method, file, err)
 	}
 	return &output{name: file, tmp: tmp, w: bufio.NewWriterSize(tmp, 1<<20)}, nil
+}
+
+// createTemp creates a new file in dir as os.Create would (mode 0666 less
+// the umask: os.CreateTemp's 0600 would make every export private to its
+// user), under a name no other file has.
+func createTemp(dir, prefix string) (*os.File, error) {
+	for try := 0; ; try++ {
+		name := filepath.Join(dir, prefix+strconv.FormatUint(uint64(rand.Uint32()), 36)+".tmp")
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+		if err == nil || !errors.Is(err, fs.ErrExist) || try >= 100 {
+			return f, err
+		}
+	}
 }
 
 // finish flushes, syncs and renames the file into place; size is its size.
@@ -201,6 +216,13 @@ func (c *call) exportFile(csvMode bool) sobek.Value {
 		write = func(e entry) error {
 			if e := c.csvRecord(e, cols, includeKey, rec); e != nil {
 				return e
+			}
+			if len(rec) == 1 && rec[0] == "" {
+				// encoding/csv writes a lone empty cell as a blank line,
+				// which readers skip: the row would be lost.
+				cw.Flush()
+				_, err := out.w.WriteString("\"\"\n")
+				return errors.Join(cw.Error(), err)
 			}
 			return cw.Write(rec)
 		}
