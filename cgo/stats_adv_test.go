@@ -174,8 +174,8 @@ func TestAdvStatsChild(t *testing.T) {
 
 // stats while another process is attached and writes: it is counted in
 // processes, the index reads consistent, and once it closed the store it is
-// not. (A process that dies without closing stays counted until an opener
-// reuses its slot: the library counts the slots of its attach table.)
+// not. (That a killed process is not counted is tested in C:
+// lifecycle::memory_child_creates_parent_joins.)
 func TestAdvStatsOtherProcess(t *testing.T) {
 	for _, backend := range []string{"memory", "disk"} {
 		t.Run(backend, func(t *testing.T) {

@@ -116,6 +116,10 @@ Test(lifecycle, memory_child_creates_parent_joins)
     cr_assert_eq(info.attached, 2);
     /* the creator dies; we are still attached, so the data stays */
     t_kill(p);
+    /* and it is no longer counted as attached, though its slot still
+     * names it (slots of the dead are only reused by the next opener) */
+    T_OK(shmkv_stat(db, &info));
+    cr_assert_eq(info.attached, 1, "attached=%u after the creator was killed", info.attached);
     t_expect_str(db, "a", "1");
     t_set(db, "d", "4");
     t_expect_str(db, "d", "4");

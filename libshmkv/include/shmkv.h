@@ -161,7 +161,7 @@ typedef struct shmkv_info {
     int track_keys;         /**< 1 when the key index is kept */
     int backend;            /**< shmkv_backend */
     uint32_t format_version;
-    uint32_t attached;      /**< processes in the attach table */
+    uint32_t attached;      /**< live processes in the attach table (it lists 64) */
 } shmkv_info;
 
 /* ------------------------------------------------------------------ */

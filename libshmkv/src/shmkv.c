@@ -7,6 +7,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 
 #define STR_(x) #x
@@ -180,8 +181,13 @@ int shmkv_stat(shmkv_db *db, shmkv_info *info)
     info->track_keys = (int)h->track_keys;
     info->backend = (int)h->backend;
     info->format_version = h->version;
-    for (unsigned i = 0; i < SHMKV__ATTACH_SLOTS; i++)
-        info->attached += atomic_load(&h->attach[i].pid) != 0;
+    /* A slot names its process until the next opener reuses it, and a
+     * process killed without closing never clears its own: count only the
+     * pids that are still alive (EPERM: alive, another user's). */
+    for (unsigned i = 0; i < SHMKV__ATTACH_SLOTS; i++) {
+        int32_t pid = atomic_load(&h->attach[i].pid);
+        info->attached += pid > 0 && (kill(pid, 0) == 0 || errno != ESRCH);
+    }
     return 0;
 }
 
