@@ -327,6 +327,12 @@ static inline int shmkv__keycmp(const void *a, size_t al, const void *b, size_t 
     return al < bl ? -1 : al > bl;
 }
 
+/* Whether a key starts with prefix (every key starts with the empty one). */
+static inline bool shmkv__has_prefix(const void *k, size_t klen, const void *p, size_t plen)
+{
+    return klen >= plen && (plen == 0 || memcmp(k, p, plen) == 0);
+}
+
 /* ---- layout ------------------------------------------------------------ */
 
 /* Sizes that must be page multiples (reserve, chunks, data_off) round up. */
@@ -412,6 +418,43 @@ static inline const void *shmkv__view_at(const shmkv__view *v, uint64_t off, uin
     if (off > v->len || n > v->len - off)
         return NULL;
     return v->base + off;
+}
+
+/* A word of the view; aligned words are read whole, since the bytes may be
+ * a live mapping that writers change under the reader. */
+static inline bool shmkv__view_u64(const shmkv__view *v, uint64_t off, uint64_t *out)
+{
+    const void *p = shmkv__view_at(v, off, 8);
+    if (!p)
+        return false;
+    if ((off & 7) == 0)
+        *out = __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED);
+    else
+        memcpy(out, p, 8);
+    return true;
+}
+
+static inline bool shmkv__view_u32(const shmkv__view *v, uint64_t off, uint32_t *out)
+{
+    const void *p = shmkv__view_at(v, off, 4);
+    if (!p)
+        return false;
+    if ((off & 3) == 0)
+        *out = __atomic_load_n((const uint32_t *)p, __ATOMIC_RELAXED);
+    else
+        memcpy(out, p, 4);
+    return true;
+}
+
+/* Copy a structure out of the view, so that every decision about it is
+ * taken on one private copy (no torn reads of a field tested twice). */
+static inline bool shmkv__view_copy(const shmkv__view *v, uint64_t off, void *dst, uint64_t n)
+{
+    const void *p = shmkv__view_at(v, off, n);
+    if (!p)
+        return false;
+    memcpy(dst, p, n);
+    return true;
 }
 
 /* What a first page of len bytes (len <= SHMKV__HDR_SIZE: the file may be
