@@ -230,6 +230,22 @@ int shmkv__view_entry(const shmkv__view *v, uint64_t payload, shmkv__block *b,
     return 0;
 }
 
+uint64_t shmkv__table_unreachable(const uint64_t *w, const uint64_t *hs, uint64_t cap,
+                                  uint64_t empty, shmkv__reach *r)
+{
+    while (r->k < cap) {
+        uint64_t j = (empty + ++r->k) & (cap - 1);
+        if (w[j] == SHMKV__SLOT_EMPTY) {
+            r->run = 0;
+            continue;
+        }
+        r->run++;
+        if (hs[j] != UINT64_MAX && ((j - (hs[j] & (cap - 1))) & (cap - 1)) >= r->run)
+            return j;
+    }
+    return cap;
+}
+
 int shmkv__bt_node_check(const shmkv__bt_node *nd)
 {
     if (nd->leaf > 1)

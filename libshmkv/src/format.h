@@ -517,6 +517,19 @@ int shmkv__view_table(const shmkv__view *v, uint64_t toff, shmkv__block *b, uint
  * value lie inside the view. */
 int shmkv__view_entry(const shmkv__view *v, uint64_t payload, shmkv__block *b,
                       shmkv__entry *e, uint64_t *bytes);
+/* Reachability in a hash table of cap slots (a power of two): a lookup
+ * probes from a key's home slot (hash & (cap - 1)) to the first empty
+ * slot, so going round once from an empty slot, an entry is reachable
+ * when it lies within the run of non-empty slots that ends at it. One
+ * pass, whatever the clusters. Over the slot words w, the hashes hs of
+ * the entries to judge (UINT64_MAX: a slot not to judge) and an empty
+ * slot `empty`: the next unreachable slot, or cap once there is none
+ * left. *r starts zeroed and carries the walk from call to call. */
+typedef struct shmkv__reach {
+    uint64_t k, run;
+} shmkv__reach;
+uint64_t shmkv__table_unreachable(const uint64_t *w, const uint64_t *hs, uint64_t cap,
+                                  uint64_t empty, shmkv__reach *r);
 /* A B+tree node (copied out): F_LEAF when the leaf flag is not 0 or 1,
  * F_COUNT unless it holds 1 to SHMKV__BT_SLOTS entries. */
 int shmkv__bt_node_check(const shmkv__bt_node *nd);

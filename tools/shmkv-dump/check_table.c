@@ -152,24 +152,13 @@ int check_segment(ck *c, uint32_t i)
             warn(c->r, "segment %" PRIu32 ": table of %" PRIu64 " slots has no empty slot "
                  "(lookups of absent keys scan it all)", i, cap);
     } else {
-        uint64_t run = 0;
-        for (uint64_t k = 1; k <= cap; k++) {
-            uint64_t j = (empty_at + k) & (cap - 1);
-            if (w[j] == SHMKV__SLOT_EMPTY) {
-                run = 0;
-                continue;
-            }
-            run++;
-            if (hs[j] == UINT64_MAX)
-                continue;
-            uint64_t d = (j - (hs[j] & (cap - 1))) & (cap - 1);
-            if (d >= run) {
-                ent e;
-                entry_read(c->v, &c->sc, SHMKV__SLOT_OFF(w[j]), &e, why, sizeof why);
-                prob(c->r, "segment %" PRIu32 " slot %" PRIu64 ": key %s is unreachable: an "
-                     "empty slot lies between its home bucket %" PRIu64 " and it", i, j,
-                     kdesc(e.key, e.klen, kb, sizeof kb), hs[j] & (cap - 1));
-            }
+        shmkv__reach r = {0};
+        for (uint64_t j; (j = shmkv__table_unreachable(w, hs, cap, empty_at, &r)) < cap;) {
+            ent e;
+            entry_read(c->v, &c->sc, SHMKV__SLOT_OFF(w[j]), &e, why, sizeof why);
+            prob(c->r, "segment %" PRIu32 " slot %" PRIu64 ": key %s is unreachable: an "
+                 "empty slot lies between its home bucket %" PRIu64 " and it", i, j,
+                 kdesc(e.key, e.klen, kb, sizeof kb), hs[j] & (cap - 1));
         }
     }
     if (count != live)
