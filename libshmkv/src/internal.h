@@ -437,8 +437,12 @@ SHMKV__SEQ_INLINE static inline int shmkv__ro_table(shmkv__map *m, shmkv__seg *s
         return SHMKV__READ_RETRY;
     rt->t = t;
     rt->cap = cap;
-    if (seq & 1)
-        rt->in = shmkv__ro_intent(m, s, cap, &rt->nin);
+    if (seq & 1) {
+        uint32_t nin = 0; /* not &rt->nin: *rt must not escape, or every
+                           * store of the caller's would reload it */
+        rt->in = shmkv__ro_intent(m, s, cap, &nin);
+        rt->nin = nin;
+    }
     return 0;
 }
 
