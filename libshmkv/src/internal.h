@@ -331,15 +331,19 @@ bool shmkv__batch_pending(shmkv__map *m);
 #endif
 
 /* SHMKV__SEQ_INLINE: a helper such a reader calls (the read helpers
- * below), uninstrumented likewise. */
+ * below), uninstrumented likewise. SHMKV__SEQ_READER_HOT: a reader on
+ * get's hot path, `static inline` but for TSan (which wants it out of
+ * line). */
 #ifdef SHMKV__TSAN
 #define SHMKV__SEQ_READER __attribute__((no_sanitize("thread"), noinline))
 #define SHMKV__SEQ_INLINE __attribute__((no_sanitize("thread")))
+#define SHMKV__SEQ_READER_HOT SHMKV__SEQ_READER static
 bool shmkv__racy_equal(const unsigned char *a, const unsigned char *b, size_t n);
 void shmkv__racy_copy(unsigned char *dst, const unsigned char *src, size_t n);
 #else
 #define SHMKV__SEQ_READER
 #define SHMKV__SEQ_INLINE
+#define SHMKV__SEQ_READER_HOT static inline
 static inline bool shmkv__racy_equal(const unsigned char *a, const unsigned char *b, size_t n)
 {
     return memcmp(a, b, n) == 0;

@@ -71,10 +71,9 @@ SHMKV__SEQ_READER const shmkv__intent *shmkv__ro_intent(shmkv__map *m, shmkv__se
 
 /* One attempt: 0 (found; the value copied out when buf is given and fits),
  * SHMKV_EBUFSIZE, SHMKV_ENOTFOUND, or OPT_RETRY. Inline: get's hot path. */
-SHMKV__SEQ_READER static inline int read_unlocked(shmkv__map *m, shmkv__seg *s, uint32_t dead,
-                                                  uint64_t h, const void *key, size_t klen,
-                                                  bool copy, void *buf, size_t cap, size_t *vlen,
-                                                  shmkv_kind *kind)
+SHMKV__SEQ_READER_HOT int read_unlocked(shmkv__map *m, shmkv__seg *s, uint32_t dead, uint64_t h,
+                                        const void *key, size_t klen, bool copy, void *buf,
+                                        size_t cap, size_t *vlen, shmkv_kind *kind)
 {
     uint32_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
     if ((seq & 1) && seq != dead)
