@@ -283,3 +283,80 @@ Test(format, size_classes)
     cr_assert_eq(shmkv__class_size(15), 256);
     cr_assert_eq(shmkv__class_size(16), 320);
 }
+
+/* Reachable by the definition: probing from the home slot meets no empty
+ * slot before the entry. */
+static bool reachable_slow(const uint64_t *w, uint64_t cap, uint64_t home, uint64_t j)
+{
+    for (uint64_t i = home; i != j; i = (i + 1) & (cap - 1))
+        if (w[i] == SHMKV__SLOT_EMPTY)
+            return false;
+    return true;
+}
+
+/* Every unreachable slot, in walk order, from each empty slot. */
+static size_t unreachable_all(const uint64_t *w, const uint64_t *hs, uint64_t cap,
+                              uint64_t empty, uint64_t *out)
+{
+    shmkv__reach r = {0};
+    size_t n = 0;
+    for (uint64_t j; (j = shmkv__table_unreachable(w, hs, cap, empty, &r)) < cap;) {
+        cr_assert_lt(n, cap, "a slot reported twice");
+        out[n++] = j;
+    }
+    cr_assert_eq(shmkv__table_unreachable(w, hs, cap, empty, &r), cap, "not finished");
+    return n;
+}
+
+Test(format, table_reachability)
+{
+    enum { CAP = 16 };
+    uint64_t w[CAP], hs[CAP], got[CAP];
+    /* a cluster wrapping round the end of the table: slots 14, 15, 0, 1
+     * with homes 14, 14, 15, 1 */
+    memset(w, 0, sizeof w);
+    for (int j = 0; j < CAP; j++)
+        hs[j] = UINT64_MAX;
+    w[14] = w[15] = w[0] = w[1] = 2;
+    hs[14] = 14, hs[15] = 14, hs[0] = 15, hs[1] = 1;
+    cr_assert_eq(unreachable_all(w, hs, CAP, 5, got), 0);
+    /* slot 15 emptied: slot 0, home 14, is cut off */
+    w[15] = SHMKV__SLOT_EMPTY;
+    hs[15] = UINT64_MAX;
+    hs[0] = 14;
+    cr_assert_eq(unreachable_all(w, hs, CAP, 5, got), 1);
+    cr_assert_eq(got[0], 0);
+    /* a tombstone keeps the probe going; unjudged slots are skipped */
+    w[15] = SHMKV__SLOT_TOMB;
+    cr_assert_eq(unreachable_all(w, hs, CAP, 5, got), 0);
+    hs[0] = 1; /* before its home, with empty slots on the way round */
+    cr_assert_eq(unreachable_all(w, hs, CAP, 5, got), 1);
+    cr_assert_eq(got[0], 0);
+    hs[0] = UINT64_MAX;
+    cr_assert_eq(unreachable_all(w, hs, CAP, 5, got), 0);
+
+    /* random tables against the definition, from every empty slot */
+    srand(11);
+    for (int round = 0; round < 2000; round++) {
+        uint64_t cap = 1ull << (1 + rand() % 4);
+        for (uint64_t j = 0; j < cap; j++) {
+            int r = rand() % 4;
+            w[j] = r == 0 ? SHMKV__SLOT_EMPTY : r == 1 ? SHMKV__SLOT_TOMB : 2;
+            hs[j] = w[j] == 2 && rand() % 8 ? (uint64_t)rand() : UINT64_MAX;
+        }
+        uint64_t want = 0;
+        bool any_empty = false;
+        for (uint64_t j = 0; j < cap; j++) {
+            any_empty |= w[j] == SHMKV__SLOT_EMPTY;
+            want += hs[j] != UINT64_MAX && !reachable_slow(w, cap, hs[j] & (cap - 1), j);
+        }
+        for (uint64_t e = 0; any_empty && e < cap; e++) {
+            if (w[e] != SHMKV__SLOT_EMPTY)
+                continue;
+            size_t n = unreachable_all(w, hs, cap, e, got);
+            cr_assert_eq(n, want, "round %d from %llu", round, (unsigned long long)e);
+            for (size_t i = 0; i < n; i++)
+                cr_assert(!reachable_slow(w, cap, hs[got[i]] & (cap - 1), got[i]));
+        }
+    }
+}

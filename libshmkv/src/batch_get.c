@@ -24,28 +24,12 @@ SHMKV__SEQ_READER static bool get_many_unlocked(batch *b, shmkv_item *items, uns
         if ((seqs[j] & 1) && !(dead && dead[j] == seqs[j]))
             return false;
     }
-    const shmkv__hdr *hd = SHMKV__HDR(m);
-    uint64_t top = atomic_load_explicit(&hd->top, memory_order_acquire);
-    uint64_t lo = hd->data_off + SHMKV__BLOCK_HDR;
+    uint64_t lo, top = shmkv__ro_top(m, &lo);
     size_t u = 0;
     for (size_t j = 0; j < b->nsegs; j++) {
-        shmkv__seg *s = shmkv__seg_at(m, b->segs[j]);
-        uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed), tcap = 0;
-        if ((seqs[j] & 1) && shmkv__ro_cleared(m, s))
-            toff = 0;
-        shmkv__table *t = NULL;
-        const shmkv__intent *in = NULL;
-        uint32_t nin = 0;
-        if (toff) {
-            if (toff < lo || toff >= top || top - toff < sizeof(shmkv__table))
-                return false;
-            t = (shmkv__table *)SHMKV__P(m, toff);
-            tcap = t->cap;
-            if (!tcap || (tcap & (tcap - 1)) || tcap > (top - toff - sizeof *t) / 8)
-                return false;
-            if (seqs[j] & 1)
-                in = shmkv__ro_intent(m, s, tcap, &nin);
-        }
+        shmkv__ro_tab rt;
+        if (shmkv__ro_table(m, shmkv__seg_at(m, b->segs[j]), seqs[j], lo, top, &rt))
+            return false;
         for (size_t i = b->first[j]; i < b->first[j + 1]; i++) {
             bitem *x = &b->it[i];
             shmkv_item *out = &items[x->at];
@@ -53,39 +37,24 @@ SHMKV__SEQ_READER static bool get_many_unlocked(batch *b, shmkv_item *items, uns
             out->val = NULL;
             out->vlen = 0;
             out->kind = SHMKV_KIND_BYTES;
-            if (!t)
+            if (!rt.t)
                 continue;
-            uint64_t mask = tcap - 1, k = x->h & mask;
-            uint16_t tag = (uint16_t)(x->h >> 48);
-            for (uint64_t probe = 0; probe <= mask; probe++, k = (k + 1) & mask) {
-                uint64_t w = atomic_load_explicit(&t->slot[k], memory_order_relaxed);
-                w = shmkv__ro_slot(in, nin, k, w);
-                if (w == SHMKV__SLOT_EMPTY)
-                    break;
-                if (w == SHMKV__SLOT_TOMB || SHMKV__SLOT_TAG(w) != tag)
-                    continue;
-                uint64_t off = SHMKV__SLOT_OFF(w);
-                if (off < lo || off >= top || top - off < sizeof(shmkv__entry))
-                    return false;
-                const shmkv__entry *e = SHMKV__P(m, off);
-                uint64_t ek = e->klen, ev = e->vlen;
-                if (ek != x->src->klen)
-                    continue;
-                if (ek + ev > top - off - sizeof *e)
-                    return false;
-                if (!shmkv__racy_equal(e->data, x->src->key, (size_t)ek))
-                    continue;
-                out->rc = 0;
-                out->vlen = (size_t)ev;
-                out->kind = (shmkv_kind)shmkv__block_of(m, off)->kind;
-                if (u + ev <= cap) {
-                    out->val = buf + u;
-                    if (ev)
-                        shmkv__racy_copy(buf + u, e->data + ek, (size_t)ev);
-                }
-                u += (size_t)ev;
-                break;
+            uint64_t off, ev;
+            int rc = shmkv__ro_find(m, &rt, x->h, x->src->key, x->src->klen, &off, &ev);
+            if (rc == SHMKV__READ_RETRY)
+                return false;
+            if (rc)
+                continue;
+            out->rc = 0;
+            out->vlen = (size_t)ev;
+            out->kind = (shmkv_kind)shmkv__block_of(m, off)->kind;
+            if (u + ev <= cap) {
+                out->val = buf + u;
+                if (ev)
+                    shmkv__racy_copy(buf + u, shmkv__entry_at(m, off)->data + x->src->klen,
+                                     (size_t)ev);
             }
+            u += (size_t)ev;
         }
         if (j == 0)
             SHMKV__HOOK("get_many.unlocked");

@@ -126,29 +126,6 @@ int shmkv__hdr_readable(const shmkv__hdr *h, uint64_t file_len)
 
 /* ---- chunks and blocks ------------------------------------------------------- */
 
-/* A word of the view; aligned words are read whole, since the bytes may be
- * a live mapping that writers change under the reader. */
-static bool view_u64(const shmkv__view *v, uint64_t off, uint64_t *out)
-{
-    const void *p = shmkv__view_at(v, off, 8);
-    if (!p)
-        return false;
-    if ((off & 7) == 0)
-        *out = __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED);
-    else
-        memcpy(out, p, 8);
-    return true;
-}
-
-static bool view_copy(const shmkv__view *v, uint64_t off, void *dst, uint64_t n)
-{
-    const void *p = shmkv__view_at(v, off, n);
-    if (!p)
-        return false;
-    memcpy(dst, p, n);
-    return true;
-}
-
 int shmkv__chunk_check(const shmkv__chunk *c, uint64_t off, uint64_t top)
 {
     if (c->magic != SHMKV__CHUNK_MAGIC)
@@ -165,7 +142,7 @@ int shmkv__chunk_used_check(const shmkv__chunk *c)
 
 int shmkv__view_chunk(const shmkv__view *v, uint64_t off, uint64_t top, shmkv__chunk *c)
 {
-    if (!view_copy(v, off, c, sizeof *c) || top - off < SHMKV__CHUNK_HDR) {
+    if (!shmkv__view_copy(v, off, c, sizeof *c) || top - off < SHMKV__CHUNK_HDR) {
         memset(c, 0, sizeof *c);
         return SHMKV__F_OUTSIDE;
     }
@@ -191,7 +168,7 @@ int shmkv__view_block(const shmkv__view *v, uint64_t payload, shmkv__block *b,
                       uint64_t *bytes)
 {
     *bytes = 0;
-    if (payload < SHMKV__BLOCK_HDR || !view_copy(v, payload - SHMKV__BLOCK_HDR, b, sizeof *b)) {
+    if (payload < SHMKV__BLOCK_HDR || !shmkv__view_copy(v, payload - SHMKV__BLOCK_HDR, b, sizeof *b)) {
         memset(b, 0, sizeof *b);
         return SHMKV__F_OUTSIDE;
     }
@@ -201,7 +178,7 @@ int shmkv__view_block(const shmkv__view *v, uint64_t payload, shmkv__block *b,
         shmkv__chunk ch;
         uint64_t coff = payload - SHMKV__BLOCK_HDR - SHMKV__CHUNK_HDR;
         if (payload < SHMKV__BLOCK_HDR + SHMKV__CHUNK_HDR || b->size != 0 ||
-            !view_copy(v, coff, &ch, sizeof ch) || ch.magic != SHMKV__CHUNK_MAGIC ||
+            !shmkv__view_copy(v, coff, &ch, sizeof ch) || ch.magic != SHMKV__CHUNK_MAGIC ||
             ch.used != ch.size || ch.size < SHMKV__PAGE)
             return SHMKV__F_BIG;
         sz = ch.size - SHMKV__CHUNK_HDR;
@@ -225,7 +202,7 @@ int shmkv__view_table(const shmkv__view *v, uint64_t toff, shmkv__block *b, uint
     if (!(b->flags & SHMKV__BF_USED))
         return SHMKV__F_FREE;
     uint64_t c = 0;
-    if (!view_u64(v, toff, &c) || c == 0 || (c & (c - 1))) {
+    if (!shmkv__view_u64(v, toff, &c) || c == 0 || (c & (c - 1))) {
         *cap = c;
         return SHMKV__F_CAP;
     }
@@ -244,13 +221,29 @@ int shmkv__view_entry(const shmkv__view *v, uint64_t payload, shmkv__block *b,
         return f;
     if (!(b->flags & SHMKV__BF_USED))
         return SHMKV__F_FREE;
-    if (!view_copy(v, payload, e, sizeof *e))
+    if (!shmkv__view_copy(v, payload, e, sizeof *e))
         return SHMKV__F_BODY;
     if (e->klen == 0 || e->klen > SHMKV_KEY_MAX || e->vlen > SHMKV_VALUE_MAX)
         return SHMKV__F_LEN;
     if (SHMKV__BLOCK_HDR + sizeof *e + (uint64_t)e->klen + e->vlen > *bytes)
         return SHMKV__F_FIT;
     return 0;
+}
+
+uint64_t shmkv__table_unreachable(const uint64_t *w, const uint64_t *hs, uint64_t cap,
+                                  uint64_t empty, shmkv__reach *r)
+{
+    while (r->k < cap) {
+        uint64_t j = (empty + ++r->k) & (cap - 1);
+        if (w[j] == SHMKV__SLOT_EMPTY) {
+            r->run = 0;
+            continue;
+        }
+        r->run++;
+        if (hs[j] != UINT64_MAX && ((j - (hs[j] & (cap - 1))) & (cap - 1)) >= r->run)
+            return j;
+    }
+    return cap;
 }
 
 int shmkv__bt_node_check(const shmkv__bt_node *nd)

@@ -327,6 +327,12 @@ static inline int shmkv__keycmp(const void *a, size_t al, const void *b, size_t 
     return al < bl ? -1 : al > bl;
 }
 
+/* Whether a key starts with prefix (every key starts with the empty one). */
+static inline bool shmkv__has_prefix(const void *k, size_t klen, const void *p, size_t plen)
+{
+    return klen >= plen && (plen == 0 || memcmp(k, p, plen) == 0);
+}
+
 /* ---- layout ------------------------------------------------------------ */
 
 /* Sizes that must be page multiples (reserve, chunks, data_off) round up. */
@@ -414,6 +420,43 @@ static inline const void *shmkv__view_at(const shmkv__view *v, uint64_t off, uin
     return v->base + off;
 }
 
+/* A word of the view; aligned words are read whole, since the bytes may be
+ * a live mapping that writers change under the reader. */
+static inline bool shmkv__view_u64(const shmkv__view *v, uint64_t off, uint64_t *out)
+{
+    const void *p = shmkv__view_at(v, off, 8);
+    if (!p)
+        return false;
+    if ((off & 7) == 0)
+        *out = __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED);
+    else
+        memcpy(out, p, 8);
+    return true;
+}
+
+static inline bool shmkv__view_u32(const shmkv__view *v, uint64_t off, uint32_t *out)
+{
+    const void *p = shmkv__view_at(v, off, 4);
+    if (!p)
+        return false;
+    if ((off & 3) == 0)
+        *out = __atomic_load_n((const uint32_t *)p, __ATOMIC_RELAXED);
+    else
+        memcpy(out, p, 4);
+    return true;
+}
+
+/* Copy a structure out of the view, so that every decision about it is
+ * taken on one private copy (no torn reads of a field tested twice). */
+static inline bool shmkv__view_copy(const shmkv__view *v, uint64_t off, void *dst, uint64_t n)
+{
+    const void *p = shmkv__view_at(v, off, n);
+    if (!p)
+        return false;
+    memcpy(dst, p, n);
+    return true;
+}
+
 /* What a first page of len bytes (len <= SHMKV__HDR_SIZE: the file may be
  * shorter) shows of a creator: */
 #define SHMKV__PAGE_OTHER 0 /* neither: a store, or a foreign file */
@@ -474,6 +517,19 @@ int shmkv__view_table(const shmkv__view *v, uint64_t toff, shmkv__block *b, uint
  * value lie inside the view. */
 int shmkv__view_entry(const shmkv__view *v, uint64_t payload, shmkv__block *b,
                       shmkv__entry *e, uint64_t *bytes);
+/* Reachability in a hash table of cap slots (a power of two): a lookup
+ * probes from a key's home slot (hash & (cap - 1)) to the first empty
+ * slot, so going round once from an empty slot, an entry is reachable
+ * when it lies within the run of non-empty slots that ends at it. One
+ * pass, whatever the clusters. Over the slot words w, the hashes hs of
+ * the entries to judge (UINT64_MAX: a slot not to judge) and an empty
+ * slot `empty`: the next unreachable slot, or cap once there is none
+ * left. *r starts zeroed and carries the walk from call to call. */
+typedef struct shmkv__reach {
+    uint64_t k, run;
+} shmkv__reach;
+uint64_t shmkv__table_unreachable(const uint64_t *w, const uint64_t *hs, uint64_t cap,
+                                  uint64_t empty, shmkv__reach *r);
 /* A B+tree node (copied out): F_LEAF when the leaf flag is not 0 or 1,
  * F_COUNT unless it holds 1 to SHMKV__BT_SLOTS entries. */
 int shmkv__bt_node_check(const shmkv__bt_node *nd);

@@ -50,14 +50,20 @@ static int check_segment(shmkv__ick *c, uint32_t i)
     if (c->tiled && !shmkv__ick_block_ref(c, toff, i, "table", i))
         return 0;
     const shmkv__table *t = shmkv__view_at(&c->v, toff, 8 + cap * 8);
+    uint64_t *ws = malloc(cap * sizeof *ws); /* the slot words */
     uint64_t *hs = malloc(cap * sizeof *hs); /* hash of each checked live slot */
-    if (!hs)
+    if (!ws || !hs) {
+        free(ws);
+        free(hs);
         return -ENOMEM;
-    for (uint64_t j = 0; j < cap; j++)
+    }
+    for (uint64_t j = 0; j < cap; j++) {
+        ws[j] = atomic_load_explicit(&t->slot[j], memory_order_relaxed);
         hs[j] = UINT64_MAX;
+    }
     uint64_t live = 0, tombs = 0;
     for (uint64_t j = 0; j < cap; j++) {
-        uint64_t w = atomic_load_explicit(&t->slot[j], memory_order_relaxed);
+        uint64_t w = ws[j];
         if (w == SHMKV__SLOT_EMPTY)
             continue;
         if (w == SHMKV__SLOT_TOMB) {
@@ -93,25 +99,15 @@ static int check_segment(shmkv__ick *c, uint32_t i)
                     eb.kind);
         hs[j] = hh;
     }
-    /* Lookups probe from the home slot to the first empty one: going round
-     * once from an empty slot, an entry is reachable when it lies within
-     * the run of non-empty slots that ends at it. One pass, whatever the
-     * table's clusters. */
     uint64_t empty = cap;
     for (uint64_t j = 0; j < cap && empty == cap; j++)
-        if (atomic_load_explicit(&t->slot[j], memory_order_relaxed) == SHMKV__SLOT_EMPTY)
+        if (ws[j] == SHMKV__SLOT_EMPTY)
             empty = j;
-    for (uint64_t k = 1, run = 0; empty < cap && k <= cap; k++) {
-        uint64_t j = (empty + k) & (cap - 1);
-        if (atomic_load_explicit(&t->slot[j], memory_order_relaxed) == SHMKV__SLOT_EMPTY) {
-            run = 0;
-            continue;
-        }
-        run++;
-        if (hs[j] != UINT64_MAX && ((j - (hs[j] & (cap - 1))) & (cap - 1)) >= run)
-            shmkv__ick_problem(c, "segment %" PRIu32 " slot %" PRIu64 ": unreachable from its home "
-                    "slot %" PRIu64, i, j, hs[j] & (cap - 1));
-    }
+    shmkv__reach r = {0};
+    for (uint64_t j; empty < cap && (j = shmkv__table_unreachable(ws, hs, cap, empty, &r)) < cap;)
+        shmkv__ick_problem(c, "segment %" PRIu32 " slot %" PRIu64 ": unreachable from its home "
+                "slot %" PRIu64, i, j, hs[j] & (cap - 1));
+    free(ws);
     free(hs);
     if (live != count || tombs != s->tombs)
         shmkv__ick_problem(c, "segment %" PRIu32 ": counts %" PRIu64 " keys and %" PRIu64 " tombstones, "

@@ -330,12 +330,20 @@ bool shmkv__batch_pending(shmkv__map *m);
 #endif
 #endif
 
+/* SHMKV__SEQ_INLINE: a helper such a reader calls (the read helpers
+ * below), uninstrumented likewise. SHMKV__SEQ_READER_HOT: a reader on
+ * get's hot path, `static inline` but for TSan (which wants it out of
+ * line). */
 #ifdef SHMKV__TSAN
 #define SHMKV__SEQ_READER __attribute__((no_sanitize("thread"), noinline))
+#define SHMKV__SEQ_INLINE __attribute__((no_sanitize("thread")))
+#define SHMKV__SEQ_READER_HOT SHMKV__SEQ_READER static
 bool shmkv__racy_equal(const unsigned char *a, const unsigned char *b, size_t n);
 void shmkv__racy_copy(unsigned char *dst, const unsigned char *src, size_t n);
 #else
 #define SHMKV__SEQ_READER
+#define SHMKV__SEQ_INLINE
+#define SHMKV__SEQ_READER_HOT static inline
 static inline bool shmkv__racy_equal(const unsigned char *a, const unsigned char *b, size_t n)
 {
     return memcmp(a, b, n) == 0;
@@ -363,6 +371,16 @@ int shmkv__read_ro(shmkv_db *db, const void *key, size_t klen, bool copy, void *
  * segment for too long. */
 int shmkv__seg_snapshot(shmkv__map *m, shmkv__seg *s, const void *prefix, size_t plen,
                         bool keys_only, shmkv__buf *out, uint64_t *count);
+/* Decode the record at r (h: klen, vlen, kind; *k its key, *v its value);
+ * returns its length, the step to the next record. */
+static inline size_t shmkv__rec_get(const unsigned char *r, uint32_t h[3], const unsigned char **k,
+                                    const unsigned char **v)
+{
+    memcpy(h, r, 12);
+    *k = r + 12;
+    *v = r + 12 + h[0];
+    return 12 + (size_t)h[0] + h[1];
+}
 /* The odd seq of a segment whose holder is known dead (0: none); the
  * intent of a committed batch a dead holder left half applied (NULL:
  * none), whose slot words a reader accepting that holder's seq must read
@@ -384,6 +402,87 @@ static inline uint64_t shmkv__ro_slot(const shmkv__intent *in, uint32_t n, uint6
         if (in->ch[c].slot == i)
             return in->ch[c].word;
     return w;
+}
+
+/* Where a read without the lock may look: below the published top, read
+ * after the segment's seq; payloads start at lo at the earliest. */
+static inline uint64_t shmkv__ro_top(shmkv__map *m, uint64_t *lo)
+{
+    const shmkv__hdr *hd = SHMKV__HDR(m);
+    uint64_t top = atomic_load_explicit(&hd->top, memory_order_acquire);
+    *lo = hd->data_off + SHMKV__BLOCK_HDR;
+    return top;
+}
+
+/* A segment's table as a reader without the lock sees it. */
+typedef struct shmkv__ro_tab {
+    const shmkv__table *t;   /* NULL: none (or one a dead clear() empties) */
+    uint64_t cap;            /* read once: the table's cap may change */
+    const shmkv__intent *in; /* a dead holder's batch to overlay, or NULL */
+    uint32_t nin;
+    uint64_t lo, top;        /* every offset followed lies in [lo, top) */
+} shmkv__ro_tab;
+
+/* The table of s under seq (odd: a dead holder's, which the caller
+ * accepts): 0 with rt->t NULL or the table, or SHMKV__READ_RETRY when it
+ * lies outside [lo, top) (a writer moved it: the seq check would fail). */
+SHMKV__SEQ_INLINE static inline int shmkv__ro_table(shmkv__map *m, shmkv__seg *s, uint32_t seq,
+                                                    uint64_t lo, uint64_t top, shmkv__ro_tab *rt)
+{
+    uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed);
+    *rt = (shmkv__ro_tab){.lo = lo, .top = top};
+    if (!toff || ((seq & 1) && shmkv__ro_cleared(m, s)))
+        return 0;
+    if (toff < lo || toff >= top || top - toff < sizeof(shmkv__table))
+        return SHMKV__READ_RETRY;
+    const shmkv__table *t = (const shmkv__table *)SHMKV__P(m, toff);
+    uint64_t cap = t->cap;
+    if (!cap || (cap & (cap - 1)) || cap > (top - toff - sizeof *t) / sizeof t->slot[0])
+        return SHMKV__READ_RETRY;
+    rt->t = t;
+    rt->cap = cap;
+    if (seq & 1) {
+        uint32_t nin = 0; /* not &rt->nin: *rt must not escape, or every
+                           * store of the caller's would reload it */
+        rt->in = shmkv__ro_intent(m, s, cap, &nin);
+        rt->nin = nin;
+    }
+    return 0;
+}
+
+/* Look key (hash h) up in rt's table (not NULL) without the lock: 0 with
+ * *off (its entry's payload) and *vlen, SHMKV_ENOTFOUND, or
+ * SHMKV__READ_RETRY when a slot or an entry leads past [lo, top). What it
+ * finds only counts once the caller's seq check passed. */
+SHMKV__SEQ_INLINE static inline int shmkv__ro_find(shmkv__map *m, const shmkv__ro_tab *rt,
+                                                   uint64_t h, const void *key, size_t klen,
+                                                   uint64_t *off, uint64_t *vlen)
+{
+    uint64_t lo = rt->lo, top = rt->top, mask = rt->cap - 1, i = h & mask;
+    uint16_t tag = (uint16_t)(h >> 48);
+    for (uint64_t probe = 0; probe <= mask; probe++, i = (i + 1) & mask) {
+        uint64_t w = atomic_load_explicit(&((shmkv__table *)rt->t)->slot[i], memory_order_relaxed);
+        w = shmkv__ro_slot(rt->in, rt->nin, i, w);
+        if (w == SHMKV__SLOT_EMPTY)
+            break;
+        if (w == SHMKV__SLOT_TOMB || SHMKV__SLOT_TAG(w) != tag)
+            continue;
+        uint64_t eoff = SHMKV__SLOT_OFF(w);
+        if (eoff < lo || eoff >= top || top - eoff < sizeof(shmkv__entry))
+            return SHMKV__READ_RETRY;
+        const shmkv__entry *e = (const shmkv__entry *)SHMKV__P(m, eoff);
+        uint64_t ek = e->klen, ev = e->vlen;
+        if (ek != klen)
+            continue;
+        if (ek + ev > top - eoff - sizeof *e)
+            return SHMKV__READ_RETRY;
+        if (!shmkv__racy_equal(e->data, key, klen))
+            continue;
+        *off = eoff;
+        *vlen = ev;
+        return 0;
+    }
+    return SHMKV_ENOTFOUND;
 }
 
 /* ---- index.c: the key index (caller holds the index lock) ------------ */

@@ -50,11 +50,14 @@ static int entry_new(op *o, const void *val, size_t vlen, shmkv_kind kind, uint6
     return 0;
 }
 
-/* 1: index lock held; 0: go on without the index (it is marked for a
- * rebuild that reads the tables); negative or RESTART: the segment lock was
- * dropped. */
-static int index_enter(op *o)
+/* With key tracking, take the index lock and begin the undo-logged update
+ * of o's key. 1: index lock held, update begun; 0: go on without the index
+ * (no tracking, or it is marked for a rebuild that reads the tables);
+ * negative or RESTART: the segment lock was dropped. */
+static int index_open(op *o)
 {
+    if (!SHMKV__HDR(o->m)->track_keys)
+        return 0;
     int rc = shmkv__index_lock(o->m, o->s);
     if (rc == SHMKV__NOINDEX)
         return 0;
@@ -62,7 +65,16 @@ static int index_enter(op *o)
         o->locked = false; /* RESTART or error: index_lock dropped the segment */
         return rc;
     }
+    shmkv__index_begin(o->m, o->s->id, o->key, o->klen);
     return 1;
+}
+
+/* Index and slot agree again: only now may a repair stop treating the key
+ * as in doubt. */
+static void index_close(op *o)
+{
+    shmkv__index_commit(o->m);
+    shmkv__index_unlock(o->m);
 }
 
 /* Store the value at the looked-up position (insert or replace). */
@@ -84,25 +96,16 @@ static int put(op *o, const void *val, size_t vlen, shmkv_kind kind)
         rc = shmkv__seg_room(m, s, o->key, o->klen, o->h, lk);
         if (rc)
             return rc;
-        bool track = SHMKV__HDR(m)->track_keys;
-        if (track) {
-            if ((rc = index_enter(o)) < 0 || rc == SHMKV__RESTART)
-                return rc;
-            track = rc == 1;
-        }
-        if (track)
-            shmkv__index_begin(m, s->id, o->key, o->klen);
+        if ((rc = index_open(o)) < 0 || rc == SHMKV__RESTART)
+            return rc;
+        bool track = rc == 1;
         rc = entry_new(o, val, vlen, kind, &noff);
         if (!rc && track && (rc = shmkv__index_insert(m, o->key, o->klen)) != 0)
             shmkv__free_block(m, &s->alloc, noff);
         if (!rc)
             shmkv__seg_insert(s, lk, o->h, noff);
-        if (track) {
-            /* Index and slot agree again: only now may a repair stop
-             * treating this key as in doubt. */
-            shmkv__index_commit(m);
-            shmkv__index_unlock(m);
-        }
+        if (track)
+            index_close(o);
         if (rc)
             return rc;
     }
@@ -118,27 +121,17 @@ static int removes(op *o)
     shmkv__map *m = o->m;
     shmkv__seg *s = o->s;
     shmkv__lookup *lk = &o->lk;
-    bool track = SHMKV__HDR(m)->track_keys;
-    if (track) {
-        int rc = index_enter(o);
-        if (rc < 0 || rc == SHMKV__RESTART)
-            return rc;
-        track = rc == 1;
-    }
-    if (track) {
-        shmkv__index_begin(m, s->id, o->key, o->klen);
-        int rc = shmkv__index_remove(m, o->key, o->klen);
-        if (rc) {
-            shmkv__index_commit(m);
-            shmkv__index_unlock(m);
-            return rc;
-        }
+    int rc = index_open(o);
+    if (rc < 0 || rc == SHMKV__RESTART)
+        return rc;
+    bool track = rc == 1;
+    if (track && (rc = shmkv__index_remove(m, o->key, o->klen)) != 0) {
+        index_close(o);
+        return rc;
     }
     shmkv__seg_remove(s, lk);
-    if (track) {
-        shmkv__index_commit(m);
-        shmkv__index_unlock(m);
-    }
+    if (track)
+        index_close(o);
     if (o->db->flags & SHMKV_SYNC)
         sync_range((const void *)&lk->t->slot[lk->slot], 8);
     shmkv__free_block(m, &s->alloc, lk->off);
@@ -159,14 +152,21 @@ static int check_key(shmkv_db *db, const void *key, size_t klen)
     return 0;
 }
 
-static int check_write(shmkv_db *db, const void *key, size_t klen, const void *val,
-                       size_t vlen, shmkv_kind kind)
+/* A key for a write (or a delete). */
+static int check_delete(shmkv_db *db, const void *key, size_t klen)
 {
     int rc = check_key(db, key, klen);
     if (rc)
         return rc;
-    if (db->flags & SHMKV_RDONLY)
-        return SHMKV_EREADONLY;
+    return db->flags & SHMKV_RDONLY ? SHMKV_EREADONLY : 0;
+}
+
+static int check_write(shmkv_db *db, const void *key, size_t klen, const void *val,
+                       size_t vlen, shmkv_kind kind)
+{
+    int rc = check_delete(db, key, klen);
+    if (rc)
+        return rc;
     if (vlen > SHMKV_VALUE_MAX)
         return SHMKV_EVALSIZE;
     if (vlen && !val)
@@ -174,6 +174,16 @@ static int check_write(shmkv_db *db, const void *key, size_t klen, const void *v
     if ((unsigned)kind > SHMKV_KIND_JSON)
         return SHMKV_EINVAL;
     return 0;
+}
+
+/* A write that hands the old value back into buf. */
+static int check_write_out(shmkv_db *db, const void *key, size_t klen, const void *val,
+                           size_t vlen, shmkv_kind kind, const void *buf, size_t cap)
+{
+    int rc = check_write(db, key, klen, val, vlen, kind);
+    if (rc)
+        return rc;
+    return cap && !buf ? SHMKV_EINVAL : 0;
 }
 
 static void op_init(op *o, shmkv_db *db, const void *key, size_t klen)
@@ -286,11 +296,9 @@ int shmkv_exists(shmkv_db *db, const void *key, size_t klen)
 
 int shmkv_delete(shmkv_db *db, const void *key, size_t klen, int *existed)
 {
-    int rc = check_key(db, key, klen);
+    int rc = check_delete(db, key, klen);
     if (rc)
         return rc;
-    if (db->flags & SHMKV_RDONLY)
-        return SHMKV_EREADONLY;
     op o;
     RUN_OP(o, db, key, klen, rc = o.lk.found ? removes(&o) : 0);
     if (existed && rc == 0)
@@ -380,11 +388,9 @@ int shmkv_get_or_set(shmkv_db *db, const void *key, size_t klen, const void *val
                      shmkv_kind kind, void *buf, size_t cap, size_t *outlen,
                      shmkv_kind *outkind, int *loaded)
 {
-    int rc = check_write(db, key, klen, val, vlen, kind);
+    int rc = check_write_out(db, key, klen, val, vlen, kind, buf, cap);
     if (rc)
         return rc;
-    if (cap && !buf)
-        return SHMKV_EINVAL;
     op o;
     RUN_OP(o, db, key, klen, {
         if (o.lk.found) {
@@ -418,11 +424,9 @@ int shmkv_swap(shmkv_db *db, const void *key, size_t klen, const void *val, size
                shmkv_kind kind, void *buf, size_t cap, size_t *outlen, shmkv_kind *outkind,
                int *loaded)
 {
-    int rc = check_write(db, key, klen, val, vlen, kind);
+    int rc = check_write_out(db, key, klen, val, vlen, kind, buf, cap);
     if (rc)
         return rc;
-    if (cap && !buf)
-        return SHMKV_EINVAL;
     op o;
     RUN_OP(o, db, key, klen, {
         rc = 0;
@@ -441,11 +445,9 @@ int shmkv_swap(shmkv_db *db, const void *key, size_t klen, const void *val, size
 int shmkv_compare_and_delete(shmkv_db *db, const void *key, size_t klen, const void *expect,
                              size_t elen, int *deleted)
 {
-    int rc = check_key(db, key, klen);
+    int rc = check_delete(db, key, klen);
     if (rc)
         return rc;
-    if (db->flags & SHMKV_RDONLY)
-        return SHMKV_EREADONLY;
     if (elen && !expect)
         return SHMKV_EINVAL;
     op o;

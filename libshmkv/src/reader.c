@@ -70,70 +70,36 @@ SHMKV__SEQ_READER const shmkv__intent *shmkv__ro_intent(shmkv__map *m, shmkv__se
 }
 
 /* One attempt: 0 (found; the value copied out when buf is given and fits),
- * SHMKV_EBUFSIZE, SHMKV_ENOTFOUND, or OPT_RETRY. */
-SHMKV__SEQ_READER static int read_unlocked(shmkv__map *m, shmkv__seg *s, uint32_t dead, uint64_t h,
-                                    const void *key, size_t klen, bool copy, void *buf,
-                                    size_t cap, size_t *vlen, shmkv_kind *kind)
+ * SHMKV_EBUFSIZE, SHMKV_ENOTFOUND, or OPT_RETRY. Inline: get's hot path. */
+SHMKV__SEQ_READER_HOT int read_unlocked(shmkv__map *m, shmkv__seg *s, uint32_t dead, uint64_t h,
+                                        const void *key, size_t klen, bool copy, void *buf,
+                                        size_t cap, size_t *vlen, shmkv_kind *kind)
 {
     uint32_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
     if ((seq & 1) && seq != dead)
         return OPT_RETRY;
-    const shmkv__hdr *hd = SHMKV__HDR(m);
-    uint64_t top = atomic_load_explicit(&hd->top, memory_order_acquire);
-    uint64_t lo = hd->data_off + SHMKV__BLOCK_HDR;
-    uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed);
-    if ((seq & 1) && shmkv__ro_cleared(m, s))
-        toff = 0;
-    int rc = SHMKV_ENOTFOUND;
-    size_t n = 0;
+    uint64_t lo, top = shmkv__ro_top(m, &lo), off = 0, ev = 0;
+    shmkv__ro_tab rt;
+    int rc = shmkv__ro_table(m, s, seq, lo, top, &rt);
+    if (rc)
+        return rc;
+    rc = rt.t ? shmkv__ro_find(m, &rt, h, key, klen, &off, &ev) : SHMKV_ENOTFOUND;
+    if (rc == OPT_RETRY)
+        return rc;
     unsigned k = 0;
-    if (toff) {
-        if (toff < lo || toff >= top || top - toff < sizeof(shmkv__table))
-            return OPT_RETRY;
-        const shmkv__table *t = (const shmkv__table *)SHMKV__P(m, toff);
-        uint64_t tcap = t->cap;
-        if (!tcap || (tcap & (tcap - 1)) || tcap > (top - toff - sizeof *t) / sizeof t->slot[0])
-            return OPT_RETRY;
-        uint64_t mask = tcap - 1, i = h & mask;
-        uint16_t tag = (uint16_t)(h >> 48);
-        uint32_t nin = 0;
-        const shmkv__intent *in = (seq & 1) ? shmkv__ro_intent(m, s, tcap, &nin) : NULL;
-        for (uint64_t probe = 0; probe <= mask; probe++, i = (i + 1) & mask) {
-            uint64_t w = atomic_load_explicit(&((shmkv__table *)t)->slot[i], memory_order_relaxed);
-            w = shmkv__ro_slot(in, nin, i, w);
-            if (w == SHMKV__SLOT_EMPTY)
-                break;
-            if (w == SHMKV__SLOT_TOMB || SHMKV__SLOT_TAG(w) != tag)
-                continue;
-            uint64_t off = SHMKV__SLOT_OFF(w);
-            if (off < lo || off >= top || top - off < sizeof(shmkv__entry))
-                return OPT_RETRY;
-            const shmkv__entry *e = shmkv__entry_at(m, off);
-            uint64_t ek = e->klen, ev = e->vlen;
-            if (ek != klen)
-                continue;
-            if (ek + ev > top - off - sizeof *e)
-                return OPT_RETRY;
-            if (!shmkv__racy_equal(e->data, key, klen))
-                continue;
-            n = (size_t)ev;
-            k = shmkv__block_of(m, off)->kind;
-            if (copy && ev > cap) {
-                rc = SHMKV_EBUFSIZE;
-            } else {
-                if (copy && ev)
-                    shmkv__racy_copy(buf, e->data + ek, (size_t)ev);
-                rc = 0;
-            }
-            break;
-        }
+    if (rc == 0) {
+        k = shmkv__block_of(m, off)->kind;
+        if (copy && ev > cap)
+            rc = SHMKV_EBUFSIZE;
+        else if (copy && ev)
+            shmkv__racy_copy(buf, shmkv__entry_at(m, off)->data + klen, (size_t)ev);
     }
     atomic_thread_fence(memory_order_acquire);
     if (atomic_load_explicit(&s->seq, memory_order_relaxed) != seq)
         return OPT_RETRY;
     if (rc != SHMKV_ENOTFOUND) {
         if (vlen)
-            *vlen = n;
+            *vlen = (size_t)ev;
         if (kind)
             *kind = (shmkv_kind)k;
     }
@@ -214,32 +180,21 @@ SHMKV__SEQ_READER static int snap_try(shmkv__map *m, shmkv__seg *s, uint32_t dea
     uint32_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
     if ((seq & 1) && seq != dead)
         return OPT_RETRY;
-    const shmkv__hdr *hd = SHMKV__HDR(m);
-    uint64_t top = atomic_load_explicit(&hd->top, memory_order_acquire);
-    uint64_t lo = hd->data_off + SHMKV__BLOCK_HDR;
-    uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed);
-    if ((seq & 1) && shmkv__ro_cleared(m, s))
-        toff = 0;
+    uint64_t lo, top = shmkv__ro_top(m, &lo);
+    shmkv__ro_tab rt = {0};
     size_t mark = out ? out->len : 0;
     uint64_t n = 0;
     int rc = 0;
     if (!out && !plen && !(seq & 1)) {
         /* counted under an even seq, the count is exact */
         n = atomic_load_explicit(&s->count, memory_order_relaxed);
-        toff = 0;
+    } else if ((rc = shmkv__ro_table(m, s, seq, lo, top, &rt)) != 0) {
+        return rc;
     }
-    if (toff) {
-        if (toff < lo || toff >= top || top - toff < sizeof(shmkv__table))
-            return OPT_RETRY;
-        const shmkv__table *t = (const shmkv__table *)SHMKV__P(m, toff);
-        uint64_t tcap = t->cap;
-        if (!tcap || (tcap & (tcap - 1)) || tcap > (top - toff - sizeof *t) / sizeof t->slot[0])
-            return OPT_RETRY;
-        uint32_t nin = 0;
-        const shmkv__intent *in = (seq & 1) ? shmkv__ro_intent(m, s, tcap, &nin) : NULL;
-        for (uint64_t i = 0; i < tcap && !rc; i++) {
-            uint64_t w = atomic_load_explicit(&((shmkv__table *)t)->slot[i], memory_order_relaxed);
-            w = shmkv__ro_slot(in, nin, i, w);
+    if (rt.t) {
+        for (uint64_t i = 0; i < rt.cap && !rc; i++) {
+            uint64_t w = atomic_load_explicit(&((shmkv__table *)rt.t)->slot[i], memory_order_relaxed);
+            w = shmkv__ro_slot(rt.in, rt.nin, i, w);
             if (!SHMKV__SLOT_LIVE(w))
                 continue;
             if (!out && !plen) {

@@ -20,19 +20,17 @@ typedef struct pick {
     uint64_t found;  /* payload offset of the target, 0: none */
 } pick;
 
-/* Decode the record at r; returns its length, the step to the next one. */
-static size_t rec_get(const unsigned char *r, uint32_t h[3], const unsigned char **k,
-                      const unsigned char **v)
+/* The key of record j (which must exist) of a snapshot; h its header. */
+static const unsigned char *rec_nth(const buf *recs, uint64_t j, uint32_t h[3])
 {
-    memcpy(h, r, 12);
-    *k = r + 12;
-    *v = r + 12 + h[0];
-    return 12 + (size_t)h[0] + h[1];
-}
-
-static bool has_prefix(const void *k, size_t klen, const void *p, size_t plen)
-{
-    return klen >= plen && (plen == 0 || memcmp(k, p, plen) == 0);
+    const unsigned char *k, *v;
+    size_t at = 0;
+    for (;;) {
+        size_t step = shmkv__rec_get(recs->p + at, h, &k, &v);
+        if (j-- == 0)
+            return k;
+        at += step;
+    }
 }
 
 /* ---- random_key --------------------------------------------------------------------- */
@@ -85,7 +83,7 @@ static int count_match(void *ctx, uint64_t off)
 {
     pick *sc = ctx;
     shmkv__entry *e = (shmkv__entry *)SHMKV__P(sc->m, off);
-    if (has_prefix(e->data, e->klen, sc->prefix, sc->plen) && sc->n++ == sc->target) {
+    if (shmkv__has_prefix(e->data, e->klen, sc->prefix, sc->plen) && sc->n++ == sc->target) {
         sc->found = off;
         return 1;
     }
@@ -163,7 +161,7 @@ static int random_scan(shmkv__map *m, const void *prefix, size_t plen, void *out
         uint64_t off = pick_in_segment(m, s);
         if (off) {
             shmkv__entry *e = (shmkv__entry *)SHMKV__P(m, off);
-            if (has_prefix(e->data, e->klen, prefix, plen)) {
+            if (shmkv__has_prefix(e->data, e->klen, prefix, plen)) {
                 rc = copy_key(e->data, e->klen, out, cap, klen);
                 shmkv__seg_unlock(s);
                 goto out;
@@ -236,17 +234,9 @@ static int random_ro(shmkv__map *m, const void *prefix, size_t plen, void *out, 
             goto out;
         if (!n)
             continue;
-        uint64_t pick = shmkv__rand_below(n);
-        size_t at = 0;
         uint32_t h[3];
-        const unsigned char *k, *v;
-        for (uint64_t j = 0;; j++) {
-            size_t step = rec_get(recs.p + at, h, &k, &v);
-            if (j == pick)
-                break;
-            at += step;
-        }
-        if (has_prefix(k, h[0], prefix, plen)) {
+        const unsigned char *k = rec_nth(&recs, shmkv__rand_below(n), h);
+        if (shmkv__has_prefix(k, h[0], prefix, plen)) {
             rc = copy_key(k, h[0], out, cap, klen);
             goto out;
         }
@@ -264,16 +254,8 @@ static int random_ro(shmkv__map *m, const void *prefix, size_t plen, void *out, 
         rc = SHMKV_ENOTFOUND;
         goto out;
     }
-    uint64_t pick = shmkv__rand_below(matches);
-    size_t at = 0;
     uint32_t h[3];
-    const unsigned char *k, *v;
-    for (uint64_t j = 0;; j++) {
-        size_t step = rec_get(recs.p + at, h, &k, &v);
-        if (j == pick)
-            break;
-        at += step;
-    }
+    const unsigned char *k = rec_nth(&recs, shmkv__rand_below(matches), h);
     rc = copy_key(k, h[0], out, cap, klen);
 out:
     free(recs.p);

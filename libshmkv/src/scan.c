@@ -16,11 +16,6 @@ static bool tracked(shmkv__map *m)
     return __atomic_load_n(&SHMKV__HDR(m)->track_keys, __ATOMIC_ACQUIRE) != 0;
 }
 
-static bool has_prefix(const void *k, size_t klen, const void *p, size_t plen)
-{
-    return klen >= plen && (plen == 0 || memcmp(k, p, plen) == 0);
-}
-
 static int index_enter(shmkv__map *m)
 {
     int rc;
@@ -215,7 +210,7 @@ static void sift_up(rec **a, size_t i)
 static int heap_add(heap_scan *hs, const unsigned char *k, size_t klen, const unsigned char *v,
                     size_t vlen, unsigned kind)
 {
-    if (!has_prefix(k, klen, hs->prefix, hs->plen))
+    if (!shmkv__has_prefix(k, klen, hs->prefix, hs->plen))
         return 0;
     if (hs->alen && shmkv__keycmp(k, klen, hs->after, hs->alen) <= 0)
         return 0;
@@ -408,7 +403,7 @@ static int gather_entry(void *ctx, uint64_t off)
 {
     gather *g = ctx;
     const shmkv__entry *e = SHMKV__P(g->m, off);
-    if (!has_prefix(e->data, e->klen, g->prefix, g->plen))
+    if (!shmkv__has_prefix(e->data, e->klen, g->prefix, g->plen))
         return 0;
     return recs_push(g->out, rec_new(e->data, e->klen, NULL, 0, 0));
 }

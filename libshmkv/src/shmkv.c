@@ -209,21 +209,6 @@ static int rec_put(buf *b, const void *k, uint32_t klen, const void *v, uint32_t
     return 0;
 }
 
-/* Decode the record at r; returns its length, the step to the next one. */
-static size_t rec_get(const unsigned char *r, uint32_t h[3], const unsigned char **k,
-                      const unsigned char **v)
-{
-    memcpy(h, r, 12);
-    *k = r + 12;
-    *v = r + 12 + h[0];
-    return 12 + (size_t)h[0] + h[1];
-}
-
-static bool has_prefix(const void *k, size_t klen, const void *p, size_t plen)
-{
-    return klen >= plen && (plen == 0 || memcmp(k, p, plen) == 0);
-}
-
 /* ---- list ------------------------------------------------------------------------ */
 
 typedef struct scan {
@@ -239,7 +224,7 @@ static int collect_entry(void *ctx, uint64_t off)
 {
     scan *sc = ctx;
     shmkv__entry *e = (shmkv__entry *)SHMKV__P(sc->m, off);
-    if (!has_prefix(e->data, e->klen, sc->prefix, sc->plen))
+    if (!shmkv__has_prefix(e->data, e->klen, sc->prefix, sc->plen))
         return 0;
     sc->n++;
     return rec_put(sc->out, e->data, e->klen, e->data + e->klen, sc->keys_only ? 0 : e->vlen,
@@ -250,8 +235,8 @@ static int rec_cmp(const void *a, const void *b, void *base)
 {
     uint32_t ha[3], hb[3];
     const unsigned char *ka, *kb, *v;
-    rec_get((const unsigned char *)base + *(const size_t *)a, ha, &ka, &v);
-    rec_get((const unsigned char *)base + *(const size_t *)b, hb, &kb, &v);
+    shmkv__rec_get((const unsigned char *)base + *(const size_t *)a, ha, &ka, &v);
+    shmkv__rec_get((const unsigned char *)base + *(const size_t *)b, hb, &kb, &v);
     return shmkv__keycmp(ka, ha[0], kb, hb[0]);
 }
 
@@ -265,14 +250,14 @@ static int emit(buf *recs, size_t n, uint64_t limit, shmkv_list_fn fn, void *ctx
         uint32_t h[3];
         const unsigned char *k, *v;
         order[i] = at;
-        at += rec_get(recs->p + at, h, &k, &v);
+        at += shmkv__rec_get(recs->p + at, h, &k, &v);
     }
     qsort_r(order, n, sizeof *order, rec_cmp, recs->p);
     int rc = 0;
     for (size_t i = 0; i < n && (!limit || i < limit) && !rc; i++) {
         uint32_t h[3];
         const unsigned char *k, *v;
-        rec_get(recs->p + order[i], h, &k, &v);
+        shmkv__rec_get(recs->p + order[i], h, &k, &v);
         rc = fn(ctx, k, h[0], (flags & SHMKV_LIST_KEYS_ONLY) ? NULL : v, h[1], (shmkv_kind)h[2]);
     }
     free(order);
@@ -339,7 +324,7 @@ static int list_index(shmkv_db *db, const void *prefix, size_t plen, uint64_t li
     for (size_t at = 0; at < keys.len && !rc;) {
         uint32_t h[3];
         const unsigned char *k, *v;
-        at += rec_get(keys.p + at, h, &k, &v);
+        at += shmkv__rec_get(keys.p + at, h, &k, &v);
         if (flags & SHMKV_LIST_KEYS_ONLY) {
             rc = fn(ctx, k, h[0], NULL, 0, SHMKV_KIND_BYTES);
             continue;
@@ -352,7 +337,7 @@ static int list_index(shmkv_db *db, const void *prefix, size_t plen, uint64_t li
         if (!rc) {
             uint32_t vh[3];
             const unsigned char *vk, *vv;
-            rec_get(val.p, vh, &vk, &vv);
+            shmkv__rec_get(val.p, vh, &vk, &vv);
             rc = fn(ctx, vk, vh[0], vv, vh[1], (shmkv_kind)vh[2]);
         }
     }
@@ -422,7 +407,7 @@ static int count_entry(void *ctx, uint64_t off)
 {
     counter *c = ctx;
     const shmkv__entry *e = SHMKV__P(c->m, off);
-    c->n += has_prefix(e->data, e->klen, c->prefix, c->plen);
+    c->n += shmkv__has_prefix(e->data, e->klen, c->prefix, c->plen);
     return 0;
 }
 

@@ -286,6 +286,20 @@ static int corrupt(const char *path, const char *kind)
     } else if (!strcmp(kind, "slot-empty")) {
         /* Empty a slot: the entry leaks and the count disagrees. */
         atomic_store(&T->slot[j], SHMKV__SLOT_EMPTY);
+    } else if (!strcmp(kind, "slot-move")) {
+        /* A live slot moved back into the empty slot before it: its home
+         * (the slot it was in) is now empty, so no lookup reaches it. */
+        bool moved = false;
+        for (uint64_t k = 0; k < T->cap && !moved; k++) {
+            uint64_t p = (k - 1) & (T->cap - 1), x = atomic_load(&T->slot[k]);
+            if (SHMKV__SLOT_LIVE(x) && atomic_load(&T->slot[p]) == SHMKV__SLOT_EMPTY) {
+                atomic_store(&T->slot[p], x);
+                atomic_store(&T->slot[k], SHMKV__SLOT_EMPTY);
+                moved = true;
+            }
+        }
+        if (!moved)
+            die("no live slot after an empty one", 0);
     } else if (!strcmp(kind, "count")) {
         atomic_fetch_add(&seg(si)->count, 3);
     } else if (!strcmp(kind, "table")) {

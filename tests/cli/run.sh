@@ -346,6 +346,7 @@ group_corrupt() {
     damage slot-wild g.kv 1 'entry offset 0x123456789ab0 is not the start of a block'
     damage slot-dup g.kv 1 'is also referenced by a table slot'
     damage slot-empty g.kv 1 'counts [0-9]+ keys, its table holds'
+    damage slot-move g.kv 1 'is unreachable: an empty slot lies between its home bucket'
     damage count g.kv 1 'counts [0-9]+ keys, its table holds'
     damage table g.kv 1 'table offset 0x[0-9a-f]+ is not a block'
     damage chunk-magic g.kv 1 'bad magic'

@@ -41,37 +41,17 @@ static inline const void *vptr(const view *v, uint64_t off, uint64_t n)
 
 static inline bool vu64(const view *v, uint64_t off, uint64_t *out)
 {
-    const void *p = vptr(v, off, 8);
-    if (!p)
-        return false;
-    if ((off & 7) == 0)
-        *out = __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED);
-    else
-        memcpy(out, p, 8);
-    return true;
+    return shmkv__view_u64(v, off, out);
 }
 
 static inline bool vu32(const view *v, uint64_t off, uint32_t *out)
 {
-    const void *p = vptr(v, off, 4);
-    if (!p)
-        return false;
-    if ((off & 3) == 0)
-        *out = __atomic_load_n((const uint32_t *)p, __ATOMIC_RELAXED);
-    else
-        memcpy(out, p, 4);
-    return true;
+    return shmkv__view_u32(v, off, out);
 }
 
-/* Copy a structure out of the view (no torn reads of the fields we test
- * twice: every decision is taken on the private copy). */
 static inline bool vcopy(const view *v, uint64_t off, void *dst, uint64_t n)
 {
-    const void *p = vptr(v, off, n);
-    if (!p)
-        return false;
-    memcpy(dst, p, n);
-    return true;
+    return shmkv__view_copy(v, off, dst, n);
 }
 
 /* ---- an opened store ------------------------------------------------- */
