@@ -1,0 +1,382 @@
+/*
+ * backup.c - a store copied to a file, and a copy loaded back.
+ *
+ * A backup is a disk-store image: the bytes [0, top) of the region, fixed
+ * up so that the file reads as a store that was closed cleanly (or, for a
+ * best-effort copy, as a store whose last writer died, which its next
+ * opener repairs like after any crash). So the store format versions it,
+ * the checks of any open and shmkv_check() validate it, shmkv-dump reads
+ * it, and a disk store's own file, copied while no process has it open,
+ * is a backup as it is. See docs/format.md, "Backups".
+ *
+ * Top of the library: it calls the open path and the checker.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Copy [from, to) of the live region into fd at the same offsets. write()
+ * reads the mapping in the kernel: for a best-effort copy the bytes may be
+ * changing meanwhile, which is what the fix-up and the repair deal with. */
+static int copy_range(shmkv__map *m, int fd, uint64_t from, uint64_t to)
+{
+    const uint64_t step = 1u << 20;
+    for (uint64_t at = from; at < to;) {
+        size_t want = (size_t)(to - at < step ? to - at : step);
+        ssize_t n = pwrite(fd, m->base + at, want, (off_t)at);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            return -EIO;
+        at += (uint64_t)n;
+        if (at >= from + (to - from) / 2 && at - (uint64_t)n < from + (to - from) / 2)
+            SHMKV__HOOK("backup.copy.mid");
+    }
+    return 0;
+}
+
+/* Make the copy in fd (len bytes) read as a closed store: no lock word
+ * names a thread of this process, no process is listed as attached, and
+ * the clean flag says whether its next opener may skip the repair. Only
+ * the copy is written, never the live store. */
+static int fix_copy(int fd, uint64_t len, bool consistent, uint64_t *entries)
+{
+    void *p = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    shmkv__map cm = {.base = p, .reserve = len, .fd = fd, .attach_slot = -1};
+    shmkv__map *m = &cm;
+    shmkv__hdr *h = SHMKV__HDR(m);
+    int rc = 0;
+    bool settled = consistent;
+    *entries = 0;
+    h->backend = SHMKV_BACKEND_DISK; /* a file now, whatever it was copied from */
+    atomic_store(&h->file_size, len);
+    for (unsigned i = 0; i < SHMKV__ATTACH_SLOTS; i++)
+        atomic_store(&h->attach[i].pid, 0);
+    rc = shmkv__mutex_init(&h->grow_lock);
+    for (uint32_t i = 0; i < h->nseg && !rc; i++) {
+        shmkv__seg *s = shmkv__seg_at(m, i);
+        uint32_t v = atomic_load(&s->seq);
+        /* Odd: locked while copied. By us in a consistent copy (nothing was
+         * half done), by a writer at work in a best-effort one. */
+        if (v & 1)
+            atomic_store(&s->seq, v + 1);
+        if (atomic_load(&s->intent))
+            settled = false;
+        *entries += atomic_load(&s->count);
+        rc = shmkv__mutex_init(&s->lock);
+    }
+    if (!rc)
+        rc = shmkv__mutex_init(&shmkv__index_of(m)->lock);
+    atomic_store(&h->clean, settled ? 1u : 0u);
+    if (!rc && msync(p, (size_t)len, MS_SYNC) != 0)
+        rc = -errno;
+    munmap(p, (size_t)len);
+    return rc;
+}
+
+/* Open the copy as a store (alone, so a best-effort copy is repaired like
+ * a store whose writer died), check it, close it (marked clean). */
+static int verify_copy(const char *tmp, uint64_t *entries)
+{
+    shmkv_options o = {.backend = SHMKV_BACKEND_DISK, .flags = SHMKV_NOCREATE};
+    shmkv_db *c = NULL;
+    int rc = shmkv_open(tmp, &o, &c);
+    if (rc)
+        return rc;
+    rc = shmkv_check(c, NULL, NULL, 0);
+    if (!rc)
+        *entries = shmkv_size(c);
+    int crc = shmkv_close(c);
+    return rc ? rc : crc;
+}
+
+static int fsync_dir_of(const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    else if ((size_t)(slash - path) >= sizeof dir)
+        return -ENAMETOOLONG;
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return -errno;
+    int rc = fsync(dfd) != 0 ? -errno : 0;
+    close(dfd);
+    return rc;
+}
+
+/* One copy into fd. Consistent: every lock that keeps the region still is
+ * held for the copy alone (segments in order, then the index, then the
+ * growth lock: the order of docs/design.md), and the time they were held
+ * is the writers' pause. */
+static int take_copy(shmkv_db *db, int fd, bool consistent, uint64_t *len, uint64_t *pause_ns)
+{
+    shmkv__map *m = db->m;
+    shmkv__hdr *h = SHMKV__HDR(m);
+    int rc;
+    *pause_ns = 0;
+    if (consistent) {
+        shmkv__call_begin(db);
+        if ((rc = shmkv__lock_all(m)) != 0)
+            return rc;
+        if ((rc = shmkv__index_lock_raw(m)) != 0) {
+            shmkv__unlock_all(m);
+            return rc;
+        }
+        if ((rc = shmkv__grow_lock(m)) != 0) {
+            shmkv__index_unlock(m);
+            shmkv__unlock_all(m);
+            return rc;
+        }
+        uint64_t t0 = shmkv__mono_ns();
+        uint64_t top = atomic_load(&h->top);
+        rc = copy_range(m, fd, 0, top);
+        *pause_ns = shmkv__mono_ns() - t0;
+        shmkv__grow_unlock(m);
+        shmkv__index_unlock(m);
+        shmkv__unlock_all(m);
+        *len = top;
+        return rc;
+    }
+    /* Best effort: the region may grow while it is copied, and the header
+     * (copied first) may name a top beyond what was copied; copy on until
+     * the copy holds everything its own header names. */
+    uint64_t done = 0;
+    for (int round = 0; round < 64; round++) {
+        uint64_t top = atomic_load(&h->top);
+        if (top > done && (rc = copy_range(m, fd, done, top)) != 0)
+            return rc;
+        done = top > done ? top : done;
+        uint64_t ctop;
+        if (pread(fd, &ctop, sizeof ctop, (off_t)offsetof(shmkv__hdr, top)) != sizeof ctop)
+            return errno ? -errno : -EIO;
+        if (ctop <= done) {
+            if (ctop < done && ftruncate(fd, (off_t)ctop) != 0)
+                return -errno;
+            *len = ctop;
+            return 0;
+        }
+    }
+    return SHMKV_ETIMEDOUT;
+}
+
+int shmkv_backup(shmkv_db *db, const char *path, unsigned flags, shmkv_backup_info *out)
+{
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!shmkv__db_usable(db) || !path || !*path || (flags & ~SHMKV_BACKUP_CONCURRENT))
+        return SHMKV_EINVAL;
+    if (db->m->rdonly)
+        return SHMKV_EREADONLY; /* a consistent copy takes the locks */
+    bool consistent = !(flags & SHMKV_BACKUP_CONCURRENT);
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 48);
+    if (!tmp)
+        return -ENOMEM;
+    static _Atomic unsigned seqno;
+    snprintf(tmp, plen + 48, "%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&seqno, 1));
+
+    int rc = 0;
+    uint64_t len = 0, pause = 0, entries = 0;
+    /* A best-effort copy that does not survive its check is taken again;
+     * after a few, writers are paused for one consistent copy instead. */
+    for (int attempt = 0; attempt < 4; attempt++) {
+        bool cons = consistent || attempt == 3;
+        int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            rc = -errno;
+            break;
+        }
+        rc = take_copy(db, fd, cons, &len, &pause);
+        SHMKV__HOOK("backup.copied");
+        if (!rc)
+            rc = fix_copy(fd, len, cons, &entries);
+        if (!rc && fsync(fd) != 0)
+            rc = -errno;
+        close(fd);
+        if (!rc && !cons)
+            rc = verify_copy(tmp, &entries);
+        struct stat st;
+        if (!rc && stat(tmp, &st) == 0)
+            len = (uint64_t)st.st_size; /* the repair at the check may have grown it */
+        if (!rc) {
+            consistent = cons;
+            break;
+        }
+        unlink(tmp);
+        if (cons || rc != SHMKV_ECORRUPT)
+            break;
+    }
+    if (!rc) {
+        if (rename(tmp, path) != 0)
+            rc = -errno;
+        else
+            rc = fsync_dir_of(path);
+        if (rc)
+            unlink(tmp);
+    }
+    free(tmp);
+    if (rc)
+        return rc;
+    if (out) {
+        out->entries = entries;
+        out->bytes = len;
+        out->pause_ns = pause;
+        out->best_effort = !consistent;
+    }
+    return 0;
+}
+
+/* ---- restore ---------------------------------------------------------- */
+
+typedef struct restore_ctx {
+    shmkv_db *dst;
+    shmkv_item *items;
+    size_t n, cap;
+    unsigned char *buf;
+    size_t used, bcap;
+    uint64_t entries, bytes;
+    int rc;
+} restore_ctx;
+
+enum { BATCH_KEYS = 4096, BATCH_BYTES = 8u << 20 };
+
+static int restore_flush(restore_ctx *c)
+{
+    if (!c->n)
+        return 0;
+    /* The items point into buf, which only grows between flushes. */
+    int rc = shmkv_set_many(c->dst, c->items, c->n, NULL);
+    c->n = 0;
+    c->used = 0;
+    return rc;
+}
+
+static int restore_count(void *ctx, const void *key, size_t klen, const void *val, size_t vlen,
+                         shmkv_kind kind)
+{
+    (void)key, (void)val, (void)kind;
+    restore_ctx *c = ctx;
+    c->entries++;
+    c->bytes += klen + vlen;
+    return 0;
+}
+
+static int restore_one(void *ctx, const void *key, size_t klen, const void *val, size_t vlen,
+                       shmkv_kind kind)
+{
+    restore_ctx *c = ctx;
+    if (c->n == c->cap || c->used + klen + vlen > c->bcap) {
+        if ((c->rc = restore_flush(c)) != 0)
+            return 1;
+    }
+    if (klen + vlen > c->bcap) {
+        unsigned char *nb = malloc(klen + vlen);
+        if (!nb) {
+            c->rc = -ENOMEM;
+            return 1;
+        }
+        free(c->buf);
+        c->buf = nb;
+        c->bcap = klen + vlen;
+    }
+    unsigned char *k = c->buf + c->used;
+    memcpy(k, key, klen);
+    if (vlen)
+        memcpy(k + klen, val, vlen);
+    c->used += klen + vlen;
+    c->items[c->n++] = (shmkv_item){.key = k, .klen = klen, .val = k + klen, .vlen = vlen,
+                                    .kind = kind};
+    c->entries++;
+    c->bytes += klen + vlen;
+    return 0;
+}
+
+int shmkv_restore(shmkv_db *db, const char *path, uint64_t max_entries, uint64_t max_bytes,
+                  shmkv_restore_info *out)
+{
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!shmkv__db_usable(db) || !path || !*path)
+        return SHMKV_EINVAL;
+    if (db->flags & SHMKV_RDONLY)
+        return SHMKV_EREADONLY;
+    /* Only a finished store is a backup: an empty or zero-filled file would
+     * otherwise be taken for a store to create, and written to. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return -errno;
+    char magic[8];
+    ssize_t n = pread(fd, magic, sizeof magic, 0);
+    int err = errno;
+    close(fd);
+    if (n < 0)
+        return -err;
+    if (n != (ssize_t)sizeof magic || memcmp(magic, SHMKV__MAGIC, sizeof magic) != 0)
+        return SHMKV_ENOTSTORE;
+
+    shmkv_options o = {.backend = SHMKV_BACKEND_DISK, .flags = SHMKV_NOCREATE};
+    shmkv_db *src = NULL;
+    int rc = shmkv_open(path, &o, &src);
+    if (rc)
+        return rc;
+    if (src->m == db->m) {
+        shmkv_close(src);
+        return SHMKV_EINVAL; /* restoring a store into itself would clear it */
+    }
+    restore_ctx c = {.dst = db, .cap = BATCH_KEYS, .bcap = BATCH_BYTES};
+    if ((rc = shmkv_check(src, NULL, NULL, 0)) != 0)
+        goto out;
+    /* The guards are checked against the whole backup before anything is
+     * written. */
+    if ((rc = shmkv_scan(src, NULL, 0, NULL, 0, 0, 0, restore_count, &c)) != 0)
+        goto out;
+    if (out) {
+        out->entries = c.entries;
+        out->bytes = c.bytes;
+    }
+    if ((max_entries && c.entries > max_entries) || (max_bytes && c.bytes > max_bytes)) {
+        rc = SHMKV_EFULL;
+        goto out;
+    }
+    c.items = malloc(c.cap * sizeof *c.items);
+    c.buf = malloc(c.bcap);
+    if (!c.items || !c.buf) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    c.entries = c.bytes = 0;
+    if ((rc = shmkv_clear(db)) != 0)
+        goto out;
+    SHMKV__HOOK("restore.cleared");
+    rc = shmkv_scan(src, NULL, 0, NULL, 0, 0, 0, restore_one, &c);
+    if (rc == 1)
+        rc = c.rc;
+    if (!rc)
+        rc = restore_flush(&c);
+    if (!rc && out) {
+        out->entries = c.entries;
+        out->bytes = c.bytes;
+    }
+out:
+    free(c.items);
+    free(c.buf);
+    int crc = shmkv_close(src);
+    return rc ? rc : crc;
+}
