@@ -109,3 +109,69 @@ func TestJSRestoreFromClosedStoreFile(t *testing.T) {
 		eq((await dst.restore({fileName: `+strconv.Quote(cp)+`})).totalEntries, 100, "restore from a copy");
 		eq(await dst.get("c77"), 77, "value");`)
 }
+
+// TestExportGoldenFiles pins what exportJSONL() and exportCSV() write for
+// a set of awkward entries to tests/cli/golden/export.*, which the CLI
+// test compares with shmkv-dump --export on the same entries (set by
+// tests/cli/mkstore.c "export": keep the two lists in step). Run with
+// SHMKV_UPDATE_GOLDEN=1 to rewrite the files.
+func TestExportGoldenFiles(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ex.kv")
+	d, err := openDB(openParams{backend: BackendDisk, where: path, reserve: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := []struct {
+		k, v string
+		kind Kind
+	}{
+		{"cfg", "{ \"name\" : \"demo\", \"n\": 1.5e3, \"ok\": true,\n \"none\": null, \"tags\": [\"a\", \"b\"] }", KindJSON},
+		{"text", "say \"hi\", \\ <tag> & done", KindString},
+		{"lines", "one\ntwo\r\tthree\x01\b\f\x7f", KindString},
+		{"sep", "a\u2028b\u2029c", KindString},
+		{"uni:ключ", "знач 😀", KindString},
+		{"empty", "", KindBytes},
+		{"bytes-text", "plain bytes", KindBytes},
+		{"num", "42", KindJSON},
+		{"raw2028", "\"x\u2028y\"", KindJSON},
+		{"user:1", `{"name":"Ada, L","age":36,"admin":false,"note":null}`, KindJSON},
+		{"user:2", `{"name":"first", "age" : 1.5 ,"name":"last \"q\"\nline"}`, KindJSON},
+		{"user:3", `{"age":"\u00e9\ud83d\ude00\ud800", "note": " lead", "name": "\\."}`, KindJSON},
+		{"user:4", `{}`, KindJSON},
+		{"k<&>", "v<&>", KindBytes},
+		{"j<&>", `{"a":"<&>"}`, KindJSON},
+	}
+	for _, e := range entries {
+		if err := d.set(e.k, []byte(e.v), e.kind); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.close(); err != nil {
+		t.Fatal(err)
+	}
+	rt := newJS(t)
+	runAsync(t, rt, `const kv = openKv({backend: "disk", path: `+strconv.Quote(path)+`});
+		await kv.exportJSONL({fileName: `+strconv.Quote(filepath.Join(dir, "export.jsonl"))+`});
+		await kv.exportCSV({fileName: `+strconv.Quote(filepath.Join(dir, "export.csv"))+`, prefix: "user:", columns: ["name", "age", "note", "missing"]});`)
+	for _, name := range []string{"export.jsonl", "export.csv"} {
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		golden := filepath.Join("..", "tests", "cli", "golden", name)
+		if os.Getenv("SHMKV_UPDATE_GOLDEN") != "" {
+			if err := os.WriteFile(golden, got, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		want, err := os.ReadFile(golden)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("%s differs from %s:\n%q\nwant\n%q", name, golden, got, want)
+		}
+	}
+}
