@@ -10,6 +10,7 @@ set -u
 DUMP=$1
 MK=$2
 GROUP=${3:-all}
+LOAD=${4:-}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 GOLD=$HERE/golden
 T=$(mktemp -d "${TMPDIR:-/tmp}/shmkv-dump-test.XXXXXX")
@@ -494,6 +495,41 @@ group_export() {
     cp e.kv c.kv
     d c.kv --check c.kv
     expect_rc 0 "--check of a closed store's copy"
+
+    # shmkv-load: what --export wrote loads back the same.
+    [ -n "$LOAD" ] || { bad "no shmkv-load given"; return; }
+    "$LOAD" r.kv "$GOLD/export.jsonl" 2>"$T/err"
+    RC=$?
+    expect_rc 0 "shmkv-load of an export"
+    d r.kv --export jsonl r.kv
+    expect_out "$GOLD/export.jsonl" "loaded back, it exports the same"
+    "$LOAD" --string --batch 2 r2.kv "$GOLD/export.jsonl" 2>"$T/err" && ok "--string --batch 2" || bad "--string --batch 2"
+    d r2.kv --get text r2.kv
+    if [ "$(cat "$T/out")" = 'say "hi", \ <tag> & done' ]; then ok "--string stores a string as its text"; else bad "--string: $(cat "$T/out")"; fi
+    # A bad line: its number, and nothing written (no store made, an
+    # existing one unchanged).
+    local before
+    before=$(sha e.kv)
+    n=0
+    for content in '{"key":"a","value":1}\n{"key":"b","value":}\n' '{"key":"a","value":1}\n\n{"key":"b","value":2}\n' \
+        '{"key":"a","value":1}\n{"value":2}\n' '{"key":"a","value":1}\n{"key":7,"value":2}\n' \
+        '{"key":"a","value":1}\n{"key":"","value":2}\n' '{"key":"a","value":1}\n{"key":"b"}\n' \
+        '{"key":"a","value":1}\n[1,2]\n' '{"key":"a","value":1}\n{"key":"\xff","value":1}\n'; do
+        n=$((n + 1))
+        printf "$content" >bad$n.jsonl
+        "$LOAD" new$n.kv bad$n.jsonl 2>"$T/err"
+        RC=$?
+        if [ "$RC" = 1 ] && [ ! -e new$n.kv ] && grep -q "bad$n.jsonl:2: .*nothing was written" "$T/err"; then
+            ok "shmkv-load refuses bad file $n at line 2: $(cut -d: -f4- "$T/err" | head -c 60)"
+        else
+            bad "shmkv-load bad file $n: exit $RC, $(cat "$T/err")"
+        fi
+        "$LOAD" e.kv bad$n.jsonl 2>/dev/null
+        [ "$(sha e.kv)" = "$before" ] || bad "shmkv-load changed a store for bad file $n"
+    done
+    "$LOAD" new.kv missing.jsonl 2>"$T/err"
+    RC=$?
+    expect_rc 2 "shmkv-load of a missing file"
 }
 
 case $GROUP in

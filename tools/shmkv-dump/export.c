@@ -10,6 +10,7 @@
  * message naming the key, and nothing reaches standard output.
  */
 #include "dump.h"
+#include "jsonx.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -55,150 +56,6 @@ static void put_gostr(FILE *f, const unsigned char *p, size_t n, bool html)
         }
     }
     fputc('"', f);
-}
-
-/* A valid JSON text without the whitespace between its tokens. */
-static void put_compact(FILE *f, const unsigned char *p, size_t n)
-{
-    bool in_str = false, esc = false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = p[i];
-        if (in_str) {
-            if (esc)
-                esc = false;
-            else if (c == '\\')
-                esc = true;
-            else if (c == '"')
-                in_str = false;
-        } else if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
-            continue;
-        } else if (c == '"') {
-            in_str = true;
-        }
-        fputc(c, f);
-    }
-}
-
-/* ---- the top-level fields of a JSON object (CSV) ------------------------ */
-
-static size_t ws(const unsigned char *p, size_t n, size_t i)
-{
-    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
-        i++;
-    return i;
-}
-
-/* End of the string that starts at p[i] == '"' (just past its quote). */
-static size_t str_end(const unsigned char *p, size_t n, size_t i)
-{
-    for (i++; i < n; i++) {
-        if (p[i] == '\\')
-            i++;
-        else if (p[i] == '"')
-            return i + 1;
-    }
-    return n;
-}
-
-/* End of the (valid) JSON value that starts at p[i]. */
-static size_t value_end(const unsigned char *p, size_t n, size_t i)
-{
-    if (p[i] == '"')
-        return str_end(p, n, i);
-    size_t depth = 0;
-    for (; i < n; i++) {
-        unsigned char c = p[i];
-        if (c == '"') {
-            i = str_end(p, n, i) - 1;
-        } else if (c == '{' || c == '[') {
-            depth++;
-        } else if (c == '}' || c == ']') {
-            if (depth == 0)
-                return i;
-            if (--depth == 0)
-                return i + 1;
-        } else if (depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r')) {
-            return i;
-        }
-    }
-    return n;
-}
-
-static unsigned hex4(const unsigned char *p)
-{
-    unsigned v = 0;
-    for (int k = 0; k < 4; k++) {
-        unsigned char c = p[k];
-        v = v * 16 + (c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
-    }
-    return v;
-}
-
-static void put_utf8(FILE *f, unsigned cp)
-{
-    if (cp < 0x80) {
-        fputc((int)cp, f);
-    } else if (cp < 0x800) {
-        fputc((int)(0xC0 | cp >> 6), f);
-        fputc((int)(0x80 | (cp & 63)), f);
-    } else if (cp < 0x10000) {
-        fputc((int)(0xE0 | cp >> 12), f);
-        fputc((int)(0x80 | ((cp >> 6) & 63)), f);
-        fputc((int)(0x80 | (cp & 63)), f);
-    } else {
-        fputc((int)(0xF0 | cp >> 18), f);
-        fputc((int)(0x80 | ((cp >> 12) & 63)), f);
-        fputc((int)(0x80 | ((cp >> 6) & 63)), f);
-        fputc((int)(0x80 | (cp & 63)), f);
-    }
-}
-
-/* Decode the JSON string [i, end) (quotes included) into a new C buffer;
- * a lone surrogate becomes U+FFFD, as Go's decoder makes it. */
-static char *str_decode(const unsigned char *p, size_t i, size_t end, size_t *len)
-{
-    char *buf = NULL;
-    size_t blen = 0;
-    FILE *f = open_memstream(&buf, &blen);
-    if (!f)
-        return NULL;
-    for (i++; i + 1 < end; i++) {
-        unsigned char c = p[i];
-        if (c != '\\') {
-            fputc(c, f);
-            continue;
-        }
-        c = p[++i];
-        switch (c) {
-        case 'b': fputc('\b', f); break;
-        case 'f': fputc('\f', f); break;
-        case 'n': fputc('\n', f); break;
-        case 'r': fputc('\r', f); break;
-        case 't': fputc('\t', f); break;
-        case 'u': {
-            unsigned cp = hex4(p + i + 1);
-            i += 4;
-            if (cp >= 0xD800 && cp < 0xDC00 && i + 6 < end && p[i + 1] == '\\' && p[i + 2] == 'u') {
-                unsigned lo = hex4(p + i + 3);
-                if (lo >= 0xDC00 && lo < 0xE000) {
-                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                    i += 6;
-                }
-            }
-            if (cp >= 0xD800 && cp < 0xE000)
-                cp = 0xFFFD;
-            put_utf8(f, cp);
-            break;
-        }
-        default: fputc(c, f); break; /* " \ / */
-        }
-    }
-    if (fclose(f) != 0) {
-        free(buf);
-        return NULL;
-    }
-    *len = blen;
-    return buf;
 }
 
 /* Whether encoding/csv quotes a field: empty never; `\.`; a comma, quote
@@ -252,31 +109,31 @@ static int put_csv_row(exp *x, const unsigned char *k, uint32_t klen, const unsi
     if (!from)
         return -ENOMEM;
     size_t *to = from + x->ncols;
-    size_t i = ws(v, vlen, 0);
+    size_t i = jx_ws(v, vlen, 0);
     int rc = 0;
     if (i >= vlen || v[i] != '{') {
         snprintf(x->why, sizeof x->why, "the value of key %s is not a JSON object: CSV writes objects as rows", label);
         rc = 1;
         goto out;
     }
-    for (i = ws(v, vlen, i + 1); i < vlen && v[i] != '}';) {
-        size_t ne = str_end(v, vlen, i), nlen;
-        char *name = str_decode(v, i, ne, &nlen);
+    for (i = jx_ws(v, vlen, i + 1); i < vlen && v[i] != '}';) {
+        size_t ne = jx_str_end(v, vlen, i), nlen;
+        char *name = jx_str_decode(v, i, ne, &nlen);
         if (!name) {
             rc = -ENOMEM;
             goto out;
         }
-        i = ws(v, vlen, ws(v, vlen, ne) + 1); /* past the colon */
-        size_t ve = value_end(v, vlen, i);
+        i = jx_ws(v, vlen, jx_ws(v, vlen, ne) + 1); /* past the colon */
+        size_t ve = jx_value_end(v, vlen, i);
         for (size_t c = 0; c < x->ncols; c++)
             if (strlen(x->cols[c]) == nlen && memcmp(x->cols[c], name, nlen) == 0) {
                 from[c] = i;
                 to[c] = ve;
             }
         free(name);
-        i = ws(v, vlen, ve);
+        i = jx_ws(v, vlen, ve);
         if (i < vlen && v[i] == ',')
-            i = ws(v, vlen, i + 1);
+            i = jx_ws(v, vlen, i + 1);
     }
     put_csv_field(x->out, k, klen);
     for (size_t c = 0; c < x->ncols; c++) {
@@ -293,7 +150,7 @@ static int put_csv_row(exp *x, const unsigned char *k, uint32_t klen, const unsi
         }
         if (c0 == '"') {
             size_t len;
-            char *s = str_decode(v, from[c], to[c], &len);
+            char *s = jx_str_decode(v, from[c], to[c], &len);
             if (!s) {
                 rc = -ENOMEM;
                 goto out;
@@ -347,7 +204,7 @@ static int export_one(void *ctx, const unsigned char *k, uint32_t klen, const un
     put_gostr(x->out, k, klen, false);
     fputs(",\"value\":", x->out);
     if (kind == SHMKV_KIND_JSON)
-        put_compact(x->out, v, vlen);
+        jx_put_compact(x->out, v, vlen);
     else
         put_gostr(x->out, v, vlen, true);
     fputs("}\n", x->out);
