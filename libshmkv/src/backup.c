@@ -48,7 +48,7 @@ static int copy_range(shmkv__map *m, int fd, uint64_t from, uint64_t to)
  * names a thread of this process, no process is listed as attached, and
  * the clean flag says whether its next opener may skip the repair. Only
  * the copy is written, never the live store. */
-static int fix_copy(int fd, uint64_t len, bool consistent, uint64_t *entries)
+static int fix_copy(int fd, uint64_t len, uint64_t *entries)
 {
     void *p = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED)
@@ -57,7 +57,7 @@ static int fix_copy(int fd, uint64_t len, bool consistent, uint64_t *entries)
     shmkv__map *m = &cm;
     shmkv__hdr *h = SHMKV__HDR(m);
     int rc = 0;
-    bool settled = consistent;
+    bool settled = true;
     *entries = 0;
     h->backend = SHMKV_BACKEND_DISK; /* a file now, whatever it was copied from */
     atomic_store(&h->file_size, len);
@@ -67,8 +67,7 @@ static int fix_copy(int fd, uint64_t len, bool consistent, uint64_t *entries)
     for (uint32_t i = 0; i < h->nseg && !rc; i++) {
         shmkv__seg *s = shmkv__seg_at(m, i);
         uint32_t v = atomic_load(&s->seq);
-        /* Odd: locked while copied. By us in a consistent copy (nothing was
-         * half done), by a writer at work in a best-effort one. */
+        /* Odd: locked (by us) while copied, with nothing half done. */
         if (v & 1)
             atomic_store(&s->seq, v + 1);
         if (atomic_load(&s->intent))
@@ -83,22 +82,6 @@ static int fix_copy(int fd, uint64_t len, bool consistent, uint64_t *entries)
         rc = -errno;
     munmap(p, (size_t)len);
     return rc;
-}
-
-/* Open the copy as a store (alone, so a best-effort copy is repaired like
- * a store whose writer died), check it, close it (marked clean). */
-static int verify_copy(const char *tmp, uint64_t *entries)
-{
-    shmkv_options o = {.backend = SHMKV_BACKEND_DISK, .flags = SHMKV_NOCREATE};
-    shmkv_db *c = NULL;
-    int rc = shmkv_open(tmp, &o, &c);
-    if (rc)
-        return rc;
-    rc = shmkv_check(c, NULL, NULL, 0);
-    if (!rc)
-        *entries = shmkv_size(c);
-    int crc = shmkv_close(c);
-    return rc ? rc : crc;
 }
 
 static int fsync_dir_of(const char *path)
@@ -121,59 +104,123 @@ static int fsync_dir_of(const char *path)
     return rc;
 }
 
-/* One copy into fd. Consistent: every lock that keeps the region still is
+/* The consistent copy into fd: every lock that keeps the region still is
  * held for the copy alone (segments in order, then the index, then the
  * growth lock: the order of docs/design.md), and the time they were held
  * is the writers' pause. */
-static int take_copy(shmkv_db *db, int fd, bool consistent, uint64_t *len, uint64_t *pause_ns)
+static int take_copy(shmkv_db *db, int fd, uint64_t *len, uint64_t *pause_ns)
 {
     shmkv__map *m = db->m;
     shmkv__hdr *h = SHMKV__HDR(m);
     int rc;
-    *pause_ns = 0;
-    if (consistent) {
-        shmkv__call_begin(db);
-        if ((rc = shmkv__lock_all(m)) != 0)
-            return rc;
-        if ((rc = shmkv__index_lock_raw(m)) != 0) {
-            shmkv__unlock_all(m);
-            return rc;
-        }
-        if ((rc = shmkv__grow_lock(m)) != 0) {
-            shmkv__index_unlock(m);
-            shmkv__unlock_all(m);
-            return rc;
-        }
-        uint64_t t0 = shmkv__mono_ns();
-        uint64_t top = atomic_load(&h->top);
-        rc = copy_range(m, fd, 0, top);
-        *pause_ns = shmkv__mono_ns() - t0;
-        shmkv__grow_unlock(m);
-        shmkv__index_unlock(m);
+    shmkv__call_begin(db);
+    if ((rc = shmkv__lock_all(m)) != 0)
+        return rc;
+    if ((rc = shmkv__index_lock_raw(m)) != 0) {
         shmkv__unlock_all(m);
-        *len = top;
         return rc;
     }
-    /* Best effort: the region may grow while it is copied, and the header
-     * (copied first) may name a top beyond what was copied; copy on until
-     * the copy holds everything its own header names. */
-    uint64_t done = 0;
-    for (int round = 0; round < 64; round++) {
-        uint64_t top = atomic_load(&h->top);
-        if (top > done && (rc = copy_range(m, fd, done, top)) != 0)
-            return rc;
-        done = top > done ? top : done;
-        uint64_t ctop;
-        if (pread(fd, &ctop, sizeof ctop, (off_t)offsetof(shmkv__hdr, top)) != sizeof ctop)
-            return errno ? -errno : -EIO;
-        if (ctop <= done) {
-            if (ctop < done && ftruncate(fd, (off_t)ctop) != 0)
-                return -errno;
-            *len = ctop;
-            return 0;
-        }
+    if ((rc = shmkv__grow_lock(m)) != 0) {
+        shmkv__index_unlock(m);
+        shmkv__unlock_all(m);
+        return rc;
     }
-    return SHMKV_ETIMEDOUT;
+    uint64_t t0 = shmkv__mono_ns();
+    uint64_t top = atomic_load(&h->top);
+    rc = copy_range(m, fd, 0, top);
+    *pause_ns = shmkv__mono_ns() - t0;
+    shmkv__grow_unlock(m);
+    shmkv__index_unlock(m);
+    shmkv__unlock_all(m);
+    *len = top;
+    return rc;
+}
+
+/* ---- the best-effort copy ---------------------------------------------- */
+
+/* A byte copy taken while writers go on would hold tables and entries of
+ * different moments (a table copied after an entry it names was written,
+ * or before), which is no state any crash leaves. So a best-effort backup
+ * is built through the library instead: a new store at the temporary path
+ * with the live store's options, filled one segment at a time, each
+ * segment copied out under its own lock (writers of that segment wait for
+ * that copy, those of others not at all). Each segment is as of one
+ * moment; the whole is not (a batch written meanwhile across segments may
+ * be there in part). */
+typedef struct seg_copy {
+    shmkv__map *m;
+    shmkv__buf b;   /* key, value of each entry, one after the other */
+    shmkv_item *it;
+    size_t n, cap;
+} seg_copy;
+
+static int seg_copy_one(void *ctx, uint64_t off)
+{
+    seg_copy *c = ctx;
+    const shmkv__entry *e = shmkv__entry_at(c->m, off);
+    if (c->n == c->cap) {
+        size_t nc = c->cap ? c->cap * 2 : 1024;
+        shmkv_item *it = realloc(c->it, nc * sizeof *it);
+        if (!it)
+            return -ENOMEM;
+        c->it = it;
+        c->cap = nc;
+    }
+    size_t len = (size_t)e->klen + e->vlen;
+    int rc = shmkv__buf_reserve(&c->b, len);
+    if (rc)
+        return rc;
+    /* Offsets for now: the buffer may move as it grows. */
+    c->it[c->n++] = (shmkv_item){.key = (const void *)(uintptr_t)c->b.len, .klen = e->klen,
+                                 .vlen = e->vlen,
+                                 .kind = (shmkv_kind)shmkv__block_of(c->m, off)->kind};
+    memcpy(c->b.p + c->b.len, e->data, len);
+    c->b.len += len;
+    return 0;
+}
+
+static int take_logical(shmkv_db *db, const char *tmp, uint64_t *pause_ns, uint64_t *entries)
+{
+    shmkv__map *m = db->m;
+    shmkv__hdr *h = SHMKV__HDR(m);
+    shmkv_options o = {.backend = SHMKV_BACKEND_DISK, .segments = h->nseg, .reserve = h->reserve,
+                       .track_keys = atomic_load(&h->track_keys) ? SHMKV_TRACK_ON : SHMKV_TRACK_OFF,
+                       .flags = SHMKV_NOSYNC, .mode = 0600};
+    shmkv_db *out = NULL;
+    int rc = shmkv_open(tmp, &o, &out);
+    if (rc)
+        return rc;
+    seg_copy c = {.m = m};
+    *pause_ns = 0;
+    *entries = 0;
+    for (uint32_t i = 0; i < h->nseg && !rc; i++) {
+        if (i == h->nseg / 2)
+            SHMKV__HOOK("backup.copy.mid");
+        c.n = 0;
+        c.b.len = 0;
+        shmkv__seg *s = shmkv__seg_at(m, i);
+        shmkv__call_begin(db);
+        if ((rc = shmkv__seg_lock(m, s)) != 0)
+            break;
+        uint64_t t0 = shmkv__mono_ns();
+        rc = shmkv__seg_visit(m, s, seg_copy_one, &c);
+        uint64_t held = shmkv__mono_ns() - t0;
+        shmkv__seg_unlock(s);
+        *pause_ns = held > *pause_ns ? held : *pause_ns;
+        for (size_t j = 0; j < c.n; j++) {
+            uintptr_t at = (uintptr_t)c.it[j].key;
+            c.it[j].key = c.b.p + at;
+            c.it[j].val = c.b.p + at + c.it[j].klen;
+        }
+        for (size_t j = 0; j < c.n && !rc; j += 4096)
+            rc = shmkv_set_many(out, c.it + j, c.n - j < 4096 ? c.n - j : 4096, NULL);
+        *entries += c.n;
+    }
+    free(c.it);
+    free(c.b.p);
+    /* Without SHMKV_NOSYNC the close msyncs; the caller fsyncs the file. */
+    int crc = shmkv_close(out);
+    return rc ? rc : crc;
 }
 
 int shmkv_backup(shmkv_db *db, const char *path, unsigned flags, shmkv_backup_info *out)
@@ -194,35 +241,28 @@ int shmkv_backup(shmkv_db *db, const char *path, unsigned flags, shmkv_backup_in
 
     int rc = 0;
     uint64_t len = 0, pause = 0, entries = 0;
-    /* A best-effort copy that does not survive its check is taken again;
-     * after a few, writers are paused for one consistent copy instead. */
-    for (int attempt = 0; attempt < 4; attempt++) {
-        bool cons = consistent || attempt == 3;
-        int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0) {
-            rc = -errno;
-            break;
-        }
-        rc = take_copy(db, fd, cons, &len, &pause);
+    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        rc = -errno;
+    if (!rc && consistent) {
+        rc = take_copy(db, fd, &len, &pause);
         SHMKV__HOOK("backup.copied");
         if (!rc)
-            rc = fix_copy(fd, len, cons, &entries);
-        if (!rc && fsync(fd) != 0)
-            rc = -errno;
-        close(fd);
-        if (!rc && !cons)
-            rc = verify_copy(tmp, &entries);
-        struct stat st;
-        if (!rc && stat(tmp, &st) == 0)
-            len = (uint64_t)st.st_size; /* the repair at the check may have grown it */
-        if (!rc) {
-            consistent = cons;
-            break;
-        }
-        unlink(tmp);
-        if (cons || rc != SHMKV_ECORRUPT)
-            break;
+            rc = fix_copy(fd, len, &entries);
+    } else if (!rc) {
+        /* An empty file: the open in take_logical creates the store in it. */
+        rc = take_logical(db, tmp, &pause, &entries);
+        SHMKV__HOOK("backup.copied");
     }
+    struct stat st;
+    if (!rc && fstat(fd, &st) == 0)
+        len = (uint64_t)st.st_size;
+    if (!rc && fsync(fd) != 0)
+        rc = -errno;
+    if (fd >= 0)
+        close(fd);
+    if (rc && fd >= 0)
+        unlink(tmp);
     if (!rc) {
         if (rename(tmp, path) != 0)
             rc = -errno;
