@@ -26,9 +26,9 @@ const (
 
 // bestEffortWarning is the warning a best-effort backup carries: what such
 // a copy may and may not hold (see shmkv_backup).
-const bestEffortWarning = "allowConcurrentWrites is best-effort: writers were not paused, so the backup " +
-	"holds every write finished before it began and any subset of the writes made while it was taken " +
-	"(each key as of some moment, not all keys as of one)"
+const bestEffortWarning = "allowConcurrentWrites is best-effort: writers were not all paused at once, " +
+	"so the backup is not one moment of the store: writes made while it was taken may or may not be in it, " +
+	"and a batch (setMany, deleteMany) made meanwhile may be in it in part"
 
 // snapshotOptions reads the options object, which the fork requires.
 func (c *call) snapshotOptions(required string, known ...string) *sobek.Object {

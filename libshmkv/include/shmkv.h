@@ -582,11 +582,12 @@ typedef struct shmkv_restore_info {
  * temporary file next to path (writers of every process wait for that
  * copy, pause_ns); the copy is then fixed up (lock words reset, attach
  * table emptied, marked clean), fsynced and renamed over path.
- * SHMKV_BACKUP_CONCURRENT: no lock is taken; the copy is repaired as after
- * a crash and checked with shmkv_check(); a copy that fails the check is
- * taken again, and after 3 failures a consistent copy is taken instead
- * (best_effort then reads 0). The result holds every write that finished
- * before the copy began and any subset of those made during it.
+ * SHMKV_BACKUP_CONCURRENT: writers are never stopped all at once. A new
+ * store with this one's options is made at the temporary path and filled
+ * one segment at a time, each segment's entries copied out under its own
+ * lock (pause_ns: the longest of those holds). Each segment is as of one
+ * moment, the whole is not: writes made meanwhile may or may not be there,
+ * a batch across segments in part. Costs about a set_many() of every entry.
  * @return 0; SHMKV_EINVAL; SHMKV_EREADONLY; -ENOSPC and other -errno of
  *   the file system (no file is left at path, nor a temporary one, and
  *   the store is not changed); the errors of the locks (SHMKV_ETIMEDOUT).
