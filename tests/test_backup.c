@@ -300,6 +300,12 @@ Test(backup, guards_refuse_before_writing)
     expect_target(dst);
     T_OK(shmkv_restore(dst, bk, 100, 1400, &ri));
     cr_assert_eq(shmkv_size(dst), 100);
+    /* A backup this process may not write is read through a read-only
+     * handle (root may write anything: only then is it a test of that). */
+    cr_assert_eq(chmod(bk, 0400), 0);
+    t_set(dst, "a", "1");
+    T_OK(shmkv_restore(dst, bk, 0, 0, &ri));
+    cr_assert_eq(shmkv_size(dst), 100);
     t_expect_str(dst, "k042", "0123456789");
     t_expect_absent(dst, "a", 1);
     t_close(dst);

@@ -371,9 +371,17 @@ int shmkv_restore(shmkv_db *db, const char *path, uint64_t max_entries, uint64_t
     if (n != (ssize_t)sizeof magic || memcmp(magic, SHMKV__MAGIC, sizeof magic) != 0)
         return SHMKV_ENOTSTORE;
 
+    /* Opened like any store, so that a backup of a store whose writer died
+     * is repaired first, and checked; a file this process may not write
+     * (a read-only medium, mode 0400) is read through a read-only handle
+     * instead, which reads consistently without repairing or checking. */
     shmkv_options o = {.backend = SHMKV_BACKEND_DISK, .flags = SHMKV_NOCREATE};
     shmkv_db *src = NULL;
     int rc = shmkv_open(path, &o, &src);
+    if (rc == -EACCES || rc == -EROFS || rc == -EPERM) {
+        o.flags = SHMKV_RDONLY;
+        rc = shmkv_open(path, &o, &src);
+    }
     if (rc)
         return rc;
     if (src->m == db->m) {
@@ -381,7 +389,7 @@ int shmkv_restore(shmkv_db *db, const char *path, uint64_t max_entries, uint64_t
         return SHMKV_EINVAL; /* restoring a store into itself would clear it */
     }
     restore_ctx c = {.dst = db, .cap = BATCH_KEYS, .bcap = BATCH_BYTES};
-    if ((rc = shmkv_check(src, NULL, NULL, 0)) != 0)
+    if (!(o.flags & SHMKV_RDONLY) && (rc = shmkv_check(src, NULL, NULL, 0)) != 0)
         goto out;
     /* The guards are checked against the whole backup before anything is
      * written. */
