@@ -233,7 +233,14 @@ Test(backup, truncated_and_foreign_files_refused)
         t_set(src, ks("k%03d", i), ks("%0200d", i));
     const char *bk = t_fresh("good");
     T_OK(shmkv_backup(src, bk, 0, NULL));
+    /* A best-effort backup is exactly [0, top) too: one byte short is
+     * refused. */
+    const char *be = t_fresh("besteffort");
+    T_OK(shmkv_backup(src, be, SHMKV_BACKUP_CONCURRENT, NULL));
     t_close(src);
+    struct stat bst;
+    cr_assert_eq(stat(be, &bst), 0);
+    cr_assert_eq(truncate(be, bst.st_size - 1), 0);
     struct stat st;
     cr_assert_eq(stat(bk, &st), 0);
 
@@ -259,6 +266,8 @@ Test(backup, truncated_and_foreign_files_refused)
         cr_assert_eq(stat(tr, &st2), 0);
         cr_assert_eq(st2.st_size, cuts[i], "the refused file was changed");
     }
+    T_RC(shmkv_restore(dst, be, 0, 0, NULL), SHMKV_ECORRUPT);
+    expect_target(dst);
     /* Foreign: zeros, text, a store header with another version. */
     memset(whole + st.st_size, 0, 65536);
     const char *z = t_fresh("zeros");

@@ -223,6 +223,21 @@ static int take_logical(shmkv_db *db, const char *tmp, uint64_t *pause_ns, uint6
     return rc ? rc : crc;
 }
 
+/* A store's file may run past top (room allocated ahead); a backup is
+ * exactly [0, top), so that a copy cut short by even one byte is seen as
+ * one. The store is closed: nothing else has it open. */
+static int trim_to_top(int fd)
+{
+    uint64_t top;
+    if (pread(fd, &top, sizeof top, (off_t)offsetof(shmkv__hdr, top)) != (ssize_t)sizeof top)
+        return errno ? -errno : SHMKV_ECORRUPT;
+    if (ftruncate(fd, (off_t)top) != 0)
+        return -errno;
+    if (pwrite(fd, &top, sizeof top, (off_t)offsetof(shmkv__hdr, file_size)) != (ssize_t)sizeof top)
+        return errno ? -errno : -EIO;
+    return 0;
+}
+
 int shmkv_backup(shmkv_db *db, const char *path, unsigned flags, shmkv_backup_info *out)
 {
     if (out)
@@ -253,6 +268,8 @@ int shmkv_backup(shmkv_db *db, const char *path, unsigned flags, shmkv_backup_in
         /* An empty file: the open in take_logical creates the store in it. */
         rc = take_logical(db, tmp, &pause, &entries);
         SHMKV__HOOK("backup.copied");
+        if (!rc)
+            rc = trim_to_top(fd);
     }
     struct stat st;
     if (!rc && fstat(fd, &st) == 0)
