@@ -1,13 +1,13 @@
 /*
  * backup.c - a store copied to a file, and a copy loaded back.
  *
- * A backup is a disk-store image: the bytes [0, top) of the region, fixed
- * up so that the file reads as a store that was closed cleanly (or, for a
- * best-effort copy, as a store whose last writer died, which its next
- * opener repairs like after any crash). So the store format versions it,
- * the checks of any open and shmkv_check() validate it, shmkv-dump reads
- * it, and a disk store's own file, copied while no process has it open,
- * is a backup as it is. See docs/format.md, "Backups".
+ * A backup is a closed disk store: for a consistent backup, the bytes
+ * [0, top) of the region copied under every lock and fixed up so that the
+ * file reads as a store that was closed cleanly; for a best-effort one, a
+ * store built through the library one segment at a time. So the store
+ * format versions it, the checks of any open and shmkv_check() validate
+ * it, shmkv-dump reads it, and a disk store's own file, copied while no
+ * process has it open, is a backup as it is. See docs/format.md, "Backups".
  *
  * Top of the library: it calls the open path and the checker.
  */
@@ -21,9 +21,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Copy [from, to) of the live region into fd at the same offsets. write()
- * reads the mapping in the kernel: for a best-effort copy the bytes may be
- * changing meanwhile, which is what the fix-up and the repair deal with. */
+/* Copy [from, to) of the live region into fd at the same offsets (the
+ * caller holds every lock: nothing in it changes meanwhile). */
 static int copy_range(shmkv__map *m, int fd, uint64_t from, uint64_t to)
 {
     const uint64_t step = 1u << 20;
