@@ -183,7 +183,8 @@ static int take_logical(shmkv_db *db, const char *tmp, uint64_t *pause_ns, uint6
     shmkv__map *m = db->m;
     shmkv__hdr *h = SHMKV__HDR(m);
     shmkv_options o = {.backend = SHMKV_BACKEND_DISK, .segments = h->nseg, .reserve = h->reserve,
-                       .track_keys = atomic_load(&h->track_keys) ? SHMKV_TRACK_ON : SHMKV_TRACK_OFF,
+                       .track_keys = __atomic_load_n(&h->track_keys, __ATOMIC_ACQUIRE) ? SHMKV_TRACK_ON
+                                                                            : SHMKV_TRACK_OFF,
                        .flags = SHMKV_NOSYNC, .mode = 0600};
     shmkv_db *out = NULL;
     int rc = shmkv_open(tmp, &o, &out);

@@ -10,7 +10,9 @@
  * takes a consistent backup and a best-effort one, and restores the first
  * into a fresh memory store. Prints one line per step.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "shmkv.h"
 
 #include <errno.h>
