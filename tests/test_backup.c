@@ -328,6 +328,20 @@ Test(backup, closed_store_file_copy_restores)
     for (int i = 0; i < 1000; i++)
         t_set(db, ks("u%04d", i), ks("v%d", i));
     t_close(db);
+    /* Onto its own file, and from it: nothing is written or cleared. */
+    db = t_open(live, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+    shmkv_backup_info bi;
+    struct stat before, after;
+    cr_assert_eq(stat(live, &before), 0);
+    T_OK(shmkv_backup(db, live, 0, &bi));
+    cr_assert_eq(bi.entries, 1000);
+    cr_assert_eq(stat(live, &after), 0);
+    cr_assert_eq(before.st_ino, after.st_ino, "the live file was replaced");
+    shmkv_restore_info sri;
+    T_OK(shmkv_restore(db, live, 0, 0, &sri));
+    cr_assert_eq(sri.entries, 1000);
+    cr_assert_eq(shmkv_size(db), 1000);
+    t_close(db);
     const char *cp = t_fresh("copy");
     char *cmd = strdup(t_str("cp '%s' '%s'", live, cp));
     cr_assert_eq(system(cmd), 0);

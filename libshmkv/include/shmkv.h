@@ -592,7 +592,9 @@ typedef struct shmkv_restore_info {
  *   the file system (no file is left at path, nor a temporary one, and
  *   the store is not changed); the errors of the locks (SHMKV_ETIMEDOUT).
  *   A process killed inside the call leaves path as it was and may leave
- *   a file path.tmp.PID.N behind.
+ *   a file path.tmp.PID.N behind. A disk store backed up onto its own
+ *   file writes nothing (its file is what a backup would hold once its
+ *   processes close it) and reports its size.
  */
 SHMKV_API int shmkv_backup(shmkv_db *db, const char *path, unsigned flags, shmkv_backup_info *out);
 
@@ -607,7 +609,8 @@ SHMKV_API int shmkv_backup(shmkv_db *db, const char *path, unsigned flags, shmkv
  * @return 0; the errors above and SHMKV_EFULL when a guard refuses (out
  *   says the backup's counts): in all of these the store is unchanged.
  *   An error while loading (-ENOSPC, SHMKV_EFULL of the reserve) leaves
- *   the store cleared and holding the batches loaded before it.
+ *   the store cleared and holding the batches loaded before it. A disk
+ *   store restored from its own file is left as it is.
  */
 SHMKV_API int shmkv_restore(shmkv_db *db, const char *path, uint64_t max_entries,
                             uint64_t max_bytes, shmkv_restore_info *out);

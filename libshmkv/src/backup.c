@@ -247,6 +247,20 @@ int shmkv_backup(shmkv_db *db, const char *path, unsigned flags, shmkv_backup_in
     if (db->m->rdonly)
         return SHMKV_EREADONLY; /* a consistent copy takes the locks */
     bool consistent = !(flags & SHMKV_BACKUP_CONCURRENT);
+    /* A disk store backed up onto its own file: renaming a copy over it
+     * would swap the file under the processes that have it open. Its file
+     * is already what a backup would hold once they close it; nothing is
+     * written (as the fork does for its own file). */
+    struct stat self;
+    if (stat(path, &self) == 0 && self.st_dev == db->m->dev && self.st_ino == db->m->ino) {
+        if (db->m->backend != SHMKV_BACKEND_DISK)
+            return SHMKV_EINVAL; /* a memory store's own object is no backup */
+        if (out) {
+            out->entries = shmkv_size(db);
+            out->bytes = (uint64_t)self.st_size;
+        }
+        return 0;
+    }
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 48);
     if (!tmp)
@@ -402,8 +416,11 @@ int shmkv_restore(shmkv_db *db, const char *path, uint64_t max_entries, uint64_t
     if (rc)
         return rc;
     if (src->m == db->m) {
+        /* The store's own file: it holds what it holds already. */
+        if (out)
+            out->entries = shmkv_size(db);
         shmkv_close(src);
-        return SHMKV_EINVAL; /* restoring a store into itself would clear it */
+        return 0;
     }
     restore_ctx c = {.dst = db, .cap = BATCH_KEYS, .bcap = BATCH_BYTES};
     if (!(o.flags & SHMKV_RDONLY) && (rc = shmkv_check(src, NULL, NULL, 0)) != 0)
