@@ -386,8 +386,22 @@ Test(backup, killed_inside_backup)
             t_expect_str(db, "k02999", ks("%0300d", 2999));
             T_OK(shmkv_check(db, NULL, NULL, 0));
         }
-    /* And a backup afterwards works. */
+    /* The killed backups left their temporary files; the next backup to
+     * the same name removes them (their processes are gone). */
+    DIR *d = opendir(t_dir());
+    cr_assert(d != NULL);
+    int left = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        left += strstr(e->d_name, ".tmp.") != NULL;
+    closedir(d);
+    cr_assert_gt(left, 0, "no temporary file was left by the killed backups");
     T_OK(shmkv_backup(db, bk, 0, NULL));
+    d = opendir(t_dir());
+    left = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        left += strstr(e->d_name, ".tmp.") != NULL;
+    closedir(d);
+    cr_assert_eq(left, 0, "the next backup did not remove the dead backups' temporary files");
     t_close(db);
 }
 

@@ -592,7 +592,8 @@ typedef struct shmkv_restore_info {
  *   the file system (no file is left at path, nor a temporary one, and
  *   the store is not changed); the errors of the locks (SHMKV_ETIMEDOUT).
  *   A process killed inside the call leaves path as it was and may leave
- *   a file path.tmp.PID.N behind. A disk store backed up onto its own
+ *   a file path.tmp.PID.N behind, which the next backup to path removes
+ *   (once no process PID exists). A disk store backed up onto its own
  *   file writes nothing (its file is what a backup would hold once its
  *   processes close it) and reports its size.
  */

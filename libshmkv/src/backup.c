@@ -13,8 +13,10 @@
  */
 #include "internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -223,6 +225,43 @@ static int take_logical(shmkv_db *db, const char *tmp, uint64_t *pause_ns, uint6
     return rc ? rc : crc;
 }
 
+/* Remove the temporary files (path.tmp.PID.N) that backups to path by
+ * processes that no longer exist left behind (a backup killed midway).
+ * Best effort: a failure here is no failure of the backup. */
+static void sweep_leftovers(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    const char *base = slash ? slash + 1 : path;
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    else if ((size_t)(slash - path) < sizeof dir)
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    else
+        return;
+    size_t blen = strlen(base);
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        const char *n = e->d_name;
+        if (strncmp(n, base, blen) != 0 || strncmp(n + blen, ".tmp.", 5) != 0)
+            continue;
+        char *end;
+        long pid = strtol(n + blen + 5, &end, 10);
+        if (pid <= 0 || *end != '.' || pid == (long)getpid())
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue; /* alive, or not ours to judge */
+        char full[4096 + 256];
+        snprintf(full, sizeof full, "%s/%s", dir, n);
+        (void)unlink(full);
+    }
+    closedir(d);
+}
+
 /* A store's file may run past top (room allocated ahead); a backup is
  * exactly [0, top), so that a copy cut short by even one byte is seen as
  * one. The store is closed: nothing else has it open. */
@@ -261,6 +300,7 @@ int shmkv_backup(shmkv_db *db, const char *path, unsigned flags, shmkv_backup_in
         }
         return 0;
     }
+    sweep_leftovers(path);
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 48);
     if (!tmp)
