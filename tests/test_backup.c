@@ -15,6 +15,7 @@
 #include <dirent.h>
 #include <stdarg.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -310,11 +311,40 @@ Test(backup, guards_refuse_before_writing)
     T_OK(shmkv_restore(dst, bk, 100, 1400, &ri));
     cr_assert_eq(shmkv_size(dst), 100);
     /* A backup this process may not write is read through a read-only
-     * handle (root may write anything: only then is it a test of that). */
-    cr_assert_eq(chmod(bk, 0400), 0);
-    t_set(dst, "a", "1");
-    T_OK(shmkv_restore(dst, bk, 0, 0, &ri));
-    cr_assert_eq(shmkv_size(dst), 100);
+     * handle. Root may write anything, so a child that is root gives up
+     * root first, on a copy of the backup it can read but not write. */
+    char ro_dir[] = "/tmp/shmkv-ro.XXXXXX";
+    cr_assert(mkdtemp(ro_dir) != NULL);
+    cr_assert_eq(chmod(ro_dir, 0755), 0);
+    char ro[64];
+    snprintf(ro, sizeof ro, "%s/b.kv", ro_dir);
+    char *cmd = strdup(t_str("cp '%s' '%s' && chmod 0444 '%s'", bk, ro, ro));
+    cr_assert_eq(system(cmd), 0);
+    free(cmd);
+    const char *rname = t_where(SHMKV_BACKEND_MEMORY, "ro-target");
+    pid_t kid = t_fork();
+    if (kid == 0) {
+        if (getuid() == 0)
+            CHILD_CHECK(setgroups(0, NULL) == 0 && setresgid(65534, 65534, 65534) == 0 &&
+                            setresuid(65534, 65534, 65534) == 0,
+                        "cannot give up root");
+        CHILD_CHECK(access(ro, W_OK) != 0, "the copy is writable");
+        shmkv_options o = t_opts(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_DEFAULT);
+        o.mode = 0666;
+        shmkv_db *c = NULL;
+        CHILD_OK(shmkv_open(rname, &o, &c));
+        CHILD_OK(shmkv_set(c, "a", 1, "1", 1, SHMKV_KIND_STRING));
+        shmkv_restore_info cri;
+        CHILD_OK(shmkv_restore(c, ro, 0, 0, &cri));
+        CHILD_CHECK(cri.entries == 100 && shmkv_size(c) == 100, "%" PRIu64 " entries restored",
+                    cri.entries);
+        CHILD_CHECK(shmkv_exists(c, "a", 1) == 0, "the target was not replaced");
+        shmkv_close(c);
+        _exit(0);
+    }
+    t_wait_ok(kid, "read-only restore");
+    unlink(ro);
+    rmdir(ro_dir);
     t_expect_str(dst, "k042", "0123456789");
     t_expect_absent(dst, "a", 1);
     t_close(dst);
