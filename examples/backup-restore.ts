@@ -38,12 +38,15 @@ export async function teardown(): Promise<void> {
   const live: BackupSummary = await kv.backup({ fileName: "./backups/live.kv", allowConcurrentWrites: true });
   if (live.bestEffort) console.log(`best-effort backup: ${live.warning}`);
   try {
-    const r: RestoreSummary = await kv.restore({ fileName: SEEDED, maxEntries: 1000 });
-    let total = 0;
-    for (let i = 0; i < ACCOUNTS; i++) total += (await kv.get(`acct:${i}`)) as number;
-    console.log(`restored ${r.totalEntries} entries; total ${total} (seeded ${ACCOUNTS * 100})`);
+    await kv.restore({ fileName: SEEDED, maxEntries: 5 });
   } catch (e) {
-    const err = e as KVError;
-    console.error(`restore failed: ${err.name}: ${err.message}`);
+    console.log(`a guard refuses before anything changes: ${(e as KVError).name}`); // SnapshotBudgetExceededError
+  }
+  const r: RestoreSummary = await kv.restore({ fileName: SEEDED, maxEntries: 1000 });
+  let total = 0;
+  for (let i = 0; i < ACCOUNTS; i++) total += (await kv.get(`acct:${i}`)) as number;
+  console.log(`restored ${r.totalEntries} entries; total ${total}`);
+  if (r.totalEntries !== ACCOUNTS || total !== ACCOUNTS * 100) {
+    throw new Error(`restored ${r.totalEntries} entries totalling ${total}, want ${ACCOUNTS} totalling ${ACCOUNTS * 100}`);
   }
 }
