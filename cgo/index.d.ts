@@ -136,6 +136,15 @@ declare module "k6/x/kv" {
     | "InvalidSerializationError"
     | "DiskPathError"
     | "DiskStoreOpenError"
+    | "SnapshotNotFoundError"
+    | "SnapshotPermissionError"
+    | "SnapshotIOError"
+    | "SnapshotReadError"
+    | "SnapshotExportError"
+    | "SnapshotBudgetExceededError"
+    | "BackupOptionsRequiredError"
+    | "RestoreOptionsRequiredError"
+    | "MetricsUnavailableError"
     | "StoreError";
 
   /** One bad entry of a batch (setMany, deleteMany). */
@@ -259,6 +268,42 @@ declare module "k6/x/kv" {
     exported: number;
     fileName: string;
     bytesWritten: number;
+  }
+  export interface BackupOptions {
+    /** Where the backup goes (required): written to a temporary file
+     * beside it and renamed over it once complete. */
+    fileName: string;
+    /** Default false: one consistent moment, every writer paused for the
+     * copy. true: no global pause, consistent per segment only. */
+    allowConcurrentWrites?: boolean;
+  }
+  export interface BackupSummary {
+    totalEntries: number;
+    /** Size of the backup file. */
+    bytesWritten: number;
+    bestEffort: boolean;
+    /** Present when bestEffort: what such a backup may hold. */
+    warning?: string;
+    /** How long writers waited: all of them (default), or those of one
+     * segment at most (bestEffort). */
+    pauseMs: number;
+    fileName: string;
+  }
+  export interface RestoreOptions {
+    /** A backup, or a disk store's file copied while closed (required). */
+    fileName: string;
+    /** Refuse (SnapshotBudgetExceededError, nothing changed) a backup of
+     * more entries; 0, negative or absent: no limit. */
+    maxEntries?: number;
+    /** Refuse a backup whose keys and values take more bytes; 0, negative
+     * or absent: no limit. */
+    maxBytes?: number;
+  }
+  export interface RestoreSummary {
+    totalEntries: number;
+    /** Bytes of the keys and values loaded. */
+    totalBytes: number;
+    fileName: string;
   }
   export interface ValidateCSVOptions {
     fileName: string;
@@ -429,6 +474,12 @@ declare module "k6/x/kv" {
     validateCSV(options: ValidateCSVOptions): Promise<ValidateCSVResult>;
     /** Checks a JSON Lines file as importJSONL would, writing nothing. */
     validateJSONL(options: ValidateJSONLOptions): Promise<ValidateJSONLResult>;
+    /** Copies the whole store to a file that is itself a closed store
+     * (readable by shmkv-dump and restore()). */
+    backup(options: BackupOptions): Promise<BackupSummary>;
+    /** Replaces the store's contents with a backup's: checked whole and
+     * held against the guards before anything changes. */
+    restore(options: RestoreOptions): Promise<RestoreSummary>;
     /** Counters of the store, now. */
     stats(): Promise<KVStats>;
     /** Keys with a prefix, and how many are claimable. */

@@ -51,6 +51,8 @@ var methods = map[string]func(*call) sobek.Value{
 	"stats":           opStats,
 	"allocationStats": opAllocationStats,
 	"reportStats":     opReportStats,
+	"backup":          opBackup,
+	"restore":         opRestore,
 }
 
 // ---- basic operations ---------------------------------------------------

@@ -553,6 +553,69 @@ SHMKV_API int shmkv_stat(shmkv_db *db, shmkv_info *info);
  */
 SHMKV_API int shmkv_check(shmkv_db *db, uint64_t *problems, char *msg, size_t cap);
 
+/* ------------------------------------------------------------------ */
+/* Backup and restore                                                  */
+
+/** shmkv_backup() flag: copy without stopping writers (best effort). */
+#define SHMKV_BACKUP_CONCURRENT 0x01u
+
+/** What shmkv_backup() reports. */
+typedef struct shmkv_backup_info {
+    uint64_t entries;  /**< keys in the backup */
+    uint64_t bytes;    /**< size of the backup file */
+    uint64_t pause_ns; /**< how long writers were stopped (0 for a best-effort copy) */
+    int best_effort;   /**< 1 when the copy was taken while writers went on */
+} shmkv_backup_info;
+
+/** What shmkv_restore() reports. */
+typedef struct shmkv_restore_info {
+    uint64_t entries; /**< keys in the backup (loaded, when it returns 0) */
+    uint64_t bytes;   /**< their keys' and values' bytes */
+} shmkv_restore_info;
+
+/**
+ * Write a backup of the whole store to path: a disk-store image (see
+ * docs/format.md, "Backups") that shmkv_open(), shmkv_restore() and
+ * shmkv-dump read as they read any store.
+ * Default: one consistent moment. Every segment lock, the index lock and
+ * the growth lock are held while the region's bytes are copied to a
+ * temporary file next to path (writers of every process wait for that
+ * copy, pause_ns); the copy is then fixed up (lock words reset, attach
+ * table emptied, marked clean), fsynced and renamed over path.
+ * SHMKV_BACKUP_CONCURRENT: writers are never stopped all at once. A new
+ * store with this one's options is made at the temporary path and filled
+ * one segment at a time, each segment's entries copied out under its own
+ * lock (pause_ns: the longest of those holds). Each segment is as of one
+ * moment, the whole is not: writes made meanwhile may or may not be there,
+ * a batch across segments in part. Costs about a set_many() of every entry.
+ * @return 0; SHMKV_EINVAL; SHMKV_EREADONLY; -ENOSPC and other -errno of
+ *   the file system (no file is left at path, nor a temporary one, and
+ *   the store is not changed); the errors of the locks (SHMKV_ETIMEDOUT).
+ *   A process killed inside the call leaves path as it was and may leave
+ *   a file path.tmp.PID.N behind, which the next backup to path removes
+ *   (once no process PID exists). A disk store backed up onto its own
+ *   file writes nothing (its file is what a backup would hold once its
+ *   processes close it) and reports its size.
+ */
+SHMKV_API int shmkv_backup(shmkv_db *db, const char *path, unsigned flags, shmkv_backup_info *out);
+
+/**
+ * Replace the store's contents with those of a backup (or any disk
+ * store's file). The backup is opened as a store (the checks of any open:
+ * SHMKV_ENOTSTORE, SHMKV_EVERSION, SHMKV_EABI, SHMKV_ECORRUPT for a
+ * truncated file) and checked with shmkv_check(); its entries are counted
+ * and held against max_entries and max_bytes (keys' plus values' bytes;
+ * 0: no limit), and only then is this store cleared and loaded, in
+ * batches of shmkv_set_many().
+ * @return 0; the errors above and SHMKV_EFULL when a guard refuses (out
+ *   says the backup's counts): in all of these the store is unchanged.
+ *   An error while loading (-ENOSPC, SHMKV_EFULL of the reserve) leaves
+ *   the store cleared and holding the batches loaded before it. A disk
+ *   store restored from its own file is left as it is.
+ */
+SHMKV_API int shmkv_restore(shmkv_db *db, const char *path, uint64_t max_entries,
+                            uint64_t max_bytes, shmkv_restore_info *out);
+
 /** Message for any code this library returns (including -errno). */
 SHMKV_API const char *shmkv_strerror(int err);
 

@@ -103,6 +103,48 @@ static int golden(const char *path, int memory)
     return 0;
 }
 
+/* What --export writes, compared with the golden files that k6's
+ * exportJSONL() and exportCSV() write for the same entries (cgo's
+ * TestExportGoldenFiles sets the same ones: keep the two in step). */
+static int export_store(const char *path)
+{
+    shmkv_db *db = open_store(path, 0, 0, 4);
+    static const struct { const char *k, *v; shmkv_kind kind; } e[] = {
+        {"cfg", "{ \"name\" : \"demo\", \"n\": 1.5e3, \"ok\": true,\n \"none\": null, \"tags\": [\"a\", \"b\"] }", SHMKV_KIND_JSON},
+        {"text", "say \"hi\", \\ <tag> & done", SHMKV_KIND_STRING},
+        {"lines", "one\ntwo\r\tthree\x01\b\f\x7f", SHMKV_KIND_STRING},
+        {"sep", "a\xe2\x80\xa8" "b\xe2\x80\xa9" "c", SHMKV_KIND_STRING},
+        {"uni:\xd0\xba\xd0\xbb\xd1\x8e\xd1\x87", "\xd0\xb7\xd0\xbd\xd0\xb0\xd1\x87 \xf0\x9f\x98\x80", SHMKV_KIND_STRING},
+        {"empty", "", SHMKV_KIND_BYTES},
+        {"bytes-text", "plain bytes", SHMKV_KIND_BYTES},
+        {"num", "42", SHMKV_KIND_JSON},
+        {"raw2028", "\"x\xe2\x80\xa8y\"", SHMKV_KIND_JSON},
+        {"user:1", "{\"name\":\"Ada, L\",\"age\":36,\"admin\":false,\"note\":null}", SHMKV_KIND_JSON},
+        {"user:2", "{\"name\":\"first\", \"age\" : 1.5 ,\"name\":\"last \\\"q\\\"\\nline\"}", SHMKV_KIND_JSON},
+        {"user:3", "{\"age\":\"\\u00e9\\ud83d\\ude00\\ud800\", \"note\": \" lead\", \"name\": \"\\\\.\"}", SHMKV_KIND_JSON},
+        {"user:4", "{}", SHMKV_KIND_JSON},
+        {"k<&>", "v<&>", SHMKV_KIND_BYTES},
+        {"j<&>", "{\"a\":\"<&>\"}", SHMKV_KIND_JSON},
+    };
+    for (size_t i = 0; i < sizeof e / sizeof *e; i++)
+        set(db, e[i].k, strlen(e[i].k), e[i].v, strlen(e[i].v), e[i].kind);
+    shmkv_close(db);
+    return 0;
+}
+
+/* shmkv_backup() of a disk store into dst. */
+static int backup(const char *path, const char *dst, int concurrent)
+{
+    shmkv_db *db = open_store(path, 0, 0, 0);
+    shmkv_backup_info bi;
+    int rc = shmkv_backup(db, dst, concurrent ? SHMKV_BACKUP_CONCURRENT : 0, &bi);
+    if (rc)
+        die("backup", rc);
+    printf("%" PRIu64 " entries\n", bi.entries);
+    shmkv_close(db);
+    return 0;
+}
+
 static int many(const char *path, long n, int track, uint32_t segs)
 {
     shmkv_db *db = open_store(path, 0, track, segs);
@@ -370,6 +412,10 @@ int main(int argc, char **argv)
 {
     if (argc >= 3 && !strcmp(argv[1], "golden"))
         return golden(argv[2], argc > 3 && !strcmp(argv[3], "memory"));
+    if (argc == 5 && !strcmp(argv[1], "backup"))
+        return backup(argv[2], argv[3], atoi(argv[4]));
+    if (argc == 3 && !strcmp(argv[1], "export"))
+        return export_store(argv[2]);
     if (argc == 6 && !strcmp(argv[1], "many"))
         return many(argv[2], atol(argv[3]), atoi(argv[4]), (uint32_t)atoi(argv[5]));
     if (argc == 4 && !strcmp(argv[1], "churn"))

@@ -10,6 +10,7 @@ set -u
 DUMP=$1
 MK=$2
 GROUP=${3:-all}
+LOAD=${4:-}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 GOLD=$HERE/golden
 T=$(mktemp -d "${TMPDIR:-/tmp}/shmkv-dump-test.XXXXXX")
@@ -455,9 +456,86 @@ group_live() {
     expect_grep '^shutdown: +clean' "$T/out" "clean after the writers closed"
 }
 
+# ---- export: --export jsonl|csv, byte for byte what k6 writes -------------------
+group_export() {
+    "$MK" export e.kv || { bad "build export store"; return; }
+    d e.kv --export jsonl e.kv
+    expect_rc 0 "--export jsonl"
+    expect_out "$GOLD/export.jsonl" "--export jsonl is what exportJSONL() writes"
+    d e.kv --export csv --prefix user: --columns name,age,note,missing e.kv
+    expect_rc 0 "--export csv"
+    expect_out "$GOLD/export.csv" "--export csv is what exportCSV() writes"
+    d e.kv --export jsonl --prefix user: --limit 2 e.kv
+    if [ "$RC" = 0 ] && [ "$(wc -l <"$T/out")" = 2 ] && head -1 "$T/out" | grep -q '"user:1"'; then
+        ok "--export with --prefix and --limit"; else bad "--export --prefix --limit: $(cat "$T/out")"; fi
+    # An entry that cannot be written: nothing is.
+    "$MK" golden g.kv || { bad "build golden store"; return; }
+    d g.kv --export jsonl g.kv
+    expect_rc 1 "--export of a store with a non-UTF-8 key"
+    if [ ! -s "$T/out" ] && grep -q 'not valid UTF-8' "$T/err"; then ok "nothing written, the key named"; else bad "partial export: $(head -c 200 "$T/out")"; fi
+    d g.kv --export jsonl --prefix bad-json g.kv
+    expect_rc 1 "--export of an invalid JSON value"
+    d g.kv --export csv --columns name --prefix user: g.kv
+    expect_rc 1 "--export csv of text values"
+    for args in "--export xml" "--export csv" "--export jsonl --columns a" "--export csv --columns key" \
+        "--export csv --columns a,a" "--export csv --columns a,,b" "--export jsonl --json" "--export jsonl --keys"; do
+        d e.kv $args e.kv
+        expect_rc 2 "usage: $args"
+    done
+    # A backup is a store: shmkv-dump reads it as one.
+    "$MK" backup e.kv b.kv 0 >/dev/null || { bad "backup"; return; }
+    d b.kv --check b.kv
+    expect_rc 0 "--check of a backup"
+    d b.kv --export jsonl b.kv
+    expect_out "$GOLD/export.jsonl" "a backup exports the same entries"
+    d b.kv b.kv
+    expect_grep '^shutdown: +clean' "$T/out" "a consistent backup reads as cleanly closed"
+    "$MK" backup e.kv b2.kv 1 >/dev/null || { bad "best-effort backup"; return; }
+    d b2.kv --check b2.kv
+    expect_rc 0 "--check of a best-effort backup"
+    cp e.kv c.kv
+    d c.kv --check c.kv
+    expect_rc 0 "--check of a closed store's copy"
+
+    # shmkv-load: what --export wrote loads back the same.
+    [ -n "$LOAD" ] || { bad "no shmkv-load given"; return; }
+    "$LOAD" r.kv "$GOLD/export.jsonl" 2>"$T/err"
+    RC=$?
+    expect_rc 0 "shmkv-load of an export"
+    d r.kv --export jsonl r.kv
+    expect_out "$GOLD/export.jsonl" "loaded back, it exports the same"
+    "$LOAD" --string --batch 2 r2.kv "$GOLD/export.jsonl" 2>"$T/err" && ok "--string --batch 2" || bad "--string --batch 2"
+    d r2.kv --get text r2.kv
+    if [ "$(cat "$T/out")" = 'say "hi", \ <tag> & done' ]; then ok "--string stores a string as its text"; else bad "--string: $(cat "$T/out")"; fi
+    # A bad line: its number, and nothing written (no store made, an
+    # existing one unchanged).
+    local before
+    before=$(sha e.kv)
+    n=0
+    for content in '{"key":"a","value":1}\n{"key":"b","value":}\n' '{"key":"a","value":1}\n\n{"key":"b","value":2}\n' \
+        '{"key":"a","value":1}\n{"value":2}\n' '{"key":"a","value":1}\n{"key":7,"value":2}\n' \
+        '{"key":"a","value":1}\n{"key":"","value":2}\n' '{"key":"a","value":1}\n{"key":"b"}\n' \
+        '{"key":"a","value":1}\n[1,2]\n' '{"key":"a","value":1}\n{"key":"\xff","value":1}\n'; do
+        n=$((n + 1))
+        printf "$content" >bad$n.jsonl
+        "$LOAD" new$n.kv bad$n.jsonl 2>"$T/err"
+        RC=$?
+        if [ "$RC" = 1 ] && [ ! -e new$n.kv ] && grep -q "bad$n.jsonl:2: .*nothing was written" "$T/err"; then
+            ok "shmkv-load refuses bad file $n at line 2: $(cut -d: -f4- "$T/err" | head -c 60)"
+        else
+            bad "shmkv-load bad file $n: exit $RC, $(cat "$T/err")"
+        fi
+        "$LOAD" e.kv bad$n.jsonl 2>/dev/null
+        [ "$(sha e.kv)" = "$before" ] || bad "shmkv-load changed a store for bad file $n"
+    done
+    "$LOAD" new.kv missing.jsonl 2>"$T/err"
+    RC=$?
+    expect_rc 2 "shmkv-load of a missing file"
+}
+
 case $GROUP in
-golden | json | check | corrupt | nonstore | live) "group_$GROUP" ;;
-all) for g in golden json check corrupt nonstore live; do "group_$g"; done ;;
+golden | json | check | corrupt | nonstore | live | export) "group_$GROUP" ;;
+all) for g in golden json check corrupt nonstore live export; do "group_$g"; done ;;
 *) echo "unknown group $GROUP" >&2; exit 2 ;;
 esac
 

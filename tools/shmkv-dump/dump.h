@@ -191,6 +191,12 @@ int mode_keys(store *s, const opts *o, bool values);
 int mode_get(store *s, const opts *o);
 int mode_check(store *s, const opts *o);
 int mode_stats(store *s, const opts *o);
+/* --export jsonl|csv (export.c); cols: CSV columns, comma-separated. */
+int mode_export(store *s, const opts *o, bool csv, const char *cols);
+
+typedef int (*keys_fn)(void *ctx, const unsigned char *k, uint32_t klen,
+                       const unsigned char *v, uint32_t vlen, uint16_t kind);
+int keys_each(store *s, const opts *o, keys_fn fn, void *ctx, uint64_t *skipped);
 
 /* ---- entries (keys.c) ------------------------------------------------- */
 

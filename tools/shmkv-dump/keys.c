@@ -401,6 +401,29 @@ int mode_keys(store *s, const opts *o, bool values)
     return rc;
 }
 
+/* Every entry with the prefix, in key order (what --list shows), handed
+ * to fn with its value; skipped counts the damaged ones left out. 0, fn's
+ * non-zero return, or -ENOMEM. */
+int keys_each(store *s, const opts *o, keys_fn fn, void *ctx, uint64_t *skipped)
+{
+    coll c = {0};
+    if (collect(s, o, true, &c) < 0) {
+        coll_free(&c);
+        return -ENOMEM;
+    }
+    print_warnings_text(&c.warns);
+    *skipped = c.skipped;
+    int rc = 0;
+    size_t n = o->limit && c.n > o->limit ? (size_t)o->limit : c.n;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const item *it = &c.it[i];
+        const unsigned char *k = c.buf + it->koff;
+        rc = fn(ctx, k, it->klen, k + it->klen, it->vlen, it->kind);
+    }
+    coll_free(&c);
+    return rc;
+}
+
 /* ---- --get -------------------------------------------------------------- */
 
 typedef enum { LK_FOUND, LK_ABSENT, LK_DAMAGED } lk_res;

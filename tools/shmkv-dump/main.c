@@ -34,10 +34,16 @@ static const char usage_text[] =
     "  -c, --check        verify every structure; exit 1 and list the problems\n"
     "                     when the store is not sound\n"
     "  -s, --stats        per-segment load, size classes, free space, fragmentation\n"
+    "  -e, --export FMT   the entries as k6's exportJSONL() (FMT jsonl) or\n"
+    "                     exportCSV() (FMT csv, with --columns) writes them, on\n"
+    "                     standard output; every entry is checked first, and one\n"
+    "                     that cannot be written stops it with nothing written\n"
     "\n"
     "Options:\n"
-    "  -p, --prefix P     (--keys, --list) only keys that start with P\n"
-    "  -n, --limit N      (--keys, --list) at most N keys; 0 means no limit\n"
+    "  -p, --prefix P     (--keys, --list, --export) only keys that start with P\n"
+    "  -n, --limit N      (--keys, --list, --export) at most N keys; 0: no limit\n"
+    "  -C, --columns A,B  (--export csv) the top-level fields of the values to\n"
+    "                     write, after the key\n"
     "  -x, --hex          KEY and P are hex digits (for keys that are not text)\n"
     "  -j, --json         one JSON document on standard output, for any mode\n"
     "  -r, --retries N    (--check on a store in use) re-check up to N fresh\n"
@@ -51,7 +57,8 @@ static const char usage_text[] =
     "Exit status:\n"
     "  0  success; --check: the store is sound\n"
     "  1  --check found problems; --get: no such key (or it cannot be read);\n"
-    "     --keys/--list: damaged entries had to be skipped\n"
+    "     --keys/--list: damaged entries had to be skipped; --export: an entry\n"
+    "     could not be written (nothing was)\n"
     "  2  usage error, or the input cannot be opened, is not a store (empty,\n"
     "     a directory, another format) or is of an incompatible format\n"
     "  3  runtime failure: out of memory, or the store shrank while being read\n"
@@ -105,7 +112,7 @@ static bool parse_u64(const char *s, uint64_t *out)
     return true;
 }
 
-enum { M_SUMMARY, M_KEYS, M_LIST, M_GET, M_CHECK, M_STATS };
+enum { M_SUMMARY, M_KEYS, M_LIST, M_GET, M_CHECK, M_STATS, M_EXPORT };
 
 static void json_error(const store *s, const char *where, int code)
 {
@@ -125,6 +132,8 @@ int main(int argc, char **argv)
         { "get", required_argument, NULL, 'g' },
         { "check", no_argument, NULL, 'c' },
         { "stats", no_argument, NULL, 's' },
+        { "export", required_argument, NULL, 'e' },
+        { "columns", required_argument, NULL, 'C' },
         { "prefix", required_argument, NULL, 'p' },
         { "limit", required_argument, NULL, 'n' },
         { "hex", no_argument, NULL, 'x' },
@@ -138,10 +147,11 @@ int main(int argc, char **argv)
     int mode = M_SUMMARY, nmodes = 0, ch;
     const char *memory = NULL;
     char *prefix = NULL, *key = NULL;
+    const char *format = NULL, *columns = NULL;
     bool hex = false, have_limit = false;
 
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, ":m:klg:csp:n:xjr:hV", lo, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":m:klg:cse:C:p:n:xjr:hV", lo, NULL)) != -1) {
         switch (ch) {
         case 'm': memory = optarg; break;
         case 'k': mode = M_KEYS, nmodes++; break;
@@ -149,6 +159,8 @@ int main(int argc, char **argv)
         case 'g': mode = M_GET, nmodes++, key = optarg; break;
         case 'c': mode = M_CHECK, nmodes++; break;
         case 's': mode = M_STATS, nmodes++; break;
+        case 'e': mode = M_EXPORT, nmodes++, format = optarg; break;
+        case 'C': columns = optarg; break;
         case 'p': prefix = optarg; break;
         case 'n':
             if (!parse_u64(optarg, &o.limit))
@@ -177,9 +189,38 @@ int main(int argc, char **argv)
         }
     }
     if (nmodes > 1)
-        return usage_error("%s", "choose one of --keys, --list, --get, --check, --stats");
-    if ((prefix || have_limit) && mode != M_KEYS && mode != M_LIST)
-        return usage_error("%s", "--prefix and --limit go with --keys or --list");
+        return usage_error("%s", "choose one of --keys, --list, --get, --check, --stats, --export");
+    if ((prefix || have_limit) && mode != M_KEYS && mode != M_LIST && mode != M_EXPORT)
+        return usage_error("%s", "--prefix and --limit go with --keys, --list or --export");
+    if (mode == M_EXPORT && strcmp(format, "jsonl") != 0 && strcmp(format, "csv") != 0)
+        return usage_error("--export takes jsonl or csv, not '%s'", format);
+    if (mode == M_EXPORT && o.json)
+        return usage_error("%s", "--export writes its own format: --json does not go with it");
+    bool csv = mode == M_EXPORT && strcmp(format, "csv") == 0;
+    if (csv != (columns != NULL))
+        return usage_error("%s", csv ? "--export csv needs --columns NAME,NAME..."
+                                     : "--columns goes with --export csv");
+    if (csv) {
+        /* the rules of exportCSV's columns: non-empty, distinct, not "key" */
+        char *dup = strdup(columns);
+        if (!dup)
+            return EXIT_RUNTIME;
+        size_t n = strlen(columns);
+        bool ok = n && columns[0] != ',' && columns[n - 1] != ',' && !strstr(columns, ",,");
+        char *names[1024];
+        size_t nn = 0;
+        char *save = NULL;
+        for (char *t = strtok_r(dup, ",", &save); t && ok; t = strtok_r(NULL, ",", &save)) {
+            ok = strcmp(t, "key") != 0 && nn < sizeof names / sizeof *names;
+            for (size_t i = 0; i < nn && ok; i++)
+                ok = strcmp(names[i], t) != 0;
+            names[nn++] = t;
+        }
+        free(dup);
+        if (!ok)
+            return usage_error("--columns '%s' must be distinct non-empty names, none of them \"key\"",
+                               columns);
+    }
     int rest = argc - optind;
     if (memory ? rest != 0 : rest != 1)
         return usage_error("%s", memory ? "give either PATH or --memory NAME, not both"
@@ -230,6 +271,7 @@ int main(int argc, char **argv)
     case M_GET: rc = mode_get(s, &o); break;
     case M_CHECK: rc = mode_check(s, &o); break;
     case M_STATS: rc = mode_stats(s, &o); break;
+    case M_EXPORT: rc = mode_export(s, &o, csv, columns); break;
     default: rc = mode_summary(s, &o); break;
     }
     store_close(s);
