@@ -372,20 +372,27 @@ Test(space, refill_memory_tracked)
 
 /* A process killed while it gives a chunk to the pool (deleting a big
  * value) or takes one from it (writing a big value into freed space) holds
- * the growth lock and a segment lock: the next holders repair both (the
- * pool's byte count is recounted, the segment rebuilt), the operation is
- * all or nothing, the chunk is back in the pool, and shmkv-dump --check is
+ * the growth lock and a segment lock. With another process attached
+ * (`alone` false), the next holders of those locks repair both (the pool's
+ * byte count is recounted, the segment rebuilt). With no other process
+ * attached, the next opener is alone, re-initialises the lock words (so no
+ * lock reports a dead owner) and repairs the unclean store itself: the
+ * pool's count must be right after that repair too, or the chunk is lost
+ * to every later writer. Either way the operation is all or nothing, the
+ * chunk is back in the pool, and shmkv_check and shmkv-dump --check are
  * clean. */
-Test(space, killed_inside_pool_change)
+static void kill_inside_pool_change(bool alone)
 {
     const char *points[] = {"pool.put.mid", "pool.take.mid"};
     for (int p = 0; p < 2; p++) {
-        const char *where = t_path("poolkill");
+        const char *where = t_path(alone ? "poolkill1" : "poolkill");
         shmkv_db *db = t_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
         put_val(db, "b1", 5u << 20, 1);
         put_val(db, "small", 100, 2);
         if (p == 1)
             T_OK(shmkv_delete(db, "b1", 2, NULL)); /* its chunk to the pool */
+        if (alone)
+            T_OK(shmkv_close(db));
         pid_t kid = t_fork();
         if (kid == 0) {
             shmkv_db *d = NULL;
@@ -404,16 +411,21 @@ Test(space, killed_inside_pool_change)
         int st = t_wait(kid);
         cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the writer was to die at %s",
                   points[p]);
+        if (alone)
+            db = t_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
         /* The delete was published before the free; the set never was. */
         cr_assert_eq(shmkv_exists(db, "b1", 2), 0);
         cr_assert_eq(shmkv_exists(db, "b2", 2), 0);
         expect_val(db, "small", 100, 2);
-        /* The chunk comes back: a big value and a few small ones fit
-         * without the file growing. */
-        /* Those calls took the dead writer's locks: the emptied chunk (or
-         * the one taken but never owned) is back in the pool, counted. */
+        uint64_t problems = 0;
+        char msg[256] = "";
+        cr_assert_eq(shmkv_check(db, &problems, msg, sizeof msg), 0,
+                     "after a kill at %s (alone: %d): %s", points[p], alone, msg);
+        /* The emptied chunk (or the one taken but never owned) is back in
+         * the pool, counted. */
         cr_assert_geq(SHMKV__HDR(db->m)->pool_bytes, 5u << 20, "the chunk was lost at %s",
                       points[p]);
+        /* A big value and a few small ones fit without the file growing. */
         put_val(db, "b3", 5u << 20, 4);
         for (int i = 0; i < 50; i++) {
             char k[16];
@@ -428,52 +440,14 @@ Test(space, killed_inside_pool_change)
     }
 }
 
-/* The same kills with no other process attached: the next opener is alone,
- * re-initialises the lock words (so no lock reports a dead owner) and
- * repairs the unclean store itself. The pool's byte count must be right
- * after that repair too, or the chunk is lost to every later writer. */
+Test(space, killed_inside_pool_change)
+{
+    kill_inside_pool_change(false);
+}
+
 Test(space, killed_inside_pool_change_alone)
 {
-    const char *points[] = {"pool.put.mid", "pool.take.mid"};
-    for (int p = 0; p < 2; p++) {
-        const char *where = t_path("poolkill1");
-        shmkv_db *db = t_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
-        put_val(db, "b1", 5u << 20, 1);
-        put_val(db, "small", 100, 2);
-        if (p == 1)
-            T_OK(shmkv_delete(db, "b1", 2, NULL)); /* its chunk to the pool */
-        T_OK(shmkv_close(db));
-        pid_t kid = t_fork();
-        if (kid == 0) {
-            shmkv_db *d = NULL;
-            shmkv_options o = {.backend = SHMKV_BACKEND_DISK};
-            CHILD_OK(shmkv_open(where, &o, &d));
-            unsigned char *v = malloc(5u << 20);
-            CHILD_CHECK(v != NULL, "malloc");
-            fill_val(v, 5u << 20, 3);
-            t_hook_kill_at(points[p], 0);
-            if (p == 0)
-                shmkv_delete(d, "b1", 2, NULL);
-            else
-                shmkv_set(d, "b2", 2, v, 5u << 20, SHMKV_KIND_BYTES);
-            _exit(4);
-        }
-        int st = t_wait(kid);
-        cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the writer was to die at %s",
-                  points[p]);
-        db = t_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
-        cr_assert_eq(shmkv_exists(db, "b1", 2), 0);
-        cr_assert_eq(shmkv_exists(db, "b2", 2), 0);
-        expect_val(db, "small", 100, 2);
-        uint64_t problems = 0;
-        char msg[256] = "";
-        cr_assert_eq(shmkv_check(db, &problems, msg, sizeof msg), 0,
-                     "after a lone open following a kill at %s: %s", points[p], msg);
-        cr_assert_geq(SHMKV__HDR(db->m)->pool_bytes, 5u << 20, "the chunk was lost at %s",
-                      points[p]);
-        T_OK(shmkv_close(db));
-        t_dump_check(where, SHMKV_BACKEND_DISK);
-    }
+    kill_inside_pool_change(true);
 }
 
 /* A queue: the oldest nine keys in ten are consumed while every segment
