@@ -26,15 +26,8 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE="$ROOT/tests/k6"
 
-if [[ -z "${K6:-}" ]]; then
-    K6=$(bash "$ROOT/scripts/build-k6.sh" | tail -n1) || K6=""
-fi
-if [[ -z "$K6" || ! -x "$K6" ]]; then
-    echo "k6-e2e: could not build k6 (scripts/build-k6.sh failed)" >&2
-    echo "k6-e2e: 0 passed, 1 failed"
-    exit 1
-fi
-export K6
+source "$ROOT/tests/lib/k6env.sh"
+k6env_k6 k6-e2e
 
 RUN="e2e-$$"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/k6-e2e.XXXXXX")

@@ -32,20 +32,9 @@ result() { # result OK|FAIL what
   echo "k6-crashloop: $1: $2"
 }
 
-if [[ -z "${K6:-}" ]]; then
-  K6=$(bash "$ROOT/scripts/build-k6.sh" 2>/dev/null | tail -n1) || K6=""
-fi
-if [[ -z "$K6" || ! -x "$K6" ]]; then
-  echo "k6-crashloop: no k6 binary (scripts/build-k6.sh failed; set K6=...)"
-  echo "k6-crashloop: 0 passed, 1 failed"
-  exit 1
-fi
-DUMP=${SHMKV_DUMP:-}
-if [[ -z "$DUMP" ]]; then
-  for d in "$ROOT"/build-rel "$ROOT"/build-plain "$ROOT"/build "$ROOT"/build-*; do
-    if [[ -x "$d/tools/shmkv-dump/shmkv-dump" ]]; then DUMP="$d/tools/shmkv-dump/shmkv-dump"; break; fi
-  done
-fi
+source "$ROOT/tests/lib/k6env.sh"
+k6env_k6 k6-crashloop
+k6env_dump
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/shmkv-k6crash.XXXXXX")
 STORE="$WORK/store.kv"

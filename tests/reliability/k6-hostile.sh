@@ -36,22 +36,10 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE="$ROOT/tests/reliability/k6"
 
-if [[ -z "${K6:-}" ]]; then
-    K6=$(bash "$ROOT/scripts/build-k6.sh" 2>/dev/null | tail -n1) || K6=""
-fi
-if [[ -z "$K6" || ! -x "$K6" ]]; then
-    echo "k6-hostile: no k6 binary (scripts/build-k6.sh failed; set K6=...)" >&2
-    echo "k6-hostile: 0 passed, 1 failed"
-    exit 1
-fi
-
+source "$ROOT/tests/lib/k6env.sh"
+k6env_k6 k6-hostile
 # shmkv-dump --check on the disk stores afterwards, when the tool is built.
-DUMP=${SHMKV_DUMP:-}
-if [[ -z "$DUMP" ]]; then
-    for d in "$ROOT"/build-rel "$ROOT"/build-plain "$ROOT"/build "$ROOT"/build-*; do
-        if [[ -x "$d/tools/shmkv-dump/shmkv-dump" ]]; then DUMP="$d/tools/shmkv-dump/shmkv-dump"; break; fi
-    done
-fi
+k6env_dump
 
 RUN="hostile-$$"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/k6-hostile.XXXXXX")
@@ -214,8 +202,6 @@ fi
 # A process stopped while it holds the only segment lock: every call
 # rejects with LockTimeoutError after lockTimeout; after SIGCONT the held
 # write lands and the store works.
-MKSTORE=""
-[[ -n "$DUMP" ]] && MKSTORE="$(dirname "$DUMP")/dump-mkstore"
 if [[ -x "$MKSTORE" ]]; then
     slog="$WORK/lock-stopped.log"
     "$MKSTORE" stop "$WORK/stopped.kv" >>"$slog" 2>&1 &
@@ -244,8 +230,14 @@ if [[ -x "$MKSTORE" ]]; then
         grep -q 'resumed: ok' "$slog" || st=1
     fi
     result "lock/stopped-holder" $st "$slog"
+elif [[ -n "$DUMP" ]]; then
+    # The build is there, so the helper must be: a test that silently
+    # stops running is a failure (it did once, when the helper moved).
+    slog="$WORK/lock-stopped.log"
+    echo "FAILED: dump-mkstore not found next to $DUMP (set SHMKV_MKSTORE)" >"$slog"
+    result "lock/stopped-holder" 1 "$slog"
 else
-    echo "SKIP lock/stopped-holder (dump-mkstore not built)"
+    echo "SKIP lock/stopped-holder (no build with dump-mkstore)"
 fi
 
 # A BoltDB-like file: refused, left byte-identical.
