@@ -775,9 +775,12 @@ Test(readonly, many_keys_among_batch_writers)
         shmkv_db *d = NULL;
         CHILD_OK(shmkv_open(where, &ro, &d));
         CHILD_CHECK(d->m->rdonly, "the reader does not have a read-only mapping");
-        uint64_t end = t_now_ns() + (uint64_t)secs * 1000000000u, passes = 0;
+        /* At least 4 passes, however slow the machine (a loaded TSan run
+         * once managed 1 in a second); the hard end only bounds a hang. */
+        uint64_t now = t_now_ns(), passes = 0;
+        uint64_t end = now + (uint64_t)secs * 1000000000u, hard = now + 120000000000u;
         int64_t first = -1, last = -1;
-        while (t_now_ns() < end) {
+        while ((t_now_ns() < end || passes < 4) && t_now_ns() < hard) {
             ro_pass(d, &last);
             if (first < 0)
                 first = last;
