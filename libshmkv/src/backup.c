@@ -115,24 +115,13 @@ static int take_copy(shmkv_db *db, int fd, uint64_t *len, uint64_t *pause_ns)
     shmkv__hdr *h = SHMKV__HDR(m);
     int rc;
     shmkv__call_begin(db);
-    if ((rc = shmkv__lock_all(m)) != 0)
+    if ((rc = shmkv__hold_all(m)) != 0)
         return rc;
-    if ((rc = shmkv__index_lock_raw(m)) != 0) {
-        shmkv__unlock_all(m);
-        return rc;
-    }
-    if ((rc = shmkv__grow_lock(m)) != 0) {
-        shmkv__index_unlock(m);
-        shmkv__unlock_all(m);
-        return rc;
-    }
     uint64_t t0 = shmkv__mono_ns();
     uint64_t top = atomic_load(&h->top);
     rc = copy_range(m, fd, 0, top);
     *pause_ns = shmkv__mono_ns() - t0;
-    shmkv__grow_unlock(m);
-    shmkv__index_unlock(m);
-    shmkv__unlock_all(m);
+    shmkv__release_all(m);
     *len = top;
     return rc;
 }

@@ -394,6 +394,31 @@ void shmkv__index_unlock(shmkv__map *m)
     pthread_mutex_unlock(&shmkv__index_of(m)->lock);
 }
 
+int shmkv__hold_all(shmkv__map *m)
+{
+    int rc = shmkv__lock_all(m);
+    if (rc)
+        return rc;
+    if ((rc = shmkv__index_lock_raw(m)) != 0) {
+        shmkv__unlock_all(m);
+        return rc;
+    }
+    /* With every owner locked nobody grows the region; the growth lock
+     * makes pool_bytes exact (its holder recounts it if its last one died). */
+    if ((rc = shmkv__grow_lock(m)) != 0) {
+        shmkv__index_unlock(m);
+        shmkv__unlock_all(m);
+    }
+    return rc;
+}
+
+void shmkv__release_all(shmkv__map *m)
+{
+    shmkv__grow_unlock(m);
+    shmkv__index_unlock(m);
+    shmkv__unlock_all(m);
+}
+
 /* Rebuild the index under every lock: what repairs a dead index owner
  * when its undo log cannot (an old store without one, a log overflow, a
  * rebuild or log creation cut short), and what rebuild_index() does. */

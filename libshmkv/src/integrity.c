@@ -171,27 +171,14 @@ int shmkv_check(shmkv_db *db, uint64_t *problems, char *msg, size_t cap)
     if (m->rdonly)
         return SHMKV_EREADONLY; /* it cannot take the locks */
     shmkv__call_begin(db);
-    int rc = shmkv__lock_all(m);
+    int rc = shmkv__hold_all(m);
     if (rc)
         return rc;
-    if ((rc = shmkv__index_lock_raw(m)) != 0) {
-        shmkv__unlock_all(m);
-        return rc;
-    }
-    /* With every owner locked nobody grows the region; the growth lock
-     * makes pool_bytes exact (its holder recounts it if its last one died). */
-    if ((rc = shmkv__grow_lock(m)) != 0) {
-        shmkv__index_unlock(m);
-        shmkv__unlock_all(m);
-        return rc;
-    }
     shmkv__ick c = {.m = m, .h = SHMKV__HDR(m), .msg = msg, .cap = cap};
     c.v.base = m->base;
     c.v.len = atomic_load(&SHMKV__HDR(m)->top);
     rc = run(&c);
-    shmkv__grow_unlock(m);
-    shmkv__index_unlock(m);
-    shmkv__unlock_all(m);
+    shmkv__release_all(m);
     free(c.blk);
     free(c.blk_owner);
     free(c.blk_ref);

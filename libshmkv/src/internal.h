@@ -523,6 +523,11 @@ int shmkv__index_lock(shmkv__map *m, shmkv__seg *held);
  * its owner died. */
 int shmkv__index_lock_raw(shmkv__map *m);
 void shmkv__index_unlock(shmkv__map *m);
+/* Hold the whole store still: every segment lock, the index lock and the
+ * growth lock, in the lock order (each repaired if its owner died); 0 or
+ * the first failure, with nothing held. For shmkv_check and backups. */
+int shmkv__hold_all(shmkv__map *m);
+void shmkv__release_all(shmkv__map *m);
 /* Undo-logged updates: begin after taking the index lock for an insert or
  * remove of key (in segment seg), commit once the segment's slot agrees,
  * before unlocking. Without a log (old store, no space) both are no-ops and
