@@ -34,6 +34,7 @@
  *   integrity_walk.c, integrity_index.c, integrity.c
  *                   shmkv_check: the whole store against format.c's rules
  *                   (integrity.h: what the three share)
+ *   backup.c        shmkv_backup, shmkv_restore: a store image, and loading one
  *
  * Everything inside the region is addressed by offsets from the mapping's
  * base, never by pointers: each process maps the region at its own address.
