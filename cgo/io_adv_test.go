@@ -13,8 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/grafana/sobek"
 )
 
 // Adversarial probes of the imports, exports and validations.
@@ -467,16 +465,12 @@ func TestAdvExportWhileWriting(t *testing.T) {
 						defer wg.Done()
 						_, _ = rt.RunOnEventLoop(`globalThis.kv = openKv(` + opts + `);`)
 						for i := 0; !stop.Load(); i++ {
-							if _, err := rt.RunOnEventLoop(`(async () => {
-								const m = {}; for (let j = 0; j < 20; j++) m["s" + String(j * 150).padStart(5, "0") + "w` + strconv.Itoa(w) + `"] = j;
+							if err := runAsyncErr(rt, `
+								const m = {}; for (let j = 0; j < 20; j++) m["s" + String(j * 150).padStart(5, "0") + "w`+strconv.Itoa(w)+`"] = j;
 								await kv.setMany(m);
 								await kv.deleteMany(Object.keys(m));
-							})().catch((e) => { globalThis.__failure = String(e); })`); err != nil {
+							`); err != nil {
 								failed.Store(err.Error())
-								return
-							}
-							if f := rt.VU.Runtime().Get("__failure"); f != nil && !sobek.IsUndefined(f) {
-								failed.Store(f.String())
 								return
 							}
 						}

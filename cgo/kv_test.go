@@ -59,13 +59,22 @@ func newJS(t testing.TB) *modulestest.Runtime {
 // the test if it throws.
 func runAsync(t testing.TB, rt *modulestest.Runtime, body string) {
 	t.Helper()
+	if err := runAsyncErr(rt, body); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runAsyncErr is runAsync for goroutines, which may not call t.Fatal: it
+// returns what went wrong instead.
+func runAsyncErr(rt *modulestest.Runtime, body string) error {
 	code := "(async () => {\n" + body + "\n})().catch((e) => { globalThis.__failure = String(e) + (e && e.stack ? '\\n' + e.stack : ''); });"
 	if _, err := rt.RunOnEventLoop(code); err != nil {
-		t.Fatalf("script error: %v", err)
+		return fmt.Errorf("script error: %w", err)
 	}
 	if f := rt.VU.Runtime().Get("__failure"); f != nil && !sobek.IsUndefined(f) {
-		t.Fatalf("script failed: %s", f.String())
+		return fmt.Errorf("script failed: %s", f.String())
 	}
+	return nil
 }
 
 // storeOptions returns openKv options (as JS source) for a fresh store.

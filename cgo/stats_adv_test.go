@@ -12,8 +12,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-
-	"github.com/grafana/sobek"
 )
 
 // Adversarial probes of stats, allocationStats, reportStats and the
@@ -63,15 +61,11 @@ func TestAdvStatsWhileWriting(t *testing.T) {
 					defer wg.Done()
 					_, _ = rt.RunOnEventLoop(`globalThis.kv = openKv(` + opts + `);`)
 					for !stop.Load() {
-						if _, err := rt.RunOnEventLoop(`(async () => {
-							for (let i = 0; i < 50; i++) { await kv.set("w` + itoa(int64(w)) + `:" + i, i); }
-							await kv.deleteByPrefix({prefix: "w` + itoa(int64(w)) + `:", limit: 100});
-						})().catch((e) => { globalThis.__failure = String(e); })`); err != nil {
+						if err := runAsyncErr(rt, `
+							for (let i = 0; i < 50; i++) { await kv.set("w`+itoa(int64(w))+`:" + i, i); }
+							await kv.deleteByPrefix({prefix: "w`+itoa(int64(w))+`:", limit: 100});
+						`); err != nil {
 							failed.Store(err.Error())
-							return
-						}
-						if f := rt.VU.Runtime().Get("__failure"); f != nil && !sobek.IsUndefined(f) {
-							failed.Store(f.String())
 							return
 						}
 					}
