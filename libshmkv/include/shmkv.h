@@ -84,7 +84,10 @@ extern "C" {
 #define SHMKV_ETOOMANY   (-24717) /**< the key index holds its limit of 2^32 - 1 keys */
 #define SHMKV_ESEGMENTS  (-24718) /**< segments not a power of two in [1, SHMKV_SEGMENTS_MAX] */
 #define SHMKV_ERESERVE   (-24719) /**< reserve outside [SHMKV_RESERVE_MIN, SHMKV_RESERVE_MAX] */
-#define SHMKV_ERR_LAST   (-24719)
+#define SHMKV_EHELD      (-24720) /**< the key is held by another live claim */
+#define SHMKV_ESTALE     (-24721) /**< no live claim with this token: released, completed,
+                                       expired, taken over, or the key is gone */
+#define SHMKV_ERR_LAST   (-24721)
 /** @} */
 
 /** Kind tag stored with every value, so tools can display it. */
@@ -527,6 +530,139 @@ SHMKV_API int shmkv_count(shmkv_db *db, const void *prefix, size_t plen, uint64_
  */
 SHMKV_API int shmkv_random_keys(shmkv_db *db, const void *prefix, size_t plen, uint64_t count,
                       int unique, shmkv_list_fn fn, void *ctx);
+
+/* ------------------------------------------------------------------ */
+/* Claims: leases on keys, shared by every process                     */
+
+/** Longest claim owner, in bytes (a label for diagnostics). */
+#define SHMKV_OWNER_MAX        256u
+/** Lease length when shmkv_lease.ttl_ms is 0: 30 s. */
+#define SHMKV_TTL_DEFAULT_MS   30000u
+/** Longest lease: 24 h. */
+#define SHMKV_TTL_MAX_MS       86400000u
+
+/** What a claim asks for. Zero-initialise: every zero field is a default. */
+typedef struct shmkv_lease {
+    const void *owner; /**< label kept with the lease (may be NULL) */
+    size_t olen;       /**< its length, at most SHMKV_OWNER_MAX */
+    uint64_t ttl_ms;   /**< lease length in ms; 0: SHMKV_TTL_DEFAULT_MS; at most SHMKV_TTL_MAX_MS */
+} shmkv_lease;
+
+/** A live claim, as the claim calls hand it out. */
+typedef struct shmkv_claim {
+    uint64_t token;      /**< fencing token: unique in the store, and larger than every
+                              token the store issued before it (never 0) */
+    int64_t expires_ms;  /**< when the lease ends, in Unix ms by this host's clock now */
+    uint64_t ttl_ms;     /**< lease time left, in ms */
+} shmkv_claim;
+
+/*
+ * A claim is a lease on one key: while it is live, no other claim on the
+ * key succeeds, in any process, and shmkv_claim_random() and
+ * shmkv_pop_random() pass the key by. Other calls ignore claims: get, set
+ * and the rest read and write a claimed key as any other (a set keeps the
+ * claim), and deleting the key ends its claim. A lease ends when it is
+ * released, completed, or its time runs out; the lease clock is
+ * CLOCK_BOOTTIME, which every process of the host shares, and a disk store
+ * reopened after a reboot finds every lease of the earlier boot ended.
+ * Each claim gets a new token; release, complete and renew take it and
+ * refuse (SHMKV_ESTALE) any token but that of the key's live claim, so a
+ * holder whose lease ran out, even one that was then taken over, cannot
+ * end or extend anybody's claim.
+ *
+ * Every call below changes one key under its segment lock (and with key
+ * tracking the index's count of claimable keys under the index lock) and
+ * publishes with one store, so a process killed inside one leaves the
+ * whole step or none of it. A holder killed while holding leases loses
+ * nothing: its keys are claimable again once the leases run out.
+ *
+ * The value buffers work as in shmkv_get(): *vlen receives the value's
+ * length; on SHMKV_EBUFSIZE nothing is claimed or removed. vbuf, vlen and
+ * kind may all be NULL (cap 0) when the value is not wanted.
+ */
+
+/**
+ * Claim one key.
+ * @return 0 with *out; SHMKV_ENOTFOUND (no such key); SHMKV_EHELD (another
+ *   live claim holds it); SHMKV_EBUFSIZE; SHMKV_EKEYSIZE; SHMKV_EINVAL (a
+ *   lease option out of range); SHMKV_EREADONLY; SHMKV_EFULL, -ENOSPC.
+ * Cost: O(1 + value bytes), plus O(log n) under the index lock with key
+ * tracking.
+ */
+SHMKV_API int shmkv_claim_key(shmkv_db *db, const void *key, size_t klen, const shmkv_lease *lease,
+                              shmkv_claim *out, void *vbuf, size_t cap, size_t *vlen,
+                              shmkv_kind *kind);
+
+/**
+ * Claim one key drawn among the claimable keys that start with prefix
+ * (plen 0: all keys); a key whose lease ran out is claimable.
+ * @param kbuf,kcap,klen  receives the key (pass SHMKV_KEY_MAX bytes).
+ * @return 0; SHMKV_ENOTFOUND when no key is claimable; SHMKV_EBUFSIZE (for
+ *   the key or the value: nothing claimed; *klen and *vlen say what is
+ *   needed); the other codes of shmkv_claim_key().
+ * Cost: with key tracking O(log n) under the index lock, whatever share of
+ * the keys is claimed: the index counts the claimable keys below each of
+ * its nodes, and keeps the earliest lease end below each, so leases that
+ * ran out are found and counted claimable again without a sweep (O(log n)
+ * each, once per lease). Uniform among the claimable keys of the prefix.
+ * Without tracking: random draws under one segment lock at a time (O(1)
+ * expected when most matching keys are claimable), then two passes over
+ * every segment: O(n).
+ */
+SHMKV_API int shmkv_claim_random(shmkv_db *db, const void *prefix, size_t plen,
+                                 const shmkv_lease *lease, void *kbuf, size_t kcap, size_t *klen,
+                                 shmkv_claim *out, void *vbuf, size_t cap, size_t *vlen,
+                                 shmkv_kind *kind);
+
+/**
+ * Remove and return one key drawn among the claimable keys with the prefix
+ * (keys under a live claim stay). Same costs and codes as
+ * shmkv_claim_random().
+ */
+SHMKV_API int shmkv_pop_random(shmkv_db *db, const void *prefix, size_t plen, void *kbuf,
+                               size_t kcap, size_t *klen, void *vbuf, size_t cap, size_t *vlen,
+                               shmkv_kind *kind);
+
+/**
+ * End the live claim `token` on key and make the key claimable again.
+ * @return 0; SHMKV_ESTALE (no live claim with that token); SHMKV_EKEYSIZE;
+ *   SHMKV_EINVAL; SHMKV_EREADONLY; SHMKV_EFULL, -ENOSPC. O(1 + value
+ *   bytes), plus O(log n) with key tracking.
+ */
+SHMKV_API int shmkv_claim_release(shmkv_db *db, const void *key, size_t klen, uint64_t token);
+
+/**
+ * End the live claim `token` on key as done: delete_key 1 removes the key
+ * with it (a used-up item), 0 keeps the key, claimable again.
+ * @return as shmkv_claim_release().
+ */
+SHMKV_API int shmkv_claim_complete(shmkv_db *db, const void *key, size_t klen, uint64_t token,
+                                   int delete_key);
+
+/**
+ * Extend the live claim `token` on key: it now ends lease->ttl_ms from now
+ * (the owner is kept; lease may be NULL for the default length).
+ * @return 0 with *out (same token); the codes of shmkv_claim_release().
+ */
+SHMKV_API int shmkv_claim_renew(shmkv_db *db, const void *key, size_t klen, uint64_t token,
+                                const shmkv_lease *lease, shmkv_claim *out);
+
+/**
+ * Read the claim on key, if one is live.
+ * @param owner,ocap,olen  receives its owner label (may be NULL, 0, NULL).
+ * @return 0 with *out; SHMKV_ENOTFOUND (no such key); SHMKV_ESTALE (the key
+ *   is not claimed, or its lease ran out); SHMKV_EBUFSIZE for the owner.
+ */
+SHMKV_API int shmkv_claim_get(shmkv_db *db, const void *key, size_t klen, shmkv_claim *out,
+                              void *owner, size_t ocap, size_t *olen);
+
+/**
+ * Count the claims on keys that start with prefix: live ones and those
+ * whose lease ran out (not yet claimed again). O(n), one segment lock at a
+ * time.
+ */
+SHMKV_API int shmkv_claim_count(shmkv_db *db, const void *prefix, size_t plen, uint64_t *live,
+                                uint64_t *expired);
 
 /* ------------------------------------------------------------------ */
 /* Introspection                                                       */

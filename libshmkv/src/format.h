@@ -26,7 +26,7 @@
 
 #define SHMKV__MAGIC          "SHMKVdb\0" /* 8 bytes at offset 0 */
 #define SHMKV__MAGIC_INIT     "SHMKVin\0" /* creation in progress */
-#define SHMKV__FORMAT_VERSION 2u
+#define SHMKV__FORMAT_VERSION 3u /* 3: claims (leases in entries, claim counts in the index) */
 #define SHMKV__FORMAT_VERSION_MIN 1u /* version 1 stores are read and upgraded */
 #define SHMKV__ENDIAN_CHECK   0x01020304u
 #define SHMKV__HDR_SIZE       4096u
@@ -59,6 +59,10 @@
 /* Block flags */
 #define SHMKV__BF_USED 0x01u
 #define SHMKV__BF_MARK 0x02u /* set only while a recovery walk runs */
+/* Entry blocks: a lease (shmkv__lease) follows the key and the value, at
+ * the next 8-byte boundary (format 3). Set before the entry is published,
+ * never changed after: a claim, renewal or release publishes a new entry. */
+#define SHMKV__BF_LEASE 0x04u
 
 /* A chunk is a run of the region handed to one owner (a segment, or the
  * index). Chunks tile the region from hdr->data_off to hdr->top, so
@@ -155,6 +159,24 @@ typedef struct shmkv__intent {
     shmkv__intent_ch ch[];
 } shmkv__intent;
 
+/* A claim on its entry's key, after the key and value (SHMKV__BF_LEASE).
+ * Times are on the lease clock (shmkv__lease_now): CLOCK_BOOTTIME plus the
+ * header's lease_base. A lease whose expiry has passed is no claim at all:
+ * nothing needs to remove it. */
+typedef struct shmkv__lease {
+    uint64_t token;  /* fencing token: the header's claim_token when issued */
+    uint64_t expiry; /* lease clock, ns */
+    uint32_t olen;   /* owner label bytes that follow */
+    uint32_t pad;
+    unsigned char owner[];
+} shmkv__lease;
+
+/* Offset of an entry's lease from the start of its payload. */
+static inline uint64_t shmkv__lease_at(uint64_t klen, uint64_t vlen)
+{
+    return (sizeof(shmkv__entry) + klen + vlen + 7) & ~(uint64_t)7;
+}
+
 /* ---- key index ------------------------------------------------------- */
 
 /* A key blob: the index's own copy of a key. */
@@ -170,9 +192,13 @@ typedef struct shmkv__karr {
     uint64_t off[];
 } shmkv__karr;
 
-/* Counted B+tree. Leaf entries: pfx + key (blob), child 0, count 1.
- * Internal entries: pfx + key of the subtree's smallest key, child node,
- * number of keys below. pfx is the first 8 key bytes big-endian,
+/* Counted B+tree. Leaf entries: pfx + key (blob), child: the expiry of the
+ * key's claim (0: not claimed), count 1 | claimed << 32. Internal entries:
+ * pfx + key of the subtree's smallest key, child node, keys below |
+ * claimed keys below << 32 (format 3; stores before it have no claims, so
+ * their counts read the same). A node's pad is the earliest claim expiry
+ * below it (0: none), which is how claims that ran out are found. A claim
+ * the index counts may have run out; one it does not count never has. pfx is the first 8 key bytes big-endian,
  * zero-padded, so most comparisons never dereference the blob. */
 #define SHMKV__BT_SLOTS 31u /* a node holds at most SLOTS-1 entries at rest */
 typedef struct shmkv__bt_ent {
@@ -182,10 +208,13 @@ typedef struct shmkv__bt_ent {
     uint64_t count;
 } shmkv__bt_ent;
 
+#define SHMKV__BT_KEYS(c) ((c) & 0xffffffffull)
+#define SHMKV__BT_HELD(c) ((c) >> 32)
+#define SHMKV__BT_ONE_HELD (1ull << 32)
 typedef struct shmkv__bt_node {
     uint32_t leaf;
     uint32_t n;
-    uint64_t pad;
+    uint64_t pad; /* earliest claim expiry below (format 3), 0: none */
     shmkv__bt_ent e[SHMKV__BT_SLOTS];
 } shmkv__bt_node;
 
@@ -267,6 +296,11 @@ typedef struct shmkv__hdr {
      * under the growth lock only, recounted when its holder died. Zero in
      * stores from before the pool, which have no free chunks. */
     uint64_t pool_bytes;
+    /* Claims (format 3; zeros in older stores mean "none yet"). */
+    _Atomic uint64_t claim_token; /* the last fencing token issued */
+    uint64_t lease_base;          /* lease clock = CLOCK_BOOTTIME + lease_base, ns */
+    _Atomic uint64_t lease_high;  /* the latest expiry ever granted */
+    char boot_id[40];             /* the boot lease_base was set for (NUL-padded) */
 } shmkv__hdr;
 
 _Static_assert(sizeof(shmkv__hdr) <= SHMKV__HDR_SIZE, "header must fit its page");
