@@ -54,8 +54,11 @@ func (c *call) ttl(o *sobek.Object) uint64 {
 	if absent(v) {
 		return ttlDefault
 	}
-	f := v.ToFloat()
-	if !sobek.IsNumber(v) || math.IsNaN(f) || f <= 0 || f > ttlMax {
+	f := math.NaN()
+	if sobek.IsNumber(v) { // ToFloat of a Symbol would throw
+		f = v.ToFloat()
+	}
+	if math.IsNaN(f) || f <= 0 || f > ttlMax {
 		c.invalid("ttl must be a number of milliseconds above 0 and at most %d, got %s", ttlMax, describe(v))
 		return ttlDefault
 	}
@@ -122,11 +125,11 @@ func (c *call) readRef(v sobek.Value, what string) ref {
 	}
 	key := c.str(what+".key", kval)
 	tv := o.Get("token")
-	f := 0.0
-	if tv != nil {
+	f := math.NaN()
+	if tv != nil && sobek.IsNumber(tv) {
 		f = tv.ToFloat()
 	}
-	if c.err == nil && (tv == nil || !sobek.IsNumber(tv) || math.IsNaN(f) || f != math.Trunc(f) || f < 1 || f > maxToken) {
+	if c.err == nil && (math.IsNaN(f) || f != math.Trunc(f) || f < 1 || f > maxToken) {
 		c.invalid("%s.token must be a whole number from 1 to %d, got %s", what, int64(maxToken), describe(tv))
 	}
 	if c.err != nil {

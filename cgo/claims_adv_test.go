@@ -80,10 +80,11 @@ func TestAdvClaimWrongTypes(t *testing.T) {
 			await rejects(kv.claimKey(key), "InvalidOptionsError", "claimKey " + String(key));
 		}
 		for (const ref of [{key: new String("a"), token: 1}, {key: "a", token: new Number(1)}, {key: "a\uD800", token: 1},
-			{key: "a", token: true}, {key: "a", token: Infinity}, {key: "a", token: [1]}, new Date(), () => 1, Symbol("x")]) {
+			{key: "a", token: true}, {key: "a", token: Infinity}, {key: "a", token: [1]}, {key: "a", token: Symbol("t")}, new Date(), () => 1, Symbol("x")]) {
 			await rejects(kv.releaseClaim(ref), "InvalidOptionsError", "ref " + String(ref && ref.key));
 		}
 		await rejects(kv.claimRandom({owner: "o\uD800"}), "InvalidOptionsError", "owner with a lone surrogate");
+		await rejects(kv.claimRandom({ttl: Symbol("t")}), "InvalidOptionsError", "ttl a symbol");
 		await rejects(kv.claimRandom({prefix: "\uDFFF"}), "InvalidOptionsError", "prefix with a lone surrogate");
 		const c = await kv.claimKey("a", {owner: "é".repeat(128)});
 		eq(c.owner.length, 128, "256 bytes of owner");
