@@ -176,7 +176,9 @@ func isEmptyResult(v sobek.Value) bool {
 		return v.String() == ""
 	}
 	if o, ok := v.(*sobek.Object); ok {
-		return o.Get("length").ToInteger() == 0
+		// An array; an entry or a claim (no length) is a result.
+		n := o.Get("length")
+		return n != nil && n.ToInteger() == 0
 	}
 	return false
 }
