@@ -406,8 +406,9 @@ declare module "k6/x/kv" {
     /** Keys in the store. */
     count: number;
     /** Claims on keys: live ones, and those whose lease ran out and that
-     * nobody claimed again (their keys are claimable). */
-    claims: { live: number; expired: number };
+     * nobody claimed again (their keys are claimable). null through a
+     * read-only handle, which cannot take the locks they are counted under. */
+    claims: { live: number; expired: number } | null;
     /** With the key index: its count of keys (keysList and ost: the key
      * array and the ordered index share one count), the tables' count
      * (keysMap), and whether they agree. null without the index. */
@@ -437,13 +438,14 @@ declare module "k6/x/kv" {
     /** Keys with the prefix. */
     total: number;
     /** Keys not under a live claim (a key whose lease ran out is
-     * claimable): total - claimedLive. */
-    claimable: number;
+     * claimable): total - claimedLive. The three claim counts are null
+     * through a read-only handle (see KVStats.claims). */
+    claimable: number | null;
     /** Keys with the prefix under a live claim. */
-    claimedLive: number;
+    claimedLive: number | null;
     /** Keys with the prefix whose claim's lease ran out (not claimed
      * again since). */
-    claimedExpired: number;
+    claimedExpired: number | null;
     backend: Backend;
     trackKeys: boolean;
   }

@@ -20,8 +20,24 @@ type storeStats struct {
 	indexKeys  uint64
 	consistent bool
 	// claims on keys: live, and those whose lease ran out (not claimed
-	// again since)
+	// again since); claimsKnown false when the store could not count them
 	claimsLive, claimsExpired uint64
+	claimsKnown               bool
+}
+
+// countClaims counts the claims on keys with the prefix. known is false
+// for a read-only handle: the library counts claims under the segment
+// locks, which such a handle cannot take.
+func countClaims(s backendStore, prefix string) (live, expired uint64, known bool, err error) {
+	cs, ok := s.(claimStore)
+	if !ok {
+		return 0, 0, false, nil
+	}
+	live, expired, err = cs.claimCount(prefix)
+	if codeOf(err) == codeReadOnly {
+		return 0, 0, false, nil
+	}
+	return live, expired, err == nil, err
 }
 
 // gather reads the store's counters. With the key index, the index's count
@@ -34,9 +50,7 @@ func gather(s backendStore) (st storeStats, err error) {
 	if st, err = gatherKeys(s); err != nil {
 		return st, err
 	}
-	if cs, ok := s.(claimStore); ok {
-		st.claimsLive, st.claimsExpired, err = cs.claimCount("")
-	}
+	st.claimsLive, st.claimsExpired, st.claimsKnown, err = countClaims(s, "")
 	return st, err
 }
 
@@ -96,6 +110,10 @@ func opStats(c *call) sobek.Value {
 	if c.h.cfg.backend == BackendDisk {
 		disk = c.object("path", c.h.cfg.path, "sizeBytes", info.FileBytes, "readOnly", c.h.cfg.readOnly())
 	}
+	var claims any = sobek.Null()
+	if st.claimsKnown {
+		claims = c.object("live", st.claimsLive, "expired", st.claimsExpired)
+	}
 	var free uint64
 	if info.FileBytes > info.UsedBytes {
 		free = info.FileBytes - info.UsedBytes
@@ -114,7 +132,7 @@ func opStats(c *call) sobek.Value {
 		"serialization", c.serialization(),
 		"trackKeys", info.TrackKeys,
 		"count", info.Keys,
-		"claims", c.object("live", st.claimsLive, "expired", st.claimsExpired),
+		"claims", claims,
 		"index", index,
 		"disk", disk,
 		"store", store)
@@ -123,27 +141,30 @@ func opStats(c *call) sobek.Value {
 // opAllocationStats counts the keys with a prefix and the claims on them.
 // A key whose lease ran out is claimable. The keys and the claims are
 // counted one after the other, so a key claimed in between may count as
-// held and claimable both: claimable never goes below 0.
+// held and claimable both: claimable never goes below 0. Where claims
+// cannot be counted (a read-only handle) the three claim counts are null.
 func opAllocationStats(c *call) sobek.Value {
 	prefix := c.prefix(c.options(0, "prefix"))
 	var n, held, expired uint64
+	var known bool
 	var info storeInfo
 	c.do(func(s backendStore) (err error) {
 		if n, err = s.count(prefix); err != nil {
 			return err
 		}
-		if cs, ok := s.(claimStore); ok {
-			if held, expired, err = cs.claimCount(prefix); err != nil {
-				return err
-			}
+		if held, expired, known, err = countClaims(s, prefix); err != nil {
+			return err
 		}
 		if d, ok := s.(*db); ok {
 			info, err = d.stat()
 		}
 		return err
 	})
-	claimable := n - min(held, n)
-	return c.object("prefix", prefix, "total", n, "claimable", claimable, "claimedLive", held, "claimedExpired", expired,
+	var claimable, live, ended any = n - min(held, n), held, expired
+	if !known {
+		claimable, live, ended = sobek.Null(), sobek.Null(), sobek.Null()
+	}
+	return c.object("prefix", prefix, "total", n, "claimable", claimable, "claimedLive", live, "claimedExpired", ended,
 		"backend", c.h.cfg.backend.String(), "trackKeys", info.TrackKeys)
 }
 
@@ -171,11 +192,14 @@ func opReportStats(c *call) sobek.Value {
 	}
 	set := metrics.Samples{
 		sample(m.keys, tags, float64(info.Keys)),
-		sample(m.claimsLive, tags, float64(st.claimsLive)),
-		sample(m.claimsExpired, tags, float64(st.claimsExpired)),
 		sample(m.usedBytes, tags, float64(info.UsedBytes)),
 		sample(m.fileBytes, tags, float64(info.FileBytes)),
 		sample(m.processes, tags, float64(info.Attached)),
+	}
+	if st.claimsKnown {
+		set = append(set,
+			sample(m.claimsLive, tags, float64(st.claimsLive)),
+			sample(m.claimsExpired, tags, float64(st.claimsExpired)))
 	}
 	if info.TrackKeys {
 		set = append(set,
