@@ -192,6 +192,13 @@ static int run_check(const store *s, const view *v, uint64_t file_len, const shm
     c.live = live;
     c.reopen_repair = !live && atomic_load_explicit(&h->clean, memory_order_relaxed) == 0;
     c.tables_complete = true;
+    /* After the snapshot: a lease it holds ended by now or is live now. */
+    lclock_init(&c.clk, h);
+    c.last_token = atomic_load_explicit(&h->claim_token, memory_order_relaxed);
+    shmkv__hdr cur;
+    if (live && store_read_hdr(s, &cur) && memcmp(cur.magic, SHMKV__MAGIC, 8) == 0 &&
+        atomic_load_explicit(&cur.claim_token, memory_order_relaxed) > c.last_token)
+        c.last_token = atomic_load_explicit(&cur.claim_token, memory_order_relaxed); /* issued while the copy was made */
     memset(res, 0, sizeof *res);
     c.ow = calloc(h->nseg + 1, sizeof *c.ow);
     if (!c.ow)

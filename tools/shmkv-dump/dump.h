@@ -213,7 +213,7 @@ typedef struct ent {
     uint32_t seg;
     uint64_t slot;
     bool leased;    /* check: a sound lease, ending at expiry */
-    uint64_t expiry;
+    uint64_t expiry, token;
 } ent;
 
 int ent_cmp(const void *a, const void *b);
