@@ -269,3 +269,67 @@ Test(check, while_others_write)
     expect_sound(db, "writers gone");
     t_close(db);
 }
+
+/* The index's claim bookkeeping (format 3) on a store without claims:
+ * each damage is found, and putting the bytes back makes it sound. */
+Test(check, damaged_claim_counts)
+{
+    shmkv_db *db = t_open(t_path("cn"), SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+    fill(db, 500);
+    shmkv__index *ix = shmkv__index_of(db->m);
+    shmkv__bt_node *root = SHMKV__P(db->m, ix->root);
+    cr_assert_not(root->leaf, "500 keys fill more than one leaf");
+    root->pad = 12345;
+    expect_problem(db, "node pad", "earliest claim end 12345");
+    root->pad = 0;
+    root->e[0].count += SHMKV__BT_ONE_HELD;
+    expect_problem(db, "claimed count", "claimed");
+    root->e[0].count -= SHMKV__BT_ONE_HELD;
+    expect_sound(db, "counts restored");
+    /* a leaf entry counted claimed with no claim end */
+    shmkv__bt_node *path[40];
+    int d = 0;
+    path[0] = root;
+    while (!path[d]->leaf) {
+        path[d + 1] = SHMKV__P(db->m, path[d]->e[0].child);
+        d++;
+    }
+    shmkv__bt_ent *le = &path[d]->e[0];
+    le->count |= SHMKV__BT_ONE_HELD;
+    expect_problem(db, "leaf count", "count or prefix word wrong");
+    le->count = 1;
+    /* a claim the index counts consistently (leaf, ancestors, pads) on a
+     * key whose entry has no lease */
+    le->child = 999;
+    le->count = shmkv__bt_leaf_count(999);
+    for (int k = 0; k <= d; k++) {
+        path[k]->pad = 999;
+        if (k < d)
+            path[k]->e[0].count += SHMKV__BT_ONE_HELD;
+    }
+    expect_problem(db, "counted claim without a lease", "whose entry has no lease");
+    le->child = 0;
+    le->count = 1;
+    for (int k = 0; k <= d; k++) {
+        path[k]->pad = 0;
+        if (k < d)
+            path[k]->e[0].count -= SHMKV__BT_ONE_HELD;
+    }
+    expect_sound(db, "claim removed");
+    t_close(db);
+}
+
+/* A lease flag on an entry with no room for a lease, or zeros there. */
+Test(check, damaged_lease_flag)
+{
+    shmkv_db *db = t_open(t_path("cf"), SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF);
+    fill(db, 50);
+    uint64_t w;
+    loaded_segment(db->m, &w);
+    shmkv__block *b = shmkv__block_of(db->m, SHMKV__SLOT_OFF(w));
+    b->flags |= SHMKV__BF_LEASE;
+    expect_problem(db, "lease flag", "lease");
+    b->flags &= (uint8_t)~SHMKV__BF_LEASE;
+    expect_sound(db, "flag cleared");
+    t_close(db);
+}

@@ -399,6 +399,41 @@ static int corrupt(const char *path, const char *kind)
         ka->off[1] = t;
     } else if (!strcmp(kind, "index-n")) {
         ix->n += 1;
+    } else if (!strcmp(kind, "index-pad")) {
+        /* an earliest claim end in a tree that counts no claim */
+        ((shmkv__bt_node *)P(ix->root))->pad = 12345;
+    } else if (!strcmp(kind, "index-held")) {
+        shmkv__bt_node *r = P(ix->root);
+        if (r->leaf)
+            die("root is a leaf", 0);
+        r->e[0].count += SHMKV__BT_ONE_HELD;
+    } else if (!strcmp(kind, "leaf-held")) {
+        /* a leaf entry counted claimed without a claim end */
+        shmkv__bt_node *r = P(ix->root);
+        while (!r->leaf)
+            r = P(r->e[0].child);
+        r->e[0].count |= SHMKV__BT_ONE_HELD;
+    } else if (!strcmp(kind, "leaf-child")) {
+        /* the index counts a claim on a key whose entry has no lease: the
+         * leaf, its ancestors' claimed counts and their pads agree */
+        shmkv__bt_node *path[40];
+        int d = 0;
+        path[d] = P(ix->root);
+        while (!path[d]->leaf) {
+            path[d + 1] = P(path[d]->e[0].child);
+            d++;
+        }
+        path[d]->e[0].child = 999;
+        path[d]->e[0].count = shmkv__bt_leaf_count(999);
+        for (int k = 0; k <= d; k++) {
+            path[k]->pad = shmkv__expiry_min(path[k]->pad, 999);
+            if (k < d)
+                path[k]->e[0].count += SHMKV__BT_ONE_HELD;
+        }
+    } else if (!strcmp(kind, "lease-flag")) {
+        /* a lease flag on an entry that has none: past its block, or 0s */
+        shmkv__block *b = shmkv__block_of(&(shmkv__map){ .base = base }, SHMKV__SLOT_OFF(w));
+        b->flags |= SHMKV__BF_LEASE;
     } else {
         fprintf(stderr, "dump-mkstore: unknown damage '%s'\n", kind);
         return 2;

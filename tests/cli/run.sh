@@ -363,6 +363,13 @@ group_corrupt() {
     damage index-blob m.kv 1 'does not match key|missing from the index'
     damage karr m.kv 1 'says position'
     damage index-n m.kv 1 'index: counts [0-9]+ keys'
+    # Claims (format 3): the index's claimed counts, claim ends and pads,
+    # and a lease flag on an entry without one.
+    damage index-pad m.kv 1 'says its earliest claim end is 12345, its subtree.s is 0'
+    damage index-held m.kv 1 'counts 1 claimed keys, its subtree holds 0'
+    damage leaf-held m.kv 1 'count 0x100000001 with claim end 0'
+    damage leaf-child m.kv 1 'index: counts a claim on key "k:[0-9]+", whose entry has no lease'
+    damage lease-flag g.kv 1 'lease at 0x[0-9a-f]+ .*(runs past|was never issued)'
     # Listing a damaged store reports what it skipped and exits 1.
     cp g.kv skip.kv && "$MK" corrupt skip.kv entry-len
     d skip.kv --keys skip.kv

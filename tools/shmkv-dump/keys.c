@@ -146,8 +146,12 @@ int entry_lease(const view *v, const ent *e, uint64_t last_token, shmkv__lease *
                  "last one is %" PRIu64 ")", at, l->token, last_token);
         break;
     default:
-        snprintf(why, n, "lease at 0x%" PRIx64 " (owner of %" PRIu32 " bytes) runs past its "
-                 "%" PRIu64 "-byte block", at, l->olen, e->bytes);
+        if (l->token || l->expiry || l->olen)
+            snprintf(why, n, "lease at 0x%" PRIx64 ": its owner of %" PRIu32 " bytes runs past "
+                     "its %" PRIu64 "-byte block", at, l->olen, e->bytes);
+        else
+            snprintf(why, n, "lease at 0x%" PRIx64 " runs past its %" PRIu64 "-byte block", at,
+                     e->bytes);
         break;
     }
     return -1;
