@@ -93,6 +93,7 @@ void report_free(report *r)
 
 typedef struct check_res {
     uint64_t chunks, blocks, keys, index_keys;
+    uint64_t claims, claims_live; /* sound leases, and those not run out */
 } check_res;
 
 uint32_t owner_slot(const ck *c, uint32_t owner)
@@ -260,6 +261,8 @@ static int run_check(const store *s, const view *v, uint64_t file_len, const shm
     res->blocks = c.sc.nb;
     res->keys = c.live_slots;
     res->index_keys = h->track_keys ? c.ntk : 0;
+    res->claims = c.leases;
+    res->claims_live = c.leases_live;
 out:
     scan_free(&c.sc);
     free(c.ow);
@@ -298,6 +301,9 @@ static void print_text(const store *s, const shmkv__hdr *h, const report *r,
             res->chunks, res->blocks, res->keys);
     if (h->track_keys)
         fprintf(f, ", index of %" PRIu64 " keys", res->index_keys);
+    if (res->claims)
+        fprintf(f, ", %" PRIu64 " claim%s (%" PRIu64 " live)", res->claims,
+                res->claims == 1 ? "" : "s", res->claims_live);
     fputc('\n', f);
     if (live)
         fprintf(f, "note: the store is in use; %d snapshot%s checked, only problems seen in "
@@ -340,8 +346,9 @@ static void print_json(const store *s, const shmkv__hdr *h, const report *r,
         fprintf(f, ",\"segments\":%" PRIu32 ",\"track_keys\":%s", h->nseg,
                 h->track_keys ? "true" : "false");
     fprintf(f, ",\"checked\":{\"chunks\":%" PRIu64 ",\"blocks\":%" PRIu64 ",\"keys\":%" PRIu64
-            ",\"index_keys\":%" PRIu64 "}", res->chunks, res->blocks, res->keys,
-            res->index_keys);
+            ",\"index_keys\":%" PRIu64 ",\"claims\":%" PRIu64 ",\"claims_live\":%" PRIu64 "}",
+            res->chunks, res->blocks, res->keys, res->index_keys, res->claims,
+            res->claims_live);
     fprintf(f, ",\"problem_count\":%" PRIu64 ",\"problems\":[", r->prob_total);
     for (size_t i = 0; i < r->nprob; i++) {
         fputs(i ? ",\n" : "\n", f);

@@ -53,6 +53,7 @@ typedef struct ck {
     bool tables_complete; /* every live slot's entry was read */
     uint64_t karr_bad;
     lclock clk;          /* the lease clock when the check began */
+    uint64_t leases, leases_live; /* sound leases in the tables, live ones */
     uint64_t last_token; /* the last claim token issued: no lease has a later one */
 } ck;
 

@@ -48,6 +48,8 @@ static void check_lease(ck *c, uint32_t i, uint64_t j, ent *e)
     e->leased = true;
     e->expiry = l.expiry;
     e->token = l.token;
+    c->leases++;
+    c->leases_live += lclock_live(&c->clk, l.expiry);
 }
 
 int check_segment(ck *c, uint32_t i)
