@@ -12,6 +12,9 @@
  *                                         itself (SIGSTOP) inside a set, holding
  *                                         the segment's lock; on SIGCONT the set
  *                                         finishes and it exits
+ *   dump-mkstore claims PATH TRACK        twelve keys "job:NN" and their claims:
+ *                                         2 live, 1 run out, others released,
+ *                                         completed or never claimed
  *   dump-mkstore corrupt PATH KIND        damage a (copied) store in place
  *
  * Stores are written with the public API; corrupt maps the file itself and
@@ -129,6 +132,96 @@ static int export_store(const char *path)
     for (size_t i = 0; i < sizeof e / sizeof *e; i++)
         set(db, e[i].k, strlen(e[i].k), e[i].v, strlen(e[i].v), e[i].kind);
     shmkv_close(db);
+    return 0;
+}
+
+/* ---- claims written by hand ---------------------------------------------------- */
+/* Until the library's claim calls exist (claims: core), the claims store
+ * is written as they would leave it: each claimed key's value set with
+ * room behind it, then shortened to its real length with the lease written
+ * after it; the header's token, lease clock and boot; the index's leaf,
+ * claimed counts and pads. */
+
+static unsigned char *base;
+static shmkv__hdr *H;
+static void *P(uint64_t off);
+static shmkv__entry *entry_of(const char *k, uint64_t *payload);
+static void count_claim(shmkv__index *ix, const char *k, uint64_t expiry);
+
+static uint64_t boottime_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void lease_by_hand(const char *k, uint64_t token, uint64_t expiry, const char *owner)
+{
+    uint64_t off;
+    shmkv__entry *e = entry_of(k, &off);
+    if (!e)
+        die("no such key", 0);
+    e->vlen = (uint32_t)strcspn((const char *)e->data + e->klen, ".");
+    shmkv__lease *l = P(off + shmkv__lease_at(e->klen, e->vlen));
+    l->token = token;
+    l->expiry = expiry;
+    l->olen = owner ? (uint32_t)strlen(owner) : 0;
+    l->pad = 0;
+    if (l->olen)
+        memcpy(l->owner, owner, l->olen);
+    shmkv__block_of(&(shmkv__map){ .base = base }, off)->flags |= SHMKV__BF_LEASE;
+    if (H->track_keys)
+        count_claim(P(H->index_off), k, expiry);
+}
+
+static int claims_store(const char *path, int track)
+{
+    shmkv_db *db = open_store(path, 0, track, 4);
+    char k[16], v[64];
+    for (int i = 1; i <= 12; i++) {
+        snprintf(k, sizeof k, "job:%02d", i);
+        /* room for a lease and an owner behind the value */
+        snprintf(v, sizeof v, "todo %d%s", i, "........................................");
+        set(db, k, strlen(k), v, i <= 7 ? strlen(v) : strlen(v) - 40, SHMKV_KIND_STRING);
+    }
+    if (shmkv_delete(db, "job:05", 6, NULL))
+        die("delete", 0);
+    shmkv_close(db);
+    for (int i = 4; i <= 6; i++) { /* released or completed: no lease, the value as it is */
+        snprintf(k, sizeof k, "job:%02d", i);
+        snprintf(v, sizeof v, "todo %d", i);
+        db = open_store(path, 0, track, 4);
+        if (i != 5)
+            set(db, k, strlen(k), v, strlen(v), SHMKV_KIND_STRING);
+        shmkv_close(db);
+    }
+    int fd = open(path, O_RDWR);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0)
+        die(path, -errno);
+    base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED)
+        die("mmap", -errno);
+    H = (shmkv__hdr *)base;
+    char boot[64] = "";
+    int bfd = open("/proc/sys/kernel/random/boot_id", O_RDONLY);
+    ssize_t n = bfd >= 0 ? read(bfd, boot, sizeof boot - 1) : 0;
+    if (bfd >= 0)
+        close(bfd);
+    while (n > 0 && boot[n - 1] == '\n')
+        boot[--n] = 0;
+    memset(H->boot_id, 0, sizeof H->boot_id);
+    memcpy(H->boot_id, boot, (size_t)n < sizeof H->boot_id ? (size_t)n : sizeof H->boot_id);
+    H->lease_base = 0;
+    uint64_t now = boottime_ns(), s = 1000000000ull;
+    lease_by_hand("job:01", 1, now + 600 * s, "vu-3");
+    lease_by_hand("job:02", 2, now + 30 * s, NULL);
+    lease_by_hand("job:03", 3, now - 5 * s, "vu-\xff");
+    lease_by_hand("job:07", 7, now + 600 * s, "vu-7");
+    atomic_store(&H->claim_token, 7);
+    atomic_store(&H->lease_high, now + 600 * s);
+    munmap(base, (size_t)st.st_size);
+    close(fd);
     return 0;
 }
 
@@ -250,9 +343,6 @@ static int stop(const char *path)
 
 /* ---- damage ---------------------------------------------------------------- */
 
-static unsigned char *base;
-static shmkv__hdr *H;
-
 static void *P(uint64_t off)
 {
     return base + off;
@@ -278,6 +368,99 @@ static bool first_live(uint32_t *si, shmkv__table **tb, uint64_t *slot)
             }
     }
     return false;
+}
+
+/* The entry of key k (found through its table), or NULL. */
+static shmkv__entry *entry_of(const char *k, uint64_t *payload)
+{
+    size_t kl = strlen(k);
+    for (uint32_t i = 0; i < H->nseg; i++) {
+        uint64_t t = atomic_load(&seg(i)->table);
+        if (!t)
+            continue;
+        shmkv__table *T = P(t);
+        for (uint64_t j = 0; j < T->cap; j++) {
+            uint64_t w = atomic_load(&T->slot[j]);
+            if (!SHMKV__SLOT_LIVE(w))
+                continue;
+            shmkv__entry *e = P(SHMKV__SLOT_OFF(w));
+            if (e->klen == kl && !memcmp(e->data, k, kl)) {
+                *payload = SHMKV__SLOT_OFF(w);
+                return e;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* job:01's lease (claims_store), and its block. */
+static shmkv__lease *lease_of_job1(shmkv__block **b)
+{
+    uint64_t off;
+    shmkv__entry *e = entry_of("job:01", &off);
+    if (!e)
+        die("no job:01", 0);
+    *b = shmkv__block_of(&(shmkv__map){ .base = base }, off);
+    if (!((*b)->flags & SHMKV__BF_LEASE))
+        die("job:01 is not claimed", 0);
+    return P(off + shmkv__lease_at(e->klen, e->vlen));
+}
+
+/* Earliest claim end below a node, from its entries (and the children's
+ * pads, already right). */
+static uint64_t node_earliest(shmkv__bt_node *nd)
+{
+    uint64_t m = 0;
+    for (uint32_t i = 0; i < nd->n; i++)
+        m = shmkv__expiry_min(m, nd->leaf ? nd->e[i].child
+                                          : ((shmkv__bt_node *)P(nd->e[i].child))->pad);
+    return m;
+}
+
+/* Make the index count key k's claim as ending at expiry (0: count none),
+ * consistently: its leaf entry, the claimed counts above it, and every pad
+ * on the way. */
+static void count_claim(shmkv__index *ix, const char *k, uint64_t expiry)
+{
+    size_t kl = strlen(k);
+    shmkv__bt_node *path[40];
+    uint32_t at[40];
+    int d = 0;
+    path[0] = P(ix->root);
+    for (;;) {
+        shmkv__bt_node *nd = path[d];
+        uint32_t i = 0;
+        if (nd->leaf) {
+            while (i < nd->n) {
+                shmkv__kblob *kb = P(nd->e[i].key);
+                if (kb->klen == kl && !memcmp(kb->key, k, kl))
+                    break;
+                i++;
+            }
+            if (i == nd->n)
+                die("key not in its leaf", 0);
+            at[d] = i;
+            break;
+        }
+        /* the last child whose smallest key is not above k */
+        while (i + 1 < nd->n) {
+            shmkv__kblob *kb = P(nd->e[i + 1].key);
+            if (shmkv__keycmp(kb->key, kb->klen, k, kl) > 0)
+                break;
+            i++;
+        }
+        at[d] = i;
+        path[d + 1] = P(nd->e[i].child);
+        d++;
+    }
+    int64_t delta = (int64_t)(expiry != 0) - (int64_t)(path[d]->e[at[d]].child != 0);
+    path[d]->e[at[d]].child = expiry;
+    path[d]->e[at[d]].count = shmkv__bt_leaf_count(expiry);
+    for (int l = d; l >= 0; l--) {
+        if (l < d)
+            path[l]->e[at[l]].count += (uint64_t)delta * SHMKV__BT_ONE_HELD;
+        path[l]->pad = node_earliest(path[l]);
+    }
 }
 
 static int corrupt(const char *path, const char *kind)
@@ -430,6 +613,31 @@ static int corrupt(const char *path, const char *kind)
             if (k < d)
                 path[k]->e[0].count += SHMKV__BT_ONE_HELD;
         }
+    } else if (!strcmp(kind, "lease-owner")) {
+        shmkv__block *b;
+        lease_of_job1(&b)->olen = SHMKV_OWNER_MAX + 44;
+    } else if (!strcmp(kind, "lease-past")) {
+        shmkv__block *b;
+        lease_of_job1(&b)->olen = SHMKV_OWNER_MAX; /* far past a small block */
+    } else if (!strcmp(kind, "lease-token")) {
+        shmkv__block *b;
+        lease_of_job1(&b)->token = atomic_load(&H->claim_token) + 1;
+    } else if (!strcmp(kind, "lease-token0")) {
+        shmkv__block *b;
+        lease_of_job1(&b)->token = 0;
+    } else if (!strcmp(kind, "lease-drop")) {
+        /* the flag gone: the index counts a claim the entry does not have */
+        shmkv__block *b;
+        lease_of_job1(&b);
+        b->flags &= (uint8_t)~SHMKV__BF_LEASE;
+    } else if (!strcmp(kind, "lease-expiry")) {
+        shmkv__block *b;
+        lease_of_job1(&b)->expiry += 1000;
+    } else if (!strcmp(kind, "lease-uncounted")) {
+        count_claim(ix, "job:01", 0);
+    } else if (!strcmp(kind, "boot")) {
+        /* as if written on another boot: every lease has ended */
+        memcpy(H->boot_id, "00000000-0000-4000-8000-000000000000", 36);
     } else if (!strcmp(kind, "lease-flag")) {
         /* a lease flag on an entry that has none: past its block, or 0s */
         shmkv__block *b = shmkv__block_of(&(shmkv__map){ .base = base }, SHMKV__SLOT_OFF(w));
@@ -461,6 +669,8 @@ int main(int argc, char **argv)
         return hold(argv[2]);
     if (argc == 3 && !strcmp(argv[1], "stop"))
         return stop(argv[2]);
+    if (argc == 4 && !strcmp(argv[1], "claims"))
+        return claims_store(argv[2], atoi(argv[3]));
     if (argc == 4 && !strcmp(argv[1], "corrupt"))
         return corrupt(argv[2], argv[3]);
     fprintf(stderr, "usage: dump-mkstore golden|many|churn|writer|hold|stop|corrupt ...\n");
