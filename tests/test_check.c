@@ -336,49 +336,70 @@ Test(check, damaged_lease_flag)
 
 /* ---- claims (format 3) ---- */
 
-/* Claim key k (a key of fill()) for ten minutes. Until the library's claim
- * calls land, written by hand as they would leave it: the value shortened
- * to make room, the lease after it, the header's token, and the index's
- * leaf, claimed counts and pads (the key must be the smallest: e[0] all
- * the way down). */
+/* Claim key k for ten minutes, as "tester". */
 static uint64_t claim_for_test(shmkv_db *db, const char *k)
 {
-    shmkv__map *m = db->m;
-    char v[64];
-    snprintf(v, sizeof v, "%s", "v.......................................");
-    t_set(db, k, v);
-    shmkv__seg *s = shmkv__seg_of(m, k, strlen(k));
-    shmkv__lookup lk;
-    shmkv__seg_find(m, s, shmkv__hash(k, strlen(k)), k, strlen(k), &lk);
-    cr_assert(lk.found);
-    shmkv__entry *e = SHMKV__P(m, lk.off);
-    e->vlen = 1;
-    shmkv__hdr *h = SHMKV__HDR(m);
-    uint64_t token = atomic_load(&h->claim_token) + 1, expiry;
-    struct timespec ts;
-    clock_gettime(CLOCK_BOOTTIME, &ts);
-    expiry = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + h->lease_base +
-             600000000000ull;
-    shmkv__lease *l = SHMKV__P(m, lk.off + shmkv__lease_at(e->klen, e->vlen));
-    *l = (shmkv__lease){.token = token, .expiry = expiry, .olen = 6};
-    memcpy(l->owner, "tester", 6);
-    shmkv__block_of(m, lk.off)->flags |= SHMKV__BF_LEASE;
-    atomic_store(&h->claim_token, token);
-    shmkv__index *ix = shmkv__index_of(m);
-    shmkv__bt_node *nd = SHMKV__P(m, ix->root);
-    for (;;) {
-        nd->pad = shmkv__expiry_min(nd->pad, expiry);
-        if (nd->leaf)
-            break;
-        nd->e[0].count += SHMKV__BT_ONE_HELD;
-        nd = SHMKV__P(m, nd->e[0].child);
-    }
-    shmkv__kblob *kb = SHMKV__P(m, nd->e[0].key);
-    cr_assert(kb->klen == strlen(k) && !memcmp(kb->key, k, kb->klen), "%s is the smallest key", k);
-    nd->e[0].child = expiry;
-    nd->e[0].count = shmkv__bt_leaf_count(expiry);
-    return token;
+    shmkv_lease l = {.owner = "tester", .olen = 6, .ttl_ms = 600000};
+    shmkv_claim c;
+    T_OK(shmkv_claim_key(db, k, strlen(k), &l, &c, NULL, 0, NULL, NULL));
+    return c.token;
 }
+
+static uint64_t claim_of(shmkv_db *db, const char *k, uint64_t ttl_ms)
+{
+    shmkv_lease l = {.owner = "tester", .olen = 6, .ttl_ms = ttl_ms};
+    shmkv_claim c;
+    T_OK(shmkv_claim_key(db, k, strlen(k), &l, &c, NULL, 0, NULL, NULL));
+    return c.token;
+}
+
+/* Claims of every kind leave a sound store, tracked or not. */
+static void sound_claims(int track)
+{
+    shmkv_db *db = t_open(t_path(track == SHMKV_TRACK_ON ? "clt" : "clu"), SHMKV_BACKEND_DISK,
+                          track);
+    fill(db, 300);
+    char k[32];
+    uint64_t tok[100];
+    for (int i = 0; i < 100; i++) {
+        snprintf(k, sizeof k, "key:%06d", i);
+        tok[i] = claim_of(db, k, i % 10 == 0 ? 1 : 600000);
+    }
+    expect_sound(db, "100 claims");
+    usleep(20000); /* every tenth lease runs out */
+    expect_sound(db, "some leases ran out");
+    for (int i = 0; i < 100; i += 3) {
+        snprintf(k, sizeof k, "key:%06d", i);
+        int rc = i % 2 ? shmkv_claim_release(db, k, strlen(k), tok[i])
+                       : shmkv_claim_complete(db, k, strlen(k), tok[i], i % 4 == 0);
+        cr_assert(rc == 0 || (i % 10 == 0 && rc == SHMKV_ESTALE), "%s: %d", k, rc);
+    }
+    expect_sound(db, "released and completed");
+    shmkv_lease ten = {.ttl_ms = 600000};
+    shmkv_claim c;
+    T_OK(shmkv_claim_renew(db, "key:000001", 10, tok[1], &ten, &c));
+    expect_sound(db, "renewed");
+    /* expired claims taken over, random claims and pops */
+    for (int i = 0; i < 50; i++) {
+        char kb[64];
+        size_t kl;
+        shmkv_lease l = {.ttl_ms = 600000};
+        int rc = shmkv_claim_random(db, "key:", 4, &l, kb, sizeof kb, &kl, &c, NULL, 0, NULL,
+                                    NULL);
+        cr_assert(rc == 0 || rc == SHMKV_ENOTFOUND, "claim_random: %d", rc);
+        rc = shmkv_pop_random(db, "key:", 4, kb, sizeof kb, &kl, NULL, 0, NULL, NULL);
+        cr_assert(rc == 0 || rc == SHMKV_ENOTFOUND, "pop_random: %d", rc);
+    }
+    expect_sound(db, "random claims and pops");
+    /* a set keeps the claim; a delete ends it */
+    t_set(db, "key:000002", "new value");
+    T_OK(shmkv_delete(db, "key:000005", 10, NULL));
+    expect_sound(db, "set and delete of claimed keys");
+    t_close(db);
+}
+
+Test(check, sound_claims_tracked) { sound_claims(SHMKV_TRACK_ON); }
+Test(check, sound_claims_untracked) { sound_claims(SHMKV_TRACK_OFF); }
 
 /* The lease of key k's entry, and its block. */
 static shmkv__lease *lease_of(shmkv_db *db, const char *k, shmkv__block **b)
@@ -417,8 +438,10 @@ Test(check, damaged_leases)
     b->flags &= (uint8_t)~SHMKV__BF_LEASE;
     expect_problem(db, "lease flag dropped", "whose entry has no lease");
     b->flags |= SHMKV__BF_LEASE;
-    l->expiry += 1000;
+    l->expiry -= 1000;
     expect_problem(db, "lease end moved", "whose lease ends at");
+    l->expiry = atomic_load(&SHMKV__HDR(db->m)->lease_high) + 1;
+    expect_problem(db, "lease end never granted", "lease ends after the latest end granted");
     *l = keep;
     expect_sound(db, "lease restored again");
     t_close(db);

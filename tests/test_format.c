@@ -383,43 +383,46 @@ Test(format, leases)
     uint64_t bytes;
     shmkv__lease got;
     cr_assert_eq(shmkv__view_entry(&v, PAY, &bb, &e, &bytes), 0);
-    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, &got), 0);
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, UINT64_MAX, &got), 0);
     cr_assert_eq(got.token, 5);
     cr_assert_eq(got.expiry, 1234);
     cr_assert_eq(got.olen, 16);
     /* the owner's last byte is the block's and the view's */
     v.len--;
-    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, &got), SHMKV__F_LEASE);
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, UINT64_MAX, &got), SHMKV__F_LEASE);
     v.len++;
     l.olen = 17;
     memcpy(r + PAY + 16, &l, sizeof l);
-    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, &got), SHMKV__F_LEASE);
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, UINT64_MAX, &got), SHMKV__F_LEASE);
     l.olen = SHMKV_OWNER_MAX + 1;
     memcpy(r + PAY + 16, &l, sizeof l);
-    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, &got), SHMKV__F_OWNER);
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, UINT64_MAX, &got), SHMKV__F_OWNER);
     l.olen = UINT32_MAX;
     memcpy(r + PAY + 16, &l, sizeof l);
-    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, &got), SHMKV__F_OWNER);
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, UINT64_MAX, &got), SHMKV__F_OWNER);
     /* tokens: never 0, never past the last one issued */
     l.olen = 0;
     memcpy(r + PAY + 16, &l, sizeof l);
-    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, &got), 0);
-    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 4, &got), SHMKV__F_TOKEN);
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, UINT64_MAX, &got), 0);
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 4, UINT64_MAX, &got), SHMKV__F_TOKEN);
+    /* the end: never after the latest one granted */
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, 1234, &got), 0);
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, 1233, &got), SHMKV__F_EXPIRY);
     l.token = 0;
     memcpy(r + PAY + 16, &l, sizeof l);
-    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, &got), SHMKV__F_TOKEN);
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, UINT64_MAX, &got), SHMKV__F_TOKEN);
     /* a value that leaves no room for the lease's fixed part */
     e.vlen = 21; /* lease at 32, 24 bytes: 56 fits exactly */
-    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, &got), SHMKV__F_TOKEN);
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, UINT64_MAX, &got), SHMKV__F_TOKEN);
     e.vlen = 22; /* lease at 40: runs past the block */
-    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, &got), SHMKV__F_LEASE);
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, UINT64_MAX, &got), SHMKV__F_LEASE);
     cr_assert_eq(got.token, 0, "nothing read");
     e.vlen = UINT32_MAX;
-    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, &got), SHMKV__F_LEASE);
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, UINT64_MAX, &got), SHMKV__F_LEASE);
     e.vlen = 2;
     /* a view that ends inside the lease's fixed part */
     v.len = PAY + 16 + 23;
-    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, 64, 5, &got), SHMKV__F_LEASE);
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, 64, 5, UINT64_MAX, &got), SHMKV__F_LEASE);
     free(r);
 }
 

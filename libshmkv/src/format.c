@@ -266,7 +266,8 @@ int shmkv__kblob_check(const shmkv__kblob *kb, uint64_t block_bytes)
 /* ---- claims ------------------------------------------------------------------- */
 
 int shmkv__view_lease(const shmkv__view *v, uint64_t payload, const shmkv__entry *e,
-                      uint64_t bytes, uint64_t claim_token, shmkv__lease *l)
+                      uint64_t bytes, uint64_t claim_token, uint64_t lease_high,
+                      shmkv__lease *l)
 {
     memset(l, 0, sizeof *l);
     /* the block ends at payload - header + bytes; everything of the lease
@@ -283,5 +284,7 @@ int shmkv__view_lease(const shmkv__view *v, uint64_t payload, const shmkv__entry
         return SHMKV__F_LEASE;
     if (l->token == 0 || l->token > claim_token)
         return SHMKV__F_TOKEN;
+    if (l->expiry > lease_high)
+        return SHMKV__F_EXPIRY;
     return 0;
 }

@@ -435,6 +435,7 @@ enum {
     SHMKV__F_LEASE = -25,   /* an entry's lease does not fit after its key and value */
     SHMKV__F_OWNER = -26,   /* a lease's owner is longer than SHMKV_OWNER_MAX */
     SHMKV__F_TOKEN = -27,   /* a lease's token is 0 or was never issued */
+    SHMKV__F_EXPIRY = -28,  /* a lease ends after the latest end ever granted */
 };
 
 /* SHMKV_ENOTSTORE (magic), SHMKV_EVERSION, SHMKV_EABI (endian, ABI),
@@ -583,10 +584,14 @@ int shmkv__kblob_check(const shmkv__kblob *kb, uint64_t block_bytes);
  * shmkv__lease_at(klen, vlen) + sizeof *l), or F_LEASE (the lease or its
  * owner runs past the block or the view; *l zeroed when not even the fixed
  * part could be read), F_OWNER (olen above SHMKV_OWNER_MAX), F_TOKEN
- * (token 0, or above claim_token, the header's last issued token). The
- * expiry is not judged: any value is a lease, live or not. */
+ * (token 0, or above claim_token, the header's last issued token), F_EXPIRY
+ * (an end above lease_high, the latest end the header says was granted:
+ * a claim raises it before it publishes). Whether the lease is live is the
+ * caller's to judge, on its lease clock. UINT64_MAX for either bound
+ * judges nothing. */
 int shmkv__view_lease(const shmkv__view *v, uint64_t payload, const shmkv__entry *e,
-                      uint64_t bytes, uint64_t claim_token, shmkv__lease *l);
+                      uint64_t bytes, uint64_t claim_token, uint64_t lease_high,
+                      shmkv__lease *l);
 
 /* A leaf entry's count when the index counts its key's claim with expiry
  * child (0: it counts none): one key, claimed or not. */

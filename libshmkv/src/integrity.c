@@ -32,7 +32,8 @@ static void check_lease(shmkv__ick *c, uint32_t i, uint64_t j, uint64_t eoff, co
 {
     shmkv__lease l;
     uint64_t last = atomic_load_explicit(&c->h->claim_token, memory_order_relaxed);
-    int f = shmkv__view_lease(&c->v, eoff, e, bytes, last, &l);
+    uint64_t high = atomic_load_explicit(&c->h->lease_high, memory_order_relaxed);
+    int f = shmkv__view_lease(&c->v, eoff, e, bytes, last, high, &l);
     if (f) {
         shmkv__ick_problem(c, "segment %" PRIu32 " slot %" PRIu64 ": entry 0x%" PRIx64 ": %s", i, j,
                 eoff, shmkv__ick_fault_name(f));
@@ -199,7 +200,7 @@ int shmkv_check(shmkv_db *db, uint64_t *problems, char *msg, size_t cap)
     shmkv__ick c = {.m = m, .h = SHMKV__HDR(m), .msg = msg, .cap = cap};
     c.v.base = m->base;
     c.v.len = atomic_load(&SHMKV__HDR(m)->top);
-    c.now = shmkv__ick_lease_now(c.h);
+    c.now = shmkv__lease_now(m);
     rc = run(&c);
     shmkv__release_all(m);
     free(c.blk);

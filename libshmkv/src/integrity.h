@@ -56,8 +56,6 @@ void shmkv__ick_check_alloc(shmkv__ick *c, uint32_t slot, const shmkv__alloc *a,
                             uint32_t seg);
 void shmkv__ick_check_free_lists(shmkv__ick *c, const shmkv__alloc *a, uint32_t owner,
                                  const char *name, uint32_t seg);
-/* The lease clock now (CLOCK_BOOTTIME + the header's lease_base), ns. */
-uint64_t shmkv__ick_lease_now(const shmkv__hdr *h);
 /* The key index, when it is current. */
 void shmkv__ick_check_index(shmkv__ick *c);
 

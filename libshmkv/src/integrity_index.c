@@ -57,7 +57,7 @@ static void check_counted(shmkv__ick *c, uint64_t blob, const unsigned char *key
     shmkv__lease l;
     uint64_t bytes;
     if (shmkv__view_entry(&c->v, lk.off, &b, &e, &bytes) || !(b.flags & SHMKV__BF_LEASE) ||
-        shmkv__view_lease(&c->v, lk.off, &e, bytes, UINT64_MAX, &l)) {
+        shmkv__view_lease(&c->v, lk.off, &e, bytes, UINT64_MAX, UINT64_MAX, &l)) {
         shmkv__ick_problem(c, "index: counts a claim on a key (blob 0x%" PRIx64 ") whose entry "
                 "has no lease", blob);
         return;

@@ -10,7 +10,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 void shmkv__ick_problem(shmkv__ick *c, const char *fmt, ...)
 {
@@ -42,15 +41,9 @@ const char *shmkv__ick_fault_name(int f)
     case SHMKV__F_LEASE: return "lease does not fit after the key and value";
     case SHMKV__F_OWNER: return "lease owner longer than 256 bytes";
     case SHMKV__F_TOKEN: return "lease token 0 or never issued";
+    case SHMKV__F_EXPIRY: return "lease ends after the latest end granted";
     default: return "invalid";
     }
-}
-
-uint64_t shmkv__ick_lease_now(const shmkv__hdr *h)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_BOOTTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + h->lease_base;
 }
 
 static int push_block(shmkv__ick *c, uint64_t off, uint32_t owner)

@@ -135,93 +135,50 @@ static int export_store(const char *path)
     return 0;
 }
 
-/* ---- claims written by hand ---------------------------------------------------- */
-/* Until the library's claim calls exist (claims: core), the claims store
- * is written as they would leave it: each claimed key's value set with
- * room behind it, then shortened to its real length with the lease written
- * after it; the header's token, lease clock and boot; the index's leaf,
- * claimed counts and pads. */
-
-static unsigned char *base;
-static shmkv__hdr *H;
-static void *P(uint64_t off);
-static shmkv__entry *entry_of(const char *k, uint64_t *payload);
-static void count_claim(shmkv__index *ix, const char *k, uint64_t expiry);
-
-static uint64_t boottime_ns(void)
+static void claim(shmkv_db *db, const char *k, const char *owner, uint64_t ttl_ms,
+                  uint64_t *token)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_BOOTTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    shmkv_lease l = {.owner = owner, .olen = owner ? strlen(owner) : 0, .ttl_ms = ttl_ms};
+    shmkv_claim c;
+    int rc = shmkv_claim_key(db, k, strlen(k), &l, &c, NULL, 0, NULL, NULL);
+    if (rc)
+        die("claim", rc);
+    if (token)
+        *token = c.token;
 }
 
-static void lease_by_hand(const char *k, uint64_t token, uint64_t expiry, const char *owner)
-{
-    uint64_t off;
-    shmkv__entry *e = entry_of(k, &off);
-    if (!e)
-        die("no such key", 0);
-    e->vlen = (uint32_t)strcspn((const char *)e->data + e->klen, ".");
-    shmkv__lease *l = P(off + shmkv__lease_at(e->klen, e->vlen));
-    l->token = token;
-    l->expiry = expiry;
-    l->olen = owner ? (uint32_t)strlen(owner) : 0;
-    l->pad = 0;
-    if (l->olen)
-        memcpy(l->owner, owner, l->olen);
-    shmkv__block_of(&(shmkv__map){ .base = base }, off)->flags |= SHMKV__BF_LEASE;
-    if (H->track_keys)
-        count_claim(P(H->index_off), k, expiry);
-}
-
+/* Claims of every state: job:01 held by "vu-3" for ten minutes, job:02
+ * with no owner for the default 30 s, job:03 for 1 ms (run out by the time
+ * anyone looks), job:04 released, job:05 completed and deleted, job:06
+ * completed and kept, job:07 renewed to ten minutes; six tokens issued. */
 static int claims_store(const char *path, int track)
 {
     shmkv_db *db = open_store(path, 0, track, 4);
-    char k[16], v[64];
+    char k[16], v[16];
     for (int i = 1; i <= 12; i++) {
         snprintf(k, sizeof k, "job:%02d", i);
-        /* room for a lease and an owner behind the value */
-        snprintf(v, sizeof v, "todo %d%s", i, "........................................");
-        set(db, k, strlen(k), v, i <= 7 ? strlen(v) : strlen(v) - 40, SHMKV_KIND_STRING);
-    }
-    if (shmkv_delete(db, "job:05", 6, NULL))
-        die("delete", 0);
-    shmkv_close(db);
-    for (int i = 4; i <= 6; i++) { /* released or completed: no lease, the value as it is */
-        snprintf(k, sizeof k, "job:%02d", i);
         snprintf(v, sizeof v, "todo %d", i);
-        db = open_store(path, 0, track, 4);
-        if (i != 5)
-            set(db, k, strlen(k), v, strlen(v), SHMKV_KIND_STRING);
-        shmkv_close(db);
+        set(db, k, strlen(k), v, strlen(v), SHMKV_KIND_STRING);
     }
-    int fd = open(path, O_RDWR);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) < 0)
-        die(path, -errno);
-    base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (base == MAP_FAILED)
-        die("mmap", -errno);
-    H = (shmkv__hdr *)base;
-    char boot[64] = "";
-    int bfd = open("/proc/sys/kernel/random/boot_id", O_RDONLY);
-    ssize_t n = bfd >= 0 ? read(bfd, boot, sizeof boot - 1) : 0;
-    if (bfd >= 0)
-        close(bfd);
-    while (n > 0 && boot[n - 1] == '\n')
-        boot[--n] = 0;
-    memset(H->boot_id, 0, sizeof H->boot_id);
-    memcpy(H->boot_id, boot, (size_t)n < sizeof H->boot_id ? (size_t)n : sizeof H->boot_id);
-    H->lease_base = 0;
-    uint64_t now = boottime_ns(), s = 1000000000ull;
-    lease_by_hand("job:01", 1, now + 600 * s, "vu-3");
-    lease_by_hand("job:02", 2, now + 30 * s, NULL);
-    lease_by_hand("job:03", 3, now - 5 * s, "vu-\xff");
-    lease_by_hand("job:07", 7, now + 600 * s, "vu-7");
-    atomic_store(&H->claim_token, 7);
-    atomic_store(&H->lease_high, now + 600 * s);
-    munmap(base, (size_t)st.st_size);
-    close(fd);
+    uint64_t t4, t5, t6, t7;
+    claim(db, "job:01", "vu-3", 600000, NULL);
+    claim(db, "job:02", NULL, 0, NULL);
+    claim(db, "job:03", "vu-\xff", 1, NULL);
+    claim(db, "job:04", "vu-4", 600000, &t4);
+    claim(db, "job:05", "vu-5", 600000, &t5);
+    claim(db, "job:06", "vu-6", 600000, &t6);
+    int rc;
+    if ((rc = shmkv_claim_release(db, "job:04", 6, t4)) ||
+        (rc = shmkv_claim_complete(db, "job:05", 6, t5, 1)) ||
+        (rc = shmkv_claim_complete(db, "job:06", 6, t6, 0)))
+        die("release/complete", rc);
+    claim(db, "job:07", "vu-7", 1000, &t7);
+    shmkv_lease ten = {.ttl_ms = 600000};
+    shmkv_claim c;
+    if ((rc = shmkv_claim_renew(db, "job:07", 6, t7, &ten, &c)))
+        die("renew", rc);
+    usleep(20000); /* job:03's lease runs out */
+    shmkv_close(db);
     return 0;
 }
 
@@ -342,6 +299,9 @@ static int stop(const char *path)
 }
 
 /* ---- damage ---------------------------------------------------------------- */
+
+static unsigned char *base;
+static shmkv__hdr *H;
 
 static void *P(uint64_t off)
 {
@@ -632,7 +592,10 @@ static int corrupt(const char *path, const char *kind)
         b->flags &= (uint8_t)~SHMKV__BF_LEASE;
     } else if (!strcmp(kind, "lease-expiry")) {
         shmkv__block *b;
-        lease_of_job1(&b)->expiry += 1000;
+        lease_of_job1(&b)->expiry -= 1000;
+    } else if (!strcmp(kind, "lease-high")) {
+        shmkv__block *b;
+        lease_of_job1(&b)->expiry = atomic_load(&H->lease_high) + 1;
     } else if (!strcmp(kind, "lease-uncounted")) {
         count_claim(ix, "job:01", 0);
     } else if (!strcmp(kind, "boot")) {

@@ -377,6 +377,7 @@ group_corrupt() {
     damage lease-token0 c.kv 1 'key "job:01": lease at 0x[0-9a-f]+: token 0 was never issued'
     damage lease-drop c.kv 1 'index: counts a claim on key "job:01", whose entry has no lease'
     damage lease-expiry c.kv 1 'index: counts a claim on key "job:01" ending at [0-9]+, its lease ends at [0-9]+'
+    damage lease-high c.kv 1 'key "job:01": lease at 0x[0-9a-f]+: ends at [0-9]+, after the latest end ever granted \([0-9]+\)'
     damage lease-uncounted c.kv 1 'index: key "job:01" has a live claim \(token 1\) that the index does not count'
     # Listing a damaged store reports what it skipped and exits 1.
     cp g.kv skip.kv && "$MK" corrupt skip.kv entry-len

@@ -196,10 +196,15 @@ static int run_check(const store *s, const view *v, uint64_t file_len, const shm
     /* After the snapshot: a lease it holds ended by now or is live now. */
     lclock_init(&c.clk, h);
     c.last_token = atomic_load_explicit(&h->claim_token, memory_order_relaxed);
+    c.lease_high = atomic_load_explicit(&h->lease_high, memory_order_relaxed);
     shmkv__hdr cur;
-    if (live && store_read_hdr(s, &cur) && memcmp(cur.magic, SHMKV__MAGIC, 8) == 0 &&
-        atomic_load_explicit(&cur.claim_token, memory_order_relaxed) > c.last_token)
-        c.last_token = atomic_load_explicit(&cur.claim_token, memory_order_relaxed); /* issued while the copy was made */
+    if (live && store_read_hdr(s, &cur) && memcmp(cur.magic, SHMKV__MAGIC, 8) == 0) {
+        /* claims made while the copy was taken */
+        uint64_t t = atomic_load_explicit(&cur.claim_token, memory_order_relaxed);
+        uint64_t x = atomic_load_explicit(&cur.lease_high, memory_order_relaxed);
+        c.last_token = t > c.last_token ? t : c.last_token;
+        c.lease_high = x > c.lease_high ? x : c.lease_high;
+    }
     memset(res, 0, sizeof *res);
     c.ow = calloc(h->nseg + 1, sizeof *c.ow);
     if (!c.ow)

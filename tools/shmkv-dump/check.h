@@ -55,6 +55,7 @@ typedef struct ck {
     lclock clk;          /* the lease clock when the check began */
     uint64_t leases, leases_live; /* sound leases in the tables, live ones */
     uint64_t last_token; /* the last claim token issued: no lease has a later one */
+    uint64_t lease_high; /* the latest lease end granted: no lease ends later */
 } ck;
 
 /* ---- helpers (check.c) ---------------------------------------------------- */

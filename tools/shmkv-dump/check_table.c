@@ -26,14 +26,15 @@ static int push_ent(ck *c, const ent *e)
 
 /* An entry's lease, when its block says it has one: inside the block after
  * key and value, an owner of at most SHMKV_OWNER_MAX bytes, a token that
- * was issued. A sound one is kept in *e for the index's check. */
+ * was issued, an end no later than the latest granted. A sound one is kept
+ * in *e for the index's check. */
 static void check_lease(ck *c, uint32_t i, uint64_t j, ent *e)
 {
     char kb[256], why[256];
     shmkv__lease l;
     const unsigned char *owner;
     e->leased = false;
-    int r = entry_lease(c->v, e, c->last_token, &l, &owner, why, sizeof why);
+    int r = entry_lease(c->v, e, c->last_token, c->lease_high, &l, &owner, why, sizeof why);
     if (r == 0)
         return;
     if (r < 0) {

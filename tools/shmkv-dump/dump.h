@@ -231,9 +231,10 @@ bool entry_read(const view *v, const scan *sc, uint64_t payload, ent *e,
                 char *why, size_t n);
 /* The lease of an entry entry_read accepted, when its block carries one:
  * 0 (none), 1 with *l and *owner (l->olen bytes in the view), or -1 with
- * the reason in why (token bound: the last token the header issued). */
-int entry_lease(const view *v, const ent *e, uint64_t last_token, shmkv__lease *l,
-                const unsigned char **owner, char *why, size_t n);
+ * the reason in why (bounds: the last token the header issued and the
+ * latest lease end it granted; UINT64_MAX: none). */
+int entry_lease(const view *v, const ent *e, uint64_t last_token, uint64_t lease_high,
+                shmkv__lease *l, const unsigned char **owner, char *why, size_t n);
 /* The lease clock from a fresh read of the store's header. */
 void store_lclock(const store *s, lclock *c);
 

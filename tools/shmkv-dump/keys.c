@@ -125,13 +125,13 @@ bool entry_read(const view *v, const scan *sc, uint64_t payload, ent *e, char *w
     return e->key != NULL;
 }
 
-int entry_lease(const view *v, const ent *e, uint64_t last_token, shmkv__lease *l,
-                const unsigned char **owner, char *why, size_t n)
+int entry_lease(const view *v, const ent *e, uint64_t last_token, uint64_t lease_high,
+                shmkv__lease *l, const unsigned char **owner, char *why, size_t n)
 {
     if (!(e->flags & SHMKV__BF_LEASE))
         return 0;
     shmkv__entry eh = {.klen = e->klen, .vlen = e->vlen};
-    int f = shmkv__view_lease(v, e->off, &eh, e->bytes, last_token, l);
+    int f = shmkv__view_lease(v, e->off, &eh, e->bytes, last_token, lease_high, l);
     uint64_t at = e->off + shmkv__lease_at(e->klen, e->vlen);
     switch (f) {
     case 0:
@@ -144,6 +144,10 @@ int entry_lease(const view *v, const ent *e, uint64_t last_token, shmkv__lease *
     case SHMKV__F_TOKEN:
         snprintf(why, n, "lease at 0x%" PRIx64 ": token %" PRIu64 " was never issued (the "
                  "last one is %" PRIu64 ")", at, l->token, last_token);
+        break;
+    case SHMKV__F_EXPIRY:
+        snprintf(why, n, "lease at 0x%" PRIx64 ": ends at %" PRIu64 ", after the latest end "
+                 "ever granted (%" PRIu64 ")", at, l->expiry, lease_high);
         break;
     default:
         if (l->token || l->expiry || l->olen)
@@ -268,7 +272,7 @@ static int collect_slot(const view *v, bool live, uint64_t slot_off, const opts 
         shmkv__lease l;
         const unsigned char *owner = NULL;
         char lwhy[256];
-        int lr = entry_lease(v, &e, UINT64_MAX, &l, &owner, lwhy, sizeof lwhy);
+        int lr = entry_lease(v, &e, UINT64_MAX, UINT64_MAX, &l, &owner, lwhy, sizeof lwhy);
         size_t mark_len = c->len, mark_n = c->n;
         if (coll_add(c, &e, e.key + e.klen, with_value, lr > 0 ? &l : NULL, owner) < 0)
             return -ENOMEM;

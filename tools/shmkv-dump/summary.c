@@ -39,7 +39,7 @@ static void count_claims(const view *v, uint64_t toff, uint64_t cap, const lcloc
         if (!vu64(v, toff + sizeof(shmkv__table) + j * 8, &w) || !SHMKV__SLOT_LIVE(w) ||
             !entry_read(v, NULL, SHMKV__SLOT_OFF(w), &e, why, sizeof why))
             continue;
-        int r = entry_lease(v, &e, UINT64_MAX, &l, &owner, why, sizeof why);
+        int r = entry_lease(v, &e, UINT64_MAX, UINT64_MAX, &l, &owner, why, sizeof why);
         if (r < 0)
             t->claims_bad++;
         else if (r > 0 && lclock_live(clk, l.expiry))
