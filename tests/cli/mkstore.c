@@ -4,7 +4,7 @@
  *   dump-mkstore golden PATH [memory]     the known store of the golden tests
  *   dump-mkstore many PATH N TRACK SEGS   N keys "k:%08d" (TRACK 0/1)
  *   dump-mkstore churn PATH TRACK         every kind of write, clear, rebuild
- *   dump-mkstore writer PATH SECONDS      write and delete keys until killed,
+ *   dump-mkstore writer PATH SECONDS      write, delete and claim keys until killed,
  *                                         SECONDS pass or PATH.stop exists
  *                                         (prints "ready" once open)
  *   dump-mkstore hold PATH                open the store and wait for stdin EOF
@@ -267,10 +267,24 @@ static int writer(const char *path, int seconds)
         for (int i = 0; i < 1000; i++) {
             x = x * 1103515245u + 12345u;
             int kl = snprintf(k, sizeof k, "w:%05u", (x >> 8) % 20000);
-            if ((x >> 4) % 4 == 0)
+            unsigned op = (x >> 4) % 16;
+            shmkv_lease l = {.owner = "writer", .olen = 6, .ttl_ms = 1 + (x >> 20) % 200};
+            shmkv_claim c;
+            if (op < 4) {
                 shmkv_delete(db, k, (size_t)kl, NULL);
-            else
+            } else if (op == 4) {
+                /* claims too: some released, some left to run out */
+                if (shmkv_claim_key(db, k, (size_t)kl, &l, &c, NULL, 0, NULL, NULL) == 0 &&
+                    (x >> 28) % 2)
+                    shmkv_claim_release(db, k, (size_t)kl, c.token);
+            } else if (op == 5) {
+                char kb[32];
+                size_t klen;
+                shmkv_claim_random(db, "w:", 2, &l, kb, sizeof kb, &klen, &c, NULL, 0, NULL,
+                                   NULL);
+            } else {
                 set(db, k, (size_t)kl, v, (x >> 12) % sizeof v, SHMKV_KIND_BYTES);
+            }
         }
     }
     shmkv_close(db);
