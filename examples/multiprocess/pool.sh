@@ -74,8 +74,11 @@ for ((t = 0; t < 600; t++)); do
     kill -0 "$victim" 2>/dev/null || break
     sleep 0.02
 done
-kill -KILL "$victim" 2>/dev/null
-wait "$victim" 2>/dev/null
+# (stderr off for both: no "Killed" line from the shell)
+{
+    kill -KILL "$victim"
+    wait "$victim"
+} 2>/dev/null
 vst=$?
 victim=""
 [[ $vst == 137 ]] || fail "C was not killed mid-run (it exited with $vst)"

@@ -2,7 +2,7 @@
 # claims-crash.sh [SECONDS] - exactly-once with claims, k6 consumers SIGKILLed.
 #
 # A disk store (trackKeys on) gets KV_N tokens (claims/seed.js, default
-# 1000). Three consumer slots run claims/consumer.js (4 VUs each: claim a
+# 3000). Three consumer slots run claims/consumer.js (4 VUs each: claim a
 # random token with a lease, work, release one in ten, otherwise record the
 # work under done:<token> and complete the claim). For SECONDS (default 10)
 # a random slot is SIGKILLed every 0.3 to 1 s and a new incarnation takes
@@ -24,14 +24,18 @@
 #     granted with that token;
 #   - shmkv-dump --check finds the store sound (when a shmkv-dump is found).
 # The last line is "k6-claims-crash: N passed, N failed"; exit status 0
-# only when nothing failed. K6=/path/to/k6 skips building k6.
+# only when nothing failed. K6=/path/to/k6 skips building k6; KV_E2E_KEEP=1
+# keeps the logs. KV_CLAIMS_SELFTEST=1 tests the accounting instead: a
+# made-up second completion of one token is added to a log, and the
+# accounting step passes only if it reports the token completed twice.
 set -uo pipefail
 
 secs=${1:-10}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE="$ROOT/tests/k6/claims"
-N=${KV_N:-1000}
+N=${KV_N:-3000}
 TTL=${KV_TTL:-1500}
+WORK_MS=${KV_WORK_MS:-30}
 
 passed=0
 failed=0
@@ -56,7 +60,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 k6flags=(run --quiet --no-usage-report --summary-mode=disabled --address "" -e "KV_PATH=$STORE"
-    -e "KV_N=$N" -e "KV_TTL=$TTL")
+    -e "KV_N=$N" -e "KV_TTL=$TTL" -e "KV_WORK_MS=$WORK_MS")
 
 if ! "$K6" "${k6flags[@]}" "$HERE/seed.js" >"$WORK/seed.log" 2>&1; then
     cat "$WORK/seed.log"
@@ -152,7 +156,11 @@ else
 fi
 
 # The logs against the done records.
-if python3 - "$WORK" "$N" <<'PY'
+selftest=${KV_CLAIMS_SELFTEST:-0}
+if [[ "$selftest" == 1 ]]; then
+    echo 'msg="A token:00000 9007199254740990 true"' >>"$(ls "$WORK"/log.* | head -n1)"
+fi
+python3 - "$WORK" "$N" <<'PY'
 import glob, os, re, sys
 work, n = sys.argv[1], int(sys.argv[2])
 killed = set(open(os.path.join(work, "killed")).read().split())
@@ -197,7 +205,14 @@ for b in bad[:20]:
 print(f"k6-claims-crash: {sum(len(a) for a in acked.values())} completions acknowledged, {lost} cut short by a kill, {len(twice)} twice")
 sys.exit(1 if bad else 0)
 PY
-then
+ast=$?
+if [[ "$selftest" == 1 ]]; then
+    if [[ $ast != 0 ]]; then
+        result OK "self-test: the accounting caught the made-up second completion"
+    else
+        result FAIL "self-test: the accounting missed the made-up second completion"
+    fi
+elif [[ $ast == 0 ]]; then
     result OK "every token completed exactly once (none twice, none missing)"
 else
     result FAIL "exactly-once accounting from the consumers' logs"
