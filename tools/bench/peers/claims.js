@@ -11,9 +11,11 @@
 //            (check a user out of the pool and back in)
 //   claimdel claimRandom + completeClaim(c) (the user is deleted) + set(key)
 //            back (a consumed token, refilled)
-//   take     randomKey({prefix}) + deleteIfExists(key) + set(key) back (the
-//            same without leases: a false deleteIfExists, another VU took
-//            it first, is retried and not counted)
+//   take     randomKey({prefix}) + deleteIfExists(key) + set(key) back (a
+//            token taken without a lease, refilled; a false deleteIfExists,
+//            another VU took it first, is retried and not counted). It does
+//            not read the value, which claimRandom hands out with the claim
+//            (a taker that needs it adds a get: a fourth call)
 //   noop     the same loop awaiting two resolved promises (the claim cycle's
 //            two calls) with no store: k6's floor under the claim cycle
 //   warm     a 1 s claim cycle first, not reported (not a mix: a take
@@ -94,9 +96,8 @@ async function cycle(op) {
     for (;;) {
       const key = await kv.randomKey(PREFIX);
       if (!key) throw new Error("randomKey found nothing");
-      const value = await kv.get(key).catch(() => null);
-      if (value !== null && (await kv.deleteIfExists(key))) {
-        await kv.set(key, value);
+      if (await kv.deleteIfExists(key)) {
+        await kv.set(key, user(Number(key.slice(2))));
         return;
       }
     }

@@ -19,7 +19,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/shmkv-claims.XXXXXX")
 trap 'rm -rf "$WORK"; rm -f /dev/shm/shmkv.claims-$$-*' EXIT
 echo "k6: $("$K6" version | head -n1); $NKEYS keys u:%05d, trackKeys on; medians of $REPS x ${DUR}s"
 echo
-echo "| backend | VUs | claim+complete(keep) cycles/s | claim+complete(delete)+set cycles/s | take: randomKey+get+deleteIfExists+set cycles/s | keep/take time | delete/take time | floor: 2 resolved promises/s |"
+echo "| backend | VUs | claim+complete(keep) cycles/s | claim+complete(delete)+set cycles/s | take: randomKey+deleteIfExists+set cycles/s | keep/take time | delete/take time | floor: 2 resolved promises/s |"
 echo "|---|---|---|---|---|---|---|---|"
 for backend in memory disk; do
     for vus in $VUS_LIST; do
