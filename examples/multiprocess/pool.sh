@@ -24,15 +24,16 @@ K6=${K6:-$(bash "$ROOT/scripts/build-k6.sh" | tail -n1)}
 USERS=${USERS:-200}
 POOL_TTL_MS=${POOL_TTL_MS:-1500}
 LOGS=$(mktemp -d "${TMPDIR:-/tmp}/kv-pool.XXXXXX")
-victim=""
+pids=()
 cleanup() {
-    [[ -n "$victim" ]] && kill -KILL "$victim" 2>/dev/null
+    local p
+    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
     rm -rf "$LOGS"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-k6() { # LOG SCRIPT [args...]
+k6run() { # LOG SCRIPT [args...]
     local log=$1 script=$2
     shift 2
     "$K6" run --quiet --no-usage-report --address= --summary-mode=disabled --log-format raw \
@@ -54,11 +55,10 @@ fail() {
 
 echo "a pool of $USERS test users in one store, three k6 processes (A, B, C) check them out;"
 echo "C is killed with SIGKILL mid-run (leases of ${POOL_TTL_MS} ms)"
-k6 "$LOGS/seed.log" pool-seed.js || fail "seeding failed"
+k6run "$LOGS/seed.log" pool-seed.js || fail "seeding failed"
 
-pids=()
 for w in A B C; do
-    # Started directly, not through k6(), so that $! is k6 itself.
+    # Started directly, not through k6run(), so that $! is k6 itself.
     "$K6" run --quiet --no-usage-report --address= --summary-mode=disabled --log-format raw \
         -e KV_POOL_PATH="$LOGS/pool.kv" -e USERS="$USERS" -e POOL_TTL_MS="$POOL_TTL_MS" \
         -e WORKER="$w" -e KILLED=C --console-output="$LOGS/$w.events" \
@@ -80,7 +80,6 @@ done
     wait "$victim"
 } 2>/dev/null
 vst=$?
-victim=""
 [[ $vst == 137 ]] || fail "C was not killed mid-run (it exited with $vst)"
 
 # What C held when it died: claimed, and neither being completed nor
@@ -88,14 +87,15 @@ victim=""
 held=$(grep -oE '(claimed|completing|releasing) user:[0-9]+ [0-9]+' "$LOGS/C.events" |
     awk '$1 == "claimed" { h[$2 " " $3] = 1 } $1 != "claimed" { delete h[$2 " " $3] }
          END { for (k in h) { split(k, a, " "); printf "%s%s", sep, a[1]; sep = "," } }')
-echo "  C killed after completing $n users, while holding: ${held//,/ }"
+echo "  C killed once it had completed $n users, while holding: ${held//,/ }"
 
 status=0
 for p in "${pids[0]}" "${pids[1]}"; do
     wait "$p" || status=1
 done
+pids=() # all reaped: nothing for cleanup to kill
 [[ $status == 0 ]] || fail "worker A or B failed"
 
-k6 "$LOGS/check.log" pool-check.js -e KILLED=C -e HELD="$held" || fail "the check failed"
+k6run "$LOGS/check.log" pool-check.js -e KILLED=C -e HELD="$held" || fail "the check failed"
 grep -E '^(users|completed|held)' "$LOGS/check.log" | sed 's/^/  /'
 echo "pool demo: OK - each of $USERS users completed exactly once; the killed process's users came back after their lease"
