@@ -405,9 +405,9 @@ int shmkv_claim_get(shmkv_db *db, const void *key, size_t klen, shmkv_claim *out
         fill_claim(out, ls->token, ls->expiry, now);
         if (olen)
             *olen = ls->olen;
-        if (ls->olen > ocap)
+        if (owner && ls->olen > ocap)
             rc = SHMKV_EBUFSIZE;
-        else if (ls->olen)
+        else if (owner && ls->olen)
             memcpy(owner, ls->owner, ls->olen);
     }
     cop_unlock(&c);
@@ -661,10 +661,13 @@ static int pick_scan(shmkv_db *db, const void *prefix, size_t plen, act *a)
         shmkv__seg *s = shmkv__seg_at(m, weighted(counts, total, &rank));
         if ((rc = shmkv__seg_lock(m, s)) != 0)
             goto out;
+        /* A live slot of the segment, uniform over its keys (random slots
+         * until one is live): with the segment drawn by its count, the
+         * draw is uniform over every key. */
         shmkv__table *tb = shmkv__table_of(m, s);
-        uint64_t w = tb ? atomic_load_explicit(&tb->slot[shmkv__rand_below(tb->cap)],
-                                               memory_order_relaxed)
-                        : 0;
+        uint64_t w = 0;
+        for (int probe = 0; tb && probe < 32 && !SHMKV__SLOT_LIVE(w); probe++)
+            w = atomic_load_explicit(&tb->slot[shmkv__rand_below(tb->cap)], memory_order_relaxed);
         uint64_t now = shmkv__lease_now(m);
         if (SHMKV__SLOT_LIVE(w) && claimable(m, SHMKV__SLOT_OFF(w), prefix, plen, now)) {
             rc = act_at(db, s, SHMKV__SLOT_OFF(w), a, now); /* unlocks s */
