@@ -299,6 +299,9 @@ Test(claims, lease_validation)
         T_RC(shmkv_claim_random(db, "v:", 2, &bad_ttl, kb, sizeof kb, &kl, &out, NULL, 0, NULL,
                                 NULL),
              SHMKV_EINVAL);
+        shmkv_lease no_owner = {NULL, 4, 1000}; /* a length without the bytes */
+        T_RC(shmkv_claim_key(db, "v:00000", 7, &no_owner, &out, NULL, 0, NULL, NULL),
+             SHMKV_EINVAL);
         shmkv_lease huge_ttl = {NULL, 0, UINT64_MAX};
         T_RC(shmkv_claim_key(db, "v:00000", 7, &huge_ttl, &out, NULL, 0, NULL, NULL),
              SHMKV_EINVAL);
