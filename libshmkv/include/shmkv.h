@@ -577,8 +577,9 @@ typedef struct shmkv_claim {
  * nothing: its keys are claimable again once the leases run out.
  *
  * The value buffers work as in shmkv_get(): *vlen receives the value's
- * length; on SHMKV_EBUFSIZE nothing is claimed or removed. vbuf, vlen and
- * kind may all be NULL (cap 0) when the value is not wanted.
+ * length; on SHMKV_EBUFSIZE nothing is claimed or removed. With vbuf NULL
+ * the value is not copied (vlen and kind, each may be NULL, are still
+ * filled in).
  */
 
 /**

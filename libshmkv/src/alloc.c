@@ -406,7 +406,7 @@ static int rebuild_walk(shmkv__map *m, shmkv__alloc *a, uint32_t owner, uint8_t 
             shmkv__block *blk = (shmkv__block *)SHMKV__P(m, off + b);
             bs = blk->cls == SHMKV__CLS_BIG ? c->used - b : blk->size;
             if (blk->flags & live) {
-                blk->flags = SHMKV__BF_USED;
+                blk->flags = SHMKV__BF_USED | (blk->flags & SHMKV__BF_LEASE);
                 a->used_bytes += bs;
             } else {
                 blk->flags = 0;

@@ -106,19 +106,12 @@ static int prepare_seg(batch *b, size_t j)
             if (x->skip)
                 continue;
             const shmkv_item *src = x->src;
-            if ((rc = shmkv__alloc_block(m, &s->alloc, s->id,
-                                         sizeof(shmkv__entry) + src->klen + src->vlen,
-                                         &x->noff)) != 0) {
+            const shmkv__lease *keep = x->found ? shmkv__entry_lease(m, x->old) : NULL;
+            if ((rc = shmkv__entry_make(m, s, src->key, src->klen, src->val, src->vlen,
+                                        src->kind, keep, &x->noff)) != 0) {
                 x->noff = 0;
                 return rc;
             }
-            shmkv__entry *e = SHMKV__P(m, x->noff);
-            e->klen = (uint32_t)src->klen;
-            e->vlen = (uint32_t)src->vlen;
-            memcpy(e->data, src->key, src->klen);
-            if (src->vlen)
-                memcpy(e->data + src->klen, src->val, src->vlen);
-            shmkv__block_of(m, x->noff)->kind = (uint16_t)src->kind;
         }
     }
     if (!nch)

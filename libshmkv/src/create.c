@@ -195,6 +195,7 @@ int shmkv__create_store(shmkv__map *m, const shmkv__resolved *r, int backend)
     atomic_store(&h->top, data_off);
     atomic_store(&h->file_size, data_off);
     h->created = (uint64_t)time(NULL);
+    shmkv__lease_clock_sync(m);
     for (uint32_t i = 0; i < r->nseg; i++)
         shmkv__seg_at(m, i)->id = i;
     rc = shmkv__init_locks(m);
@@ -205,6 +206,21 @@ int shmkv__create_store(shmkv__map *m, const shmkv__resolved *r, int backend)
     atomic_signal_fence(memory_order_release); /* openers read it under the init file lock */
     memcpy(h->magic, SHMKV__MAGIC, 8);
     return 0;
+}
+
+void shmkv__lease_clock_sync(shmkv__map *m)
+{
+    shmkv__hdr *h = SHMKV__HDR(m);
+    const char *id = shmkv__boot_id();
+    if (strncmp(h->boot_id, id, sizeof h->boot_id) == 0)
+        return;
+    /* A new boot (or a store from before claims): CLOCK_BOOTTIME started
+     * over, so the lease clock is moved past every expiry ever granted,
+     * which ends every lease of the earlier boot. */
+    uint64_t now = shmkv__boot_ns(), high = atomic_load(&h->lease_high);
+    h->lease_base = high >= now ? high - now + 1 : 0;
+    memset(h->boot_id, 0, sizeof h->boot_id);
+    memcpy(h->boot_id, id, strnlen(id, sizeof h->boot_id - 1));
 }
 
 /* Bring an unclean store back to a consistent state. Only called by a

@@ -115,6 +115,8 @@ static void node_split(shmkv__map *m, shmkv__bt_node *nd, uint64_t right)
     r->n = nd->n - keep;
     memcpy(r->e, &nd->e[keep], r->n * sizeof(nd->e[0]));
     nd->n = keep;
+    nd->pad = node_min(m, nd);
+    r->pad = node_min(m, r);
 }
 
 /* Descend a non-empty tree towards the end of the run of entries below,
@@ -125,14 +127,15 @@ static int descend(shmkv__map *m, below_fn below, const void *arg, bt_step *st,
                    uint64_t *rank)
 {
     uint64_t off = shmkv__index_of(m)->root;
-    *rank = 0;
+    *rank = 0; /* keys below | claimed keys below << 32, as the counts add */
     for (int d = 0; d < BT_DEPTH; d++) {
         const shmkv__bt_node *nd = node_at(m, off);
         uint32_t c = nbelow(m, nd, below, arg);
         st[d].node = off;
         if (nd->leaf) {
             st[d].i = c;
-            *rank += c;
+            for (uint32_t i = 0; i < c; i++)
+                *rank += nd->e[i].count;
             return d;
         }
         st[d].i = c ? c - 1 : 0;
@@ -143,13 +146,26 @@ static int descend(shmkv__map *m, below_fn below, const void *arg, bt_step *st,
     return -1;
 }
 
-static uint64_t count_below(shmkv__map *m, below_fn below, const void *arg)
+/* Keys below | claimed keys below << 32. */
+static uint64_t count_below2(shmkv__map *m, below_fn below, const void *arg)
 {
     bt_step st[BT_DEPTH];
     uint64_t r = 0;
     if (shmkv__index_of(m)->root)
         descend(m, below, arg, st, &r);
     return r;
+}
+
+static uint64_t count_below(shmkv__map *m, below_fn below, const void *arg)
+{
+    return SHMKV__BT_KEYS(count_below2(m, below, arg));
+}
+
+/* Unclaimed keys below. */
+static uint64_t free_below(shmkv__map *m, below_fn below, const void *arg)
+{
+    uint64_t c = count_below2(m, below, arg);
+    return SHMKV__BT_KEYS(c) - SHMKV__BT_HELD(c);
 }
 
 /* Descend to the key of rank r (< n) by counts. Returns the leaf's depth. */
@@ -164,12 +180,55 @@ static int descend_rank(shmkv__map *m, uint64_t r, bt_step *st)
             return d;
         }
         uint32_t i = 0;
-        while (i + 1 < nd->n && r >= nd->e[i].count)
-            r -= nd->e[i++].count;
+        while (i + 1 < nd->n && r >= SHMKV__BT_KEYS(nd->e[i].count))
+            r -= SHMKV__BT_KEYS(nd->e[i++].count);
         st[d].i = i;
         off = nd->e[i].child;
     }
     return -1;
+}
+
+/* Make leaf entry pos (on path st, leaf at depth d) count as claimed
+ * until exp (0: not claimed), and the counts and earliest expiries above
+ * it agree. Logged field by field: a claim changes a few words per level. */
+static void lease_apply(shmkv__map *m, bt_step *st, int d, uint32_t pos, uint64_t exp)
+{
+    shmkv__bt_node *leaf = node_at(m, st[d].node);
+    shmkv__bt_ent *e = &leaf->e[pos];
+    if (e->child == exp)
+        return;
+    bool was = e->child != 0, is = exp != 0;
+    shmkv__undo_save(e, sizeof *e);
+    e->child = exp;
+    e->count = 1 | (is ? SHMKV__BT_ONE_HELD : 0);
+    uint64_t old_min = leaf->pad;
+    shmkv__undo_save(&leaf->pad, sizeof leaf->pad);
+    leaf->pad = node_min(m, leaf);
+    uint64_t new_min = leaf->pad;
+    for (int l = d - 1; l >= 0; l--) {
+        shmkv__bt_node *p = node_at(m, st[l].node);
+        shmkv__bt_ent *pe = &p->e[st[l].i];
+        if (was != is) {
+            shmkv__undo_save(&pe->count, sizeof pe->count);
+            pe->count = is ? pe->count + SHMKV__BT_ONE_HELD : pe->count - SHMKV__BT_ONE_HELD;
+        }
+        uint64_t pold = p->pad;
+        if (old_min != new_min) {
+            /* The child's earliest expiry moved: an earlier one lowers
+             * ours; losing the one we had means looking at every child. */
+            uint64_t np = pold;
+            if (new_min && (!pold || new_min < pold))
+                np = new_min;
+            else if (old_min == pold)
+                np = node_min(m, p);
+            if (np != pold) {
+                shmkv__undo_save(&p->pad, sizeof p->pad);
+                p->pad = np;
+            }
+        }
+        old_min = pold;
+        new_min = p->pad;
+    }
 }
 
 int shmkv__index_insert(shmkv__map *m, const void *key, size_t klen)
@@ -258,6 +317,7 @@ int shmkv__index_insert(shmkv__map *m, const void *key, size_t klen)
             node_init(m, nr, false);
             ent_insert(node_at(m, nr), 0, &a);
             ent_insert(node_at(m, nr), 1, &b);
+            node_at(m, nr)->pad = node_min(m, node_at(m, nr));
             index->root = nr;
             SHMKV__HOOK("index.insert.new_root");
         }
@@ -294,6 +354,7 @@ static void node_merge(shmkv__map *m, shmkv__index *index, shmkv__bt_node *p, ui
     shmkv__bt_node *r = node_at(m, roff);
     memcpy(&l->e[l->n], r->e, r->n * sizeof(r->e[0]));
     l->n += r->n;
+    l->pad = nzmin(l->pad, r->pad);
     p->e[j].count += p->e[j + 1].count;
     ent_delete(p, j + 1);
     shmkv__free_block(m, &index->alloc, roff);
@@ -316,6 +377,9 @@ int shmkv__index_remove(shmkv__map *m, const void *key, size_t klen)
         return 0;
     uint32_t pos = st[d].i - 1;
     uint64_t blob = leaf->e[pos].key;
+    /* A claimed key stops being counted as one first, so that below only
+     * unclaimed keys leave and the earliest expiries stay as they are. */
+    lease_apply(m, st, d, pos, 0);
     shmkv__undo_node(m, st[d].node);
     ent_delete(leaf, pos);
 
@@ -449,4 +513,102 @@ int shmkv__index_walk(shmkv__map *m, uint64_t from, const void *prefix, size_t p
             st[l].i = 0;
         }
     }
+}
+
+/* ---- claims: the claimed counts and the earliest expiries ------------------------------ */
+
+int shmkv__index_lease_set(shmkv__map *m, const void *key, size_t klen, uint64_t expiry)
+{
+    bt_step st[BT_DEPTH];
+    probe s = mkkey(key, klen);
+    uint64_t rank;
+    if (!shmkv__index_of(m)->root)
+        return SHMKV_ENOTFOUND;
+    int d = descend(m, below_le, &s, st, &rank);
+    if (d < 0)
+        return SHMKV_ECORRUPT;
+    const shmkv__bt_node *leaf = node_at(m, st[d].node);
+    if (st[d].i == 0 || ent_cmp(m, &leaf->e[st[d].i - 1], &s) != 0)
+        return SHMKV_ENOTFOUND;
+    lease_apply(m, st, d, st[d].i - 1, expiry);
+    return 0;
+}
+
+uint64_t shmkv__index_lease_of(shmkv__map *m, const void *key, size_t klen)
+{
+    bt_step st[BT_DEPTH];
+    probe s = mkkey(key, klen);
+    uint64_t rank;
+    if (!shmkv__index_of(m)->root)
+        return 0;
+    int d = descend(m, below_le, &s, st, &rank);
+    if (d < 0 || st[d].i == 0)
+        return 0;
+    const shmkv__bt_ent *e = &node_at(m, st[d].node)->e[st[d].i - 1];
+    return ent_cmp(m, e, &s) == 0 ? e->child : 0;
+}
+
+uint64_t shmkv__index_free_range(shmkv__map *m, const void *prefix, size_t plen, uint64_t *lo)
+{
+    shmkv__index *ix = shmkv__index_of(m);
+    if (!ix->root) {
+        *lo = 0;
+        return 0;
+    }
+    if (plen == 0) {
+        uint64_t c = node_sum(node_at(m, ix->root));
+        *lo = 0;
+        return SHMKV__BT_KEYS(c) - SHMKV__BT_HELD(c);
+    }
+    probe s = mkkey(prefix, plen), p = s;
+    if (plen < 8)
+        p.mask <<= 64 - 8 * plen;
+    *lo = free_below(m, below_lt, &s);
+    return free_below(m, below_pfx, &p) - *lo;
+}
+
+uint64_t shmkv__index_free_select(shmkv__map *m, uint64_t r)
+{
+    uint64_t off = shmkv__index_of(m)->root;
+    for (int d = 0; off && d < BT_DEPTH; d++) {
+        const shmkv__bt_node *nd = node_at(m, off);
+        if (nd->leaf) {
+            for (uint32_t i = 0; i < nd->n; i++)
+                if (!nd->e[i].child && r-- == 0)
+                    return nd->e[i].key;
+            return 0;
+        }
+        uint32_t i = 0;
+        for (; i < nd->n; i++) {
+            uint64_t c = nd->e[i].count, f = SHMKV__BT_KEYS(c) - SHMKV__BT_HELD(c);
+            if (r < f)
+                break;
+            r -= f;
+        }
+        if (i == nd->n)
+            return 0;
+        off = nd->e[i].child;
+    }
+    return 0;
+}
+
+uint64_t shmkv__index_expired(shmkv__map *m, uint64_t now)
+{
+    uint64_t off = shmkv__index_of(m)->root;
+    if (!off || !node_at(m, off)->pad || node_at(m, off)->pad > now)
+        return 0;
+    /* Follow the earliest expiry down: each node's pad is its children's
+     * least, so some child holds the same value. */
+    for (int d = 0; d < BT_DEPTH; d++) {
+        const shmkv__bt_node *nd = node_at(m, off);
+        uint32_t i = 0;
+        while (i < nd->n && (nd->leaf ? nd->e[i].child : node_at(m, nd->e[i].child)->pad) != nd->pad)
+            i++;
+        if (i == nd->n)
+            return 0; /* pads disagree: shmkv_check reports it */
+        if (nd->leaf)
+            return nd->e[i].key;
+        off = nd->e[i].child;
+    }
+    return 0;
 }

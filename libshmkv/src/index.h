@@ -24,10 +24,10 @@ static inline shmkv__kblob *blob_at(shmkv__map *m, uint64_t off)
     return (shmkv__kblob *)SHMKV__P(m, off);
 }
 
+/* Keys below a node and, in the high half, claimed keys below (a leaf
+ * entry counts 1 | claimed << 32): the halves add up separately. */
 static inline uint64_t node_sum(const shmkv__bt_node *nd)
 {
-    if (nd->leaf)
-        return nd->n;
     uint64_t s = 0;
     for (uint32_t i = 0; i < nd->n; i++)
         s += nd->e[i].count;
@@ -40,6 +40,21 @@ static inline void ent_refresh(shmkv__map *m, shmkv__bt_ent *pe)
     const shmkv__bt_node *c = node_at(m, pe->child);
     pe->pfx = c->e[0].pfx;
     pe->key = c->e[0].key;
+}
+
+static inline uint64_t nzmin(uint64_t a, uint64_t b)
+{
+    return !a ? b : !b ? a : a < b ? a : b;
+}
+
+/* The earliest claim expiry below a node (0: none): its leaf entries'
+ * expiries, or its children's own. */
+static inline uint64_t node_min(shmkv__map *m, const shmkv__bt_node *nd)
+{
+    uint64_t x = 0;
+    for (uint32_t i = 0; i < nd->n; i++)
+        x = nzmin(x, nd->leaf ? nd->e[i].child : node_at(m, nd->e[i].child)->pad);
+    return x;
 }
 
 static inline shmkv__bt_ent ent_for(shmkv__map *m, uint64_t child)

@@ -180,22 +180,36 @@ rebuild:
     atomic_store(&index->dirty, 1);
 }
 
+/* The claim the index should count for the key at lk: its lease's expiry
+ * while it runs, else none. */
+static uint64_t live_expiry(shmkv__map *m, const shmkv__lookup *lk)
+{
+    const shmkv__lease *ls = lk->found ? shmkv__entry_lease(m, lk->off) : NULL;
+    return ls && ls->expiry > shmkv__lease_now(m) ? ls->expiry : 0;
+}
+
 /* The update of the key in lg was rolled back; the key's slot may or may
  * not have been published before its writer died. Make the index agree
- * with the table for that key alone. Caller holds s (the key's segment)
- * and the index lock. */
+ * with the table for that key alone, its claim included. Caller holds s
+ * (the key's segment) and the index lock. */
 static int reconcile(shmkv__map *m, shmkv__seg *s, shmkv__ulog *lg)
 {
-    bool in_table = shmkv__seg_has(m, s, lg->key, lg->klen);
+    shmkv__lookup lk;
+    shmkv__seg_find(m, s, shmkv__hash(lg->key, lg->klen), lg->key, lg->klen, &lk);
     bool in_index = shmkv__index_has(m, lg->key, lg->klen);
-    if (in_table == in_index) {
+    uint64_t exp = live_expiry(m, &lk);
+    if (lk.found == in_index && (!lk.found || shmkv__index_lease_of(m, lg->key, lg->klen) == exp)) {
         atomic_store(&lg->state, SHMKV__ULOG_IDLE);
         return 0;
     }
     shmkv__index_begin(m, s->id, lg->key, lg->klen);
     SHMKV__HOOK("index.reconcile");
-    int rc = in_table ? shmkv__index_insert(m, lg->key, lg->klen)
+    int rc = 0;
+    if (lk.found != in_index)
+        rc = lk.found ? shmkv__index_insert(m, lg->key, lg->klen)
                       : shmkv__index_remove(m, lg->key, lg->klen);
+    if (!rc && lk.found)
+        rc = shmkv__index_lease_set(m, lg->key, lg->klen, exp);
     shmkv__index_commit(m);
     if (rc)
         atomic_store(&shmkv__index_of(m)->dirty, 1); /* e.g. no space: rebuild later */
@@ -290,6 +304,31 @@ static int build_level(shmkv__map *m, shmkv__index *index, uint64_t *items, uint
     return 0;
 }
 
+static int count_claim(void *ctx, uint64_t off)
+{
+    shmkv__map *m = ctx;
+    const shmkv__lease *ls = shmkv__entry_lease(m, off);
+    if (!ls || ls->expiry <= shmkv__lease_now(m))
+        return 0;
+    const shmkv__entry *e = shmkv__entry_at(m, off);
+    return shmkv__index_lease_set(m, e->data, e->klen, ls->expiry) ? SHMKV_ECORRUPT : 0;
+}
+
+/* The tree is built with every key unclaimed; count the live claims (a
+ * lookup each: claims are few next to keys). */
+static int count_claims(shmkv__map *m)
+{
+    shmkv__hdr *h = SHMKV__HDR(m);
+    if (!atomic_load(&h->claim_token))
+        return 0;
+    for (uint32_t i = 0; i < h->nseg; i++) {
+        int rc = shmkv__seg_visit(m, shmkv__seg_at(m, i), count_claim, m);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 int shmkv__index_rebuild(shmkv__map *m)
 {
     shmkv__hdr *h = SHMKV__HDR(m);
@@ -366,6 +405,8 @@ int shmkv__index_rebuild(shmkv__map *m)
     index->root = items[0];
     index->karr = arr;
     index->n = n;
+    if ((rc = count_claims(m)) < 0)
+        goto out;
 done:
     ul_create(m); /* last: the keys have the first claim on the space */
     /* Built from tables that every pending clear has reached (the caller

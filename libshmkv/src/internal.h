@@ -26,6 +26,7 @@
  *   batch.c         set_many, delete_many, delete_prefix
  *   sample.c        random_key
  *   scan.c          scan, random_keys
+ *   claims.c        claims (leases on keys), pop_random
  *   shmkv.c         size, count, clear, list, stat, tracking, errors
  *   map.c           the process's mappings: registry, fork, name and file
  *   create.c        options, the first page's check, creation, lock words,
@@ -87,6 +88,9 @@ typedef struct shmkv__map {
      * since it last trimmed that owner, less a penalty after a trim that
      * found nothing to give back (alloc.c). NULL: never trims. */
     int64_t *freed;
+    /* The store's leases belong to an earlier boot that no writer has
+     * caught up with yet (a read-only open after a reboot): all ended. */
+    bool lease_stale;
 } shmkv__map;
 
 struct shmkv_db {
@@ -134,6 +138,18 @@ static inline bool shmkv__in_region(shmkv__map *m, uint64_t off, uint64_t len)
 uint64_t shmkv__rand_below(uint64_t n);
 /* CLOCK_MONOTONIC in ns. */
 uint64_t shmkv__mono_ns(void);
+/* CLOCK_BOOTTIME ns: the clock every process of the host shares, which
+ * keeps counting through a suspend (leases end in real time). */
+uint64_t shmkv__boot_ns(void);
+/* This boot's id (/proc/sys/kernel/random/boot_id), "" when unreadable. */
+const char *shmkv__boot_id(void);
+/* The lease clock of a store (see shmkv__lease in format.h). */
+static inline uint64_t shmkv__lease_now(shmkv__map *m)
+{
+    if (m->lease_stale)
+        return UINT64_MAX - 1;
+    return shmkv__boot_ns() + SHMKV__HDR(m)->lease_base;
+}
 
 /* A growable byte buffer (malloc'ed) */
 typedef struct shmkv__buf {
@@ -297,6 +313,13 @@ int shmkv__seg_clear(shmkv__map *m, shmkv__seg *s, uint64_t gen);
  * non-zero return and returns it. */
 int shmkv__seg_visit(shmkv__map *m, shmkv__seg *s,
                      int (*fn)(void *ctx, uint64_t entry_off), void *ctx);
+/* The lease an entry carries (SHMKV__BF_LEASE), or NULL. */
+const shmkv__lease *shmkv__entry_lease(shmkv__map *m, uint64_t off);
+/* Write a new entry block for key and value in s's allocator, carrying
+ * lease when it is not NULL (a copy: it may lie in the entry being
+ * replaced). Nothing is published. */
+int shmkv__entry_make(shmkv__map *m, shmkv__seg *s, const void *key, size_t klen, const void *val,
+                      size_t vlen, shmkv_kind kind, const shmkv__lease *lease, uint64_t *off);
 /* The segment a key belongs to. */
 shmkv__seg *shmkv__seg_of(shmkv__map *m, const void *key, size_t klen);
 /* True when key is live in s. */
@@ -504,6 +527,22 @@ typedef int (*shmkv__index_visit_fn)(void *ctx, const shmkv__kblob *kb);
 int shmkv__index_walk(shmkv__map *m, uint64_t from, const void *prefix, size_t plen,
                     uint64_t limit, shmkv__index_visit_fn fn, void *ctx);
 
+/* Claims in the index (format 3): make key count as claimed until expiry
+ * (0: not claimed), logged like any index update; SHMKV_ENOTFOUND when the
+ * index lacks the key. */
+int shmkv__index_lease_set(shmkv__map *m, const void *key, size_t klen, uint64_t expiry);
+/* The expiry the index counts for key (0: not claimed, or no such key). */
+uint64_t shmkv__index_lease_of(shmkv__map *m, const void *key, size_t klen);
+/* The keys with prefix that the index does not count as claimed: returns
+ * how many, and *lo the number of such keys before them, so that
+ * shmkv__index_free_select(*lo + r) is the r-th. O(log n). */
+uint64_t shmkv__index_free_range(shmkv__map *m, const void *prefix, size_t plen, uint64_t *lo);
+/* The key blob of the r-th key not counted as claimed, 0: none. */
+uint64_t shmkv__index_free_select(shmkv__map *m, uint64_t r);
+/* The key blob of a counted claim that ended by now (the earliest one),
+ * 0: none. O(log n). */
+uint64_t shmkv__index_expired(shmkv__map *m, uint64_t now);
+
 /* ---- index_repair.c: the index lock, logged updates, repair, rebuild -- */
 /* Take the index lock; `held` is the segment lock the caller holds, or
  * NULL. Returns 0 when the index is usable. When the index needed a rebuild
@@ -607,5 +646,8 @@ int shmkv__init_locks(shmkv__map *m);
 int shmkv__create_store(shmkv__map *m, const shmkv__resolved *r, int backend);
 /* Repair an unclean store: every segment, then the key index (alone). */
 int shmkv__recover_all(shmkv__map *m);
+/* Set the lease clock for this boot (a no-op when it already is): by the
+ * creator, and by an opener that is the only writer (create.c). */
+void shmkv__lease_clock_sync(shmkv__map *m);
 
 #endif /* SHMKV_INTERNAL_H */

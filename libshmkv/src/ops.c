@@ -34,20 +34,12 @@ static void sync_range(const void *p, size_t len)
     msync((void *)a, b - a, MS_SYNC);
 }
 
+/* A new entry for o's key; one that replaces the key's entry keeps its
+ * claim (a write does not end a lease). */
 static int entry_new(op *o, const void *val, size_t vlen, shmkv_kind kind, uint64_t *off)
 {
-    int rc = shmkv__alloc_block(o->m, &o->s->alloc, o->s->id,
-                                sizeof(shmkv__entry) + o->klen + vlen, off);
-    if (rc)
-        return rc;
-    shmkv__entry *e = shmkv__entry_at(o->m, *off);
-    e->klen = (uint32_t)o->klen;
-    e->vlen = (uint32_t)vlen;
-    memcpy(e->data, o->key, o->klen);
-    if (vlen)
-        memcpy(e->data + o->klen, val, vlen);
-    shmkv__block_of(o->m, *off)->kind = (uint16_t)kind;
-    return 0;
+    const shmkv__lease *keep = o->lk.found ? shmkv__entry_lease(o->m, o->lk.off) : NULL;
+    return shmkv__entry_make(o->m, o->s, o->key, o->klen, val, vlen, kind, keep, off);
 }
 
 /* With key tracking, take the index lock and begin the undo-logged update

@@ -41,6 +41,8 @@ const char *shmkv_strerror(int err)
     case SHMKV_ETIMEDOUT: return "a lock was held longer than the lock timeout: a stopped or very slow process";
     case SHMKV_ESEGMENTS: return "segments must be a power of two from 1 to 4096";
     case SHMKV_ERESERVE: return "reserve must be from 1 MiB to 64 TiB";
+    case SHMKV_EHELD: return "key is held by another live claim";
+    case SHMKV_ESTALE: return "no live claim with this token (released, completed, expired or taken over)";
     case SHMKV_ETOOMANY: return "the key index is full (2^32 - 1 keys with trackKeys)";
     case -ENOSPC: return "no space left on the device holding the store (disk or /dev/shm full)";
     default: break;

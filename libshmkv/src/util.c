@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/random.h>
 #include <time.h>
@@ -131,6 +132,33 @@ uint64_t shmkv__mono_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t shmkv__boot_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static char boot_id[40];
+static pthread_once_t boot_id_once = PTHREAD_ONCE_INIT;
+
+static void boot_id_read(void)
+{
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+    if (f) {
+        if (!fgets(boot_id, sizeof boot_id, f))
+            boot_id[0] = 0;
+        fclose(f);
+    }
+    boot_id[strcspn(boot_id, "\n")] = 0;
+}
+
+const char *shmkv__boot_id(void)
+{
+    pthread_once(&boot_id_once, boot_id_read);
+    return boot_id;
 }
 
 int shmkv__buf_reserve(shmkv__buf *b, size_t more)
