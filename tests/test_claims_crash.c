@@ -80,7 +80,9 @@ static void snapshot(shmkv_db *db, kstate *s)
         cr_assert(rc == 0 || rc == SHMKV_ENOTFOUND, "get %s -> %s", k, shmkv_strerror(rc));
         s[i].present = rc == 0;
         shmkv_claim c;
-        rc = shmkv_claim_get(db, k, 7, &c, NULL, 0, NULL);
+        char owner[SHMKV_OWNER_MAX];
+        size_t ol;
+        rc = shmkv_claim_get(db, k, 7, &c, owner, sizeof owner, &ol);
         cr_assert(rc == 0 || rc == SHMKV_ESTALE || (rc == SHMKV_ENOTFOUND && !s[i].present),
                   "claim_get %s -> %s", k, shmkv_strerror(rc));
         if (rc == 0) {

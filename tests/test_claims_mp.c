@@ -352,15 +352,17 @@ Test(claims_mp, exactly_once_memory_untracked, .timeout = 900)
 
 /* ---- one winner per key ------------------------------------------------------------ */
 
-#define NWIN 2000
+#define NWIN 20000
 
 static void racer(const char *where, shmkv_backend be, int start_fd, int resfd)
 {
-    char b;
-    CHILD_CHECK(read(start_fd, &b, 1) == 0, "start pipe");
     shmkv_db *db = NULL;
     shmkv_options o = t_opts(be, SHMKV_TRACK_DEFAULT);
     CHILD_OK(shmkv_open(where, &o, &db));
+    /* opened: say so, and start when both have */
+    char b = 'r';
+    CHILD_CHECK(write(resfd, &b, 1) == 1, "ready");
+    CHILD_CHECK(read(start_fd, &b, 1) == 0, "start pipe");
     static unsigned char won[NWIN];
     shmkv_lease l = {"racer", 5, 60000};
     for (int i = 0; i < NWIN; i++) {
@@ -402,7 +404,11 @@ static void one_winner(shmkv_backend be, int track)
         close(fds[c][1]);
     }
     close(go[0]);
-    close(go[1]);
+    for (int c = 0; c < 2; c++) {
+        char b;
+        cr_assert_eq(fd_read_all(fds[c][0], &b, 1), 1, "racer %d did not open the store", c);
+    }
+    close(go[1]); /* go */
     static unsigned char won[2][NWIN];
     for (int c = 0; c < 2; c++) {
         cr_assert_eq(fd_read_all(fds[c][0], won[c], NWIN), NWIN, "racer %d did not report", c);
