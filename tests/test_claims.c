@@ -701,7 +701,13 @@ Test(claims, random_skips_live_takes_expired)
 
 /* Chi-square over the free keys of a prefix, some keys held. With 31
  * degrees of freedom the statistic exceeds 80 with probability about 2e-6:
- * a real bias (e.g. a key drawn twice as often) fails it. */
+ * a real bias (e.g. a key drawn twice as often) fails it.
+ * FAILS on untracked stores (BUG in claims.c at 6269261, pick_scan): the
+ * first 64 draws pick a segment weighted by its key count, then a slot
+ * uniform over the segment's table capacity, and keep the first claimable
+ * match; a key's chance is then proportional to its segment's load
+ * (count / capacity), not uniform: chi-square 630-810 here, some keys drawn
+ * 60 times and others 300 (150 expected). Tracked stores: about 27. */
 Test(claims, random_roughly_uniform)
 {
     const char *bad = "";

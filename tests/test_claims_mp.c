@@ -21,6 +21,10 @@
  *     else explains a missing key;
  *   - the store is empty, claim_count says 0/0, shmkv_check and
  *     shmkv-dump --check find it sound.
+ * About half the consumers also SIGKILL themselves at a random claims
+ * hook point (claim, complete, release: built, indexed, published), so
+ * that kills land inside the critical sections too; one killed at
+ * claims.complete.published is the "completed, not logged" case above.
  * Disk and memory, tracked and untracked; the parent stays attached (a
  * memory store needs a process), every wait is bounded.
  *
@@ -66,7 +70,7 @@ static void log_line(int fd, char tag, const char *k, size_t kl)
 }
 
 static void consumer(const char *where, shmkv_backend be, const char *logpath, int slot,
-                     uint64_t seed)
+                     uint64_t seed, const char *kill_point, int kill_skip)
 {
     int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     CHILD_CHECK(fd >= 0, "open %s: %s", logpath, strerror(errno));
@@ -74,6 +78,8 @@ static void consumer(const char *where, shmkv_backend be, const char *logpath, i
     shmkv_options o = t_opts(be, SHMKV_TRACK_DEFAULT);
     CHILD_OK(shmkv_open(where, &o, &db));
     t_rng r = t_rng_seeded(seed);
+    if (kill_point)
+        t_hook_kill_at(kill_point, kill_skip); /* die inside the library */
     char owner[32];
     int ol = snprintf(owner, sizeof owner, "consumer-%d-%d", slot, (int)getpid());
     shmkv_lease l = {owner, (size_t)ol, TTL_MS};
@@ -142,20 +148,57 @@ static void consumer(const char *where, shmkv_backend be, const char *logpath, i
 typedef struct {
     pid_t pid; /* 0: finished */
     int gen;
+    int log; /* its incarnation's log */
 } cslot;
 
 typedef struct {
     char path[200];
     bool killed;
+    const char *kill_point; /* armed at this hook point, or NULL */
 } inc_log;
 
-static pid_t start_consumer(const char *where, shmkv_backend be, int slot, inc_log *lg,
-                            uint64_t seed)
+/* The points a consumer passes; the indexed ones only on tracked stores. */
+static const char *const kill_points[] = {
+    "claims.claim.built",    "claims.claim.indexed",    "claims.claim.published",
+    "claims.complete.built", "claims.complete.indexed", "claims.complete.published",
+    "claims.release.built",  "claims.release.indexed",  "claims.release.published",
+};
+#define NKILLP (sizeof kill_points / sizeof kill_points[0])
+
+typedef struct {
+    const char *where;
+    shmkv_backend be;
+    t_rng r;
+    inc_log *logs;
+    size_t nlogs, caplogs;
+    cslot slots[NCONS];
+    int hook_kills_left;
+} crew;
+
+/* Start a consumer in slot s, with a new log; about half of them (while
+ * hook_kills_left lasts) SIGKILL themselves at a random claims hook point,
+ * inside a critical section, which the parent's kills rarely hit. */
+static void spawn(crew *cw, int s)
 {
+    if (cw->nlogs == cw->caplogs) {
+        cw->caplogs *= 2;
+        cw->logs = realloc(cw->logs, cw->caplogs * sizeof *cw->logs);
+        cr_assert(cw->logs);
+    }
+    inc_log *lg = &cw->logs[cw->nlogs];
+    memset(lg, 0, sizeof *lg);
+    snprintf(lg->path, sizeof lg->path, "%s/c%d.%d.log", t_dir(), s, cw->slots[s].gen);
+    int skip = 0;
+    if (cw->hook_kills_left > 0 && t_below(&cw->r, 2) == 0) {
+        lg->kill_point = kill_points[t_below(&cw->r, NKILLP)];
+        skip = (int)t_below(&cw->r, 30);
+    }
+    cw->slots[s].log = (int)cw->nlogs++;
+    uint64_t seed = t_next(&cw->r);
     pid_t p = t_fork();
     if (p == 0)
-        consumer(where, be, lg->path, slot, seed);
-    return p;
+        consumer(cw->where, cw->be, lg->path, s, seed, lg->kill_point, skip);
+    cw->slots[s].pid = p;
 }
 
 static void exactly_once(shmkv_backend be, int track)
@@ -176,69 +219,69 @@ static void exactly_once(shmkv_backend be, int track)
     /* a neighbour no consumer may touch */
     t_set(db, "other", "x");
 
-    t_rng r = t_rng_new();
-    size_t nlogs = 0, caplogs = 64;
-    inc_log *logs = calloc(caplogs, sizeof *logs);
-    cr_assert(logs);
-    cslot slots[NCONS];
-    int slot_log[NCONS];
-    for (int s = 0; s < NCONS; s++) {
-        snprintf(logs[nlogs].path, sizeof logs[nlogs].path, "%s/c%d.%d.log", t_dir(), s, 0);
-        slot_log[s] = (int)nlogs;
-        slots[s].gen = 0;
-        slots[s].pid = start_consumer(where, be, s, &logs[nlogs], t_next(&r));
-        nlogs++;
-    }
-    int kills = 0, running = NCONS;
+    static crew cw;
+    memset(&cw, 0, sizeof cw);
+    cw.where = where;
+    cw.be = be;
+    cw.r = t_rng_new();
+    cw.caplogs = 64;
+    cw.logs = calloc(cw.caplogs, sizeof *cw.logs);
+    cr_assert(cw.logs);
+    cw.hook_kills_left = kills_wanted;
+    t_rng *r = &cw.r;
+    for (int s = 0; s < NCONS; s++)
+        spawn(&cw, s);
+    int kills = 0, hook_kills = 0, running = NCONS;
     uint64_t t0 = t_now_ns();
     double limit = t_wait_default();
     while (running > 0) {
-        t_sleep_us(2000 + t_below(&r, 14000));
+        t_sleep_us(2000 + t_below(r, 14000));
         cr_assert((double)(t_now_ns() - t0) / 1e9 < limit, "%s: consumers still running after %.0f s",
                   cn, limit);
         for (int s = 0; s < NCONS; s++) {
-            if (!slots[s].pid)
+            if (!cw.slots[s].pid)
                 continue;
             int st = 0;
-            pid_t w = waitpid(slots[s].pid, &st, WNOHANG);
+            pid_t w = waitpid(cw.slots[s].pid, &st, WNOHANG);
             cr_assert(w >= 0, "waitpid: %s", strerror(errno));
             if (w == 0)
                 continue;
             char b[96];
+            inc_log *lg = &cw.logs[cw.slots[s].log];
+            if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL && lg->kill_point) {
+                /* died at its hook point: start another */
+                lg->killed = true;
+                hook_kills++;
+                cw.hook_kills_left--;
+                cw.slots[s].gen++;
+                spawn(&cw, s);
+                continue;
+            }
             cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: consumer %d (gen %d): %s", cn, s,
-                      slots[s].gen, t_status_str(st, b, sizeof b));
-            slots[s].pid = 0;
+                      cw.slots[s].gen, t_status_str(st, b, sizeof b));
+            cw.slots[s].pid = 0;
             running--;
         }
         if (kills >= kills_wanted || running == 0)
             continue;
-        int s = (int)t_below(&r, NCONS);
-        if (!slots[s].pid)
+        int s = (int)t_below(r, NCONS);
+        if (!cw.slots[s].pid)
             continue;
         /* reaped here rather than by t_kill(), so that a consumer that
          * failed a check just before the kill still fails the test */
         int st = 0;
-        kill(slots[s].pid, SIGKILL);
-        cr_assert_eq(t_waitpid_for(slots[s].pid, &st, 60, false), 0, "%s: reaping consumer %d",
+        kill(cw.slots[s].pid, SIGKILL);
+        cr_assert_eq(t_waitpid_for(cw.slots[s].pid, &st, 60, false), 0, "%s: reaping consumer %d",
                      cn, s);
         char b[96];
         cr_assert((WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) ||
                       (WIFEXITED(st) && WEXITSTATUS(st) == 0),
-                  "%s: consumer %d (gen %d): %s", cn, s, slots[s].gen, t_status_str(st, b, sizeof b));
-        logs[slot_log[s]].killed = true;
+                  "%s: consumer %d (gen %d): %s", cn, s, cw.slots[s].gen,
+                  t_status_str(st, b, sizeof b));
+        cw.logs[cw.slots[s].log].killed = true;
         kills++;
-        if (nlogs == caplogs) {
-            caplogs *= 2;
-            logs = realloc(logs, caplogs * sizeof *logs);
-            cr_assert(logs);
-        }
-        memset(&logs[nlogs], 0, sizeof logs[nlogs]);
-        slots[s].gen++;
-        snprintf(logs[nlogs].path, sizeof logs[nlogs].path, "%s/c%d.%d.log", t_dir(), s,
-                 slots[s].gen);
-        slot_log[s] = (int)nlogs;
-        slots[s].pid = start_consumer(where, be, s, &logs[nlogs], t_next(&r));
-        nlogs++;
+        cw.slots[s].gen++;
+        spawn(&cw, s);
     }
     double secs = (double)(t_now_ns() - t0) / 1e9;
 
@@ -247,9 +290,13 @@ static void exactly_once(shmkv_backend be, int track)
     unsigned char *explained = calloc((size_t)ntok, 1);
     cr_assert(done && explained);
     uint64_t nI = 0, nD = 0, nS = 0, nR = 0;
+    inc_log *logs = cw.logs;
+    size_t nlogs = cw.nlogs;
     for (size_t i = 0; i < nlogs; i++) {
         size_t len = 0;
-        unsigned char *text = t_read_file(logs[i].path, &len);
+        /* a consumer killed before it opened its log has none */
+        unsigned char *text = t_exists(logs[i].path) ? t_read_file(logs[i].path, &len) : NULL;
+        cr_assert(text || logs[i].killed, "%s: %s missing", cn, logs[i].path);
         int last_intent = -1; /* a trailing "I" with nothing after it */
         size_t pos = 0;
         while (text && pos < len) {
@@ -304,10 +351,11 @@ static void exactly_once(shmkv_backend be, int track)
         by_kill++;
         missing++;
     }
-    cr_log_info("%s: %d tokens in %.2f s, %d kills, %zu consumers; %" PRIu64 " claims, %" PRIu64
+    cr_log_info("%s: %d tokens in %.2f s, %d kills, %d at hook points, %zu consumers; %" PRIu64
+                " claims, %" PRIu64
                 " completes logged, %d completed by a consumer killed before its log line, %" PRIu64
                 " stale completes, %" PRIu64 " releases",
-                cn, ntok, secs, kills, nlogs, nI, nD, by_kill, nS, nR);
+                cn, ntok, secs, kills, hook_kills, nlogs, nI, nD, by_kill, nS, nR);
     cr_assert_eq(kills, kills_wanted, "%s: the consumers finished before the kills did", cn);
     (void)missing;
 
