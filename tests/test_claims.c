@@ -955,3 +955,252 @@ Test(claims, claim_get_owner_not_wanted_BUG)
         finish(db, where, c, cn);
     }
 }
+
+/* Exactly the keys of pfx (n of them, "<pfx><5 digits>") that want[] marks
+ * come out of claim_random, each once, then SHMKV_ENOTFOUND. Leaves them
+ * claimed. */
+static void drain_exactly(shmkv_db *db, const char *pfx, int n, const unsigned char *want,
+                          const char *what)
+{
+    unsigned char *seen = calloc((size_t)n, 1);
+    cr_assert(seen);
+    int nwant = 0, got = 0;
+    for (int i = 0; i < n; i++)
+        nwant += want[i] != 0;
+    char k[64];
+    shmkv_claim out;
+    int rc;
+    while ((rc = claim_rand(db, pfx, LONG_TTL, k, sizeof k, &out)) == 0) {
+        int x = key_index(pfx, k, strlen(k));
+        cr_assert(x >= 0 && x < n, "%s: drew %s", what, k);
+        cr_assert(want[x], "%s: drew %s, which is claimed or gone", what, k);
+        cr_assert(!seen[x], "%s: drew %s twice", what, k);
+        seen[x] = 1;
+        got++;
+        cr_assert_leq(got, nwant, "%s", what);
+    }
+    cr_assert_eq(rc, SHMKV_ENOTFOUND, "%s: claim_random -> %s", what, shmkv_strerror(rc));
+    cr_assert_eq(got, nwant, "%s: %d of the %d claimable keys drawn", what, got, nwant);
+    free(seen);
+}
+
+/* "Other calls ignore claims" (shmkv.h): every write but a delete keeps
+ * the claim; every kind of delete ends it. claim_random sees the same. */
+Test(claims, other_writes_keep_claims_deletes_end_them)
+{
+    FOR_COMBOS(c) {
+        const char *where;
+        shmkv_db *db = open_combo(c, "writes", &where);
+        const char *cn = CNAME(c);
+        enum { N = 16 };
+        set_keys(db, "w:", N);
+        T_OK(shmkv_set(db, "w:00000", 7, "5", 1, SHMKV_KIND_STRING)); /* for incr */
+        uint64_t tok[N];
+        shmkv_claim out;
+        char k[16];
+        for (int i = 0; i < N; i++) {
+            snprintf(k, sizeof k, "w:%05d", i);
+            claim_ok(db, k, LONG_TTL, &out);
+            tok[i] = out.token;
+        }
+        char buf[64];
+        size_t bl;
+        shmkv_kind kind;
+        int flag;
+        T_OK(shmkv_incr(db, "w:00000", 7, 2, SHMKV_KIND_STRING, NULL));
+        T_OK(shmkv_cas(db, "w:00001", 7, "val-1", 5, "cas", 3, SHMKV_KIND_STRING, &flag));
+        cr_assert_eq(flag, 1);
+        T_OK(shmkv_swap(db, "w:00002", 7, "swap", 4, SHMKV_KIND_STRING, buf, sizeof buf, &bl,
+                        &kind, &flag));
+        T_OK(shmkv_set_if_absent(db, "w:00003", 7, "x", 1, SHMKV_KIND_STRING, &flag));
+        cr_assert_eq(flag, 0);
+        T_OK(shmkv_get_or_set(db, "w:00004", 7, "x", 1, SHMKV_KIND_STRING, buf, sizeof buf, &bl,
+                              &kind, &flag));
+        shmkv_item it[2] = {{"w:00005", 7, "many", 4, SHMKV_KIND_STRING, 0},
+                            {"w:00006", 7, "many-and-longer-than-before-by-far", 34,
+                             SHMKV_KIND_BYTES, 0}};
+        T_OK(shmkv_set_many(db, it, 2, NULL));
+        for (int i = 0; i <= 6; i++) {
+            snprintf(k, sizeof k, "w:%05d", i);
+            cr_assert_eq(live_token(db, k), tok[i], "%s: a write to %s ended its claim", cn, k);
+        }
+        t_expect_str(db, "w:00000", "7");
+        t_expect_str(db, "w:00005", "many");
+
+        /* every kind of delete ends the claim */
+        int existed;
+        T_OK(shmkv_delete(db, "w:00007", 7, &existed));
+        T_OK(shmkv_compare_and_delete(db, "w:00008", 7, "val-8", 5, &flag));
+        cr_assert_eq(flag, 1);
+        shmkv_item del[2] = {{"w:00009", 7, NULL, 0, 0, 0}, {"w:00010", 7, NULL, 0, 0, 0}};
+        T_OK(shmkv_delete_many(db, del, 2, NULL, NULL));
+        T_OK(shmkv_set(db, "w:00011x", 8, "p", 1, SHMKV_KIND_STRING));
+        uint64_t gone = 0;
+        T_OK(shmkv_delete_prefix(db, "w:00011", 7, 0, &gone));
+        cr_assert_eq(gone, 2);
+        for (int i = 7; i <= 11; i++) {
+            snprintf(k, sizeof k, "w:%05d", i);
+            T_RC(shmkv_claim_release(db, k, 7, tok[i]), SHMKV_ESTALE);
+            t_set(db, k, "back");
+        }
+        counts(db, "w:", N - 5, 0, cn);
+        check_clean(db, cn);
+        unsigned char want[N] = {0};
+        for (int i = 7; i <= 11; i++)
+            want[i] = 1;
+        drain_exactly(db, "w:", N, want, cn);
+        finish(db, where, c, cn);
+    }
+}
+
+/* The index counts claims: rebuilt from the tables, or built when tracking
+ * is turned on for a store that has claims, it must count them all. */
+Test(claims, index_rebuilt_or_enabled_counts_claims)
+{
+    FOR_COMBOS(c) {
+        const char *where;
+        shmkv_db *db = open_combo(c, "rebuild", &where);
+        const char *cn = CNAME(c);
+        enum { N = 300 };
+        set_keys(db, "i:", N);
+        unsigned char want[N];
+        shmkv_claim out;
+        char k[16];
+        for (int i = 0; i < N; i++) {
+            snprintf(k, sizeof k, "i:%05d", i);
+            want[i] = i % 7 == 3; /* free */
+            if (!want[i])
+                claim_ok(db, k, i % 2 ? LONG_TTL : SHORT_TTL, &out);
+        }
+        uint64_t t0 = t_now_ns();
+        sleep_until(t0, SHORT_TTL + 30); /* the even ones ran out */
+        for (int i = 0; i < N; i += 2)
+            want[i] = 1;
+        if (c->track == SHMKV_TRACK_ON)
+            T_OK(shmkv_rebuild_index(db));
+        else
+            T_OK(shmkv_tracking_enable(db));
+        check_clean(db, t_str("%s: index built with claims", cn));
+        int nfree = 0, nexp = 0;
+        for (int i = 0; i < N; i++) {
+            nfree += want[i];
+            nexp += i % 2 == 0 && i % 7 != 3;
+        }
+        counts(db, "i:", (uint64_t)(N - nfree), (uint64_t)nexp, cn);
+        drain_exactly(db, "i:", N, want, cn);
+        check_clean(db, cn);
+        /* reopened, with tracking now on for both */
+        if (c->be == SHMKV_BACKEND_DISK) {
+            t_close(db);
+            db = t_open(where, c->be, SHMKV_TRACK_DEFAULT);
+            T_RC(claim_rand(db, "i:", LONG_TTL, k, sizeof k, &out), SHMKV_ENOTFOUND);
+        }
+        finish(db, where, c, cn);
+    }
+}
+
+/* Prefixes longer than the index's 8-byte prefix word, and neighbours that
+ * share it: the draw must keep to the prefix exactly. */
+Test(claims, random_long_prefixes)
+{
+    FOR_COMBOS(c) {
+        const char *where;
+        shmkv_db *db = open_combo(c, "longpfx", &where);
+        const char *cn = CNAME(c);
+        const char *pfx[] = {"long-common-prefix:a:", "long-common-prefix:b:",
+                             "long-common-prefix:", "long-com", "long-co"};
+        set_keys(db, pfx[0], 40);
+        set_keys(db, pfx[1], 40);
+        T_OK(shmkv_set(db, "long-common-prefix:", 19, "edge", 4, SHMKV_KIND_STRING));
+        T_OK(shmkv_set(db, "long-common-prefix;", 19, "after", 5, SHMKV_KIND_STRING));
+        T_OK(shmkv_set(db, "long-com", 8, "short", 5, SHMKV_KIND_STRING));
+        shmkv_claim out;
+        char k[64];
+        /* hold every a: key but 3, and all b: keys */
+        unsigned char want[40] = {0};
+        want[5] = want[17] = want[39] = 1;
+        for (int i = 0; i < 40; i++) {
+            snprintf(k, sizeof k, "%s%05d", pfx[1], i);
+            claim_ok(db, k, LONG_TTL, &out);
+            if (!want[i]) {
+                snprintf(k, sizeof k, "%s%05d", pfx[0], i);
+                claim_ok(db, k, LONG_TTL, &out);
+            }
+        }
+        T_RC(claim_rand(db, pfx[1], LONG_TTL, k, sizeof k, &out), SHMKV_ENOTFOUND);
+        drain_exactly(db, pfx[0], 40, want, cn);
+        /* "long-common-prefix:" itself, then nothing under it */
+        T_OK(claim_rand(db, pfx[2], LONG_TTL, k, sizeof k, &out));
+        cr_assert_str_eq(k, "long-common-prefix:", "%s", cn);
+        T_RC(claim_rand(db, pfx[2], LONG_TTL, k, sizeof k, &out), SHMKV_ENOTFOUND);
+        /* "long-com": the short key and the ';' one */
+        int seen = 0;
+        for (int i = 0; i < 2; i++) {
+            T_OK(claim_rand(db, pfx[3], LONG_TTL, k, sizeof k, &out));
+            seen |= strcmp(k, "long-com") == 0 ? 1 : strcmp(k, "long-common-prefix;") == 0 ? 2 : 4;
+        }
+        cr_assert_eq(seen, 3, "%s: drew other keys than the two free ones", cn);
+        T_RC(claim_rand(db, pfx[4], LONG_TTL, k, sizeof k, &out), SHMKV_ENOTFOUND);
+        finish(db, where, c, cn);
+    }
+}
+
+/* A store with no room: a claim needs a new entry and may fail with
+ * SHMKV_EFULL or -ENOSPC (in a segment with no free block), and then
+ * changes nothing; a complete that deletes always works. */
+Test(claims, full_store_changes_nothing_on_failure)
+{
+    FOR_COMBOS(c) {
+        const char *where = t_where(c->be, "full");
+        shmkv_options o = t_opts(c->be, c->track);
+        o.reserve = SHMKV_RESERVE_MIN;
+        shmkv_db *db = t_open_opts(where, &o);
+        const char *cn = CNAME(c);
+        char val[400];
+        memset(val, 'f', sizeof val);
+        int n = 0;
+        for (;; n++) {
+            char k[16];
+            snprintf(k, sizeof k, "f:%05d", n);
+            int rc = shmkv_set(db, k, 7, val, sizeof val, SHMKV_KIND_BYTES);
+            if (rc == SHMKV_EFULL || rc == -ENOSPC)
+                break;
+            T_OK(rc);
+            cr_assert_lt(n, 100000);
+        }
+        cr_assert_gt(n, 10);
+        /* claim until the store refuses */
+        int claimed = 0, refused = 0;
+        uint64_t *tok = calloc((size_t)n, sizeof *tok);
+        cr_assert(tok);
+        for (int i = 0; i < n; i++) {
+            char k[16];
+            snprintf(k, sizeof k, "f:%05d", i);
+            shmkv_claim out;
+            int rc = claim(db, k, LONG_TTL, &out);
+            if (rc == SHMKV_EFULL || rc == -ENOSPC) {
+                refused++;
+                cr_assert_eq(live_token(db, k), 0, "%s: a refused claim left one", cn);
+                t_expect(db, k, 7, val, sizeof val);
+                continue;
+            }
+            T_OK(rc);
+            tok[i] = out.token;
+            claimed++;
+        }
+        cr_log_info("%s: %d keys, %d claimed, %d refused", cn, n, claimed, refused);
+        counts(db, "f:", (uint64_t)claimed, 0, cn);
+        check_clean(db, cn);
+        /* completing with a delete always works, and makes room */
+        for (int i = 0; i < n; i++) {
+            char k[16];
+            snprintf(k, sizeof k, "f:%05d", i);
+            if (tok[i])
+                T_OK(shmkv_claim_complete(db, k, 7, tok[i], 1));
+        }
+        free(tok);
+        cr_assert_eq(shmkv_size(db), (uint64_t)(n - claimed), "%s", cn);
+        counts(db, "f:", 0, 0, cn);
+        finish(db, where, c, cn);
+    }
+}
