@@ -13,6 +13,7 @@
  * skips only that assertion when the machine stalled past the lease.
  */
 #include "harness.h"
+#include "format.h" /* the header's boot_id, to make a disk store look rebooted */
 
 #include <math.h>
 
@@ -1201,6 +1202,54 @@ Test(claims, full_store_changes_nothing_on_failure)
         free(tok);
         cr_assert_eq(shmkv_size(db), (uint64_t)(n - claimed), "%s", cn);
         counts(db, "f:", 0, 0, cn);
+        finish(db, where, c, cn);
+    }
+}
+
+/* "A disk store reopened after a reboot finds every lease of the earlier
+ * boot ended" (shmkv.h). The reboot is simulated: the store is closed and
+ * the boot id in its header replaced, as a store last used in another boot
+ * has it. */
+Test(claims, leases_end_at_reboot_tokens_go_on)
+{
+    for (int track = SHMKV_TRACK_OFF; track <= SHMKV_TRACK_ON; track++) {
+        combo cb = {SHMKV_BACKEND_DISK, track};
+        const combo *c = &cb;
+        const char *where;
+        shmkv_db *db = open_combo(c, "reboot", &where);
+        const char *cn = CNAME(c);
+        enum { N = 200 };
+        set_keys(db, "b:", N);
+        shmkv_claim out;
+        uint64_t last = 0;
+        char k[16];
+        for (int i = 0; i < N; i++) {
+            snprintf(k, sizeof k, "b:%05d", i);
+            claim_ok(db, k, i % 2 ? SHMKV_TTL_MAX_MS : LONG_TTL, &out);
+            last = out.token;
+        }
+        t_close(db);
+        int fd = open(where, O_RDWR);
+        cr_assert(fd >= 0);
+        char id[sizeof(((shmkv__hdr *)0)->boot_id)];
+        memset(id, 0, sizeof id);
+        snprintf(id, sizeof id, "another-boot-%d", (int)getpid());
+        cr_assert_eq(pwrite(fd, id, sizeof id, offsetof(shmkv__hdr, boot_id)), (ssize_t)sizeof id);
+        close(fd);
+        db = t_open(where, c->be, SHMKV_TRACK_DEFAULT);
+        counts(db, "b:", 0, N, t_str("%s: after a reboot", cn));
+        cr_assert_eq(live_token(db, "b:00001"), 0, "%s: a 24 h lease outlived the boot", cn);
+        check_clean(db, cn);
+        unsigned char want[N];
+        memset(want, 1, sizeof want);
+        drain_exactly(db, "b:", N, want, cn);
+        T_OK(shmkv_set(db, "b:extra", 7, "x", 1, SHMKV_KIND_STRING));
+        claim_ok(db, "b:extra", LONG_TTL, &out);
+        cr_assert_gt(out.token, last, "%s: tokens restarted after the reboot", cn);
+        /* the new leases are of this boot: a reopen keeps them */
+        t_close(db);
+        db = t_open(where, c->be, SHMKV_TRACK_DEFAULT);
+        counts(db, "b:", N + 1, 0, t_str("%s: reopened in the same boot", cn));
         finish(db, where, c, cn);
     }
 }
