@@ -1253,3 +1253,47 @@ Test(claims, leases_end_at_reboot_tokens_go_on)
         finish(db, where, c, cn);
     }
 }
+
+/* The largest key and value with the longest owner: the entry with its
+ * lease is larger than any plain entry can be, and must still be made. */
+Test(claims, largest_key_value_and_owner)
+{
+    FOR_COMBOS(c) {
+        const char *where;
+        shmkv_db *db = open_combo(c, "maxsize", &where);
+        const char *cn = CNAME(c);
+        size_t kl = SHMKV_KEY_MAX, vl = SHMKV_VALUE_MAX;
+        unsigned char *key = malloc(kl), *val = malloc(vl), *back = malloc(vl);
+        cr_assert(key && val && back);
+        memset(key, 'K', kl);
+        for (size_t i = 0; i < vl; i += 4096)
+            val[i] = (unsigned char)(i >> 12);
+        memset(val, 'v', 16);
+        T_OK(shmkv_set(db, key, kl, val, vl, SHMKV_KIND_BYTES));
+        char owner[SHMKV_OWNER_MAX];
+        memset(owner, 'o', sizeof owner);
+        shmkv_lease l = {owner, sizeof owner, LONG_TTL};
+        shmkv_claim out, r;
+        size_t got = 0;
+        T_OK(shmkv_claim_key(db, key, kl, &l, &out, back, vl, &got, NULL));
+        cr_assert(got == vl && memcmp(back, val, vl) == 0, "%s: value handed out", cn);
+        T_OK(shmkv_claim_renew(db, key, kl, out.token, &l, &r));
+        T_OK(shmkv_claim_release(db, key, kl, out.token));
+        /* by claim_random and pop_random too */
+        unsigned char *kb = malloc(kl);
+        cr_assert(kb);
+        size_t kgot = 0;
+        T_OK(shmkv_claim_random(db, "KKK", 3, &l, kb, kl, &kgot, &out, NULL, 0, NULL, NULL));
+        cr_assert(kgot == kl && memcmp(kb, key, kl) == 0, "%s", cn);
+        T_OK(shmkv_claim_complete(db, key, kl, out.token, 0));
+        t_expect(db, key, kl, val, vl);
+        T_OK(shmkv_pop_random(db, NULL, 0, kb, kl, &kgot, back, vl, &got, NULL));
+        cr_assert(kgot == kl && got == vl && memcmp(back, val, vl) == 0, "%s", cn);
+        cr_assert_eq(shmkv_size(db), 0, "%s", cn);
+        free(key);
+        free(val);
+        free(back);
+        free(kb);
+        finish(db, where, c, cn);
+    }
+}
