@@ -31,6 +31,9 @@
  * one_winner_*: two processes claim_key the same keys at once: each key is
  * won by exactly one.
  *
+ * pop_once_*: three processes pop_random one queue, some SIGKILLed: no key
+ * popped twice, none lost but what a killed popper had just taken.
+ *
  * killed_holder_*: a process claims keys and is SIGKILLed holding them;
  * nobody can claim them until the leases run out, then all of them are
  * claimable, none lost.
@@ -559,3 +562,135 @@ Test(claims_mp, killed_holder_memory_untracked)
 {
     killed_holder(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF);
 }
+
+/* ---- pop_random across processes ------------------------------------------------------ */
+
+/* Three processes pop_random the same N keys (a consume-once queue) while
+ * the parent SIGKILLs some of them and starts new ones: no key is popped
+ * twice, and a key missing from every log can only be the one a killed
+ * popper had just taken (at most one per kill). */
+static void popper(const char *where, shmkv_backend be, const char *logpath)
+{
+    int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    CHILD_CHECK(fd >= 0, "open %s: %s", logpath, strerror(errno));
+    shmkv_db *db = NULL;
+    shmkv_options o = t_opts(be, SHMKV_TRACK_DEFAULT);
+    CHILD_OK(shmkv_open(where, &o, &db));
+    for (;;) {
+        char k[64], v[32];
+        size_t kl = 0, vl = 0;
+        int rc = shmkv_pop_random(db, PFX, PLEN, k, sizeof k, &kl, v, sizeof v, &vl, NULL);
+        if (rc == SHMKV_ENOTFOUND)
+            break;
+        CHILD_OK(rc);
+        int x = key_num(k, kl);
+        CHILD_CHECK(x >= 0, "popped %s", t_show(k, kl));
+        char want[32];
+        int wl = snprintf(want, sizeof want, "job-%d", x);
+        CHILD_CHECK(vl == (size_t)wl && memcmp(v, want, vl) == 0, "value %s", t_show(v, vl));
+        log_line(fd, 'P', k, kl);
+    }
+    CHILD_OK(shmkv_close(db));
+    close(fd);
+    _exit(0);
+}
+
+static void pop_once(shmkv_backend be, int track)
+{
+    const char *cn = t_str("%s/%s", t_backend_name(be), track == SHMKV_TRACK_ON ? "tracked" : "untracked");
+    const int ntok = (int)t_scaled(20000, 4000), kills_wanted = 10;
+    shmkv_options o = t_opts(be, track);
+    o.segments = 16;
+    const char *where = t_where(be, "pop");
+    shmkv_db *db = t_open_opts(where, &o);
+    for (int i = 0; i < ntok; i++) {
+        char k[32], v[32];
+        int kl = snprintf(k, sizeof k, PFX "%05d", i);
+        int vl = snprintf(v, sizeof v, "job-%d", i);
+        T_OK(shmkv_set(db, k, (size_t)kl, v, (size_t)vl, SHMKV_KIND_STRING));
+    }
+    t_rng r = t_rng_new();
+    pid_t pids[NCONS];
+    int nlogs = 0, kills = 0, running = NCONS;
+    char (*paths)[200] = calloc(NCONS + kills_wanted, sizeof *paths);
+    cr_assert(paths);
+    for (int s = 0; s < NCONS; s++) {
+        snprintf(paths[nlogs], sizeof paths[nlogs], "%s/p%d.log", t_dir(), nlogs);
+        pids[s] = t_fork();
+        if (pids[s] == 0)
+            popper(where, be, paths[nlogs]);
+        nlogs++;
+    }
+    uint64_t t0 = t_now_ns();
+    while (running > 0) {
+        t_sleep_us(500 + t_below(&r, 3000));
+        cr_assert((double)(t_now_ns() - t0) / 1e9 < t_wait_default(), "%s: poppers still running",
+                  cn);
+        for (int s = 0; s < NCONS; s++) {
+            if (!pids[s])
+                continue;
+            int st = 0;
+            pid_t w = waitpid(pids[s], &st, WNOHANG);
+            cr_assert(w >= 0);
+            if (w == 0)
+                continue;
+            char b[96];
+            cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: popper: %s", cn,
+                      t_status_str(st, b, sizeof b));
+            pids[s] = 0;
+            running--;
+        }
+        if (kills >= kills_wanted || running == 0)
+            continue;
+        int s = (int)t_below(&r, NCONS);
+        if (!pids[s])
+            continue;
+        int st = 0;
+        kill(pids[s], SIGKILL);
+        cr_assert_eq(t_waitpid_for(pids[s], &st, 60, false), 0);
+        char b[96];
+        cr_assert((WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) ||
+                      (WIFEXITED(st) && WEXITSTATUS(st) == 0),
+                  "%s: popper: %s", cn, t_status_str(st, b, sizeof b));
+        kills++;
+        snprintf(paths[nlogs], sizeof paths[nlogs], "%s/p%d.log", t_dir(), nlogs);
+        pids[s] = t_fork();
+        if (pids[s] == 0)
+            popper(where, be, paths[nlogs]);
+        nlogs++;
+    }
+    unsigned char *seen = calloc((size_t)ntok, 1);
+    cr_assert(seen);
+    int popped = 0;
+    for (int i = 0; i < nlogs; i++) {
+        size_t len = 0;
+        unsigned char *text = t_exists(paths[i]) ? t_read_file(paths[i], &len) : NULL;
+        for (size_t pos = 0; text && pos < len;) {
+            unsigned char *nl = memchr(text + pos, '\n', len - pos);
+            cr_assert(nl, "%s: torn log line", cn);
+            size_t ll = (size_t)(nl - (text + pos));
+            int x = ll > 2 ? key_num((const char *)text + pos + 2, ll - 2) : -1;
+            cr_assert(x >= 0 && x < ntok, "%s: bad log line", cn);
+            cr_assert(!seen[x], "%s: " PFX "%05d popped twice", cn, x);
+            seen[x] = 1;
+            popped++;
+            pos += ll + 1;
+        }
+        free(text);
+    }
+    cr_log_info("%s: %d keys, %d popped and logged, %d kills", cn, ntok, popped, kills);
+    cr_assert(popped <= ntok && ntok - popped <= kills,
+              "%s: %d keys popped by nobody, with %d kills", cn, ntok - popped, kills);
+    cr_assert_eq(shmkv_size(db), 0, "%s: keys left", cn);
+    uint64_t probs = 0;
+    char msg[256] = "";
+    int rc = shmkv_check(db, &probs, msg, sizeof msg);
+    cr_assert(rc == 0 && probs == 0, "%s: shmkv_check -> %s: %s", cn, shmkv_strerror(rc), msg);
+    t_dump_check(where, be);
+    t_close(db);
+    free(seen);
+    free(paths);
+}
+
+Test(claims_mp, pop_once_disk_tracked) { pop_once(SHMKV_BACKEND_DISK, SHMKV_TRACK_ON); }
+Test(claims_mp, pop_once_memory_untracked) { pop_once(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF); }
