@@ -16,6 +16,8 @@
 #include "format.h" /* the header's boot_id, to make a disk store look rebooted */
 
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 
 TestSuite(claims, .init = t_setup, .fini = t_teardown, .timeout = 300);
 
@@ -1294,6 +1296,137 @@ Test(claims, largest_key_value_and_owner)
         free(val);
         free(back);
         free(kb);
+        finish(db, where, c, cn);
+    }
+}
+
+/* With tracking the index keeps each claim's expiry and the earliest one
+ * below each node, to find ended claims without a sweep. A renew moves a
+ * claim's end both ways: claim_random must neither skip a claim renewed
+ * shorter once it ran out, nor hand out (or keep tripping over) one that
+ * was renewed longer and is still live. */
+Test(claims, renew_moves_the_end_both_ways)
+{
+    FOR_COMBOS(c) {
+        const char *where;
+        shmkv_db *db = open_combo(c, "renewidx", &where);
+        const char *cn = CNAME(c);
+        enum { N = 500 };
+        set_keys(db, "m:", N);
+        shmkv_claim out, r;
+        char k[64];
+        uint64_t tok[N];
+        for (int i = 0; i < N; i++) {
+            snprintf(k, sizeof k, "m:%05d", i);
+            claim_ok(db, k, i == 100 ? SHORT_TTL : LONG_TTL, &out);
+            tok[i] = out.token;
+        }
+        /* m:00100 renewed longer before its first lease ends */
+        shmkv_lease longer = lease_of(NULL, LONG_TTL), shorter = lease_of(NULL, SHORT_TTL);
+        int rc = shmkv_claim_renew(db, "m:00100", 7, tok[100], &longer, &r);
+        if (rc == SHMKV_ESTALE) {
+            cr_log_warn("%s: the machine stalled past a 50 ms lease: not checked", cn);
+            T_OK(shmkv_claim_key(db, "m:00100", 7, &longer, &out, NULL, 0, NULL, NULL));
+        } else {
+            T_OK(rc);
+        }
+        /* m:00400 renewed shorter */
+        T_OK(shmkv_claim_renew(db, "m:00400", 7, tok[400], &shorter, &r));
+        uint64_t t0 = t_now_ns();
+        sleep_until(t0, SHORT_TTL + 30);
+        counts(db, "m:", N - 1, 1, cn);
+        T_OK(claim_rand(db, "m:", LONG_TTL, k, sizeof k, &out));
+        cr_assert_str_eq(k, "m:00400", "%s: the claim renewed shorter", cn);
+        T_RC(claim_rand(db, "m:", LONG_TTL, k, sizeof k, &out), SHMKV_ENOTFOUND);
+        size_t kl;
+        T_RC(shmkv_pop_random(db, "m:", 2, k, sizeof k, &kl, NULL, 0, NULL, NULL), SHMKV_ENOTFOUND);
+        counts(db, "m:", N, 0, cn);
+        check_clean(db, cn);
+        finish(db, where, c, cn);
+    }
+}
+
+/* Threads of one process sharing one handle (k6's VUs): claim_random +
+ * complete(delete) over one pool, each key completed by exactly one. */
+typedef struct {
+    shmkv_db *db;
+    int n;
+    _Atomic int *done;
+    int completed, stale;
+    int err;
+} thr_arg;
+
+static void *thr_consume(void *p)
+{
+    thr_arg *a = p;
+    for (;;) {
+        char k[32];
+        size_t kl = 0;
+        shmkv_claim c;
+        shmkv_lease l = {"thread", 6, 200};
+        int rc = shmkv_claim_random(a->db, "j:", 2, &l, k, sizeof k - 1, &kl, &c, NULL, 0, NULL,
+                                    NULL);
+        if (rc == SHMKV_ENOTFOUND) {
+            uint64_t n = 0;
+            if (shmkv_count(a->db, "j:", 2, &n) || n == 0)
+                break;
+            continue; /* others hold the rest */
+        }
+        if (rc) {
+            a->err = rc;
+            break;
+        }
+        k[kl] = 0;
+        rc = shmkv_claim_complete(a->db, k, kl, c.token, 1);
+        if (rc == SHMKV_ESTALE) {
+            a->stale++;
+            continue;
+        }
+        if (rc) {
+            a->err = rc;
+            break;
+        }
+        int x = key_index("j:", k, kl);
+        if (x < 0 || x >= a->n) {
+            a->err = -1;
+            break;
+        }
+        atomic_fetch_add(&a->done[x], 1);
+        a->completed++;
+    }
+    return NULL;
+}
+
+Test(claims, threads_share_a_handle)
+{
+    FOR_COMBOS(c) {
+        const char *where;
+        shmkv_db *db = open_combo(c, "threads", &where);
+        const char *cn = CNAME(c);
+        const int n = (int)t_scaled(4000, 500);
+        set_keys(db, "j:", n);
+        _Atomic int *done = calloc((size_t)n, sizeof *done);
+        cr_assert(done);
+        enum { NT = 4 };
+        pthread_t th[NT];
+        thr_arg arg[NT];
+        for (int i = 0; i < NT; i++) {
+            arg[i] = (thr_arg){db, n, done, 0, 0, 0};
+            cr_assert_eq(pthread_create(&th[i], NULL, thr_consume, &arg[i]), 0);
+        }
+        int total = 0;
+        for (int i = 0; i < NT; i++) {
+            pthread_join(th[i], NULL);
+            cr_assert_eq(arg[i].err, 0, "%s: thread %d: %d (%s)", cn, i, arg[i].err,
+                         shmkv_strerror(arg[i].err));
+            total += arg[i].completed;
+        }
+        for (int x = 0; x < n; x++)
+            cr_assert_eq(done[x], 1, "%s: j:%05d completed %d times", cn, x, done[x]);
+        cr_assert_eq(total, n, "%s", cn);
+        cr_assert_eq(shmkv_size(db), 0, "%s", cn);
+        counts(db, NULL, 0, 0, cn);
+        free(done);
         finish(db, where, c, cn);
     }
 }
