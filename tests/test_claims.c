@@ -1430,3 +1430,55 @@ Test(claims, threads_share_a_handle)
         finish(db, where, c, cn);
     }
 }
+
+/* A read-only mapping (a process with only a read-only handle, as
+ * shmkv-dump or a k6 store opened read-only has): claim_get and
+ * claim_count list no SHMKV_EREADONLY in shmkv.h, and stats().claims of
+ * the k6 API comes from claim_count. FAILS at 6269261: both return
+ * SHMKV_EREADONLY (claims.c check_db refuses every read-only mapping). */
+Test(claims, read_only_mapping_reads_claims_BUG)
+{
+    for (int be = 0; be < 2; be++) {
+        combo cb = {(shmkv_backend)be, SHMKV_TRACK_ON};
+        const char *where;
+        shmkv_db *db = open_combo(&cb, "romap", &where);
+        const char *cn = CNAME(&cb);
+        set_keys(db, "r:", 4);
+        shmkv_claim held;
+        claim_ok(db, "r:00000", LONG_TTL, &held);
+        int fds[2];
+        cr_assert(pipe(fds) == 0);
+        pid_t p = t_fork();
+        if (p == 0) {
+            /* a process of its own: its only handle maps the store read-only */
+            shmkv_options o = t_opts(cb.be, SHMKV_TRACK_DEFAULT);
+            o.flags = SHMKV_RDONLY;
+            shmkv_db *ro = NULL;
+            CHILD_OK(shmkv_open(where, &o, &ro));
+            int rc[2];
+            shmkv_claim g;
+            char ob[16];
+            size_t ol;
+            uint64_t live = 0, exp = 0;
+            rc[0] = shmkv_claim_get(ro, "r:00000", 7, &g, ob, sizeof ob, &ol);
+            rc[1] = shmkv_claim_count(ro, "r:", 2, &live, &exp);
+            if (rc[0] == 0 && g.token != held.token)
+                rc[0] = -1;
+            if (rc[1] == 0 && live != 1)
+                rc[1] = -2;
+            CHILD_CHECK(fd_write_all(fds[1], rc, sizeof rc) == 0, "report");
+            shmkv_close(ro);
+            _exit(0);
+        }
+        close(fds[1]);
+        int rc[2] = {1, 1};
+        cr_assert_eq(fd_read_all(fds[0], rc, sizeof rc), (ssize_t)sizeof rc, "%s: no report", cn);
+        close(fds[0]);
+        t_wait_ok(p, "read-only child");
+        cr_assert_eq(rc[0], 0, "%s: claim_get through a read-only mapping -> %d (%s)", cn, rc[0],
+                     shmkv_strerror(rc[0]));
+        cr_assert_eq(rc[1], 0, "%s: claim_count through a read-only mapping -> %d (%s)", cn,
+                     rc[1], shmkv_strerror(rc[1]));
+        finish(db, where, &cb, cn);
+    }
+}
