@@ -34,6 +34,10 @@
  * pop_once_*: three processes pop_random one queue, some SIGKILLed: no key
  * popped twice, none lost but what a killed popper had just taken.
  *
+ * stopped_holder_is_fenced: a holder stopped (SIGSTOP) past its lease,
+ * taken over or not, comes back to SHMKV_ESTALE for complete, release and
+ * renew.
+ *
  * killed_holder_*: a process claims keys and is SIGKILLed holding them;
  * nobody can claim them until the leases run out, then all of them are
  * claimable, none lost.
@@ -694,3 +698,93 @@ static void pop_once(shmkv_backend be, int track)
 
 Test(claims_mp, pop_once_disk_tracked) { pop_once(SHMKV_BACKEND_DISK, SHMKV_TRACK_ON); }
 Test(claims_mp, pop_once_memory_untracked) { pop_once(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF); }
+
+/* ---- a stopped holder comes back to a refusal ---------------------------------------- */
+
+/* A process claims a key with a short lease and is stopped (SIGSTOP)
+ * before it completes; meanwhile the lease runs out and another process
+ * takes the key over. Resumed, the first holder's complete, release and
+ * renew are refused (SHMKV_ESTALE) and change nothing; the new holder's
+ * complete works. With no take-over the same refusal, and the key stays. */
+#define STOP_TTL 100u
+
+static void stopped_holder(shmkv_backend be, int track, bool take_over)
+{
+    const char *cn = t_str("%s/%s%s", t_backend_name(be),
+                           track == SHMKV_TRACK_ON ? "tracked" : "untracked",
+                           take_over ? ", taken over" : "");
+    shmkv_options o = t_opts(be, track);
+    const char *where = t_where(be, "stopped");
+    shmkv_db *db = t_open_opts(where, &o);
+    t_set(db, "job", "payload");
+    int fds[2];
+    cr_assert(pipe(fds) == 0);
+    pid_t p = t_fork();
+    if (p == 0) {
+        close(fds[0]);
+        shmkv_db *cdb = NULL;
+        shmkv_options co = t_opts(be, SHMKV_TRACK_DEFAULT);
+        CHILD_OK(shmkv_open(where, &co, &cdb));
+        shmkv_lease l = {"sleeper", 7, STOP_TTL};
+        shmkv_claim c;
+        CHILD_OK(shmkv_claim_key(cdb, "job", 3, &l, &c, NULL, 0, NULL, NULL));
+        CHILD_CHECK(fd_write_all(fds[1], &c.token, sizeof c.token) == 0, "report");
+        raise(SIGSTOP);
+        /* resumed, long after the lease */
+        int rc[3];
+        shmkv_claim r;
+        rc[0] = shmkv_claim_complete(cdb, "job", 3, c.token, 1);
+        rc[1] = shmkv_claim_release(cdb, "job", 3, c.token);
+        rc[2] = shmkv_claim_renew(cdb, "job", 3, c.token, &l, &r);
+        CHILD_CHECK(fd_write_all(fds[1], rc, sizeof rc) == 0, "report");
+        CHILD_OK(shmkv_close(cdb));
+        _exit(0);
+    }
+    close(fds[1]);
+    uint64_t tok = 0;
+    cr_assert_eq(fd_read_all(fds[0], &tok, sizeof tok), (ssize_t)sizeof tok, "%s: no token", cn);
+    int st = t_wait_stopped(p, 60);
+    cr_assert(WIFSTOPPED(st), "%s: the holder did not stop", cn);
+    t_sleep_us((STOP_TTL + 50) * 1000ull);
+    shmkv_claim mine;
+    memset(&mine, 0, sizeof mine);
+    if (take_over) {
+        shmkv_lease l = {"heir", 4, 60000};
+        T_OK(shmkv_claim_key(db, "job", 3, &l, &mine, NULL, 0, NULL, NULL));
+        cr_assert_gt(mine.token, tok, "%s", cn);
+    }
+    kill(p, SIGCONT);
+    int rc[3] = {0, 0, 0};
+    cr_assert_eq(fd_read_all(fds[0], rc, sizeof rc), (ssize_t)sizeof rc, "%s: no result", cn);
+    close(fds[0]);
+    t_wait_ok(p, "stopped holder");
+    const char *what[] = {"complete", "release", "renew"};
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(rc[i], SHMKV_ESTALE, "%s: the stale holder's %s -> %d (%s)", cn, what[i],
+                     rc[i], shmkv_strerror(rc[i]));
+    t_expect_str(db, "job", "payload");
+    shmkv_claim g;
+    char ob[16];
+    size_t ol;
+    if (take_over) {
+        T_OK(shmkv_claim_get(db, "job", 3, &g, ob, sizeof ob, &ol));
+        cr_assert_eq(g.token, mine.token, "%s: the new holder lost its claim", cn);
+        T_OK(shmkv_claim_complete(db, "job", 3, mine.token, 1));
+        t_expect_absent(db, "job", 3);
+    } else {
+        T_RC(shmkv_claim_get(db, "job", 3, &g, ob, sizeof ob, &ol), SHMKV_ESTALE);
+    }
+    uint64_t probs = 0;
+    char msg[256] = "";
+    int crc = shmkv_check(db, &probs, msg, sizeof msg);
+    cr_assert(crc == 0 && probs == 0, "%s: shmkv_check -> %s: %s", cn, shmkv_strerror(crc), msg);
+    t_close(db);
+}
+
+Test(claims_mp, stopped_holder_is_fenced)
+{
+    for (int be = 0; be < 2; be++)
+        for (int tr = SHMKV_TRACK_OFF; tr <= SHMKV_TRACK_ON; tr++)
+            for (int to = 0; to < 2; to++)
+                stopped_holder((shmkv_backend)be, tr, to == 1);
+}
