@@ -34,7 +34,9 @@ static const combo combos[] = {
 };
 #define NCOMBO (sizeof combos / sizeof combos[0])
 #define FOR_COMBOS(c) for (const combo *c = combos; c < combos + NCOMBO; c++)
-#define CNAME(c) t_str("%s/%s", t_backend_name((c)->be), (c)->track == SHMKV_TRACK_ON ? "tracked" : "untracked")
+#define CNAME(c)                                                                           \
+    t_str("%s/%s", t_backend_name((c)->be),                                                \
+          (c)->track == SHMKV_TRACK_ON ? "tracked" : "untracked")
 
 #define LONG_TTL 60000u
 #define SHORT_TTL 50u

@@ -403,9 +403,27 @@ static void run_points(shmkv_backend be, cmode mode, int track)
     }
 }
 
-Test(claims_crash, memory_tracked) { run_points(SHMKV_BACKEND_MEMORY, MODE_ATTACHED, SHMKV_TRACK_ON); }
-Test(claims_crash, memory_untracked) { run_points(SHMKV_BACKEND_MEMORY, MODE_ATTACHED, SHMKV_TRACK_OFF); }
-Test(claims_crash, disk_attached_tracked) { run_points(SHMKV_BACKEND_DISK, MODE_ATTACHED, SHMKV_TRACK_ON); }
-Test(claims_crash, disk_attached_untracked) { run_points(SHMKV_BACKEND_DISK, MODE_ATTACHED, SHMKV_TRACK_OFF); }
-Test(claims_crash, disk_reopened_tracked) { run_points(SHMKV_BACKEND_DISK, MODE_REOPEN, SHMKV_TRACK_ON); }
-Test(claims_crash, disk_reopened_untracked) { run_points(SHMKV_BACKEND_DISK, MODE_REOPEN, SHMKV_TRACK_OFF); }
+Test(claims_crash, memory_tracked)
+{
+    run_points(SHMKV_BACKEND_MEMORY, MODE_ATTACHED, SHMKV_TRACK_ON);
+}
+Test(claims_crash, memory_untracked)
+{
+    run_points(SHMKV_BACKEND_MEMORY, MODE_ATTACHED, SHMKV_TRACK_OFF);
+}
+Test(claims_crash, disk_attached_tracked)
+{
+    run_points(SHMKV_BACKEND_DISK, MODE_ATTACHED, SHMKV_TRACK_ON);
+}
+Test(claims_crash, disk_attached_untracked)
+{
+    run_points(SHMKV_BACKEND_DISK, MODE_ATTACHED, SHMKV_TRACK_OFF);
+}
+Test(claims_crash, disk_reopened_tracked)
+{
+    run_points(SHMKV_BACKEND_DISK, MODE_REOPEN, SHMKV_TRACK_ON);
+}
+Test(claims_crash, disk_reopened_untracked)
+{
+    run_points(SHMKV_BACKEND_DISK, MODE_REOPEN, SHMKV_TRACK_OFF);
+}

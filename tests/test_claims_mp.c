@@ -210,7 +210,8 @@ static void spawn(crew *cw, int s)
 
 static void exactly_once(shmkv_backend be, int track)
 {
-    const char *cn = t_str("%s/%s", t_backend_name(be), track == SHMKV_TRACK_ON ? "tracked" : "untracked");
+    const char *cn = t_str("%s/%s", t_backend_name(be),
+                           track == SHMKV_TRACK_ON ? "tracked" : "untracked");
     const int ntok = (int)t_scaled(5000, 1000);
     const int kills_wanted = (int)(40 * t_scale_heavy()) < 8 ? 8 : (int)(40 * t_scale_heavy());
     shmkv_options o = t_opts(be, track);
@@ -243,8 +244,8 @@ static void exactly_once(shmkv_backend be, int track)
     double limit = t_wait_default();
     while (running > 0) {
         t_sleep_us(2000 + t_below(r, 14000));
-        cr_assert((double)(t_now_ns() - t0) / 1e9 < limit, "%s: consumers still running after %.0f s",
-                  cn, limit);
+        cr_assert((double)(t_now_ns() - t0) / 1e9 < limit,
+                  "%s: consumers still running after %.0f s", cn, limit);
         for (int s = 0; s < NCONS; s++) {
             if (!cw.slots[s].pid)
                 continue;
@@ -488,8 +489,14 @@ static void one_winner(shmkv_backend be, int track)
     t_close(db);
 }
 
-Test(claims_mp, one_winner_disk) { one_winner(SHMKV_BACKEND_DISK, SHMKV_TRACK_ON); }
-Test(claims_mp, one_winner_memory_untracked) { one_winner(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF); }
+Test(claims_mp, one_winner_disk)
+{
+    one_winner(SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+}
+Test(claims_mp, one_winner_memory_untracked)
+{
+    one_winner(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF);
+}
 
 /* ---- a holder killed with its leases ------------------------------------------------ */
 
@@ -519,7 +526,8 @@ static void killed_holder(shmkv_backend be, int track)
             char k[32];
             size_t kl;
             shmkv_claim c;
-            CHILD_OK(shmkv_claim_random(cdb, "h:", 2, &l, k, sizeof k, &kl, &c, NULL, 0, NULL, NULL));
+            CHILD_OK(shmkv_claim_random(cdb, "h:", 2, &l, k, sizeof k, &kl, &c, NULL, 0, NULL,
+                                        NULL));
         }
         CHILD_CHECK(write(fds[1], "x", 1) == 1, "report");
         for (;;)
@@ -548,8 +556,12 @@ static void killed_holder(shmkv_backend be, int track)
     cr_assert(live + exp == NHELD && (rc != SHMKV_ENOTFOUND || live == 0),
               "after the leases: %" PRIu64 " live, %" PRIu64 " expired", live, exp);
     int got = rc == 0;
-    while ((rc = shmkv_claim_random(db, "h:", 2, &l, k, sizeof k, &kl, &c, NULL, 0, NULL, NULL)) == 0)
+    for (;;) {
+        rc = shmkv_claim_random(db, "h:", 2, &l, k, sizeof k, &kl, &c, NULL, 0, NULL, NULL);
+        if (rc != 0)
+            break;
         got++;
+    }
     T_RC(rc, SHMKV_ENOTFOUND);
     cr_assert_eq(got, NHELD, "%d of %d keys came back", got, NHELD);
     uint64_t probs = 0;
@@ -559,9 +571,18 @@ static void killed_holder(shmkv_backend be, int track)
     t_close(db);
 }
 
-Test(claims_mp, killed_holder_disk_tracked) { killed_holder(SHMKV_BACKEND_DISK, SHMKV_TRACK_ON); }
-Test(claims_mp, killed_holder_disk_untracked) { killed_holder(SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF); }
-Test(claims_mp, killed_holder_memory_tracked) { killed_holder(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_ON); }
+Test(claims_mp, killed_holder_disk_tracked)
+{
+    killed_holder(SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+}
+Test(claims_mp, killed_holder_disk_untracked)
+{
+    killed_holder(SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF);
+}
+Test(claims_mp, killed_holder_memory_tracked)
+{
+    killed_holder(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_ON);
+}
 Test(claims_mp, killed_holder_memory_untracked)
 {
     killed_holder(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF);
@@ -601,7 +622,8 @@ static void popper(const char *where, shmkv_backend be, const char *logpath)
 
 static void pop_once(shmkv_backend be, int track)
 {
-    const char *cn = t_str("%s/%s", t_backend_name(be), track == SHMKV_TRACK_ON ? "tracked" : "untracked");
+    const char *cn = t_str("%s/%s", t_backend_name(be),
+                           track == SHMKV_TRACK_ON ? "tracked" : "untracked");
     const int ntok = (int)t_scaled(20000, 4000), kills_wanted = 10;
     shmkv_options o = t_opts(be, track);
     o.segments = 16;
@@ -696,8 +718,14 @@ static void pop_once(shmkv_backend be, int track)
     free(paths);
 }
 
-Test(claims_mp, pop_once_disk_tracked) { pop_once(SHMKV_BACKEND_DISK, SHMKV_TRACK_ON); }
-Test(claims_mp, pop_once_memory_untracked) { pop_once(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF); }
+Test(claims_mp, pop_once_disk_tracked)
+{
+    pop_once(SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+}
+Test(claims_mp, pop_once_memory_untracked)
+{
+    pop_once(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF);
+}
 
 /* ---- a stopped holder comes back to a refusal ---------------------------------------- */
 
