@@ -37,6 +37,8 @@ type handle struct {
 	// value read so far, within limits.
 	hint    int
 	scratch []byte
+	// claimBuf is the scratch space of the claim and pop calls.
+	claimBuf claimBuf
 
 	// metrics of the run (nil without a registry); ops is set only with
 	// metrics: {operations: true}, and is what object() looks at.

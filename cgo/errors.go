@@ -25,6 +25,8 @@ const (
 	ErrLockTimeout         = "LockTimeoutError"
 	ErrStore               = "StoreError"
 	ErrInvalidCursor       = "InvalidCursorError"
+	ErrClaimHeld           = "ClaimHeldError"
+	ErrClaimStale          = "ClaimStaleError"
 	ErrInvalidBackend      = "InvalidBackendError"
 	ErrInvalidSerializer   = "InvalidSerializationError"
 	ErrDiskPath            = "DiskPathError"
@@ -79,6 +81,10 @@ var codeNames = map[int]string{
 	codeInval:    ErrInvalidOptions,
 	codeTimedOut: ErrLockTimeout,
 	codeTooMany:  ErrStoreFull,
+	// The claim methods answer these with null or false; a method that
+	// ever passes one on rejects with these names.
+	codeHeld:  ErrClaimHeld,
+	codeStale: ErrClaimStale,
 }
 
 // noRoom reports whether err is the store or its disk being full.
@@ -114,6 +120,10 @@ func storeError(method, key string, vlen int, err error) *kvError {
 		return newErr(name, "%s: the value of key %q is not an integer", method, key)
 	case codeOverflow:
 		return newErr(name, "%s: the new value of key %q overflows a 64-bit integer", method, key)
+	case codeHeld:
+		return newErr(name, "%s: key %q is held by another live claim", method, key)
+	case codeStale:
+		return newErr(name, "%s: no live claim on key %q with that token", method, key)
 	}
 	return newErr(name, "%s: %s", method, err.Error())
 }

@@ -210,6 +210,68 @@ declare module "k6/x/kv" {
     /** Default true: distinct keys (every match when fewer match). */
     unique?: boolean;
   }
+  export interface PopRandomOptions {
+    prefix?: string;
+  }
+  export interface PopRandomManyOptions {
+    prefix?: string;
+    /** How many at most, 1 to 100,000. */
+    count: number;
+  }
+  /** What a claim asks for. */
+  export interface ClaimOptions {
+    /** A label kept with the lease (diagnostics, shmkv-dump), at most 256
+     * UTF-8 bytes. */
+    owner?: string;
+    /** Lease length in ms, above 0 and at most 86,400,000 (24 h); default
+     * 30,000. Fractions round up. */
+    ttl?: number;
+  }
+  export interface ClaimRandomOptions extends ClaimOptions {
+    prefix?: string;
+  }
+  export interface ClaimRandomManyOptions extends ClaimRandomOptions {
+    /** How many at most, 1 to 100,000. */
+    count: number;
+  }
+  export interface ClaimKeysOptions extends ClaimOptions {
+    /** Claim every key or none: the first key that cannot be claimed
+     * releases those taken before it and the call resolves to []. Default
+     * false. */
+    allOrNothing?: boolean;
+  }
+  /** What release, complete and renew take: a Claim, or these fields of
+   * one. A ref names a claim of the store it came from. */
+  export interface ClaimRef {
+    /** String(token). When present and different, the ref names no claim. */
+    id?: string;
+    key: string;
+    /** The fencing token: unique in the store, larger than every token
+     * the store issued before (below 2^53). */
+    token: number;
+  }
+  /** A live claim, as claimKey, claimKeys, claimRandom and
+   * claimRandomMany hand it out. */
+  export interface Claim<T = any> {
+    id: string;
+    key: string;
+    token: number;
+    /** The owner option, when given. */
+    owner?: string;
+    /** When the lease ends, in Unix ms. */
+    expiresAt: number;
+    /** The key and its value as claimed (read in the claim's own step). */
+    entry: Entry<T>;
+  }
+  export interface CompleteClaimOptions {
+    /** Default true: the key is deleted with its claim (an item used up);
+     * false keeps it, claimable again. */
+    deleteKey?: boolean;
+  }
+  export interface RenewClaimOptions {
+    /** The lease's new length from now, in ms (as ClaimOptions.ttl). */
+    ttl?: number;
+  }
   export interface CompareDetailedOptions {
     /** On a mismatch with the key present, return its value as current. */
     includeCurrentOnMismatch?: boolean;
@@ -343,7 +405,8 @@ declare module "k6/x/kv" {
     trackKeys: boolean;
     /** Keys in the store. */
     count: number;
-    /** Claims are not provided yet: both 0. */
+    /** Claims on keys: live ones, and those whose lease ran out and that
+     * nobody claimed again (their keys are claimable). */
     claims: { live: number; expired: number };
     /** With the key index: its count of keys (keysList and ost: the key
      * array and the ordered index share one count), the tables' count
@@ -373,9 +436,13 @@ declare module "k6/x/kv" {
     prefix: string;
     /** Keys with the prefix. */
     total: number;
-    /** Without claims (not provided yet), total. */
+    /** Keys not under a live claim (a key whose lease ran out is
+     * claimable): total - claimedLive. */
     claimable: number;
+    /** Keys with the prefix under a live claim. */
     claimedLive: number;
+    /** Keys with the prefix whose claim's lease ran out (not claimed
+     * again since). */
     claimedExpired: number;
     backend: Backend;
     trackKeys: boolean;
@@ -480,6 +547,38 @@ declare module "k6/x/kv" {
     /** Replaces the store's contents with a backup's: checked whole and
      * held against the guards before anything changes. */
     restore(options: RestoreOptions): Promise<RestoreSummary>;
+    /** Removes and returns a key drawn among those with the prefix that no
+     * live claim holds; null when there is none. */
+    popRandom<T = any>(options?: PopRandomOptions): Promise<Entry<T> | null>;
+    /** popRandom up to count times: the entries removed ([] when none). */
+    popRandomMany<T = any>(options: PopRandomManyOptions): Promise<Array<Entry<T>>>;
+    /** Claims a key drawn among those with the prefix that no live claim
+     * holds (a key whose lease ran out is claimable); null when none. No
+     * other claim on the key succeeds, in any process, until the claim is
+     * released, completed or runs out. */
+    claimRandom<T = any>(options?: ClaimRandomOptions): Promise<Claim<T> | null>;
+    /** claimRandom up to count times: distinct keys ([] when none). */
+    claimRandomMany<T = any>(options: ClaimRandomManyOptions): Promise<Array<Claim<T>>>;
+    /** Claims the key; null when it does not exist or a live claim holds it. */
+    claimKey<T = any>(key: string, options?: ClaimOptions): Promise<Claim<T> | null>;
+    /** Claims each key (a key given twice once), in order: the claims of
+     * the keys that could be claimed. */
+    claimKeys<T = any>(keys: string[], options?: ClaimKeysOptions): Promise<Array<Claim<T>>>;
+    /** Ends the claim, the key claimable again; false when the ref names no
+     * live claim (released, completed, ran out, taken over, key deleted). */
+    releaseClaim(ref: ClaimRef): Promise<boolean>;
+    /** releaseClaim for each ref, in order. */
+    releaseClaims(refs: ClaimRef[]): Promise<boolean[]>;
+    /** Ends the claim as done, deleting the key unless deleteKey is false;
+     * false when the ref names no live claim (nothing is deleted then). */
+    completeClaim(ref: ClaimRef, options?: CompleteClaimOptions): Promise<boolean>;
+    /** completeClaim for each ref, in order. */
+    completeClaims(refs: ClaimRef[], options?: CompleteClaimOptions): Promise<boolean[]>;
+    /** Extends the live claim to ttl from now: its new expiresAt, or null
+     * when the ref names no live claim. */
+    renewClaim(ref: ClaimRef, options?: RenewClaimOptions): Promise<number | null>;
+    /** renewClaim for each ref, in order. */
+    renewClaims(refs: ClaimRef[], options?: RenewClaimOptions): Promise<Array<number | null>>;
     /** Counters of the store, now. */
     stats(): Promise<KVStats>;
     /** Keys with a prefix, and how many are claimable. */

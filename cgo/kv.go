@@ -53,6 +53,19 @@ var methods = map[string]func(*call) sobek.Value{
 	"reportStats":     opReportStats,
 	"backup":          opBackup,
 	"restore":         opRestore,
+
+	"popRandom":       opPopRandom,
+	"popRandomMany":   opPopRandomMany,
+	"claimRandom":     opClaimRandom,
+	"claimRandomMany": opClaimRandomMany,
+	"claimKey":        opClaimKey,
+	"claimKeys":       opClaimKeys,
+	"releaseClaim":    opReleaseClaim,
+	"releaseClaims":   opReleaseClaims,
+	"completeClaim":   opCompleteClaim,
+	"completeClaims":  opCompleteClaims,
+	"renewClaim":      opRenewClaim,
+	"renewClaims":     opRenewClaims,
 }
 
 // ---- basic operations ---------------------------------------------------

@@ -131,7 +131,8 @@ func (o *opMetrics) tags(base *metrics.TagSet, op string) *opTags {
 
 // emptyOps are the sampling methods whose empty answers xk6_kv_empty_result
 // counts.
-var emptyOps = map[string]bool{"random_key": true, "random_keys": true}
+var emptyOps = map[string]bool{"random_key": true, "random_keys": true,
+	"pop_random": true, "pop_random_many": true, "claim_random": true, "claim_random_many": true}
 
 // observe emits the samples of one call: failed with errName (when
 // failed), its result v otherwise.
@@ -165,9 +166,10 @@ func (h *handle) observe(op string, start time.Time, failed bool, errName string
 	metrics.PushIfNotDone(h.vu.Context(), state.Samples, set)
 }
 
-// isEmptyResult: "" from randomKey, [] from randomKeys.
+// isEmptyResult: "" from randomKey, [] from randomKeys and the Many pops
+// and claims, null from popRandom and claimRandom.
 func isEmptyResult(v sobek.Value) bool {
-	if v == nil {
+	if v == nil || sobek.IsNull(v) {
 		return true
 	}
 	if sobek.IsString(v) {

@@ -19,6 +19,9 @@ type storeStats struct {
 	// with the key index: its count and whether it agrees with the tables
 	indexKeys  uint64
 	consistent bool
+	// claims on keys: live, and those whose lease ran out (not claimed
+	// again since)
+	claimsLive, claimsExpired uint64
 }
 
 // gather reads the store's counters. With the key index, the index's count
@@ -27,7 +30,17 @@ type storeStats struct {
 // write in between can make them differ for a moment. A difference is read
 // again, up to four times, and only a difference that persists while the
 // tables' count holds still is reported as inconsistent.
-func gather(s backendStore) (storeStats, error) {
+func gather(s backendStore) (st storeStats, err error) {
+	if st, err = gatherKeys(s); err != nil {
+		return st, err
+	}
+	if cs, ok := s.(claimStore); ok {
+		st.claimsLive, st.claimsExpired, err = cs.claimCount("")
+	}
+	return st, err
+}
+
+func gatherKeys(s backendStore) (storeStats, error) {
 	d, ok := s.(*db)
 	if !ok {
 		n, err := s.size()
@@ -101,28 +114,36 @@ func opStats(c *call) sobek.Value {
 		"serialization", c.serialization(),
 		"trackKeys", info.TrackKeys,
 		"count", info.Keys,
-		"claims", c.object("live", 0, "expired", 0),
+		"claims", c.object("live", st.claimsLive, "expired", st.claimsExpired),
 		"index", index,
 		"disk", disk,
 		"store", store)
 }
 
-// opAllocationStats counts the keys with a prefix. Claims are not there
-// yet, so every key is claimable.
+// opAllocationStats counts the keys with a prefix and the claims on them.
+// A key whose lease ran out is claimable. The keys and the claims are
+// counted one after the other, so a key claimed in between may count as
+// held and claimable both: claimable never goes below 0.
 func opAllocationStats(c *call) sobek.Value {
 	prefix := c.prefix(c.options(0, "prefix"))
-	var n uint64
+	var n, held, expired uint64
 	var info storeInfo
 	c.do(func(s backendStore) (err error) {
 		if n, err = s.count(prefix); err != nil {
 			return err
+		}
+		if cs, ok := s.(claimStore); ok {
+			if held, expired, err = cs.claimCount(prefix); err != nil {
+				return err
+			}
 		}
 		if d, ok := s.(*db); ok {
 			info, err = d.stat()
 		}
 		return err
 	})
-	return c.object("prefix", prefix, "total", n, "claimable", n, "claimedLive", 0, "claimedExpired", 0,
+	claimable := n - min(held, n)
+	return c.object("prefix", prefix, "total", n, "claimable", claimable, "claimedLive", held, "claimedExpired", expired,
 		"backend", c.h.cfg.backend.String(), "trackKeys", info.TrackKeys)
 }
 
@@ -150,8 +171,8 @@ func opReportStats(c *call) sobek.Value {
 	}
 	set := metrics.Samples{
 		sample(m.keys, tags, float64(info.Keys)),
-		sample(m.claimsLive, tags, 0),
-		sample(m.claimsExpired, tags, 0),
+		sample(m.claimsLive, tags, float64(st.claimsLive)),
+		sample(m.claimsExpired, tags, float64(st.claimsExpired)),
 		sample(m.usedBytes, tags, float64(info.UsedBytes)),
 		sample(m.fileBytes, tags, float64(info.FileBytes)),
 		sample(m.processes, tags, float64(info.Attached)),

@@ -234,6 +234,8 @@ const (
 	codeInval    = int(C.SHMKV_EINVAL)
 	codeTimedOut = int(C.SHMKV_ETIMEDOUT)
 	codeTooMany  = int(C.SHMKV_ETOOMANY)
+	codeHeld     = int(C.SHMKV_EHELD)
+	codeStale    = int(C.SHMKV_ESTALE)
 	codeNoSpace  = -int(C.ENOSPC)
 
 	errIsDir  = C.EISDIR

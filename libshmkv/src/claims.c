@@ -540,7 +540,7 @@ static uint64_t reclaim(shmkv__map *m, uint64_t now, uint64_t budget)
  * ended claims unclaimed again. The key is copied out, the index let go,
  * and the key's segment locked: another process may have taken it in
  * between (PICK_AGAIN). SHMKV__NOINDEX: use the tables. */
-static int pick_index(shmkv_db *db, const void *prefix, size_t plen, act *a, unsigned char *kb)
+static int pick_index(shmkv_db *db, const void *prefix, size_t plen, act *a)
 {
     shmkv__map *m = db->m;
     int rc;
@@ -557,15 +557,25 @@ static int pick_index(shmkv_db *db, const void *prefix, size_t plen, act *a, uns
         ;
     uint64_t off = n ? shmkv__index_free_select(m, lo + shmkv__rand_below(n)) : 0;
     size_t klen = 0;
+    unsigned char *kb = NULL;
     if (off) {
+        /* Into the caller's key buffer when it fits (act_on_key leaves it
+         * there), else a copy of our own, for the EBUFSIZE answer. */
         const shmkv__kblob *b = SHMKV__P(m, off);
         klen = b->klen;
-        memcpy(kb, b->key, klen);
+        kb = klen <= a->kcap ? a->kbuf : malloc(klen);
+        if (kb)
+            memcpy(kb, b->key, klen);
     }
     shmkv__index_unlock(m);
     if (!off)
         return SHMKV_ENOTFOUND;
-    return act_on_key(db, a, kb, klen);
+    if (!kb)
+        return -ENOMEM;
+    rc = act_on_key(db, a, kb, klen);
+    if (kb != a->kbuf)
+        free(kb);
+    return rc;
 }
 
 /* Without the index. */
@@ -709,14 +719,9 @@ static int draw(shmkv_db *db, const void *prefix, size_t plen, act *a)
         rc = check_lease(a->lease);
     if (rc)
         return rc;
-    unsigned char *kb = NULL;
     for (int tries = 0; tries < PICK_TRIES; tries++) {
         if (tracked(db->m)) {
-            if (!kb && !(kb = malloc(SHMKV_KEY_MAX))) {
-                rc = -ENOMEM;
-                break;
-            }
-            rc = pick_index(db, prefix, plen, a, kb);
+            rc = pick_index(db, prefix, plen, a);
             if (rc == SHMKV__NOINDEX)
                 rc = pick_scan(db, prefix, plen, a);
         } else {
@@ -726,7 +731,6 @@ static int draw(shmkv_db *db, const void *prefix, size_t plen, act *a)
             break;
         rc = SHMKV_ETIMEDOUT; /* if every draw keeps losing its key */
     }
-    free(kb);
     return rc;
 }
 
