@@ -697,13 +697,10 @@ Test(claims, random_skips_live_takes_expired)
 
 /* Chi-square over the free keys of a prefix, some keys held. With 31
  * degrees of freedom the statistic exceeds 80 with probability about 2e-6:
- * a real bias (e.g. a key drawn twice as often) fails it.
- * FAILS on untracked stores (BUG in claims.c at 6269261 and 342e68a,
- * pick_scan): the first 64 draws pick a segment weighted by its key count, then a slot
- * uniform over the segment's table capacity, and keep the first claimable
- * match; a key's chance is then proportional to its segment's load
- * (count / capacity), not uniform: chi-square 630-810 here, some keys drawn
- * 60 times and others 300 (150 expected). Tracked stores: about 27. */
+ * a real bias (e.g. a key drawn twice as often) fails it. It found one:
+ * untracked draws that took one random slot of the drawn segment made a
+ * key's chance follow its segment's load (chi-square 630-810, fixed in
+ * 8dc9fb7 by probing for a live slot). Tracked stores: about 27. */
 Test(claims, random_roughly_uniform)
 {
     const char *bad = "";
@@ -925,11 +922,9 @@ Test(claims, count_live_and_expired)
 }
 
 /* claim_get's owner buffer "may be NULL, 0, NULL" (shmkv.h): the claim is
- * still read. BUG (claims.c at 6269261 and 342e68a): claim_get returns
- * SHMKV_EBUFSIZE whenever the claim has an owner and ocap is smaller, also when the
- * caller passed no owner buffer at all, so a caller that only wants the
- * token must pass a 256-byte buffer. */
-Test(claims, claim_get_owner_not_wanted_BUG)
+ * still read (it returned SHMKV_EBUFSIZE for any claim with an owner before
+ * 8dc9fb7). */
+Test(claims, claim_get_owner_not_wanted)
 {
     FOR_COMBOS(c) {
         const char *where;
