@@ -109,5 +109,16 @@ for t in k6-crashloop k6-hostile; do
   logs+=("$results/$t.txt")
 done
 
+# Claims across k6 processes: consumers SIGKILLed while they hold leases;
+# every token completed exactly once (bounded; the argument is the seconds
+# of killing).
+if [ -f tests/k6/claims-crash.sh ]; then
+  echo "== k6-claims-crash" >&2
+  bash tests/k6/claims-crash.sh ${SHMKV_K6_CLAIMS_SECONDS:-10} >"$results/k6-claims-crash.log" 2>&1
+  tail -3 "$results/k6-claims-crash.log" >&2
+  grep -E '^k6-claims-crash: [0-9]+ passed, [0-9]+ failed' "$results/k6-claims-crash.log" | tail -1 >"$results/k6-claims-crash.txt"
+  logs+=("$results/k6-claims-crash.txt")
+fi
+
 echo "== summary" >&2
 python3 scripts/summarize.py "${logs[@]}"

@@ -269,3 +269,218 @@ Test(check, while_others_write)
     expect_sound(db, "writers gone");
     t_close(db);
 }
+
+/* The index's claim bookkeeping (format 3) on a store without claims:
+ * each damage is found, and putting the bytes back makes it sound. */
+Test(check, damaged_claim_counts)
+{
+    shmkv_db *db = t_open(t_path("cn"), SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+    fill(db, 500);
+    shmkv__index *ix = shmkv__index_of(db->m);
+    shmkv__bt_node *root = SHMKV__P(db->m, ix->root);
+    cr_assert_not(root->leaf, "500 keys fill more than one leaf");
+    root->pad = 12345;
+    expect_problem(db, "node pad", "earliest claim end 12345");
+    root->pad = 0;
+    root->e[0].count += SHMKV__BT_ONE_HELD;
+    expect_problem(db, "claimed count", "claimed");
+    root->e[0].count -= SHMKV__BT_ONE_HELD;
+    expect_sound(db, "counts restored");
+    /* a leaf entry counted claimed with no claim end */
+    shmkv__bt_node *path[40];
+    int d = 0;
+    path[0] = root;
+    while (!path[d]->leaf) {
+        path[d + 1] = SHMKV__P(db->m, path[d]->e[0].child);
+        d++;
+    }
+    shmkv__bt_ent *le = &path[d]->e[0];
+    le->count |= SHMKV__BT_ONE_HELD;
+    expect_problem(db, "leaf count", "count or prefix word wrong");
+    le->count = 1;
+    /* a claim the index counts consistently (leaf, ancestors, pads) on a
+     * key whose entry has no lease */
+    le->child = 999;
+    le->count = shmkv__bt_leaf_count(999);
+    for (int k = 0; k <= d; k++) {
+        path[k]->pad = 999;
+        if (k < d)
+            path[k]->e[0].count += SHMKV__BT_ONE_HELD;
+    }
+    expect_problem(db, "counted claim without a lease", "whose entry has no lease");
+    le->child = 0;
+    le->count = 1;
+    for (int k = 0; k <= d; k++) {
+        path[k]->pad = 0;
+        if (k < d)
+            path[k]->e[0].count -= SHMKV__BT_ONE_HELD;
+    }
+    expect_sound(db, "claim removed");
+    t_close(db);
+}
+
+/* A lease flag on an entry with no room for a lease, or zeros there. */
+Test(check, damaged_lease_flag)
+{
+    shmkv_db *db = t_open(t_path("cf"), SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF);
+    fill(db, 50);
+    uint64_t w;
+    loaded_segment(db->m, &w);
+    shmkv__block *b = shmkv__block_of(db->m, SHMKV__SLOT_OFF(w));
+    b->flags |= SHMKV__BF_LEASE;
+    expect_problem(db, "lease flag", "lease");
+    b->flags &= (uint8_t)~SHMKV__BF_LEASE;
+    expect_sound(db, "flag cleared");
+    t_close(db);
+}
+
+/* ---- claims (format 3) ---- */
+
+/* Claim key k for ten minutes, as "tester". */
+static uint64_t claim_for_test(shmkv_db *db, const char *k)
+{
+    shmkv_lease l = {.owner = "tester", .olen = 6, .ttl_ms = 600000};
+    shmkv_claim c;
+    T_OK(shmkv_claim_key(db, k, strlen(k), &l, &c, NULL, 0, NULL, NULL));
+    return c.token;
+}
+
+static uint64_t claim_of(shmkv_db *db, const char *k, uint64_t ttl_ms)
+{
+    shmkv_lease l = {.owner = "tester", .olen = 6, .ttl_ms = ttl_ms};
+    shmkv_claim c;
+    T_OK(shmkv_claim_key(db, k, strlen(k), &l, &c, NULL, 0, NULL, NULL));
+    return c.token;
+}
+
+/* Claims of every kind leave a sound store, tracked or not. */
+static void sound_claims(int track)
+{
+    shmkv_db *db = t_open(t_path(track == SHMKV_TRACK_ON ? "clt" : "clu"), SHMKV_BACKEND_DISK,
+                          track);
+    fill(db, 300);
+    char k[32];
+    uint64_t tok[100];
+    for (int i = 0; i < 100; i++) {
+        snprintf(k, sizeof k, "key:%06d", i);
+        tok[i] = claim_of(db, k, i % 10 == 0 ? 1 : 600000);
+    }
+    expect_sound(db, "100 claims");
+    usleep(20000); /* every tenth lease runs out */
+    expect_sound(db, "some leases ran out");
+    for (int i = 0; i < 100; i += 3) {
+        snprintf(k, sizeof k, "key:%06d", i);
+        int rc = i % 2 ? shmkv_claim_release(db, k, strlen(k), tok[i])
+                       : shmkv_claim_complete(db, k, strlen(k), tok[i], i % 4 == 0);
+        cr_assert(rc == 0 || (i % 10 == 0 && rc == SHMKV_ESTALE), "%s: %d", k, rc);
+    }
+    expect_sound(db, "released and completed");
+    shmkv_lease ten = {.ttl_ms = 600000};
+    shmkv_claim c;
+    T_OK(shmkv_claim_renew(db, "key:000001", 10, tok[1], &ten, &c));
+    expect_sound(db, "renewed");
+    /* expired claims taken over, random claims and pops */
+    for (int i = 0; i < 50; i++) {
+        char kb[64];
+        size_t kl;
+        shmkv_lease l = {.ttl_ms = 600000};
+        int rc = shmkv_claim_random(db, "key:", 4, &l, kb, sizeof kb, &kl, &c, NULL, 0, NULL,
+                                    NULL);
+        cr_assert(rc == 0 || rc == SHMKV_ENOTFOUND, "claim_random: %d", rc);
+        rc = shmkv_pop_random(db, "key:", 4, kb, sizeof kb, &kl, NULL, 0, NULL, NULL);
+        cr_assert(rc == 0 || rc == SHMKV_ENOTFOUND, "pop_random: %d", rc);
+    }
+    expect_sound(db, "random claims and pops");
+    /* a set keeps the claim; a delete ends it */
+    t_set(db, "key:000002", "new value");
+    T_OK(shmkv_delete(db, "key:000005", 10, NULL));
+    expect_sound(db, "set and delete of claimed keys");
+    t_close(db);
+}
+
+Test(check, sound_claims_tracked) { sound_claims(SHMKV_TRACK_ON); }
+Test(check, sound_claims_untracked) { sound_claims(SHMKV_TRACK_OFF); }
+
+/* The lease of key k's entry, and its block. */
+static shmkv__lease *lease_of(shmkv_db *db, const char *k, shmkv__block **b)
+{
+    shmkv__seg *s = shmkv__seg_of(db->m, k, strlen(k));
+    shmkv__lookup lk;
+    shmkv__seg_find(db->m, s, shmkv__hash(k, strlen(k)), k, strlen(k), &lk);
+    cr_assert(lk.found, "%s", k);
+    *b = shmkv__block_of(db->m, lk.off);
+    cr_assert((*b)->flags & SHMKV__BF_LEASE, "%s is claimed", k);
+    shmkv__entry *e = SHMKV__P(db->m, lk.off);
+    return SHMKV__P(db->m, lk.off + shmkv__lease_at(e->klen, e->vlen));
+}
+
+Test(check, damaged_leases)
+{
+    shmkv_db *db = t_open(t_path("cl"), SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+    fill(db, 500);
+    claim_for_test(db, "key:000000");
+    expect_sound(db, "a live claim");
+    shmkv__block *b;
+    shmkv__lease *l = lease_of(db, "key:000000", &b);
+    shmkv__lease keep = *l;
+    l->olen = SHMKV_OWNER_MAX + 1;
+    expect_problem(db, "owner length", "lease owner longer");
+    l->olen = SHMKV_OWNER_MAX;
+    expect_problem(db, "owner past the block", "lease does not fit");
+    *l = keep;
+    l->token = atomic_load(&SHMKV__HDR(db->m)->claim_token) + 1;
+    expect_problem(db, "token never issued", "lease token");
+    l->token = 0;
+    expect_problem(db, "token 0", "lease token");
+    *l = keep;
+    expect_sound(db, "lease restored");
+    /* the index counts a claim the entry does not have, or another end */
+    b->flags &= (uint8_t)~SHMKV__BF_LEASE;
+    expect_problem(db, "lease flag dropped", "whose entry has no lease");
+    b->flags |= SHMKV__BF_LEASE;
+    l->expiry -= 1000;
+    expect_problem(db, "lease end moved", "whose lease ends at");
+    l->expiry = atomic_load(&SHMKV__HDR(db->m)->lease_high) + 1;
+    expect_problem(db, "lease end never granted", "lease ends after the latest end granted");
+    *l = keep;
+    expect_sound(db, "lease restored again");
+    t_close(db);
+}
+
+/* A live lease the index does not count, the index otherwise consistent
+ * (leaf, claimed counts, pads). */
+Test(check, uncounted_lease)
+{
+    shmkv_db *db = t_open(t_path("cu"), SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+    fill(db, 500);
+    claim_for_test(db, "key:000000"); /* the smallest key: always e[0] */
+    shmkv__index *ix = shmkv__index_of(db->m);
+    shmkv__bt_node *path[40];
+    int d = 0;
+    path[0] = SHMKV__P(db->m, ix->root);
+    while (!path[d]->leaf) {
+        path[d + 1] = SHMKV__P(db->m, path[d]->e[0].child);
+        d++;
+    }
+    shmkv__bt_ent saved = path[d]->e[0];
+    cr_assert_neq(saved.child, 0, "the index counts the claim");
+    uint64_t pads[40];
+    for (int k = 0; k <= d; k++)
+        pads[k] = path[k]->pad;
+    path[d]->e[0].child = 0;
+    path[d]->e[0].count = 1;
+    for (int k = 0; k <= d; k++) {
+        path[k]->pad = 0; /* the only claim */
+        if (k < d)
+            path[k]->e[0].count -= SHMKV__BT_ONE_HELD;
+    }
+    expect_problem(db, "uncounted live lease", "live claims of the tables");
+    path[d]->e[0] = saved;
+    for (int k = 0; k <= d; k++) {
+        path[k]->pad = pads[k];
+        if (k < d)
+            path[k]->e[0].count += SHMKV__BT_ONE_HELD;
+    }
+    expect_sound(db, "counted again");
+    t_close(db);
+}

@@ -360,3 +360,97 @@ Test(format, table_reachability)
         }
     }
 }
+
+/* An entry with a lease: the lease after key and value (8-aligned), its
+ * owner after it, all inside the block and the view, or a fault. */
+Test(format, leases)
+{
+    /* a 64-byte block (class 3): payload 56 bytes; key 3 + value 2 after the
+     * 8-byte lengths end at 13, so the lease is at 16 and its owner at 40 */
+    unsigned char *r = calloc(1, SHMKV__PAGE);
+    cr_assert(r);
+    shmkv__chunk c = {.magic = SHMKV__CHUNK_MAGIC, .size = SHMKV__PAGE, .used = BLK + 64};
+    memcpy(r + CH, &c, sizeof c);
+    shmkv__block b = {.size = 64, .cls = 3, .flags = SHMKV__BF_USED | SHMKV__BF_LEASE};
+    memcpy(r + BLK, &b, sizeof b);
+    shmkv__entry e = {.klen = 3, .vlen = 2};
+    memcpy(r + PAY, &e, sizeof e);
+    cr_assert_eq(shmkv__lease_at(3, 2), 16);
+    shmkv__lease l = {.token = 5, .expiry = 1234, .olen = 16};
+    memcpy(r + PAY + 16, &l, sizeof l);
+    shmkv__view v = {r, PAY + 56};
+    shmkv__block bb;
+    uint64_t bytes;
+    shmkv__lease got;
+    cr_assert_eq(shmkv__view_entry(&v, PAY, &bb, &e, &bytes), 0);
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, UINT64_MAX, &got), 0);
+    cr_assert_eq(got.token, 5);
+    cr_assert_eq(got.expiry, 1234);
+    cr_assert_eq(got.olen, 16);
+    /* the owner's last byte is the block's and the view's */
+    v.len--;
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, UINT64_MAX, &got), SHMKV__F_LEASE);
+    v.len++;
+    l.olen = 17;
+    memcpy(r + PAY + 16, &l, sizeof l);
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, UINT64_MAX, &got), SHMKV__F_LEASE);
+    l.olen = SHMKV_OWNER_MAX + 1;
+    memcpy(r + PAY + 16, &l, sizeof l);
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, UINT64_MAX, &got), SHMKV__F_OWNER);
+    l.olen = UINT32_MAX;
+    memcpy(r + PAY + 16, &l, sizeof l);
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, UINT64_MAX, &got), SHMKV__F_OWNER);
+    /* tokens: never 0, never past the last one issued */
+    l.olen = 0;
+    memcpy(r + PAY + 16, &l, sizeof l);
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, UINT64_MAX, &got), 0);
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 4, UINT64_MAX, &got), SHMKV__F_TOKEN);
+    /* the end: never after the latest one granted */
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, 1234, &got), 0);
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, 1233, &got), SHMKV__F_EXPIRY);
+    l.token = 0;
+    memcpy(r + PAY + 16, &l, sizeof l);
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, UINT64_MAX, &got), SHMKV__F_TOKEN);
+    /* a value that leaves no room for the lease's fixed part */
+    e.vlen = 21; /* lease at 32, 24 bytes: 56 fits exactly */
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, UINT64_MAX, &got), SHMKV__F_TOKEN);
+    e.vlen = 22; /* lease at 40: runs past the block */
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, UINT64_MAX, &got), SHMKV__F_LEASE);
+    cr_assert_eq(got.token, 0, "nothing read");
+    e.vlen = UINT32_MAX;
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, bytes, 5, UINT64_MAX, &got), SHMKV__F_LEASE);
+    e.vlen = 2;
+    /* a view that ends inside the lease's fixed part */
+    v.len = PAY + 16 + 23;
+    cr_assert_eq(shmkv__view_lease(&v, PAY, &e, 64, 5, UINT64_MAX, &got), SHMKV__F_LEASE);
+    free(r);
+}
+
+/* The index's packed counts and earliest expiry, as walkers sum them. */
+Test(format, claimed_counts)
+{
+    cr_assert_eq(shmkv__bt_leaf_count(0), 1);
+    cr_assert_eq(shmkv__bt_leaf_count(77), 1 | SHMKV__BT_ONE_HELD);
+    cr_assert_eq(SHMKV__BT_KEYS(shmkv__bt_leaf_count(77)), 1);
+    cr_assert_eq(SHMKV__BT_HELD(shmkv__bt_leaf_count(77)), 1);
+    cr_assert_eq(shmkv__expiry_min(0, 0), 0);
+    cr_assert_eq(shmkv__expiry_min(0, 9), 9);
+    cr_assert_eq(shmkv__expiry_min(9, 0), 9);
+    cr_assert_eq(shmkv__expiry_min(9, 3), 3);
+    shmkv__bt_ent leaves[3] = {{.child = 0}, {.child = 50}, {.child = 20}};
+    shmkv__bt_sum s = {0}, t = {0};
+    for (int i = 0; i < 3; i++)
+        shmkv__bt_sum_leaf(&s, &leaves[i]);
+    cr_assert_eq(s.keys, 3);
+    cr_assert_eq(s.held, 2);
+    cr_assert_eq(s.earliest, 20);
+    cr_assert(shmkv__bt_count_ok(3 | 2ull << 32, &s));
+    cr_assert_not(shmkv__bt_count_ok(3, &s), "the claimed half counts");
+    cr_assert_not(shmkv__bt_count_ok(4 | 2ull << 32, &s));
+    shmkv__bt_sum_add(&t, &s);
+    shmkv__bt_sum_add(&t, &(shmkv__bt_sum){.keys = 5});
+    cr_assert_eq(t.keys, 8);
+    cr_assert_eq(t.held, 2);
+    cr_assert_eq(t.earliest, 20);
+    cr_assert_not(shmkv__bt_count_ok(0, &(shmkv__bt_sum){.keys = 1ull << 32}), "keys overflow");
+}

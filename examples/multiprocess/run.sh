@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Multi-process demo: one monitor, one producer and two consumer k6
-# processes share one memory store. Each order the producer adds is taken
-# by exactly one consumer process.
+# Multi-process demo, in two parts:
+#  1. orders: one monitor, one producer and two consumer k6 processes share
+#     one memory store; each order the producer adds is taken by exactly
+#     one consumer process;
+#  2. a pool (pool.sh): three k6 processes check test users out of one
+#     store with claims, and one is SIGKILLed mid-run; every user is
+#     completed exactly once, the killed process's users after their lease.
 #
 #   bash examples/multiprocess/run.sh        # builds k6 first if needed
 #   K6=/path/to/k6 bash examples/multiprocess/run.sh
 #
 # ORDERS (default 3000) sets the number of orders; KV_DEMO_NAME the name
-# of the memory store (default demo-<pid>).
+# of the memory store (default demo-<pid>); USERS and POOL_TTL_MS the
+# pool's size and lease (pool.sh).
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -59,5 +64,9 @@ if [[ $status == 0 ]]; then
     echo "demo: OK - $ORDERS orders, each taken exactly once by one of two k6 processes"
 else
     echo "demo: FAILED"
+    exit $status
 fi
+
+echo
+K6="$K6" bash "$HERE/pool.sh" || status=1
 exit $status

@@ -652,7 +652,10 @@ SHMKV_API int shmkv_claim_renew(shmkv_db *db, const void *key, size_t klen, uint
  * Read the claim on key, if one is live.
  * @param owner,ocap,olen  receives its owner label (may be NULL, 0, NULL).
  * @return 0 with *out; SHMKV_ENOTFOUND (no such key); SHMKV_ESTALE (the key
- *   is not claimed, or its lease ran out); SHMKV_EBUFSIZE for the owner.
+ *   is not claimed, or its lease ran out); SHMKV_EBUFSIZE for the owner;
+ *   SHMKV_EREADONLY when this process maps the store read-only (only
+ *   read-only handles, see SHMKV_RDONLY): such a mapping cannot take the
+ *   segment lock this reads under (shmkv-dump shows claims instead).
  */
 SHMKV_API int shmkv_claim_get(shmkv_db *db, const void *key, size_t klen, shmkv_claim *out,
                               void *owner, size_t ocap, size_t *olen);
@@ -660,7 +663,8 @@ SHMKV_API int shmkv_claim_get(shmkv_db *db, const void *key, size_t klen, shmkv_
 /**
  * Count the claims on keys that start with prefix: live ones and those
  * whose lease ran out (not yet claimed again). O(n), one segment lock at a
- * time.
+ * time. @return 0; SHMKV_EINVAL; SHMKV_EREADONLY on a read-only mapping
+ * (as shmkv_claim_get()).
  */
 SHMKV_API int shmkv_claim_count(shmkv_db *db, const void *prefix, size_t plen, uint64_t *live,
                                 uint64_t *expired);

@@ -179,10 +179,25 @@ static void unprepare(batch *b, size_t upto)
 /* With key tracking, the index changes before the commit, under the index
  * lock: a writer killed from here on leaves the index lock dead, so the
  * index is rebuilt from the tables after their repair. */
+static int key_order(const void *pa, const void *pb)
+{
+    const shmkv_item *a = (*(bitem *const *)pa)->src, *c = (*(bitem *const *)pb)->src;
+    return shmkv__keycmp(a->key, a->klen, c->key, c->klen);
+}
+
 static int index_batch(batch *b)
 {
+    /* Inserted in key order, as a load in key order would be: the tree's
+     * splits then leave its nodes nearly full (index.c). Without memory
+     * for the order, in the batch's own. */
+    bitem **order = b->set ? malloc(b->n * sizeof *order) : NULL;
+    if (order) {
+        for (size_t i = 0; i < b->n; i++)
+            order[i] = &b->it[i];
+        qsort(order, b->n, sizeof *order, key_order);
+    }
     for (size_t i = 0; i < b->n; i++) {
-        bitem *x = &b->it[i];
+        bitem *x = order ? order[i] : &b->it[i];
         int rc = 0;
         if (x->skip)
             continue;
@@ -193,9 +208,11 @@ static int index_batch(batch *b)
         if (rc) {
             /* Half changed: the next index user rebuilds it. */
             atomic_store(&shmkv__index_of(b->m)->dirty, 1);
+            free(order);
             return rc;
         }
     }
+    free(order);
     return 0;
 }
 

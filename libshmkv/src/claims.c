@@ -405,9 +405,9 @@ int shmkv_claim_get(shmkv_db *db, const void *key, size_t klen, shmkv_claim *out
         fill_claim(out, ls->token, ls->expiry, now);
         if (olen)
             *olen = ls->olen;
-        if (ls->olen > ocap)
+        if (owner && ls->olen > ocap)
             rc = SHMKV_EBUFSIZE;
-        else if (ls->olen)
+        else if (owner && ls->olen)
             memcpy(owner, ls->owner, ls->olen);
     }
     cop_unlock(&c);
@@ -540,7 +540,7 @@ static uint64_t reclaim(shmkv__map *m, uint64_t now, uint64_t budget)
  * ended claims unclaimed again. The key is copied out, the index let go,
  * and the key's segment locked: another process may have taken it in
  * between (PICK_AGAIN). SHMKV__NOINDEX: use the tables. */
-static int pick_index(shmkv_db *db, const void *prefix, size_t plen, act *a, unsigned char *kb)
+static int pick_index(shmkv_db *db, const void *prefix, size_t plen, act *a)
 {
     shmkv__map *m = db->m;
     int rc;
@@ -557,15 +557,25 @@ static int pick_index(shmkv_db *db, const void *prefix, size_t plen, act *a, uns
         ;
     uint64_t off = n ? shmkv__index_free_select(m, lo + shmkv__rand_below(n)) : 0;
     size_t klen = 0;
+    unsigned char *kb = NULL;
     if (off) {
+        /* Into the caller's key buffer when it fits (act_on_key leaves it
+         * there), else a copy of our own, for the EBUFSIZE answer. */
         const shmkv__kblob *b = SHMKV__P(m, off);
         klen = b->klen;
-        memcpy(kb, b->key, klen);
+        kb = klen <= a->kcap ? a->kbuf : malloc(klen);
+        if (kb)
+            memcpy(kb, b->key, klen);
     }
     shmkv__index_unlock(m);
     if (!off)
         return SHMKV_ENOTFOUND;
-    return act_on_key(db, a, kb, klen);
+    if (!kb)
+        return -ENOMEM;
+    rc = act_on_key(db, a, kb, klen);
+    if (kb != a->kbuf)
+        free(kb);
+    return rc;
 }
 
 /* Without the index. */
@@ -651,10 +661,13 @@ static int pick_scan(shmkv_db *db, const void *prefix, size_t plen, act *a)
         shmkv__seg *s = shmkv__seg_at(m, weighted(counts, total, &rank));
         if ((rc = shmkv__seg_lock(m, s)) != 0)
             goto out;
+        /* A live slot of the segment, uniform over its keys (random slots
+         * until one is live): with the segment drawn by its count, the
+         * draw is uniform over every key. */
         shmkv__table *tb = shmkv__table_of(m, s);
-        uint64_t w = tb ? atomic_load_explicit(&tb->slot[shmkv__rand_below(tb->cap)],
-                                               memory_order_relaxed)
-                        : 0;
+        uint64_t w = 0;
+        for (int probe = 0; tb && probe < 32 && !SHMKV__SLOT_LIVE(w); probe++)
+            w = atomic_load_explicit(&tb->slot[shmkv__rand_below(tb->cap)], memory_order_relaxed);
         uint64_t now = shmkv__lease_now(m);
         if (SHMKV__SLOT_LIVE(w) && claimable(m, SHMKV__SLOT_OFF(w), prefix, plen, now)) {
             rc = act_at(db, s, SHMKV__SLOT_OFF(w), a, now); /* unlocks s */
@@ -709,14 +722,9 @@ static int draw(shmkv_db *db, const void *prefix, size_t plen, act *a)
         rc = check_lease(a->lease);
     if (rc)
         return rc;
-    unsigned char *kb = NULL;
     for (int tries = 0; tries < PICK_TRIES; tries++) {
         if (tracked(db->m)) {
-            if (!kb && !(kb = malloc(SHMKV_KEY_MAX))) {
-                rc = -ENOMEM;
-                break;
-            }
-            rc = pick_index(db, prefix, plen, a, kb);
+            rc = pick_index(db, prefix, plen, a);
             if (rc == SHMKV__NOINDEX)
                 rc = pick_scan(db, prefix, plen, a);
         } else {
@@ -726,7 +734,6 @@ static int draw(shmkv_db *db, const void *prefix, size_t plen, act *a)
             break;
         rc = SHMKV_ETIMEDOUT; /* if every draw keeps losing its key */
     }
-    free(kb);
     return rc;
 }
 

@@ -262,3 +262,29 @@ int shmkv__kblob_check(const shmkv__kblob *kb, uint64_t block_bytes)
         return SHMKV__F_LEN;
     return 0;
 }
+
+/* ---- claims ------------------------------------------------------------------- */
+
+int shmkv__view_lease(const shmkv__view *v, uint64_t payload, const shmkv__entry *e,
+                      uint64_t bytes, uint64_t claim_token, uint64_t lease_high,
+                      shmkv__lease *l)
+{
+    memset(l, 0, sizeof *l);
+    /* the block ends at payload - header + bytes; everything of the lease
+     * lies before that and inside the view */
+    uint64_t at = shmkv__lease_at(e->klen, e->vlen);
+    uint64_t room = bytes > SHMKV__BLOCK_HDR ? bytes - SHMKV__BLOCK_HDR : 0;
+    if (at > room || room - at < sizeof *l || !shmkv__view_copy(v, payload + at, l, sizeof *l)) {
+        memset(l, 0, sizeof *l);
+        return SHMKV__F_LEASE;
+    }
+    if (l->olen > SHMKV_OWNER_MAX)
+        return SHMKV__F_OWNER;
+    if (l->olen > room - at - sizeof *l || !shmkv__view_at(v, payload + at + sizeof *l, l->olen))
+        return SHMKV__F_LEASE;
+    if (l->token == 0 || l->token > claim_token)
+        return SHMKV__F_TOKEN;
+    if (l->expiry > lease_high)
+        return SHMKV__F_EXPIRY;
+    return 0;
+}

@@ -432,6 +432,10 @@ enum {
     SHMKV__F_BODY = -22,    /* a block's payload header lies outside the view */
     SHMKV__F_LEAF = -23,    /* B+tree node leaf flag */
     SHMKV__F_COUNT = -24,   /* B+tree node entry count */
+    SHMKV__F_LEASE = -25,   /* an entry's lease does not fit after its key and value */
+    SHMKV__F_OWNER = -26,   /* a lease's owner is longer than SHMKV_OWNER_MAX */
+    SHMKV__F_TOKEN = -27,   /* a lease's token is 0 or was never issued */
+    SHMKV__F_EXPIRY = -28,  /* a lease ends after the latest end ever granted */
 };
 
 /* SHMKV_ENOTSTORE (magic), SHMKV_EVERSION, SHMKV_EABI (endian, ABI),
@@ -570,5 +574,66 @@ int shmkv__bt_node_check(const shmkv__bt_node *nd);
 /* A key blob's header in a block of block_bytes bytes (header included):
  * F_LEN unless its key length is in [1, SHMKV_KEY_MAX] and the key fits. */
 int shmkv__kblob_check(const shmkv__kblob *kb, uint64_t block_bytes);
+
+/* ---- claims (format 3) ---- */
+
+/* The lease of an entry that shmkv__view_entry accepted (at payload, *e
+ * its lengths, in a block of bytes bytes, header included) and whose block
+ * has SHMKV__BF_LEASE: copies the lease's fixed part into *l and returns 0
+ * (its owner bytes then lie inside the block and the view, at payload +
+ * shmkv__lease_at(klen, vlen) + sizeof *l), or F_LEASE (the lease or its
+ * owner runs past the block or the view; *l zeroed when not even the fixed
+ * part could be read), F_OWNER (olen above SHMKV_OWNER_MAX), F_TOKEN
+ * (token 0, or above claim_token, the header's last issued token), F_EXPIRY
+ * (an end above lease_high, the latest end the header says was granted:
+ * a claim raises it before it publishes). Whether the lease is live is the
+ * caller's to judge, on its lease clock. UINT64_MAX for either bound
+ * judges nothing. */
+int shmkv__view_lease(const shmkv__view *v, uint64_t payload, const shmkv__entry *e,
+                      uint64_t bytes, uint64_t claim_token, uint64_t lease_high,
+                      shmkv__lease *l);
+
+/* A leaf entry's count when the index counts its key's claim with expiry
+ * child (0: it counts none): one key, claimed or not. */
+static inline uint64_t shmkv__bt_leaf_count(uint64_t child)
+{
+    return 1 | (child ? SHMKV__BT_ONE_HELD : 0);
+}
+
+/* The earlier of two claim expiries, 0 standing for none (a node's pad). */
+static inline uint64_t shmkv__expiry_min(uint64_t a, uint64_t b)
+{
+    return !a ? b : !b ? a : a < b ? a : b;
+}
+
+/* What lies below a B+tree entry, summed by a walker from the leaves up:
+ * keys, keys whose claim the index counts, and the earliest of their
+ * expiries (0: none). */
+typedef struct shmkv__bt_sum {
+    uint64_t keys, held, earliest;
+} shmkv__bt_sum;
+
+/* Add a leaf entry (the key itself) or a subtree's sum to *s. */
+static inline void shmkv__bt_sum_leaf(shmkv__bt_sum *s, const shmkv__bt_ent *e)
+{
+    s->keys++;
+    s->held += e->child != 0;
+    s->earliest = shmkv__expiry_min(s->earliest, e->child);
+}
+
+static inline void shmkv__bt_sum_add(shmkv__bt_sum *s, const shmkv__bt_sum *below)
+{
+    s->keys += below->keys;
+    s->held += below->held;
+    s->earliest = shmkv__expiry_min(s->earliest, below->earliest);
+}
+
+/* An internal entry's count against what its subtree holds: true when
+ * both halves (keys, claimed keys) agree. */
+static inline bool shmkv__bt_count_ok(uint64_t count, const shmkv__bt_sum *below)
+{
+    return below->keys <= 0xffffffffull && below->held <= 0xffffffffull &&
+           count == (below->keys | below->held << 32);
+}
 
 #endif /* SHMKV_FORMAT_H */

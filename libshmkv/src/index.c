@@ -106,11 +106,14 @@ static void ent_delete(shmkv__bt_node *nd, uint32_t at)
 }
 
 
-/* Move the upper half of an overfull node into the fresh node at right. */
-static void node_split(shmkv__map *m, shmkv__bt_node *nd, uint64_t right)
+/* Move the upper part of an overfull node into the fresh node at right:
+ * half of it, or, when the entry that overfilled it went to its end (keys
+ * inserted in order, the common way to fill a store), all but a few, so
+ * that ordered inserts leave nodes nearly full instead of half empty. */
+static void node_split(shmkv__map *m, shmkv__bt_node *nd, uint64_t right, uint32_t at)
 {
     shmkv__bt_node *r = node_at(m, right);
-    uint32_t keep = nd->n / 2;
+    uint32_t keep = at + 1 == nd->n ? nd->n - 3 : nd->n / 2;
     node_init(m, right, nd->leaf);
     r->n = nd->n - keep;
     memcpy(r->e, &nd->e[keep], r->n * sizeof(nd->e[0]));
@@ -294,7 +297,7 @@ int shmkv__index_insert(shmkv__map *m, const void *key, size_t klen)
         shmkv__undo_node(m, st[d].node);
         ent_insert(leaf, st[d].i, &ent);
         if (leaf->n > BT_MAX) {
-            node_split(m, leaf, sib = nodes[got++]);
+            node_split(m, leaf, sib = nodes[got++], st[d].i);
             SHMKV__HOOK("index.insert.split");
         }
         for (int l = d - 1; l >= 0; l--) {
@@ -308,7 +311,7 @@ int shmkv__index_insert(shmkv__map *m, const void *key, size_t klen)
                 ent_insert(p, st[l].i + 1, &se);
                 sib = 0;
                 if (p->n > BT_MAX)
-                    node_split(m, p, sib = nodes[got++]);
+                    node_split(m, p, sib = nodes[got++], st[l].i + 1);
             }
         }
         if (sib) {

@@ -25,6 +25,27 @@
 
 /* ---- segments ------------------------------------------------------------------ */
 
+/* The lease of the entry at eoff (block flag SHMKV__BF_LEASE): its bounds
+ * and fields; a live one is counted for the index check. */
+static void check_lease(shmkv__ick *c, uint32_t i, uint64_t j, uint64_t eoff, const shmkv__entry *e,
+                        uint64_t bytes)
+{
+    shmkv__lease l;
+    uint64_t last = atomic_load_explicit(&c->h->claim_token, memory_order_relaxed);
+    uint64_t high = atomic_load_explicit(&c->h->lease_high, memory_order_relaxed);
+    int f = shmkv__view_lease(&c->v, eoff, e, bytes, last, high, &l);
+    if (f) {
+        shmkv__ick_problem(c, "segment %" PRIu32 " slot %" PRIu64 ": entry 0x%" PRIx64 ": %s", i, j,
+                eoff, shmkv__ick_fault_name(f));
+        return;
+    }
+    if (c->h->version < 3)
+        shmkv__ick_problem(c, "segment %" PRIu32 " slot %" PRIu64 ": a lease in a store of format "
+                "version %" PRIu32, i, j, c->h->version);
+    if (l.expiry > c->now)
+        c->live_leases++;
+}
+
 static int check_segment(shmkv__ick *c, uint32_t i)
 {
     shmkv__seg *s = shmkv__seg_at(c->m, i);
@@ -97,6 +118,8 @@ static int check_segment(shmkv__ick *c, uint32_t i)
         if (eb.kind > SHMKV_KIND_JSON)
             shmkv__ick_problem(c, "segment %" PRIu32 " slot %" PRIu64 ": unknown value kind %u", i, j,
                     eb.kind);
+        if (eb.flags & SHMKV__BF_LEASE)
+            check_lease(c, i, j, eoff, &e, bytes);
         hs[j] = hh;
     }
     uint64_t empty = cap;
@@ -177,6 +200,7 @@ int shmkv_check(shmkv_db *db, uint64_t *problems, char *msg, size_t cap)
     shmkv__ick c = {.m = m, .h = SHMKV__HDR(m), .msg = msg, .cap = cap};
     c.v.base = m->base;
     c.v.len = atomic_load(&SHMKV__HDR(m)->top);
+    c.now = shmkv__lease_now(m);
     rc = run(&c);
     shmkv__release_all(m);
     free(c.blk);

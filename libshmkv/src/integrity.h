@@ -31,6 +31,11 @@ typedef struct shmkv__ick {
     bool tables_ok; /* no problem in any table: lookups in them are safe */
     const unsigned char *last_key;
     uint32_t last_klen;
+    /* claims: the lease clock when the check began, the live leases the
+     * tables hold, and those of them the index counts */
+    uint64_t now;
+    uint64_t live_leases;
+    uint64_t counted_live;
 } shmkv__ick;
 /* Record a problem; the first one's text goes to the caller's buffer. */
 void shmkv__ick_problem(shmkv__ick *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

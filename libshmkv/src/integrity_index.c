@@ -41,8 +41,39 @@ static bool index_block(shmkv__ick *c, uint64_t payload, uint64_t need, const ch
     return true;
 }
 
-/* Keys below node; false when the walk cannot go on. */
-static bool check_node(shmkv__ick *c, uint64_t off, int depth, uint64_t *keys, uint64_t *min_key)
+/* The claim the index counts for a key (expiry child, not 0) must be the
+ * lease of its entry, with that expiry; a live one is counted for the
+ * check that no live lease goes uncounted. Only with sound tables. */
+static void check_counted(shmkv__ick *c, uint64_t blob, const unsigned char *key, uint32_t klen,
+                          uint64_t child)
+{
+    shmkv__seg *s = shmkv__seg_of(c->m, key, klen);
+    shmkv__lookup lk;
+    shmkv__seg_find(c->m, s, shmkv__hash(key, klen), key, klen, &lk);
+    if (!lk.found)
+        return; /* reported as a key the segment does not hold */
+    shmkv__block b;
+    shmkv__entry e;
+    shmkv__lease l;
+    uint64_t bytes;
+    if (shmkv__view_entry(&c->v, lk.off, &b, &e, &bytes) || !(b.flags & SHMKV__BF_LEASE) ||
+        shmkv__view_lease(&c->v, lk.off, &e, bytes, UINT64_MAX, UINT64_MAX, &l)) {
+        shmkv__ick_problem(c, "index: counts a claim on a key (blob 0x%" PRIx64 ") whose entry "
+                "has no lease", blob);
+        return;
+    }
+    if (l.expiry != child) {
+        shmkv__ick_problem(c, "index: counts a claim ending at %" PRIu64 " on a key (blob 0x%"
+                PRIx64 ") whose lease ends at %" PRIu64, child, blob, l.expiry);
+        return;
+    }
+    if (child > c->now)
+        c->counted_live++;
+}
+
+/* What lies below node into *sum; false when the walk cannot go on. */
+static bool check_node(shmkv__ick *c, uint64_t off, int depth, shmkv__bt_sum *sum,
+                       uint64_t *min_key)
 {
     uint64_t bytes;
     if (depth >= TREE_DEPTH) {
@@ -58,10 +89,10 @@ static bool check_node(shmkv__ick *c, uint64_t off, int depth, uint64_t *keys, u
         shmkv__ick_problem(c, "index: tree node 0x%" PRIx64 ": %s", off, shmkv__ick_fault_name(f));
         return false;
     }
-    *keys = 0;
+    *sum = (shmkv__bt_sum){0};
     for (uint32_t k = 0; k < nd.n; k++) {
         const shmkv__bt_ent *e = &nd.e[k];
-        uint64_t below = 0, first = 0;
+        uint64_t first = 0;
         if (nd.leaf) {
             shmkv__kblob kb;
             if (!index_block(c, e->key, SHMKV__BLOCK_HDR + sizeof kb, "key blob", &bytes))
@@ -73,8 +104,8 @@ static bool check_node(shmkv__ick *c, uint64_t off, int depth, uint64_t *keys, u
                 return false;
             }
             const unsigned char *key = c->v.base + e->key + sizeof kb;
-            if (e->child || e->count != 1 || e->pfx != shmkv__pfx(key, kb.klen))
-                shmkv__ick_problem(c, "index: leaf 0x%" PRIx64 " entry %" PRIu32 ": child, count or "
+            if (e->count != shmkv__bt_leaf_count(e->child) || e->pfx != shmkv__pfx(key, kb.klen))
+                shmkv__ick_problem(c, "index: leaf 0x%" PRIx64 " entry %" PRIu32 ": count or "
                         "prefix word wrong", off, k);
             if (c->last_key && shmkv__keycmp(c->last_key, c->last_klen, key, kb.klen) >= 0)
                 shmkv__ick_problem(c, "index: key blob 0x%" PRIx64 " out of order or held twice", e->key);
@@ -84,20 +115,28 @@ static bool check_node(shmkv__ick *c, uint64_t off, int depth, uint64_t *keys, u
             if (c->tables_ok && !shmkv__seg_has(c->m, s, key, kb.klen))
                 shmkv__ick_problem(c, "index: holds a key (blob 0x%" PRIx64 ") that segment %" PRIu32
                         " does not", e->key, s->id);
-            below = 1;
+            else if (c->tables_ok && e->child)
+                check_counted(c, e->key, key, kb.klen, e->child);
+            shmkv__bt_sum_leaf(sum, e);
             first = e->key;
         } else {
+            shmkv__bt_sum below;
             if (!check_node(c, e->child, depth + 1, &below, &first))
                 return false;
-            if (e->count != below || e->key != first)
+            if (!shmkv__bt_count_ok(e->count, &below) || e->key != first)
                 shmkv__ick_problem(c, "index: node 0x%" PRIx64 " entry %" PRIu32 ": counts %" PRIu64
-                        " keys or names a key its subtree does not start with (%" PRIu64
-                        " keys below)", off, k, e->count, below);
+                        " keys (%" PRIu64 " claimed) or names a key its subtree does not start "
+                        "with (%" PRIu64 " keys below, %" PRIu64 " claimed)", off, k,
+                        (uint64_t)SHMKV__BT_KEYS(e->count), (uint64_t)SHMKV__BT_HELD(e->count), below.keys,
+                        below.held);
+            shmkv__bt_sum_add(sum, &below);
         }
         if (k == 0)
             *min_key = first;
-        *keys += below;
     }
+    if (nd.pad != sum->earliest)
+        shmkv__ick_problem(c, "index: tree node 0x%" PRIx64 ": earliest claim end %" PRIu64
+                ", its subtree's is %" PRIu64, off, nd.pad, sum->earliest);
     return true;
 }
 
@@ -151,11 +190,18 @@ void shmkv__ick_check_index(shmkv__ick *c)
     shmkv__ick_check_free_lists(c, &ix->alloc, SHMKV__OWNER_INDEX, "index", 0);
     if (!c->h->track_keys)
         return;
-    uint64_t keys = 0, first = 0;
+    shmkv__bt_sum sum = {0};
+    uint64_t keys, first = 0;
     if (!ix->root != !ix->n)
         shmkv__ick_problem(c, "index: root 0x%" PRIx64 " but %" PRIu64 " keys", ix->root, ix->n);
-    if (ix->root && !check_node(c, ix->root, 0, &keys, &first))
+    if (ix->root && !check_node(c, ix->root, 0, &sum, &first))
         return;
+    keys = sum.keys;
+    /* every live lease is one the index counts (each counted one was
+     * matched to its key's lease above) */
+    if (c->tables_ok && c->counted_live != c->live_leases)
+        shmkv__ick_problem(c, "index: counts %" PRIu64 " of the %" PRIu64 " live claims of the "
+                "tables", c->counted_live, c->live_leases);
     if (keys != ix->n || ix->n != c->live_keys)
         shmkv__ick_problem(c, "index: counts %" PRIu64 " keys, its tree holds %" PRIu64 ", the tables %"
                 PRIu64, ix->n, keys, c->live_keys);

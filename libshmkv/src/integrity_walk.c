@@ -38,6 +38,10 @@ const char *shmkv__ick_fault_name(int f)
     case SHMKV__F_BODY: return "header outside the region";
     case SHMKV__F_LEAF: return "bad leaf flag";
     case SHMKV__F_COUNT: return "bad entry count";
+    case SHMKV__F_LEASE: return "lease does not fit after the key and value";
+    case SHMKV__F_OWNER: return "lease owner longer than 256 bytes";
+    case SHMKV__F_TOKEN: return "lease token 0 or never issued";
+    case SHMKV__F_EXPIRY: return "lease ends after the latest end granted";
     default: return "invalid";
     }
 }

@@ -88,9 +88,6 @@ typedef struct shmkv__map {
      * since it last trimmed that owner, less a penalty after a trim that
      * found nothing to give back (alloc.c). NULL: never trims. */
     int64_t *freed;
-    /* The store's leases belong to an earlier boot that no writer has
-     * caught up with yet (a read-only open after a reboot): all ended. */
-    bool lease_stale;
 } shmkv__map;
 
 struct shmkv_db {
@@ -146,8 +143,6 @@ const char *shmkv__boot_id(void);
 /* The lease clock of a store (see shmkv__lease in format.h). */
 static inline uint64_t shmkv__lease_now(shmkv__map *m)
 {
-    if (m->lease_stale)
-        return UINT64_MAX - 1;
     return shmkv__boot_ns() + SHMKV__HDR(m)->lease_base;
 }
 

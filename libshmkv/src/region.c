@@ -300,11 +300,6 @@ int shmkv_open(const char *where, const shmkv_options *opts, shmkv_db **out)
         m->dev = st.st_dev;
         m->ino = st.st_ino;
         m->attached = true;
-        /* A read-only mapping cannot move the lease clock to this boot:
-         * until a writer does, the store's leases are all of an earlier
-         * boot, so all ended. */
-        m->lease_stale = rdonly && strncmp(SHMKV__HDR(m)->boot_id, shmkv__boot_id(),
-                                           sizeof SHMKV__HDR(m)->boot_id) != 0;
         m->freed = calloc((size_t)SHMKV__HDR(m)->nseg + 1, sizeof *m->freed);
         db->m = m;
         break;

@@ -4,7 +4,7 @@
  *   dump-mkstore golden PATH [memory]     the known store of the golden tests
  *   dump-mkstore many PATH N TRACK SEGS   N keys "k:%08d" (TRACK 0/1)
  *   dump-mkstore churn PATH TRACK         every kind of write, clear, rebuild
- *   dump-mkstore writer PATH SECONDS      write and delete keys until killed,
+ *   dump-mkstore writer PATH SECONDS      write, delete and claim keys until killed,
  *                                         SECONDS pass or PATH.stop exists
  *                                         (prints "ready" once open)
  *   dump-mkstore hold PATH                open the store and wait for stdin EOF
@@ -12,6 +12,9 @@
  *                                         itself (SIGSTOP) inside a set, holding
  *                                         the segment's lock; on SIGCONT the set
  *                                         finishes and it exits
+ *   dump-mkstore claims PATH TRACK        twelve keys "job:NN" and their claims:
+ *                                         2 live, 1 run out, others released,
+ *                                         completed or never claimed
  *   dump-mkstore corrupt PATH KIND        damage a (copied) store in place
  *
  * Stores are written with the public API; corrupt maps the file itself and
@@ -132,6 +135,53 @@ static int export_store(const char *path)
     return 0;
 }
 
+static void claim(shmkv_db *db, const char *k, const char *owner, uint64_t ttl_ms,
+                  uint64_t *token)
+{
+    shmkv_lease l = {.owner = owner, .olen = owner ? strlen(owner) : 0, .ttl_ms = ttl_ms};
+    shmkv_claim c;
+    int rc = shmkv_claim_key(db, k, strlen(k), &l, &c, NULL, 0, NULL, NULL);
+    if (rc)
+        die("claim", rc);
+    if (token)
+        *token = c.token;
+}
+
+/* Claims of every state: job:01 held by "vu-3" for ten minutes, job:02
+ * with no owner for the default 30 s, job:03 for 1 ms (run out by the time
+ * anyone looks), job:04 released, job:05 completed and deleted, job:06
+ * completed and kept, job:07 renewed to ten minutes; six tokens issued. */
+static int claims_store(const char *path, int track)
+{
+    shmkv_db *db = open_store(path, 0, track, 4);
+    char k[16], v[16];
+    for (int i = 1; i <= 12; i++) {
+        snprintf(k, sizeof k, "job:%02d", i);
+        snprintf(v, sizeof v, "todo %d", i);
+        set(db, k, strlen(k), v, strlen(v), SHMKV_KIND_STRING);
+    }
+    uint64_t t4, t5, t6, t7;
+    claim(db, "job:01", "vu-3", 600000, NULL);
+    claim(db, "job:02", NULL, 0, NULL);
+    claim(db, "job:03", "vu-\xff", 1, NULL);
+    claim(db, "job:04", "vu-4", 600000, &t4);
+    claim(db, "job:05", "vu-5", 600000, &t5);
+    claim(db, "job:06", "vu-6", 600000, &t6);
+    int rc;
+    if ((rc = shmkv_claim_release(db, "job:04", 6, t4)) ||
+        (rc = shmkv_claim_complete(db, "job:05", 6, t5, 1)) ||
+        (rc = shmkv_claim_complete(db, "job:06", 6, t6, 0)))
+        die("release/complete", rc);
+    claim(db, "job:07", "vu-7", 1000, &t7);
+    shmkv_lease ten = {.ttl_ms = 600000};
+    shmkv_claim c;
+    if ((rc = shmkv_claim_renew(db, "job:07", 6, t7, &ten, &c)))
+        die("renew", rc);
+    usleep(20000); /* job:03's lease runs out */
+    shmkv_close(db);
+    return 0;
+}
+
 /* shmkv_backup() of a disk store into dst. */
 static int backup(const char *path, const char *dst, int concurrent)
 {
@@ -217,10 +267,24 @@ static int writer(const char *path, int seconds)
         for (int i = 0; i < 1000; i++) {
             x = x * 1103515245u + 12345u;
             int kl = snprintf(k, sizeof k, "w:%05u", (x >> 8) % 20000);
-            if ((x >> 4) % 4 == 0)
+            unsigned op = (x >> 4) % 16;
+            shmkv_lease l = {.owner = "writer", .olen = 6, .ttl_ms = 1 + (x >> 20) % 200};
+            shmkv_claim c;
+            if (op < 4) {
                 shmkv_delete(db, k, (size_t)kl, NULL);
-            else
+            } else if (op == 4) {
+                /* claims too: some released, some left to run out */
+                if (shmkv_claim_key(db, k, (size_t)kl, &l, &c, NULL, 0, NULL, NULL) == 0 &&
+                    (x >> 28) % 2)
+                    shmkv_claim_release(db, k, (size_t)kl, c.token);
+            } else if (op == 5) {
+                char kb[32];
+                size_t klen;
+                shmkv_claim_random(db, "w:", 2, &l, kb, sizeof kb, &klen, &c, NULL, 0, NULL,
+                                   NULL);
+            } else {
                 set(db, k, (size_t)kl, v, (x >> 12) % sizeof v, SHMKV_KIND_BYTES);
+            }
         }
     }
     shmkv_close(db);
@@ -278,6 +342,99 @@ static bool first_live(uint32_t *si, shmkv__table **tb, uint64_t *slot)
             }
     }
     return false;
+}
+
+/* The entry of key k (found through its table), or NULL. */
+static shmkv__entry *entry_of(const char *k, uint64_t *payload)
+{
+    size_t kl = strlen(k);
+    for (uint32_t i = 0; i < H->nseg; i++) {
+        uint64_t t = atomic_load(&seg(i)->table);
+        if (!t)
+            continue;
+        shmkv__table *T = P(t);
+        for (uint64_t j = 0; j < T->cap; j++) {
+            uint64_t w = atomic_load(&T->slot[j]);
+            if (!SHMKV__SLOT_LIVE(w))
+                continue;
+            shmkv__entry *e = P(SHMKV__SLOT_OFF(w));
+            if (e->klen == kl && !memcmp(e->data, k, kl)) {
+                *payload = SHMKV__SLOT_OFF(w);
+                return e;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* job:01's lease (claims_store), and its block. */
+static shmkv__lease *lease_of_job1(shmkv__block **b)
+{
+    uint64_t off;
+    shmkv__entry *e = entry_of("job:01", &off);
+    if (!e)
+        die("no job:01", 0);
+    *b = shmkv__block_of(&(shmkv__map){ .base = base }, off);
+    if (!((*b)->flags & SHMKV__BF_LEASE))
+        die("job:01 is not claimed", 0);
+    return P(off + shmkv__lease_at(e->klen, e->vlen));
+}
+
+/* Earliest claim end below a node, from its entries (and the children's
+ * pads, already right). */
+static uint64_t node_earliest(shmkv__bt_node *nd)
+{
+    uint64_t m = 0;
+    for (uint32_t i = 0; i < nd->n; i++)
+        m = shmkv__expiry_min(m, nd->leaf ? nd->e[i].child
+                                          : ((shmkv__bt_node *)P(nd->e[i].child))->pad);
+    return m;
+}
+
+/* Make the index count key k's claim as ending at expiry (0: count none),
+ * consistently: its leaf entry, the claimed counts above it, and every pad
+ * on the way. */
+static void count_claim(shmkv__index *ix, const char *k, uint64_t expiry)
+{
+    size_t kl = strlen(k);
+    shmkv__bt_node *path[40];
+    uint32_t at[40];
+    int d = 0;
+    path[0] = P(ix->root);
+    for (;;) {
+        shmkv__bt_node *nd = path[d];
+        uint32_t i = 0;
+        if (nd->leaf) {
+            while (i < nd->n) {
+                shmkv__kblob *kb = P(nd->e[i].key);
+                if (kb->klen == kl && !memcmp(kb->key, k, kl))
+                    break;
+                i++;
+            }
+            if (i == nd->n)
+                die("key not in its leaf", 0);
+            at[d] = i;
+            break;
+        }
+        /* the last child whose smallest key is not above k */
+        while (i + 1 < nd->n) {
+            shmkv__kblob *kb = P(nd->e[i + 1].key);
+            if (shmkv__keycmp(kb->key, kb->klen, k, kl) > 0)
+                break;
+            i++;
+        }
+        at[d] = i;
+        path[d + 1] = P(nd->e[i].child);
+        d++;
+    }
+    int64_t delta = (int64_t)(expiry != 0) - (int64_t)(path[d]->e[at[d]].child != 0);
+    path[d]->e[at[d]].child = expiry;
+    path[d]->e[at[d]].count = shmkv__bt_leaf_count(expiry);
+    for (int l = d; l >= 0; l--) {
+        if (l < d)
+            path[l]->e[at[l]].count += (uint64_t)delta * SHMKV__BT_ONE_HELD;
+        path[l]->pad = node_earliest(path[l]);
+    }
 }
 
 static int corrupt(const char *path, const char *kind)
@@ -399,6 +556,69 @@ static int corrupt(const char *path, const char *kind)
         ka->off[1] = t;
     } else if (!strcmp(kind, "index-n")) {
         ix->n += 1;
+    } else if (!strcmp(kind, "index-pad")) {
+        /* an earliest claim end in a tree that counts no claim */
+        ((shmkv__bt_node *)P(ix->root))->pad = 12345;
+    } else if (!strcmp(kind, "index-held")) {
+        shmkv__bt_node *r = P(ix->root);
+        if (r->leaf)
+            die("root is a leaf", 0);
+        r->e[0].count += SHMKV__BT_ONE_HELD;
+    } else if (!strcmp(kind, "leaf-held")) {
+        /* a leaf entry counted claimed without a claim end */
+        shmkv__bt_node *r = P(ix->root);
+        while (!r->leaf)
+            r = P(r->e[0].child);
+        r->e[0].count |= SHMKV__BT_ONE_HELD;
+    } else if (!strcmp(kind, "leaf-child")) {
+        /* the index counts a claim on a key whose entry has no lease: the
+         * leaf, its ancestors' claimed counts and their pads agree */
+        shmkv__bt_node *path[40];
+        int d = 0;
+        path[d] = P(ix->root);
+        while (!path[d]->leaf) {
+            path[d + 1] = P(path[d]->e[0].child);
+            d++;
+        }
+        path[d]->e[0].child = 999;
+        path[d]->e[0].count = shmkv__bt_leaf_count(999);
+        for (int k = 0; k <= d; k++) {
+            path[k]->pad = shmkv__expiry_min(path[k]->pad, 999);
+            if (k < d)
+                path[k]->e[0].count += SHMKV__BT_ONE_HELD;
+        }
+    } else if (!strcmp(kind, "lease-owner")) {
+        shmkv__block *b;
+        lease_of_job1(&b)->olen = SHMKV_OWNER_MAX + 44;
+    } else if (!strcmp(kind, "lease-past")) {
+        shmkv__block *b;
+        lease_of_job1(&b)->olen = SHMKV_OWNER_MAX; /* far past a small block */
+    } else if (!strcmp(kind, "lease-token")) {
+        shmkv__block *b;
+        lease_of_job1(&b)->token = atomic_load(&H->claim_token) + 1;
+    } else if (!strcmp(kind, "lease-token0")) {
+        shmkv__block *b;
+        lease_of_job1(&b)->token = 0;
+    } else if (!strcmp(kind, "lease-drop")) {
+        /* the flag gone: the index counts a claim the entry does not have */
+        shmkv__block *b;
+        lease_of_job1(&b);
+        b->flags &= (uint8_t)~SHMKV__BF_LEASE;
+    } else if (!strcmp(kind, "lease-expiry")) {
+        shmkv__block *b;
+        lease_of_job1(&b)->expiry -= 1000;
+    } else if (!strcmp(kind, "lease-high")) {
+        shmkv__block *b;
+        lease_of_job1(&b)->expiry = atomic_load(&H->lease_high) + 1;
+    } else if (!strcmp(kind, "lease-uncounted")) {
+        count_claim(ix, "job:01", 0);
+    } else if (!strcmp(kind, "boot")) {
+        /* as if written on another boot: every lease has ended */
+        memcpy(H->boot_id, "00000000-0000-4000-8000-000000000000", 36);
+    } else if (!strcmp(kind, "lease-flag")) {
+        /* a lease flag on an entry that has none: past its block, or 0s */
+        shmkv__block *b = shmkv__block_of(&(shmkv__map){ .base = base }, SHMKV__SLOT_OFF(w));
+        b->flags |= SHMKV__BF_LEASE;
     } else {
         fprintf(stderr, "dump-mkstore: unknown damage '%s'\n", kind);
         return 2;
@@ -426,6 +646,8 @@ int main(int argc, char **argv)
         return hold(argv[2]);
     if (argc == 3 && !strcmp(argv[1], "stop"))
         return stop(argv[2]);
+    if (argc == 4 && !strcmp(argv[1], "claims"))
+        return claims_store(argv[2], atoi(argv[3]));
     if (argc == 4 && !strcmp(argv[1], "corrupt"))
         return corrupt(argv[2], argv[3]);
     fprintf(stderr, "usage: dump-mkstore golden|many|churn|writer|hold|stop|corrupt ...\n");

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CLI tests of shmkv-dump.
 #   run.sh DUMP MKSTORE GROUP
-# GROUP: golden json check corrupt nonstore live (or "all").
+# GROUP: golden json check corrupt claims nonstore live export (or "all").
 # Every dump run on a file store is followed by a check that the store is
 # byte-identical (sha256) to what it was before the run, except while a
 # writer is deliberately changing it (group "live").
@@ -191,7 +191,7 @@ group_golden() {
     if wait_ready hold.out; then
         d "$shm" --memory "$MEMNAME"
         expect_rc 0 "memory store summary"
-        expect_grep '^format: +version 2, memory backend' "$T/out" "memory store: backend shown"
+        expect_grep '^format: +version 3, memory backend' "$T/out" "memory store: backend shown"
         expect_grep '^shutdown: +open' "$T/out" "memory store: open while held"
         expect_grep "pid [0-9]+ alive" "$T/out" "memory store: attached pid alive"
         d "$shm" --keys --memory "$MEMNAME"
@@ -218,7 +218,7 @@ group_golden() {
 group_json() {
     "$MK" golden g.kv || { bad "build golden store"; return; }
     d g.kv --json g.kv
-    json_ok "summary --json" 'd["format_version"] == 2 and d["backend"] == "disk" and d["keys"] == 28 and d["segments"] == 4 and d["track_keys"] is True and d["state"] == "clean" and d["clean"] is True and d["attached"] == [] and d["size"]["reserved"] == 64 << 20 and d["bytes_in_use"] > 0'
+    json_ok "summary --json" 'd["format_version"] == 3 and d["claims"] == {"live": 0, "expired": 0, "unreadable": 0, "last_token": 0} and d["backend"] == "disk" and d["keys"] == 28 and d["segments"] == 4 and d["track_keys"] is True and d["state"] == "clean" and d["clean"] is True and d["attached"] == [] and d["size"]["reserved"] == 64 << 20 and d["bytes_in_use"] > 0'
     d g.kv --keys --json g.kv
     json_ok "--keys --json" 'd["count"] == 28 and d["more"] is False and d["keys"][1] == "bad-json" and d["keys"][0] == {"key": "\ufffdbin\ufffd", "key_hex": "0162696eff"}'
     "$DUMP" --keys g.kv | tail -n +2 >keys.txt
@@ -363,12 +363,83 @@ group_corrupt() {
     damage index-blob m.kv 1 'does not match key|missing from the index'
     damage karr m.kv 1 'says position'
     damage index-n m.kv 1 'index: counts [0-9]+ keys'
+    # Claims (format 3): the index's claimed counts, claim ends and pads,
+    # and a lease flag on an entry without one.
+    damage index-pad m.kv 1 'says its earliest claim end is 12345, its subtree.s is 0'
+    damage index-held m.kv 1 'counts 1 claimed keys, its subtree holds 0'
+    damage leaf-held m.kv 1 'count 0x100000001 with claim end 0'
+    damage leaf-child m.kv 1 'index: counts a claim on key "k:[0-9]+", whose entry has no lease'
+    damage lease-flag g.kv 1 'lease at 0x[0-9a-f]+ .*(runs past|was never issued)'
+    "$MK" claims c.kv 1 || { bad "build claims store"; return; }
+    damage lease-owner c.kv 1 'key "job:01": lease at 0x[0-9a-f]+: owner of 300 bytes \(at most 256\)'
+    damage lease-past c.kv 1 'key "job:01": lease at 0x[0-9a-f]+: its owner of 256 bytes runs past its [0-9]+-byte block'
+    damage lease-token c.kv 1 'key "job:01": lease at 0x[0-9a-f]+: token 8 was never issued \(the last one is 7\)'
+    damage lease-token0 c.kv 1 'key "job:01": lease at 0x[0-9a-f]+: token 0 was never issued'
+    damage lease-drop c.kv 1 'index: counts a claim on key "job:01", whose entry has no lease'
+    damage lease-expiry c.kv 1 'index: counts a claim on key "job:01" ending at [0-9]+, its lease ends at [0-9]+'
+    damage lease-high c.kv 1 'key "job:01": lease at 0x[0-9a-f]+: ends at [0-9]+, after the latest end ever granted \([0-9]+\)'
+    damage lease-uncounted c.kv 1 'index: key "job:01" has a live claim \(token 1\) that the index does not count'
     # Listing a damaged store reports what it skipped and exits 1.
     cp g.kv skip.kv && "$MK" corrupt skip.kv entry-len
     d skip.kv --keys skip.kv
     expect_rc 1 "--keys skips a damaged entry"
     expect_grep 'skipped' "$T/err" "--keys says what it skipped"
     if [ "$(wc -l <"$T/out")" = 27 ]; then ok "--keys lists the 27 readable keys"; else bad "--keys on damage: $(wc -l <"$T/out") keys"; fi
+}
+
+# ---- claims: how leases are shown and checked ---------------------------------
+group_claims() {
+    "$MK" claims c.kv 1 || { bad "build claims store"; return; }
+    d c.kv c.kv
+    expect_rc 0 "summary of a store with claims"
+    expect_grep '^claims: +3 live, 1 expired, last token 7$' "$T/out" "summary counts live and expired claims"
+    d c.kv --json c.kv
+    json_ok "summary --json: claims" 'd["claims"] == {"live": 3, "expired": 1, "unreadable": 0, "last_token": 7}'
+    d c.kv --keys c.kv
+    expect_rc 0 "--keys with claims"
+    expect_grep $'^job:01\t\\(claim token 1, owner "vu-3", (599|600)\\.[0-9]{3} s left\\)$' "$T/out" "--keys: a live claim with its owner and time left"
+    expect_grep $'^job:02\t\\(claim token 2, [0-9]+\\.[0-9]{3} s left\\)$' "$T/out" "--keys: a claim without owner"
+    expect_grep $'^job:03\t\\(claim token 3, owner "vu-\\\\xff", expired [0-9]+ s ago\\)$' "$T/out" "--keys: a lease that ran out"
+    expect_grep $'^job:07\t\\(claim token 7, owner "vu-7", (599|600)\\.[0-9]{3} s left\\)$' "$T/out" "--keys: a renewed claim keeps its token"
+    if grep -qE '^job:(04|06|08)$' "$T/out" && ! grep -q '^job:05' "$T/out" && [ "$(wc -l <"$T/out")" = 11 ]; then
+        ok "--keys: released and completed keys carry no claim, a completed-and-deleted one is gone"
+    else
+        bad "--keys on claims: $(tr '\n' '|' <"$T/out")"
+    fi
+    d c.kv --list --prefix job:01 c.kv
+    expect_grep '^job:01 \(string, 6 bytes; claim token 1, owner "vu-3", [0-9.]+ s left\)$' "$T/out" "--list: the claim after kind and size"
+    expect_grep '^  todo 1$' "$T/out" "--list: the value of a claimed key"
+    d c.kv --keys --json c.kv
+    json_ok "--keys --json: claimed keys as objects" '[k for k in d["keys"] if isinstance(k, dict)][0]["claim"]["token"] == 1 and "job:04" in d["keys"] and len([k for k in d["keys"] if isinstance(k, dict)]) == 4'
+    d c.kv --list --json c.kv
+    json_ok "--list --json: claim members" '{e["key"]: e for e in d["entries"]}["job:01"]["claim"]["owner"] == "vu-3" and {e["key"]: e for e in d["entries"]}["job:01"]["claim"]["live"] is True and 590000 < {e["key"]: e for e in d["entries"]}["job:01"]["claim"]["ms_left"] <= 600000 and {e["key"]: e for e in d["entries"]}["job:03"]["claim"]["live"] is False and {e["key"]: e for e in d["entries"]}["job:03"]["claim"]["ms_left"] < 0 and {e["key"]: e for e in d["entries"]}["job:03"]["claim"]["owner_hex"] == "76752dff" and {e["key"]: e for e in d["entries"]}["job:02"]["claim"]["owner"] is None and "claim" not in {e["key"]: e for e in d["entries"]}["job:04"]'
+    d c.kv --check c.kv
+    expect_rc 0 "--check of a store with claims"
+    expect_grep '^checked: .*, 4 claims \(3 live\)$' "$T/out" "--check counts the claims"
+    d c.kv --check --json c.kv
+    json_ok "--check --json: claims" 'd["sound"] and d["checked"]["claims"] == 4 and d["checked"]["claims_live"] == 3'
+    d c.kv --export jsonl c.kv
+    expect_rc 0 "--export of a store with claims"
+    if [ "$(wc -l <"$T/out")" = 11 ] && ! grep -q claim "$T/out" && grep -q '"job:01"' "$T/out"; then
+        ok "--export: claimed keys exported as any other, no claims"
+    else
+        bad "--export with claims: $(head -3 "$T/out")"
+    fi
+    "$MK" claims u.kv 0 || { bad "build untracked claims store"; return; }
+    d u.kv --check u.kv
+    expect_rc 0 "--check of an untracked store with claims"
+    d u.kv u.kv
+    expect_grep '^claims: +3 live, 1 expired, last token 7$' "$T/out" "summary of an untracked store with claims"
+    # A store last used on another boot: every lease has ended.
+    cp c.kv boot.kv && "$MK" corrupt boot.kv boot
+    d boot.kv boot.kv
+    expect_grep '^claims: +0 live, 4 expired, last token 7$' "$T/out" "another boot: no live claim"
+    d boot.kv --keys --prefix job:01 boot.kv
+    expect_grep $'^job:01\t\\(claim token 1, owner "vu-3", ended \\(a lease of an earlier boot\\)\\)$' "$T/out" "another boot: the lease shown as ended"
+    d boot.kv --list --json --prefix job:01 boot.kv
+    json_ok "another boot: JSON" 'd["entries"][0]["claim"]["live"] is False and d["entries"][0]["claim"]["ms_left"] is None and d["entries"][0]["claim"]["earlier_boot"] is True'
+    d boot.kv --check boot.kv
+    expect_rc 0 "another boot: the index may count leases that ended"
 }
 
 # ---- nonstore ------------------------------------------------------------------
@@ -534,8 +605,8 @@ group_export() {
 }
 
 case $GROUP in
-golden | json | check | corrupt | nonstore | live | export) "group_$GROUP" ;;
-all) for g in golden json check corrupt nonstore live export; do "group_$g"; done ;;
+golden | json | check | corrupt | claims | nonstore | live | export) "group_$GROUP" ;;
+all) for g in golden json check corrupt claims nonstore live export; do "group_$g"; done ;;
 *) echo "unknown group $GROUP" >&2; exit 2 ;;
 esac
 

@@ -215,12 +215,12 @@ Test(space, version_1_store_is_upgraded_by_a_writer)
     cr_assert_eq(v, 1, "a read-only open changed the version");
     db = t_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
     T_OK(shmkv_stat(db, &in));
-    cr_assert_eq(in.format_version, 2);
+    cr_assert_eq(in.format_version, SHMKV__FORMAT_VERSION);
     put_val(db, "b", 5u << 20, 2);
     expect_val(db, "a", 10, 1);
     T_OK(shmkv_close(db));
     cr_assert_eq(pread(fd, &v, 4, 8), 4);
-    cr_assert_eq(v, 2);
+    cr_assert_eq(v, SHMKV__FORMAT_VERSION);
     close(fd);
     t_dump_check(where, SHMKV_BACKEND_DISK);
 }

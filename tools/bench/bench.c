@@ -61,6 +61,11 @@
 #define RK_PLEN      5u            /* "p%03u:" */
 #define LP_PLEN      12u           /* "p%03u:g%05u:" */
 
+#define NCP          10u           /* claim prefixes "p%02u" (10% of the keys each) */
+#define CP_PLEN      3u
+#define CLAIM_TTL_MS 30000u        /* the cycles' leases: completed long before they end */
+#define MAX_MISSES   100000000u    /* claim draws that found nothing claimable: a bug past this */
+
 #define MAX_PATHS    8
 #define PATH_LEN     512
 
@@ -76,6 +81,7 @@ static struct {
     bool disk;
     bool quick;
     bool verbose;
+    bool claims; /* --claims: the claim cycles instead of the default rows */
 } cfg;
 
 /* ------------------------------------------------------------------ */
@@ -228,6 +234,7 @@ typedef struct dataset {
     char rkp[NPFX][8];      /* random_key prefixes */
     char lp[LP_COUNT][16];  /* list prefixes */
     uint32_t lp_expect[LP_COUNT];
+    char cp[NCP][8];        /* claim prefixes */
 } dataset;
 
 /*
@@ -264,6 +271,8 @@ static void dataset_init(dataset *ds, uint64_t n, uint64_t seed)
         ds->seq[j] = (uint32_t)(rng_next(&s) % n);
     for (unsigned a = 0; a < NPFX; a++)
         snprintf(ds->rkp[a], sizeof ds->rkp[a], "p%03u:", a);
+    for (unsigned a = 0; a < NCP; a++)
+        snprintf(ds->cp[a], sizeof ds->cp[a], "p%02u", a);
     for (unsigned j = 0; j < LP_COUNT; j++) {
         uint64_t i = rng_next(&s) % n;
         unsigned a, g, cnt = 0;
@@ -303,6 +312,9 @@ static uint64_t key_number(const char *k, size_t klen)
 
 typedef enum op_kind {
     OP_GET, OP_SET, OP_RK, OP_RKP, OP_LIST, OP_LISTK,
+    OP_CLAIM_KEEP, /* claim_random(prefix) + claim_complete(delete 0) */
+    OP_CLAIM_DEL,  /* claim_random(prefix) + claim_complete(delete 1) */
+    OP_TAKE,       /* random_key(prefix) + delete: taking a token without a lease */
     OP_SPIN /* arithmetic only: what the machine gives two processes */
 } op_kind;
 
@@ -317,6 +329,9 @@ typedef struct worker {
     unsigned shift;      /* seq value >> shift, folded into span */
     uint64_t pos;        /* position in ds->seq */
     uint64_t gen;        /* set: stamp written into values */
+    uint32_t *taken;     /* OP_CLAIM_DEL, OP_TAKE: numbers of the keys removed */
+    uint64_t ntaken;
+    uint64_t misses;     /* draws that found nothing (another process took it first) */
     char err[256];
 } worker;
 
@@ -520,6 +535,71 @@ static int spin_loop(worker *w, uint64_t n)
     return 0;
 }
 
+/* One claim cycle per op: claim a random claimable key of a random claim
+ * prefix (with its value, as k6's claimRandom reads it), then complete it.
+ * With delete the key goes, and its number is recorded for the refill. */
+static int kv_claim_loop(worker *w, uint64_t n)
+{
+    char kb[64];
+    unsigned char vb[64];
+    const int del = w->op == OP_CLAIM_DEL;
+    shmkv_lease lease = {"bench", 5, CLAIM_TTL_MS};
+    for (uint64_t i = 0; i < n; i++) {
+        const char *pfx = w->ds->cp[w->ds->seq[w->pos++ & SEQ_MASK] % NCP];
+        size_t kl = 0, vl = 0;
+        shmkv_claim cl;
+        int rc = shmkv_claim_random(w->db, pfx, CP_PLEN, &lease, kb, sizeof kb, &kl, &cl, vb,
+                                    sizeof vb, &vl, NULL);
+        if (rc == SHMKV_ENOTFOUND && ++w->misses < MAX_MISSES) {
+            i--; /* the other process holds what was claimable there just now */
+            continue;
+        }
+        if (rc != 0)
+            return fail(w, "shmkv_claim_random(%s): %s", pfx, shmkv_strerror(rc));
+        if (check_key(w, "shmkv_claim_random", kb, kl, pfx, CP_PLEN))
+            return -1;
+        if (vl != VLEN || memcmp(vb, kb, kl) != 0)
+            return fail(w, "shmkv_claim_random(%s) returned a wrong value for %.*s", pfx, (int)kl, kb);
+        if (cl.token == 0)
+            return fail(w, "shmkv_claim_random(%s) returned token 0", pfx);
+        rc = shmkv_claim_complete(w->db, kb, kl, cl.token, del);
+        if (rc != 0)
+            return fail(w, "shmkv_claim_complete(%.*s, %" PRIu64 ", %d): %s", (int)kl, kb, cl.token,
+                        del, shmkv_strerror(rc));
+        if (del)
+            w->taken[w->ntaken++] = (uint32_t)key_number(kb, kl);
+    }
+    return 0;
+}
+
+/* The same pool taken without leases: a random key of the prefix, deleted
+ * if still there (k6's randomKey + deleteIfExists). */
+static int kv_take_loop(worker *w, uint64_t n)
+{
+    char kb[64];
+    for (uint64_t i = 0; i < n; i++) {
+        const char *pfx = w->ds->cp[w->ds->seq[w->pos++ & SEQ_MASK] % NCP];
+        size_t kl = 0;
+        int rc = shmkv_random_key(w->db, pfx, CP_PLEN, kb, sizeof kb, &kl);
+        if (rc == 0) {
+            int existed = 0;
+            if (check_key(w, "shmkv_random_key", kb, kl, pfx, CP_PLEN))
+                return -1;
+            rc = shmkv_delete(w->db, kb, kl, &existed);
+            if (rc == 0 && !existed)
+                rc = SHMKV_ENOTFOUND;
+        }
+        if (rc == SHMKV_ENOTFOUND && ++w->misses < MAX_MISSES) {
+            i--; /* the other process took it first */
+            continue;
+        }
+        if (rc != 0)
+            return fail(w, "take (%s): %s", pfx, shmkv_strerror(rc));
+        w->taken[w->ntaken++] = (uint32_t)key_number(kb, kl);
+    }
+    return 0;
+}
+
 static int run_ops(worker *w, uint64_t n)
 {
     if (w->op == OP_SPIN)
@@ -538,6 +618,9 @@ static int run_ops(worker *w, uint64_t n)
     case OP_RKP: return kv_rkp_loop(w, n);
     case OP_LIST:
     case OP_LISTK: return kv_list_loop(w, n);
+    case OP_CLAIM_KEEP:
+    case OP_CLAIM_DEL: return kv_claim_loop(w, n);
+    case OP_TAKE: return kv_take_loop(w, n);
     case OP_SPIN: break;
     }
     return fail(w, "unknown operation");
@@ -591,9 +674,15 @@ typedef struct ctl {
     struct {
         double t0, t1;
         int failed;
+        uint64_t ntaken, misses;
         char msg[256];
     } r[MAXP];
 } ctl;
+
+/* Shared with the children: the key numbers each one removed, child c's
+ * from g_taken + c * g_taken_cap. */
+static uint32_t *g_taken;
+static uint64_t g_taken_cap;
 
 static ctl *g_ctl;
 
@@ -629,6 +718,12 @@ static void child_main(const worker *tmpl, store_ref st, int nproc, int c, uint6
     w.base = (uint64_t)c * w.span;
     w.shift = nproc == 1 ? 0 : 1;
     w.pos = tmpl->pos + (uint64_t)c * (SEQ_LEN / MAXP);
+    if (w.op == OP_CLAIM_DEL || w.op == OP_TAKE) {
+        w.taken = g_taken + (uint64_t)c * g_taken_cap;
+        w.ntaken = 0;
+        if (ops > g_taken_cap)
+            rc = fail(&w, "%" PRIu64 " removals do not fit the record of %" PRIu64, ops, g_taken_cap);
+    }
 
     /* Fault in this process's mapping of its keys before the clock starts:
      * one get of every key in the range, for the store and the baseline. */
@@ -656,6 +751,8 @@ out:
         double t1 = now_s();
         g_ctl->r[c].t0 = t0;
         g_ctl->r[c].t1 = t1;
+        g_ctl->r[c].ntaken = w.ntaken;
+        g_ctl->r[c].misses = w.misses;
     }
     if (rc != 0) {
         g_ctl->r[c].failed = 1;
@@ -1385,19 +1482,291 @@ static void print_targets(const sizeres *res, int n)
 }
 
 /* ------------------------------------------------------------------ */
+/* --claims: claim cycles                                              */
+
+/*
+ * A pool of n tracked keys (the prefixed keys), claimed through 10 claim
+ * prefixes "p00".."p09" (10% of the keys each), one drawn at random per
+ * cycle. Every 1- and 2-process figure comes from forked children on the
+ * same store, as the 2-process rows of the default run. Cycles that delete
+ * remove at most a quarter of the keys per timed run; the parent puts them
+ * back between runs, untimed.
+ */
+typedef struct claims_res {
+    uint64_t n, held_keys;
+    series keep[MAXP], held[MAXP], del[MAXP], take[MAXP]; /* cycles/s */
+    series held_ratio[MAXP]; /* time per cycle: 99% held / none held */
+    series del_ratio[MAXP];  /* time per cycle: claim+complete(delete) / take */
+    series keep_scale, held_scale, del_scale, take_scale; /* 2p/1p */
+    series mc;
+    uint64_t misses;
+} claims_res;
+
+/* Puts back the keys the children of the last forked run removed. */
+static void refill(store *st, const dataset *ds, int nproc)
+{
+    unsigned char val[VLEN];
+    memset(val, '.', sizeof val);
+    for (int c = 0; c < nproc; c++) {
+        const uint32_t *t = g_taken + (uint64_t)c * g_taken_cap;
+        for (uint64_t j = 0; j < g_ctl->r[c].ntaken; j++) {
+            if (t[j] >= ds->n)
+                die("refill: key number %u out of range", (unsigned)t[j]);
+            const char *key = ds->tkeys + (uint64_t)t[j] * TRACK_STRIDE;
+            make_value(val, key, TRACK_KLEN, 0);
+            int rc = shmkv_set(st->db, key, TRACK_KLEN, val, VLEN, SHMKV_KIND_BYTES);
+            if (rc != 0)
+                die("refill: shmkv_set(%s): %s", key, shmkv_strerror(rc));
+        }
+    }
+    if (shmkv_size(st->db) != ds->n)
+        die("refill: the store holds %" PRIu64 " keys, expected %" PRIu64, shmkv_size(st->db), ds->n);
+}
+
+/* Cycles per second of nproc children doing `total` cycles each, in runs
+ * of at most a quarter of the keys when the cycle removes keys. */
+static double claims_run(worker *w, store *st, int nproc, uint64_t total, uint64_t *misses)
+{
+    bool removes = w->op == OP_CLAIM_DEL || w->op == OP_TAKE;
+    uint64_t per = total;
+    if (removes && per > g_taken_cap / (uint64_t)nproc)
+        per = g_taken_cap / (uint64_t)nproc;
+    if (per < 1)
+        per = 1;
+    double ops = 0, secs = 0;
+    for (uint64_t done = 0; done < total; done += per) {
+        w->pos += 104729;
+        double thr = forked(w, st->ref, nproc, per);
+        ops += (double)nproc * (double)per;
+        secs += (double)nproc * (double)per / thr;
+        for (int c = 0; c < nproc; c++)
+            *misses += g_ctl->r[c].misses;
+        if (removes)
+            refill(st, w->ds, nproc);
+    }
+    return ops / secs;
+}
+
+/* Claims 99% of the keys (all but one in a hundred of every claim prefix)
+ * with a 24 h lease. */
+static uint64_t hold_most(store *st, const dataset *ds)
+{
+    shmkv_lease lease = {"held", 4, SHMKV_TTL_MAX_MS};
+    uint64_t held = 0;
+    for (uint64_t i = 0; i < ds->n; i++) {
+        if ((i / NPFX) % 100 == 0)
+            continue;
+        const char *key = ds->tkeys + i * TRACK_STRIDE;
+        shmkv_claim cl;
+        int rc = shmkv_claim_key(st->db, key, TRACK_KLEN, &lease, &cl, NULL, 0, NULL, NULL);
+        if (rc != 0)
+            die("hold: shmkv_claim_key(%s): %s", key, shmkv_strerror(rc));
+        held++;
+    }
+    return held;
+}
+
+static void check_claims(store *st, const dataset *ds, uint64_t want_live, const char *what)
+{
+    uint64_t live = 0, expired = 0;
+    int rc = shmkv_claim_count(st->db, NULL, 0, &live, &expired);
+    if (rc != 0)
+        die("%s: shmkv_claim_count: %s", what, shmkv_strerror(rc));
+    if (live != want_live || shmkv_size(st->db) != ds->n)
+        die("%s: %" PRIu64 " live claims (expected %" PRIu64 ") and %" PRIu64
+            " keys (expected %" PRIu64 ")", what, live, want_live, shmkv_size(st->db), ds->n);
+}
+
+static void run_claims(uint64_t n, claims_res *R)
+{
+    memset(R, 0, sizeof *R);
+    R->n = n;
+    dataset *ds = calloc(1, sizeof *ds);
+    if (!ds)
+        die("out of memory");
+    progress("%" PRIu64 " keys: generating keys", n);
+    dataset_init(ds, n, 0x5eed0000u + n);
+    g_taken_cap = n / 4;
+    g_taken = mmap(NULL, (size_t)(g_taken_cap * MAXP) * sizeof(uint32_t), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (g_taken == MAP_FAILED)
+        die("mmap: %s", strerror(errno));
+
+    progress("%" PRIu64 " keys: populating two tracked stores, holding 99%% of one", n);
+    store pool, heldst;
+    store_open(&pool, SHMKV_BACKEND_MEMORY, SHMKV_TRACK_ON);
+    populate(&pool, ds, true);
+    store_open(&heldst, SHMKV_BACKEND_MEMORY, SHMKV_TRACK_ON);
+    populate(&heldst, ds, true);
+    double t0 = now_s();
+    R->held_keys = hold_most(&heldst, ds);
+    progress("%" PRIu64 " keys: %" PRIu64 " claims taken in %.2f s", n, R->held_keys, now_s() - t0);
+    check_claims(&heldst, ds, R->held_keys, "after holding");
+
+    uint64_t p = 0;
+    worker keep = make_worker(OP_CLAIM_KEEP, pool.db, NULL, ds, true, p += 7919);
+    worker held = make_worker(OP_CLAIM_KEEP, heldst.db, NULL, ds, true, p += 7919);
+    worker del = make_worker(OP_CLAIM_DEL, pool.db, NULL, ds, true, p += 7919);
+    worker take = make_worker(OP_TAKE, pool.db, NULL, ds, true, p += 7919);
+
+    /* How many cycles one process does in a budget, from the keep cycle
+     * in this process (it leaves the store as it was). */
+    progress("%" PRIu64 " keys: warming up", n);
+    double ns = timed(&keep, cfg.budget / 4);
+    ns = timed(&keep, cfg.budget / 2);
+    uint64_t total = child_ops(ns);
+    uint64_t warm = total / 8 > 0 ? total / 8 : 1;
+    claims_run(&held, &heldst, 1, warm, &R->misses);
+    claims_run(&del, &pool, 1, warm, &R->misses);
+    claims_run(&take, &pool, 1, warm, &R->misses);
+
+    for (int r = 0; r < cfg.rounds; r++) {
+        progress("%" PRIu64 " keys: claims round %d/%d", n, r + 1, cfg.rounds);
+        double before = machine_check(ds);
+        double k[MAXP], h[MAXP], d[MAXP], t[MAXP];
+        for (int i = 0; i < MAXP; i++) {
+            int np = r % 2 == 0 ? i + 1 : MAXP - i; /* alternate the order by round */
+            int x = np - 1;
+            if (r % 2 == 0) {
+                k[x] = claims_run(&keep, &pool, np, total, &R->misses);
+                h[x] = claims_run(&held, &heldst, np, total, &R->misses);
+                d[x] = claims_run(&del, &pool, np, total, &R->misses);
+                t[x] = claims_run(&take, &pool, np, total, &R->misses);
+            } else {
+                t[x] = claims_run(&take, &pool, np, total, &R->misses);
+                d[x] = claims_run(&del, &pool, np, total, &R->misses);
+                h[x] = claims_run(&held, &heldst, np, total, &R->misses);
+                k[x] = claims_run(&keep, &pool, np, total, &R->misses);
+            }
+        }
+        double after = machine_check(ds);
+        put(&R->mc, before < after ? before : after);
+        for (int x = 0; x < MAXP; x++) {
+            put(&R->keep[x], k[x]);
+            put(&R->held[x], h[x]);
+            put(&R->del[x], d[x]);
+            put(&R->take[x], t[x]);
+            put(&R->held_ratio[x], k[x] / h[x]);
+            put(&R->del_ratio[x], t[x] / d[x]);
+        }
+        put(&R->keep_scale, k[1] / k[0]);
+        put(&R->held_scale, h[1] / h[0]);
+        put(&R->del_scale, d[1] / d[0]);
+        put(&R->take_scale, t[1] / t[0]);
+    }
+
+    progress("%" PRIu64 " keys: final check", n);
+    check_claims(&pool, ds, 0, "final check of the pool");
+    check_claims(&heldst, ds, R->held_keys, "final check of the held store");
+
+    store_close(&heldst);
+    store_close(&pool);
+    munmap(g_taken, (size_t)(g_taken_cap * MAXP) * sizeof(uint32_t));
+    g_taken = NULL;
+    dataset_free(ds);
+    free(ds);
+}
+
+static void print_claims(const claims_res *res, int nres)
+{
+    static const char *hdr[] = {"cycle", "keys", "held", "procs", "cycles/s", "us/cycle",
+                                "time vs reference", "2p/1p"};
+    enum { NCOL = 8 };
+    char cell[MAX_SIZES * 8][NCOL][64];
+    int width[NCOL], nr = 0;
+    for (int c = 0; c < NCOL; c++)
+        width[c] = (int)strlen(hdr[c]);
+    for (int i = 0; i < nres; i++) {
+        const claims_res *R = &res[i];
+        struct {
+            const char *name, *held;
+            const series *thr, *ratio, *scale;
+            const char *ref;
+        } kinds[4] = {
+            {"claim_random+complete(keep)", "0", R->keep, NULL, &R->keep_scale, NULL},
+            {"claim_random+complete(keep)", "99%", R->held, R->held_ratio, &R->held_scale, "vs 0% held"},
+            {"claim_random+complete(delete)", "0", R->del, R->del_ratio, &R->del_scale, "vs take"},
+            {"take: random_key+delete", "0", R->take, NULL, &R->take_scale, NULL},
+        };
+        for (int k = 0; k < 4; k++) {
+            for (int x = 0; x < MAXP; x++, nr++) {
+                char ops[32], us[32], rt[32], sc[32];
+                double thr = median(&kinds[k].thr[x]);
+                snprintf(cell[nr][0], 64, "%s", kinds[k].name);
+                fmt_keys(R->n, cell[nr][1], 64);
+                snprintf(cell[nr][2], 64, "%s", kinds[k].held);
+                snprintf(cell[nr][3], 64, "%d", x + 1);
+                snprintf(cell[nr][4], 64, "%s", fmt_ops(thr, ops, sizeof ops));
+                snprintf(cell[nr][5], 64, "%s", fmt_us(1e6 / thr, us, sizeof us));
+                if (kinds[k].ratio)
+                    snprintf(cell[nr][6], 64, "%s %s",
+                             fmt_ratio(median(&kinds[k].ratio[x]), rt, sizeof rt), kinds[k].ref);
+                else
+                    snprintf(cell[nr][6], 64, "-");
+                snprintf(cell[nr][7], 64, "%s", x == 1 ? fmt_ratio(median(kinds[k].scale), sc, sizeof sc) : "-");
+                for (int c = 0; c < NCOL; c++) {
+                    int l = (int)strlen(cell[nr][c]);
+                    if (l > width[c])
+                        width[c] = l;
+                }
+            }
+        }
+    }
+    if (cfg.markdown) {
+        printf("|");
+        for (int c = 0; c < NCOL; c++)
+            printf(" %s |", hdr[c]);
+        printf("\n|");
+        for (int c = 0; c < NCOL; c++)
+            printf(c == 0 || c == 2 ? " --- |" : " ---: |");
+        printf("\n");
+        for (int i = 0; i < nr; i++) {
+            printf("|");
+            for (int c = 0; c < NCOL; c++)
+                printf(" %s |", strcmp(cell[i][c], "-") == 0 ? "—" : cell[i][c]);
+            printf("\n");
+        }
+    } else {
+        for (int c = 0; c < NCOL; c++)
+            printf(c == 0 ? "%-*s" : "  %*s", width[c], hdr[c]);
+        printf("\n");
+        for (int i = 0; i < nr; i++) {
+            for (int c = 0; c < NCOL; c++)
+                printf(c == 0 ? "%-*s" : "  %*s", width[c], cell[i][c]);
+            printf("\n");
+        }
+    }
+    printf("\n");
+    for (int i = 0; i < nres; i++) {
+        char kb[32];
+        int ok = 0;
+        for (int r = 0; r < res[i].mc.n; r++)
+            ok += res[i].mc.v[r] >= MACHINE_OK;
+        printf("%s%s keys: %" PRIu64 " keys held in the 99%% rows; machine check (2p/1p of an "
+               "arithmetic loop, before and after each round) median %.2fx, %d/%d rounds >= %.1fx; "
+               "%" PRIu64 " draws found the prefix's claimable keys all taken by the other process\n",
+               cfg.markdown ? "- " : "", fmt_keys(res[i].n, kb, sizeof kb), res[i].held_keys,
+               median(&res[i].mc), ok, res[i].mc.n, MACHINE_OK, res[i].misses);
+    }
+}
+
+/* ------------------------------------------------------------------ */
 /* Options                                                             */
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: shmkv-bench [--quick] [--keys N[,N...]] [--rounds N] [--time-ms MS]\n"
-            "                   [--disk] [--markdown] [--verbose]\n"
+            "                   [--disk] [--claims] [--markdown] [--verbose]\n"
             "  --quick       small sizes, 2 rounds, short measurements (a smoke test)\n"
             "  --keys LIST   key counts, comma-separated; k and M suffixes accepted\n"
             "                (default 10k,1M; %u..%u)\n"
             "  --rounds N    rounds per measurement; medians are reported (default 5)\n"
             "  --time-ms MS  length of one timed measurement (default 200)\n"
             "  --disk        also measure get/set on the disk backend (a temp file)\n"
+            "  --claims      claim cycles (claim_random + complete, 1 and 2 processes,\n"
+            "                with 99%% of the keys held, and beside random_key + delete)\n"
+            "                instead of the default rows\n"
             "  --markdown    print the table as Markdown\n"
             "  --verbose     also print every round's values (to stderr)\n",
             MIN_KEYS, MAX_KEYS);
@@ -1445,6 +1814,7 @@ int main(int argc, char **argv)
         {"rounds", required_argument, NULL, 'r'},
         {"time-ms", required_argument, NULL, 't'},
         {"disk", no_argument, NULL, 'd'},
+        {"claims", no_argument, NULL, 'c'},
         {"markdown", no_argument, NULL, 'm'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -1473,6 +1843,7 @@ int main(int argc, char **argv)
             }
             break;
         case 'd': cfg.disk = true; break;
+        case 'c': cfg.claims = true; break;
         case 'm': cfg.markdown = true; break;
         case 'v': cfg.verbose = true; break;
         case 'h': usage(stdout); return 0;
@@ -1495,6 +1866,16 @@ int main(int argc, char **argv)
     g_ctl = mmap(NULL, sizeof(ctl), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (g_ctl == MAP_FAILED)
         die("mmap: %s", strerror(errno));
+
+    if (cfg.claims) {
+        static claims_res cres[MAX_SIZES];
+        for (int i = 0; i < cfg.nsizes; i++)
+            run_claims(cfg.sizes[i], &cres[i]);
+        print_header(argc, argv);
+        print_claims(cres, cfg.nsizes);
+        munmap(g_ctl, sizeof(ctl));
+        return 0;
+    }
 
     static sizeres res[MAX_SIZES];
     for (int i = 0; i < cfg.nsizes; i++) {

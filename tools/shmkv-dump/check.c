@@ -93,6 +93,7 @@ void report_free(report *r)
 
 typedef struct check_res {
     uint64_t chunks, blocks, keys, index_keys;
+    uint64_t claims, claims_live; /* sound leases, and those not run out */
 } check_res;
 
 uint32_t owner_slot(const ck *c, uint32_t owner)
@@ -192,6 +193,18 @@ static int run_check(const store *s, const view *v, uint64_t file_len, const shm
     c.live = live;
     c.reopen_repair = !live && atomic_load_explicit(&h->clean, memory_order_relaxed) == 0;
     c.tables_complete = true;
+    /* After the snapshot: a lease it holds ended by now or is live now. */
+    lclock_init(&c.clk, h);
+    c.last_token = atomic_load_explicit(&h->claim_token, memory_order_relaxed);
+    c.lease_high = atomic_load_explicit(&h->lease_high, memory_order_relaxed);
+    shmkv__hdr cur;
+    if (live && store_read_hdr(s, &cur) && memcmp(cur.magic, SHMKV__MAGIC, 8) == 0) {
+        /* claims made while the copy was taken */
+        uint64_t t = atomic_load_explicit(&cur.claim_token, memory_order_relaxed);
+        uint64_t x = atomic_load_explicit(&cur.lease_high, memory_order_relaxed);
+        c.last_token = t > c.last_token ? t : c.last_token;
+        c.lease_high = x > c.lease_high ? x : c.lease_high;
+    }
     memset(res, 0, sizeof *res);
     c.ow = calloc(h->nseg + 1, sizeof *c.ow);
     if (!c.ow)
@@ -253,6 +266,8 @@ static int run_check(const store *s, const view *v, uint64_t file_len, const shm
     res->blocks = c.sc.nb;
     res->keys = c.live_slots;
     res->index_keys = h->track_keys ? c.ntk : 0;
+    res->claims = c.leases;
+    res->claims_live = c.leases_live;
 out:
     scan_free(&c.sc);
     free(c.ow);
@@ -291,6 +306,9 @@ static void print_text(const store *s, const shmkv__hdr *h, const report *r,
             res->chunks, res->blocks, res->keys);
     if (h->track_keys)
         fprintf(f, ", index of %" PRIu64 " keys", res->index_keys);
+    if (res->claims)
+        fprintf(f, ", %" PRIu64 " claim%s (%" PRIu64 " live)", res->claims,
+                res->claims == 1 ? "" : "s", res->claims_live);
     fputc('\n', f);
     if (live)
         fprintf(f, "note: the store is in use; %d snapshot%s checked, only problems seen in "
@@ -333,8 +351,9 @@ static void print_json(const store *s, const shmkv__hdr *h, const report *r,
         fprintf(f, ",\"segments\":%" PRIu32 ",\"track_keys\":%s", h->nseg,
                 h->track_keys ? "true" : "false");
     fprintf(f, ",\"checked\":{\"chunks\":%" PRIu64 ",\"blocks\":%" PRIu64 ",\"keys\":%" PRIu64
-            ",\"index_keys\":%" PRIu64 "}", res->chunks, res->blocks, res->keys,
-            res->index_keys);
+            ",\"index_keys\":%" PRIu64 ",\"claims\":%" PRIu64 ",\"claims_live\":%" PRIu64 "}",
+            res->chunks, res->blocks, res->keys, res->index_keys, res->claims,
+            res->claims_live);
     fprintf(f, ",\"problem_count\":%" PRIu64 ",\"problems\":[", r->prob_total);
     for (size_t i = 0; i < r->nprob; i++) {
         fputs(i ? ",\n" : "\n", f);

@@ -27,6 +27,7 @@ typedef struct owner_st {
 typedef struct tkey {
     const unsigned char *k;
     uint32_t klen;
+    uint64_t child; /* the claim end the index counts, 0: none */
 } tkey;
 
 typedef struct ck {
@@ -51,6 +52,10 @@ typedef struct ck {
     bool tree_sorted;
     bool tables_complete; /* every live slot's entry was read */
     uint64_t karr_bad;
+    lclock clk;          /* the lease clock when the check began */
+    uint64_t leases, leases_live; /* sound leases in the tables, live ones */
+    uint64_t last_token; /* the last claim token issued: no lease has a later one */
+    uint64_t lease_high; /* the latest lease end granted: no lease ends later */
 } ck;
 
 /* ---- helpers (check.c) ---------------------------------------------------- */

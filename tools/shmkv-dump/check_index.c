@@ -18,7 +18,7 @@ typedef struct frame {
     uint64_t off;
     shmkv__bt_node nd;
     uint32_t i;
-    uint64_t count;   /* keys counted below */
+    shmkv__bt_sum sum; /* keys, claimed keys and earliest claim end below */
     uint64_t min_key; /* blob of the smallest key below, 0: none */
     uint64_t min_pfx;
     bool partial;     /* some subtree could not be walked */
@@ -67,7 +67,7 @@ static bool load_node(ck *c, uint64_t off, bool root, shmkv__bt_node *nd)
     return true;
 }
 
-static int push_tkey(ck *c, const unsigned char *k, uint32_t klen)
+static int push_tkey(ck *c, const unsigned char *k, uint32_t klen, uint64_t child)
 {
     if (c->ntk == c->captk) {
         size_t n = c->captk ? c->captk * 2 : 1024;
@@ -77,7 +77,7 @@ static int push_tkey(ck *c, const unsigned char *k, uint32_t klen)
         c->tk = p;
         c->captk = n;
     }
-    c->tk[c->ntk++] = (tkey){ k, klen };
+    c->tk[c->ntk++] = (tkey){ k, klen, child };
     return 0;
 }
 
@@ -86,9 +86,10 @@ static const unsigned char *leaf_entry(ck *c, uint64_t node, uint32_t i, const s
                                        uint32_t *klen)
 {
     char kb[256];
-    if (e->child != 0 || e->count != 1)
-        prob(c->r, "index: leaf 0x%" PRIx64 " entry %" PRIu32 ": child %" PRIu64 " / count %"
-             PRIu64 " (a leaf entry has 0 / 1)", node, i, e->child, e->count);
+    if (e->count != shmkv__bt_leaf_count(e->child))
+        prob(c->r, "index: leaf 0x%" PRIx64 " entry %" PRIu32 ": count 0x%" PRIx64 " with claim "
+             "end %" PRIu64 " (a leaf entry counts 1 key, and 1 claimed when its claim end is "
+             "not 0)", node, i, e->count, e->child);
     long bi = scan_find(&c->sc, e->key);
     if (bi < 0 && unknown_at(c, e->key))
         return NULL;
@@ -157,9 +158,9 @@ static int check_tree(ck *c, uint64_t root)
                         c->tree_sorted = false;
                     }
                 }
-                if ((rc = push_tkey(c, k, klen)) < 0)
+                if ((rc = push_tkey(c, k, klen, e->child)) < 0)
                     break;
-                f->count++;
+                shmkv__bt_sum_leaf(&f->sum, e);
                 if (f->i == 0) {
                     f->min_key = e->key;
                     f->min_pfx = e->pfx;
@@ -199,21 +200,30 @@ static int check_tree(ck *c, uint64_t root)
         }
         if (f->partial)
             partial = true;
+        else if (f->nd.pad != f->sum.earliest)
+            prob(c->r, "index: node 0x%" PRIx64 " says its earliest claim end is %" PRIu64
+                 ", its subtree's is %" PRIu64 "%s", f->off, f->nd.pad, f->sum.earliest,
+                 f->sum.earliest ? "" : " (none)");
         if (d == 0)
             break;
         frame *p = &st[d - 1];
         const shmkv__bt_ent *pe = &p->nd.e[p->i];
         if (!f->partial) {
-            if (pe->count != f->count)
+            if (SHMKV__BT_KEYS(pe->count) != f->sum.keys)
                 prob(c->r, "index: node 0x%" PRIx64 " entry %" PRIu32 " counts %" PRIu64
-                     " keys, its subtree holds %" PRIu64, p->off, p->i, pe->count, f->count);
+                     " keys, its subtree holds %" PRIu64, p->off, p->i,
+                     (uint64_t)SHMKV__BT_KEYS(pe->count), f->sum.keys);
+            if (SHMKV__BT_HELD(pe->count) != f->sum.held)
+                prob(c->r, "index: node 0x%" PRIx64 " entry %" PRIu32 " counts %" PRIu64
+                     " claimed keys, its subtree holds %" PRIu64, p->off, p->i,
+                     (uint64_t)SHMKV__BT_HELD(pe->count), f->sum.held);
             if (pe->key != f->min_key || pe->pfx != f->min_pfx)
                 prob(c->r, "index: node 0x%" PRIx64 " entry %" PRIu32 " does not name the "
                      "smallest key of its subtree", p->off, p->i);
         } else {
             p->partial = true;
         }
-        p->count += f->count;
+        shmkv__bt_sum_add(&p->sum, &f->sum);
         if (p->i == 0) {
             p->min_key = f->min_key;
             p->min_pfx = f->min_pfx;
@@ -295,6 +305,24 @@ static int tkey_cmp(const void *a, const void *b)
     return shmkv__keycmp(x->k, x->klen, y->k, y->klen);
 }
 
+/* The claim the index counts for a key (tk->child, 0: none) against its
+ * entry's lease: a counted claim is the lease, with its end; a live lease
+ * is always counted (one that ran out may still be: it is reclaimed
+ * lazily). */
+static void compare_claim(ck *c, const ent *e, const tkey *tk)
+{
+    char kb[256];
+    if (tk->child && !e->leased)
+        prob(c->r, "index: counts a claim on key %s, whose entry has no lease",
+             kdesc(e->key, e->klen, kb, sizeof kb));
+    else if (tk->child && e->expiry != tk->child)
+        prob(c->r, "index: counts a claim on key %s ending at %" PRIu64 ", its lease ends at %"
+             PRIu64, kdesc(e->key, e->klen, kb, sizeof kb), tk->child, e->expiry);
+    else if (!tk->child && e->leased && lclock_live(&c->clk, e->expiry))
+        prob(c->r, "index: key %s has a live claim (token %" PRIu64 ") that the index does not "
+             "count", kdesc(e->key, e->klen, kb, sizeof kb), e->token);
+}
+
 static void compare_index(ck *c)
 {
     char kb[256];
@@ -311,6 +339,7 @@ static void compare_index(ck *c)
         else
             cmp = shmkv__keycmp(c->e[i].key, c->e[i].klen, c->tk[j].k, c->tk[j].klen);
         if (cmp == 0) {
+            compare_claim(c, &c->e[i], &c->tk[j]);
             i++, j++;
         } else if (cmp < 0) {
             if (missing++ < EXAMPLES)

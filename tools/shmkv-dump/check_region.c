@@ -278,8 +278,14 @@ void check_blocks(ck *c)
     for (size_t i = 0; i < c->sc.nb; i++) {
         const blk *b = &c->sc.b[i];
         uint32_t s = owner_slot(c, b->owner);
-        if (b->flags & ~(SHMKV__BF_USED | SHMKV__BF_MARK))
+        uint8_t known = SHMKV__BF_USED | SHMKV__BF_MARK |
+                        (c->h->version >= 3 ? SHMKV__BF_LEASE : 0);
+        if (b->flags & ~known)
             prob(c->r, "block 0x%" PRIx64 ": unknown flags 0x%02x", b->off, b->flags);
+        else if ((b->flags & SHMKV__BF_LEASE) && (b->flags & SHMKV__BF_USED) &&
+                 b->ref != REF_ENTRY && b->ref != REF_NONE)
+            prob(c->r, "block 0x%" PRIx64 ": a lease flag on a block referenced by %s", b->off,
+                 ref_name(b->ref));
         if ((b->flags & SHMKV__BF_MARK) && !marks++)
             mark_at = b->off;
         if (s == UINT32_MAX || !c->ow[s].walk_ok)

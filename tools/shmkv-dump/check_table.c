@@ -24,6 +24,35 @@ static int push_ent(ck *c, const ent *e)
     return 0;
 }
 
+/* An entry's lease, when its block says it has one: inside the block after
+ * key and value, an owner of at most SHMKV_OWNER_MAX bytes, a token that
+ * was issued, an end no later than the latest granted. A sound one is kept
+ * in *e for the index's check. */
+static void check_lease(ck *c, uint32_t i, uint64_t j, ent *e)
+{
+    char kb[256], why[256];
+    shmkv__lease l;
+    const unsigned char *owner;
+    e->leased = false;
+    int r = entry_lease(c->v, e, c->last_token, c->lease_high, &l, &owner, why, sizeof why);
+    if (r == 0)
+        return;
+    if (r < 0) {
+        prob(c->r, "segment %" PRIu32 " slot %" PRIu64 ": key %s: %s", i, j,
+             kdesc(e->key, e->klen, kb, sizeof kb), why);
+        return;
+    }
+    if (c->h->version < 3)
+        prob(c->r, "segment %" PRIu32 " slot %" PRIu64 ": key %s has a lease, but the store is "
+             "of format version %" PRIu32 ", which has none", i, j,
+             kdesc(e->key, e->klen, kb, sizeof kb), c->h->version);
+    e->leased = true;
+    e->expiry = l.expiry;
+    e->token = l.token;
+    c->leases++;
+    c->leases_live += lclock_live(&c->clk, l.expiry);
+}
+
 int check_segment(ck *c, uint32_t i)
 {
     shmkv__seg sg;
@@ -123,6 +152,7 @@ int check_segment(ck *c, uint32_t i)
         if (e.kind > SHMKV_KIND_JSON)
             prob(c->r, "segment %" PRIu32 " slot %" PRIu64 ": entry %s has unknown value "
                  "kind %u", i, j, kdesc(e.key, e.klen, kb, sizeof kb), e.kind);
+        check_lease(c, i, j, &e);
         uint64_t hh = shmkv__hash(e.key, e.klen);
         uint32_t hseg = (uint32_t)(hh >> 32) & (c->h->nseg - 1);
         if (hseg != i)

@@ -200,14 +200,20 @@ int keys_each(store *s, const opts *o, keys_fn fn, void *ctx, uint64_t *skipped)
 
 /* ---- entries (keys.c) ------------------------------------------------- */
 
+typedef struct lclock lclock;
+
 typedef struct ent {
     uint64_t off;   /* entry payload offset */
     uint64_t hash;
     const unsigned char *key;
     uint32_t klen, vlen;
     uint16_t kind;
+    uint8_t flags;  /* the block's: SHMKV__BF_LEASE when it carries a lease */
+    uint64_t bytes; /* the block's size, header included */
     uint32_t seg;
     uint64_t slot;
+    bool leased;    /* check: a sound lease, ending at expiry */
+    uint64_t expiry, token;
 } ent;
 
 int ent_cmp(const void *a, const void *b);
@@ -223,6 +229,34 @@ bool table_read(const view *v, uint64_t toff, uint64_t *cap, uint64_t *bsize, ch
  * into why and returns false. */
 bool entry_read(const view *v, const scan *sc, uint64_t payload, ent *e,
                 char *why, size_t n);
+/* The lease of an entry entry_read accepted, when its block carries one:
+ * 0 (none), 1 with *l and *owner (l->olen bytes in the view), or -1 with
+ * the reason in why (bounds: the last token the header issued and the
+ * latest lease end it granted; UINT64_MAX: none). */
+int entry_lease(const view *v, const ent *e, uint64_t last_token, uint64_t lease_high,
+                shmkv__lease *l, const unsigned char **owner, char *why, size_t n);
+/* The lease clock from a fresh read of the store's header. */
+void store_lclock(const store *s, lclock *c);
+
+/* ---- claims (claims.c) ---------------------------------------------------- */
+
+/* The store's lease clock as of one moment. */
+struct lclock {
+    bool same_boot; /* the header's boot_id is this boot's: its leases can be live */
+    uint64_t now;   /* lease clock, ns: CLOCK_BOOTTIME + hdr->lease_base */
+};
+
+void lclock_init(lclock *c, const shmkv__hdr *h);
+/* A lease ending at expiry is a claim still (on this boot, not run out). */
+bool lclock_live(const lclock *c, uint64_t expiry);
+/* "claim token T, owner "O", 12.345 s left" (or "expired N s ago", or
+ * "ended (a lease of an earlier boot)"); owner holds l->olen bytes. */
+void put_claim_text(FILE *f, const shmkv__lease *l, const unsigned char *owner,
+                    const lclock *c);
+/* "claim":{"token":T,"owner":"O"|null[,"owner_hex"],"live":B,"ms_left":N|null
+ * [,"earlier_boot":true]}; ms_left is negative for a lease that ran out. */
+void put_claim_json(FILE *f, const shmkv__lease *l, const unsigned char *owner,
+                    const lclock *c);
 
 /* ---- output helpers (out.c) -------------------------------------------- */
 

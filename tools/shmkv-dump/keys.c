@@ -120,7 +120,53 @@ bool entry_read(const view *v, const scan *sc, uint64_t payload, ent *e, char *w
     e->klen = eh.klen;
     e->vlen = eh.vlen;
     e->kind = b.kind;
+    e->flags = b.flags;
+    e->bytes = bytes;
     return e->key != NULL;
+}
+
+int entry_lease(const view *v, const ent *e, uint64_t last_token, uint64_t lease_high,
+                shmkv__lease *l, const unsigned char **owner, char *why, size_t n)
+{
+    if (!(e->flags & SHMKV__BF_LEASE))
+        return 0;
+    shmkv__entry eh = {.klen = e->klen, .vlen = e->vlen};
+    int f = shmkv__view_lease(v, e->off, &eh, e->bytes, last_token, lease_high, l);
+    uint64_t at = e->off + shmkv__lease_at(e->klen, e->vlen);
+    switch (f) {
+    case 0:
+        *owner = vptr(v, at + sizeof *l, l->olen);
+        return 1;
+    case SHMKV__F_OWNER:
+        snprintf(why, n, "lease at 0x%" PRIx64 ": owner of %" PRIu32 " bytes (at most %u)", at,
+                 l->olen, SHMKV_OWNER_MAX);
+        break;
+    case SHMKV__F_TOKEN:
+        snprintf(why, n, "lease at 0x%" PRIx64 ": token %" PRIu64 " was never issued (the "
+                 "last one is %" PRIu64 ")", at, l->token, last_token);
+        break;
+    case SHMKV__F_EXPIRY:
+        snprintf(why, n, "lease at 0x%" PRIx64 ": ends at %" PRIu64 ", after the latest end "
+                 "ever granted (%" PRIu64 ")", at, l->expiry, lease_high);
+        break;
+    default:
+        if (l->token || l->expiry || l->olen)
+            snprintf(why, n, "lease at 0x%" PRIx64 ": its owner of %" PRIu32 " bytes runs past "
+                     "its %" PRIu64 "-byte block", at, l->olen, e->bytes);
+        else
+            snprintf(why, n, "lease at 0x%" PRIx64 " runs past its %" PRIu64 "-byte block", at,
+                     e->bytes);
+        break;
+    }
+    return -1;
+}
+
+void store_lclock(const store *s, lclock *c)
+{
+    shmkv__hdr h;
+    if (!store_read_hdr(s, &h) || memcmp(h.magic, SHMKV__MAGIC, 8) != 0)
+        memcpy(&h, &s->hdr, sizeof h);
+    lclock_init(c, &h);
 }
 
 int ent_cmp(const void *a, const void *b)
@@ -132,9 +178,11 @@ int ent_cmp(const void *a, const void *b)
 /* ---- collecting entries ------------------------------------------------- */
 
 typedef struct item {
-    size_t koff; /* into the copy buffer */
+    size_t koff; /* into the copy buffer: key, value, then the claim's owner */
     uint32_t klen, vlen;
     uint16_t kind;
+    bool claimed;
+    shmkv__lease lease; /* when claimed (its expiry judged at printing) */
 } item;
 
 typedef struct coll {
@@ -143,12 +191,14 @@ typedef struct coll {
     item *it;
     size_t n, capn;
     uint64_t skipped;
+    uint64_t bad_claims; /* keys listed whose lease could not be read */
     report warns;
 } coll;
 
-static int coll_add(coll *c, const ent *e, const unsigned char *val, bool with_value)
+static int coll_add(coll *c, const ent *e, const unsigned char *val, bool with_value,
+                    const shmkv__lease *l, const unsigned char *owner)
 {
-    size_t need = e->klen + (with_value ? e->vlen : 0);
+    size_t need = e->klen + (with_value ? e->vlen : 0) + (l ? l->olen : 0);
     if (c->len + need > c->cap) {
         size_t nc = c->cap ? c->cap : 1 << 16;
         while (nc < c->len + need)
@@ -172,9 +222,14 @@ static int coll_add(coll *c, const ent *e, const unsigned char *val, bool with_v
     it->klen = e->klen;
     it->vlen = with_value ? e->vlen : 0;
     it->kind = e->kind;
+    it->claimed = l != NULL;
+    if (l)
+        it->lease = *l;
     memcpy(c->buf + c->len, e->key, e->klen);
     if (with_value && e->vlen)
         memcpy(c->buf + c->len + e->klen, val, e->vlen);
+    if (l && l->olen)
+        memcpy(c->buf + c->len + e->klen + it->vlen, owner, l->olen);
     c->len += need;
     return 0;
 }
@@ -214,10 +269,19 @@ static int collect_slot(const view *v, bool live, uint64_t slot_off, const opts 
                 return 0;
             continue;
         }
+        shmkv__lease l;
+        const unsigned char *owner = NULL;
+        char lwhy[256];
+        int lr = entry_lease(v, &e, UINT64_MAX, UINT64_MAX, &l, &owner, lwhy, sizeof lwhy);
         size_t mark_len = c->len, mark_n = c->n;
-        if (coll_add(c, &e, e.key + e.klen, with_value) < 0)
+        if (coll_add(c, &e, e.key + e.klen, with_value, lr > 0 ? &l : NULL, owner) < 0)
             return -ENOMEM;
         vu64(v, slot_off, &w2);
+        if ((w2 == w || !live) && lr < 0) {
+            /* the key is listed; its claim cannot be shown */
+            c->bad_claims++;
+            warn(&c->warns, "entry at 0x%" PRIx64 ": its claim is not shown: %s", e.off, lwhy);
+        }
         if (w2 == w || !live)
             return 0;
         c->len = mark_len, c->n = mark_n; /* changed under us: read again */
@@ -341,6 +405,8 @@ int mode_keys(store *s, const opts *o, bool values)
         more = true;
     }
     FILE *f = stdout;
+    lclock clk;
+    store_lclock(s, &clk);
     if (o->json) {
         fputs("{\"store\":", f);
         put_jcstr(f, s->label);
@@ -360,18 +426,28 @@ int mode_keys(store *s, const opts *o, bool values)
         for (size_t i = 0; i < n; i++) {
             const item *it = &c.it[i];
             const unsigned char *k = c.buf + it->koff;
+            const unsigned char *owner = k + it->klen + it->vlen;
             fputs(i ? ",\n" : "\n", f);
             if (values) {
                 fputc('{', f);
                 put_jkey(f, k, it->klen);
                 fputc(',', f);
                 put_value_json(f, k + it->klen, it->vlen, it->kind);
+                if (it->claimed) {
+                    fputc(',', f);
+                    put_claim_json(f, &it->lease, owner, &clk);
+                }
                 fputc('}', f);
-            } else if (utf8_valid(k, it->klen)) {
+            } else if (utf8_valid(k, it->klen) && !it->claimed) {
                 put_jstr(f, k, it->klen);
             } else {
+                /* a claimed key (or one that is not text) is an object */
                 fputc('{', f);
                 put_jkey(f, k, it->klen);
+                if (it->claimed) {
+                    fputc(',', f);
+                    put_claim_json(f, &it->lease, owner, &clk);
+                }
                 fputc('}', f);
             }
         }
@@ -380,11 +456,22 @@ int mode_keys(store *s, const opts *o, bool values)
         for (size_t i = 0; i < n; i++) {
             const item *it = &c.it[i];
             const unsigned char *k = c.buf + it->koff;
+            const unsigned char *owner = k + it->klen + it->vlen;
             put_text(f, k, it->klen, false);
             if (values) {
-                fprintf(f, " (%s, %" PRIu32 " byte%s)\n", kind_name(it->kind), it->vlen,
+                fprintf(f, " (%s, %" PRIu32 " byte%s", kind_name(it->kind), it->vlen,
                         it->vlen == 1 ? "" : "s");
+                if (it->claimed) {
+                    fputs("; ", f);
+                    put_claim_text(f, &it->lease, owner, &clk);
+                }
+                fputs(")\n", f);
                 put_value_text(f, k + it->klen, it->vlen, it->kind, "  ", false);
+            } else if (it->claimed) {
+                /* a key never prints a tab (it shows one as \\t) */
+                fputs("\t(", f);
+                put_claim_text(f, &it->lease, owner, &clk);
+                fputs(")\n", f);
             } else {
                 fputc('\n', f);
             }
@@ -394,7 +481,7 @@ int mode_keys(store *s, const opts *o, bool values)
             fprintf(stderr, "shmkv-dump: %" PRIu64 " damaged entries or tables were skipped; "
                     "run --check\n", c.skipped);
     }
-    int rc = c.skipped ? EXIT_PROBLEMS : EXIT_SOUND;
+    int rc = c.skipped || c.bad_claims ? EXIT_PROBLEMS : EXIT_SOUND;
     coll_free(&c);
     if (fflush(f) != 0)
         return EXIT_RUNTIME;

@@ -1,8 +1,8 @@
 /*
- * summary.c - the default summary and --stats. The summary reads only the
- * header and the per-segment counters (O(segments)); --stats walks every
- * chunk and block. Neither takes a lock: numbers of a store in use are a
- * moment's approximation.
+ * summary.c - the default summary and --stats. The summary reads the
+ * header and the per-segment counters, and each live slot's block header
+ * to count claims (O(keys)); --stats walks every chunk and block. Neither
+ * takes a lock: numbers of a store in use are a moment's approximation.
  */
 #include "dump.h"
 
@@ -22,12 +22,39 @@ typedef struct totals {
     uint64_t keys, tombs, slots, used, chunk_bytes, nchunks;
     uint64_t index_keys, index_used;
     uint32_t index_dirty;
+    uint64_t claims_live, claims_expired, claims_bad;
 } totals;
+
+/* Claims of one segment's table: each live slot's entry, and its lease
+ * when its block has one. */
+static void count_claims(const view *v, uint64_t toff, uint64_t cap, const lclock *clk,
+                         totals *t)
+{
+    char why[256];
+    for (uint64_t j = 0; j < cap; j++) {
+        uint64_t w;
+        ent e;
+        shmkv__lease l;
+        const unsigned char *owner;
+        if (!vu64(v, toff + sizeof(shmkv__table) + j * 8, &w) || !SHMKV__SLOT_LIVE(w) ||
+            !entry_read(v, NULL, SHMKV__SLOT_OFF(w), &e, why, sizeof why))
+            continue;
+        int r = entry_lease(v, &e, UINT64_MAX, UINT64_MAX, &l, &owner, why, sizeof why);
+        if (r < 0)
+            t->claims_bad++;
+        else if (r > 0 && lclock_live(clk, l.expiry))
+            t->claims_live++;
+        else if (r > 0)
+            t->claims_expired++;
+    }
+}
 
 static void gather(const store *s, totals *t)
 {
     const shmkv__hdr *h = &s->hdr;
     const view *v = &s->v;
+    lclock clk;
+    store_lclock(s, &clk);
     memset(t, 0, sizeof *t);
     for (uint32_t i = 0; i <= h->nseg; i++) {
         shmkv__alloc a;
@@ -49,8 +76,10 @@ static void gather(const store *s, totals *t)
         if (vu64(v, base + offsetof(shmkv__seg, tombs), &tombs))
             t->tombs += tombs;
         if (vu64(v, base + offsetof(shmkv__seg, table), &toff) && toff &&
-            table_read(v, toff, &cap, NULL, why, sizeof why))
+            table_read(v, toff, &cap, NULL, why, sizeof why)) {
             t->slots += cap;
+            count_claims(v, toff, cap, &clk, t);
+        }
     }
     vu64(v, h->index_off + offsetof(shmkv__index, n), &t->index_keys);
     vu32(v, h->index_off + offsetof(shmkv__index, dirty), &t->index_dirty);
@@ -98,6 +127,7 @@ int mode_summary(store *s, const opts *o)
     uint64_t room = h->reserve > top ? h->reserve - top : 0;
     uint64_t opens = atomic_load_explicit(&h->opens, memory_order_relaxed);
     uint64_t recov = atomic_load_explicit(&h->recoveries, memory_order_relaxed);
+    uint64_t last_token = atomic_load_explicit(&h->claim_token, memory_order_relaxed);
     FILE *f = stdout;
 
     if (o->json) {
@@ -116,6 +146,9 @@ int mode_summary(store *s, const opts *o)
         fprintf(f, ",\"bytes_in_use\":%" PRIu64 ",\"bytes_free\":%" PRIu64 ",\"chunks\":%" PRIu64
                 ",\"chunk_bytes\":%" PRIu64 ",\"reserve_left\":%" PRIu64, t.used, free_in,
                 t.nchunks, t.chunk_bytes, room);
+        fprintf(f, ",\"claims\":{\"live\":%" PRIu64 ",\"expired\":%" PRIu64 ",\"unreadable\":%"
+                PRIu64 ",\"last_token\":%" PRIu64 "}", t.claims_live, t.claims_expired,
+                t.claims_bad, last_token);
         fprintf(f, ",\"track_keys\":%s", h->track_keys ? "true" : "false");
         if (h->track_keys)
             fprintf(f, ",\"index\":{\"keys\":%" PRIu64 ",\"bytes_in_use\":%" PRIu64
@@ -162,6 +195,11 @@ int mode_summary(store *s, const opts *o)
     fprintf(f, "bytes in use:   %s\n", a);
     fprintf(f, "bytes free:     %s in %" PRIu64 " chunks, %s of reserve left\n", b,
             t.nchunks, c);
+    fprintf(f, "claims:         %" PRIu64 " live, %" PRIu64 " expired, last token %" PRIu64,
+            t.claims_live, t.claims_expired, last_token);
+    if (t.claims_bad)
+        fprintf(f, ", %" PRIu64 " unreadable (run --check)", t.claims_bad);
+    fputc('\n', f);
     if (h->track_keys)
         fprintf(f, "key tracking:   on (index of %" PRIu64 " keys%s)\n", t.index_keys,
                 t.index_dirty ? ", marked for rebuilding" : "");

@@ -69,8 +69,19 @@ PY
         name=memkey-$$-$shape-$track
         env N="$N" NAME="$name" TRACK=$track SHAPE=$shape "$K6" run -q --no-color "$WORK/fill.js" >"$WORK/k6.log" 2>&1 &
         kp=$!
-        for _ in $(seq 600); do grep -q filled "$WORK/k6.log" 2>/dev/null && break; sleep 0.2; done
-        size=$(stat -c %s "/dev/shm/shmkv.$name")
+        # Bounded (10 min: a loaded 2-core machine fills 1M tracked records
+        # in well under that); a fill that fails or never ends says why.
+        for _ in $(seq 3000); do
+            grep -q filled "$WORK/k6.log" 2>/dev/null && break
+            kill -0 "$kp" 2>/dev/null || break
+            sleep 0.2
+        done
+        if ! size=$(stat -c %s "/dev/shm/shmkv.$name" 2>/dev/null); then
+            kill "$kp" 2>/dev/null
+            echo "memkey: $shape trackKeys=$track: no store to measure; k6 said:" >&2
+            cat "$WORK/k6.log" >&2
+            exit 1
+        fi
         wait "$kp"
         echo "| $shape | $track | $(( size / N )) | $rb |"
     done
