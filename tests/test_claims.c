@@ -453,6 +453,29 @@ Test(claims, token_grows_strictly)
     }
 }
 
+/* Each store starts its tokens at its own random point below 2^52 (so a
+ * ref of one store names no claim of another), and they stay integers a
+ * double holds exactly. */
+Test(claims, tokens_start_apart_per_store)
+{
+    uint64_t first[4];
+    for (size_t i = 0; i < 4; i++) {
+        const combo *c = &combos[i % NCOMBO];
+        const char *where;
+        shmkv_db *db = open_combo(c, i < NCOMBO ? "start1" : "start2", &where);
+        T_OK(shmkv_set(db, "k", 1, "v", 1, SHMKV_KIND_STRING));
+        shmkv_claim out;
+        claim_ok(db, "k", LONG_TTL, &out);
+        first[i] = out.token;
+        cr_assert_geq(out.token, 1ull << 32, "first token %" PRIu64, out.token);
+        cr_assert_lt(out.token, 1ull << 52, "first token %" PRIu64, out.token);
+        for (size_t j = 0; j < i; j++)
+            cr_assert_neq(first[j], first[i], "stores %zu and %zu both began at %" PRIu64, j, i,
+                          first[i]);
+        finish(db, where, c, CNAME(c));
+    }
+}
+
 /* ---- expiry and stale holders ----------------------------------------------------- */
 
 Test(claims, expiry_and_stale_tokens)

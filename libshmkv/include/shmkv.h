@@ -551,7 +551,8 @@ typedef struct shmkv_lease {
 /** A live claim, as the claim calls hand it out. */
 typedef struct shmkv_claim {
     uint64_t token;      /**< fencing token: unique in the store, and larger than every
-                              token the store issued before it (never 0) */
+                              token the store issued before it (never 0; a store's
+                              first one is random, below 2^52) */
     int64_t expires_ms;  /**< when the lease ends, in Unix ms by this host's clock now */
     uint64_t ttl_ms;     /**< lease time left, in ms */
 } shmkv_claim;

@@ -280,6 +280,15 @@ static int take(cop *c, const shmkv_lease *o, uint64_t now, shmkv_claim *out)
     ls->pad = 0;
     if (ls->olen)
         memcpy(ls->owner, o->owner, ls->olen);
+    /* A store's first claim starts its tokens at a random multiple of 2^32
+     * below 2^52, so that a token of another store (a script holding refs
+     * of two stores) is not taken for one of this store's; there is room
+     * for 2^52 claims before tokens leave the integers a double holds. */
+    uint64_t t = atomic_load(&h->claim_token);
+    if (t == 0) {
+        uint64_t base = (shmkv__rand_below((1ull << 20) - 1) + 1) << 32;
+        atomic_compare_exchange_strong(&h->claim_token, &t, base);
+    }
     /* Taken under the segment lock, so a key's tokens grow in the order of
      * its claims; a step that fails after this only skips a number. */
     ls->token = atomic_fetch_add(&h->claim_token, 1) + 1;
