@@ -1,0 +1,593 @@
+/*
+ * test_claims_adv.c - adversarial tests of the claims (issue 14).
+ *
+ * These try to break the promises of shmkv.h ("Claims"), docs/design.md
+ * ("Claims") and docs/reliability.md ("1c. Claims") in ways the tests in
+ * test_claims*.c do not:
+ *
+ * random_mix_*: a long random mix of every operation (set, delete,
+ *   set_many, delete_many, delete_prefix, clear, claim_key, claim_random,
+ *   pop_random, release, complete, renew, claim_get, claim_count,
+ *   rebuild_index, tracking_enable, a faked reboot) with leases of 1 to
+ *   50 ms on binary keys over {0x00, 'a', 0xff} that are prefixes of one
+ *   another, with prefixes up to 11 bytes. One process keeps an exact
+ *   model of the keys and, for each lease, the window its end lies in
+ *   (CLOCK_BOOTTIME before and after the call that set it), and asserts
+ *   every answer that the window decides: a lease definitely live is
+ *   never claimed, drawn or popped; ENOTFOUND never comes while a key of
+ *   the prefix is definitely claimable; release/complete/renew accept the
+ *   live token and refuse stale ones; tokens grow; claim_count's live +
+ *   expired equals the leases the model knows; shmkv_check stays clean.
+ *   One variant runs in a store of the smallest reserve, kept full.
+ *
+ * bad_arguments_change_nothing: NULL pointers with lengths, an owner of
+ *   257 bytes, a ttl above the maximum, buffers too small: each call
+ *   refuses and nothing is claimed, removed or changed.
+ *
+ * killed_while_reclaiming: a process killed at each index hook point
+ *   inside claim_random's reclaiming of ended claims; the next user rolls
+ *   back, shmkv_check is clean, and every key is claimable again.
+ *
+ * procs_threads_no_double_claim: two processes of four threads each
+ *   claim_random/claim_key/release/complete one pool, with set, set_many,
+ *   rebuild_index, check and SIGSTOP/SIGCONT of the processes going on;
+ *   a shared map of holders (one word per key, set with a CAS after each
+ *   claim) catches a key held twice at once.
+ */
+#include "harness.h"
+#include "format.h" /* the header's boot_id, to fake a reboot */
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+
+TestSuite(claims_adv, .init = t_setup, .fini = t_teardown, .timeout = 900);
+
+static uint64_t boot_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void check_clean(shmkv_db *db, const char *what)
+{
+    uint64_t probs = 0;
+    char msg[256] = "";
+    int rc = shmkv_check(db, &probs, msg, sizeof msg);
+    cr_assert(rc == 0 && probs == 0, "%s: shmkv_check -> %d (%s), %" PRIu64 " problems: %s", what,
+              rc, shmkv_strerror(rc), probs, msg);
+}
+
+/* ---- the model ------------------------------------------------------------------ */
+
+#define NK 40
+#define KMAX 11
+
+typedef struct {
+    unsigned char k[KMAX];
+    size_t kl;
+    bool exists;
+    bool leased;       /* the entry carries a lease (live or ended) */
+    uint64_t token;    /* its token */
+    uint64_t lo, hi;   /* its end lies in [lo, hi] (CLOCK_BOOTTIME ns) */
+} mkey;
+
+typedef struct {
+    shmkv_db *db;
+    const char *where;
+    shmkv_backend be;
+    bool track;
+    bool full; /* smallest reserve: EFULL/ENOSPC allowed for writes */
+    mkey keys[NK];
+    uint64_t max_token;
+    t_rng rng;
+    uint64_t step;
+    const char *name;
+} model;
+
+static bool has_pfx(const mkey *k, const unsigned char *p, size_t pl)
+{
+    return k->kl >= pl && memcmp(k->k, p, pl) == 0;
+}
+
+static mkey *find(model *md, const void *k, size_t kl)
+{
+    for (int i = 0; i < NK; i++)
+        if (md->keys[i].kl == kl && memcmp(md->keys[i].k, k, kl) == 0)
+            return &md->keys[i];
+    return NULL;
+}
+
+/* Live for certain through [t0, t1]: ends after t1. */
+static bool surely_live(const mkey *k, uint64_t t1)
+{
+    return k->exists && k->leased && k->lo > t1;
+}
+
+/* Ended for certain by t0. */
+static bool surely_free(const mkey *k, uint64_t t0)
+{
+    return k->exists && (!k->leased || k->hi <= t0);
+}
+
+static void make_keys(model *md)
+{
+    static const unsigned char alpha[] = {0x00, 'a', 0xff};
+    int n = 0;
+    /* chains of keys that are prefixes of each other, some past 8 bytes */
+    static const char *const chain[] = {"a", "aa", "aaa", "aaaaaaaa", "aaaaaaaaa", "aaaaaaaaaa"};
+    for (size_t i = 0; i < sizeof chain / sizeof chain[0]; i++) {
+        md->keys[n].kl = strlen(chain[i]);
+        memcpy(md->keys[n++].k, chain[i], strlen(chain[i]));
+    }
+    for (int l = 1; l <= 10; l++) { /* all 0xff, lengths 1..10 */
+        memset(md->keys[n].k, 0xff, (size_t)l);
+        md->keys[n++].kl = (size_t)l;
+    }
+    for (int l = 1; l <= 3; l++) { /* all 0x00 */
+        memset(md->keys[n].k, 0x00, (size_t)l);
+        md->keys[n++].kl = (size_t)l;
+    }
+    while (n < NK) {
+        mkey c = {0};
+        c.kl = 1 + t_below(&md->rng, KMAX);
+        for (size_t j = 0; j < c.kl; j++)
+            c.k[j] = alpha[t_below(&md->rng, 3)];
+        if (find(md, c.k, c.kl))
+            continue;
+        md->keys[n++] = c;
+    }
+}
+
+static void pick_prefix(model *md, unsigned char *p, size_t *pl)
+{
+    uint64_t r = t_below(&md->rng, 10);
+    if (r == 0) {
+        *pl = 0;
+        return;
+    }
+    const mkey *k = &md->keys[t_below(&md->rng, NK)];
+    *pl = t_below(&md->rng, k->kl + 1);
+    memcpy(p, k->k, *pl);
+    if (r == 1 && *pl < KMAX) /* one byte more: often no key at all */
+        p[(*pl)++] = (unsigned char)"\x00\xff" "a"[t_below(&md->rng, 3)];
+}
+
+static uint64_t pick_ttl(model *md)
+{
+    static const uint64_t t[] = {1, 2, 5, 10, 20, 50, 50, 50};
+    return t[t_below(&md->rng, sizeof t / sizeof t[0])];
+}
+
+static bool write_refused(model *md, int rc)
+{
+    return md->full && (rc == SHMKV_EFULL || rc == -ENOSPC);
+}
+
+#define MFAIL(md, ...)                                                                     \
+    cr_assert_fail("%s step %" PRIu64 ": %s", (md)->name, (md)->step, t_str(__VA_ARGS__))
+
+static void new_token(model *md, mkey *k, uint64_t tok, uint64_t t0, uint64_t t1, uint64_t ttl)
+{
+    if (tok <= md->max_token)
+        MFAIL(md, "token %" PRIu64 " for %s not above %" PRIu64, tok, t_show(k->k, k->kl),
+              md->max_token);
+    md->max_token = tok;
+    k->leased = true;
+    k->token = tok;
+    k->lo = t0 + ttl * 1000000u;
+    k->hi = t1 + ttl * 1000000u;
+}
+
+static void gone(mkey *k)
+{
+    k->exists = false;
+    k->leased = false;
+    k->token = 0;
+}
+
+static void op_set(model *md, mkey *k)
+{
+    char v[64];
+    size_t vl = t_below(&md->rng, md->full ? 64 : 40);
+    memset(v, 'v', vl);
+    int rc = shmkv_set(md->db, k->k, k->kl, v, vl, SHMKV_KIND_BYTES);
+    if (write_refused(md, rc))
+        return;
+    if (rc)
+        MFAIL(md, "set(%s) -> %d", t_show(k->k, k->kl), rc);
+    k->exists = true; /* a set keeps the claim */
+}
+
+static void op_claim_key(model *md, mkey *k)
+{
+    uint64_t ttl = pick_ttl(md);
+    shmkv_lease l = {"adv", 3, ttl};
+    shmkv_claim out;
+    uint64_t t0 = boot_ns();
+    int rc = shmkv_claim_key(md->db, k->k, k->kl, &l, &out, NULL, 0, NULL, NULL);
+    uint64_t t1 = boot_ns();
+    const char *ks = t_show(k->k, k->kl);
+    if (!k->exists) {
+        if (rc != SHMKV_ENOTFOUND)
+            MFAIL(md, "claim_key(%s) of a missing key -> %d", ks, rc);
+        return;
+    }
+    if (rc == 0) {
+        if (surely_live(k, t1))
+            MFAIL(md, "claim_key(%s) took a live claim (token %" PRIu64 " ends %" PRIu64
+                      " ns after the call)", ks, k->token, k->lo - t1);
+        new_token(md, k, out.token, t0, t1, ttl);
+    } else if (rc == SHMKV_EHELD) {
+        if (surely_free(k, t0))
+            MFAIL(md, "claim_key(%s) -> EHELD, its lease ended %" PRIu64 " ns before", ks,
+                  k->leased ? t0 - k->hi : 0);
+    } else if (!write_refused(md, rc)) {
+        MFAIL(md, "claim_key(%s) -> %d (%s)", ks, rc, shmkv_strerror(rc));
+    }
+}
+
+static void op_draw(model *md, bool pop)
+{
+    unsigned char p[KMAX + 1], kb[SHMKV_KEY_MAX];
+    size_t pl, kl = 0;
+    pick_prefix(md, p, &pl);
+    uint64_t ttl = pick_ttl(md);
+    shmkv_lease l = {NULL, 0, ttl};
+    shmkv_claim out;
+    uint64_t t0 = boot_ns();
+    int rc = pop ? shmkv_pop_random(md->db, p, pl, kb, sizeof kb, &kl, NULL, 0, NULL, NULL)
+                 : shmkv_claim_random(md->db, p, pl, &l, kb, sizeof kb, &kl, &out, NULL, 0, NULL,
+                                      NULL);
+    uint64_t t1 = boot_ns();
+    const char *what = pop ? "pop_random" : "claim_random";
+    const char *ps = t_show(p, pl);
+    if (rc == 0) {
+        mkey *k = find(md, kb, kl);
+        if (!k && md->full && kl > 2 && memcmp(kb, "zz", 2) == 0 && pl == 0)
+            return; /* a filler key: the model does not follow those */
+        if (!k || !k->exists || !has_pfx(k, p, pl))
+            MFAIL(md, "%s(%s) returned %s: not an existing key of the prefix", what, ps,
+                  t_show(kb, kl));
+        if (surely_live(k, t1))
+            MFAIL(md, "%s(%s) returned %s under a live claim (token %" PRIu64 ", %" PRIu64
+                      " ns left after the call)", what, ps, t_show(kb, kl), k->token,
+                  k->lo - t1);
+        if (pop)
+            gone(k);
+        else
+            new_token(md, k, out.token, t0, t1, ttl);
+        return;
+    }
+    if (rc == SHMKV_ENOTFOUND) {
+        for (int i = 0; i < NK; i++) {
+            mkey *k = &md->keys[i];
+            if (has_pfx(k, p, pl) && surely_free(k, t0))
+                MFAIL(md, "%s(%s) -> ENOTFOUND while %s is claimable (%s, ended %" PRIu64
+                          " ns before the call)", what, ps, t_show(k->k, k->kl),
+                      k->leased ? "lease ended" : "never claimed",
+                      k->leased ? t0 - k->hi : 0);
+        }
+        return;
+    }
+    if (!pop && write_refused(md, rc))
+        return;
+    if (pop && write_refused(md, rc))
+        MFAIL(md, "pop_random(%s) -> %d: a pop needs no room", ps, rc);
+    MFAIL(md, "%s(%s) -> %d (%s)", what, ps, rc, shmkv_strerror(rc));
+}
+
+/* release (0), complete keeping the key (1), complete deleting (2), renew (3) */
+static void op_end(model *md, mkey *k, int how)
+{
+    static const char *const nm[] = {"release", "complete", "complete(delete)", "renew"};
+    /* usually the key's token; sometimes a stale or a future one */
+    uint64_t tok = k->token;
+    uint64_t r = t_below(&md->rng, 8);
+    bool right = true;
+    if (r == 0 && tok > 1) {
+        tok -= 1 + t_below(&md->rng, tok - 1);
+        right = false;
+    } else if (r == 1) {
+        tok = md->max_token + 1 + t_below(&md->rng, 3);
+        right = false;
+    }
+    uint64_t ttl = pick_ttl(md);
+    shmkv_lease l = {NULL, 0, ttl};
+    shmkv_claim out;
+    uint64_t t0 = boot_ns();
+    int rc;
+    switch (how) {
+    case 0: rc = shmkv_claim_release(md->db, k->k, k->kl, tok); break;
+    case 1: rc = shmkv_claim_complete(md->db, k->k, k->kl, tok, 0); break;
+    case 2: rc = shmkv_claim_complete(md->db, k->k, k->kl, tok, 1); break;
+    default: rc = shmkv_claim_renew(md->db, k->k, k->kl, tok, &l, &out); break;
+    }
+    uint64_t t1 = boot_ns();
+    const char *ks = t_show(k->k, k->kl);
+    bool live_ok = right && k->token && surely_live(k, t1);
+    bool must_fail = !right || !k->token || !k->exists || !k->leased || k->hi <= t0;
+    if (rc == 0) {
+        if (must_fail)
+            MFAIL(md, "%s(%s, token %" PRIu64 ") accepted: the key's token is %" PRIu64
+                      "%s", nm[how], ks, tok, k->token,
+                  !k->exists ? " and the key is gone" : k->hi <= t0 ? " and its lease ended" : "");
+        if (how == 3) {
+            if (out.token != tok)
+                MFAIL(md, "renew changed the token %" PRIu64 " -> %" PRIu64, tok, out.token);
+            k->lo = t0 + ttl * 1000000u;
+            k->hi = t1 + ttl * 1000000u;
+        } else if (how == 2) {
+            gone(k);
+        } else {
+            k->leased = false;
+            k->token = 0;
+        }
+        return;
+    }
+    if (rc == SHMKV_ESTALE) {
+        if (live_ok)
+            MFAIL(md, "%s(%s) of the live claim %" PRIu64 " -> ESTALE", nm[how], ks, tok);
+        return;
+    }
+    if (how != 2 && write_refused(md, rc))
+        return;
+    MFAIL(md, "%s(%s, %" PRIu64 ") -> %d (%s)", nm[how], ks, tok, rc, shmkv_strerror(rc));
+}
+
+static void op_get(model *md, mkey *k)
+{
+    shmkv_claim out;
+    char owner[SHMKV_OWNER_MAX];
+    size_t ol = 0;
+    uint64_t t0 = boot_ns();
+    int rc = shmkv_claim_get(md->db, k->k, k->kl, &out, owner, sizeof owner, &ol);
+    uint64_t t1 = boot_ns();
+    const char *ks = t_show(k->k, k->kl);
+    if (!k->exists) {
+        if (rc != SHMKV_ENOTFOUND)
+            MFAIL(md, "claim_get(%s) of a missing key -> %d", ks, rc);
+    } else if (rc == 0) {
+        if (!k->leased || k->hi <= t0 || out.token != k->token)
+            MFAIL(md, "claim_get(%s) -> token %" PRIu64 ", the model has %" PRIu64 " (%s)", ks,
+                  out.token, k->token, k->leased ? "leased" : "no lease");
+    } else if (rc == SHMKV_ESTALE) {
+        if (surely_live(k, t1))
+            MFAIL(md, "claim_get(%s) -> ESTALE for the live claim %" PRIu64, ks, k->token);
+    } else {
+        MFAIL(md, "claim_get(%s) -> %d", ks, rc);
+    }
+}
+
+static void op_count(model *md)
+{
+    unsigned char p[KMAX + 1];
+    size_t pl;
+    pick_prefix(md, p, &pl);
+    if (md->full && pl == 0)
+        return; /* the filler keys would count too */
+    uint64_t live = 0, exp = 0, t0 = boot_ns();
+    int rc = shmkv_claim_count(md->db, p, pl, &live, &exp);
+    uint64_t t1 = boot_ns();
+    if (rc)
+        MFAIL(md, "claim_count -> %d", rc);
+    uint64_t leased = 0, surely = 0, maybe = 0;
+    for (int i = 0; i < NK; i++) {
+        mkey *k = &md->keys[i];
+        if (!k->exists || !k->leased || !has_pfx(k, p, pl))
+            continue;
+        leased++;
+        surely += surely_live(k, t1);
+        maybe += k->hi > t0;
+    }
+    if (live + exp != leased || live < surely || live > maybe)
+        MFAIL(md, "claim_count(%s): live %" PRIu64 " expired %" PRIu64 "; the model: %" PRIu64
+                  " leases, %" PRIu64 " to %" PRIu64 " live", t_show(p, pl), live, exp, leased,
+              surely, maybe);
+}
+
+static void op_set_many(model *md)
+{
+    shmkv_item it[4];
+    int n = 1 + (int)t_below(&md->rng, 4);
+    mkey *ks[4];
+    for (int i = 0; i < n; i++) {
+        ks[i] = &md->keys[t_below(&md->rng, NK)];
+        it[i] = (shmkv_item){ks[i]->k, ks[i]->kl, "many", 4, SHMKV_KIND_STRING, 0};
+    }
+    size_t bad = 0;
+    int rc = shmkv_set_many(md->db, it, (size_t)n, &bad);
+    if (write_refused(md, rc))
+        return;
+    if (rc)
+        MFAIL(md, "set_many -> %d", rc);
+    for (int i = 0; i < n; i++)
+        ks[i]->exists = true;
+}
+
+static void op_delete_many(model *md)
+{
+    shmkv_item it[4];
+    int n = 1 + (int)t_below(&md->rng, 4);
+    mkey *ks[4];
+    for (int i = 0; i < n; i++) {
+        ks[i] = &md->keys[t_below(&md->rng, NK)];
+        it[i] = (shmkv_item){ks[i]->k, ks[i]->kl, NULL, 0, 0, 0};
+    }
+    uint64_t del = 0;
+    size_t bad = 0;
+    int rc = shmkv_delete_many(md->db, it, (size_t)n, &del, &bad);
+    if (write_refused(md, rc))
+        return;
+    if (rc)
+        MFAIL(md, "delete_many -> %d", rc);
+    for (int i = 0; i < n; i++)
+        gone(ks[i]);
+}
+
+static void op_delete_prefix(model *md)
+{
+    unsigned char p[KMAX + 1];
+    size_t pl;
+    pick_prefix(md, p, &pl);
+    if (pl == 0 && (md->full || t_below(&md->rng, 4)))
+        return; /* everything: rarely (never with the filler keys) */
+    uint64_t del = 0, want = 0;
+    for (int i = 0; i < NK; i++)
+        want += md->keys[i].exists && has_pfx(&md->keys[i], p, pl);
+    int rc = shmkv_delete_prefix(md->db, p, pl, 0, &del);
+    if (write_refused(md, rc))
+        return;
+    if (rc || del != want)
+        MFAIL(md, "delete_prefix(%s) -> %d, %" PRIu64 " deleted, the model has %" PRIu64,
+              t_show(p, pl), rc, del, want);
+    for (int i = 0; i < NK; i++)
+        if (has_pfx(&md->keys[i], p, pl))
+            gone(&md->keys[i]);
+}
+
+static void fake_reboot(model *md)
+{
+    t_close(md->db);
+    int fd = open(md->where, O_RDWR);
+    cr_assert(fd >= 0);
+    char id[sizeof(((shmkv__hdr *)0)->boot_id)];
+    memset(id, 0, sizeof id);
+    snprintf(id, sizeof id, "adv-boot-%d-%" PRIu64, (int)getpid(), md->step);
+    cr_assert_eq(pwrite(fd, id, sizeof id, offsetof(shmkv__hdr, boot_id)), (ssize_t)sizeof id);
+    close(fd);
+    md->db = t_open(md->where, md->be, SHMKV_TRACK_DEFAULT);
+    for (int i = 0; i < NK; i++)
+        md->keys[i].lo = md->keys[i].hi = 0; /* every lease of the earlier boot ended */
+}
+
+static void random_mix(shmkv_backend be, bool track, bool full)
+{
+    model *md = calloc(1, sizeof *md);
+    cr_assert(md);
+    md->rng = t_rng_new();
+    md->be = be;
+    md->track = track;
+    md->full = full;
+    md->name = t_str("%s/%s%s", t_backend_name(be), track ? "tracked" : "untracked",
+                     full ? "/full" : "");
+    md->where = t_where(be, "mix");
+    shmkv_options o = t_opts(be, track ? SHMKV_TRACK_ON : SHMKV_TRACK_OFF);
+    if (full)
+        o.reserve = SHMKV_RESERVE_MIN;
+    md->db = t_open_opts(md->where, &o);
+    make_keys(md);
+    if (full) { /* fill the store with other keys, so claims and sets meet EFULL */
+        char v[512], k[16];
+        memset(v, 'z', sizeof v);
+        for (int i = 0;; i++) {
+            snprintf(k, sizeof k, "zz%06d", i);
+            int rc = shmkv_set(md->db, k, strlen(k), v, sizeof v, SHMKV_KIND_BYTES);
+            if (rc == SHMKV_EFULL || rc == -ENOSPC)
+                break;
+            T_OK(rc);
+            cr_assert_lt(i, 1000000);
+        }
+        /* a little room back, so that some writes succeed */
+        for (int i = 0; i < 6; i++) {
+            snprintf(k, sizeof k, "zz%06d", i);
+            T_OK(shmkv_delete(md->db, k, strlen(k), NULL));
+        }
+    }
+    uint64_t steps = t_scaled(20000, 3000);
+    for (md->step = 0; md->step < steps; md->step++) {
+        mkey *k = &md->keys[t_below(&md->rng, NK)];
+        uint64_t r = t_below(&md->rng, 1000);
+        if (r < 150)
+            op_set(md, k);
+        else if (r < 190) {
+            int existed = 0;
+            int rc = shmkv_delete(md->db, k->k, k->kl, &existed);
+            if (rc || existed != k->exists)
+                MFAIL(md, "delete(%s) -> %d, existed %d, model %d", t_show(k->k, k->kl), rc,
+                      existed, k->exists);
+            gone(k);
+        } else if (r < 330)
+            op_claim_key(md, k);
+        else if (r < 530)
+            op_draw(md, false);
+        else if (r < 580)
+            op_draw(md, true);
+        else if (r < 640)
+            op_end(md, k, 0);
+        else if (r < 680)
+            op_end(md, k, 1);
+        else if (r < 720)
+            op_end(md, k, 2);
+        else if (r < 800)
+            op_end(md, k, 3);
+        else if (r < 850)
+            op_get(md, k);
+        else if (r < 880)
+            op_count(md);
+        else if (r < 920)
+            op_set_many(md);
+        else if (r < 950)
+            op_delete_many(md);
+        else if (r < 965)
+            op_delete_prefix(md);
+        else if (r < 967) {
+            T_OK(shmkv_clear(md->db));
+            for (int i = 0; i < NK; i++)
+                gone(&md->keys[i]);
+        } else if (r < 970) {
+            if (md->track)
+                T_OK(shmkv_rebuild_index(md->db));
+        } else if (r < 990) {
+            t_sleep_us(t_below(&md->rng, 8000));
+        } else if (r < 991 && be == SHMKV_BACKEND_DISK) {
+            fake_reboot(md);
+        } else {
+            check_clean(md->db, t_str("%s step %" PRIu64, md->name, md->step));
+        }
+        if (!track && md->step == steps / 2) {
+            /* tracking turned on with claims live: the index must count them */
+            T_OK(shmkv_tracking_enable(md->db));
+            md->track = true;
+            check_clean(md->db, t_str("%s: tracking enabled", md->name));
+        }
+    }
+    check_clean(md->db, md->name);
+    if (be == SHMKV_BACKEND_MEMORY)
+        t_dump_check(md->where, be);
+    t_close(md->db);
+    if (be == SHMKV_BACKEND_DISK)
+        t_dump_check(md->where, be);
+    free(md);
+}
+
+Test(claims_adv, random_mix_memory_tracked)
+{
+    random_mix(SHMKV_BACKEND_MEMORY, true, false);
+}
+
+Test(claims_adv, random_mix_memory_untracked)
+{
+    random_mix(SHMKV_BACKEND_MEMORY, false, false);
+}
+
+Test(claims_adv, random_mix_disk_tracked)
+{
+    random_mix(SHMKV_BACKEND_DISK, true, false);
+}
+
+Test(claims_adv, random_mix_disk_untracked)
+{
+    random_mix(SHMKV_BACKEND_DISK, false, false);
+}
+
+Test(claims_adv, random_mix_full_tracked)
+{
+    random_mix(SHMKV_BACKEND_MEMORY, true, true);
+}
+
+Test(claims_adv, random_mix_full_untracked)
+{
+    random_mix(SHMKV_BACKEND_MEMORY, false, true);
+}
