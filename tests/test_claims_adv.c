@@ -591,3 +591,124 @@ Test(claims_adv, random_mix_full_untracked)
 {
     random_mix(SHMKV_BACKEND_MEMORY, false, true);
 }
+
+/* ---- bad arguments ------------------------------------------------------------------ */
+
+static void no_claims(shmkv_db *db, const char *what)
+{
+    uint64_t live = 9, exp = 9;
+    T_OK(shmkv_claim_count(db, NULL, 0, &live, &exp));
+    cr_assert(live == 0 && exp == 0, "%s: left a claim (live %" PRIu64 ", expired %" PRIu64 ")",
+              what, live, exp);
+}
+
+Test(claims_adv, bad_arguments_change_nothing)
+{
+    for (int track = SHMKV_TRACK_OFF; track <= SHMKV_TRACK_ON; track++) {
+        const char *where = t_where(SHMKV_BACKEND_MEMORY, "badargs");
+        shmkv_db *db = t_open(where, SHMKV_BACKEND_MEMORY, track);
+        const char *cn = track == SHMKV_TRACK_ON ? "tracked" : "untracked";
+        static const char val[] = "value-bytes"; /* 11 bytes */
+        T_OK(shmkv_set(db, "k1", 2, val, 11, SHMKV_KIND_STRING));
+        T_OK(shmkv_set(db, "k2", 2, val, 11, SHMKV_KIND_STRING));
+        char big[SHMKV_KEY_MAX + 2], owner[SHMKV_OWNER_MAX + 2], kb[SHMKV_KEY_MAX], vb[64];
+        memset(big, 'k', sizeof big);
+        memset(owner, 'o', sizeof owner);
+        shmkv_claim out;
+        size_t kl = 0, vl = 0;
+        shmkv_lease ok = {"me", 2, 60000};
+        shmkv_lease nullowner = {NULL, 5, 60000};
+        shmkv_lease longowner = {owner, SHMKV_OWNER_MAX + 1, 60000};
+        shmkv_lease longttl = {"me", 2, (uint64_t)SHMKV_TTL_MAX_MS + 1};
+        shmkv_lease hugettl = {"me", 2, UINT64_MAX / 1000};
+
+        T_RC(shmkv_claim_key(NULL, "k1", 2, &ok, &out, NULL, 0, NULL, NULL), SHMKV_EINVAL);
+        T_RC(shmkv_claim_key(db, NULL, 2, &ok, &out, NULL, 0, NULL, NULL), SHMKV_EKEYSIZE);
+        T_RC(shmkv_claim_key(db, "k1", 0, &ok, &out, NULL, 0, NULL, NULL), SHMKV_EKEYSIZE);
+        T_RC(shmkv_claim_key(db, big, SHMKV_KEY_MAX + 1, &ok, &out, NULL, 0, NULL, NULL),
+             SHMKV_EKEYSIZE);
+        T_RC(shmkv_claim_key(db, "k1", 2, &nullowner, &out, NULL, 0, NULL, NULL), SHMKV_EINVAL);
+        T_RC(shmkv_claim_key(db, "k1", 2, &longowner, &out, NULL, 0, NULL, NULL), SHMKV_EINVAL);
+        T_RC(shmkv_claim_key(db, "k1", 2, &longttl, &out, NULL, 0, NULL, NULL), SHMKV_EINVAL);
+        T_RC(shmkv_claim_key(db, "k1", 2, &hugettl, &out, NULL, 0, NULL, NULL), SHMKV_EINVAL);
+        T_RC(shmkv_claim_key(db, "k1", 2, &ok, &out, NULL, 10, &vl, NULL), SHMKV_EINVAL);
+        vl = 0;
+        T_RC(shmkv_claim_key(db, "k1", 2, &ok, &out, vb, 10, &vl, NULL), SHMKV_EBUFSIZE);
+        cr_assert_eq(vl, 11, "%s: claim_key EBUFSIZE says %zu bytes", cn, vl);
+        no_claims(db, t_str("%s: claim_key", cn));
+
+        T_RC(shmkv_claim_random(db, NULL, 2, &ok, kb, sizeof kb, &kl, &out, NULL, 0, NULL, NULL),
+             SHMKV_EINVAL);
+        T_RC(shmkv_claim_random(db, "k", 1, &ok, NULL, 10, &kl, &out, NULL, 0, NULL, NULL),
+             SHMKV_EINVAL);
+        T_RC(shmkv_claim_random(db, "k", 1, &ok, kb, sizeof kb, &kl, &out, NULL, 10, &vl, NULL),
+             SHMKV_EINVAL);
+        T_RC(shmkv_claim_random(db, "k", 1, &nullowner, kb, sizeof kb, &kl, &out, NULL, 0, NULL,
+                                NULL), SHMKV_EINVAL);
+        T_RC(shmkv_claim_random(db, "k", 1, &longowner, kb, sizeof kb, &kl, &out, NULL, 0, NULL,
+                                NULL), SHMKV_EINVAL);
+        T_RC(shmkv_claim_random(db, "k", 1, &longttl, kb, sizeof kb, &kl, &out, NULL, 0, NULL,
+                                NULL), SHMKV_EINVAL);
+        kl = vl = 0;
+        T_RC(shmkv_claim_random(db, "k", 1, &ok, kb, 1, &kl, &out, vb, sizeof vb, &vl, NULL),
+             SHMKV_EBUFSIZE);
+        cr_assert(kl == 2 && vl == 11, "%s: claim_random key EBUFSIZE: klen %zu vlen %zu", cn, kl,
+                  vl);
+        kl = 0;
+        T_RC(shmkv_claim_random(db, "k", 1, &ok, NULL, 0, &kl, &out, NULL, 0, NULL, NULL),
+             SHMKV_EBUFSIZE);
+        cr_assert_eq(kl, 2);
+        kl = vl = 0;
+        T_RC(shmkv_claim_random(db, NULL, 0, &ok, kb, sizeof kb, &kl, &out, vb, 3, &vl, NULL),
+             SHMKV_EBUFSIZE);
+        cr_assert(kl == 2 && vl == 11, "%s: claim_random value EBUFSIZE: klen %zu vlen %zu", cn,
+                  kl, vl);
+        no_claims(db, t_str("%s: claim_random", cn));
+
+        T_RC(shmkv_pop_random(db, NULL, 1, kb, sizeof kb, &kl, NULL, 0, NULL, NULL), SHMKV_EINVAL);
+        T_RC(shmkv_pop_random(db, "k", 1, kb, 1, &kl, NULL, 0, NULL, NULL), SHMKV_EBUFSIZE);
+        T_RC(shmkv_pop_random(db, "k", 1, kb, sizeof kb, &kl, vb, 10, &vl, NULL), SHMKV_EBUFSIZE);
+        T_RC(shmkv_pop_random(db, "k", 1, kb, sizeof kb, &kl, NULL, 10, &vl, NULL), SHMKV_EINVAL);
+        cr_assert_eq(shmkv_size(db), 2, "%s: a refused pop removed a key", cn);
+        t_expect(db, "k1", 2, val, 11);
+        t_expect(db, "k2", 2, val, 11);
+
+        /* one real claim, then bad ends and renewals of it */
+        T_OK(shmkv_claim_key(db, "k1", 2, &ok, &out, NULL, 0, NULL, NULL));
+        uint64_t tok = out.token;
+        int64_t exp_ms = out.expires_ms;
+        T_RC(shmkv_claim_release(db, NULL, 2, tok), SHMKV_EKEYSIZE);
+        T_RC(shmkv_claim_release(db, "k1", 0, tok), SHMKV_EKEYSIZE);
+        T_RC(shmkv_claim_release(db, "k1", 2, 0), SHMKV_ESTALE);
+        T_RC(shmkv_claim_release(db, "k2", 2, tok), SHMKV_ESTALE);
+        T_RC(shmkv_claim_complete(db, "k1", 2, tok + 1, 1), SHMKV_ESTALE);
+        T_RC(shmkv_claim_complete(db, NULL, 5, tok, 1), SHMKV_EKEYSIZE);
+        T_RC(shmkv_claim_renew(db, "k1", 2, tok, &longttl, &out), SHMKV_EINVAL);
+        T_RC(shmkv_claim_renew(db, "k1", 2, tok, &nullowner, &out), SHMKV_EINVAL);
+        T_RC(shmkv_claim_renew(db, "k1", 2, tok, &longowner, &out), SHMKV_EINVAL);
+        T_RC(shmkv_claim_renew(db, "k1", 2, tok - 1, &ok, &out), SHMKV_ESTALE);
+        T_RC(shmkv_claim_get(db, "k1", 2, &out, NULL, 5, NULL), SHMKV_EINVAL);
+        T_RC(shmkv_claim_count(db, NULL, 3, NULL, NULL), SHMKV_EINVAL);
+        char ob[1];
+        size_t ol = 0;
+        T_RC(shmkv_claim_get(db, "k1", 2, &out, ob, 1, &ol), SHMKV_EBUFSIZE);
+        cr_assert_eq(ol, 2);
+        T_OK(shmkv_claim_get(db, "k1", 2, &out, NULL, 0, NULL));
+        cr_assert(out.token == tok && out.expires_ms <= exp_ms + 5,
+                  "%s: a refused call changed the claim (token %" PRIu64 " -> %" PRIu64
+                  ", end %" PRId64 " -> %" PRId64 ")", cn, tok, out.token, exp_ms,
+                  out.expires_ms);
+        uint64_t live = 0, exp = 0;
+        T_OK(shmkv_claim_count(db, NULL, 0, &live, &exp));
+        cr_assert(live == 1 && exp == 0);
+        cr_assert_eq(shmkv_size(db), 2);
+        /* the largest ttl is accepted */
+        shmkv_lease maxttl = {"me", 2, SHMKV_TTL_MAX_MS};
+        T_OK(shmkv_claim_renew(db, "k1", 2, tok, &maxttl, &out));
+        cr_assert_geq(out.ttl_ms, SHMKV_TTL_MAX_MS - 1000);
+        T_OK(shmkv_claim_release(db, "k1", 2, tok));
+        check_clean(db, cn);
+        t_dump_check(where, SHMKV_BACKEND_MEMORY);
+        t_close(db);
+    }
+}
