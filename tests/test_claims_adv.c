@@ -712,3 +712,131 @@ Test(claims_adv, bad_arguments_change_nothing)
         t_close(db);
     }
 }
+
+/* ---- killed while reclaiming ended claims --------------------------------------- */
+
+/* A child that opens the store and draws (claim_random or pop_random)
+ * until killed, with leases of 1 ms: each draw first counts up to 64
+ * ended claims unclaimed again in the index (reclaim), so kills land in
+ * those updates. With point set, it kills itself there instead. */
+static void reclaimer(const char *where, shmkv_backend be, const char *point, int skip, bool pop)
+{
+    if (point)
+        t_hook_kill_at(point, skip);
+    shmkv_options o = t_opts(be, SHMKV_TRACK_DEFAULT);
+    shmkv_db *db = NULL;
+    CHILD_OK(shmkv_open(where, &o, &db));
+    shmkv_lease l = {"reclaimer", 9, 1};
+    char kb[64];
+    size_t kl;
+    for (int i = 0; i < 100000; i++) {
+        int rc = pop ? shmkv_pop_random(db, "r:", 2, kb, sizeof kb, &kl, NULL, 0, NULL, NULL)
+                     : shmkv_claim_random(db, "r:", 2, &l, kb, sizeof kb, &kl, NULL, NULL, 0,
+                                          NULL, NULL);
+        CHILD_CHECK(rc == 0 || rc == SHMKV_ENOTFOUND, "draw -> %d (%s)", rc, shmkv_strerror(rc));
+    }
+    shmkv_close(db);
+    _exit(0);
+}
+
+static void reclaim_kills(shmkv_backend be)
+{
+    const char *where = t_where(be, "reclaim");
+    shmkv_db *db = t_open(where, be, SHMKV_TRACK_ON);
+    const int n = (int)t_scaled(3000, 500);
+    char k[16];
+    for (int i = 0; i < n; i++) {
+        snprintf(k, sizeof k, "r:%05d", i);
+        T_OK(shmkv_set(db, k, strlen(k), "v", 1, SHMKV_KIND_STRING));
+    }
+    static const char *const points[] = {"claims.claim.built", "claims.claim.indexed",
+                                         "claims.claim.published", "claims.pop.built",
+                                         "claims.pop.indexed", "claims.pop.published",
+                                         "index.tidy.begin", "index.tidy", NULL};
+    t_rng rng = t_rng_new();
+    int rounds = (int)t_scaled(30, 12), popped_max = 0;
+    for (int round = 0; round < rounds; round++) {
+        /* every key claimed with a lease that runs out at once */
+        shmkv_lease l = {"holder", 6, 2};
+        shmkv_claim out;
+        char kb[64];
+        size_t kl;
+        int rc;
+        for (int i = 0; i < n; i++) {
+            snprintf(k, sizeof k, "r:%05d", i);
+            rc = shmkv_claim_key(db, k, strlen(k), &l, &out, NULL, 0, NULL, NULL);
+            cr_assert(rc == 0 || rc == SHMKV_ENOTFOUND, "claim_key -> %d", rc);
+        }
+        t_sleep_us(5000);
+        const char *point = NULL;
+        bool pop = t_below(&rng, 4) == 0;
+        pid_t kid = t_fork();
+        if (round % 2 == 0) {
+            point = points[t_below(&rng, sizeof points / sizeof points[0])];
+            if (point && strncmp(point, pop ? "claims.claim" : "claims.pop", 10 + !pop * 2) == 0)
+                point = NULL;
+        }
+        if (kid == 0)
+            reclaimer(where, be, point, point ? (int)t_below(&rng, 40) : 0, pop);
+        if (!point)
+            t_sleep_us(200 + t_below(&rng, 4000));
+        else
+            t_sleep_us(20000);
+        kill(kid, SIGKILL);
+        int st = t_wait_for(kid, 60);
+        cr_assert(WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) == 0),
+                  "round %d: the child failed (%s)", round, point ? point : "timed kill");
+        const char *what = t_str("round %d, %s%s", round, pop ? "pop " : "",
+                                 point ? point : "timed kill");
+        check_clean(db, what);
+        /* every key left is claimable again once the child's 1 ms leases
+         * have run out: exactly once each, then none */
+        t_sleep_us(3000);
+        uint64_t left = shmkv_size(db);
+        popped_max = (int)(n - (int)left);
+        shmkv_lease longl = {"check", 5, 60000};
+        uint64_t taken = 0;
+        uint64_t *toks = calloc(left + 1, sizeof *toks);
+        char (*names)[16] = calloc(left + 1, sizeof *names);
+        cr_assert(toks && names);
+        while ((rc = shmkv_claim_random(db, "r:", 2, &longl, kb, sizeof kb, &kl, &out, NULL, 0,
+                                        NULL, NULL)) == 0) {
+            cr_assert_lt(taken, left, "%s: more claims than keys: a key taken twice", what);
+            memcpy(names[taken], kb, kl);
+            names[taken][kl] = 0;
+            toks[taken++] = out.token;
+        }
+        T_RC(rc, SHMKV_ENOTFOUND);
+        cr_assert_eq(taken, left, "%s: %" PRIu64 " of %" PRIu64 " keys claimable after the kill",
+                     what, taken, left);
+        uint64_t live = 0, exp = 0;
+        T_OK(shmkv_claim_count(db, "r:", 2, &live, &exp));
+        cr_assert(live == left && exp == 0, "%s: claim_count live %" PRIu64 " expired %" PRIu64,
+                  what, live, exp);
+        for (uint64_t i = 0; i < taken; i++)
+            T_OK(shmkv_claim_release(db, names[i], strlen(names[i]), toks[i]));
+        free(toks);
+        free(names);
+        check_clean(db, what);
+        if (left < 50) { /* popped nearly dry: fill again */
+            for (int i = 0; i < n; i++) {
+                snprintf(k, sizeof k, "r:%05d", i);
+                T_OK(shmkv_set(db, k, strlen(k), "v", 1, SHMKV_KIND_STRING));
+            }
+        }
+    }
+    cr_log_info("%s: %d rounds, last size %d", t_backend_name(be), rounds, n - popped_max);
+    t_close(db);
+    if (be == SHMKV_BACKEND_DISK)
+        t_dump_check(where, be);
+}
+
+Test(claims_adv, killed_while_reclaiming_memory)
+{
+    reclaim_kills(SHMKV_BACKEND_MEMORY);
+}
+
+Test(claims_adv, killed_while_reclaiming_disk)
+{
+    reclaim_kills(SHMKV_BACKEND_DISK);
+}
