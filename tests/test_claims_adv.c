@@ -840,3 +840,263 @@ Test(claims_adv, killed_while_reclaiming_disk)
 {
     reclaim_kills(SHMKV_BACKEND_DISK);
 }
+
+/* ---- two processes of many threads on one pool ----------------------------------- */
+
+#define PK 48     /* keys in the pool: few, so that threads collide */
+#define PTHR 4    /* claiming threads per process */
+
+typedef struct {
+    _Atomic uint64_t holder[PK]; /* token of the claim believed live, 0: none */
+    _Atomic uint64_t claims, pops, violations;
+    _Atomic int stop;
+    char msg[512];
+    _Atomic int msg_taken;
+} pool_shared;
+
+typedef struct {
+    pool_shared *sh;
+    shmkv_db *db;
+    uint64_t seed;
+    bool track;
+} pool_thr;
+
+static void violation(pool_shared *sh, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void violation(pool_shared *sh, const char *fmt, ...)
+{
+    atomic_fetch_add(&sh->violations, 1);
+    if (atomic_exchange(&sh->msg_taken, 1))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sh->msg, sizeof sh->msg, fmt, ap);
+    va_end(ap);
+}
+
+static int pool_key(const char *k, size_t kl)
+{
+    if (kl != 5 || memcmp(k, "p:", 2) != 0)
+        return -1;
+    int x = atoi(k + 2);
+    return x >= 0 && x < PK ? x : -1;
+}
+
+static void *pool_claimer(void *arg)
+{
+    pool_thr *pt = arg;
+    pool_shared *sh = pt->sh;
+    t_rng rng = t_rng_seeded(pt->seed);
+    shmkv_lease l = {"pool", 4, 60000};
+    char kb[64];
+    while (!atomic_load(&sh->stop)) {
+        shmkv_claim out;
+        size_t kl = 0;
+        int rc;
+        uint64_t r = t_below(&rng, 100);
+        if (r < 8) {
+            rc = shmkv_pop_random(pt->db, "p:", 2, kb, sizeof kb, &kl, NULL, 0, NULL, NULL);
+            if (rc == SHMKV_ENOTFOUND)
+                continue;
+            if (rc) {
+                violation(sh, "pop_random -> %d (%s)", rc, shmkv_strerror(rc));
+                continue;
+            }
+            int i = pool_key(kb, kl);
+            uint64_t h = i >= 0 ? atomic_load(&sh->holder[i]) : 0;
+            if (i < 0 || h)
+                violation(sh, "pop_random popped %.*s, held by the live claim %" PRIu64,
+                          (int)kl, kb, h);
+            atomic_fetch_add(&sh->pops, 1);
+            /* back into the pool (set_if_absent: another popper may have
+             * put it back meanwhile) */
+            int stored = 0;
+            rc = shmkv_set_if_absent(pt->db, kb, kl, "v", 1, SHMKV_KIND_STRING, &stored);
+            if (rc)
+                violation(sh, "set_if_absent -> %d", rc);
+            continue;
+        }
+        if (r < 60) {
+            rc = shmkv_claim_random(pt->db, "p:", 2, &l, kb, sizeof kb, &kl, &out, NULL, 0, NULL,
+                                    NULL);
+        } else {
+            kl = (size_t)snprintf(kb, sizeof kb, "p:%03d", (int)t_below(&rng, PK));
+            rc = shmkv_claim_key(pt->db, kb, kl, &l, &out, NULL, 0, NULL, NULL);
+        }
+        if (rc == SHMKV_ENOTFOUND || rc == SHMKV_EHELD)
+            continue;
+        if (rc) {
+            violation(sh, "claim -> %d (%s)", rc, shmkv_strerror(rc));
+            continue;
+        }
+        int i = pool_key(kb, kl);
+        if (i < 0) {
+            violation(sh, "claimed a key not of the pool: %.*s", (int)kl, kb);
+            continue;
+        }
+        uint64_t prev = 0;
+        if (!atomic_compare_exchange_strong(&sh->holder[i], &prev, out.token)) {
+            violation(sh, "%.*s claimed twice: token %" PRIu64 " while %" PRIu64 " is live",
+                      (int)kl, kb, out.token, prev);
+            continue;
+        }
+        atomic_fetch_add(&sh->claims, 1);
+        if (t_below(&rng, 4) == 0)
+            t_sleep_us(t_below(&rng, 300));
+        if (t_below(&rng, 3) == 0) {
+            shmkv_claim rn;
+            rc = shmkv_claim_renew(pt->db, kb, kl, out.token, &l, &rn);
+            if (rc)
+                violation(sh, "renew of the live claim %" PRIu64 " on %.*s -> %d", out.token,
+                          (int)kl, kb, rc);
+        }
+        /* not ours any more from here: clear the mark, then end the claim */
+        atomic_store(&sh->holder[i], 0);
+        rc = t_below(&rng, 2) ? shmkv_claim_release(pt->db, kb, kl, out.token)
+                              : shmkv_claim_complete(pt->db, kb, kl, out.token, 0);
+        if (rc)
+            violation(sh, "ending the live claim %" PRIu64 " on %.*s -> %d (%s)", out.token,
+                      (int)kl, kb, rc, shmkv_strerror(rc));
+    }
+    return NULL;
+}
+
+static void *pool_disturber(void *arg)
+{
+    pool_thr *pt = arg;
+    pool_shared *sh = pt->sh;
+    t_rng rng = t_rng_seeded(pt->seed);
+    char kb[16];
+    while (!atomic_load(&sh->stop)) {
+        uint64_t r = t_below(&rng, 100);
+        int rc = 0;
+        if (r < 50) {
+            /* a set keeps the claim (and must not bring a popped key back
+             * twice: set_if_absent semantics do not matter here) */
+            int n = snprintf(kb, sizeof kb, "p:%03d", (int)t_below(&rng, PK));
+            rc = shmkv_set(pt->db, kb, (size_t)n, "w", 1, SHMKV_KIND_STRING);
+        } else if (r < 80) {
+            shmkv_item it[6];
+            char ks[6][8];
+            for (int j = 0; j < 6; j++) {
+                snprintf(ks[j], sizeof ks[j], "p:%03d", (int)t_below(&rng, PK));
+                it[j] = (shmkv_item){ks[j], 5, "many", 4, SHMKV_KIND_STRING, 0};
+            }
+            size_t bad = 0;
+            rc = shmkv_set_many(pt->db, it, 6, &bad);
+        } else if (r < 95) {
+            uint64_t live, exp;
+            rc = shmkv_claim_count(pt->db, "p:", 2, &live, &exp);
+            if (!rc && live > PK)
+                violation(sh, "claim_count: %" PRIu64 " live claims on %d keys", live, PK);
+        } else if (r < 98) {
+            if (pt->track)
+                rc = shmkv_rebuild_index(pt->db);
+        } else {
+            uint64_t probs = 0;
+            char msg[200] = "";
+            rc = shmkv_check(pt->db, &probs, msg, sizeof msg);
+            if (rc || probs)
+                violation(sh, "shmkv_check under load -> %d, %" PRIu64 " problems: %s", rc,
+                          probs, msg);
+            rc = 0;
+        }
+        if (rc)
+            violation(sh, "disturber op %" PRIu64 " -> %d (%s)", r, rc, shmkv_strerror(rc));
+        t_sleep_us(t_below(&rng, 500));
+    }
+    return NULL;
+}
+
+static void pool_child(const char *where, shmkv_backend be, pool_shared *sh, uint64_t seed)
+{
+    shmkv_options o = t_opts(be, SHMKV_TRACK_DEFAULT);
+    shmkv_db *db = NULL;
+    CHILD_OK(shmkv_open(where, &o, &db));
+    shmkv_info info;
+    CHILD_OK(shmkv_stat(db, &info));
+    pthread_t th[PTHR + 1];
+    pool_thr pt[PTHR + 1];
+    for (int i = 0; i <= PTHR; i++) {
+        pt[i] = (pool_thr){sh, db, t_mix(seed + (uint64_t)i), info.track_keys != 0};
+        CHILD_CHECK(pthread_create(&th[i], NULL, i < PTHR ? pool_claimer : pool_disturber,
+                                   &pt[i]) == 0, "pthread_create");
+    }
+    for (int i = 0; i <= PTHR; i++)
+        pthread_join(th[i], NULL);
+    CHILD_OK(shmkv_close(db));
+    _exit(0);
+}
+
+static void pool_run(shmkv_backend be, int track, bool enable_midway)
+{
+    const char *where = t_where(be, "pool");
+    shmkv_db *db = t_open(where, be, track);
+    char k[16];
+    for (int i = 0; i < PK; i++) {
+        snprintf(k, sizeof k, "p:%03d", i);
+        T_OK(shmkv_set(db, k, 5, "v", 1, SHMKV_KIND_STRING));
+    }
+    pool_shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                           -1, 0);
+    cr_assert(sh != MAP_FAILED);
+    memset(sh, 0, sizeof *sh);
+    t_rng rng = t_rng_new();
+    pid_t kids[2];
+    for (int c = 0; c < 2; c++) {
+        uint64_t seed = t_next(&rng);
+        if ((kids[c] = t_fork()) == 0)
+            pool_child(where, be, sh, seed);
+    }
+    /* SIGSTOP and SIGCONT the children at random while they run */
+    uint64_t t_end = t_now_ns() + (uint64_t)(t_scaled(4000, 1500) * 1000000u);
+    bool enabled = false;
+    while (t_now_ns() < t_end) {
+        pid_t v = kids[t_below(&rng, 2)];
+        t_sleep_us(2000 + t_below(&rng, 20000));
+        if (t_below(&rng, 3) == 0) {
+            kill(v, SIGSTOP);
+            t_sleep_us(1000 + t_below(&rng, 20000));
+            kill(v, SIGCONT);
+        }
+        if (enable_midway && !enabled && t_now_ns() > t_end - 1000000000u) {
+            T_OK(shmkv_tracking_enable(db));
+            enabled = true;
+        }
+    }
+    atomic_store(&sh->stop, 1);
+    for (int c = 0; c < 2; c++) {
+        kill(kids[c], SIGCONT);
+        int st = t_wait_for(kids[c], 120);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d ended badly", c);
+    }
+    cr_log_info("%s/%d: %" PRIu64 " claims, %" PRIu64 " pops", t_backend_name(be), track,
+                atomic_load(&sh->claims), atomic_load(&sh->pops));
+    cr_assert_eq(atomic_load(&sh->violations), 0, "%" PRIu64 " violations, the first: %s",
+                 atomic_load(&sh->violations), sh->msg);
+    cr_assert_gt(atomic_load(&sh->claims), 100);
+    check_clean(db, "pool");
+    uint64_t live = 9, exp = 9;
+    T_OK(shmkv_claim_count(db, NULL, 0, &live, &exp));
+    cr_assert(live == 0 && exp == 0, "claims left: live %" PRIu64 " expired %" PRIu64, live, exp);
+    munmap(sh, sizeof *sh);
+    if (be == SHMKV_BACKEND_MEMORY)
+        t_dump_check(where, be);
+    t_close(db);
+    if (be == SHMKV_BACKEND_DISK)
+        t_dump_check(where, be);
+}
+
+Test(claims_adv, procs_threads_no_double_claim_memory_tracked)
+{
+    pool_run(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_ON, false);
+}
+
+Test(claims_adv, procs_threads_no_double_claim_memory_untracked)
+{
+    pool_run(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF, false);
+}
+
+Test(claims_adv, procs_threads_no_double_claim_disk_enabled_midway)
+{
+    pool_run(SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF, true);
+}
