@@ -544,7 +544,9 @@ static void random_mix(shmkv_backend be, bool track, bool full)
         } else if (r < 991 && be == SHMKV_BACKEND_DISK) {
             fake_reboot(md);
         } else {
-            check_clean(md->db, t_str("%s step %" PRIu64, md->name, md->step));
+            char what[96];
+            snprintf(what, sizeof what, "%s step %" PRIu64, md->name, md->step);
+            check_clean(md->db, what);
         }
         if (!track && md->step == steps / 2) {
             /* tracking turned on with claims live: the index must count them */
@@ -786,8 +788,9 @@ static void reclaim_kills(shmkv_backend be)
         int st = t_wait_for(kid, 60);
         cr_assert(WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) == 0),
                   "round %d: the child failed (%s)", round, point ? point : "timed kill");
-        const char *what = t_str("round %d, %s%s", round, pop ? "pop " : "",
-                                 point ? point : "timed kill");
+        char what[96];
+        snprintf(what, sizeof what, "round %d, %s%s", round, pop ? "pop " : "",
+                 point ? point : "timed kill");
         check_clean(db, what);
         /* every key left is claimable again once the child's 1 ms leases
          * have run out: exactly once each, then none */
