@@ -1103,3 +1103,138 @@ Test(claims_adv, procs_threads_no_double_claim_disk_enabled_midway)
 {
     pool_run(SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF, true);
 }
+
+/* ---- one hot key ------------------------------------------------------------------- */
+
+/* Threads of two processes fight over the one key of a prefix, among many
+ * keys of another: claim_random(prefix) takes it, and release gives it
+ * back at once. A draw that loses the key to another process between the
+ * pick and the take draws again; whatever the contention, claim_random
+ * answers 0 or ENOTFOUND (the key is held), never SHMKV_ETIMEDOUT or
+ * anything else, and the key is never held twice. */
+typedef struct {
+    _Atomic uint64_t holder, last, wins, misses, violations;
+    _Atomic int stop;
+    char msg[256];
+    _Atomic int msg_taken;
+} hot_shared;
+
+static void hot_violation(hot_shared *sh, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void hot_violation(hot_shared *sh, const char *fmt, ...)
+{
+    atomic_fetch_add(&sh->violations, 1);
+    if (atomic_exchange(&sh->msg_taken, 1))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sh->msg, sizeof sh->msg, fmt, ap);
+    va_end(ap);
+}
+
+typedef struct {
+    hot_shared *sh;
+    shmkv_db *db;
+} hot_thr;
+
+static void *hot_loop(void *arg)
+{
+    hot_thr *ht = arg;
+    hot_shared *sh = ht->sh;
+    shmkv_lease l = {NULL, 0, 60000};
+    char kb[64], vb[64];
+    while (!atomic_load(&sh->stop)) {
+        size_t kl = 0, vl = 0;
+        shmkv_claim out;
+        int rc = shmkv_claim_random(ht->db, "h:", 2, &l, kb, sizeof kb, &kl, &out, vb, sizeof vb,
+                                    &vl, NULL);
+        if (rc == SHMKV_ENOTFOUND) {
+            atomic_fetch_add(&sh->misses, 1);
+            continue;
+        }
+        if (rc) {
+            hot_violation(sh, "claim_random(h:) -> %d (%s)", rc, shmkv_strerror(rc));
+            continue;
+        }
+        if (kl != 3 || memcmp(kb, "h:0", 3) != 0 || vl != 5 || memcmp(vb, "hot-0", 5) != 0)
+            hot_violation(sh, "claim_random(h:) returned %.*s = %.*s", (int)kl, kb, (int)vl, vb);
+        uint64_t prev = 0;
+        if (!atomic_compare_exchange_strong(&sh->holder, &prev, out.token)) {
+            hot_violation(sh, "h:0 claimed twice: %" PRIu64 " while %" PRIu64 " is live",
+                          out.token, prev);
+            continue;
+        }
+        uint64_t last = atomic_load(&sh->last);
+        if (out.token <= last)
+            hot_violation(sh, "token %" PRIu64 " not above the key's last %" PRIu64, out.token,
+                          last);
+        atomic_store(&sh->last, out.token);
+        atomic_fetch_add(&sh->wins, 1);
+        atomic_store(&sh->holder, 0);
+        rc = shmkv_claim_release(ht->db, "h:0", 3, out.token);
+        if (rc)
+            hot_violation(sh, "release of the live claim %" PRIu64 " -> %d", out.token, rc);
+    }
+    return NULL;
+}
+
+static void hot_child(const char *where, shmkv_backend be, hot_shared *sh)
+{
+    shmkv_options o = t_opts(be, SHMKV_TRACK_DEFAULT);
+    shmkv_db *db = NULL;
+    CHILD_OK(shmkv_open(where, &o, &db));
+    pthread_t th[3];
+    hot_thr ht = {sh, db};
+    for (int i = 0; i < 3; i++)
+        CHILD_CHECK(pthread_create(&th[i], NULL, hot_loop, &ht) == 0, "pthread_create");
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+    CHILD_OK(shmkv_close(db));
+    _exit(0);
+}
+
+static void hot_key(int track)
+{
+    const char *where = t_where(SHMKV_BACKEND_MEMORY, "hot");
+    shmkv_db *db = t_open(where, SHMKV_BACKEND_MEMORY, track);
+    T_OK(shmkv_set(db, "h:0", 3, "hot-0", 5, SHMKV_KIND_STRING));
+    char k[16];
+    int n = (int)t_scaled(3000, 500);
+    for (int i = 0; i < n; i++) {
+        snprintf(k, sizeof k, "x:%05d", i);
+        T_OK(shmkv_set(db, k, strlen(k), "x", 1, SHMKV_KIND_STRING));
+    }
+    hot_shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                          -1, 0);
+    cr_assert(sh != MAP_FAILED);
+    memset(sh, 0, sizeof *sh);
+    pid_t kids[2];
+    for (int c = 0; c < 2; c++)
+        if ((kids[c] = t_fork()) == 0)
+            hot_child(where, SHMKV_BACKEND_MEMORY, sh);
+    t_sleep_us(t_scaled(3000, 1000) * 1000);
+    atomic_store(&sh->stop, 1);
+    for (int c = 0; c < 2; c++) {
+        int st = t_wait_for(kids[c], 120);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d ended badly", c);
+    }
+    cr_log_info("hot key, track %d: %" PRIu64 " wins, %" PRIu64 " misses", track,
+                atomic_load(&sh->wins), atomic_load(&sh->misses));
+    cr_assert_eq(atomic_load(&sh->violations), 0, "%" PRIu64 " violations, the first: %s",
+                 atomic_load(&sh->violations), sh->msg);
+    cr_assert_gt(atomic_load(&sh->wins), 10);
+    check_clean(db, "hot key");
+    munmap(sh, sizeof *sh);
+    t_dump_check(where, SHMKV_BACKEND_MEMORY);
+    t_close(db);
+}
+
+Test(claims_adv, hot_key_contention_tracked)
+{
+    hot_key(SHMKV_TRACK_ON);
+}
+
+Test(claims_adv, hot_key_contention_untracked)
+{
+    hot_key(SHMKV_TRACK_OFF);
+}
