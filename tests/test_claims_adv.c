@@ -1238,3 +1238,90 @@ Test(claims_adv, hot_key_contention_untracked)
 {
     hot_key(SHMKV_TRACK_OFF);
 }
+
+/* ---- uniform among claimable keys when many claims have ended ------------------- */
+
+/*
+ * "Uniform among the claimable keys of the prefix (a key whose lease ran
+ * out is claimable)" (shmkv.h, docs/api.md, docs/reliability.md 1c).
+ * 1000 keys "u:NNNN"; the 10 with NNNN % 100 == 0 are never claimed, the
+ * other 990 hold leases of 1 ms that have all ended when claim_random
+ * draws: all 1000 are claimable, so the draw lands on one of the 10 with
+ * probability 1%. `other` more keys of another prefix, "o:", hold leases
+ * that ended before those of "u:". Each round draws once, releases what
+ * it drew, and claims the 990 again. The share of draws that land on the
+ * 10 must stay near 1%.
+ */
+static void ended_claims_uniform(int track, int other)
+{
+    const char *where = t_where(SHMKV_BACKEND_MEMORY, "uniform");
+    shmkv_db *db = t_open(where, SHMKV_BACKEND_MEMORY, track);
+    enum { NU = 1000 };
+    char k[16];
+    for (int i = 0; i < NU; i++) {
+        snprintf(k, sizeof k, "u:%04d", i);
+        T_OK(shmkv_set(db, k, 6, "v", 1, SHMKV_KIND_STRING));
+    }
+    for (int i = 0; i < other; i++) {
+        snprintf(k, sizeof k, "o:%04d", i);
+        T_OK(shmkv_set(db, k, 6, "v", 1, SHMKV_KIND_STRING));
+    }
+    shmkv_lease shortl = {NULL, 0, 1}, longl = {NULL, 0, 60000};
+    const int rounds = 300;
+    int hits = 0;
+    for (int r = 0; r < rounds; r++) {
+        shmkv_claim out;
+        int rc;
+        for (int i = 0; i < other; i++) {
+            snprintf(k, sizeof k, "o:%04d", i);
+            rc = shmkv_claim_key(db, k, 6, &shortl, &out, NULL, 0, NULL, NULL);
+            cr_assert(rc == 0 || rc == SHMKV_EHELD, "claim_key(%s) -> %d", k, rc);
+        }
+        if (other)
+            t_sleep_us(2000); /* the "o:" leases end first */
+        for (int i = 0; i < NU; i++) {
+            if (i % 100 == 0)
+                continue;
+            snprintf(k, sizeof k, "u:%04d", i);
+            rc = shmkv_claim_key(db, k, 6, &shortl, &out, NULL, 0, NULL, NULL);
+            cr_assert(rc == 0 || rc == SHMKV_EHELD, "claim_key(%s) -> %d", k, rc);
+        }
+        t_sleep_us(3000); /* every 1 ms lease has ended */
+        char kb[16];
+        size_t kl = 0;
+        T_OK(shmkv_claim_random(db, "u:", 2, &longl, kb, sizeof kb, &kl, &out, NULL, 0, NULL,
+                                NULL));
+        cr_assert_eq(kl, 6);
+        kb[kl] = 0;
+        hits += atoi(kb + 2) % 100 == 0;
+        T_OK(shmkv_claim_release(db, kb, kl, out.token));
+    }
+    cr_log_info("track %d, %d other ended claims: %d of %d draws on the 10 never-claimed keys "
+                "(uniform: about %d)", track, other, hits, rounds, rounds / 100);
+    /* P(Binomial(300, 0.01) > 15) is about 1e-7 */
+    cr_assert_leq(hits, 15,
+                  "claim_random is not uniform among the claimable keys: %d of %d draws went to "
+                  "the 10 keys never claimed, out of 1000 claimable (1%% expected). With key "
+                  "tracking, pick_index() counts at most RECLAIM_BATCH (64) ended claims "
+                  "unclaimed again per call (reclaim(), earliest end first, across every "
+                  "prefix) and draws only among the keys the index counts unclaimed: the "
+                  "ended claims not yet reclaimed are never drawn",
+                  hits, rounds);
+    check_clean(db, "uniform");
+    t_close(db);
+}
+
+Test(claims_adv, random_uniform_among_ended_claims_tracked)
+{
+    ended_claims_uniform(SHMKV_TRACK_ON, 0);
+}
+
+Test(claims_adv, random_uniform_among_ended_claims_untracked)
+{
+    ended_claims_uniform(SHMKV_TRACK_OFF, 0);
+}
+
+Test(claims_adv, random_uniform_ended_claims_of_other_prefix_tracked)
+{
+    ended_claims_uniform(SHMKV_TRACK_ON, 300);
+}
