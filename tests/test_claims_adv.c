@@ -850,9 +850,12 @@ Test(claims_adv, killed_while_reclaiming_disk)
 #define PTHR 4    /* claiming threads per process */
 
 typedef struct {
-    _Atomic uint64_t holder[PK]; /* token of the claim believed live, 0: none */
+    /* the claim believed live on each key: a number from seq taken after
+     * the claim returned (0: none), and its token */
+    _Atomic uint64_t holder[PK], token[PK], seq;
     _Atomic uint64_t claims, pops, violations;
     _Atomic int stop;
+    int racing; /* clear, delete_prefix and delete_many race the claims too */
     char msg[512];
     _Atomic int msg_taken;
 } pool_shared;
@@ -897,6 +900,7 @@ static void *pool_claimer(void *arg)
         int rc;
         uint64_t r = t_below(&rng, 100);
         if (r < 8) {
+            uint64_t before = atomic_load(&sh->seq);
             rc = shmkv_pop_random(pt->db, "p:", 2, kb, sizeof kb, &kl, NULL, 0, NULL, NULL);
             if (rc == SHMKV_ENOTFOUND)
                 continue;
@@ -904,11 +908,14 @@ static void *pool_claimer(void *arg)
                 violation(sh, "pop_random -> %d (%s)", rc, shmkv_strerror(rc));
                 continue;
             }
+            /* A claim that returned before the pop began and is still
+             * marked was live all through the pop. (A later one may be on
+             * the key set again by the disturber after the pop.) */
             int i = pool_key(kb, kl);
             uint64_t h = i >= 0 ? atomic_load(&sh->holder[i]) : 0;
-            if (i < 0 || h)
+            if (i < 0 || (h && h <= before))
                 violation(sh, "pop_random popped %.*s, held by the live claim %" PRIu64,
-                          (int)kl, kb, h);
+                          (int)kl, kb, atomic_load(&sh->token[i]));
             atomic_fetch_add(&sh->pops, 1);
             /* back into the pool (set_if_absent: another popper may have
              * put it back meanwhile) */
@@ -936,12 +943,30 @@ static void *pool_claimer(void *arg)
             violation(sh, "claimed a key not of the pool: %.*s", (int)kl, kb);
             continue;
         }
-        uint64_t prev = 0;
-        if (!atomic_compare_exchange_strong(&sh->holder[i], &prev, out.token)) {
-            violation(sh, "%.*s claimed twice: token %" PRIu64 " while %" PRIu64 " is live",
-                      (int)kl, kb, out.token, prev);
+        if (sh->racing) {
+            /* a delete may end the claim at any moment: the ending calls
+             * may then say ESTALE, nothing else */
+            atomic_fetch_add(&sh->claims, 1);
+            shmkv_claim rn;
+            rc = shmkv_claim_renew(pt->db, kb, kl, out.token, &l, &rn);
+            if (rc && rc != SHMKV_ESTALE)
+                violation(sh, "renew -> %d (%s)", rc, shmkv_strerror(rc));
+            if (!rc && rn.token != out.token)
+                violation(sh, "renew changed the token");
+            rc = t_below(&rng, 2) ? shmkv_claim_release(pt->db, kb, kl, out.token)
+                                  : shmkv_claim_complete(pt->db, kb, kl, out.token,
+                                                         (int)t_below(&rng, 2));
+            if (rc && rc != SHMKV_ESTALE)
+                violation(sh, "ending a claim -> %d (%s)", rc, shmkv_strerror(rc));
             continue;
         }
+        uint64_t prev = 0, mine = atomic_fetch_add(&sh->seq, 1) + 1;
+        if (!atomic_compare_exchange_strong(&sh->holder[i], &prev, mine)) {
+            violation(sh, "%.*s claimed twice: token %" PRIu64 " while %" PRIu64 " is live",
+                      (int)kl, kb, out.token, atomic_load(&sh->token[i]));
+            continue;
+        }
+        atomic_store(&sh->token[i], out.token);
         atomic_fetch_add(&sh->claims, 1);
         if (t_below(&rng, 4) == 0)
             t_sleep_us(t_below(&rng, 300));
@@ -994,6 +1019,32 @@ static void *pool_disturber(void *arg)
         } else if (r < 98) {
             if (pt->track)
                 rc = shmkv_rebuild_index(pt->db);
+            if (!rc && sh->racing) {
+                uint64_t del = 0;
+                uint64_t w = t_below(&rng, 3);
+                if (w == 0) {
+                    rc = shmkv_clear(pt->db);
+                } else if (w == 1) {
+                    snprintf(kb, sizeof kb, "p:0%d", (int)t_below(&rng, 5));
+                    rc = shmkv_delete_prefix(pt->db, kb, 4, 0, &del);
+                } else {
+                    shmkv_item it[4];
+                    char ks[4][8];
+                    for (int j = 0; j < 4; j++) {
+                        snprintf(ks[j], sizeof ks[j], "p:%03d", (int)t_below(&rng, PK));
+                        it[j] = (shmkv_item){ks[j], 5, NULL, 0, 0, 0};
+                    }
+                    size_t bad = 0;
+                    rc = shmkv_delete_many(pt->db, it, 4, &del, &bad);
+                }
+                /* and the pool back */
+                for (int j = 0; !rc && j < PK; j++) {
+                    int n = snprintf(kb, sizeof kb, "p:%03d", j);
+                    int stored;
+                    rc = shmkv_set_if_absent(pt->db, kb, (size_t)n, "v", 1, SHMKV_KIND_STRING,
+                                             &stored);
+                }
+            }
         } else {
             uint64_t probs = 0;
             char msg[200] = "";
@@ -1030,7 +1081,7 @@ static void pool_child(const char *where, shmkv_backend be, pool_shared *sh, uin
     _exit(0);
 }
 
-static void pool_run(shmkv_backend be, int track, bool enable_midway)
+static void pool_run(shmkv_backend be, int track, bool enable_midway, bool racing)
 {
     const char *where = t_where(be, "pool");
     shmkv_db *db = t_open(where, be, track);
@@ -1043,6 +1094,7 @@ static void pool_run(shmkv_backend be, int track, bool enable_midway)
                            -1, 0);
     cr_assert(sh != MAP_FAILED);
     memset(sh, 0, sizeof *sh);
+    sh->racing = racing;
     t_rng rng = t_rng_new();
     pid_t kids[2];
     for (int c = 0; c < 2; c++) {
@@ -1081,6 +1133,21 @@ static void pool_run(shmkv_backend be, int track, bool enable_midway)
     uint64_t live = 9, exp = 9;
     T_OK(shmkv_claim_count(db, NULL, 0, &live, &exp));
     cr_assert(live == 0 && exp == 0, "claims left: live %" PRIu64 " expired %" PRIu64, live, exp);
+    if (racing) { /* whatever the races left, every key of the pool is claimable */
+        shmkv_lease l = {NULL, 0, 60000};
+        char kb[16];
+        size_t kl;
+        uint64_t got = 0;
+        int rc;
+        while ((rc = shmkv_claim_random(db, "p:", 2, &l, kb, sizeof kb, &kl, NULL, NULL, 0, NULL,
+                                        NULL)) == 0)
+            cr_assert_leq(++got, shmkv_size(db));
+        T_RC(rc, SHMKV_ENOTFOUND);
+        uint64_t cnt = 0;
+        T_OK(shmkv_count(db, "p:", 2, &cnt));
+        cr_assert_eq(got, cnt, "%" PRIu64 " of %" PRIu64 " keys claimable", got, cnt);
+        check_clean(db, "pool, all claimed");
+    }
     munmap(sh, sizeof *sh);
     if (be == SHMKV_BACKEND_MEMORY)
         t_dump_check(where, be);
@@ -1091,17 +1158,27 @@ static void pool_run(shmkv_backend be, int track, bool enable_midway)
 
 Test(claims_adv, procs_threads_no_double_claim_memory_tracked)
 {
-    pool_run(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_ON, false);
+    pool_run(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_ON, false, false);
 }
 
 Test(claims_adv, procs_threads_no_double_claim_memory_untracked)
 {
-    pool_run(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF, false);
+    pool_run(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF, false, false);
 }
 
 Test(claims_adv, procs_threads_no_double_claim_disk_enabled_midway)
 {
-    pool_run(SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF, true);
+    pool_run(SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF, true, false);
+}
+
+Test(claims_adv, procs_threads_claims_race_clear_and_deletes_tracked)
+{
+    pool_run(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_ON, false, true);
+}
+
+Test(claims_adv, procs_threads_claims_race_clear_and_deletes_untracked)
+{
+    pool_run(SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF, false, true);
 }
 
 /* ---- one hot key ------------------------------------------------------------------- */
