@@ -1436,3 +1436,142 @@ Test(claims_adv, random_uniform_ended_claims_of_other_prefix_tracked)
 {
     ended_claims_uniform(SHMKV_TRACK_ON, 300);
 }
+
+/* ---- a full file system --------------------------------------------------------- */
+
+/*
+ * On a 2 MiB tmpfs (t_small_fs_run): fill the store until the file system
+ * refuses, then claim every key, renew and release some, and claim_random
+ * until it refuses. A claim that meets -ENOSPC/EFULL leaves no claim and the
+ * value as it was; completing with the key's deletion always works; at the
+ * end claim_count is 0/0 and shmkv_check and shmkv-dump --check are clean.
+ */
+typedef struct {
+    uint64_t keys, claimed, refused, rnd_claimed, rnd_rc;
+} fullfs_res;
+
+static void fullfs_kid(shmkv_backend be, int track, const char *mnt, const char *where, int resfd)
+{
+    int mode = t_child_small_fs(mnt, NULL);
+    CHILD_CHECK(mode > 0, "no small file system at %s", mnt);
+    shmkv_options o = t_opts(be, track);
+    shmkv_db *db = NULL;
+    CHILD_OK(shmkv_open(where, &o, &db));
+    fullfs_res res = {0};
+    char k[32], v[300], vb[300];
+    memset(v, 'q', sizeof v);
+    for (;; res.keys++) {
+        int n = snprintf(k, sizeof k, "f:%06" PRIu64, res.keys);
+        int rc = shmkv_set(db, k, (size_t)n, v, sizeof v, SHMKV_KIND_BYTES);
+        if (rc == -ENOSPC || rc == SHMKV_EFULL || rc == -EFBIG)
+            break;
+        CHILD_OK(rc);
+        CHILD_CHECK(res.keys < 1000000, "never full");
+    }
+    uint64_t *tok = calloc(res.keys + 1, sizeof *tok);
+    CHILD_CHECK(tok != NULL, "calloc");
+    shmkv_lease l = {"a-longish-owner-label-to-need-room", 34, 60000};
+    for (uint64_t i = 0; i < res.keys; i++) {
+        int n = snprintf(k, sizeof k, "f:%06" PRIu64, i);
+        shmkv_claim out;
+        size_t vl = 0;
+        int rc = shmkv_claim_key(db, k, (size_t)n, &l, &out, vb, sizeof vb, &vl, NULL);
+        if (rc == -ENOSPC || rc == SHMKV_EFULL || rc == -EFBIG) {
+            res.refused++;
+            shmkv_claim g;
+            int grc = shmkv_claim_get(db, k, (size_t)n, &g, NULL, 0, NULL);
+            CHILD_CHECK(grc == SHMKV_ESTALE, "%s: a refused claim left claim_get -> %d", k, grc);
+            vl = 0;
+            CHILD_OK(shmkv_get(db, k, (size_t)n, vb, sizeof vb, &vl, NULL));
+            CHILD_CHECK(vl == sizeof v && memcmp(vb, v, vl) == 0, "%s: value changed", k);
+            continue;
+        }
+        CHILD_OK(rc);
+        CHILD_CHECK(vl == sizeof v && memcmp(vb, v, vl) == 0, "%s: claimed value wrong", k);
+        tok[i] = out.token;
+        res.claimed++;
+        if (i % 3 == 0) {
+            shmkv_claim rn;
+            rc = shmkv_claim_renew(db, k, (size_t)n, out.token, &l, &rn);
+            CHILD_CHECK(rc == 0 || rc == -ENOSPC || rc == SHMKV_EFULL || rc == -EFBIG,
+                        "renew -> %d", rc);
+        }
+    }
+    /* claim_random over what is left: refuses or finds nothing */
+    for (;;) {
+        char kb[32];
+        size_t kl = 0;
+        shmkv_claim out;
+        int rc = shmkv_claim_random(db, "f:", 2, &l, kb, sizeof kb, &kl, &out, NULL, 0, NULL,
+                                    NULL);
+        if (rc) {
+            res.rnd_rc = (uint64_t)(int64_t)rc;
+            CHILD_CHECK(rc == SHMKV_ENOTFOUND || rc == -ENOSPC || rc == SHMKV_EFULL ||
+                            rc == -EFBIG, "claim_random on a full fs -> %d (%s)", rc,
+                        shmkv_strerror(rc));
+            break;
+        }
+        kb[kl] = 0;
+        uint64_t i = strtoull(kb + 2, NULL, 10);
+        CHILD_CHECK(i < res.keys && tok[i] == 0, "claim_random took %s, claimed before", kb);
+        tok[i] = out.token;
+        res.rnd_claimed++;
+    }
+    uint64_t claimed = 0;
+    for (uint64_t i = 0; i < res.keys; i++)
+        claimed += tok[i] != 0;
+    uint64_t live = 0, exp = 0;
+    CHILD_OK(shmkv_claim_count(db, "f:", 2, &live, &exp));
+    CHILD_CHECK(live == claimed && exp == 0, "claim_count %" PRIu64 "/%" PRIu64 ", %" PRIu64
+                " claimed", live, exp, claimed);
+    uint64_t probs = 0;
+    char msg[256] = "";
+    int rc = shmkv_check(db, &probs, msg, sizeof msg);
+    CHILD_CHECK(rc == 0 && probs == 0, "check on the full fs -> %d: %s", rc, msg);
+    for (uint64_t i = 0; i < res.keys; i++) {
+        if (!tok[i])
+            continue;
+        int n = snprintf(k, sizeof k, "f:%06" PRIu64, i);
+        rc = shmkv_claim_complete(db, k, (size_t)n, tok[i], 1);
+        CHILD_CHECK(rc == 0, "complete(delete) of %s on a full fs -> %d (%s)", k, rc,
+                    shmkv_strerror(rc));
+    }
+    CHILD_CHECK(shmkv_size(db) == res.keys - claimed, "size %" PRIu64, shmkv_size(db));
+    CHILD_OK(shmkv_claim_count(db, NULL, 0, &live, &exp));
+    CHILD_CHECK(live == 0 && exp == 0, "claims left: %" PRIu64 "/%" PRIu64, live, exp);
+    rc = shmkv_check(db, &probs, msg, sizeof msg);
+    CHILD_CHECK(rc == 0 && probs == 0, "check at the end -> %d: %s", rc, msg);
+    if (be == SHMKV_BACKEND_MEMORY)
+        t_child_dump_check(where, be, false);
+    CHILD_OK(shmkv_close(db));
+    if (be == SHMKV_BACKEND_DISK)
+        t_child_dump_check(where, be, false);
+    free(tok);
+    CHILD_CHECK(fd_write_all(resfd, &res, sizeof res) == 0, "pipe");
+    _exit(0);
+}
+
+static void fullfs(shmkv_backend be, int track)
+{
+    fullfs_res res;
+    t_small_fs_run(be, track, "claimfull", fullfs_kid, &res, sizeof res);
+    cr_log_info("%s/%d: %" PRIu64 " keys, %" PRIu64 " claimed, %" PRIu64 " refused, %" PRIu64
+                " more by claim_random (then %d)", t_backend_name(be), track, res.keys,
+                res.claimed, res.refused, res.rnd_claimed, (int)(int64_t)res.rnd_rc);
+    cr_assert_gt(res.keys, 10);
+}
+
+Test(claims_adv, full_fs_disk_tracked)
+{
+    fullfs(SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+}
+
+Test(claims_adv, full_fs_disk_untracked)
+{
+    fullfs(SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF);
+}
+
+Test(claims_adv, full_fs_memory_tracked)
+{
+    fullfs(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_ON);
+}
