@@ -1363,7 +1363,7 @@ Test(claims_adv, hot_key_contention_untracked)
  * it drew, and claims the 990 again. The share of draws that land on the
  * 10 must stay near 1%.
  */
-static void ended_claims_uniform(int track, int other)
+static void ended_claims_uniform(int track, int other, bool pop)
 {
     const char *where = t_where(SHMKV_BACKEND_MEMORY, "uniform");
     shmkv_db *db = t_open(where, SHMKV_BACKEND_MEMORY, track);
@@ -1400,41 +1400,52 @@ static void ended_claims_uniform(int track, int other)
         t_sleep_us(3000); /* every 1 ms lease has ended */
         char kb[16];
         size_t kl = 0;
-        T_OK(shmkv_claim_random(db, "u:", 2, &longl, kb, sizeof kb, &kl, &out, NULL, 0, NULL,
-                                NULL));
+        if (pop)
+            T_OK(shmkv_pop_random(db, "u:", 2, kb, sizeof kb, &kl, NULL, 0, NULL, NULL));
+        else
+            T_OK(shmkv_claim_random(db, "u:", 2, &longl, kb, sizeof kb, &kl, &out, NULL, 0,
+                                    NULL, NULL));
         cr_assert_eq(kl, 6);
         kb[kl] = 0;
         hits += atoi(kb + 2) % 100 == 0;
-        T_OK(shmkv_claim_release(db, kb, kl, out.token));
+        if (pop)
+            T_OK(shmkv_set(db, kb, kl, "v", 1, SHMKV_KIND_STRING));
+        else
+            T_OK(shmkv_claim_release(db, kb, kl, out.token));
     }
-    cr_log_info("track %d, %d other ended claims: %d of %d draws on the 10 never-claimed keys "
-                "(uniform: about %d)", track, other, hits, rounds, rounds / 100);
+    cr_log_info("%s, track %d, %d other ended claims: %d of %d draws on the 10 never-claimed keys "
+                "(uniform: about %d)", pop ? "pop" : "claim", track, other, hits, rounds, rounds / 100);
     /* P(Binomial(300, 0.01) > 15) is about 1e-7 */
     cr_assert_leq(hits, 15,
-                  "claim_random is not uniform among the claimable keys: %d of %d draws went to "
+                  "%s is not uniform among the claimable keys: %d of %d draws went to "
                   "the 10 keys never claimed, out of 1000 claimable (1%% expected). With key "
                   "tracking, pick_index() counts at most RECLAIM_BATCH (64) ended claims "
                   "unclaimed again per call (reclaim(), earliest end first, across every "
                   "prefix) and draws only among the keys the index counts unclaimed: the "
                   "ended claims not yet reclaimed are never drawn",
-                  hits, rounds);
+                  pop ? "pop_random" : "claim_random", hits, rounds);
     check_clean(db, "uniform");
     t_close(db);
 }
 
 Test(claims_adv, random_uniform_among_ended_claims_tracked)
 {
-    ended_claims_uniform(SHMKV_TRACK_ON, 0);
+    ended_claims_uniform(SHMKV_TRACK_ON, 0, false);
 }
 
 Test(claims_adv, random_uniform_among_ended_claims_untracked)
 {
-    ended_claims_uniform(SHMKV_TRACK_OFF, 0);
+    ended_claims_uniform(SHMKV_TRACK_OFF, 0, false);
+}
+
+Test(claims_adv, pop_uniform_among_ended_claims_tracked)
+{
+    ended_claims_uniform(SHMKV_TRACK_ON, 0, true);
 }
 
 Test(claims_adv, random_uniform_ended_claims_of_other_prefix_tracked)
 {
-    ended_claims_uniform(SHMKV_TRACK_ON, 300);
+    ended_claims_uniform(SHMKV_TRACK_ON, 300, false);
 }
 
 /* ---- a full file system --------------------------------------------------------- */
