@@ -1586,3 +1586,130 @@ Test(claims_adv, full_fs_memory_tracked)
 {
     fullfs(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_ON);
 }
+
+/* ---- killed in a claim step, then killed again in its repair ------------------- */
+
+static void kill_op_child(const char *where, shmkv_backend be, const char *point, int op,
+                          uint64_t token)
+{
+    t_hook_kill_at(point, 0);
+    shmkv_options o = t_opts(be, SHMKV_TRACK_DEFAULT);
+    shmkv_db *db = NULL;
+    CHILD_OK(shmkv_open(where, &o, &db));
+    shmkv_lease l = {"kid", 3, 60000};
+    shmkv_claim out;
+    char kb[16];
+    size_t kl;
+    switch (op) {
+    case 0: (void)shmkv_claim_key(db, "c:001", 5, &l, &out, NULL, 0, NULL, NULL); break;
+    case 1: (void)shmkv_claim_release(db, "c:000", 5, token); break;
+    case 2: (void)shmkv_claim_renew(db, "c:000", 5, token, &l, &out); break;
+    case 3: (void)shmkv_claim_complete(db, "c:000", 5, token, 1); break;
+    case 4: (void)shmkv_claim_complete(db, "c:000", 5, token, 0); break;
+    case 5: (void)shmkv_pop_random(db, "c:", 2, kb, sizeof kb, &kl, NULL, 0, NULL, NULL); break;
+    default: (void)shmkv_claim_random(db, "c:", 2, &l, kb, sizeof kb, &kl, &out, NULL, 0, NULL,
+                                      NULL); break;
+    }
+    _exit(4); /* the hook did not fire */
+}
+
+static void double_kill(shmkv_backend be)
+{
+    static const char *const ops[] = {"claim", "release", "renew", "complete", "complete",
+                                      "pop", "claim"};
+    static const char *const pts[] = {"built", "indexed", "published"};
+    static const char *const repair_pts[] = {"index.rolled_back", "index.reconcile", NULL};
+    int runs = 0, repair_kills = 0;
+    for (int op = 0; op < 7; op++) {
+        for (int p = 0; p < 3; p++) {
+            for (int rp = 0; rp < 3; rp++) {
+                const char *where = t_where(be, "dk");
+                shmkv_db *db = t_open(where, be, SHMKV_TRACK_ON);
+                char k[16];
+                for (int i = 0; i < 100; i++) {
+                    snprintf(k, sizeof k, "c:%03d", i);
+                    T_OK(shmkv_set(db, k, 5, "v", 1, SHMKV_KIND_STRING));
+                }
+                shmkv_lease l = {"parent", 6, 60000};
+                shmkv_claim out;
+                T_OK(shmkv_claim_key(db, "c:000", 5, &l, &out, NULL, 0, NULL, NULL));
+                for (int i = 50; i < 100; i++) { /* half held */
+                    snprintf(k, sizeof k, "c:%03d", i);
+                    T_OK(shmkv_claim_key(db, k, 5, &l, NULL, NULL, 0, NULL, NULL));
+                }
+                char point[64];
+                snprintf(point, sizeof point, "claims.%s.%s", ops[op], pts[p]);
+                pid_t kid = t_fork();
+                if (kid == 0)
+                    kill_op_child(where, be, point, op, out.token);
+                int st = t_wait_for(kid, 60);
+                cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+                          "%s: the child was not killed at its point", point);
+                char what[128];
+                snprintf(what, sizeof what, "%s, then %s", point,
+                         repair_pts[rp] ? repair_pts[rp] : "no second kill");
+                if (repair_pts[rp]) {
+                    /* a second process dies inside the repair of the first */
+                    kid = t_fork();
+                    if (kid == 0) {
+                        t_hook_kill_at(repair_pts[rp], 0);
+                        shmkv_options o = t_opts(be, SHMKV_TRACK_DEFAULT);
+                        shmkv_db *d2 = NULL;
+                        CHILD_OK(shmkv_open(where, &o, &d2));
+                        (void)shmkv_claim_key(d2, "c:002", 5, &l, NULL, NULL, 0, NULL, NULL);
+                        (void)shmkv_claim_key(d2, "c:001", 5, &l, NULL, NULL, 0, NULL, NULL);
+                        _exit(t_hook_fired() ? 5 : 0);
+                    }
+                    st = t_wait_for(kid, 60);
+                    cr_assert(WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) == 0),
+                              "%s: the repairing child ended with %d", what, st);
+                    repair_kills += WIFSIGNALED(st);
+                }
+                check_clean(db, what);
+                /* the keys claim_get calls free are exactly those claim_random gives */
+                uint64_t free_keys = 0, live_keys = 0;
+                for (int i = 0; i < 100; i++) {
+                    snprintf(k, sizeof k, "c:%03d", i);
+                    shmkv_claim g;
+                    int rc = shmkv_claim_get(db, k, 5, &g, NULL, 0, NULL);
+                    cr_assert(rc == 0 || rc == SHMKV_ESTALE || rc == SHMKV_ENOTFOUND,
+                              "%s: claim_get -> %d", what, rc);
+                    free_keys += rc == SHMKV_ESTALE;
+                    live_keys += rc == 0;
+                }
+                uint64_t live = 0, exp = 0;
+                T_OK(shmkv_claim_count(db, "c:", 2, &live, &exp));
+                cr_assert_eq(live, live_keys, "%s", what);
+                uint64_t got = 0;
+                char kb[16];
+                size_t kl;
+                int rc;
+                while ((rc = shmkv_claim_random(db, "c:", 2, &l, kb, sizeof kb, &kl, NULL, NULL,
+                                                0, NULL, NULL)) == 0)
+                    cr_assert_leq(++got, free_keys, "%s: claim_random took a held key", what);
+                T_RC(rc, SHMKV_ENOTFOUND);
+                cr_assert_eq(got, free_keys, "%s: %" PRIu64 " of %" PRIu64 " free keys drawn",
+                             what, got, free_keys);
+                check_clean(db, what);
+                if (be == SHMKV_BACKEND_MEMORY)
+                    t_dump_check(where, be);
+                t_close(db);
+                if (be == SHMKV_BACKEND_DISK)
+                    t_dump_check(where, be);
+                runs++;
+            }
+        }
+    }
+    cr_log_info("%s: %d runs, %d killed inside a repair", t_backend_name(be), runs,
+                repair_kills);
+}
+
+Test(claims_adv, killed_in_step_then_in_repair_memory)
+{
+    double_kill(SHMKV_BACKEND_MEMORY);
+}
+
+Test(claims_adv, killed_in_step_then_in_repair_disk)
+{
+    double_kill(SHMKV_BACKEND_DISK);
+}
