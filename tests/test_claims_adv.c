@@ -1751,3 +1751,62 @@ Test(claims_adv, killed_in_step_then_in_repair_disk)
 {
     double_kill(SHMKV_BACKEND_DISK);
 }
+
+/* ---- shmkv-dump on claims with awkward owners ------------------------------------ */
+
+/* Run the tool with args on a disk store; its exit status, output in text. */
+static int run_dump(const char *args, const char *where, char *text, size_t cap)
+{
+    const char *dump = t_dump_tool();
+    cr_assert(dump, "SHMKV_DUMP must name shmkv-dump");
+    const char *out = t_fresh("dumpout");
+    const char *cmd = t_str("'%s' %s '%s' > '%s' 2>&1", dump, args, where, out);
+    int st = system(cmd);
+    size_t n = t_slurp(out, text, cap);
+    (void)n;
+    unlink(out);
+    cr_assert(st != -1 && WIFEXITED(st), "%s: %d", cmd, st);
+    return WEXITSTATUS(st);
+}
+
+/* Owners of 256 bytes with every byte value, quotes, backslashes, NULs
+ * and newlines; keys with 0xff and 0x00: --list in text and JSON, and
+ * --check, exit 0 and show each claim's token once. */
+Test(claims_adv, dump_shows_awkward_owners)
+{
+    const char *where = t_where(SHMKV_BACKEND_DISK, "dumpowner");
+    shmkv_db *db = t_open(where, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+    unsigned char owner[SHMKV_OWNER_MAX];
+    uint64_t toks[4];
+    for (int i = 0; i < 4; i++) {
+        unsigned char key[4] = {0xff, (unsigned char)i, 0x00, 0xff};
+        T_OK(shmkv_set(db, key, sizeof key, "\"v\\\n", 4, SHMKV_KIND_STRING));
+        for (size_t j = 0; j < sizeof owner; j++)
+            owner[j] = i == 0   ? (unsigned char)j
+                       : i == 1 ? (unsigned char)"\"\\\n\x00"[j % 4]
+                       : i == 2 ? 0xff
+                                : (unsigned char)('a' + j % 26);
+        shmkv_lease l = {owner, i == 3 ? 1 : sizeof owner, 60000};
+        shmkv_claim out;
+        T_OK(shmkv_claim_key(db, key, sizeof key, &l, &out, NULL, 0, NULL, NULL));
+        toks[i] = out.token;
+    }
+    t_close(db);
+    static char text[1 << 16];
+    int rc = run_dump("--list", where, text, sizeof text);
+    cr_assert_eq(rc, 0, "shmkv-dump --list -> %d:\n%.2000s", rc, text);
+    for (int i = 0; i < 4; i++)
+        cr_assert(strstr(text, t_str("claim token %" PRIu64, toks[i])),
+                  "--list does not show claim %" PRIu64 ":\n%.3000s", toks[i], text);
+    rc = run_dump("--list --json", where, text, sizeof text);
+    cr_assert_eq(rc, 0, "shmkv-dump --list --json -> %d:\n%.2000s", rc, text);
+    for (int i = 0; i < 4; i++)
+        cr_assert(strstr(text, t_str("\"token\":%" PRIu64, toks[i])),
+                  "--list --json does not show claim %" PRIu64 ":\n%.3000s", toks[i], text);
+    /* no raw control byte may reach the JSON text */
+    for (const char *p = text; *p; p++)
+        cr_assert((unsigned char)*p >= 0x20 || *p == '\n',
+                  "--json wrote the raw byte 0x%02x at %zu", (unsigned char)*p,
+                  (size_t)(p - text));
+    t_dump_check(where, SHMKV_BACKEND_DISK);
+}
