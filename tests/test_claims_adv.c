@@ -53,6 +53,13 @@
  *
  * full_fs_*: claims on a store that filled a 2 MiB file system.
  *
+ * dump_shows_awkward_owners: shmkv-dump --list (text, JSON) and --check on
+ *   claims whose owners hold every byte value.
+ *
+ * enotfound_only_when_none_claimable_*: ENOTFOUND while a key of the prefix
+ *   was claimable at every instant of the call. FAILS untracked (see
+ *   always_claimable()).
+ *
  * Under TSan the thread tests run their threads in the test process
  * (TSan refuses threads in a child of a threaded process).
  */
@@ -1809,4 +1816,123 @@ Test(claims_adv, dump_shows_awkward_owners)
                   "--json wrote the raw byte 0x%02x at %zu", (unsigned char)*p,
                   (size_t)(p - text));
     t_dump_check(where, SHMKV_BACKEND_DISK);
+}
+
+/* ---- ENOTFOUND while a key was claimable all along -------------------------------- */
+
+/*
+ * Four keys "w:0".."w:3"; a thread keeps three of them claimed and moves
+ * the gap around (release one, then claim the free one), so at every
+ * instant at least one key of "w:" is claimable. Another thread calls
+ * claim_random("w:") (and releases what it gets) among 5000 keys "x:...".
+ * SHMKV_ENOTFOUND means "no key is claimable" (shmkv.h): it must never
+ * come here.
+ *
+ * BUG (untracked stores; the untracked test fails): pick_scan() counts the
+ * claimable matches one segment lock at a time and returns ENOTFOUND when
+ * the total is 0. Each key was held when its own segment was counted, at
+ * a different moment, while some other key was free: the answer matches
+ * no single instant of the call. (Tracked stores count under the index
+ * lock and pass.)
+ */
+typedef struct {
+    shmkv_db *db;
+    _Atomic int stop;
+    _Atomic uint64_t flips;
+} flip_ctx;
+
+static void *flipper(void *arg)
+{
+    flip_ctx *fc = arg;
+    shmkv_lease l = {NULL, 0, 60000};
+    uint64_t tok[4] = {0};
+    char k[8];
+    for (int i = 1; i < 4; i++) {
+        snprintf(k, sizeof k, "w:%d", i);
+        shmkv_claim out;
+        while (shmkv_claim_key(fc->db, k, 3, &l, &out, NULL, 0, NULL, NULL) != 0)
+            ;
+        tok[i] = out.token;
+    }
+    int gap = 0;
+    while (!atomic_load(&fc->stop)) {
+        int next = (gap + 1) % 4; /* release next, then claim the gap */
+        snprintf(k, sizeof k, "w:%d", next);
+        if (shmkv_claim_release(fc->db, k, 3, tok[next]))
+            abort();
+        tok[next] = 0;
+        snprintf(k, sizeof k, "w:%d", gap);
+        shmkv_claim out;
+        int rc;
+        while ((rc = shmkv_claim_key(fc->db, k, 3, &l, &out, NULL, 0, NULL, NULL)) == SHMKV_EHELD)
+            ; /* the drawer holds it for a moment */
+        if (rc)
+            abort();
+        tok[gap] = out.token;
+        gap = next;
+        atomic_fetch_add(&fc->flips, 1);
+    }
+    for (int i = 0; i < 4; i++) {
+        snprintf(k, sizeof k, "w:%d", i);
+        if (tok[i])
+            shmkv_claim_release(fc->db, k, 3, tok[i]);
+    }
+    return NULL;
+}
+
+static void always_claimable(int track)
+{
+    const char *where = t_where(SHMKV_BACKEND_MEMORY, "gap");
+    shmkv_db *db = t_open(where, SHMKV_BACKEND_MEMORY, track);
+    char k[16];
+    for (int i = 0; i < 4; i++) {
+        snprintf(k, sizeof k, "w:%d", i);
+        T_OK(shmkv_set(db, k, 3, "w", 1, SHMKV_KIND_STRING));
+    }
+    for (int i = 0; i < 5000; i++) {
+        snprintf(k, sizeof k, "x:%05d", i);
+        T_OK(shmkv_set(db, k, 7, "x", 1, SHMKV_KIND_STRING));
+    }
+    flip_ctx fc = {.db = db};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, flipper, &fc), 0);
+    shmkv_lease l = {NULL, 0, 60000};
+    uint64_t draws = 0, notfound = 0, t_end = t_now_ns() + 2000000000u;
+    int other = 0;
+    while (t_now_ns() < t_end) {
+        char kb[16];
+        size_t kl;
+        shmkv_claim out;
+        int rc = shmkv_claim_random(db, "w:", 2, &l, kb, sizeof kb, &kl, &out, NULL, 0, NULL,
+                                    NULL);
+        draws++;
+        if (rc == 0)
+            T_OK(shmkv_claim_release(db, kb, kl, out.token));
+        else if (rc == SHMKV_ENOTFOUND)
+            notfound++;
+        else
+            other = rc;
+    }
+    atomic_store(&fc.stop, 1);
+    pthread_join(th, NULL);
+    cr_log_info("track %d: %" PRIu64 " draws, %" PRIu64 " ENOTFOUND, %" PRIu64 " flips", track,
+                draws, notfound, atomic_load(&fc.flips));
+    cr_assert_eq(other, 0, "claim_random -> %d (%s)", other, shmkv_strerror(other));
+    cr_assert_eq(notfound, 0,
+                 "claim_random(\"w:\") answered ENOTFOUND %" PRIu64 " times of %" PRIu64
+                 " while a key of \"w:\" was claimable at every instant (untracked: pick_scan "
+                 "counts segment by segment, each key held when its own segment was counted)",
+                 notfound, draws);
+    check_clean(db, "gap");
+    t_close(db);
+}
+
+Test(claims_adv, enotfound_only_when_none_claimable_tracked)
+{
+    always_claimable(SHMKV_TRACK_ON);
+}
+
+Test(claims_adv, enotfound_only_when_none_claimable_untracked)
+{
+    always_claimable(SHMKV_TRACK_OFF);
 }
