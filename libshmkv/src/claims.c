@@ -52,7 +52,6 @@ typedef struct lease_buf {
 
 #define PICK_AGAIN 0x41474e21 /* "AGN!": the drawn key was taken meanwhile */
 #define PICK_TRIES 1000
-#define RECLAIM_BATCH 64
 
 static void cop_init(cop *c, shmkv_db *db, const void *key, size_t klen)
 {
@@ -557,13 +556,12 @@ static int pick_index(shmkv_db *db, const void *prefix, size_t plen, act *a)
         ;
     if (rc)
         return rc;
-    uint64_t now = shmkv__lease_now(m), lo = 0, n;
-    reclaim(m, now, RECLAIM_BATCH);
-    /* With nothing unclaimed in the range, every ended claim may be what
-     * there is: keep reclaiming (each once, O(log n) each). */
-    while ((n = shmkv__index_free_range(m, prefix, plen, &lo)) == 0 &&
-           reclaim(m, now, RECLAIM_BATCH) != 0)
-        ;
+    /* Every claim that ended is counted unclaimed first, so that the draw
+     * is uniform over all claimable keys. Each costs O(log n) once in its
+     * life: the draw after a lease ends pays for it, whatever its prefix. */
+    uint64_t now = shmkv__lease_now(m), lo = 0;
+    reclaim(m, now, UINT64_MAX);
+    uint64_t n = shmkv__index_free_range(m, prefix, plen, &lo);
     uint64_t off = n ? shmkv__index_free_select(m, lo + shmkv__rand_below(n)) : 0;
     size_t klen = 0;
     unsigned char *kb = NULL;
@@ -650,6 +648,50 @@ static uint32_t weighted(const uint64_t *counts, uint64_t total, uint64_t *rest)
     return i;
 }
 
+/* Count and draw with every segment locked: one instant for every
+ * process, so that SHMKV_ENOTFOUND is true of a moment. The drawn key is
+ * claimed after the locks are let go (acting may need the index lock,
+ * whose rebuild takes every segment lock): if another process took it
+ * meanwhile, PICK_AGAIN. */
+static int pick_all_locked(shmkv_db *db, const void *prefix, size_t plen, act *a,
+                           uint64_t *counts)
+{
+    shmkv__map *m = db->m;
+    uint32_t nseg = SHMKV__HDR(m)->nseg;
+    int rc = shmkv__lock_all(m);
+    if (rc)
+        return rc;
+    uint64_t total = 0, now = shmkv__lease_now(m);
+    for (uint32_t i = 0; i < nseg; i++) {
+        walk w = { .m = m, .prefix = prefix, .plen = plen, .now = now, .target = UINT64_MAX };
+        shmkv__seg_visit(m, shmkv__seg_at(m, i), walk_one, &w);
+        total += counts[i] = w.n;
+    }
+    unsigned char *key = NULL;
+    size_t klen = 0;
+    rc = SHMKV_ENOTFOUND;
+    if (total) {
+        uint64_t rank;
+        uint32_t pick = weighted(counts, total, &rank);
+        walk w = { .m = m, .prefix = prefix, .plen = plen, .now = now, .target = rank };
+        shmkv__seg_visit(m, shmkv__seg_at(m, pick), walk_one, &w);
+        if (w.found) {
+            const shmkv__entry *e = shmkv__entry_at(m, w.found);
+            klen = e->klen;
+            key = malloc(klen);
+            rc = key ? 0 : -ENOMEM;
+            if (key)
+                memcpy(key, e->data, klen);
+        }
+    }
+    shmkv__unlock_all(m);
+    if (key) {
+        rc = act_on_key(db, a, key, klen);
+        free(key);
+    }
+    return rc;
+}
+
 /* Draw random live slots (each draw uniform over every key) and keep the
  * first claimable match: uniform over the claimable matches, cheap unless
  * they are rare. Then count the claimable matches of every segment, draw
@@ -698,7 +740,10 @@ static int pick_scan(shmkv_db *db, const void *prefix, size_t plen, act *a)
             total += counts[i] = w.n;
         }
         if (total == 0) {
-            rc = SHMKV_ENOTFOUND;
+            /* Counted one segment at a time, a claimable key that moved
+             * between segments meanwhile was missed: nothing is claimable
+             * only if so under every lock at once. */
+            rc = pick_all_locked(db, prefix, plen, a, counts);
             goto out;
         }
         uint64_t rank;
