@@ -606,10 +606,11 @@ SHMKV_API int shmkv_claim_key(shmkv_db *db, const void *key, size_t klen, const 
  * the keys is claimed: the index counts the claimable keys below each of
  * its nodes, and keeps the earliest lease end below each, so leases that
  * ran out are found and counted claimable again without a sweep (O(log n)
- * each, once per lease). Uniform among the claimable keys of the prefix.
- * Without tracking: random draws under one segment lock at a time (O(1)
- * expected when most matching keys are claimable), then two passes over
- * every segment: O(n).
+ * each, once per lease, by the first draw after they end). Uniform among
+ * the claimable keys of the prefix. Without tracking: random draws under
+ * one segment lock at a time (O(1) expected when most matching keys are
+ * claimable), then two passes over every segment: O(n); SHMKV_ENOTFOUND
+ * only after a count under every segment lock at once found nothing.
  */
 SHMKV_API int shmkv_claim_random(shmkv_db *db, const void *prefix, size_t plen,
                                  const shmkv_lease *lease, void *kbuf, size_t kcap, size_t *klen,

@@ -14,8 +14,9 @@
  * undo log in the same critical section. claim_random and pop_random draw
  * among the keys the index counts as unclaimed in O(log n), however many
  * are claimed; claims that ran out are found by the earliest expiries and
- * counted unclaimed again a few at a time, never by a sweep. Without
- * tracking they draw random keys, then count and walk the segments.
+ * counted unclaimed again by the next draw, one O(log n) step each, never
+ * by a sweep. Without tracking they draw random keys, then count and walk
+ * the segments.
  *
  * The lease clock is CLOCK_BOOTTIME plus the store's lease_base (set for
  * each boot by the first writer after it, create.c), so every process on
