@@ -150,7 +150,8 @@ static void claim(shmkv_db *db, const char *k, const char *owner, uint64_t ttl_m
 /* Claims of every state: job:01 held by "vu-3" for ten minutes, job:02
  * with no owner for the default 30 s, job:03 for 1 ms (run out by the time
  * anyone looks), job:04 released, job:05 completed and deleted, job:06
- * completed and kept, job:07 renewed to ten minutes; six tokens issued. */
+ * completed and kept, job:07 renewed to ten minutes; tokens 1001 to 1007
+ * issued. */
 static int claims_store(const char *path, int track)
 {
     shmkv_db *db = open_store(path, 0, track, 4);
@@ -160,6 +161,15 @@ static int claims_store(const char *path, int track)
         snprintf(v, sizeof v, "todo %d", i);
         set(db, k, strlen(k), v, strlen(v), SHMKV_KIND_STRING);
     }
+    /* A store's first token is random; this one's tokens start at 1001, so
+     * that the tests can name them. */
+    shmkv_close(db);
+    int fd = open(path, O_RDWR);
+    uint64_t base = 1000;
+    if (fd < 0 || pwrite(fd, &base, 8, offsetof(shmkv__hdr, claim_token)) != 8)
+        die("token base", -errno);
+    close(fd);
+    db = open_store(path, 0, track, 4);
     uint64_t t4, t5, t6, t7;
     claim(db, "job:01", "vu-3", 600000, NULL);
     claim(db, "job:02", NULL, 0, NULL);

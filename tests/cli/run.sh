@@ -373,12 +373,12 @@ group_corrupt() {
     "$MK" claims c.kv 1 || { bad "build claims store"; return; }
     damage lease-owner c.kv 1 'key "job:01": lease at 0x[0-9a-f]+: owner of 300 bytes \(at most 256\)'
     damage lease-past c.kv 1 'key "job:01": lease at 0x[0-9a-f]+: its owner of 256 bytes runs past its [0-9]+-byte block'
-    damage lease-token c.kv 1 'key "job:01": lease at 0x[0-9a-f]+: token 8 was never issued \(the last one is 7\)'
+    damage lease-token c.kv 1 'key "job:01": lease at 0x[0-9a-f]+: token 1008 was never issued \(the last one is 1007\)'
     damage lease-token0 c.kv 1 'key "job:01": lease at 0x[0-9a-f]+: token 0 was never issued'
     damage lease-drop c.kv 1 'index: counts a claim on key "job:01", whose entry has no lease'
     damage lease-expiry c.kv 1 'index: counts a claim on key "job:01" ending at [0-9]+, its lease ends at [0-9]+'
     damage lease-high c.kv 1 'key "job:01": lease at 0x[0-9a-f]+: ends at [0-9]+, after the latest end ever granted \([0-9]+\)'
-    damage lease-uncounted c.kv 1 'index: key "job:01" has a live claim \(token 1\) that the index does not count'
+    damage lease-uncounted c.kv 1 'index: key "job:01" has a live claim \(token 1001\) that the index does not count'
     # Listing a damaged store reports what it skipped and exits 1.
     cp g.kv skip.kv && "$MK" corrupt skip.kv entry-len
     d skip.kv --keys skip.kv
@@ -392,25 +392,25 @@ group_claims() {
     "$MK" claims c.kv 1 || { bad "build claims store"; return; }
     d c.kv c.kv
     expect_rc 0 "summary of a store with claims"
-    expect_grep '^claims: +3 live, 1 expired, last token 7$' "$T/out" "summary counts live and expired claims"
+    expect_grep '^claims: +3 live, 1 expired, last token 1007$' "$T/out" "summary counts live and expired claims"
     d c.kv --json c.kv
-    json_ok "summary --json: claims" 'd["claims"] == {"live": 3, "expired": 1, "unreadable": 0, "last_token": 7}'
+    json_ok "summary --json: claims" 'd["claims"] == {"live": 3, "expired": 1, "unreadable": 0, "last_token": 1007}'
     d c.kv --keys c.kv
     expect_rc 0 "--keys with claims"
-    expect_grep $'^job:01\t\\(claim token 1, owner "vu-3", (599|600)\\.[0-9]{3} s left\\)$' "$T/out" "--keys: a live claim with its owner and time left"
-    expect_grep $'^job:02\t\\(claim token 2, [0-9]+\\.[0-9]{3} s left\\)$' "$T/out" "--keys: a claim without owner"
-    expect_grep $'^job:03\t\\(claim token 3, owner "vu-\\\\xff", expired [0-9]+ s ago\\)$' "$T/out" "--keys: a lease that ran out"
-    expect_grep $'^job:07\t\\(claim token 7, owner "vu-7", (599|600)\\.[0-9]{3} s left\\)$' "$T/out" "--keys: a renewed claim keeps its token"
+    expect_grep $'^job:01\t\\(claim token 1001, owner "vu-3", (599|600)\\.[0-9]{3} s left\\)$' "$T/out" "--keys: a live claim with its owner and time left"
+    expect_grep $'^job:02\t\\(claim token 1002, [0-9]+\\.[0-9]{3} s left\\)$' "$T/out" "--keys: a claim without owner"
+    expect_grep $'^job:03\t\\(claim token 1003, owner "vu-\\\\xff", expired [0-9]+ s ago\\)$' "$T/out" "--keys: a lease that ran out"
+    expect_grep $'^job:07\t\\(claim token 1007, owner "vu-7", (599|600)\\.[0-9]{3} s left\\)$' "$T/out" "--keys: a renewed claim keeps its token"
     if grep -qE '^job:(04|06|08)$' "$T/out" && ! grep -q '^job:05' "$T/out" && [ "$(wc -l <"$T/out")" = 11 ]; then
         ok "--keys: released and completed keys carry no claim, a completed-and-deleted one is gone"
     else
         bad "--keys on claims: $(tr '\n' '|' <"$T/out")"
     fi
     d c.kv --list --prefix job:01 c.kv
-    expect_grep '^job:01 \(string, 6 bytes; claim token 1, owner "vu-3", [0-9.]+ s left\)$' "$T/out" "--list: the claim after kind and size"
+    expect_grep '^job:01 \(string, 6 bytes; claim token 1001, owner "vu-3", [0-9.]+ s left\)$' "$T/out" "--list: the claim after kind and size"
     expect_grep '^  todo 1$' "$T/out" "--list: the value of a claimed key"
     d c.kv --keys --json c.kv
-    json_ok "--keys --json: claimed keys as objects" '[k for k in d["keys"] if isinstance(k, dict)][0]["claim"]["token"] == 1 and "job:04" in d["keys"] and len([k for k in d["keys"] if isinstance(k, dict)]) == 4'
+    json_ok "--keys --json: claimed keys as objects" '[k for k in d["keys"] if isinstance(k, dict)][0]["claim"]["token"] == 1001 and "job:04" in d["keys"] and len([k for k in d["keys"] if isinstance(k, dict)]) == 4'
     d c.kv --list --json c.kv
     json_ok "--list --json: claim members" '{e["key"]: e for e in d["entries"]}["job:01"]["claim"]["owner"] == "vu-3" and {e["key"]: e for e in d["entries"]}["job:01"]["claim"]["live"] is True and 590000 < {e["key"]: e for e in d["entries"]}["job:01"]["claim"]["ms_left"] <= 600000 and {e["key"]: e for e in d["entries"]}["job:03"]["claim"]["live"] is False and {e["key"]: e for e in d["entries"]}["job:03"]["claim"]["ms_left"] < 0 and {e["key"]: e for e in d["entries"]}["job:03"]["claim"]["owner_hex"] == "76752dff" and {e["key"]: e for e in d["entries"]}["job:02"]["claim"]["owner"] is None and "claim" not in {e["key"]: e for e in d["entries"]}["job:04"]'
     d c.kv --check c.kv
@@ -429,13 +429,13 @@ group_claims() {
     d u.kv --check u.kv
     expect_rc 0 "--check of an untracked store with claims"
     d u.kv u.kv
-    expect_grep '^claims: +3 live, 1 expired, last token 7$' "$T/out" "summary of an untracked store with claims"
+    expect_grep '^claims: +3 live, 1 expired, last token 1007$' "$T/out" "summary of an untracked store with claims"
     # A store last used on another boot: every lease has ended.
     cp c.kv boot.kv && "$MK" corrupt boot.kv boot
     d boot.kv boot.kv
-    expect_grep '^claims: +0 live, 4 expired, last token 7$' "$T/out" "another boot: no live claim"
+    expect_grep '^claims: +0 live, 4 expired, last token 1007$' "$T/out" "another boot: no live claim"
     d boot.kv --keys --prefix job:01 boot.kv
-    expect_grep $'^job:01\t\\(claim token 1, owner "vu-3", ended \\(a lease of an earlier boot\\)\\)$' "$T/out" "another boot: the lease shown as ended"
+    expect_grep $'^job:01\t\\(claim token 1001, owner "vu-3", ended \\(a lease of an earlier boot\\)\\)$' "$T/out" "another boot: the lease shown as ended"
     d boot.kv --list --json --prefix job:01 boot.kv
     json_ok "another boot: JSON" 'd["entries"][0]["claim"]["live"] is False and d["entries"][0]["claim"]["ms_left"] is None and d["entries"][0]["claim"]["earlier_boot"] is True'
     d boot.kv --check boot.kv
