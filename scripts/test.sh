@@ -51,7 +51,11 @@ meson_suite plain --buildtype=debugoptimized
 # The fuzz suite exists only where clang has libFuzzer (deps.sh installs
 # it above): a build configured without it must not pass for a fuzzed one.
 if [ -z "${SHMKV_SUITES:-}" ] || [[ " $SHMKV_SUITES " == *" fuzz "* ]]; then
-  if ! meson test -C build-plain --list --no-rebuild 2>/dev/null | grep -q ':fuzz / '; then
+  # The list is read whole first: `meson ... | grep -q` under pipefail
+  # fails whenever grep quits at the first match before meson has written
+  # the rest (SIGPIPE), which took a fuzzed build for one without fuzzing.
+  fuzz_list=$(meson test -C build-plain --list --no-rebuild 2>/dev/null || true)
+  if ! grep -q ':fuzz / ' <<<"$fuzz_list"; then
     echo "fuzz: the plain build has no fuzz suite (clang with -fsanitize=fuzzer missing at setup)" >&2
     echo "fuzz: 0 passed, 1 failed" >"$results/fuzz.txt"
     logs+=("$results/fuzz.txt")
