@@ -33,18 +33,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-/* One key's claim step in progress; its segment lock is held while
- * `locked`. */
-typedef struct cop {
-    shmkv_db *db;
-    shmkv__map *m;
-    shmkv__seg *s;
-    uint64_t h;
-    const void *key;
-    size_t klen;
-    shmkv__lookup lk;
-    bool locked;
-} cop;
+typedef shmkv__op cop;
 
 /* A lease as claims build it: the header and room for the owner. */
 typedef struct lease_buf {
@@ -53,27 +42,6 @@ typedef struct lease_buf {
 
 #define PICK_AGAIN 0x41474e21 /* "AGN!": the drawn key was taken meanwhile */
 #define PICK_TRIES 1000
-
-static void cop_init(cop *c, shmkv_db *db, const void *key, size_t klen)
-{
-    c->db = db;
-    c->m = db->m;
-    c->key = key;
-    c->klen = klen;
-    c->h = shmkv__hash(key, klen);
-    c->s = shmkv__seg_for(c->m, c->h);
-    c->locked = false;
-}
-
-static int cop_lock(cop *c)
-{
-    int rc = shmkv__seg_lock(c->m, c->s);
-    if (rc)
-        return rc;
-    c->locked = true;
-    shmkv__seg_find(c->m, c->s, c->h, c->key, c->klen, &c->lk);
-    return 0;
-}
 
 static void cop_unlock(cop *c)
 {
@@ -164,31 +132,6 @@ static void value_copy(cop *c, void *vbuf, shmkv_kind *kind)
         *kind = (shmkv_kind)shmkv__block_of(c->m, c->lk.off)->kind;
 }
 
-/* With key tracking, take the index lock and begin a logged update of c's
- * key: 1 when begun, 0 when there is no index to keep (untracked, or
- * marked for a rebuild that reads the tables), SHMKV__RESTART or negative
- * with the segment lock dropped. */
-static int index_open(cop *c)
-{
-    if (!tracked(c->m))
-        return 0;
-    int rc = shmkv__index_lock(c->m, c->s);
-    if (rc == SHMKV__NOINDEX)
-        return 0;
-    if (rc) {
-        c->locked = false;
-        return rc;
-    }
-    shmkv__index_begin(c->m, c->s->id, c->key, c->klen);
-    return 1;
-}
-
-static void index_close(cop *c)
-{
-    shmkv__index_commit(c->m);
-    shmkv__index_unlock(c->m);
-}
-
 static void hook(const char *op, const char *point)
 {
     if (!shmkv__test_hook)
@@ -204,7 +147,7 @@ static int republish(cop *c, const shmkv__lease *ls, const char *op)
 {
     shmkv__map *m = c->m;
     /* The index first: a failure there must not leave a block behind. */
-    int rc = index_open(c);
+    int rc = shmkv__op_index_open(c);
     if (rc < 0 || rc == SHMKV__RESTART)
         return rc;
     bool track = rc == 1;
@@ -214,7 +157,7 @@ static int republish(cop *c, const shmkv__lease *ls, const char *op)
     rc = shmkv__entry_make(m, c->s, e->data, e->klen, e->data + e->klen, e->vlen, kind, ls, &noff);
     if (rc) {
         if (track)
-            index_close(c);
+            shmkv__op_index_close(c);
         return rc;
     }
     hook(op, "built");
@@ -226,7 +169,7 @@ static int republish(cop *c, const shmkv__lease *ls, const char *op)
             rc = 0;
         }
         if (rc) {
-            index_close(c);
+            shmkv__op_index_close(c);
             shmkv__free_block(m, &c->s->alloc, noff);
             return rc;
         }
@@ -236,7 +179,7 @@ static int republish(cop *c, const shmkv__lease *ls, const char *op)
     shmkv__seg_replace(&c->lk, c->h, noff);
     hook(op, "published");
     if (track)
-        index_close(c);
+        shmkv__op_index_close(c);
     shmkv__free_block(m, &c->s->alloc, old);
     c->lk.off = noff;
     return 0;
@@ -247,13 +190,13 @@ static int remove_key(cop *c, const char *op)
 {
     shmkv__map *m = c->m;
     hook(op, "built");
-    int rc = index_open(c);
+    int rc = shmkv__op_index_open(c);
     if (rc < 0 || rc == SHMKV__RESTART)
         return rc;
     bool track = rc == 1;
     if (track) {
         if ((rc = shmkv__index_remove(m, c->key, c->klen)) != 0) {
-            index_close(c);
+            shmkv__op_index_close(c);
             return rc;
         }
         hook(op, "indexed");
@@ -262,7 +205,7 @@ static int remove_key(cop *c, const char *op)
     shmkv__seg_remove(c->s, &c->lk);
     hook(op, "published");
     if (track)
-        index_close(c);
+        shmkv__op_index_close(c);
     shmkv__free_block(m, &c->s->alloc, old);
     shmkv__seg_shrink(m, c->s, &c->lk);
     c->lk.found = false;
@@ -314,9 +257,9 @@ int shmkv_claim_key(shmkv_db *db, const void *key, size_t klen, const shmkv_leas
     if (rc)
         return rc;
     cop c;
-    cop_init(&c, db, key, klen);
+    shmkv__op_init(&c, db, key, klen);
     do {
-        if ((rc = cop_lock(&c)) != 0)
+        if ((rc = shmkv__op_begin(&c)) != 0)
             return rc;
         uint64_t now = shmkv__lease_now(c.m);
         if (!c.lk.found)
@@ -347,9 +290,9 @@ static int end_claim(shmkv_db *db, const void *key, size_t klen, uint64_t token,
         return rc;
     static const char *const names[] = { "release", "complete", "complete", "renew" };
     cop c;
-    cop_init(&c, db, key, klen);
+    shmkv__op_init(&c, db, key, klen);
     do {
-        if ((rc = cop_lock(&c)) != 0)
+        if ((rc = shmkv__op_begin(&c)) != 0)
             return rc;
         uint64_t now = shmkv__lease_now(c.m);
         const shmkv__lease *ls = live_lease(&c, now);
@@ -401,8 +344,8 @@ int shmkv_claim_get(shmkv_db *db, const void *key, size_t klen, shmkv_claim *out
     if (rc)
         return rc;
     cop c;
-    cop_init(&c, db, key, klen);
-    if ((rc = cop_lock(&c)) != 0)
+    shmkv__op_init(&c, db, key, klen);
+    if ((rc = shmkv__op_begin(&c)) != 0)
         return rc;
     uint64_t now = shmkv__lease_now(c.m);
     const shmkv__lease *ls = live_lease(&c, now);
@@ -513,8 +456,8 @@ static int act_on(cop *c, act *a, uint64_t now)
 static int act_on_key(shmkv_db *db, act *a, const void *key, size_t klen)
 {
     cop c;
-    cop_init(&c, db, key, klen);
-    int rc = cop_lock(&c);
+    shmkv__op_init(&c, db, key, klen);
+    int rc = shmkv__op_begin(&c);
     if (rc)
         return rc;
     uint64_t now = shmkv__lease_now(c.m);
@@ -623,7 +566,7 @@ static int act_at(shmkv_db *db, shmkv__seg *s, uint64_t off, act *a, uint64_t no
 {
     const shmkv__entry *e = shmkv__entry_at(db->m, off);
     cop c;
-    cop_init(&c, db, e->data, e->klen);
+    shmkv__op_init(&c, db, e->data, e->klen);
     c.locked = true;
     shmkv__seg_find(c.m, s, c.h, c.key, c.klen, &c.lk);
     /* Acting frees the entry the key lives in: work from a copy. */
@@ -637,16 +580,6 @@ static int act_at(shmkv_db *db, shmkv__seg *s, uint64_t off, act *a, uint64_t no
     if (c.locked)
         shmkv__seg_unlock(s);
     return rc;
-}
-
-static uint32_t weighted(const uint64_t *counts, uint64_t total, uint64_t *rest)
-{
-    uint64_t r = shmkv__rand_below(total);
-    uint32_t i = 0;
-    while (r >= counts[i])
-        r -= counts[i++];
-    *rest = r;
-    return i;
 }
 
 /* Count and draw with every segment locked: one instant for every
@@ -673,7 +606,7 @@ static int pick_all_locked(shmkv_db *db, const void *prefix, size_t plen, act *a
     rc = SHMKV_ENOTFOUND;
     if (total) {
         uint64_t rank;
-        uint32_t pick = weighted(counts, total, &rank);
+        uint32_t pick = shmkv__weighted_pick(counts, total, &rank);
         walk w = { .m = m, .prefix = prefix, .plen = plen, .now = now, .target = rank };
         shmkv__seg_visit(m, shmkv__seg_at(m, pick), walk_one, &w);
         if (w.found) {
@@ -710,19 +643,14 @@ static int pick_scan(shmkv_db *db, const void *prefix, size_t plen, act *a)
                                                   memory_order_relaxed);
     for (int t = 0; total && t < 64; t++) {
         uint64_t rank;
-        shmkv__seg *s = shmkv__seg_at(m, weighted(counts, total, &rank));
+        shmkv__seg *s = shmkv__seg_at(m, shmkv__weighted_pick(counts, total, &rank));
         if ((rc = shmkv__seg_lock(m, s)) != 0)
             goto out;
-        /* A live slot of the segment, uniform over its keys (random slots
-         * until one is live): with the segment drawn by its count, the
-         * draw is uniform over every key. */
-        shmkv__table *tb = shmkv__table_of(m, s);
-        uint64_t w = 0;
-        for (int probe = 0; tb && probe < 32 && !SHMKV__SLOT_LIVE(w); probe++)
-            w = atomic_load_explicit(&tb->slot[shmkv__rand_below(tb->cap)], memory_order_relaxed);
-        uint64_t now = shmkv__lease_now(m);
-        if (SHMKV__SLOT_LIVE(w) && claimable(m, SHMKV__SLOT_OFF(w), prefix, plen, now)) {
-            rc = act_at(db, s, SHMKV__SLOT_OFF(w), a, now); /* unlocks s */
+        /* A key of the segment, uniform over its keys: with the segment
+         * drawn by its count, the draw is uniform over every key. */
+        uint64_t off = shmkv__seg_pick(m, s), now = shmkv__lease_now(m);
+        if (off && claimable(m, off, prefix, plen, now)) {
+            rc = act_at(db, s, off, a, now); /* unlocks s */
             goto out;
         }
         shmkv__seg_unlock(s);
@@ -748,7 +676,7 @@ static int pick_scan(shmkv_db *db, const void *prefix, size_t plen, act *a)
             goto out;
         }
         uint64_t rank;
-        shmkv__seg *s = shmkv__seg_at(m, weighted(counts, total, &rank));
+        shmkv__seg *s = shmkv__seg_at(m, shmkv__weighted_pick(counts, total, &rank));
         if ((rc = shmkv__seg_lock(m, s)) != 0)
             goto out;
         walk w = { .m = m, .prefix = prefix, .plen = plen, .now = shmkv__lease_now(m),

@@ -191,6 +191,21 @@ static int descend_rank(shmkv__map *m, uint64_t r, bt_step *st)
     return -1;
 }
 
+/* Find key's leaf entry: its depth (the path in st, the entry at
+ * st[d].i - 1), SHMKV_ENOTFOUND, or SHMKV_ECORRUPT. */
+static int find(shmkv__map *m, const probe *s, bt_step *st)
+{
+    uint64_t rank;
+    if (!shmkv__index_of(m)->root)
+        return SHMKV_ENOTFOUND;
+    int d = descend(m, below_le, s, st, &rank);
+    if (d < 0)
+        return SHMKV_ECORRUPT;
+    if (st[d].i == 0 || ent_cmp(m, &node_at(m, st[d].node)->e[st[d].i - 1], s) != 0)
+        return SHMKV_ENOTFOUND;
+    return d;
+}
+
 /* Make leaf entry pos (on path st, leaf at depth d) count as claimed
  * until exp (0: not claimed), and the counts and earliest expiries above
  * it agree. Logged field by field: a claim changes a few words per level. */
@@ -368,16 +383,12 @@ int shmkv__index_remove(shmkv__map *m, const void *key, size_t klen)
     shmkv__index *index = shmkv__index_of(m);
     probe s = mkkey(key, klen);
     bt_step st[BT_DEPTH];
-    uint64_t rank;
-    int d;
-
-    if (!index->root)
+    int d = find(m, &s, st);
+    if (d == SHMKV_ENOTFOUND)
         return 0;
-    if ((d = descend(m, below_le, &s, st, &rank)) < 0)
-        return SHMKV_ECORRUPT;
+    if (d < 0)
+        return d;
     shmkv__bt_node *leaf = node_at(m, st[d].node);
-    if (st[d].i == 0 || ent_cmp(m, &leaf->e[st[d].i - 1], &s) != 0)
-        return 0;
     uint32_t pos = st[d].i - 1;
     uint64_t blob = leaf->e[pos].key;
     /* A claimed key stops being counted as one first, so that below only
@@ -452,13 +463,7 @@ bool shmkv__index_has(shmkv__map *m, const void *key, size_t klen)
 {
     bt_step st[BT_DEPTH];
     probe s = mkkey(key, klen);
-    uint64_t rank;
-    if (!shmkv__index_of(m)->root)
-        return false;
-    int d = descend(m, below_le, &s, st, &rank);
-    if (d < 0 || st[d].i == 0)
-        return false;
-    return ent_cmp(m, &node_at(m, st[d].node)->e[st[d].i - 1], &s) == 0;
+    return find(m, &s, st) >= 0;
 }
 
 uint64_t shmkv__index_select(shmkv__map *m, uint64_t r)
@@ -524,15 +529,9 @@ int shmkv__index_lease_set(shmkv__map *m, const void *key, size_t klen, uint64_t
 {
     bt_step st[BT_DEPTH];
     probe s = mkkey(key, klen);
-    uint64_t rank;
-    if (!shmkv__index_of(m)->root)
-        return SHMKV_ENOTFOUND;
-    int d = descend(m, below_le, &s, st, &rank);
+    int d = find(m, &s, st);
     if (d < 0)
-        return SHMKV_ECORRUPT;
-    const shmkv__bt_node *leaf = node_at(m, st[d].node);
-    if (st[d].i == 0 || ent_cmp(m, &leaf->e[st[d].i - 1], &s) != 0)
-        return SHMKV_ENOTFOUND;
+        return d;
     lease_apply(m, st, d, st[d].i - 1, expiry);
     return 0;
 }
@@ -541,14 +540,8 @@ uint64_t shmkv__index_lease_of(shmkv__map *m, const void *key, size_t klen)
 {
     bt_step st[BT_DEPTH];
     probe s = mkkey(key, klen);
-    uint64_t rank;
-    if (!shmkv__index_of(m)->root)
-        return 0;
-    int d = descend(m, below_le, &s, st, &rank);
-    if (d < 0 || st[d].i == 0)
-        return 0;
-    const shmkv__bt_ent *e = &node_at(m, st[d].node)->e[st[d].i - 1];
-    return ent_cmp(m, e, &s) == 0 ? e->child : 0;
+    int d = find(m, &s, st);
+    return d < 0 ? 0 : node_at(m, st[d].node)->e[st[d].i - 1].child;
 }
 
 uint64_t shmkv__index_free_range(shmkv__map *m, const void *prefix, size_t plen, uint64_t *lo)

@@ -645,4 +645,46 @@ int shmkv__recover_all(shmkv__map *m);
  * creator, and by an opener that is the only writer (create.c). */
 void shmkv__lease_clock_sync(shmkv__map *m);
 
+/* ---- ops.c: one key's operation in progress ------------------------------ */
+/* Its segment lock is held while `locked`; index trouble may drop it (the
+ * operation then starts over). Also used by claims.c. */
+typedef struct shmkv__op {
+    shmkv_db *db;
+    shmkv__map *m;
+    shmkv__seg *s;
+    uint64_t h;
+    const void *key;
+    size_t klen;
+    shmkv__lookup lk;
+    bool locked;
+} shmkv__op;
+
+static inline void shmkv__op_init(shmkv__op *o, shmkv_db *db, const void *key, size_t klen)
+{
+    o->db = db;
+    o->m = db->m;
+    o->key = key;
+    o->klen = klen;
+    o->h = shmkv__hash(key, klen);
+    o->s = shmkv__seg_for(o->m, o->h);
+    o->locked = false;
+}
+/* Lock the key's segment and look the key up into o->lk. */
+int shmkv__op_begin(shmkv__op *o);
+/* With key tracking, take the index lock and begin the undo-logged update
+ * of o's key. 1: index lock held, update begun; 0: go on without the index
+ * (no tracking, or it is marked for a rebuild that reads the tables);
+ * negative or SHMKV__RESTART: the segment lock was dropped. */
+int shmkv__op_index_open(shmkv__op *o);
+/* Commit the update (index and slot agree again) and unlock the index. */
+void shmkv__op_index_close(shmkv__op *o);
+
+/* ---- sample.c: draws (also used by claims.c) ----------------------------- */
+/* A segment drawn in proportion to counts[] (which sum to total > 0);
+ * *rest: a uniform rank among that segment's counted keys. */
+uint32_t shmkv__weighted_pick(const uint64_t *counts, uint64_t total, uint64_t *rest);
+/* The entry of a key of the locked segment s, uniform over its keys; 0:
+ * none where counted. */
+uint64_t shmkv__seg_pick(shmkv__map *m, shmkv__seg *s);
+
 #endif /* SHMKV_INTERNAL_H */

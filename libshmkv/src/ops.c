@@ -14,18 +14,7 @@
 #include <stdio.h>
 #include <sys/mman.h>
 
-/* One single-key operation in progress: its segment lock is held while
- * `locked`; index trouble may drop it (then the operation restarts). */
-typedef struct op {
-    shmkv_db *db;
-    shmkv__map *m;
-    shmkv__seg *s;
-    uint64_t h;
-    const void *key;
-    size_t klen;
-    shmkv__lookup lk;
-    bool locked;
-} op;
+typedef shmkv__op op;
 
 static void sync_range(const void *p, size_t len)
 {
@@ -46,7 +35,7 @@ static int entry_new(op *o, const void *val, size_t vlen, shmkv_kind kind, uint6
  * of o's key. 1: index lock held, update begun; 0: go on without the index
  * (no tracking, or it is marked for a rebuild that reads the tables);
  * negative or RESTART: the segment lock was dropped. */
-static int index_open(op *o)
+int shmkv__op_index_open(op *o)
 {
     if (!SHMKV__HDR(o->m)->track_keys)
         return 0;
@@ -63,7 +52,7 @@ static int index_open(op *o)
 
 /* Index and slot agree again: only now may a repair stop treating the key
  * as in doubt. */
-static void index_close(op *o)
+void shmkv__op_index_close(op *o)
 {
     shmkv__index_commit(o->m);
     shmkv__index_unlock(o->m);
@@ -88,7 +77,7 @@ static int put(op *o, const void *val, size_t vlen, shmkv_kind kind)
         rc = shmkv__seg_room(m, s, o->key, o->klen, o->h, lk);
         if (rc)
             return rc;
-        if ((rc = index_open(o)) < 0 || rc == SHMKV__RESTART)
+        if ((rc = shmkv__op_index_open(o)) < 0 || rc == SHMKV__RESTART)
             return rc;
         bool track = rc == 1;
         rc = entry_new(o, val, vlen, kind, &noff);
@@ -97,7 +86,7 @@ static int put(op *o, const void *val, size_t vlen, shmkv_kind kind)
         if (!rc)
             shmkv__seg_insert(s, lk, o->h, noff);
         if (track)
-            index_close(o);
+            shmkv__op_index_close(o);
         if (rc)
             return rc;
     }
@@ -113,17 +102,17 @@ static int removes(op *o)
     shmkv__map *m = o->m;
     shmkv__seg *s = o->s;
     shmkv__lookup *lk = &o->lk;
-    int rc = index_open(o);
+    int rc = shmkv__op_index_open(o);
     if (rc < 0 || rc == SHMKV__RESTART)
         return rc;
     bool track = rc == 1;
     if (track && (rc = shmkv__index_remove(m, o->key, o->klen)) != 0) {
-        index_close(o);
+        shmkv__op_index_close(o);
         return rc;
     }
     shmkv__seg_remove(s, lk);
     if (track)
-        index_close(o);
+        shmkv__op_index_close(o);
     if (o->db->flags & SHMKV_SYNC)
         sync_range((const void *)&lk->t->slot[lk->slot], 8);
     shmkv__free_block(m, &s->alloc, lk->off);
@@ -178,18 +167,7 @@ static int check_write_out(shmkv_db *db, const void *key, size_t klen, const voi
     return cap && !buf ? SHMKV_EINVAL : 0;
 }
 
-static void op_init(op *o, shmkv_db *db, const void *key, size_t klen)
-{
-    o->db = db;
-    o->m = db->m;
-    o->key = key;
-    o->klen = klen;
-    o->h = shmkv__hash(key, klen);
-    o->s = shmkv__seg_for(o->m, o->h);
-    o->locked = false;
-}
-
-static int op_begin(op *o)
+int shmkv__op_begin(op *o)
 {
     int rc = shmkv__seg_lock(o->m, o->s);
     if (rc)
@@ -203,18 +181,18 @@ static int op_begin(op *o)
  * the body (which sets rc), unlock; start over when the index had to be
  * rebuilt under us. When the lock cannot be taken, rc is its error and the
  * body does not run (again): the code after RUN_OP sees rc != 0. */
-#define RUN_OP(o, db, key, klen, ...)                \
-    do {                                              \
-        op_init(&(o), (db), (key), (klen));           \
-        for (;;) {                                    \
-            if ((rc = op_begin(&(o))) != 0)           \
-                break;                                \
-            __VA_ARGS__;                              \
-            if (rc != SHMKV__RESTART)                 \
-                break;                                \
-        }                                             \
-        if ((o).locked)                               \
-            shmkv__seg_unlock((o).s);                 \
+#define RUN_OP(o, db, key, klen, ...)              \
+    do {                                           \
+        shmkv__op_init(&(o), (db), (key), (klen)); \
+        for (;;) {                                 \
+            if ((rc = shmkv__op_begin(&(o))) != 0) \
+                break;                             \
+            __VA_ARGS__;                           \
+            if (rc != SHMKV__RESTART)              \
+                break;                             \
+        }                                          \
+        if ((o).locked)                            \
+            shmkv__seg_unlock((o).s);              \
     } while (0)
 
 static int copy_value(shmkv__map *m, uint64_t off, void *buf, size_t cap, size_t *vlen,

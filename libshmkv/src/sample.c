@@ -94,7 +94,7 @@ static int count_match(void *ctx, uint64_t off)
  * live, which is uniform over the segment's live keys. A table left sparse
  * by deletes makes probing slow, so after a few misses walk to the r-th
  * live key instead. 0: no live slot where counted. */
-static uint64_t pick_in_segment(shmkv__map *m, shmkv__seg *s)
+uint64_t shmkv__seg_pick(shmkv__map *m, shmkv__seg *s)
 {
     uint64_t n = atomic_load_explicit(&s->count, memory_order_relaxed);
     uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed);
@@ -113,7 +113,7 @@ static uint64_t pick_in_segment(shmkv__map *m, shmkv__seg *s)
 
 /* Picks a segment in proportion to counts[] (which sum to total > 0);
  * *rest: a uniform rank among that segment's counted keys. */
-static uint32_t weighted_segment(const uint64_t *counts, uint64_t total, uint64_t *rest)
+uint32_t shmkv__weighted_pick(const uint64_t *counts, uint64_t total, uint64_t *rest)
 {
     uint64_t r = shmkv__rand_below(total);
     uint32_t i = 0;
@@ -155,10 +155,10 @@ static int random_scan(shmkv__map *m, const void *prefix, size_t plen, void *out
                                                   memory_order_relaxed);
     for (int t = 0; total && t < RANDOM_SAMPLE_TRIES; t++) {
         uint64_t rank;
-        shmkv__seg *s = shmkv__seg_at(m, weighted_segment(counts, total, &rank));
+        shmkv__seg *s = shmkv__seg_at(m, shmkv__weighted_pick(counts, total, &rank));
         if ((rc = shmkv__seg_lock(m, s)) != 0)
             goto out;
-        uint64_t off = pick_in_segment(m, s);
+        uint64_t off = shmkv__seg_pick(m, s);
         if (off) {
             shmkv__entry *e = (shmkv__entry *)SHMKV__P(m, off);
             if (shmkv__has_prefix(e->data, e->klen, prefix, plen)) {
@@ -191,7 +191,7 @@ static int random_scan(shmkv__map *m, const void *prefix, size_t plen, void *out
             break;
         }
         uint64_t rank;
-        shmkv__seg *s = shmkv__seg_at(m, weighted_segment(counts, total, &rank));
+        shmkv__seg *s = shmkv__seg_at(m, shmkv__weighted_pick(counts, total, &rank));
         pick sc = {.m = m, .prefix = prefix, .plen = plen, .target = rank};
         if ((rc = shmkv__seg_lock(m, s)) != 0)
             break;
@@ -229,7 +229,7 @@ static int random_ro(shmkv__map *m, const void *prefix, size_t plen, void *out, 
     for (int t = 0; total && t < 16; t++) {
         uint64_t rank, n = 0;
         recs.len = 0;
-        shmkv__seg *s = shmkv__seg_at(m, weighted_segment(counts, total, &rank));
+        shmkv__seg *s = shmkv__seg_at(m, shmkv__weighted_pick(counts, total, &rank));
         if ((rc = shmkv__seg_snapshot(m, s, NULL, 0, true, &recs, &n)) != 0)
             goto out;
         if (!n)
