@@ -324,9 +324,17 @@ func opClaimRandom(c *call) sobek.Value {
 	o := c.options(0, "prefix", "owner", "ttl")
 	prefix := c.prefix(o)
 	l, given := c.leaseOpts(o)
+	return c.oneClaim(l, given, func(cs claimStore) (claimed, bool, error) {
+		return cs.claimRandom(prefix, l, &c.h.claimBuf)
+	})
+}
+
+// oneClaim runs a claim of at most one key and hands out its Claim, or
+// null when there was none to take.
+func (c *call) oneClaim(l lease, given bool, take func(claimStore) (claimed, bool, error)) sobek.Value {
 	var cl claimed
 	var ok bool
-	c.onClaims(func(cs claimStore) (err error) { cl, ok, err = cs.claimRandom(prefix, l, &c.h.claimBuf); return })
+	c.onClaims(func(cs claimStore) (err error) { cl, ok, err = take(cs); return })
 	if c.err != nil {
 		return nil
 	}
@@ -382,20 +390,9 @@ func opClaimRandomMany(c *call) sobek.Value {
 func opClaimKey(c *call) sobek.Value {
 	key := c.key(0)
 	l, given := c.leaseOpts(c.options(1, "owner", "ttl"))
-	var cl claimed
-	var ok bool
-	c.onClaims(func(cs claimStore) (err error) { cl, ok, err = cs.claimKey(key, l, &c.h.claimBuf); return })
-	if c.err != nil {
-		return nil
-	}
-	if !ok {
-		return sobek.Null()
-	}
-	vs := c.claimValues([]claimed{cl}, l.owner, given)
-	if c.err != nil {
-		return nil
-	}
-	return vs[0]
+	return c.oneClaim(l, given, func(cs claimStore) (claimed, bool, error) {
+		return cs.claimKey(key, l, &c.h.claimBuf)
+	})
 }
 
 // opClaimKeys claims each key in turn (a key given twice once), in the

@@ -89,9 +89,15 @@ static int check_db(shmkv_db *db, bool write)
     return 0;
 }
 
-static int check_key(const void *key, size_t klen)
+/* A call on one key: the handle, the key, the lease asked for (may be
+ * NULL). */
+static int check_call(shmkv_db *db, bool write, const void *key, size_t klen,
+                      const shmkv_lease *lease)
 {
-    return klen == 0 || klen > SHMKV_KEY_MAX || !key ? SHMKV_EKEYSIZE : 0;
+    int rc = check_db(db, write);
+    if (!rc && (klen == 0 || klen > SHMKV_KEY_MAX || !key))
+        rc = SHMKV_EKEYSIZE;
+    return rc ? rc : check_lease(lease);
 }
 
 static void fill_claim(shmkv_claim *out, uint64_t token, uint64_t expiry, uint64_t now)
@@ -247,11 +253,7 @@ static int take(cop *c, const shmkv_lease *o, uint64_t now, shmkv_claim *out)
 int shmkv_claim_key(shmkv_db *db, const void *key, size_t klen, const shmkv_lease *lease,
                     shmkv_claim *out, void *vbuf, size_t cap, size_t *vlen, shmkv_kind *kind)
 {
-    int rc = check_db(db, true);
-    if (!rc)
-        rc = check_key(key, klen);
-    if (!rc)
-        rc = check_lease(lease);
+    int rc = check_call(db, true, key, klen, lease);
     if (!rc && cap && !vbuf)
         rc = SHMKV_EINVAL;
     if (rc)
@@ -281,11 +283,7 @@ typedef enum { END_RELEASE, END_COMPLETE, END_DELETE, END_RENEW } end_kind;
 static int end_claim(shmkv_db *db, const void *key, size_t klen, uint64_t token, end_kind how,
                      const shmkv_lease *lease, shmkv_claim *out)
 {
-    int rc = check_db(db, true);
-    if (!rc)
-        rc = check_key(key, klen);
-    if (!rc)
-        rc = check_lease(lease);
+    int rc = check_call(db, true, key, klen, lease);
     if (rc)
         return rc;
     static const char *const names[] = { "release", "complete", "complete", "renew" };
@@ -336,9 +334,7 @@ int shmkv_claim_renew(shmkv_db *db, const void *key, size_t klen, uint64_t token
 int shmkv_claim_get(shmkv_db *db, const void *key, size_t klen, shmkv_claim *out, void *owner,
                     size_t ocap, size_t *olen)
 {
-    int rc = check_db(db, false);
-    if (!rc)
-        rc = check_key(key, klen);
+    int rc = check_call(db, false, key, klen, NULL);
     if (!rc && ocap && !owner)
         rc = SHMKV_EINVAL;
     if (rc)
