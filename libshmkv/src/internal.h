@@ -309,12 +309,43 @@ int shmkv__seg_clear(shmkv__map *m, shmkv__seg *s, uint64_t gen);
 int shmkv__seg_visit(shmkv__map *m, shmkv__seg *s,
                      int (*fn)(void *ctx, uint64_t entry_off), void *ctx);
 /* The lease an entry carries (SHMKV__BF_LEASE), or NULL. */
-const shmkv__lease *shmkv__entry_lease(shmkv__map *m, uint64_t off);
+static inline const shmkv__lease *shmkv__entry_lease(shmkv__map *m, uint64_t off)
+{
+    if (!(shmkv__block_of(m, off)->flags & SHMKV__BF_LEASE))
+        return NULL;
+    const shmkv__entry *e = shmkv__entry_at(m, off);
+    return (const shmkv__lease *)((const unsigned char *)e + shmkv__lease_at(e->klen, e->vlen));
+}
 /* Write a new entry block for key and value in s's allocator, carrying
  * lease when it is not NULL (a copy: it may lie in the entry being
- * replaced). Nothing is published. */
-int shmkv__entry_make(shmkv__map *m, shmkv__seg *s, const void *key, size_t klen, const void *val,
-                      size_t vlen, shmkv_kind kind, const shmkv__lease *lease, uint64_t *off);
+ * replaced). Nothing is published. Inline: every write makes one. */
+static inline int shmkv__entry_make(shmkv__map *m, shmkv__seg *s, const void *key, size_t klen,
+                                    const void *val, size_t vlen, shmkv_kind kind,
+                                    const shmkv__lease *lease, uint64_t *off)
+{
+    uint64_t size = sizeof(shmkv__entry) + klen + vlen;
+    if (lease)
+        size = shmkv__lease_at(klen, vlen) + sizeof(shmkv__lease) + lease->olen;
+    int rc = shmkv__alloc_block(m, &s->alloc, s->id, size, off);
+    if (rc)
+        return rc;
+    shmkv__entry *e = shmkv__entry_at(m, *off);
+    e->klen = (uint32_t)klen;
+    e->vlen = (uint32_t)vlen;
+    memcpy(e->data, key, klen);
+    if (vlen)
+        memcpy(e->data + klen, val, vlen);
+    shmkv__block *b = shmkv__block_of(m, *off);
+    b->kind = (uint16_t)kind;
+    if (lease) {
+        /* The lease may come from the entry this one replaces, which stays
+         * readable until the caller frees it. */
+        memcpy((unsigned char *)e + shmkv__lease_at(klen, vlen), lease,
+               sizeof(shmkv__lease) + lease->olen);
+        b->flags |= SHMKV__BF_LEASE;
+    }
+    return 0;
+}
 /* The segment a key belongs to. */
 shmkv__seg *shmkv__seg_of(shmkv__map *m, const void *key, size_t klen);
 /* True when key is live in s. */
