@@ -645,7 +645,9 @@ Test(batch, killed_in_delete_prefix)
 Test(batch, killed_then_store_closed_untouched)
 {
     const char *points[] = {"batch.prepared", "batch.applying"};
-    for (int pi = 0; pi < 2; pi++) {
+    for (int q = 0; q < 4; q++) {
+        int pi = q % 2;
+        crash_op op = q < 2 ? OP_SET : OP_DELETE;
         shmkv_options o = t_opts(SHMKV_BACKEND_DISK, SHMKV_TRACK_DEFAULT);
         o.segments = 16;
         const char *where = t_path("untouched");
@@ -657,7 +659,7 @@ Test(batch, killed_then_store_closed_untouched)
         pid_t p = t_fork();
         if (p == 0) {
             close(fds[0]);
-            crash_child(where, SHMKV_BACKEND_DISK, OP_SET, points[pi], fds[1]);
+            crash_child(where, SHMKV_BACKEND_DISK, op, points[pi], fds[1]);
         }
         close(fds[1]);
         struct pollfd pf = {fds[0], POLLIN, 0};
@@ -669,10 +671,10 @@ Test(batch, killed_then_store_closed_untouched)
         t_close(db); /* last close, nothing locked since the kill */
         db = t_open_opts(where, &o);
         char why[256] = "";
-        const char *want = pi == 0 ? "old" : "new";
+        const char *want = pi == 0 ? "old" : op == OP_SET ? "new" : NULL;
         cr_assert(group_is(db, &old, want, why, sizeof why), "killed at %s, reopened: %s",
                   points[pi], why);
-        cr_assert_eq(shmkv_size(db), CK);
+        cr_assert_eq(shmkv_size(db), want ? CK : 0);
         t_close(db);
         t_dump_check(where, SHMKV_BACKEND_DISK);
         kv_free(&old);
@@ -938,6 +940,64 @@ static int collect_key(void *ctx, const void *key, size_t klen, const void *val,
 
 /* Deleting frees space, so it must work on a full store: delete_many and
  * delete_prefix of every key, with or without a failed set_many first. */
+/* One segment filled to its last block, with big values and then with the
+ * smallest: no free block of any size is left but the tables it outgrew.
+ * A delete batch of every key must still work, because its intent takes no
+ * room (format 4); with an intent block it needed 16 bytes a key and
+ * failed as full. */
+Test(batch, deletes_need_no_room)
+{
+    for (size_t c = 0; c < NCOMBO; c++) {
+        for (int prefix = 0; prefix < 2; prefix++) {
+            const char *where = t_where(combos[c].be, prefix ? "dnrp" : "dnr");
+            shmkv_options o = t_opts(combos[c].be, combos[c].track == SHMKV_TRACK_ON
+                                                       ? SHMKV_TRACK_ON
+                                                       : SHMKV_TRACK_DEFAULT);
+            o.reserve = SHMKV_RESERVE_MIN;
+            o.segments = 1;
+            shmkv_db *db = t_open_opts(where, &o);
+            size_t big = fill_singles(db, "s:");
+            size_t small = 0;
+            for (;; small++) {
+                char k[48];
+                int kl = snprintf(k, sizeof k, "t:%zu", small);
+                int rc = shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING);
+                if (rc) {
+                    cr_assert(full_rc(rc), "set %s -> %d (%s)", k, rc, shmkv_strerror(rc));
+                    break;
+                }
+            }
+            size_t n = big + small;
+            cr_assert_gt(big, 100);
+            uint64_t del = 0;
+            int rc;
+            if (prefix) {
+                uint64_t d2 = 0;
+                rc = shmkv_delete_prefix(db, "s:", 2, 0, &del);
+                if (!rc)
+                    rc = shmkv_delete_prefix(db, "t:", 2, 0, &d2);
+                del += d2;
+            } else {
+                kvset s = {calloc(n, sizeof *s.it), calloc(n, sizeof *s.k), NULL, 0};
+                cr_assert(s.it && s.k);
+                T_OK(shmkv_list(db, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, collect_key, &s));
+                cr_assert_eq(s.n, n);
+                rc = shmkv_delete_many(db, s.it, s.n, &del, NULL);
+                free(s.it);
+                free(s.k);
+            }
+            cr_assert_eq(rc, 0, "%s, %s: deleting all %zu keys of a full segment -> %d (%s)",
+                         t_backend_name(combos[c].be), prefix ? "delete_prefix" : "delete_many",
+                         n, rc, shmkv_strerror(rc));
+            cr_assert_eq(del, n);
+            cr_assert_eq(shmkv_size(db), 0);
+            size_t again = fill_singles(db, "s:");
+            cr_assert_geq(again, big * 3 / 4, "%zu of %zu values fit again", again, big);
+            close_checked(db, where, combos[c].be);
+        }
+    }
+}
+
 Test(batch, deletes_work_on_a_full_store)
 {
     for (size_t c = 0; c < NCOMBO; c++) {

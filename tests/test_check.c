@@ -139,6 +139,25 @@ Test(check, damaged_count)
     t_close(db);
 }
 
+/* A slot marked for a delete batch (format 4) while no batch holds the
+ * segment: no repair would ever clear it. */
+Test(check, stray_delete_mark)
+{
+    shmkv_db *db = t_open(t_path("cdm"), SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF);
+    fill(db, 200);
+    uint64_t w;
+    shmkv__seg *s = loaded_segment(db->m, &w);
+    shmkv__table *t = SHMKV__P(db->m, atomic_load(&s->table));
+    uint64_t j = 0;
+    while (atomic_load(&t->slot[j]) != w)
+        j++;
+    atomic_store(&t->slot[j], w | SHMKV__SLOT_DOOM);
+    expect_problem(db, "stray mark", "marked for a delete batch");
+    atomic_store(&t->slot[j], w);
+    expect_sound(db, "mark cleared");
+    t_close(db);
+}
+
 Test(check, damaged_entry)
 {
     shmkv_db *db = t_open(t_path("ce"), SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);

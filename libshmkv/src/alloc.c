@@ -80,11 +80,11 @@ static int take_chunk(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
     return 0;
 }
 
-/* A block that would not leave room for others in a largest chunk gets a
- * chunk of its own, sized to fit, whatever its size: the key array and a
- * segment's table grow past every size class (2^32 keys take 32 GiB of key
- * array), and when such a block is freed its whole chunk is empty again,
- * usable for blocks of any class. */
+/* A block of more than SHMKV__BIG_MIN bytes gets a chunk of its own, sized
+ * to fit, whatever its size: the key array and a segment's table grow past
+ * every size class (2^32 keys take 32 GiB of key array), and when such a
+ * block is freed its whole chunk is empty again, usable by any owner for
+ * blocks of any class. */
 static int alloc_big(shmkv__map *m, shmkv__alloc *a, uint32_t owner, uint64_t need,
                      uint64_t *off)
 {
@@ -149,7 +149,7 @@ int shmkv__alloc_block(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
                        uint64_t len, uint64_t *off)
 {
     uint64_t need = len + SHMKV__BLOCK_HDR;
-    if (need < len || need + SHMKV__CHUNK_HDR > SHMKV__CHUNK_MAX)
+    if (need < len || need > SHMKV__BIG_MIN)
         return alloc_big(m, a, owner, need, off);
     uint32_t cls = shmkv__class_of(need);
     uint64_t csz = shmkv__class_size(cls);

@@ -15,7 +15,8 @@
  *      "leader"), with a fresh generation;
  *   2. writes every new entry out of place and, per segment, an intent
  *      block listing the slot stores that segment will make, published by
- *      the segment's `intent` word;
+ *      the segment's `intent` word (a delete needs no block: the word
+ *      names the batch and the slots to empty are marked in place);
  *   3. commits with one store: leader->batch = gen | COMMITTED;
  *   4. makes the slot stores, frees what they replaced, drops the intents,
  *      and sets the leader's word FREE.
@@ -116,6 +117,21 @@ static int prepare_seg(batch *b, size_t j)
     }
     if (!nch)
         return 0;
+    if (!b->set) {
+        /* A delete allocates nothing, so that it works on a full store:
+         * its intent is the word, then a mark on each slot to empty. The
+         * word goes first: a repair that finds it clears or applies the
+         * marks, and no mark exists without it. */
+        atomic_store_explicit(&s->intent, shmkv__intent_del(b->lk[0], b->gen), memory_order_release);
+        for (size_t i = lo; i < hi; i++) {
+            bitem *x = &b->it[i];
+            if (!changes(b, x))
+                continue;
+            uint64_t w = atomic_load_explicit(&t->slot[x->slot], memory_order_relaxed);
+            atomic_store_explicit(&t->slot[x->slot], w | SHMKV__SLOT_DOOM, memory_order_release);
+        }
+        return 0;
+    }
     uint64_t ioff;
     if ((rc = shmkv__alloc_block(m, &s->alloc, s->id,
                                  sizeof(shmkv__intent) + nch * sizeof(shmkv__intent_ch),
@@ -149,11 +165,21 @@ static void unprepare(batch *b, size_t upto)
     for (size_t j = 0; j <= upto && j < b->nsegs; j++) {
         shmkv__seg *s = shmkv__seg_at(m, b->segs[j]);
         bool touched = false;
-        uint64_t ioff = atomic_exchange(&s->intent, 0);
-        if (ioff) {
+        shmkv__table *t = shmkv__table_of(m, s);
+        uint64_t ioff = atomic_load(&s->intent);
+        if (ioff && shmkv__intent_is_del(ioff)) {
+            for (size_t i = b->first[j]; i < b->first[j + 1]; i++) {
+                bitem *x = &b->it[i];
+                if (!changes(b, x))
+                    continue;
+                uint64_t w = atomic_load_explicit(&t->slot[x->slot], memory_order_relaxed);
+                atomic_store_explicit(&t->slot[x->slot], w & ~SHMKV__SLOT_DOOM, memory_order_release);
+            }
+        } else if (ioff) {
             shmkv__free_block(m, &s->alloc, ioff);
             touched = true;
         }
+        atomic_store(&s->intent, 0);
         for (size_t i = b->first[j]; i < b->first[j + 1]; i++)
             if (b->it[i].noff) {
                 shmkv__free_block(m, &s->alloc, b->it[i].noff);
@@ -285,7 +311,7 @@ static int write_locked(batch *b)
     for (j = 0; j < b->nsegs; j++) {
         shmkv__seg *s = shmkv__seg_at(m, b->segs[j]);
         uint64_t ioff = atomic_exchange(&s->intent, 0);
-        if (ioff)
+        if (ioff && !shmkv__intent_is_del(ioff))
             shmkv__free_block(m, &s->alloc, ioff);
         if (b->otab[j])
             shmkv__free_block(m, &s->alloc, b->otab[j]);

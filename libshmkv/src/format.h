@@ -26,7 +26,9 @@
 
 #define SHMKV__MAGIC          "SHMKVdb\0" /* 8 bytes at offset 0 */
 #define SHMKV__MAGIC_INIT     "SHMKVin\0" /* creation in progress */
-#define SHMKV__FORMAT_VERSION 3u /* 3: claims (leases in entries, claim counts in the index) */
+/* 3: claims (leases in entries, claim counts in the index); 4: delete
+ * batches record their intent in the slots and the segment's intent word */
+#define SHMKV__FORMAT_VERSION 4u
 #define SHMKV__FORMAT_VERSION_MIN 1u /* version 1 stores are read and upgraded */
 #define SHMKV__ENDIAN_CHECK   0x01020304u
 #define SHMKV__HDR_SIZE       4096u
@@ -50,7 +52,13 @@
 #define SHMKV__BLOCK_HDR     8u
 #define SHMKV__OWNER_INDEX   0xfffffffeu
 /* A block too large for a size class sits alone in its own chunk: cls is
- * SHMKV__CLS_BIG, size 0, and it runs to the chunk's end (format 2). */
+ * SHMKV__CLS_BIG, size 0, and it runs to the chunk's end (format 2). Since
+ * format 4 that is every block of more than SHMKV__BIG_MIN bytes (header
+ * included), not only those past a 4 MiB chunk: a segment's table, which
+ * is replaced by one twice its size as the segment grows, then goes back
+ * to the pool shared by every owner instead of waiting on its segment's
+ * free list for a block of its class that never comes. */
+#define SHMKV__BIG_MIN       (64u << 10)
 #define SHMKV__CLS_BIG       0xffu
 /* Owner of a chunk nobody holds: emptied chunks go back to this shared
  * pool, from which any owner takes (format 2). */
@@ -101,7 +109,12 @@ typedef struct shmkv__alloc {
  * aligned store of a slot, which is what makes a killed writer harmless. */
 #define SHMKV__SLOT_EMPTY 0ull
 #define SHMKV__SLOT_TOMB  1ull
-#define SHMKV__SLOT_OFF(w) ((w) & 0x0000ffffffffffffull)
+/* A live slot a delete batch in flight will empty (format 4). Entry
+ * payloads are 8-aligned, so the bit is free in every live word; it is set
+ * only while the segment's intent word holds that batch (SHMKV__INTENT_DEL)
+ * and is no part of the offset. */
+#define SHMKV__SLOT_DOOM  4ull
+#define SHMKV__SLOT_OFF(w) ((w) & 0x0000fffffffffffbull)
 #define SHMKV__SLOT_TAG(w) ((uint16_t)((w) >> 48))
 #define SHMKV__SLOT_LIVE(w) (SHMKV__SLOT_OFF(w) > SHMKV__SLOT_TOMB)
 
@@ -132,7 +145,10 @@ typedef struct shmkv__seg {
     shmkv__alloc alloc;
     /* Multi-key batches (batch.c). These sit in what was tail padding, so
      * stores written before them hold zeros here, which means "none". */
-    _Atomic uint64_t intent; /* this segment's part of a batch in flight, 0: none */
+    /* This segment's part of a batch in flight, 0: none. Even: the offset
+     * of an intent block. Odd: a delete batch's, which needs no block
+     * (SHMKV__INTENT_DEL): the slots to empty carry SHMKV__SLOT_DOOM. */
+    _Atomic uint64_t intent;
     _Atomic uint64_t batch;  /* as a batch's lowest segment: gen << 2 | SHMKV__B_* */
     /* The header's clear_gen when this segment was last emptied. Behind it,
      * a clear() that published its generation died before reaching this
@@ -143,6 +159,34 @@ typedef struct shmkv__seg {
 #define SHMKV__B_FREE      0u
 #define SHMKV__B_PREPARED  1u
 #define SHMKV__B_COMMITTED 2u
+
+/* A delete batch's intent word: bit 0 set, the leader's segment number in
+ * bits 1-16 and the low 47 bits of the batch's generation above. A delete
+ * must work on a store with no byte left, so its intent takes none: the
+ * slots it empties are marked in place. 47 bits of generation suffice:
+ * before a leader's word moves to a new batch, every intent that names it
+ * is resolved (batch_plan.c, settle_leader). */
+#define SHMKV__INTENT_GEN_BITS 47u
+#define SHMKV__INTENT_GEN_MASK ((1ull << SHMKV__INTENT_GEN_BITS) - 1)
+static inline uint64_t shmkv__intent_del(uint32_t leader, uint64_t gen)
+{
+    return 1ull | (uint64_t)(leader & 0xffffu) << 1 | (gen & SHMKV__INTENT_GEN_MASK) << 17;
+}
+static inline bool shmkv__intent_is_del(uint64_t w)
+{
+    return w & 1u;
+}
+static inline uint32_t shmkv__intent_leader(uint64_t w)
+{
+    return (uint32_t)(w >> 1) & 0xffffu;
+}
+/* Whether the batch of a delete intent word committed, from its leader's
+ * batch word (gen << 2 | state). */
+static inline bool shmkv__intent_del_committed(uint64_t iw, uint64_t leader_word)
+{
+    return (leader_word & 3u) == SHMKV__B_COMMITTED &&
+           ((leader_word >> 2) & SHMKV__INTENT_GEN_MASK) == iw >> 17;
+}
 
 /* Payload of an intent block (owned by its segment): the slot stores one
  * segment must make for a batch, applied only if the batch's lowest
@@ -305,6 +349,7 @@ typedef struct shmkv__hdr {
 
 _Static_assert(sizeof(shmkv__hdr) <= SHMKV__HDR_SIZE, "header must fit its page");
 _Static_assert(sizeof(shmkv__bt_node) + SHMKV__BLOCK_HDR <= 1024, "node fits a 1 KiB class");
+_Static_assert(SHMKV__ULOG_BYTES <= SHMKV__BIG_MIN, "the undo log is a class block (its size field gives its room)");
 /* Fields added later sit in what was padding: the sizes, and with them the
  * ABI check and the layout of older stores, stay as they were. */
 _Static_assert(sizeof(shmkv__seg) == 960 && sizeof(shmkv__index) == 960, "no new size");

@@ -96,6 +96,9 @@ static int check_segment(shmkv__ick *c, uint32_t i)
                     j, w);
             continue;
         }
+        if ((w & SHMKV__SLOT_DOOM) && !shmkv__intent_is_del(atomic_load(&s->intent)))
+            shmkv__ick_problem(c, "segment %" PRIu32 " slot %" PRIu64 ": marked for a delete batch the "
+                    "segment does not hold", i, j);
         live++;
         uint64_t eoff = SHMKV__SLOT_OFF(w);
         shmkv__block eb;

@@ -436,7 +436,8 @@ static inline size_t shmkv__rec_get(const unsigned char *r, uint32_t h[3], const
  * none), whose slot words a reader accepting that holder's seq must read
  * instead. */
 uint32_t shmkv__dead_seq(shmkv__map *m, shmkv__seg *s);
-const shmkv__intent *shmkv__ro_intent(shmkv__map *m, shmkv__seg *s, uint64_t tcap, uint32_t *n);
+const shmkv__intent *shmkv__ro_intent(shmkv__map *m, shmkv__seg *s, uint64_t tcap, uint32_t *n,
+                                     bool *doom);
 /* Likewise a segment whose dead holder was a clear() that had published
  * its generation but not reached this segment: its repair empties it, so
  * a reader reads it as empty. */
@@ -445,8 +446,13 @@ static inline bool shmkv__ro_cleared(shmkv__map *m, shmkv__seg *s)
     return __atomic_load_n(&s->gen, __ATOMIC_RELAXED) !=
            atomic_load_explicit(&SHMKV__HDR(m)->clear_gen, memory_order_acquire);
 }
-static inline uint64_t shmkv__ro_slot(const shmkv__intent *in, uint32_t n, uint64_t i, uint64_t w)
+/* doom: the dead holder's delete batch committed, so its marked slots
+ * read as emptied. */
+static inline uint64_t shmkv__ro_slot(const shmkv__intent *in, uint32_t n, bool doom, uint64_t i,
+                                      uint64_t w)
 {
+    if (doom && (w & SHMKV__SLOT_DOOM) && SHMKV__SLOT_LIVE(w))
+        return SHMKV__SLOT_TOMB;
     /* the repair makes the stores in order: the last one for a slot wins */
     for (uint32_t c = in ? n : 0; c--;)
         if (in->ch[c].slot == i)
@@ -470,6 +476,7 @@ typedef struct shmkv__ro_tab {
     uint64_t cap;            /* read once: the table's cap may change */
     const shmkv__intent *in; /* a dead holder's batch to overlay, or NULL */
     uint32_t nin;
+    bool doom;               /* a dead holder's committed delete batch */
     uint64_t lo, top;        /* every offset followed lies in [lo, top) */
 } shmkv__ro_tab;
 
@@ -494,8 +501,10 @@ SHMKV__SEQ_INLINE static inline int shmkv__ro_table(shmkv__map *m, shmkv__seg *s
     if (seq & 1) {
         uint32_t nin = 0; /* not &rt->nin: *rt must not escape, or every
                            * store of the caller's would reload it */
-        rt->in = shmkv__ro_intent(m, s, cap, &nin);
+        bool doom = false;
+        rt->in = shmkv__ro_intent(m, s, cap, &nin, &doom);
         rt->nin = nin;
+        rt->doom = doom;
     }
     return 0;
 }
@@ -512,7 +521,7 @@ SHMKV__SEQ_INLINE static inline int shmkv__ro_find(shmkv__map *m, const shmkv__r
     uint16_t tag = (uint16_t)(h >> 48);
     for (uint64_t probe = 0; probe <= mask; probe++, i = (i + 1) & mask) {
         uint64_t w = atomic_load_explicit(&((shmkv__table *)rt->t)->slot[i], memory_order_relaxed);
-        w = shmkv__ro_slot(rt->in, rt->nin, i, w);
+        w = shmkv__ro_slot(rt->in, rt->nin, rt->doom, i, w);
         if (w == SHMKV__SLOT_EMPTY)
             break;
         if (w == SHMKV__SLOT_TOMB || SHMKV__SLOT_TAG(w) != tag)

@@ -42,15 +42,23 @@ SHMKV__SEQ_READER void shmkv__racy_copy(unsigned char *dst, const unsigned char 
  * shmkv__batch_recover), so a reader that accepts the dead holder's seq must
  * read the slots as they will be, not as they are. This returns the intent
  * to overlay (the same verdict the repair reaches: the leader's word says
- * that generation committed), or NULL. Read without the lock like the rest,
+ * that generation committed), or NULL; for a delete batch, which has no
+ * intent block, *doom says whether its marked slots read as emptied. Read without the lock like the rest,
  * so it only counts once the caller's seq check passed. */
 SHMKV__SEQ_READER const shmkv__intent *shmkv__ro_intent(shmkv__map *m, shmkv__seg *s, uint64_t tcap,
-                                                 uint32_t *nch)
+                                                 uint32_t *nch, bool *doom)
 {
     uint64_t ioff = atomic_load_explicit(&s->intent, memory_order_acquire);
     if (!ioff)
         return NULL;
     const shmkv__hdr *hd = SHMKV__HDR(m);
+    if (shmkv__intent_is_del(ioff)) {
+        uint32_t leader = shmkv__intent_leader(ioff);
+        *doom = leader < hd->nseg &&
+                shmkv__intent_del_committed(
+                    ioff, atomic_load_explicit(&shmkv__seg_at(m, leader)->batch, memory_order_acquire));
+        return NULL;
+    }
     uint64_t top = atomic_load_explicit(&hd->top, memory_order_acquire);
     if (ioff < hd->data_off + SHMKV__BLOCK_HDR || ioff >= top || top - ioff < sizeof(shmkv__intent))
         return NULL;
@@ -194,7 +202,7 @@ SHMKV__SEQ_READER static int snap_try(shmkv__map *m, shmkv__seg *s, uint32_t dea
     if (rt.t) {
         for (uint64_t i = 0; i < rt.cap && !rc; i++) {
             uint64_t w = atomic_load_explicit(&((shmkv__table *)rt.t)->slot[i], memory_order_relaxed);
-            w = shmkv__ro_slot(rt.in, rt.nin, i, w);
+            w = shmkv__ro_slot(rt.in, rt.nin, rt.doom, i, w);
             if (!SHMKV__SLOT_LIVE(w))
                 continue;
             if (!out && !plen) {

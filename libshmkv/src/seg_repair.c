@@ -62,6 +62,20 @@ static bool entry_sane(shmkv__map *m, uint64_t off)
     return (uint64_t)e->klen + e->vlen + sizeof *e + SHMKV__BLOCK_HDR <= bytes && e->klen > 0;
 }
 
+/* The table at toff if its block and cap are sound, else NULL. */
+static shmkv__table *table_sane(shmkv__map *m, uint64_t toff)
+{
+    if (!toff || !shmkv__in_region(m, toff - SHMKV__BLOCK_HDR, SHMKV__BLOCK_HDR + 8))
+        return NULL;
+    shmkv__table *t = (shmkv__table *)SHMKV__P(m, toff);
+    uint64_t tbytes = shmkv__block_bytes(m, toff);
+    if (tbytes < SHMKV__BLOCK_HDR + 8 + 16 * 8 || t->cap < 16 || (t->cap & (t->cap - 1)) ||
+        t->cap > (tbytes - SHMKV__BLOCK_HDR - 8) / 8 ||
+        !shmkv__in_region(m, toff - SHMKV__BLOCK_HDR, tbytes))
+        return NULL;
+    return t;
+}
+
 int shmkv__seg_recover(shmkv__map *m, shmkv__seg *s)
 {
     shmkv__batch_recover(m, s);
@@ -76,19 +90,17 @@ int shmkv__seg_recover(shmkv__map *m, shmkv__seg *s)
         toff = 0;
     }
     if (toff) {
-        shmkv__table *t = (shmkv__table *)SHMKV__P(m, toff);
-        shmkv__block *tb = shmkv__block_of(m, toff);
-        uint64_t tbytes = shmkv__block_bytes(m, toff);
-        if (tbytes < SHMKV__BLOCK_HDR + 8 + 16 * 8 || t->cap < 16 || (t->cap & (t->cap - 1)) ||
-            t->cap > (tbytes - SHMKV__BLOCK_HDR - 8) / 8 ||
-            !shmkv__in_region(m, toff - SHMKV__BLOCK_HDR, tbytes))
+        shmkv__table *t = table_sane(m, toff);
+        if (!t)
             return SHMKV_ECORRUPT;
-        tb->flags |= SHMKV__BF_MARK;
+        shmkv__block_of(m, toff)->flags |= SHMKV__BF_MARK;
         for (uint64_t i = 0; i < t->cap; i++) {
             uint64_t w = atomic_load(&t->slot[i]);
             if (w == SHMKV__SLOT_TOMB) {
                 tombs++;
             } else if (w != SHMKV__SLOT_EMPTY) {
+                if (w & SHMKV__SLOT_DOOM) /* no intent is left to own it */
+                    atomic_store(&t->slot[i], w &= ~SHMKV__SLOT_DOOM);
                 if (!entry_sane(m, SHMKV__SLOT_OFF(w))) {
                     atomic_store(&t->slot[i], SHMKV__SLOT_TOMB);
                     tombs++;
@@ -111,6 +123,21 @@ void shmkv__batch_recover(shmkv__map *m, shmkv__seg *s)
     uint64_t ioff = atomic_load(&s->intent);
     if (!ioff)
         return;
+    if (shmkv__intent_is_del(ioff)) {
+        /* A delete batch: empty the marked slots if it committed, else
+         * unmark them. The recount that follows the repair counts them. */
+        uint32_t leader = shmkv__intent_leader(ioff);
+        bool commit = leader < SHMKV__HDR(m)->nseg &&
+                      shmkv__intent_del_committed(ioff, atomic_load(&shmkv__seg_at(m, leader)->batch));
+        shmkv__table *t = table_sane(m, atomic_load(&s->table));
+        for (uint64_t i = 0; t && i < t->cap; i++) {
+            uint64_t w = atomic_load(&t->slot[i]);
+            if (SHMKV__SLOT_LIVE(w) && (w & SHMKV__SLOT_DOOM))
+                atomic_store(&t->slot[i], commit ? SHMKV__SLOT_TOMB : w & ~SHMKV__SLOT_DOOM);
+        }
+        atomic_store(&s->intent, 0);
+        return;
+    }
     /* Whatever happens below, the intent is spent: its block is unmarked,
      * so the allocator rebuild that follows reclaims it. */
     const shmkv__block *blk = NULL;
@@ -125,7 +152,7 @@ void shmkv__batch_recover(shmkv__map *m, shmkv__seg *s)
             in->leader >= SHMKV__HDR(m)->nseg)
             in = NULL;
     }
-    shmkv__table *t = shmkv__table_of(m, s);
+    shmkv__table *t = table_sane(m, atomic_load(&s->table));
     if (in && t) {
         uint64_t w = atomic_load(&shmkv__seg_at(m, in->leader)->batch);
         if (w == ((in->gen << 2) | SHMKV__B_COMMITTED)) {

@@ -483,6 +483,8 @@ static int corrupt(const char *path, const char *kind)
         atomic_store(&T->slot[j], w + 8);
     } else if (!strcmp(kind, "slot-tag")) {
         atomic_store(&T->slot[j], w ^ (0x0101ull << 48));
+    } else if (!strcmp(kind, "slot-doom")) {
+        atomic_store(&T->slot[j], w | SHMKV__SLOT_DOOM);
     } else if (!strcmp(kind, "slot-wild")) {
         atomic_store(&T->slot[j], (w & ~0x0000ffffffffffffull) | 0x0000123456789ab0ull);
     } else if (!strcmp(kind, "slot-dup")) {

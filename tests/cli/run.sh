@@ -191,7 +191,7 @@ group_golden() {
     if wait_ready hold.out; then
         d "$shm" --memory "$MEMNAME"
         expect_rc 0 "memory store summary"
-        expect_grep '^format: +version 3, memory backend' "$T/out" "memory store: backend shown"
+        expect_grep '^format: +version 4, memory backend' "$T/out" "memory store: backend shown"
         expect_grep '^shutdown: +open' "$T/out" "memory store: open while held"
         expect_grep "pid [0-9]+ alive" "$T/out" "memory store: attached pid alive"
         d "$shm" --keys --memory "$MEMNAME"
@@ -218,7 +218,7 @@ group_golden() {
 group_json() {
     "$MK" golden g.kv || { bad "build golden store"; return; }
     d g.kv --json g.kv
-    json_ok "summary --json" 'd["format_version"] == 3 and d["claims"] == {"live": 0, "expired": 0, "unreadable": 0, "last_token": 0} and d["backend"] == "disk" and d["keys"] == 28 and d["segments"] == 4 and d["track_keys"] is True and d["state"] == "clean" and d["clean"] is True and d["attached"] == [] and d["size"]["reserved"] == 64 << 20 and d["bytes_in_use"] > 0'
+    json_ok "summary --json" 'd["format_version"] == 4 and d["claims"] == {"live": 0, "expired": 0, "unreadable": 0, "last_token": 0} and d["backend"] == "disk" and d["keys"] == 28 and d["segments"] == 4 and d["track_keys"] is True and d["state"] == "clean" and d["clean"] is True and d["attached"] == [] and d["size"]["reserved"] == 64 << 20 and d["bytes_in_use"] > 0'
     d g.kv --keys --json g.kv
     json_ok "--keys --json" 'd["count"] == 28 and d["more"] is False and d["keys"][1] == "bad-json" and d["keys"][0] == {"key": "\ufffdbin\ufffd", "key_hex": "0162696eff"}'
     "$DUMP" --keys g.kv | tail -n +2 >keys.txt
@@ -344,6 +344,7 @@ group_corrupt() {
     damage entry-len g.kv 1 'out of range'
     damage slot-off g.kv 1 'is not the start of a block'
     damage slot-tag g.kv 1 'tag 0x[0-9a-f]+ does not match key'
+    damage slot-doom g.kv 1 'marked for a delete batch the segment does not hold'
     damage slot-wild g.kv 1 'entry offset 0x123456789ab0 is not the start of a block'
     damage slot-dup g.kv 1 'is also referenced by a table slot'
     damage slot-empty g.kv 1 'counts [0-9]+ keys, its table holds'

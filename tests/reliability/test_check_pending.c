@@ -178,3 +178,75 @@ Test(check_pending, killed_open_time_repair)
     T_OK(shmkv_close(db));
     t_dump_sound(where, SHMKV_BACKEND_DISK);
 }
+
+/* A delete batch killed with its marks in the slots (format 4: its intent
+ * is the segments' intent words, no block): --check lists it as pending
+ * and finds no damage, readers see the verdict before any repair (all the
+ * keys before the commit, none of the deleted ones after), and the next
+ * locker applies or drops it. */
+static void delete_batch_killed(shmkv_backend be, const char *point, bool committed)
+{
+    bool mem = be == SHMKV_BACKEND_MEMORY;
+    const char *where = mem ? t_name("delb") : t_path("delb");
+    shmkv_options o;
+    memset(&o, 0, sizeof o);
+    o.backend = be;
+    o.segments = 4;
+    shmkv_db *db = NULL;
+    T_OK(shmkv_open(where, &o, &db)); /* kept open: the child's locks die, not the store */
+    enum { N = 200, D = 100 };
+    static char keys[N][16];
+    shmkv_item it[D];
+    memset(it, 0, sizeof it);
+    for (int i = 0; i < N; i++) {
+        int kl = snprintf(keys[i], sizeof keys[i], "k:%d", i);
+        T_OK(shmkv_set(db, keys[i], (size_t)kl, "value", 5, SHMKV_KIND_STRING));
+        if (i < D) {
+            it[i].key = keys[i];
+            it[i].klen = (size_t)kl;
+        }
+    }
+    pid_t p = t_fork();
+    if (p == 0) {
+        shmkv_db *d = NULL;
+        CHILD_OK(shmkv_open(where, &o, &d));
+        t_hook_kill_at(point, 0);
+        shmkv_delete_many(d, it, D, NULL, NULL);
+        _exit(42);
+    }
+    int st = t_wait(p);
+    char b[80];
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "child should die at %s: %s", point,
+              t_status_str(st, b, sizeof b));
+    expect_pending(where, be, "a delete batch led by segment");
+    for (int i = 0; i < N; i++) {
+        int want = i >= D || !committed;
+        cr_assert_eq(shmkv_exists(db, keys[i], strlen(keys[i])), want,
+                     "%s: before any repair, %s should be %s", point, keys[i],
+                     want ? "there" : "gone");
+    }
+    uint64_t problems = 1;
+    char msg[256];
+    T_OK(shmkv_check(db, &problems, msg, sizeof msg)); /* takes every lock: repairs */
+    cr_assert_eq(problems, 0, "%s", msg);
+    cr_assert_eq(shmkv_size(db), committed ? N - D : N, "%s: size after the repair", point);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(shmkv_exists(db, keys[i], strlen(keys[i])), i >= D || !committed);
+    T_OK(shmkv_close(db));
+    if (!mem)
+        t_dump_sound(where, be);
+    else
+        shmkv_memory_unlink(where);
+}
+
+Test(check_pending, delete_batch_killed_before_commit)
+{
+    delete_batch_killed(SHMKV_BACKEND_MEMORY, "batch.prepared", false);
+    delete_batch_killed(SHMKV_BACKEND_DISK, "batch.prepared", false);
+}
+
+Test(check_pending, delete_batch_killed_after_commit)
+{
+    delete_batch_killed(SHMKV_BACKEND_MEMORY, "batch.applying", true);
+    delete_batch_killed(SHMKV_BACKEND_DISK, "batch.committed", true);
+}

@@ -71,6 +71,12 @@ int check_segment(ck *c, uint32_t i)
         pend(c->r, "segment %" PRIu32 ": a clear() died before emptying it; whoever takes its "
              "lock next empties it (the clear has happened: its keys are gone for every "
              "reader)", i);
+    uint64_t iw = atomic_load_explicit(&sg.intent, memory_order_relaxed);
+    bool del_pending = shmkv__intent_is_del(iw);
+    if (del_pending)
+        pend(c->r, "segment %" PRIu32 ": a delete batch led by segment %" PRIu32 " died here; "
+             "whoever takes its lock next applies it or drops it, as its leader says", i,
+             shmkv__intent_leader(iw));
     if (!toff) {
         if (count || sg.tombs)
             oprob(c, i, "segment %" PRIu32 ": has no table but counts %" PRIu64 " keys and %"
@@ -128,6 +134,9 @@ int check_segment(ck *c, uint32_t i)
                  i, j, x);
             continue;
         }
+        if ((x & SHMKV__SLOT_DOOM) && !del_pending)
+            prob(c->r, "segment %" PRIu32 " slot %" PRIu64 ": marked for a delete batch the "
+                 "segment does not hold", i, j);
         live++;
         ent e;
         if (scan_find(&c->sc, SHMKV__SLOT_OFF(x)) < 0 && unknown_at(c, SHMKV__SLOT_OFF(x))) {
