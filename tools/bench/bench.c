@@ -1365,6 +1365,49 @@ static void print_header(int argc, char **argv)
     printf("\n");
 }
 
+/* Print nrows rows of ncol cells (64 bytes each, row after row) under hdr:
+ * a Markdown table, or columns padded to their widest cell. Columns 0 and 2
+ * hold names and are left-aligned; the others hold numbers. */
+static void print_cells(const char *const *hdr, int ncol, const char (*cell)[64], int nrows)
+{
+    int width[16];
+    for (int c = 0; c < ncol; c++) {
+        width[c] = (int)strlen(hdr[c]);
+        for (int i = 0; i < nrows; i++) {
+            int l = (int)strlen(cell[i * ncol + c]);
+            if (l > width[c])
+                width[c] = l;
+        }
+    }
+    if (cfg.markdown) {
+        printf("|");
+        for (int c = 0; c < ncol; c++)
+            printf(" %s |", hdr[c]);
+        printf("\n|");
+        for (int c = 0; c < ncol; c++)
+            printf(c == 0 || c == 2 ? " --- |" : " ---: |");
+        printf("\n");
+        for (int i = 0; i < nrows; i++) {
+            printf("|");
+            for (int c = 0; c < ncol; c++) {
+                const char *v = cell[i * ncol + c];
+                printf(" %s |", strcmp(v, "-") == 0 ? "—" : v);
+            }
+            printf("\n");
+        }
+    } else {
+        for (int c = 0; c < ncol; c++)
+            printf(c == 0 ? "%-*s" : "  %*s", width[c], hdr[c]);
+        printf("\n");
+        for (int i = 0; i < nrows; i++) {
+            for (int c = 0; c < ncol; c++)
+                printf(c == 0 ? "%-*s" : "  %*s", width[c], cell[i * ncol + c]);
+            printf("\n");
+        }
+    }
+    printf("\n");
+}
+
 static void print_table(void)
 {
     qsort(g_rows, (size_t)g_nrows, sizeof g_rows[0], cmp_row);
@@ -1373,9 +1416,6 @@ static void print_table(void)
                                 "2p/1p shmkv", "2p/1p baseline"};
     enum { NCOL = 10 };
     char cell[MAX_SIZES * 16][NCOL][64];
-    int width[NCOL];
-    for (int c = 0; c < NCOL; c++)
-        width[c] = (int)strlen(hdr[c]);
     for (int i = 0; i < g_nrows; i++) {
         row *r = &g_rows[i];
         snprintf(cell[i][0], 64, "%s", r->op);
@@ -1392,37 +1432,8 @@ static void print_table(void)
             strcat(cell[i][8], " (busy)");
             strcat(cell[i][9], " (busy)");
         }
-        for (int c = 0; c < NCOL; c++) {
-            int l = (int)strlen(cell[i][c]);
-            if (l > width[c])
-                width[c] = l;
-        }
     }
-    if (cfg.markdown) {
-        printf("|");
-        for (int c = 0; c < NCOL; c++)
-            printf(" %s |", hdr[c]);
-        printf("\n|");
-        for (int c = 0; c < NCOL; c++)
-            printf(c < 3 && c != 1 ? " --- |" : " ---: |");
-        printf("\n");
-        for (int i = 0; i < g_nrows; i++) {
-            printf("|");
-            for (int c = 0; c < NCOL; c++)
-                printf(" %s |", strcmp(cell[i][c], "-") == 0 ? "—" : cell[i][c]);
-            printf("\n");
-        }
-    } else {
-        for (int c = 0; c < NCOL; c++)
-            printf(c == 0 ? "%-*s" : "  %*s", width[c], hdr[c]);
-        printf("\n");
-        for (int i = 0; i < g_nrows; i++) {
-            for (int c = 0; c < NCOL; c++)
-                printf(c == 0 ? "%-*s" : "  %*s", width[c], cell[i][c]);
-            printf("\n");
-        }
-    }
-    printf("\n");
+    print_cells(hdr, NCOL, &cell[0][0], g_nrows);
 }
 
 static const sizeres *pick_size(const sizeres *res, int n, uint64_t want, bool largest)
@@ -1673,9 +1684,7 @@ static void print_claims(const claims_res *res, int nres)
                                 "time vs reference", "2p/1p"};
     enum { NCOL = 8 };
     char cell[MAX_SIZES * 8][NCOL][64];
-    int width[NCOL], nr = 0;
-    for (int c = 0; c < NCOL; c++)
-        width[c] = (int)strlen(hdr[c]);
+    int nr = 0;
     for (int i = 0; i < nres; i++) {
         const claims_res *R = &res[i];
         struct {
@@ -1704,39 +1713,10 @@ static void print_claims(const claims_res *res, int nres)
                 else
                     snprintf(cell[nr][6], 64, "-");
                 snprintf(cell[nr][7], 64, "%s", x == 1 ? fmt_ratio(median(kinds[k].scale), sc, sizeof sc) : "-");
-                for (int c = 0; c < NCOL; c++) {
-                    int l = (int)strlen(cell[nr][c]);
-                    if (l > width[c])
-                        width[c] = l;
-                }
             }
         }
     }
-    if (cfg.markdown) {
-        printf("|");
-        for (int c = 0; c < NCOL; c++)
-            printf(" %s |", hdr[c]);
-        printf("\n|");
-        for (int c = 0; c < NCOL; c++)
-            printf(c == 0 || c == 2 ? " --- |" : " ---: |");
-        printf("\n");
-        for (int i = 0; i < nr; i++) {
-            printf("|");
-            for (int c = 0; c < NCOL; c++)
-                printf(" %s |", strcmp(cell[i][c], "-") == 0 ? "—" : cell[i][c]);
-            printf("\n");
-        }
-    } else {
-        for (int c = 0; c < NCOL; c++)
-            printf(c == 0 ? "%-*s" : "  %*s", width[c], hdr[c]);
-        printf("\n");
-        for (int i = 0; i < nr; i++) {
-            for (int c = 0; c < NCOL; c++)
-                printf(c == 0 ? "%-*s" : "  %*s", width[c], cell[i][c]);
-            printf("\n");
-        }
-    }
-    printf("\n");
+    print_cells(hdr, NCOL, &cell[0][0], nr);
     for (int i = 0; i < nres; i++) {
         char kb[32];
         int ok = 0;
