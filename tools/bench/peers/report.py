@@ -178,7 +178,8 @@ def floor(vus):
 
 # Why the fork is absent, in the words of run.sh's note (XK6KV_SRC not set, or
 # its k6 did not build).
-FORKWHY = next((n[len("not measured: "):] for n in notes if n.startswith("not measured: xk6-kv fork")),
+FORKWHY = next((n[n.find("(") + 1:n.rfind(")")] if "(" in n else n[len("not measured: "):]
+                for n in notes if n.startswith("not measured: xk6-kv fork")),
                "no k6 with the xk6-kv fork in this run")
 NOFORK = "not measured: " + FORKWHY
 
@@ -295,7 +296,7 @@ for op in ("get", "set", "mix"):
             parts.append(f"{op} {be} {vus} VU {fr(r)}")
             have = have and r is not None
             ok = ok and r is not None and r >= 2
-target("user record: get, set and mix >= 2x the fork at 1 and 8 VUs, memory and disk",
+target(f"{SHAPE_LABEL['user']}: get, set and mix >= 2x the fork at 1 and 8 VUs, memory and disk",
        ok if have else None, ", ".join(parts) if have else NOFORK)
 if mem_rows:
     parts, ok = [], True
@@ -646,6 +647,10 @@ def chart(name, title, ylabel, cols, rows, logy=True):
     """rows: [(label, [values per col])] -> grouped bar chart docs/bench-<name>.png"""
     if not docs or not gp or not rows:
         return
+    # Columns with no value at all (a peer not measured) are left out.
+    keep = [i for i in range(len(cols)) if any(vals[i] is not None for _, vals in rows)]
+    cols = [cols[i] for i in keep]
+    rows = [(label, [vals[i] for i in keep]) for label, vals in rows]
     dat = os.path.join(work, f"{name}.dat")
     with open(dat, "w") as f:
         f.write("label\t" + "\t".join(f'"{c}"' for c in cols) + "\n")
@@ -701,6 +706,15 @@ for impl in ("ours-mem", "ours-disk", "redis"):
         rows.append((impl, vals))
 chart("procs", "k6 processes sharing one store, 8 VUs in total, 75/25 mix", "total ops/s",
       ["1 process", "2 processes", "3 processes"], rows, logy=False)
+rows = []
+for sh in vshapes:
+    for op in ("get", "set", "mix"):
+        g = f"values-{sh}"
+        vals = [pval(g, i, op, "0", 8) for i in ("ours-mem", "ours-disk", "fork-mem", "fork-disk", "redis")]
+        vals.append(vfloor(sh, op, 8))
+        rows.append((f"{sh} {op}", vals))
+chart("values", "Values from k6, 8 VUs: operations per second (log scale)", "ops/s",
+      ["ours memory", "ours disk", "fork memory", "fork disk", "k6 redis (JSON)", "codec floor"], rows)
 vals = [med(open_rows.get(w, [])) for w in ("c", "ours-k6", "fork-k6")]
 if vals[0] is not None:
     vals[0] = vals[0] / 1000.0
