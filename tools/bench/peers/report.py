@@ -105,8 +105,9 @@ P(f"| commit | {meta.get('run.commit', '?')} |")
 P(f"| machine | {meta.get('machine.nproc', '?')} CPUs, {meta.get('machine.cpu', '?')}, "
   f"{meta.get('machine.mem', '?')} RAM, Linux {meta.get('machine.kernel', '?')} |")
 P(f"| stores | disk stores on {meta.get('machine.storefs', '?')}; memory stores in /dev/shm |")
-P(f"| k6 | ours (and the fork's): `{meta.get('machine.k6', '?')}`, built by `scripts/build-k6.sh`; "
-  f"Redis rows: `{meta.get('machine.k6-redis', 'not built')}` (k6 v2 has no Redis module) |")
+P(f"| k6 | ours: `{meta.get('machine.k6', '?')}`, built by `scripts/build-k6.sh`; "
+  + ("the fork's: the same k6 version, built by run.sh from its source; " if FORK else "")
+  + f"Redis rows: `{meta.get('machine.k6-redis', 'not built')}` (k6 v2 has no Redis module) |")
 P(f"| peers | Redis {meta.get('machine.redis', '?')} (127.0.0.1, no persistence); "
   f"LMDB {meta.get('machine.lmdb', '?')}; xk6-kv fork: {meta.get('run.fork', 'not measured (see below)')} |")
 P(f"| repetition | k6 pairs: {meta.get('run.reps', '?')} repetition(s) of {meta.get('run.dur', '?')} s slots taken in turns; "

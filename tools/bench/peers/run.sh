@@ -16,8 +16,8 @@
 #             Redis module against a local redis-server; then 1, 2 and 3 k6
 #             processes sharing one store (ours, Redis).
 #   values    (issue 13) get, set and the 75/25 mix for each value shape of
-#             workload.js (32-byte string, ~150-byte user record, ~1 KiB
-#             document, 20 numbers), 1 and 8 VUs, ours memory and disk, the
+#             workload.js (32-byte string, user record of 180 B of JSON,
+#             1.1 KiB document, 20 numbers), 1 and 8 VUs, ours memory and disk, the
 #             fork (memory, disk) and k6's Redis module (JSON.stringify and
 #             JSON.parse in the script) taking turns, plus the codec floor
 #             (JSON.parse / JSON.stringify of the value, no store).
