@@ -4,7 +4,8 @@
 # disk backends, 1 and 8 VUs; medians of REPS (default 3) slots of DUR
 # seconds. Prints a markdown table with the ratios, and the floor: the same
 # loop making the same keys and awaiting a resolved promise, no store (no
-# batch method can beat it).
+# batch method can beat it). run.sh's batch section measures the same with
+# ours memory and disk (and the fork) taking turns, for docs/benchmarks-peers.md.
 #
 #   bash tools/bench/peers/batch.sh [K6]
 set -euo pipefail

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run.sh - libshmkv against its peers, at the C level and from k6.
 #
-#   bash tools/bench/peers/run.sh [--quick] [--no-docs]
+#   bash tools/bench/peers/run.sh [--quick] [--no-docs] [--only SECTIONS]
 #
 # Measures (see docs/benchmarks-peers.md for what each row means):
 #   C level   cbench.c: libshmkv (memory, disk) vs LMDB vs Redis through
@@ -15,6 +15,18 @@
 #             and disk), the fork (memory and disk, its defaults) and k6's
 #             Redis module against a local redis-server; then 1, 2 and 3 k6
 #             processes sharing one store (ours, Redis).
+#   values    (issue 13) get, set and the 75/25 mix for each value shape of
+#             workload.js (32-byte string, user record of 180 B of JSON,
+#             1.1 KiB document, 20 numbers), 1 and 8 VUs, ours memory and disk, the
+#             fork (memory, disk) and k6's Redis module (JSON.stringify and
+#             JSON.parse in the script) taking turns, plus the codec floor
+#             (JSON.parse / JSON.stringify of the value, no store).
+#   batch     (issue 12) getMany/setMany of MANY (100) keys against single
+#             get/set, keys/s, same VUs, plus the no-store floor.
+#   scan      (issue 12) scan.js: scanKeys over SCAN_N keys in pages of 1,000
+#             and count({prefix}), memory and disk, trackKeys off and on.
+#   memkey    (issue 13) memkey.sh: bytes per key at MEM_N keys, ours
+#             (trackKeys off, on) against Redis's used_memory.
 # and regenerates docs/benchmarks-peers.md and docs/bench-*.png, printing
 # PASS/FAIL per target.
 #
@@ -32,30 +44,56 @@
 # source, default its git commit), ROUNDS (C level and processes), REPS (k6 pairs),
 # DUR (k6 seconds per slot, at least 1), MPDUR (seconds per several-process
 # run), CDUR (C seconds per row), PEERS_WORK (scratch directory for stores; default under /var/tmp),
-# REDIS_PORT (default: first free port from 6399).
+# REDIS_PORT (default: first free port from 6399), VSHAPES (value shapes,
+# default "str32 user doc nums"), VVUS (VUs for the value rows, default
+# "1 8"), MANY (keys per batch, 100), SCAN_N and MEM_N (keys for scan and
+# memkey: 1,000,000, or 100,000 with --quick).
+#
+# --only c,open,k6,mp,values,batch,scan,memkey runs those sections alone and
+# prints the report without writing docs/ (each part alone; values.sh,
+# batch.sh and memkey.sh remain as one-process shortcuts).
+#
+# Duration on a 2-core VM, builds cached: --quick about 6 minutes; the full
+# run about 19 (C 2.5, open 0.1, k6 3, processes 3, values 7, batches 1.5,
+# scans 0.3, bytes per key 1.5). VSHAPES and VVUS shorten the values section.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 PEERS=$ROOT/tools/bench/peers
 QUICK=0
 DOCS=1
-for a in "$@"; do
-    case "$a" in
+ONLY=
+KNOBS= # the knobs given, for the report's command line
+for v in ROUNDS REPS DUR MPDUR CDUR VSHAPES VVUS MANY SCAN_N MEM_N; do
+    [[ -z ${!v:-} ]] || KNOBS+="$v='${!v}' "
+done
+args=("$@")
+while (($#)); do
+    case "$1" in
     --quick) QUICK=1 ;;
     --no-docs) DOCS=0 ;;
-    -h | --help) sed -n '2,32p' "$0"; exit 0 ;;
-    *) echo "run.sh: unknown argument $a" >&2; exit 2 ;;
+    --only) ONLY=${2:?--only needs a list}; shift; DOCS=0 ;;
+    -h | --help) sed -n '2,58p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
+    shift
 done
+set -- "${args[@]}"
+want() { [[ -z $ONLY || ,$ONLY, == *,$1,* ]]; }
 if ((QUICK)); then
     ROUNDS=${ROUNDS:-1}; REPS=${REPS:-1}; DUR=${DUR:-1}; MPDUR=${MPDUR:-1}; CDUR=${CDUR:-0.4}; OPEN_REPS=3
+    SCAN_N=${SCAN_N:-100000}; MEM_N=${MEM_N:-100000}
 else
     ROUNDS=${ROUNDS:-3}; REPS=${REPS:-3}; DUR=${DUR:-1}; MPDUR=${MPDUR:-3}; CDUR=${CDUR:-0.75}; OPEN_REPS=5
+    SCAN_N=${SCAN_N:-1000000}; MEM_N=${MEM_N:-1000000}
 fi
+VSHAPES=${VSHAPES:-str32 user doc nums}
+VVUS=${VVUS:-1 8}
+MANY=${MANY:-100}
 NKEYS=10000
 BIG=1000000
 T_START=$(date +%s)
-CMDLINE="${XK6KV_SRC:+XK6KV_SRC=$XK6KV_SRC }${XK6KV_DESC:+XK6KV_DESC='$XK6KV_DESC' }bash tools/bench/peers/run.sh${*:+ $*}"
+CMDLINE="${XK6KV_SRC:+XK6KV_SRC=$XK6KV_SRC }${XK6KV_DESC:+XK6KV_DESC='$XK6KV_DESC' }${KNOBS}bash tools/bench/peers/run.sh${*:+ $*}"
 
 log() { printf '[peers %4ds] %s\n' "$(($(date +%s) - T_START))" "$*" >&2; }
 
@@ -84,6 +122,7 @@ REDIS_PID=
 cleanup() {
     if [[ -n "$REDIS_PID" ]]; then kill "$REDIS_PID" 2>/dev/null || true; wait "$REDIS_PID" 2>/dev/null || true; fi
     rm -rf "$WORK"
+    rm -f /dev/shm/shmkv.peers*-$$-*
 }
 trap cleanup EXIT
 note() { echo "$*" >>"$NOTES"; log "$*"; }
@@ -181,7 +220,7 @@ EOF
         fi
     fi
 else
-    note "not measured: xk6-kv fork rows, XK6KV_SRC not set"
+    note "not measured: xk6-kv fork rows and columns (XK6KV_SRC not set: the fork's module is not served by this machine's module proxy; point XK6KV_SRC at a checkout of its source)"
 fi
 
 # ------------------------------------------------------------------ redis
@@ -216,7 +255,7 @@ echo -e "machine\tstorefs\t$(df -T "$WORK" | awk 'NR==2{print $2}')" >>"$RES"
 echo -e "machine\tredis\t$(redis-server --version | awk '{print $3}')" >>"$RES"
 echo -e "machine\tlmdb\t$(awk '/define MDB_VERSION_(MAJOR|MINOR|PATCH)/{v=v (v?".":"") $3} END{print v}' /usr/include/lmdb.h)" >>"$RES"
 [[ -n $K6 ]] && echo -e "machine\tk6\t$("$K6" version 2>/dev/null | head -n1)" >>"$RES"
-[[ -n $K6REDIS ]] && echo -e "machine\tk6-redis\t$("$K6REDIS" version 2>/dev/null | head -n1) (Redis rows)" >>"$RES"
+[[ -n $K6REDIS ]] && echo -e "machine\tk6-redis\t$("$K6REDIS" version 2>/dev/null | head -n1)" >>"$RES"
 echo -e "run\tcommand\t$CMDLINE" >>"$RES"
 echo -e "run\tdate\t$(date -u '+%Y-%m-%d %H:%M UTC')" >>"$RES"
 echo -e "run\trounds\t$ROUNDS" >>"$RES"
@@ -225,6 +264,9 @@ echo -e "run\tmpdur\t$MPDUR" >>"$RES"
 echo -e "run\tdur\t$DUR" >>"$RES"
 echo -e "run\tcdur\t$CDUR" >>"$RES"
 echo -e "run\tnkeys\t$NKEYS" >>"$RES"
+echo -e "run\tquick\t$QUICK" >>"$RES"
+echo -e "run\tmany\t$MANY" >>"$RES"
+echo -e "run\tonly\t$ONLY" >>"$RES"
 echo -e "run\tcommit\t$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" >>"$RES"
 if [[ -n $K6FORK ]]; then
     fork_desc=${XK6KV_DESC:-}
@@ -233,6 +275,7 @@ if [[ -n $K6FORK ]]; then
 fi
 
 # ------------------------------------------------------------------ C level
+if want c; then
 log "C level: $ROUNDS round(s), ${CDUR}s per measurement"
 CBACKENDS=(raw shmkv-mem shmkv-disk lmdb)
 [[ -n $RPORT ]] && CBACKENDS+=(redis redis-pipe)
@@ -245,8 +288,10 @@ for r in $(seq "$ROUNDS"); do
     done
     log "C level round $r done"
 done
+fi
 
 # ------------------------------------------------------------------ open time
+if want open; then
 log "open time: 1M keys, trackKeys on"
 "$CBENCH" open -n "$BIG" -d "$WORK" -r "$OPEN_REPS" -k | awk '$1=="OPEN_US"{printf "open\tc\t%s\n", $2}' >>"$RES"
 openkv_ms() { # binary store -> prints the first init context's openKv time
@@ -267,11 +312,14 @@ if [[ -n $K6FORK ]]; then
     done
     rm -f "$WORK/open.bolt"
 fi
+fi
 
 # ------------------------------------------------------------------ k6 level
 # k6pair PAIR VUS TRACK OPS A B: two k6 processes started together that take
 # turns second by second (workload.js PHASE/NPHASE), each side given as
-# "impl|binary|VAR=value VAR=value..."; results appended as
+# "impl|binary|VAR=value VAR=value..." (more than two sides take turns the
+# same way); SOLO (ops measured by the first side alone, one slot each), SHAPE
+# and MANY are passed on when set around the call. Results appended as
 #   k6p <pair> <impl> <op> <track> <vus> <rep> <ops/s>
 k6pair() {
     local pair=$1 vus=$2 track=$3 ops=$4
@@ -282,7 +330,8 @@ k6pair() {
         local bin=${rest%%|*} envs=${rest#*|}
         impls+=("$impl")
         # shellcheck disable=SC2086
-        env $envs TRACK="$track" OPS="$ops" VUS="$vus" DUR="$DUR" REPS="$REPS" NKEYS="$NKEYS" \
+        env SOLO="${SOLO:-}" SHAPE="${SHAPE:-str32}" MANY="$MANY" $envs \
+            TRACK="$track" OPS="$ops" VUS="$vus" DUR="$DUR" REPS="$REPS" NKEYS="$NKEYS" \
             PHASE="$i" NPHASE="$#" START_AT="$start" SUMMARY="$WORK/pair-$i.json" \
             timeout 900 "$bin" run -q --no-color "$PEERS/workload.js" >"$WORK/pair-$i.log" 2>&1 &
         pids+=($!)
@@ -315,6 +364,7 @@ if [[ -n $K6FORK ]]; then
 fi
 [[ -n $RPORT ]] && redis-cli -h 127.0.0.1 -p "$RPORT" flushall >/dev/null
 RURL="redis://127.0.0.1:$RPORT"
+if want k6; then
 log "k6 level: paired processes taking turns, $REPS repetition(s), ${DUR}s per slot"
 for vus in 1 8; do
     for t in 0 1; do
@@ -330,7 +380,9 @@ for vus in 1 8; do
         fi
     done
     if [[ -n $K6 && -n $K6REDIS && -n $RPORT ]]; then
-        k6pair redis-mem "$vus" 0 warm,get,set,mix,rk \
+        # noop: the floor, measured here too (by ours alone) when the fork's
+        # pairs, which measure it beside the fork, are not run.
+        SOLO=noop k6pair redis-mem "$vus" 0 warm,get,set,mix,rk,noop \
             "ours-mem|$K6|IMPL=kv BACKEND=memory STORE=peers-r-$$-$vus" "redis|$K6REDIS|IMPL=redis REDIS=$RURL"
         rm -f "$WORK/ours-r.kv"
         k6pair redis-disk "$vus" 0 warm,get,set,mix,rk \
@@ -338,6 +390,7 @@ for vus in 1 8; do
     fi
     log "k6 level, $vus VU(s) done"
 done
+fi
 
 # ------------------------------------------------------------------ processes
 # P k6 processes, 8 VUs in total (execution segments), one store, mix.
@@ -369,6 +422,7 @@ print(f"mp\t{impl}\t{np_}\t{rnd}\t{tot / float(dur):.0f}")
 EOF
     rm -f "$WORK"/mp-*.json
 }
+if want mp; then
 log "several k6 processes on one store"
 for r in $(seq "$ROUNDS"); do
     for np in 1 2 3; do
@@ -383,7 +437,8 @@ for r in $(seq "$ROUNDS"); do
     done
     log "multi-process round $r done"
 done
-if [[ -n $K6FORK ]]; then
+fi
+if want mp && [[ -n $K6FORK ]]; then
     # The fork keeps its memory store inside one process, and its disk store
     # is a BoltDB file that one process holds under an exclusive flock while
     # it is open. Show what a second process does.
@@ -400,6 +455,92 @@ if [[ -n $K6FORK ]]; then
         echo -e "forkshare\tdisk\ta second k6 process on the fork's disk store exited with status $rc within 4 s" >>"$RES"
     fi
     wait "$first" || true
+fi
+
+# ------------------------------------------------------------------ values (issue 13)
+# Per shape and VU count, ours (memory, disk), the fork (memory, disk) and
+# Redis (k6 v1, JSON.stringify/JSON.parse in the script) take turns slot by
+# slot; the codec floor (fparse, fstring) is measured by ours-mem alone.
+if want values && [[ -n $K6 ]]; then
+    log "values: shapes $VSHAPES, VUs $VVUS, $REPS repetition(s)"
+    for shape in $VSHAPES; do
+        for vus in $VVUS; do
+            sides=("ours-mem|$K6|IMPL=kv BACKEND=memory STORE=peers-v-$$-$shape-$vus"
+                "ours-disk|$K6|IMPL=kv BACKEND=disk STORE=$WORK/v-$shape-$vus.kv")
+            if [[ -n $K6FORK ]]; then
+                sides+=("fork-mem|$K6FORK|IMPL=kv BACKEND=memory"
+                    "fork-disk|$K6FORK|IMPL=kv BACKEND=disk STORE=$WORK/fv-$shape-$vus.bolt")
+            fi
+            if [[ -n $K6REDIS && -n $RPORT ]]; then
+                redis-cli -h 127.0.0.1 -p "$RPORT" flushall >/dev/null
+                sides+=("redis|$K6REDIS|IMPL=redis REDIS=$RURL")
+            fi
+            SHAPE=$shape SOLO=fparse,fstring k6pair "values-$shape" "$vus" 0 warm,get,set,mix,fparse,fstring "${sides[@]}"
+            rm -f "$WORK/v-$shape-$vus.kv" "$WORK/fv-$shape-$vus.bolt"
+        done
+        log "values: $shape done"
+    done
+    [[ -n $RPORT ]] && redis-cli -h 127.0.0.1 -p "$RPORT" flushall >/dev/null
+fi
+
+# ------------------------------------------------------------------ batches (issue 12)
+# getMany/setMany of MANY keys against get/set, keys/s, ours memory and disk
+# (and the fork's) taking turns; noopm (the same keys made, one resolved
+# promise, no store) by ours-mem alone.
+if want batch && [[ -n $K6 ]]; then
+    log "batches: $MANY keys, $REPS repetition(s)"
+    for vus in 1 8; do
+        sides=("ours-mem|$K6|IMPL=kv BACKEND=memory STORE=peers-b-$$-$vus"
+            "ours-disk|$K6|IMPL=kv BACKEND=disk STORE=$WORK/b-$vus.kv")
+        if [[ -n $K6FORK ]]; then
+            sides+=("fork-mem|$K6FORK|IMPL=kv BACKEND=memory"
+                "fork-disk|$K6FORK|IMPL=kv BACKEND=disk STORE=$WORK/fb-$vus.bolt")
+        fi
+        SOLO=noopm k6pair batch "$vus" 0 warm,get,getm,set,setm,noopm "${sides[@]}"
+        rm -f "$WORK/b-$vus.kv" "$WORK/fb-$vus.bolt"
+    done
+fi
+
+# ------------------------------------------------------------------ scans (issue 12)
+# scan.js: seed SCAN_N keys with setMany, scanKeys in pages of 1,000, then
+# count({prefix}) of 10,000 of them; one k6 process at a time.
+scan_one() { # impl binary backend track
+    local impl=$1 bin=$2 backend=$3 track=$4 store
+    store=peers-s-$$-$impl-$track
+    [[ $backend == disk ]] && store=$WORK/s-$impl-$track.kv
+    rm -f "$WORK/scan.json"
+    if env BACKEND="$backend" TRACK="$track" N="$SCAN_N" PAGE=1000 STORE="$store" SUMMARY="$WORK/scan.json" \
+        timeout 900 "$bin" run -q --no-color "$PEERS/scan.js" >"$WORK/scan.log" 2>&1 && [[ -s $WORK/scan.json ]]; then
+        echo -e "scan\t$impl\t$backend\t$track\t$(cat "$WORK/scan.json")" >>"$RES"
+    else
+        note "scan run failed: $impl $backend trackKeys=$track: $(grep -m1 -i error "$WORK/scan.log" | cut -c1-300)"
+    fi
+    rm -f "$WORK/s-$impl-$track.kv"
+}
+if want scan && [[ -n $K6 ]]; then
+    log "scans: $SCAN_N keys"
+    echo -e "run\tscan_n\t$SCAN_N" >>"$RES"
+    for backend in memory disk; do
+        for track in 0 1; do
+            scan_one ours "$K6" "$backend" "$track"
+            [[ -n $K6FORK ]] && scan_one fork "$K6FORK" "$backend" "$track"
+        done
+    done
+fi
+
+# ------------------------------------------------------------------ bytes per key (issue 13)
+if want memkey && [[ -n $K6 ]]; then
+    if [[ -n $RPORT ]]; then
+        log "bytes per key: $MEM_N keys"
+        echo -e "run\tmem_n\t$MEM_N" >>"$RES"
+        if ! N=$MEM_N RPORT=$RPORT TSV=1 FORK_K6=$K6FORK TMPDIR=$WORK bash "$PEERS/memkey.sh" "$K6" >>"$RES" 2>"$WORK/memkey.log"; then
+            note "memkey.sh failed: $(tail -n3 "$WORK/memkey.log" | tr '\n' ' ' | cut -c1-300)"
+        fi
+        while read -r l; do note "$l"; done < <(grep -h '^memkey: fork' "$WORK/memkey.log" || true)
+        redis-cli -h 127.0.0.1 -p "$RPORT" flushall >/dev/null
+    else
+        note "not measured: bytes per key (no redis-server to compare with)"
+    fi
 fi
 
 cp "$RES" "$CACHE/last-results.tsv"

@@ -2,10 +2,15 @@
 // (default 1,000), and count({prefix}), timed from k6. Seeds the store with
 // setMany first (N / 1000 batches). TRACK=1 opens with trackKeys; without
 // it the first paged scan turns the index on (docs/api.md), and that cost is
-// reported apart. Prints one JSON line.
+// reported apart. Prints one JSON line (to SUMMARY if set, else stdout).
 //
 //   k6 run -q -e BACKEND=memory -e N=1000000 tools/bench/peers/scan.js
 import { openKv } from "k6/x/kv";
+import { Gauge } from "k6/metrics";
+
+// handleSummary runs apart from the iteration: the figures reach it as gauges.
+const FIGS = ["seedMs", "firstPageMs", "otherPagesMs", "pages", "countPrefixUs", "counted", "keys"];
+const gauges = Object.fromEntries(FIGS.map((f) => [f, new Gauge(`scan_${f}`)]));
 
 const N = parseInt(__ENV.N || "1000000", 10);
 const PAGE = parseInt(__ENV.PAGE || "1000", 10);
@@ -45,7 +50,19 @@ export default async function () {
   const countUs = ((Date.now() - t) * 1000) / reps;
 
   if (n !== N) throw new Error(`scanned ${n} keys of ${N}`);
-  console.log(JSON.stringify({ backend: opts.backend, track: opts.trackKeys, keys: N, page: PAGE, seedMs,
-    firstPageMs: firstMs, otherPagesMs: restMs, pages, countPrefixUs: countUs, counted: c }));
+  const figs = { seedMs, firstPageMs: firstMs, otherPagesMs: restMs, pages, countPrefixUs: countUs,
+    counted: c, keys: n };
+  for (const f of FIGS) gauges[f].add(figs[f]);
   await kv.clear();
+}
+
+export function handleSummary(data) {
+  const out = { backend: opts.backend, track: opts.trackKeys, page: PAGE };
+  for (const f of FIGS) {
+    const m = data.metrics[`scan_${f}`];
+    out[f] = m ? m.values.value : null;
+  }
+  const res = { stdout: "" };
+  res[__ENV.SUMMARY || "/dev/stdout"] = JSON.stringify(out) + "\n";
+  return res;
 }

@@ -5,7 +5,8 @@
 # floor: the same loop awaiting JSON.parse of the stored text (for get) or
 # JSON.stringify of the value (for set), no store. ours/floor above 1 means
 # a get costs less than parsing its text with JSON.parse. Medians of REPS
-# (default 3) slots of DUR seconds.
+# (default 3) slots of DUR seconds. run.sh's values section measures the
+# same with ours, the fork and Redis taking turns, for docs/benchmarks-peers.md.
 #
 #   bash tools/bench/peers/values.sh [K6]
 set -euo pipefail

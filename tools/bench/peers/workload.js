@@ -30,6 +30,10 @@
 //   VUS, DUR  VUs per scenario and seconds per scenario (at least 1)
 //   REPS      repetitions of the OPS sequence (default 1)
 //   PHASE, NPHASE  this process's turn and the number of processes taking turns
+//   SOLO      comma list of OPS measured by the PHASE 0 process only, in one
+//             slot that the others leave idle (the no-store floors)
+//   SHAPE     the value: str32 (default), user, doc, nums (see SHAPES)
+//   MANY      keys per getMany/setMany (getm, setm, noopm), default 100
 //   NKEYS     keys filled in setup() (p<i%10>:<i>), default 10000
 //   BATCH     operations per iteration, default 10
 //   FILL      1 (default): setup() writes the keys unless they are there already
@@ -105,10 +109,25 @@ if (OPS.includes("warm")) {
   base = WARM + GAP;
 }
 const MEASURED = OPS.filter((op) => op !== "warm");
+// SOLO ops (the floors) are measured by the PHASE 0 process alone: each takes
+// one slot, which the other processes leave idle.
+const SOLO = (__ENV.SOLO || "").split(",").filter((s) => s);
 let slot = 0;
 for (let rep = 0; rep < REPS; rep++) {
   const mine = NPHASE > 1 && rep % 2 === 1 ? NPHASE - 1 - PHASE : PHASE;
   for (const op of MEASURED) {
+    if (NPHASE > 1 && SOLO.includes(op)) {
+      if (PHASE === 0) {
+        scenarios[`${op}_${rep}`] = {
+          executor: "constant-vus", vus: VUS, duration: `${DUR}s`,
+          startTime: `${(base + slot * SLOT).toFixed(2)}s`, gracefulStop: "5s",
+          exec: "run", env: { OP: op, REP: `${rep}` },
+        };
+        thresholds[`kv_ops{op:${op},rep:${rep}}`] = ["count>=0"];
+      }
+      slot += 1;
+      continue;
+    }
     scenarios[`${op}_${rep}`] = {
       executor: "constant-vus",
       vus: VUS,
