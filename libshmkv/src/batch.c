@@ -315,6 +315,15 @@ static int write_locked(batch *b)
             shmkv__free_block(m, &s->alloc, ioff);
         if (b->otab[j])
             shmkv__free_block(m, &s->alloc, b->otab[j]);
+        if (!b->set) {
+            /* A segment the batch emptied drops its table, as a single
+             * delete does: it then holds no block, and its chunks go back
+             * to the pool for any size, where its table's tombstones
+             * would otherwise ask the next insert for a new table of the
+             * old size. */
+            shmkv__lookup lk = {0};
+            shmkv__seg_shrink(m, s, &lk);
+        }
     }
     atomic_store_explicit(&leader->batch, B_WORD(b->gen, SHMKV__B_FREE), memory_order_release);
     if (b->track)

@@ -153,10 +153,11 @@ int shmkv__grow(shmkv__map *m, uint32_t owner, uint64_t size, uint64_t *chunk_of
     }
     uint64_t fs = (uint64_t)st.st_size;
     if (end > fs) {
-        /* Allocate ahead so that growth is rare, but when the disk cannot
+        /* Allocate ahead (1/32: what lies ahead is held for nothing) so
+         * that growth is rare, but when the disk cannot
          * give that much, settle for what this chunk needs. fallocate makes
          * a full disk an error here rather than a SIGBUS at first touch. */
-        uint64_t want = fs + fs / 16;
+        uint64_t want = fs + fs / 32;
         if (want < fs + (256u << 10))
             want = fs + (256u << 10);
         if (want < end)

@@ -152,6 +152,8 @@ void shmkv__seg_shrink(shmkv__map *m, shmkv__seg *s, shmkv__lookup *lk)
      * without it the segment holds no block: its chunks go back to the
      * pool. Unpublished first, so a crash leaves the block to recovery. */
     uint64_t toff = atomic_load_explicit(&s->table, memory_order_relaxed);
+    if (!toff)
+        return;
     atomic_store_explicit(&s->table, 0, memory_order_release);
     s->tombs = 0;
     lk->t = NULL;

@@ -4,7 +4,9 @@
 # workload.js (SHAPE=user, with the key's number in its id, name and email),
 # with and without trackKeys: the size of the /dev/shm object (what the store
 # holds, growth slack included) over N. Beside it, Redis's used_memory growth
-# for the same keys and the same JSON text.
+# for the same keys and the same JSON text, and then with a sorted set of the
+# keys added (ZADD keys 0 <key>): what a Redis user keeps to have what
+# trackKeys gives (keys in order, pages, counts by prefix with ZRANGEBYLEX).
 #
 #   bash tools/bench/peers/memkey.sh [K6]
 #
@@ -63,8 +65,8 @@ else
     for _ in $(seq 50); do redis-cli -p $port ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 if ((!TSV)); then
-    echo "| value | value bytes | trackKeys | ours B/key | Redis B/key |${FORK_K6:+ fork RSS growth B/key |}"
-    echo "|---|---|---|---|---|${FORK_K6:+---|}"
+    echo "| value | value bytes | trackKeys | ours B/key | Redis B/key | Redis + sorted set B/key |${FORK_K6:+ fork RSS growth B/key |}"
+    echo "|---|---|---|---|---|---|${FORK_K6:+---|}"
 fi
 
 # wait_for WORD: until the k6 log says WORD or k6 is gone. Bounded (10 min:
@@ -96,11 +98,18 @@ for i in range(n):
     k = f"user:{i:07d}"
     out.write(f"*3\r\n$3\r\nSET\r\n${len(k)}\r\n{k}\r\n${len(v.encode())}\r\n{v}\r\n")
 open(vb, "w").write(f"{total / n:.0f}\n")
+with open(vb + ".z", "w") as z:
+    for i in range(n):
+        k = f"user:{i:07d}"
+        z.write(f"*4\r\n$4\r\nZADD\r\n$4\r\nkeys\r\n$1\r\n0\r\n${len(k)}\r\n{k}\r\n")
 PY
     redis-cli -h 127.0.0.1 -p $port --pipe <"$WORK/cmds" >/dev/null
     used=$(redis-cli -h 127.0.0.1 -p $port info memory | awk -F: '/^used_memory:/{print $2+0}')
+    redis-cli -h 127.0.0.1 -p $port --pipe <"$WORK/vbytes.z" >/dev/null
+    usedz=$(redis-cli -h 127.0.0.1 -p $port info memory | awk -F: '/^used_memory:/{print $2+0}')
     redis-cli -h 127.0.0.1 -p $port flushall >/dev/null
     rb=$(( (used - base) / N ))
+    rzb=$(( (usedz - base) / N ))
     vbytes=$(cat "$WORK/vbytes")
     for track in 0 1; do
         name=memkey-$$-$shape-$track
@@ -129,9 +138,9 @@ PY
             [[ -n $fb ]] || echo "memkey: fork $shape trackKeys=$track: not measured: $(grep -m1 -i error "$WORK/k6.log" | cut -c1-200)" >&2
         fi
         if ((TSV)); then
-            printf 'mem\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$shape" "$track" "$N" "$(( size / N ))" "$rb" "$vbytes" "${fb:-}"
+            printf 'mem\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$shape" "$track" "$N" "$(( size / N ))" "$rb" "$vbytes" "${fb:-}" "$rzb"
         else
-            echo "| $shape | $vbytes | $track | $(( size / N )) | $rb |${FORK_K6:+ ${fb:-n/m} |}"
+            echo "| $shape | $vbytes | $track | $(( size / N )) | $rb | $rzb |${FORK_K6:+ ${fb:-n/m} |}"
         fi
     done
 done

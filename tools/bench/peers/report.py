@@ -25,7 +25,7 @@ mp_rows = collections.defaultdict(list)  # (impl, procs) -> [ops/s]
 open_rows = collections.defaultdict(list)  # who -> [value]
 forkshare = []
 scan_rows = []                           # (impl, backend, track, {figures})
-mem_rows = []                            # (shape, track, n, ours, redis, value bytes, fork rss or None)
+mem_rows = []                            # (shape, track, n, ours, redis, value bytes, fork rss or None, redis + zset or None)
 for line in open(res_path):
     f = line.rstrip("\n").split("\t")
     if f[0] in ("machine", "run"):
@@ -48,7 +48,8 @@ for line in open(res_path):
         scan_rows.append((f[1], f[2], f[3], json.loads(f[4])))
     elif f[0] == "mem":
         mem_rows.append((f[1], f[2], int(f[3]), float(f[4]), float(f[5]), f[6],
-                         float(f[7]) if len(f) > 7 and f[7] else None))
+                         float(f[7]) if len(f) > 7 and f[7] else None,
+                         float(f[8]) if len(f) > 8 and f[8] else None))
 notes = [l.strip() for l in open(notes_path) if l.strip()]
 
 
@@ -301,9 +302,11 @@ target(f"{SHAPE_LABEL['user']}: get, set and mix >= 2x the fork at 1 and 8 VUs, 
        ok if have else None, ", ".join(parts) if have else NOFORK)
 if mem_rows:
     parts, ok = [], True
-    for sh, tr, n, ours, red, vb, fb in mem_rows:
+    for sh, tr, n, ours, red, vb, fb, rz in mem_rows:
         parts.append(f"{'32-byte string' if sh == 'str32' else 'user record'} trackKeys {'on' if tr == '1' else 'off'} "
-                     f"{ours:.0f} vs {red:.0f} ({fr(ratio(ours, red))})")
+                     f"{ours:.0f} vs {red:.0f} ({fr(ratio(ours, red))})"
+                     + (f", vs Redis with a sorted set of the keys {rz:.0f} ({fr(ratio(ours, rz))})"
+                        if tr == "1" and rz is not None else ""))
         ok = ok and ours <= red
     if not any(r[6] is not None for r in mem_rows):
         parts.append("the fork's RSS growth: " + (NOFORK if not FORK else "not measured (see the notes)"))
@@ -572,19 +575,27 @@ if mem_rows:
     P("`used_memory` growth for the same keys and the same JSON text, loaded with")
     P("`redis-cli --pipe`. The user record is workload.js's with the key's number in")
     P("its id, name and email. *value bytes*: the mean JSON text per key.")
+    P("*Redis + sorted set*: the same Redis load with a sorted set of the keys added")
+    P("(`ZADD keys 0 <key>`), which is what a Redis user keeps to have what trackKeys")
+    P("gives: keys in order, pages by cursor, counts by prefix (`ZRANGEBYLEX`).")
     if any(r[6] is not None for r in mem_rows):
         P("*fork RSS growth*: the fork's k6 process resident size after its fill minus")
         P("before, over the key count (its memory store lives in the process).")
     P("")
+    zcol = any(r[7] is not None for r in mem_rows)
     hdr = ["value", "value bytes", "trackKeys", "ours B/key", "Redis B/key", "ours/Redis"]
+    if zcol:
+        hdr += ["Redis + sorted set B/key", "ours/(Redis + sorted set)"]
     fcol = any(r[6] is not None for r in mem_rows)
     if fcol:
         hdr += ["fork RSS growth B/key"]
     P("| " + " | ".join(hdr) + " |")
     P("|" + "---|" * len(hdr))
-    for sh, tr, n, ours, red, vb, fb in mem_rows:
+    for sh, tr, n, ours, red, vb, fb, rz in mem_rows:
         row = ["32-byte string" if sh == "str32" else "user record", vb, "on" if tr == "1" else "off",
                f"{ours:.0f}", f"{red:.0f}", fr(ratio(ours, red))]
+        if zcol:
+            row += ["n/m", "-"] if rz is None else [f"{rz:.0f}", fr(ratio(ours, rz))]
         if fcol:
             row.append("n/m" if fb is None else f"{fb:.0f}")
         P("| " + " | ".join(row) + " |")
