@@ -43,8 +43,9 @@ SHMKV__SEQ_READER void shmkv__racy_copy(unsigned char *dst, const unsigned char 
  * read the slots as they will be, not as they are. This returns the intent
  * to overlay (the same verdict the repair reaches: the leader's word says
  * that generation committed), or NULL; for a delete batch, which has no
- * intent block, *doom says whether its marked slots read as emptied. Read without the lock like the rest,
- * so it only counts once the caller's seq check passed. */
+ * intent block, *doom says whether its marked slots read as emptied. Read
+ * without the lock like the rest, so it only counts once the caller's seq
+ * check passed. */
 SHMKV__SEQ_READER const shmkv__intent *shmkv__ro_intent(shmkv__map *m, shmkv__seg *s, uint64_t tcap,
                                                  uint32_t *nch, bool *doom)
 {
