@@ -8,17 +8,6 @@
 
 TestSuite(check, .init = t_setup, .fini = t_teardown, .timeout = 240);
 
-static void expect_sound(shmkv_db *db, const char *when)
-{
-    uint64_t n = 99;
-    char msg[256] = "x";
-    int rc = shmkv_check(db, &n, msg, sizeof msg);
-    cr_assert_eq(rc, 0, "%s: shmkv_check -> %d (%s): %" PRIu64 " problems, first: %s", when,
-                 rc, shmkv_strerror(rc), n, msg);
-    cr_assert_eq(n, 0, "%s", when);
-    cr_assert_str_empty(msg, "%s", when);
-}
-
 static void fill(shmkv_db *db, int n)
 {
     char k[32], v[64];
@@ -33,37 +22,37 @@ static void sound_shapes(shmkv_backend be, int track)
 {
     const char *where = t_where(be, track == SHMKV_TRACK_ON ? "ct" : "cu");
     shmkv_db *db = t_open(where, be, track);
-    expect_sound(db, "empty");
+    t_check_sound(db, "empty");
     int n = (int)t_scaled(3000, 300);
     fill(db, n);
-    expect_sound(db, "filled");
+    t_check_sound(db, "filled");
     char k[32];
     for (int i = 0; i < n; i += 3) {
         snprintf(k, sizeof k, "key:%06d", i);
         T_OK(shmkv_delete(db, k, strlen(k), NULL));
     }
-    expect_sound(db, "after deletes (tombstones)");
+    t_check_sound(db, "after deletes (tombstones)");
     /* A value over 4 MiB is a big block alone in its chunk. */
     size_t big = (5u << 20) + 123;
     char *val = malloc(big);
     cr_assert(val);
     memset(val, 'b', big);
     T_OK(shmkv_set(db, "big", 3, val, big, SHMKV_KIND_BYTES));
-    expect_sound(db, "with a big block");
+    t_check_sound(db, "with a big block");
     T_OK(shmkv_delete(db, "big", 3, NULL));
     free(val);
-    expect_sound(db, "big block freed (free pool)");
+    t_check_sound(db, "big block freed (free pool)");
     shmkv_item items[3] = {
         {.key = "b1", .klen = 2, .val = "1", .vlen = 1, .kind = SHMKV_KIND_STRING},
         {.key = "b2", .klen = 2, .val = "2", .vlen = 1, .kind = SHMKV_KIND_STRING},
         {.key = "b3", .klen = 2, .val = "3", .vlen = 1, .kind = SHMKV_KIND_STRING},
     };
     T_OK(shmkv_set_many(db, items, 3, NULL));
-    expect_sound(db, "after a batch");
+    t_check_sound(db, "after a batch");
     T_OK(shmkv_clear(db));
-    expect_sound(db, "cleared");
+    t_check_sound(db, "cleared");
     fill(db, 100);
-    expect_sound(db, "refilled");
+    t_check_sound(db, "refilled");
     t_close(db);
 }
 
@@ -135,7 +124,7 @@ Test(check, damaged_count)
     atomic_fetch_add(&s->count, 1);
     expect_problem(db, "segment count", "keys and");
     atomic_fetch_sub(&s->count, 1);
-    expect_sound(db, "count restored");
+    t_check_sound(db, "count restored");
     t_close(db);
 }
 
@@ -154,7 +143,7 @@ Test(check, stray_delete_mark)
     atomic_store(&t->slot[j], w | SHMKV__SLOT_DOOM);
     expect_problem(db, "stray mark", "marked for a delete batch");
     atomic_store(&t->slot[j], w);
-    expect_sound(db, "mark cleared");
+    t_check_sound(db, "mark cleared");
     t_close(db);
 }
 
@@ -174,7 +163,7 @@ Test(check, damaged_entry)
     e->data[0] ^= 0x55;
     expect_problem(db, "entry key byte", "slot");
     e->data[0] ^= 0x55;
-    expect_sound(db, "entry restored");
+    t_check_sound(db, "entry restored");
     t_close(db);
 }
 
@@ -204,7 +193,7 @@ Test(check, damaged_reachability)
             expect_problem(db, "entry before its home", "unreachable");
             atomic_store(&t->slot[j], w);
             atomic_store(&t->slot[before], SHMKV__SLOT_EMPTY);
-            expect_sound(db, "entry back home");
+            t_check_sound(db, "entry back home");
             t_close(db);
             return;
         }
@@ -220,7 +209,7 @@ Test(check, damaged_index)
     ix->n++;
     expect_problem(db, "index count", "index: counts");
     ix->n--;
-    expect_sound(db, "index count restored");
+    t_check_sound(db, "index count restored");
     /* the first leaf's first key swapped with its second: out of order */
     shmkv__bt_node *nd = SHMKV__P(db->m, ix->root);
     while (!nd->leaf)
@@ -231,7 +220,7 @@ Test(check, damaged_index)
     expect_problem(db, "index order", "index:");
     nd->e[1] = nd->e[0];
     nd->e[0] = t;
-    expect_sound(db, "index order restored");
+    t_check_sound(db, "index order restored");
     t_close(db);
 }
 
@@ -243,7 +232,7 @@ Test(check, damaged_chunk)
     c->magic ^= 1;
     expect_problem(db, "chunk magic", "bad magic");
     c->magic ^= 1;
-    expect_sound(db, "chunk restored");
+    t_check_sound(db, "chunk restored");
     t_close(db);
 }
 
@@ -282,10 +271,10 @@ Test(check, while_others_write)
         usleep(20000);
         if (i == rounds / 2)
             t_kill(kids[0]); /* killed wherever it was */
-        expect_sound(db, i < rounds / 2 ? "two writers" : "one writer, one killed");
+        t_check_sound(db, i < rounds / 2 ? "two writers" : "one writer, one killed");
     }
     t_kill(kids[1]);
-    expect_sound(db, "writers gone");
+    t_check_sound(db, "writers gone");
     t_close(db);
 }
 
@@ -304,7 +293,7 @@ Test(check, damaged_claim_counts)
     root->e[0].count += SHMKV__BT_ONE_HELD;
     expect_problem(db, "claimed count", "claimed");
     root->e[0].count -= SHMKV__BT_ONE_HELD;
-    expect_sound(db, "counts restored");
+    t_check_sound(db, "counts restored");
     /* a leaf entry counted claimed with no claim end */
     shmkv__bt_node *path[40];
     int d = 0;
@@ -334,7 +323,7 @@ Test(check, damaged_claim_counts)
         if (k < d)
             path[k]->e[0].count -= SHMKV__BT_ONE_HELD;
     }
-    expect_sound(db, "claim removed");
+    t_check_sound(db, "claim removed");
     t_close(db);
 }
 
@@ -349,7 +338,7 @@ Test(check, damaged_lease_flag)
     b->flags |= SHMKV__BF_LEASE;
     expect_problem(db, "lease flag", "lease");
     b->flags &= (uint8_t)~SHMKV__BF_LEASE;
-    expect_sound(db, "flag cleared");
+    t_check_sound(db, "flag cleared");
     t_close(db);
 }
 
@@ -384,20 +373,20 @@ static void sound_claims(int track)
         snprintf(k, sizeof k, "key:%06d", i);
         tok[i] = claim_of(db, k, i % 10 == 0 ? 1 : 600000);
     }
-    expect_sound(db, "100 claims");
+    t_check_sound(db, "100 claims");
     usleep(20000); /* every tenth lease runs out */
-    expect_sound(db, "some leases ran out");
+    t_check_sound(db, "some leases ran out");
     for (int i = 0; i < 100; i += 3) {
         snprintf(k, sizeof k, "key:%06d", i);
         int rc = i % 2 ? shmkv_claim_release(db, k, strlen(k), tok[i])
                        : shmkv_claim_complete(db, k, strlen(k), tok[i], i % 4 == 0);
         cr_assert(rc == 0 || (i % 10 == 0 && rc == SHMKV_ESTALE), "%s: %d", k, rc);
     }
-    expect_sound(db, "released and completed");
+    t_check_sound(db, "released and completed");
     shmkv_lease ten = {.ttl_ms = 600000};
     shmkv_claim c;
     T_OK(shmkv_claim_renew(db, "key:000001", 10, tok[1], &ten, &c));
-    expect_sound(db, "renewed");
+    t_check_sound(db, "renewed");
     /* expired claims taken over, random claims and pops */
     for (int i = 0; i < 50; i++) {
         char kb[64];
@@ -409,11 +398,11 @@ static void sound_claims(int track)
         rc = shmkv_pop_random(db, "key:", 4, kb, sizeof kb, &kl, NULL, 0, NULL, NULL);
         cr_assert(rc == 0 || rc == SHMKV_ENOTFOUND, "pop_random: %d", rc);
     }
-    expect_sound(db, "random claims and pops");
+    t_check_sound(db, "random claims and pops");
     /* a set keeps the claim; a delete ends it */
     t_set(db, "key:000002", "new value");
     T_OK(shmkv_delete(db, "key:000005", 10, NULL));
-    expect_sound(db, "set and delete of claimed keys");
+    t_check_sound(db, "set and delete of claimed keys");
     t_close(db);
 }
 
@@ -438,7 +427,7 @@ Test(check, damaged_leases)
     shmkv_db *db = t_open(t_path("cl"), SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
     fill(db, 500);
     claim_for_test(db, "key:000000");
-    expect_sound(db, "a live claim");
+    t_check_sound(db, "a live claim");
     shmkv__block *b;
     shmkv__lease *l = lease_of(db, "key:000000", &b);
     shmkv__lease keep = *l;
@@ -452,7 +441,7 @@ Test(check, damaged_leases)
     l->token = 0;
     expect_problem(db, "token 0", "lease token");
     *l = keep;
-    expect_sound(db, "lease restored");
+    t_check_sound(db, "lease restored");
     /* the index counts a claim the entry does not have, or another end */
     b->flags &= (uint8_t)~SHMKV__BF_LEASE;
     expect_problem(db, "lease flag dropped", "whose entry has no lease");
@@ -462,7 +451,7 @@ Test(check, damaged_leases)
     l->expiry = atomic_load(&SHMKV__HDR(db->m)->lease_high) + 1;
     expect_problem(db, "lease end never granted", "lease ends after the latest end granted");
     *l = keep;
-    expect_sound(db, "lease restored again");
+    t_check_sound(db, "lease restored again");
     t_close(db);
 }
 
@@ -500,6 +489,6 @@ Test(check, uncounted_lease)
         if (k < d)
             path[k]->e[0].count += SHMKV__BT_ONE_HELD;
     }
-    expect_sound(db, "counted again");
+    t_check_sound(db, "counted again");
     t_close(db);
 }

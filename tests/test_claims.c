@@ -53,20 +53,11 @@ static shmkv_lease lease_of(const char *owner, uint64_t ttl)
     return l;
 }
 
-static void check_clean(shmkv_db *db, const char *what)
-{
-    uint64_t probs = 0;
-    char msg[256] = "";
-    int rc = shmkv_check(db, &probs, msg, sizeof msg);
-    cr_assert(rc == 0 && probs == 0, "%s: shmkv_check -> %d (%s), %" PRIu64 " problems: %s", what,
-              rc, shmkv_strerror(rc), probs, msg);
-}
-
 /* shmkv_check, then close, with shmkv-dump --check where the store still
  * exists (a memory store goes with its last handle). */
 static void finish(shmkv_db *db, const char *where, const combo *c, const char *what)
 {
-    check_clean(db, what);
+    t_check_sound(db, what);
     if (c->be == SHMKV_BACKEND_MEMORY)
         t_dump_check(where, c->be);
     t_close(db);
@@ -437,7 +428,7 @@ Test(claims, token_grows_strictly)
         claim_ok(db, "t:00000", LONG_TTL, &out);
         cr_assert_gt(out.token, last, "%s: after clear", cn);
         last = out.token;
-        check_clean(db, cn);
+        t_check_sound(db, cn);
         if (c->be == SHMKV_BACKEND_DISK) {
             /* the tokens go on growing across a reopen of the file */
             t_close(db);
@@ -526,7 +517,7 @@ Test(claims, expiry_and_stale_tokens)
         T_RC(shmkv_claim_get(db, k1, 7, &r, NULL, 0, NULL), SHMKV_ESTALE);
         claim_ok(db, k1, LONG_TTL, &second);
         cr_assert_gt(second.token, first.token, "%s", cn);
-        check_clean(db, cn);
+        t_check_sound(db, cn);
 
         /* a released holder is stale, and so is a completed one */
         const char *k2 = "e:00002";
@@ -661,7 +652,7 @@ Test(claims, random_skips_live_takes_expired)
         t_expect_absent(db, k, kl);
         cr_assert_eq(shmkv_size(db), (uint64_t)n + 4, "%s", cn);
         counts(db, "p:", (uint64_t)n, 0, cn);
-        check_clean(db, cn);
+        t_check_sound(db, cn);
 
         /* every claim on p: ends by expiry: claim_random takes them all
          * again, each once, then nothing */
@@ -691,7 +682,7 @@ Test(claims, random_skips_live_takes_expired)
         }
         T_RC(claim_rand(db, "p:", LONG_TTL, k, sizeof k, &out), SHMKV_ENOTFOUND);
         counts(db, "p:", (uint64_t)n, 0, cn);
-        check_clean(db, cn);
+        t_check_sound(db, cn);
 
         /* pop_random takes expired claims too, and removes them */
         for (int i = 0; i < n; i++) {
@@ -864,7 +855,7 @@ Test(claims, set_delete_clear_on_claimed_keys)
         T_OK(shmkv_set(db, "s:00000", 7, big, sizeof big, SHMKV_KIND_BYTES));
         cr_assert_eq(live_token(db, "s:00000"), a.token, "%s: a growing set ended the claim", cn);
         counts(db, "s:", 1, 0, cn);
-        check_clean(db, cn);
+        t_check_sound(db, cn);
         T_OK(shmkv_claim_release(db, "s:00000", 7, a.token));
         shmkv_lease l = lease_of(NULL, LONG_TTL);
         shmkv_kind kind;
@@ -885,7 +876,7 @@ Test(claims, set_delete_clear_on_claimed_keys)
         claim_ok(db, "s:00001", LONG_TTL, &b);
         cr_assert_gt(b.token, a.token, "%s", cn);
         counts(db, "s:", 2, 0, cn);
-        check_clean(db, cn);
+        t_check_sound(db, cn);
 
         /* clear ends them all */
         uint64_t tok[10];
@@ -905,7 +896,7 @@ Test(claims, set_delete_clear_on_claimed_keys)
             snprintf(k, sizeof k, "s:%05d", i);
             T_RC(shmkv_claim_release(db, k, 7, tok[i]), SHMKV_ESTALE);
         }
-        check_clean(db, cn);
+        t_check_sound(db, cn);
         char k[64];
         for (int i = 0; i < 10; i++)
             T_OK(claim_rand(db, "s:", LONG_TTL, k, sizeof k, &a));
@@ -936,7 +927,7 @@ Test(claims, count_live_and_expired)
         counts(db, "a:", 0, 5, cn);
         counts(db, "b:", 5, 0, cn);
         counts(db, NULL, 5, 5, cn);
-        check_clean(db, t_str("%s: with expired leases", cn));
+        t_check_sound(db, t_str("%s: with expired leases", cn));
         /* claiming an expired one again moves it to live */
         T_OK(claim(db, "a:00000", LONG_TTL, &out));
         counts(db, "a:", 1, 4, cn);
@@ -1058,7 +1049,7 @@ Test(claims, other_writes_keep_claims_deletes_end_them)
             t_set(db, k, "back");
         }
         counts(db, "w:", N - 5, 0, cn);
-        check_clean(db, cn);
+        t_check_sound(db, cn);
         unsigned char want[N] = {0};
         for (int i = 7; i <= 11; i++)
             want[i] = 1;
@@ -1094,7 +1085,7 @@ Test(claims, index_rebuilt_or_enabled_counts_claims)
             T_OK(shmkv_rebuild_index(db));
         else
             T_OK(shmkv_tracking_enable(db));
-        check_clean(db, t_str("%s: index built with claims", cn));
+        t_check_sound(db, t_str("%s: index built with claims", cn));
         int nfree = 0, nexp = 0;
         for (int i = 0; i < N; i++) {
             nfree += want[i];
@@ -1102,7 +1093,7 @@ Test(claims, index_rebuilt_or_enabled_counts_claims)
         }
         counts(db, "i:", (uint64_t)(N - nfree), (uint64_t)nexp, cn);
         drain_exactly(db, "i:", N, want, cn);
-        check_clean(db, cn);
+        t_check_sound(db, cn);
         /* reopened, with tracking now on for both */
         if (c->be == SHMKV_BACKEND_DISK) {
             t_close(db);
@@ -1204,7 +1195,7 @@ Test(claims, full_store_changes_nothing_on_failure)
         }
         cr_log_info("%s: %d keys, %d claimed, %d refused", cn, n, claimed, refused);
         counts(db, "f:", (uint64_t)claimed, 0, cn);
-        check_clean(db, cn);
+        t_check_sound(db, cn);
         /* completing with a delete always works, and makes room */
         for (int i = 0; i < n; i++) {
             char k[16];
@@ -1252,7 +1243,7 @@ Test(claims, leases_end_at_reboot_tokens_go_on)
         db = t_open(where, c->be, SHMKV_TRACK_DEFAULT);
         counts(db, "b:", 0, N, t_str("%s: after a reboot", cn));
         cr_assert_eq(live_token(db, "b:00001"), 0, "%s: a 24 h lease outlived the boot", cn);
-        check_clean(db, cn);
+        t_check_sound(db, cn);
         unsigned char want[N];
         memset(want, 1, sizeof want);
         drain_exactly(db, "b:", N, want, cn);
@@ -1352,7 +1343,7 @@ Test(claims, renew_moves_the_end_both_ways)
         size_t kl;
         T_RC(shmkv_pop_random(db, "m:", 2, k, sizeof k, &kl, NULL, 0, NULL, NULL), SHMKV_ENOTFOUND);
         counts(db, "m:", N, 0, cn);
-        check_clean(db, cn);
+        t_check_sound(db, cn);
         finish(db, where, c, cn);
     }
 }

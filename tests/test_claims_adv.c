@@ -79,15 +79,6 @@ static uint64_t boot_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void check_clean(shmkv_db *db, const char *what)
-{
-    uint64_t probs = 0;
-    char msg[256] = "";
-    int rc = shmkv_check(db, &probs, msg, sizeof msg);
-    cr_assert(rc == 0 && probs == 0, "%s: shmkv_check -> %d (%s), %" PRIu64 " problems: %s", what,
-              rc, shmkv_strerror(rc), probs, msg);
-}
-
 /* ---- the model ------------------------------------------------------------------ */
 
 #define NK 40
@@ -575,16 +566,16 @@ static void random_mix(shmkv_backend be, bool track, bool full)
         } else {
             char what[96];
             snprintf(what, sizeof what, "%s step %" PRIu64, md->name, md->step);
-            check_clean(md->db, what);
+            t_check_sound(md->db, what);
         }
         if (!track && md->step == steps / 2) {
             /* tracking turned on with claims live: the index must count them */
             T_OK(shmkv_tracking_enable(md->db));
             md->track = true;
-            check_clean(md->db, t_str("%s: tracking enabled", md->name));
+            t_check_sound(md->db, t_str("%s: tracking enabled", md->name));
         }
     }
-    check_clean(md->db, md->name);
+    t_check_sound(md->db, md->name);
     if (be == SHMKV_BACKEND_MEMORY)
         t_dump_check(md->where, be);
     t_close(md->db);
@@ -738,7 +729,7 @@ Test(claims_adv, bad_arguments_change_nothing)
         T_OK(shmkv_claim_renew(db, "k1", 2, tok, &maxttl, &out));
         cr_assert_geq(out.ttl_ms, SHMKV_TTL_MAX_MS - 1000);
         T_OK(shmkv_claim_release(db, "k1", 2, tok));
-        check_clean(db, cn);
+        t_check_sound(db, cn);
         t_dump_check(where, SHMKV_BACKEND_MEMORY);
         t_close(db);
     }
@@ -820,7 +811,7 @@ static void reclaim_kills(shmkv_backend be)
         char what[96];
         snprintf(what, sizeof what, "round %d, %s%s", round, pop ? "pop " : "",
                  point ? point : "timed kill");
-        check_clean(db, what);
+        t_check_sound(db, what);
         /* every key left is claimable again once the child's 1 ms leases
          * have run out: exactly once each, then none */
         t_sleep_us(3000);
@@ -849,7 +840,7 @@ static void reclaim_kills(shmkv_backend be)
             T_OK(shmkv_claim_release(db, names[i], strlen(names[i]), toks[i]));
         free(toks);
         free(names);
-        check_clean(db, what);
+        t_check_sound(db, what);
         if (left < 50) { /* popped nearly dry: fill again */
             for (int i = 0; i < n; i++) {
                 snprintf(k, sizeof k, "r:%05d", i);
@@ -1186,7 +1177,7 @@ static void pool_run(shmkv_backend be, int track, bool enable_midway, bool racin
     cr_assert_eq(atomic_load(&sh->violations), 0, "%" PRIu64 " violations, the first: %s",
                  atomic_load(&sh->violations), sh->msg);
     cr_assert_gt(atomic_load(&sh->claims), 100);
-    check_clean(db, "pool");
+    t_check_sound(db, "pool");
     uint64_t live = 9, exp = 9;
     T_OK(shmkv_claim_count(db, NULL, 0, &live, &exp));
     cr_assert(live == 0 && exp == 0, "claims left: live %" PRIu64 " expired %" PRIu64, live, exp);
@@ -1203,7 +1194,7 @@ static void pool_run(shmkv_backend be, int track, bool enable_midway, bool racin
         uint64_t cnt = 0;
         T_OK(shmkv_count(db, "p:", 2, &cnt));
         cr_assert_eq(got, cnt, "%" PRIu64 " of %" PRIu64 " keys claimable", got, cnt);
-        check_clean(db, "pool, all claimed");
+        t_check_sound(db, "pool, all claimed");
     }
     munmap(sh, sizeof *sh);
     if (be == SHMKV_BACKEND_MEMORY)
@@ -1363,7 +1354,7 @@ static void hot_key(int track)
     cr_assert_eq(atomic_load(&sh->violations), 0, "%" PRIu64 " violations, the first: %s",
                  atomic_load(&sh->violations), sh->msg);
     cr_assert_gt(atomic_load(&sh->wins), 10);
-    check_clean(db, "hot key");
+    t_check_sound(db, "hot key");
     munmap(sh, sizeof *sh);
     t_dump_check(where, SHMKV_BACKEND_MEMORY);
     t_close(db);
@@ -1461,7 +1452,7 @@ static void ended_claims_uniform(int track, int other, bool pop)
                   "prefix) and draws only among the keys the index counts unclaimed: the "
                   "ended claims not yet reclaimed are never drawn",
                   pop ? "pop_random" : "claim_random", hits, rounds);
-    check_clean(db, "uniform");
+    t_check_sound(db, "uniform");
     t_close(db);
 }
 
@@ -1702,7 +1693,7 @@ static void double_kill(shmkv_backend be)
                               "%s: the repairing child ended with %d", what, st);
                     repair_kills += WIFSIGNALED(st);
                 }
-                check_clean(db, what);
+                t_check_sound(db, what);
                 /* the keys claim_get calls free are exactly those claim_random gives */
                 uint64_t free_keys = 0, live_keys = 0;
                 for (int i = 0; i < 100; i++) {
@@ -1727,7 +1718,7 @@ static void double_kill(shmkv_backend be)
                 T_RC(rc, SHMKV_ENOTFOUND);
                 cr_assert_eq(got, free_keys, "%s: %" PRIu64 " of %" PRIu64 " free keys drawn",
                              what, got, free_keys);
-                check_clean(db, what);
+                t_check_sound(db, what);
                 if (be == SHMKV_BACKEND_MEMORY)
                     t_dump_check(where, be);
                 t_close(db);
@@ -1915,7 +1906,7 @@ static void always_claimable(int track)
                  " while a key of \"w:\" was claimable at every instant (untracked: pick_scan "
                  "counts segment by segment, each key held when its own segment was counted)",
                  notfound, draws);
-    check_clean(db, "gap");
+    t_check_sound(db, "gap");
     t_close(db);
 }
 

@@ -302,11 +302,7 @@ static void crash_run(shmkv_backend be, int track, cmode mode, cop op, const cha
     T_OK(t_list_all(db, "c:", 2, 0, SHMKV_LIST_KEYS_ONLY, &lst));
     cr_assert_eq(lst.n, present, "%s: list", cn);
     t_kvlist_free(&lst);
-    uint64_t probs = 0;
-    char msg[256] = "";
-    int rc = shmkv_check(db, &probs, msg, sizeof msg);
-    cr_assert(rc == 0 && probs == 0, "%s: shmkv_check -> %s, %" PRIu64 " problems: %s", cn,
-              shmkv_strerror(rc), probs, msg);
+    t_check_sound(db, cn);
     t_expect_str(db, "other", "x");
 
     /* claim_random hands out exactly the claimable keys, with growing
@@ -320,7 +316,7 @@ static void crash_run(shmkv_backend be, int track, cmode mode, cop op, const cha
     for (;;) {
         char kb[32];
         size_t kl = 0;
-        rc = shmkv_claim_random(db, "c:", 2, &l, kb, sizeof kb - 1, &kl, &c, NULL, 0, NULL, NULL);
+        int rc = shmkv_claim_random(db, "c:", 2, &l, kb, sizeof kb - 1, &kl, &c, NULL, 0, NULL, NULL);
         if (rc == SHMKV_ENOTFOUND)
             break;
         cr_assert_eq(rc, 0, "%s: claim_random -> %s", cn, shmkv_strerror(rc));
@@ -342,9 +338,7 @@ static void crash_run(shmkv_backend be, int track, cmode mode, cop op, const cha
     T_RC(shmkv_pop_random(db, "c:", 2, kb, sizeof kb, &kl, NULL, 0, NULL, NULL), SHMKV_ENOTFOUND);
     T_OK(shmkv_claim_count(db, "c:", 2, &live, &expired));
     cr_assert_eq(live, present, "%s: claim_count after the drain", cn);
-    rc = shmkv_check(db, &probs, msg, sizeof msg);
-    cr_assert(rc == 0 && probs == 0, "%s: shmkv_check after the drain -> %s: %s", cn,
-              shmkv_strerror(rc), msg);
+    t_check_sound(db, t_str("%s: after the drain", cn));
     if (be == SHMKV_BACKEND_DISK) {
         t_close(db);
         t_dump_check(where, be);

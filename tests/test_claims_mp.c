@@ -376,10 +376,7 @@ static void exactly_once(shmkv_backend be, int track)
     T_OK(shmkv_claim_count(db, NULL, 0, &live, &expired));
     cr_assert(live == 0 && expired == 0, "%s: claims left: %" PRIu64 " live, %" PRIu64 " expired",
               cn, live, expired);
-    uint64_t probs = 0;
-    char msg[256] = "";
-    int rc = shmkv_check(db, &probs, msg, sizeof msg);
-    cr_assert(rc == 0 && probs == 0, "%s: shmkv_check -> %s: %s", cn, shmkv_strerror(rc), msg);
+    t_check_sound(db, cn);
     t_dump_check(where, be);
     t_close(db);
     if (be == SHMKV_BACKEND_DISK)
@@ -482,10 +479,7 @@ static void one_winner(shmkv_backend be, int track)
     uint64_t live = 0, exp = 0;
     T_OK(shmkv_claim_count(db, "w:", 2, &live, &exp));
     cr_assert_eq(live, NWIN);
-    uint64_t probs = 0;
-    char msg[256] = "";
-    int rc = shmkv_check(db, &probs, msg, sizeof msg);
-    cr_assert(rc == 0 && probs == 0, "shmkv_check -> %s: %s", shmkv_strerror(rc), msg);
+    t_check_sound(db, "one winner");
     t_close(db);
 }
 
@@ -564,10 +558,7 @@ static void killed_holder(shmkv_backend be, int track)
     }
     T_RC(rc, SHMKV_ENOTFOUND);
     cr_assert_eq(got, NHELD, "%d of %d keys came back", got, NHELD);
-    uint64_t probs = 0;
-    char msg[256] = "";
-    rc = shmkv_check(db, &probs, msg, sizeof msg);
-    cr_assert(rc == 0 && probs == 0, "shmkv_check -> %s: %s", shmkv_strerror(rc), msg);
+    t_check_sound(db, "held keys back");
     t_close(db);
 }
 
@@ -708,10 +699,7 @@ static void pop_once(shmkv_backend be, int track)
     cr_assert(popped <= ntok && ntok - popped <= kills,
               "%s: %d keys popped by nobody, with %d kills", cn, ntok - popped, kills);
     cr_assert_eq(shmkv_size(db), 0, "%s: keys left", cn);
-    uint64_t probs = 0;
-    char msg[256] = "";
-    int rc = shmkv_check(db, &probs, msg, sizeof msg);
-    cr_assert(rc == 0 && probs == 0, "%s: shmkv_check -> %s: %s", cn, shmkv_strerror(rc), msg);
+    t_check_sound(db, cn);
     t_dump_check(where, be);
     t_close(db);
     free(seen);
@@ -802,10 +790,7 @@ static void stopped_holder(shmkv_backend be, int track, bool take_over)
     } else {
         T_RC(shmkv_claim_get(db, "job", 3, &g, ob, sizeof ob, &ol), SHMKV_ESTALE);
     }
-    uint64_t probs = 0;
-    char msg[256] = "";
-    int crc = shmkv_check(db, &probs, msg, sizeof msg);
-    cr_assert(crc == 0 && probs == 0, "%s: shmkv_check -> %s: %s", cn, shmkv_strerror(crc), msg);
+    t_check_sound(db, cn);
     t_close(db);
 }
 

@@ -334,6 +334,11 @@ unsigned char *t_read_file(const char *path, size_t *len);
 void t_write_file(const char *path, const void *p, size_t n);
 bool t_exists(const char *path);
 
+/* ---- shmkv_check ---- */
+/* Fail the test (naming what) unless shmkv_check finds db sound: 0, no
+ * problem and an empty message. */
+void t_check_sound(shmkv_db *db, const char *what);
+
 /* ---- shmkv-dump --check ---- */
 /* Run it (meson passes the tool as SHMKV_DUMP); the exit status, the
  * output in text. Fails the test when the tool is missing or crashed. */

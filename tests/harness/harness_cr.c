@@ -464,6 +464,16 @@ int t_dump_capture(const char *where, shmkv_backend be, char *text, size_t cap)
     return WEXITSTATUS(st);
 }
 
+void t_check_sound(shmkv_db *db, const char *what)
+{
+    uint64_t probs = 99;
+    char msg[256] = "x";
+    int rc = shmkv_check(db, &probs, msg, sizeof msg);
+    cr_assert(rc == 0 && probs == 0 && msg[0] == 0,
+              "%s: shmkv_check -> %d (%s), %" PRIu64 " problems, first: %s", what, rc,
+              shmkv_strerror(rc), probs, msg);
+}
+
 void t_dump_check(const char *where, shmkv_backend be)
 {
     static char text[16384];

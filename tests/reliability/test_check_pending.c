@@ -225,10 +225,7 @@ static void delete_batch_killed(shmkv_backend be, const char *point, bool commit
                      "%s: before any repair, %s should be %s", point, keys[i],
                      want ? "there" : "gone");
     }
-    uint64_t problems = 1;
-    char msg[256];
-    T_OK(shmkv_check(db, &problems, msg, sizeof msg)); /* takes every lock: repairs */
-    cr_assert_eq(problems, 0, "%s", msg);
+    t_check_sound(db, point); /* takes every lock: repairs */
     cr_assert_eq(shmkv_size(db), committed ? N - D : N, "%s: size after the repair", point);
     for (int i = 0; i < N; i++)
         cr_assert_eq(shmkv_exists(db, keys[i], strlen(keys[i])), i >= D || !committed);
