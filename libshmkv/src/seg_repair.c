@@ -125,7 +125,9 @@ void shmkv__batch_recover(shmkv__map *m, shmkv__seg *s)
         return;
     if (shmkv__intent_is_del(ioff)) {
         /* A delete batch: empty the marked slots if it committed, else
-         * unmark them. The recount that follows the repair counts them. */
+         * unmark them. The recount that follows the repair counts them.
+         * The word is cleared only after the marks are dealt with, so that
+         * a repairer killed half way leaves the verdict to the next one. */
         uint32_t leader = shmkv__intent_leader(ioff);
         bool commit = leader < SHMKV__HDR(m)->nseg &&
                       shmkv__intent_del_committed(ioff, atomic_load(&shmkv__seg_at(m, leader)->batch));
