@@ -42,6 +42,19 @@ static bool changes(const batch *b, const bitem *x)
     return !x->skip && (b->set || x->found);
 }
 
+/* Mark (on) or unmark the slots a delete batch empties in segment j. */
+static void mark_doomed(batch *b, size_t j, shmkv__table *t, bool on)
+{
+    for (size_t i = b->first[j]; i < b->first[j + 1]; i++) {
+        bitem *x = &b->it[i];
+        if (!changes(b, x))
+            continue;
+        uint64_t w = atomic_load_explicit(&t->slot[x->slot], memory_order_relaxed);
+        w = on ? w | SHMKV__SLOT_DOOM : w & ~SHMKV__SLOT_DOOM;
+        atomic_store_explicit(&t->slot[x->slot], w, memory_order_release);
+    }
+}
+
 /* Everything for one segment short of publishing: look the keys up, make
  * room and promise slots for the inserts, write the new entries, then the
  * segment's intent. */
@@ -123,13 +136,7 @@ static int prepare_seg(batch *b, size_t j)
          * word goes first: a repair that finds it clears or applies the
          * marks, and no mark exists without it. */
         atomic_store_explicit(&s->intent, shmkv__intent_del(b->lk[0], b->gen), memory_order_release);
-        for (size_t i = lo; i < hi; i++) {
-            bitem *x = &b->it[i];
-            if (!changes(b, x))
-                continue;
-            uint64_t w = atomic_load_explicit(&t->slot[x->slot], memory_order_relaxed);
-            atomic_store_explicit(&t->slot[x->slot], w | SHMKV__SLOT_DOOM, memory_order_release);
-        }
+        mark_doomed(b, j, t, true);
         return 0;
     }
     uint64_t ioff;
@@ -165,16 +172,9 @@ static void unprepare(batch *b, size_t upto)
     for (size_t j = 0; j <= upto && j < b->nsegs; j++) {
         shmkv__seg *s = shmkv__seg_at(m, b->segs[j]);
         bool touched = false;
-        shmkv__table *t = shmkv__table_of(m, s);
         uint64_t ioff = atomic_load(&s->intent);
         if (ioff && shmkv__intent_is_del(ioff)) {
-            for (size_t i = b->first[j]; i < b->first[j + 1]; i++) {
-                bitem *x = &b->it[i];
-                if (!changes(b, x))
-                    continue;
-                uint64_t w = atomic_load_explicit(&t->slot[x->slot], memory_order_relaxed);
-                atomic_store_explicit(&t->slot[x->slot], w & ~SHMKV__SLOT_DOOM, memory_order_release);
-            }
+            mark_doomed(b, j, shmkv__table_of(m, s), false);
         } else if (ioff) {
             shmkv__free_block(m, &s->alloc, ioff);
             touched = true;
