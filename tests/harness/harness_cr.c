@@ -167,13 +167,33 @@ t_rng t_rng_new(void)
 
 /* ---- children ----------------------------------------------------------- */
 
+/* A free slot in the children's table, or -1. A test that reaps its own
+ * children (waitpid) leaves their slots taken: those that are no children
+ * any more are freed here (asked without reaping anything). */
+static int free_kid_slot(void)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < T_MAX_KIDS; i++) {
+            if (ctx.kids[i] == 0)
+                return i;
+            siginfo_t si;
+            if (pass == 1 && waitid(P_PID, (id_t)ctx.kids[i], &si, WEXITED | WNOHANG | WNOWAIT) < 0 &&
+                errno == ECHILD)
+                ctx.kids[i] = 0;
+        }
+    }
+    for (int i = 0; i < T_MAX_KIDS; i++)
+        if (ctx.kids[i] == 0)
+            return i;
+    return -1;
+}
+
 void t_adopt(pid_t p)
 {
-    for (int i = 0; i < T_MAX_KIDS; i++) {
-        if (ctx.kids[i] == 0) {
-            ctx.kids[i] = p;
-            return;
-        }
+    int i = free_kid_slot();
+    if (i >= 0) {
+        ctx.kids[i] = p;
+        return;
     }
     kill(p, SIGKILL);
     int st;
