@@ -28,6 +28,10 @@ func BenchmarkJS(b *testing.B) {
 		{"set-record", `await kv.set("user", user)`},
 		{"floor-parse-record", `await Promise.resolve(JSON.parse(userText))`},
 		{"floor-stringify-record", `await Promise.resolve(JSON.stringify(user))`},
+		// The construction floor: the same record built from a literal.
+		{"floor-literal-record", `await Promise.resolve({id: 12345, name: "name-12345", email: "user12345@example.com",
+			tags: ["a", "b", "c"], active: true, score: 17.5,
+			address: {street: "1 Main St", city: "Springfield", zip: "12345"}})`},
 		// 100 keys per call: divide ns/op by 100 for a key's share.
 		{"getMany100", `await kv.getMany(keys100)`},
 		{"setMany100", `await kv.setMany(rec100)`},

@@ -475,7 +475,7 @@ if want values && [[ -n $K6 ]]; then
                 redis-cli -h 127.0.0.1 -p "$RPORT" flushall >/dev/null
                 sides+=("redis|$K6REDIS|IMPL=redis REDIS=$RURL")
             fi
-            SHAPE=$shape SOLO=fparse,fstring k6pair "values-$shape" "$vus" 0 warm,get,set,mix,fparse,fstring "${sides[@]}"
+            SHAPE=$shape SOLO=fparse,fstring,flit k6pair "values-$shape" "$vus" 0 warm,get,getr,set,mix,fparse,fstring,flit "${sides[@]}"
             rm -f "$WORK/v-$shape-$vus.kv" "$WORK/fv-$shape-$vus.bolt"
         done
         log "values: $shape done"
@@ -485,8 +485,8 @@ fi
 
 # ------------------------------------------------------------------ batches (issue 12)
 # getMany/setMany of MANY keys against get/set, keys/s, ours memory and disk
-# (and the fork's) taking turns; noopm (the same keys made, one resolved
-# promise, no store) by ours-mem alone.
+# (and the fork's) taking turns; noopm and noopr (the same keys, or the same
+# record, made and one resolved promise, no store) by ours-mem alone.
 if want batch && [[ -n $K6 ]]; then
     log "batches: $MANY keys, $REPS repetition(s)"
     for vus in 1 8; do
@@ -496,7 +496,7 @@ if want batch && [[ -n $K6 ]]; then
             sides+=("fork-mem|$K6FORK|IMPL=kv BACKEND=memory"
                 "fork-disk|$K6FORK|IMPL=kv BACKEND=disk STORE=$WORK/fb-$vus.bolt")
         fi
-        SOLO=noopm k6pair batch "$vus" 0 warm,get,getm,set,setm,noopm "${sides[@]}"
+        SOLO=noopm,noopr k6pair batch "$vus" 0 warm,get,getm,set,setm,noopm,noopr "${sides[@]}"
         rm -f "$WORK/b-$vus.kv" "$WORK/fb-$vus.bolt"
     done
 fi

@@ -14,8 +14,8 @@
 //   TRACK     1 | 0: trackKeys (IMPL=kv)
 //   STORE     memory name or disk path (IMPL=kv)
 //   REDIS     redis URL (IMPL=redis), e.g. redis://127.0.0.1:6399
-//   OPS       comma list of: warm get set mix rk rkp noop getm setm noopm
-//             fparse fstring
+//   OPS       comma list of: warm get set mix rk rkp noop getm setm noopm noopr
+//             fparse fstring flit getr
 //             (mix = 75% get / 25% set; rk = randomKey(); rkp = randomKey({prefix});
 //             warm = a 1 s mix run first so that every measured scenario finds
 //             the process warmed up (run.sh does not report it); noop = the same
@@ -24,9 +24,14 @@
 //             getm/setm = getMany/setMany of MANY random keys, counted as
 //             MANY operations: keys per second, against get/set's; noopm =
 //             the floor under getm: the same keys made, then a resolved promise;
+//             noopr = the floor under setm: the same record made, then a
+//             resolved promise;
 //             fparse/fstring = the codec floor of get/set for SHAPE: awaiting
 //             a resolved promise of JSON.parse of the stored text, or of
-//             JSON.stringify of the value, no store)
+//             JSON.stringify of the value, no store; flit = the construction
+//             floor: awaiting a resolved promise of the value built from
+//             its literal, no store; getr = a get whose value is then read,
+//             every field of it, as a script that uses what it got does)
 //   VUS, DUR  VUs per scenario and seconds per scenario (at least 1)
 //   REPS      repetitions of the OPS sequence (default 1)
 //   PHASE, NPHASE  this process's turn and the number of processes taking turns
@@ -185,6 +190,21 @@ const getKey = client
 const anyKey = client ? () => client.randomKey() : () => kv.randomKey();
 const RKP = { prefix: PREFIX };
 const noop = (k) => Promise.resolve(k);
+const makeValue = SHAPES[__ENV.SHAPE || "str32"] || SHAPES.str32;
+// Reads every field of v: what a value that is used costs beyond the get
+// (for a store that hands back a lazily converted Go map, that is where the
+// conversion happens).
+function readAll(v) {
+  if (v === null || typeof v !== "object") return 1;
+  let n = 0;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) n += readAll(v[i]);
+    return n;
+  }
+  for (const k in v) n += readAll(v[k]);
+  return n;
+}
+
 function someKeys() {
   const ks = new Array(MANY);
   for (let i = 0; i < MANY; i++) ks[i] = keyAt(randomIndex());
@@ -226,10 +246,18 @@ export async function run() {
         await noop(keyAt(randomIndex()));
       } else if (op === "fparse") {
         await Promise.resolve(JSON.parse(VALUE_TEXT));
+      } else if (op === "flit") {
+        await Promise.resolve(makeValue());
+      } else if (op === "getr") {
+        const v = await getKey(keyAt(randomIndex()));
+        if (v === null || readAll(v) === 0) throw new Error("getr: an empty value");
       } else if (op === "fstring") {
         await Promise.resolve(JSON.stringify(VALUE));
       } else if (op === "noopm") {
         await noop(someKeys());
+        done += MANY - 1;
+      } else if (op === "noopr") {
+        await noop(someRecord());
         done += MANY - 1;
       } else if (op === "getm") {
         await kv.getMany(someKeys());
