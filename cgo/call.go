@@ -37,6 +37,10 @@ type handle struct {
 	// value read so far, within limits.
 	hint    int
 	scratch []byte
+	// rbuf and manyScratch are where reads land before each value is
+	// copied out at its exact size (see readScratch).
+	rbuf        []byte
+	manyScratch []byte
 	// claimBuf is the scratch space of the claim and pop calls.
 	claimBuf claimBuf
 
@@ -49,6 +53,8 @@ type handle struct {
 const (
 	minHint = 256
 	maxHint = 64 << 10
+	// maxManyScratch bounds the getMany buffer a handle keeps.
+	maxManyScratch = 1 << 20
 )
 
 func newHandle(rt *sobek.Runtime, cfg *config) (*handle, *kvError) {
@@ -180,6 +186,25 @@ func (h *handle) enter() *kvError {
 
 func (h *handle) leave() { h.busy.Store(false) }
 
+// readScratch is the buffer a read of one value lands in: as large as the
+// largest value read so far (within maxHint), so that a read is one call.
+// Only the handle's own calls use it, one at a time, and no value is
+// handed out from it.
+func (h *handle) readScratch() []byte {
+	if len(h.rbuf) < h.hint {
+		h.rbuf = make([]byte, h.hint)
+	}
+	return h.rbuf
+}
+
+// keepManyScratch keeps the buffer a getMany used for the next one, unless
+// it grew past what a handle should hold on to between calls.
+func (h *handle) keepManyScratch(b []byte) {
+	if len(b) <= maxManyScratch {
+		h.manyScratch = b
+	}
+}
+
 func (h *handle) noteSize(n int) {
 	if n > h.hint && n <= maxHint {
 		h.hint = n
@@ -191,7 +216,7 @@ func (h *handle) noteSize(n int) {
 // the promise rejects with, so a method body reads straight through:
 //
 //	key := c.key(0)
-//	c.do(func(s backendStore) (err error) { v, k, err = s.get(key, c.h.hint); return })
+//	c.do(func(s backendStore) (err error) { v, k, err = s.get(key, c.h.readScratch()); return })
 //	return c.decode(v, k)
 type call struct {
 	h    *handle

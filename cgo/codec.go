@@ -35,8 +35,9 @@ type codec struct {
 	parse     sobek.Callable
 	replacer  sobek.Value
 	replErr   *kvError
-	// the prototypes of plain data, for fastStringify
+	// the engine's prototypes of plain data, for parser and fastStringify
 	objProto, arrProto *sobek.Object
+	parser             jsonParser
 }
 
 var (
@@ -58,6 +59,10 @@ func newCodec(rt *sobek.Runtime, serialization string) (*codec, *kvError) {
 		return nil, newErr(ErrSerializer, "JSON.parse is missing")
 	}
 	c.replacer = rt.ToValue(c.replace)
+	// The engine's own prototypes, which JSON.parse gives what it makes
+	// (a script may have replaced the globals Object and Array).
+	c.objProto, c.arrProto = rt.NewObject().Prototype(), rt.NewArray().Prototype()
+	c.parser = jsonParser{rt: rt, proto: c.objProto}
 	return c, nil
 }
 
@@ -265,7 +270,7 @@ func (c *codec) decodeJSON(b []byte) (sobek.Value, *kvError) {
 			}
 		}
 	}
-	if v, ok := fastParse(c.rt, b); ok {
+	if v, ok := c.parser.parse(b); ok {
 		return v, nil
 	}
 	v, err := c.parse(c.json, c.rt.ToValue(unsafe.String(unsafe.SliceData(b), n)))

@@ -12,7 +12,7 @@ import (
 	"github.com/grafana/sobek"
 )
 
-// fastParse builds the JS value of a stored JSON text in one pass, without
+// jsonParser builds the JS value of a stored JSON text in one pass, without
 // the engine's JSON.parse (which tokenizes through an io.Reader and costs
 // most of a get of a small object). It takes the common case only: objects,
 // arrays, numbers, true, false, null, and strings whose escapes are the
@@ -20,9 +20,30 @@ import (
 // than maxDepth) answers ok false, and the caller uses
 // JSON.parse, whose result and errors are then the reference. The values
 // made are what JSON.parse makes: plain objects in key order, arrays,
-// numbers (integers as integers), strings, booleans, null.
-func fastParse(rt *sobek.Runtime, b []byte) (v sobek.Value, ok bool) {
-	p := jsonParser{rt: rt, b: b}
+// numbers (integers as integers), strings, booleans, null. objProto is the
+// engine's own Object.prototype. A codec keeps its parser from one decode
+// to the next, for the scratch space; it holds nothing of a text between
+// parses.
+type jsonParser struct {
+	rt    *sobek.Runtime
+	proto *sobek.Object // Object.prototype, given to each object once it is filled
+	b     []byte
+	i     int
+	buf   []byte // unescaped string bytes
+	stack []any  // the elements of the arrays being read, innermost last
+}
+
+const maxDepth = 256
+
+func (p *jsonParser) parse(b []byte) (v sobek.Value, ok bool) {
+	p.b, p.i = b, 0
+	defer func() {
+		clear(p.stack)
+		p.b, p.stack = nil, p.stack[:0]
+		if cap(p.stack) > 1<<12 {
+			p.stack = nil // not kept after a long array
+		}
+	}()
 	p.space()
 	v, ok = p.value(0)
 	if !ok {
@@ -30,15 +51,6 @@ func fastParse(rt *sobek.Runtime, b []byte) (v sobek.Value, ok bool) {
 	}
 	p.space()
 	return v, p.i == len(p.b)
-}
-
-const maxDepth = 256
-
-type jsonParser struct {
-	rt  *sobek.Runtime
-	b   []byte
-	i   int
-	buf []byte // unescaped string bytes
 }
 
 func (p *jsonParser) space() {
@@ -87,12 +99,17 @@ func (p *jsonParser) word(w string, v sobek.Value) (sobek.Value, bool) {
 }
 
 func (p *jsonParser) object(depth int) (sobek.Value, bool) {
-	o := p.rt.NewObject()
+	// Filled without a prototype, then given Object.prototype: a property
+	// set on an object with no prototype is an own data property, as
+	// JSON.parse creates it (no setter a script put on Object.prototype
+	// runs, "__proto__" is a key like any other), and setting one costs
+	// less than defining it through a descriptor.
+	o := p.rt.CreateObject(nil)
 	p.i++ // {
 	p.space()
 	if p.i < len(p.b) && p.b[p.i] == '}' {
 		p.i++
-		return o, true
+		return o, o.SetPrototype(p.proto) == nil
 	}
 	for {
 		p.space()
@@ -113,10 +130,7 @@ func (p *jsonParser) object(depth int) (sobek.Value, bool) {
 		if !ok {
 			return nil, false
 		}
-		// An own data property, as JSON.parse creates it: Set would call
-		// a setter that a script put on Object.prototype, and would take
-		// "__proto__" for the prototype.
-		if o.DefineDataProperty(k, v, sobek.FLAG_TRUE, sobek.FLAG_TRUE, sobek.FLAG_TRUE) != nil {
+		if o.Set(k, v) != nil {
 			return nil, false
 		}
 		p.space()
@@ -128,7 +142,7 @@ func (p *jsonParser) object(depth int) (sobek.Value, bool) {
 			p.i++
 		case '}':
 			p.i++
-			return o, true
+			return o, o.SetPrototype(p.proto) == nil
 		default:
 			return nil, false
 		}
@@ -138,7 +152,7 @@ func (p *jsonParser) object(depth int) (sobek.Value, bool) {
 func (p *jsonParser) array(depth int) (sobek.Value, bool) {
 	p.i++ // [
 	p.space()
-	var items []any
+	mark := len(p.stack)
 	if p.i < len(p.b) && p.b[p.i] == ']' {
 		p.i++
 		return p.rt.NewArray(), true
@@ -149,7 +163,7 @@ func (p *jsonParser) array(depth int) (sobek.Value, bool) {
 		if !ok {
 			return nil, false
 		}
-		items = append(items, v)
+		p.stack = append(p.stack, v)
 		p.space()
 		if p.i >= len(p.b) {
 			return nil, false
@@ -159,7 +173,10 @@ func (p *jsonParser) array(depth int) (sobek.Value, bool) {
 			p.i++
 		case ']':
 			p.i++
-			return p.rt.NewArray(items...), true
+			a := p.rt.NewArray(p.stack[mark:]...)
+			clear(p.stack[mark:])
+			p.stack = p.stack[:mark]
+			return a, true
 		default:
 			return nil, false
 		}
@@ -298,10 +315,6 @@ func (p *jsonParser) number() (sobek.Value, bool) {
 // BigInts, NaN, Dates, class instances, cycles, ...), and the caller uses
 // JSON.stringify, whose text and errors are then the reference.
 func (c *codec) fastStringify(v sobek.Value) ([]byte, bool) {
-	if c.objProto == nil {
-		c.objProto = c.rt.Get("Object").ToObject(c.rt).Get("prototype").ToObject(c.rt)
-		c.arrProto = c.rt.Get("Array").ToObject(c.rt).Get("prototype").ToObject(c.rt)
-	}
 	out, ok := c.appendJSON(make([]byte, 0, 256), v, 0)
 	return out, ok
 }

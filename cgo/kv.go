@@ -74,7 +74,7 @@ func opGet(c *call) sobek.Value {
 	key := c.key(0)
 	var b []byte
 	var kind Kind
-	c.do(func(s backendStore) (err error) { b, kind, err = s.get(key, c.h.hint); return })
+	c.do(func(s backendStore) (err error) { b, kind, err = s.get(key, c.h.readScratch()); return })
 	return c.decode(b, kind)
 }
 
@@ -221,7 +221,7 @@ func opIncrementBy(c *call) sobek.Value {
 	c.do(func(s backendStore) (err error) {
 		n, err = s.incr(key, delta, c.h.codec.kind())
 		if codeOf(err) == codeNotInt && !c.h.codec.stringMode {
-			n, err = incrementSlow(s, key, delta, c.h.hint)
+			n, err = incrementSlow(s, key, delta, c.h.readScratch())
 		}
 		return err
 	})
@@ -231,9 +231,9 @@ func opIncrementBy(c *call) sobek.Value {
 // incrementSlow handles JSON values the library does not read as integers
 // (a string "41", a number written 41.0 or 4.1e1): read, add, and
 // compare-and-swap the canonical decimal back, retrying on a race.
-func incrementSlow(s backendStore, key string, delta int64, hint int) (int64, error) {
+func incrementSlow(s backendStore, key string, delta int64, scratch []byte) (int64, error) {
 	for {
-		raw, kind, err := s.get(key, hint)
+		raw, kind, err := s.get(key, scratch)
 		if codeOf(err) == codeNotFound {
 			// Deleted meanwhile: the plain increment creates it.
 		} else if err != nil {
@@ -288,13 +288,16 @@ func opSwap(c *call) sobek.Value {
 
 // exchange runs a store call that writes argument 1 under the key in
 // argument 0 and hands back a stored value (nil bytes: none), decoded.
-func (c *call) exchange(op func(s backendStore, key string, val []byte, kind Kind, hint int) ([]byte, Kind, bool, error)) (sobek.Value, bool) {
+func (c *call) exchange(op func(s backendStore, key string, val []byte, kind Kind, scratch []byte) ([]byte, Kind, bool, error)) (sobek.Value, bool) {
 	key := c.key(0)
 	val, kind := c.value(1)
 	var b []byte
 	var bkind Kind
 	var loaded bool
-	c.do(func(s backendStore) (err error) { b, bkind, loaded, err = op(s, key, val, kind, c.h.hint); return })
+	c.do(func(s backendStore) (err error) {
+		b, bkind, loaded, err = op(s, key, val, kind, c.h.readScratch())
+		return
+	})
 	if b == nil {
 		return nil, loaded
 	}

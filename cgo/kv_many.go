@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"math"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -139,16 +140,25 @@ func possible(k string) bool { return k != "" && len(k) <= keyMax }
 
 func opGetMany(c *call) sobek.Value {
 	keys := c.strings(0, "keys")
-	var ask []string
-	var at []int
-	for i, k := range keys {
-		if possible(k) {
-			ask = append(ask, k)
-			at = append(at, i)
+	// The library is asked for the keys that can exist (at: their places
+	// in keys); usually that is every key, and then keys itself.
+	ask, at := keys, []int(nil)
+	if slices.ContainsFunc(keys, func(k string) bool { return !possible(k) }) {
+		ask, at = nil, make([]int, 0, len(keys))
+		for i, k := range keys {
+			if possible(k) {
+				ask = append(ask, k)
+				at = append(at, i)
+			}
 		}
 	}
 	var got []found
-	c.do(func(s backendStore) (err error) { got, err = s.getMany(ask, min(c.h.hint, 1024)); return })
+	c.do(func(s backendStore) (err error) {
+		var buf []byte
+		got, buf, err = s.getMany(ask, c.h.manyScratch)
+		c.h.keepManyScratch(buf)
+		return
+	})
 	if c.err != nil {
 		return nil
 	}
@@ -156,7 +166,11 @@ func opGetMany(c *call) sobek.Value {
 	for i, k := range keys {
 		items[i] = manyItem{Key: k, Value: sobek.Null()}
 	}
-	for j, i := range at {
+	for j := range got {
+		i := j
+		if at != nil {
+			i = at[j]
+		}
 		if got[j].Found {
 			items[i].Exists = true
 			items[i].Value = c.decode(got[j].Value, got[j].Kind)
@@ -424,7 +438,7 @@ type compared struct {
 // when it equals expect as JSON, the write is tried again against exactly
 // the bytes read: the outcome is decided on one value that was current at
 // one moment, whoever writes meanwhile.
-func compareAndWrite(s backendStore, key string, expect, val []byte, kind Kind, del, asJSON bool, hint int) (compared, error) {
+func compareAndWrite(s backendStore, key string, expect, val []byte, kind Kind, del, asJSON bool, scratch []byte) (compared, error) {
 	var r compared
 	for try := 0; try < 64; try++ {
 		var ok bool
@@ -440,7 +454,7 @@ func compareAndWrite(s backendStore, key string, expect, val []byte, kind Kind, 
 		if err != nil || ok {
 			return compared{done: ok, existed: expect != nil}, err
 		}
-		cur, ck, err := s.get(key, hint)
+		cur, ck, err := s.get(key, scratch)
 		if codeOf(err) == codeNotFound {
 			if expect == nil {
 				continue // deleted since: the key is absent after all
@@ -490,7 +504,7 @@ func (c *call) compare(del bool, absentMeansMissing bool) compared {
 	}
 	var r compared
 	c.do(func(s backendStore) (err error) {
-		r, err = compareAndWrite(s, key, expect, val, kind, del, !c.h.codec.stringMode, c.h.hint)
+		r, err = compareAndWrite(s, key, expect, val, kind, del, !c.h.codec.stringMode, c.h.readScratch())
 		return
 	})
 	return r

@@ -371,21 +371,31 @@ func (d *db) stat() (storeInfo, error) {
 	}, nil
 }
 
-// get copies the value of key into a new slice. hint is the capacity to try
-// first; when the value is larger the call is repeated with its exact size.
-func (d *db) get(key string, hint int) ([]byte, Kind, error) {
-	buf := make([]byte, hint)
+// get reads the value of key into scratch and hands it back in a slice of
+// its own, of its exact size: a guess of the size is neither allocated
+// (and zeroed) per read nor kept alive behind a small value a script holds.
+// A value larger than scratch is read again into a slice of its size.
+func (d *db) get(key string, scratch []byte) ([]byte, Kind, error) {
+	buf := scratch
 	for {
 		r := C.shmkvgo_get(d.p, key, bytesPtr(buf), C.size_t(len(buf)))
 		switch int(r.rc) {
 		case 0:
-			return buf[:r.vlen], Kind(r.kind), nil
+			return ownCopy(buf, scratch, int(r.vlen)), Kind(r.kind), nil
 		case codeBufSize:
 			buf = make([]byte, int(r.vlen))
 		default:
 			return nil, 0, cerr(r.rc)
 		}
 	}
+}
+
+// ownCopy is buf[:n] in a slice of its own when buf is the caller's scratch.
+func ownCopy(buf, scratch []byte, n int) []byte {
+	if len(buf) > 0 && len(scratch) > 0 && &buf[0] == &scratch[0] {
+		return append(make([]byte, 0, n), buf[:n]...)
+	}
+	return buf[:n]
 }
 
 func (d *db) set(key string, val []byte, kind Kind) error {
@@ -437,28 +447,28 @@ func (d *db) setIfAbsent(key string, val []byte, kind Kind) (bool, error) {
 
 // getOrSet returns the stored value (loaded true) or stores val and returns
 // it (loaded false).
-func (d *db) getOrSet(key string, val []byte, kind Kind, hint int) ([]byte, Kind, bool, error) {
-	return d.exchange(0, key, val, kind, max(hint, len(val)))
+func (d *db) getOrSet(key string, val []byte, kind Kind, scratch []byte) ([]byte, Kind, bool, error) {
+	return d.exchange(0, key, val, kind, scratch)
 }
 
 // swap stores val and returns the previous value (loaded false: there was
 // none, and no bytes are returned).
-func (d *db) swap(key string, val []byte, kind Kind, hint int) ([]byte, Kind, bool, error) {
-	b, k, loaded, err := d.exchange(1, key, val, kind, hint)
+func (d *db) swap(key string, val []byte, kind Kind, scratch []byte) ([]byte, Kind, bool, error) {
+	b, k, loaded, err := d.exchange(1, key, val, kind, scratch)
 	if !loaded {
 		return nil, 0, false, err
 	}
 	return b, k, true, err
 }
 
-func (d *db) exchange(swap C.int, key string, val []byte, kind Kind, hint int) ([]byte, Kind, bool, error) {
-	buf := make([]byte, hint)
+func (d *db) exchange(swap C.int, key string, val []byte, kind Kind, scratch []byte) ([]byte, Kind, bool, error) {
+	buf := scratch
 	for {
 		r := C.shmkvgo_exchange(swap, d.p, key, bytesPtr(val), C.size_t(len(val)), C.int(kind),
 			bytesPtr(buf), C.size_t(len(buf)))
 		switch int(r.rc) {
 		case 0:
-			return buf[:r.vlen], Kind(r.kind), r.flag != 0, nil
+			return ownCopy(buf, scratch, int(r.vlen)), Kind(r.kind), r.flag != 0, nil
 		case codeBufSize:
 			buf = make([]byte, int(r.vlen))
 		default:

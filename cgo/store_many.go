@@ -124,17 +124,21 @@ type found struct {
 	Kind  Kind
 }
 
-// getMany reads keys as of one instant. hint is the bytes per value tried
-// first; the buffer is grown to what the library asks for.
-func (d *db) getMany(keys []string, hint int) ([]found, error) {
+// getMany reads keys as of one instant, into scratch (grown to what the
+// library asks for when the values do not fit); the values come back in one
+// slice of their own.
+func (d *db) getMany(keys []string, scratch []byte) ([]found, []byte, error) {
 	if len(keys) == 0 {
-		return nil, nil
+		return nil, scratch, nil
 	}
 	flat, lens := flatKeys(keys)
 	got := make([]C.shmkvgo_got, len(keys))
-	// A first guess, at most 1 MiB: the library says how much it needs when
-	// the values do not fit, and the call is made again with that.
-	buf := make([]byte, min(max(len(keys)*hint, 64), 1<<20))
+	// The values land in scratch; when they do not fit, the library says
+	// how much they need and the call is made again with that.
+	buf := scratch
+	if len(buf) == 0 {
+		buf = make([]byte, 64)
+	}
 	for {
 		var need, bad C.size_t
 		rc := C.shmkvgo_get_many(d.p, u8(flat), (*C.uint32_t)(unsafe.Pointer(&lens[0])), C.size_t(len(keys)),
@@ -144,16 +148,25 @@ func (d *db) getMany(keys []string, hint int) ([]found, error) {
 			continue
 		}
 		if rc != 0 {
-			return nil, batchErr(rc, bad)
+			return nil, buf, batchErr(rc, bad)
 		}
+		// One slice of the bytes used holds every value: the scratch is
+		// the next call's.
+		used := 0
+		for _, g := range got {
+			if g.rc == 0 {
+				used = max(used, int(g.off+g.vlen))
+			}
+		}
+		vals := append(make([]byte, 0, used), buf[:used]...)
 		out := make([]found, len(keys))
 		for i, g := range got {
 			if g.rc == 0 {
 				off := int(g.off)
-				out[i] = found{Found: true, Value: buf[off : off+int(g.vlen) : off+int(g.vlen)], Kind: Kind(g.kind)}
+				out[i] = found{Found: true, Value: vals[off : off+int(g.vlen) : off+int(g.vlen)], Kind: Kind(g.kind)}
 			}
 		}
-		return out, nil
+		return out, buf, nil
 	}
 }
 

@@ -66,12 +66,64 @@ func eachBackend(t *testing.T, f func(t *testing.T, d *db)) {
 	}
 }
 
+// Reads land in a scratch buffer the handle reuses: what they hand back
+// must be a slice of its own, or the next read would change a value a
+// script still holds.
+func TestDBReadsDoNotAliasScratch(t *testing.T) {
+	eachBackend(t, func(t *testing.T, d *db) {
+		for _, kv := range [][2]string{{"a", "first"}, {"b", "SECOND"}, {"c", "third!"}} {
+			if err := d.set(kv[0], []byte(kv[1]), KindString); err != nil {
+				t.Fatal(err)
+			}
+		}
+		scratch := make([]byte, 64)
+		a, _, err := d.get("a", scratch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := d.get("b", scratch); err != nil {
+			t.Fatal(err)
+		}
+		old, _, _, err := d.swap("c", []byte("swapped"), KindString, scratch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		many, buf, err := d.getMany([]string{"b", "a"}, scratch)
+		if err != nil || !many[0].Found || !many[1].Found {
+			t.Fatalf("getMany: %v %v", many, err)
+		}
+		if _, _, err := d.getMany([]string{"c", "c"}, buf); err != nil {
+			t.Fatal(err)
+		}
+		for i := range scratch {
+			scratch[i] = '#'
+		}
+		for i := range buf {
+			buf[i] = '#'
+		}
+		if string(a) != "first" || string(old) != "third!" || string(many[0].Value) != "SECOND" ||
+			string(many[1].Value) != "first" {
+			t.Fatalf("values changed by later reads: %q %q %q %q", a, old, many[0].Value, many[1].Value)
+		}
+		// Values larger than the scratch are read whole.
+		big := bytes.Repeat([]byte("y"), 5000)
+		if err := d.set("big", big, KindString); err != nil {
+			t.Fatal(err)
+		}
+		many, _, err = d.getMany([]string{"big", "a", "big"}, make([]byte, 8))
+		if err != nil || !bytes.Equal(many[0].Value, big) || string(many[1].Value) != "first" ||
+			!bytes.Equal(many[2].Value, big) {
+			t.Fatalf("getMany past the scratch: %v", err)
+		}
+	})
+}
+
 func TestDBBasics(t *testing.T) {
 	eachBackend(t, func(t *testing.T, d *db) {
 		if err := d.set("a", []byte(`1`), KindJSON); err != nil {
 			t.Fatal(err)
 		}
-		v, k, err := d.get("a", 1)
+		v, k, err := d.get("a", make([]byte, 1))
 		if err != nil || string(v) != "1" || k != KindJSON {
 			t.Fatalf("get: %q %v %v", v, k, err)
 		}
@@ -79,17 +131,17 @@ func TestDBBasics(t *testing.T) {
 		if err := d.set("big", big, KindString); err != nil {
 			t.Fatal(err)
 		}
-		v, k, err = d.get("big", 16)
+		v, k, err = d.get("big", make([]byte, 16))
 		if err != nil || !bytes.Equal(v, big) || k != KindString {
 			t.Fatalf("get big: %d %v %v", len(v), k, err)
 		}
-		if _, _, err := d.get("missing", 16); codeOf(err) != codeNotFound {
+		if _, _, err := d.get("missing", make([]byte, 16)); codeOf(err) != codeNotFound {
 			t.Fatalf("missing: %v", err)
 		}
 		if err := d.set("empty", nil, KindString); err != nil {
 			t.Fatal(err)
 		}
-		if v, _, err := d.get("empty", 0); err != nil || len(v) != 0 {
+		if v, _, err := d.get("empty", nil); err != nil || len(v) != 0 {
 			t.Fatalf("empty: %q %v", v, err)
 		}
 		if ok, _ := d.exists("a"); !ok {
@@ -133,19 +185,19 @@ func TestDBBasics(t *testing.T) {
 		if ok {
 			t.Fatal("setIfAbsent existing")
 		}
-		v, _, loaded, err := d.getOrSet("c", []byte("9"), KindJSON, 1)
+		v, _, loaded, err := d.getOrSet("c", []byte("9"), KindJSON, make([]byte, 1))
 		if err != nil || !loaded || string(v) != "2" {
 			t.Fatal("getOrSet", string(v), loaded, err)
 		}
-		v, _, loaded, _ = d.getOrSet("g", []byte("99"), KindJSON, 0)
+		v, _, loaded, _ = d.getOrSet("g", []byte("99"), KindJSON, nil)
 		if loaded || string(v) != "99" {
 			t.Fatal("getOrSet new", string(v), loaded)
 		}
-		prev, _, loaded, _ := d.swap("g", []byte("100"), KindJSON, 1)
+		prev, _, loaded, _ := d.swap("g", []byte("100"), KindJSON, make([]byte, 1))
 		if !loaded || string(prev) != "99" {
 			t.Fatal("swap", string(prev), loaded)
 		}
-		_, _, loaded, _ = d.swap("s", []byte("1"), KindJSON, 1)
+		_, _, loaded, _ = d.swap("s", []byte("1"), KindJSON, make([]byte, 1))
 		if loaded {
 			t.Fatal("swap new")
 		}
@@ -221,7 +273,7 @@ func TestDBSharedAcrossHandles(t *testing.T) {
 	}
 	defer b.close()
 	_ = a.set("k", []byte("v"), KindString)
-	v, _, err := b.get("k", 8)
+	v, _, err := b.get("k", make([]byte, 8))
 	if err != nil || string(v) != "v" {
 		t.Fatal(string(v), err)
 	}
@@ -264,7 +316,7 @@ func TestDBConcurrentIncrement(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	v, _, err := d.get("ctr", 32)
+	v, _, err := d.get("ctr", make([]byte, 32))
 	if err != nil || string(v) != fmt.Sprint(workers*each) {
 		t.Fatalf("counter %s, %v", v, err)
 	}
@@ -305,7 +357,7 @@ func TestCloseAllWaitsForCalls(t *testing.T) {
 				}
 				key := fmt.Sprintf("k%d", n%100)
 				_ = h.db.set(key, []byte("1"), KindJSON)
-				_, _, _ = h.db.get(key, 16)
+				_, _, _ = h.db.get(key, make([]byte, 16))
 				h.leave()
 			}
 		}()
