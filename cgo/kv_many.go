@@ -9,7 +9,6 @@ import (
 	"math"
 	"reflect"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -197,8 +196,9 @@ func opSetMany(c *call) sobek.Value {
 			Errors:  []entryError{{Name: "InvalidEntries", Message: "entries must be an object"}}})
 		return nil
 	}
+	// Taken in the record's own order: the library orders its locks
+	// itself, and sorting here cost a tenth of the call.
 	keys := o.Keys()
-	sort.Strings(keys) // deterministic diagnostics, as xk6-kv
 	vals := make([][]byte, len(keys))
 	kinds := make([]Kind, len(keys))
 	bad := c.loneSurrogateKeys(o, keys)
@@ -229,6 +229,8 @@ func opSetMany(c *call) sobek.Value {
 		}
 	}
 	if len(bad) > 0 {
+		// Listed in key order, as xk6-kv lists them.
+		slices.SortStableFunc(bad, func(a, b entryError) int { return strings.Compare(a.Key, b.Key) })
 		c.fail(&kvError{Name: ErrInvalidOptions, Message: invalidEntries(len(bad)), Errors: bad})
 		return nil
 	}

@@ -36,6 +36,10 @@ func TestJSGetSetDeleteMany(t *testing.T) {
 		eq(e.errors.map((d) => d.name), ["EmptyKey"], "errors[]");
 		e = await rejects(kv.setMany({ok: 1, f: () => 1, g: 10n}), "InvalidOptionsError", "unserializable");
 		eq(e.errors.map((d) => [d.key, d.name]), [["f", "SerializerError"], ["g", "SerializerError"]], "errors[] keys");
+		// errors[] in key order, whatever the record's order.
+		e = await rejects(kv.setMany({zz: NaN, ok: 1, "": 2, aa: () => 1, m: 10n}), "InvalidOptionsError", "three bad");
+		eq(e.errors.map((d) => d.key), ["", "aa", "m", "zz"], "errors[] in key order");
+		eq(await kv.exists("ok"), false, "nothing written");
 		e = await rejects(kv.setMany({ok: 1, ["k".repeat(16385)]: 1}), "InvalidOptionsError", "key too long");
 		eq(e.errors[0].name, "KeyTooLongError", "too long");
 		await rejects(kv.setMany([1, 2]), "InvalidOptionsError", "an array");
