@@ -1210,6 +1210,105 @@ Test(claims, full_store_changes_nothing_on_failure)
     }
 }
 
+/* Sets of len-byte values "<pfx><i>" until the store refuses one as full.
+ * A new key may be refused for want of a larger table while blocks are
+ * still free: see use_up. */
+static void fill_up(shmkv_db *db, const char *pfx, size_t len)
+{
+    static char val[500];
+    memset(val, 'z', sizeof val);
+    for (int n = 0;; n++) {
+        char k[24];
+        int kl = snprintf(k, sizeof k, "%s%d", pfx, n);
+        int rc = shmkv_set(db, k, (size_t)kl, val, len, SHMKV_KIND_BYTES);
+        if (rc == SHMKV_EFULL || rc == -ENOSPC)
+            return;
+        T_OK(rc);
+        cr_assert_lt(n, 200000, "a 1 MiB store never fills");
+    }
+}
+
+/* Overwrite the n keys "<pfx><i>" with len-byte values until one is
+ * refused: an overwrite needs no table room, so once refused no free block
+ * of len's class or above is left. */
+static void use_up(shmkv_db *db, const char *pfx, int n, size_t len)
+{
+    static char val[500];
+    memset(val, 'u', sizeof val);
+    for (int i = 0; i < n; i++) {
+        char k[24];
+        int kl = snprintf(k, sizeof k, "%s%d", pfx, i);
+        int rc = shmkv_set(db, k, (size_t)kl, val, len, SHMKV_KIND_BYTES);
+        if (rc == SHMKV_EFULL || rc == -ENOSPC)
+            return;
+        T_OK(rc);
+    }
+    cr_assert_fail("%d overwrites with %zu-byte values all fit: the store was not full", n, len);
+}
+
+/* docs/api.md: a release, a completion that keeps the key and a renewal
+ * publish a new copy of the key's entry, so on a store with no room left
+ * they are refused as full, and a refused one changes nothing; completing
+ * with a delete needs no room, and the room it frees lets the others
+ * through. One segment holding 3,000 1-byte values, filled with 400-byte
+ * ones, then the 1-byte ones overwritten with 400-byte ones until refused:
+ * no block of the class of a copy of a claimed key's entry is left. */
+Test(claims, ending_claims_on_a_full_store)
+{
+    FOR_COMBOS(c) {
+        const char *where = t_where(c->be, "endfull");
+        shmkv_options o = t_opts(c->be, c->track);
+        o.reserve = SHMKV_RESERVE_MIN;
+        o.segments = 1;
+        shmkv_db *db = t_open_opts(where, &o);
+        const char *cn = CNAME(c);
+        char val[400];
+        memset(val, 'e', sizeof val);
+        enum { HELD = 6 };
+        uint64_t tok[HELD];
+        char k[HELD][16];
+        for (int i = 0; i < HELD; i++) {
+            snprintf(k[i], sizeof k[i], "e:%05d", i);
+            T_OK(shmkv_set(db, k[i], 7, val, sizeof val, SHMKV_KIND_BYTES));
+            shmkv_claim out;
+            T_OK(claim(db, k[i], LONG_TTL, &out));
+            tok[i] = out.token;
+        }
+        enum { SMALL = 3000 };
+        for (int i = 0; i < SMALL; i++) {
+            char y[16];
+            int yl = snprintf(y, sizeof y, "y:%d", i);
+            T_OK(shmkv_set(db, y, (size_t)yl, "y", 1, SHMKV_KIND_BYTES));
+        }
+        fill_up(db, "z:", 400);
+        use_up(db, "y:", SMALL, 400);
+        uint64_t size = shmkv_size(db);
+        shmkv_lease longer = lease_of("me", LONG_TTL * 2);
+        shmkv_claim out;
+        /* the three kinds of end, each refused and changing nothing */
+        for (int i = 0; i < 3; i++) {
+            int rc = i == 0   ? shmkv_claim_release(db, k[i], 7, tok[i])
+                     : i == 1 ? shmkv_claim_complete(db, k[i], 7, tok[i], 0)
+                              : shmkv_claim_renew(db, k[i], 7, tok[i], &longer, &out);
+            cr_assert(rc == SHMKV_EFULL || rc == -ENOSPC, "%s: end %d on a full store -> %d (%s)", cn, i,
+                      rc, shmkv_strerror(rc));
+            cr_assert_eq(live_token(db, k[i]), tok[i], "%s: a refused end changed the claim", cn);
+            t_expect(db, k[i], 7, val, sizeof val);
+        }
+        cr_assert_eq(shmkv_size(db), size, "%s", cn);
+        counts(db, "e:", HELD, 0, cn);
+        t_check_sound(db, cn);
+        /* completing with a delete needs no room, and makes some */
+        T_OK(shmkv_claim_complete(db, k[5], 7, tok[5], 1));
+        cr_assert_eq(shmkv_claim_get(db, k[5], 7, &out, NULL, 0, NULL), SHMKV_ENOTFOUND, "%s", cn);
+        T_OK(shmkv_claim_release(db, k[0], 7, tok[0]));
+        cr_assert_eq(live_token(db, k[0]), 0, "%s: released", cn);
+        t_expect(db, k[0], 7, val, sizeof val);
+        counts(db, "e:", HELD - 2, 0, cn);
+        finish(db, where, c, cn);
+    }
+}
+
 /* "A disk store reopened after a reboot finds every lease of the earlier
  * boot ended" (shmkv.h). The reboot is simulated: the store is closed and
  * the boot id in its header replaced, as a store last used in another boot

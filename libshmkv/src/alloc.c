@@ -148,6 +148,20 @@ uint64_t shmkv__block_bytes(shmkv__map *m, uint64_t payload)
     return c->size - SHMKV__CHUNK_HDR;
 }
 
+/* Take the first free block of class cls, whole. */
+static void pop_free(shmkv__map *m, shmkv__alloc *a, uint32_t cls, uint64_t *off)
+{
+    uint64_t p = a->free_head[cls];
+    shmkv__block *b = shmkv__block_of(m, p);
+    /* header and link: the caller overwrites the link with data */
+    SHMKV__UNDO(m, a, b, SHMKV__BLOCK_HDR + 8);
+    a->free_head[cls] = *(uint64_t *)SHMKV__P(m, p);
+    b->flags = SHMKV__BF_USED;
+    b->kind = 0;
+    a->used_bytes += shmkv__class_size(cls);
+    *off = p;
+}
+
 int shmkv__alloc_block(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
                        uint64_t len, uint64_t *off)
 {
@@ -157,16 +171,8 @@ int shmkv__alloc_block(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
     uint32_t cls = shmkv__class_of(need);
     uint64_t csz = shmkv__class_size(cls);
 
-    uint64_t p = a->free_head[cls];
-    if (p) {
-        shmkv__block *b = shmkv__block_of(m, p);
-        /* header and link: the caller overwrites the link with data */
-        SHMKV__UNDO(m, a, b, SHMKV__BLOCK_HDR + 8);
-        a->free_head[cls] = *(uint64_t *)SHMKV__P(m, p);
-        b->flags = SHMKV__BF_USED;
-        b->kind = 0;
-        a->used_bytes += csz;
-        *off = p;
+    if (a->free_head[cls]) {
+        pop_free(m, a, cls, off);
         return 0;
     }
 
@@ -174,8 +180,21 @@ int shmkv__alloc_block(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
     if (!c || c->size - c->used < csz) {
         uint64_t coff;
         int rc = take_chunk(m, a, owner, csz, &coff);
-        if (rc)
+        if (rc) {
+            /* No room for a block of this class: rather than refuse, a
+             * free block of a larger class serves, whole (it keeps its
+             * class, and goes back to that class's list when freed). On a
+             * full store this is what lets a write through once a delete
+             * freed a block of another class: a claim's release, say,
+             * whose copy of the entry is a class below the claimed one. */
+            for (uint32_t k = cls + 1; k < SHMKV__NCLASS; k++) {
+                if (a->free_head[k]) {
+                    pop_free(m, a, k, off);
+                    return 0;
+                }
+            }
             return rc;
+        }
         /* Keep the old chunk's tail usable for smaller blocks later. */
         if (c && c->size - c->used >= 256) {
             SHMKV__UNDO(m, a, &c->next, 8);
