@@ -509,29 +509,31 @@ if vshapes:
     P("1, ours/floor means the store hands back (or takes) the value faster than the")
     P("script could make it with the engine's JSON.")
     P("")
-    hdr = ["value", "op", "VUs", "ours mem", "ours disk"]
-    if FORK:
-        hdr += ["fork mem", "fork disk"]
-    hdr += ["redis", "codec floor", "mem/floor", "disk/floor"]
-    if FORK:
-        hdr += ["mem/fork", "disk/fork"]
-    hdr += ["mem/redis", "disk/redis"]
-    P("| " + " | ".join(hdr) + " |")
-    P("|" + "---|" * len(hdr))
+
+    def vheader(first, floors):
+        """a values table's header: first columns, ops/s per store, floors, ratios"""
+        hdr = first + ["ours mem", "ours disk"] + (["fork mem", "fork disk"] if FORK else []) + ["redis"]
+        hdr += floors + (["mem/fork", "disk/fork"] if FORK else []) + ["mem/redis", "disk/redis"]
+        P("| " + " | ".join(hdr) + " |")
+        P("|" + "---|" * len(hdr))
+
+    def vrow(first, g, op, vus, floor, ours_over_floor):
+        """a values table's row: op's ops/s per store, the floor, then the ratios"""
+        impls = ["ours-mem", "ours-disk"] + (["fork-mem", "fork-disk"] if FORK else []) + ["redis"]
+        row = first + [fmt(pval(g, i, op, "0", vus)) for i in impls] + [fmt(floor)]
+        row += [fr(ratio(v, floor)) for v in ours_over_floor]
+        peers = ["fork", "redis"] if FORK else ["redis"]
+        row += [fr(pr(g, f"ours-{be}", p if p == "redis" else f"fork-{be}", op, vus))
+                for p in peers for be in ("mem", "disk")]
+        P("| " + " | ".join(row) + " |")
+
+    vheader(["value", "op", "VUs"], ["codec floor", "mem/floor", "disk/floor"])
     for sh in vshapes:
         g = f"values-{sh}"
         for op in ("get", "set", "mix"):
             for vus in (1, 8):
-                m, d = pval(g, "ours-mem", op, "0", vus), pval(g, "ours-disk", op, "0", vus)
-                fl = vfloor(sh, op, vus)
-                row = [SHAPE_LABEL[sh], OPNAMES[op], str(vus), fmt(m), fmt(d)]
-                if FORK:
-                    row += [fmt(pval(g, "fork-mem", op, "0", vus)), fmt(pval(g, "fork-disk", op, "0", vus))]
-                row += [fmt(pval(g, "redis", op, "0", vus)), fmt(fl), fr(ratio(m, fl)), fr(ratio(d, fl))]
-                if FORK:
-                    row += [fr(pr(g, "ours-mem", "fork-mem", op, vus)), fr(pr(g, "ours-disk", "fork-disk", op, vus))]
-                row += [fr(pr(g, "ours-mem", "redis", op, vus)), fr(pr(g, "ours-disk", "redis", op, vus))]
-                P("| " + " | ".join(row) + " |")
+                vrow([SHAPE_LABEL[sh], OPNAMES[op], str(vus)], g, op, vus, vfloor(sh, op, vus),
+                     [pval(g, "ours-mem", op, "0", vus), pval(g, "ours-disk", op, "0", vus)])
     P("")
     if any(pval(f"values-{sh}", "ours-mem", "getr", "0", v) for sh in vshapes for v in (1, 8)):
         P("### A get whose value is then read")
@@ -546,31 +548,12 @@ if vshapes:
         P("a plain JS value builds the same object; *get/floor* compares the plain get")
         P("of the table above with it.")
         P("")
-        hdr = ["value", "VUs", "ours mem", "ours disk"]
-        if FORK:
-            hdr += ["fork mem", "fork disk"]
-        hdr += ["redis", "construction floor", "get/floor mem", "get/floor disk"]
-        if FORK:
-            hdr += ["mem/fork", "disk/fork"]
-        hdr += ["mem/redis", "disk/redis"]
-        P("| " + " | ".join(hdr) + " |")
-        P("|" + "---|" * len(hdr))
+        vheader(["value", "VUs"], ["construction floor", "get/floor mem", "get/floor disk"])
         for sh in vshapes:
             g = f"values-{sh}"
             for vus in (1, 8):
-                lit = pval(g, "ours-mem", "flit", "0", vus)
-                row = [SHAPE_LABEL[sh], str(vus), fmt(pval(g, "ours-mem", "getr", "0", vus)),
-                       fmt(pval(g, "ours-disk", "getr", "0", vus))]
-                if FORK:
-                    row += [fmt(pval(g, "fork-mem", "getr", "0", vus)), fmt(pval(g, "fork-disk", "getr", "0", vus))]
-                row += [fmt(pval(g, "redis", "getr", "0", vus)), fmt(lit),
-                        fr(ratio(pval(g, "ours-mem", "get", "0", vus), lit)),
-                        fr(ratio(pval(g, "ours-disk", "get", "0", vus), lit))]
-                if FORK:
-                    row += [fr(pr(g, "ours-mem", "fork-mem", "getr", vus)),
-                            fr(pr(g, "ours-disk", "fork-disk", "getr", vus))]
-                row += [fr(pr(g, "ours-mem", "redis", "getr", vus)), fr(pr(g, "ours-disk", "redis", "getr", vus))]
-                P("| " + " | ".join(row) + " |")
+                vrow([SHAPE_LABEL[sh], str(vus)], g, "getr", vus, pval(g, "ours-mem", "flit", "0", vus),
+                     [pval(g, "ours-mem", "get", "0", vus), pval(g, "ours-disk", "get", "0", vus)])
         P("")
     if not FORK:
         P("The fork's columns are absent: " + FORKWHY + ".")
