@@ -20,9 +20,12 @@
 #             1.1 KiB document, 20 numbers), 1 and 8 VUs, ours memory and disk, the
 #             fork (memory, disk) and k6's Redis module (JSON.stringify and
 #             JSON.parse in the script) taking turns, plus the codec floor
-#             (JSON.parse / JSON.stringify of the value, no store).
+#             (JSON.parse / JSON.stringify of the value, no store), a get
+#             whose fields are all read, and the construction floor (the
+#             value built from its literal, no store).
 #   batch     (issue 12) getMany/setMany of MANY (100) keys against single
-#             get/set, keys/s, same VUs, plus the no-store floor.
+#             get/set, keys/s, same VUs, plus the no-store floors (the
+#             keys, or the record, made and one resolved promise).
 #   scan      (issue 12) scan.js: scanKeys over SCAN_N keys in pages of 1,000
 #             and count({prefix}), memory and disk, trackKeys off and on.
 #   memkey    (issue 13) memkey.sh: bytes per key at MEM_N keys, ours
@@ -54,8 +57,9 @@
 # batch.sh and memkey.sh remain as one-process shortcuts).
 #
 # Duration on a 2-core VM, builds cached: --quick about 6 minutes; the full
-# run about 19 (C 2.5, open 0.1, k6 3, processes 3, values 7, batches 1.5,
-# scans 0.3, bytes per key 1.5). VSHAPES and VVUS shorten the values section.
+# run about 19 without the fork (C 2.5, open 0.1, k6 3, processes 3, values
+# 7, batches 1.5, scans 0.3, bytes per key 1.5), 38 with it (its untracked
+# scan alone takes 4). VSHAPES and VVUS shorten the values section.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
