@@ -20,7 +20,7 @@ import (
 // than maxDepth) answers ok false, and the caller uses
 // JSON.parse, whose result and errors are then the reference. The values
 // made are what JSON.parse makes: plain objects in key order, arrays,
-// numbers (integers as integers), strings, booleans, null. objProto is the
+// numbers (integers as integers), strings, booleans, null. proto is the
 // engine's own Object.prototype. A codec keeps its parser from one decode
 // to the next, for the scratch space; it holds nothing of a text between
 // parses.

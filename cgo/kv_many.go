@@ -197,7 +197,7 @@ func opSetMany(c *call) sobek.Value {
 		return nil
 	}
 	// Taken in the record's own order: the library orders its locks
-	// itself, and sorting here cost a tenth of the call.
+	// itself, and sorting here cost a sixth of the call.
 	keys := o.Keys()
 	vals := make([][]byte, len(keys))
 	kinds := make([]Kind, len(keys))
