@@ -992,7 +992,11 @@ Test(batch, deletes_need_no_room)
             cr_assert_eq(del, n);
             cr_assert_eq(shmkv_size(db), 0);
             size_t again = fill_singles(db, "s:");
-            cr_assert_eq(again, big, "%zu of %zu values fit again", again, big);
+            /* At least as many: the refill of the emptied segment meets
+             * the end of the reserve with other chunks than the first
+             * fill, and since a chunk just large enough is taken there it
+             * may fit a few more. */
+            cr_assert_geq(again, big, "%zu of %zu values fit again", again, big);
             close_checked(db, where, combos[c].be);
         }
     }

@@ -43,24 +43,37 @@ static uint32_t owner_of(shmkv__map *m, shmkv__alloc *a)
     return ((shmkv__seg *)(void *)((char *)a - offsetof(shmkv__seg, alloc)))->id;
 }
 
+/* Look at up to `tries` spare chunks from *link on (all of them: -1) for
+ * one with room for csz bytes, and take it off the list; *link is left
+ * where the search stopped. */
+static bool spare_take(shmkv__map *m, shmkv__alloc *a, uint64_t **link, int tries, uint64_t csz,
+                       uint64_t *out)
+{
+    for (; **link && tries != 0; tries--) {
+        shmkv__chunk *c = chunk_at(m, **link);
+        if (c->size - c->used >= csz) {
+            *out = **link;
+            SHMKV__UNDO(m, a, *link, 8);
+            **link = c->next;
+            SHMKV__UNDO(m, a, &c->next, 8);
+            c->next = 0;
+            return true;
+        }
+        *link = &c->next;
+    }
+    return false;
+}
+
 /* Find a chunk with room for csz bytes: a spare one first, else a new one
  * from the region. Spares that are too small stay on the list. */
 static int take_chunk(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
                       uint64_t csz, uint64_t *out)
 {
+    /* A few spares only: a long list of small tails must not make every
+     * new chunk a walk. */
     uint64_t *link = &a->spare;
-    for (int tries = 0; *link && tries < 8; tries++) {
-        shmkv__chunk *c = chunk_at(m, *link);
-        if (c->size - c->used >= csz) {
-            *out = *link;
-            SHMKV__UNDO(m, a, link, 8);
-            *link = c->next;
-            SHMKV__UNDO(m, a, &c->next, 8);
-            c->next = 0;
-            return 0;
-        }
-        link = &c->next;
-    }
+    if (spare_take(m, a, &link, 8, csz, out))
+        return 0;
     /* Chunks grow with the owner so that big owners need few of them, but
      * by 1/32 of what it holds: the last chunk's unused end is space held
      * for nothing (half a chunk on average: at a quarter, 12% of a store;
@@ -74,8 +87,17 @@ static int take_chunk(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
         size = csz + SHMKV__CHUNK_HDR;
     size = (size + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
     int rc = shmkv__grow(m, owner, size, out);
-    if (rc)
-        return rc;
+    if (rc) {
+        /* The store is full, or nearly: rather than refuse with room
+         * left, a chunk just large enough (the reserve's or the disk's
+         * last pages), else a spare further down the list. */
+        uint64_t least = (csz + SHMKV__CHUNK_HDR + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
+        if (size > least && (rc == SHMKV_EFULL || rc == -ENOSPC) &&
+            shmkv__grow(m, owner, least, out) == 0)
+            size = least;
+        else
+            return spare_take(m, a, &link, -1, csz, out) ? 0 : rc;
+    }
     if (owner == SHMKV__OWNER_INDEX)
         SHMKV__HOOK("alloc.chunk.index"); /* owned, not yet counted */
     a->nchunks++;

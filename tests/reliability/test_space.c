@@ -630,3 +630,60 @@ Test(space, index_limit_is_etoomany)
     T_OK(shmkv_close(db));
     t_dump_check(where, SHMKV_BACKEND_DISK);
 }
+
+/* A store is full only when what is left of its reserve cannot hold a
+ * chunk for the block asked for: a chunk grows by 1/32 of what its owner
+ * holds (about 2 MiB for a segment of 64 MiB), and when that much no
+ * longer fits, a chunk just large enough does. Before, the store refused
+ * with up to one such step of its reserve unused. One segment is filled
+ * with 4,000-byte values (new keys: the last may be refused for want of a
+ * larger table), then its keys are overwritten with 6,000-byte values (no
+ * table room needed) until one is refused. */
+static void fills_to_the_end(shmkv_backend be)
+{
+    const char *where = t_where(be, "tail");
+    shmkv_options o = {.backend = be, .reserve = 64u << 20, .segments = 1,
+                       .track_keys = SHMKV_TRACK_OFF};
+    shmkv_db *db = t_open_opts(where, &o);
+    unsigned char *v = malloc(6000);
+    cr_assert(v);
+    uint64_t n = 0, over = 0;
+    int rc = 0;
+    for (; rc == 0; n++) {
+        char k[24];
+        snprintf(k, sizeof k, "t:%06" PRIu64, n);
+        fill_val(v, 4000, n);
+        rc = shmkv_set(db, k, strlen(k), v, 4000, SHMKV_KIND_BYTES);
+        cr_assert(rc == 0 || rc == SHMKV_EFULL || rc == -ENOSPC, "set -> %d (%s)", rc, shmkv_strerror(rc));
+        cr_assert_lt(n, 100000u, "a 64 MiB store never fills");
+    }
+    n--; /* the last was refused */
+    for (rc = 0; rc == 0 && over < n; over++) {
+        char k[24];
+        snprintf(k, sizeof k, "t:%06" PRIu64, over);
+        fill_val(v, 6000, over);
+        rc = shmkv_set(db, k, strlen(k), v, 6000, SHMKV_KIND_BYTES);
+        cr_assert(rc == 0 || rc == SHMKV_EFULL || rc == -ENOSPC, "overwrite -> %d (%s)", rc,
+                  shmkv_strerror(rc));
+    }
+    over--;
+    cr_assert_lt(over, n, "%s: every overwrite fit: the store was not full", where);
+    uint64_t top = atomic_load(&SHMKV__HDR(db->m)->top);
+    uint64_t least = (shmkv__class_size(shmkv__class_of(6000 + 8 + 8 + SHMKV__BLOCK_HDR)) +
+                      SHMKV__CHUNK_HDR + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
+    cr_log_info("%s: %" PRIu64 " values, %" PRIu64 " overwritten; %" PRIu64
+                " bytes of the reserve past the last chunk, a chunk for the block needs %" PRIu64,
+                where, n, over, o.reserve - top, least);
+    cr_assert_lt(o.reserve - top, least, "%s: refused as full with %" PRIu64 " bytes of the reserve unused",
+                 where, o.reserve - top);
+    for (uint64_t i = 0; i < n; i += 97) {
+        char k[24];
+        snprintf(k, sizeof k, "t:%06" PRIu64, i);
+        expect_val(db, k, i < over ? 6000 : 4000, i);
+    }
+    free(v);
+    t_close(db);
+}
+
+Test(space, fills_to_the_end_memory) { fills_to_the_end(SHMKV_BACKEND_MEMORY); }
+Test(space, fills_to_the_end_disk) { fills_to_the_end(SHMKV_BACKEND_DISK); }
