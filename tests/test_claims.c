@@ -1210,7 +1210,7 @@ Test(claims, full_store_changes_nothing_on_failure)
     }
 }
 
-/* Sets of len-byte values "<pfx><i>", i from 0 to at most n, until the
+/* Sets of len-byte values "<pfx><i>", for i from 0 up to n - 1, until the
  * store refuses one as full; the number that were set. Over keys that
  * exist, each set needs no table room: once one is refused, no free block
  * of len's class or above is left. A new key may instead be refused for
