@@ -85,13 +85,13 @@ static int take_chunk(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
         size = SHMKV__CHUNK_MAX;
     if (size < csz + SHMKV__CHUNK_HDR)
         size = csz + SHMKV__CHUNK_HDR;
-    size = (size + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
+    size = shmkv__page_up(size);
     int rc = shmkv__grow(m, owner, size, out);
     if (rc) {
         /* The store is full, or nearly: rather than refuse with room
          * left, a chunk just large enough (the reserve's or the disk's
          * last pages), else a spare further down the list. */
-        uint64_t least = (csz + SHMKV__CHUNK_HDR + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
+        uint64_t least = shmkv__page_up(csz + SHMKV__CHUNK_HDR);
         if (size > least && (rc == SHMKV_EFULL || rc == -ENOSPC) &&
             shmkv__grow(m, owner, least, out) == 0)
             size = least;
@@ -116,7 +116,7 @@ static int alloc_big(shmkv__map *m, shmkv__alloc *a, uint32_t owner, uint64_t ne
     uint64_t size = need + SHMKV__CHUNK_HDR;
     if (size < need || size > m->reserve)
         return SHMKV_EFULL;
-    size = (size + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
+    size = shmkv__page_up(size);
     uint64_t coff = 0;
     /* An empty spare chunk that fits (a big block freed earlier, most
      * likely) is taken whole rather than growing the region. */

@@ -24,7 +24,7 @@ int shmkv__resolve_options(const shmkv_options *o, shmkv__resolved *r)
     r->reserve = o->reserve ? o->reserve : SHMKV__DEFAULT_RESERVE;
     if (r->reserve < SHMKV__MIN_RESERVE || r->reserve > SHMKV__MAX_RESERVE)
         return SHMKV_ERESERVE;
-    r->reserve = (r->reserve + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
+    r->reserve = shmkv__page_up(r->reserve);
     if (o->track_keys < SHMKV_TRACK_DEFAULT || o->track_keys > SHMKV_TRACK_ON)
         return SHMKV_EINVAL;
     r->track = o->track_keys == SHMKV_TRACK_ON;

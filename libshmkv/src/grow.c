@@ -164,7 +164,7 @@ int shmkv__grow(shmkv__map *m, uint32_t owner, uint64_t size, uint64_t *chunk_of
             want = end;
         if (want > m->reserve)
             want = m->reserve;
-        want = (want + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
+        want = shmkv__page_up(want);
         int e = posix_fallocate(m->fd, (off_t)fs, (off_t)(want - fs));
         if (e && want > end) {
             want = end;

@@ -669,8 +669,8 @@ static void fills_to_the_end(shmkv_backend be)
     over--;
     cr_assert_lt(over, n, "%s: every overwrite fit: the store was not full", where);
     uint64_t top = atomic_load(&SHMKV__HDR(db->m)->top);
-    uint64_t least = (shmkv__class_size(shmkv__class_of(6000 + 8 + 8 + SHMKV__BLOCK_HDR)) +
-                      SHMKV__CHUNK_HDR + SHMKV__PAGE - 1) & ~(uint64_t)(SHMKV__PAGE - 1);
+    uint64_t least = shmkv__page_up(shmkv__class_size(shmkv__class_of(6000 + 8 + 8 + SHMKV__BLOCK_HDR)) +
+                                    SHMKV__CHUNK_HDR);
     cr_log_info("%s: %" PRIu64 " values, %" PRIu64 " overwritten; %" PRIu64
                 " bytes of the reserve past the last chunk, a chunk for the block needs %" PRIu64,
                 where, n, over, o.reserve - top, least);
