@@ -173,18 +173,15 @@ t_rng t_rng_new(void)
 static int free_kid_slot(void)
 {
     for (int pass = 0; pass < 2; pass++) {
-        for (int i = 0; i < T_MAX_KIDS; i++) {
+        for (int i = 0; i < T_MAX_KIDS; i++)
             if (ctx.kids[i] == 0)
                 return i;
+        for (int i = 0; i < T_MAX_KIDS; i++) {
             siginfo_t si;
-            if (pass == 1 && waitid(P_PID, (id_t)ctx.kids[i], &si, WEXITED | WNOHANG | WNOWAIT) < 0 &&
-                errno == ECHILD)
+            if (waitid(P_PID, (id_t)ctx.kids[i], &si, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD)
                 ctx.kids[i] = 0;
         }
     }
-    for (int i = 0; i < T_MAX_KIDS; i++)
-        if (ctx.kids[i] == 0)
-            return i;
     return -1;
 }
 
