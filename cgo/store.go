@@ -162,6 +162,7 @@ static shmkv_info shmkvgo_stat(shmkv_db *db, int *rc) {
 import "C"
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -393,7 +394,7 @@ func (d *db) get(key string, scratch []byte) ([]byte, Kind, error) {
 // ownCopy is buf[:n] in a slice of its own when buf is the caller's scratch.
 func ownCopy(buf, scratch []byte, n int) []byte {
 	if len(buf) > 0 && len(scratch) > 0 && &buf[0] == &scratch[0] {
-		return append(make([]byte, 0, n), buf[:n]...)
+		return bytes.Clone(buf[:n])
 	}
 	return buf[:n]
 }

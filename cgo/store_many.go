@@ -79,6 +79,7 @@ static int shmkvgo_delete_many(shmkv_db *db, const unsigned char *keys, const ui
 import "C"
 
 import (
+	"bytes"
 	"unsafe"
 )
 
@@ -158,7 +159,7 @@ func (d *db) getMany(keys []string, scratch []byte) ([]found, []byte, error) {
 				used = max(used, int(g.off+g.vlen))
 			}
 		}
-		vals := append(make([]byte, 0, used), buf[:used]...)
+		vals := bytes.Clone(buf[:used])
 		out := make([]found, len(keys))
 		for i, g := range got {
 			if g.rc == 0 {
