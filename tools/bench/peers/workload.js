@@ -73,7 +73,9 @@ const SHAPES = {
     notes: "x".repeat(200), created: "2026-12-06T00:00:00Z", paid: true }),
   nums: () => Array.from({ length: 20 }, (_, i) => i * 3.25),
 };
-const VALUE = (SHAPES[__ENV.SHAPE || "str32"] || SHAPES.str32)();
+// makeValue builds the value anew (the construction floor, op flit).
+const makeValue = SHAPES[__ENV.SHAPE || "str32"] || SHAPES.str32;
+const VALUE = makeValue();
 // The codec floor: what producing the value costs with no store at all.
 const VALUE_TEXT = JSON.stringify(VALUE);
 const PREFIX = "p3:";
@@ -190,7 +192,6 @@ const getKey = client
 const anyKey = client ? () => client.randomKey() : () => kv.randomKey();
 const RKP = { prefix: PREFIX };
 const noop = (k) => Promise.resolve(k);
-const makeValue = SHAPES[__ENV.SHAPE || "str32"] || SHAPES.str32;
 // Reads every field of v: what a value that is used costs beyond the get
 // (for a store that hands back a lazily converted Go map, that is where the
 // conversion happens).
