@@ -8,6 +8,9 @@ meson test counts as one. Prints one line per source (for a meson log, with
 its counts per suite: unit, multiproc, crash, reliability, cli, fuzz,
 bench) and a final 'N passed, N failed'. Exits 1 if anything failed or
 nothing ran.
+For each failed meson test it also prints the lines that say why (a
+Criterion assertion or crash, a child process's failed check), so that a
+CI log that keeps only this summary still names the failure.
 """
 import json
 import re
@@ -15,6 +18,19 @@ import sys
 
 SYN = re.compile(r"Synthesis: Tested: (\d+) \| Passing: (\d+) \| Failing: (\d+) \| Crashing: (\d+)")
 PLAIN = re.compile(r"^(?:[\w./-]+: )?(\d+) passed, (\d+) failed", re.M)
+WHY = re.compile(r"Assertion Failed|\[FAIL\]|CRASH|[Tt]imed out|check failed|Sanitizer|panic:")
+WHY_LINES = 24  # per failed test: enough for a few assertions and their messages
+
+
+def why(out):
+    """The lines of a failed test's output that explain it, each with the
+    two lines after it (Criterion puts an assertion's message there)."""
+    lines = out.splitlines()
+    keep = []
+    for i, line in enumerate(lines):
+        if WHY.search(line):
+            keep.extend(j for j in range(i, min(i + 3, len(lines))) if j not in keep)
+    return [lines[j] for j in keep][:WHY_LINES]
 
 
 def meson_log(path, suites):
@@ -52,6 +68,8 @@ def meson_log(path, suites):
             failed += 1
         if not ok:
             bad.append(t["name"])
+            for line in why(out):
+                print(f"    {t['name']}: {line}")
         # "project:suite / name"
         suite = t["name"].split(" / ")[0].split(":")[-1]
         sp, sf = suites.get(suite, (0, 0))
