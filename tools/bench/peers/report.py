@@ -161,15 +161,23 @@ def pr(pair, a, b, op, vus, track="0"):
     return med(rs)
 
 
+def per_rep(pair, vus, f, track="0"):
+    """median over the repetitions of f(get), get(impl, op) being impl's ops/s
+    for op in that repetition (None if not measured); f returns None to skip
+    a repetition. The slots of one repetition are seconds apart, so a ratio
+    taken inside it is not moved by the machine's speed changing over the run."""
+    reps = sorted({r for (p, o, t, v, r) in pairs if p == pair and t == track and v == vus})
+    rs = []
+    for r in reps:
+        x = f(lambda impl, op, r=r: pairs.get((pair, op, track, vus, r), {}).get(impl))
+        if x is not None:
+            rs.append(x)
+    return med(rs)
+
+
 def same(pair, impl, opa, opb, vus, track="0"):
     """median over the repetitions of opa/opb, both measured by one process"""
-    rs = []
-    for (p, o, t, v, r), d in pairs.items():
-        if p == pair and o == opa and t == track and v == vus and impl in d:
-            other = pairs.get((p, opb, t, v, r), {}).get(impl)
-            if other:
-                rs.append(d[impl] / other)
-    return med(rs)
+    return per_rep(pair, vus, lambda g: ratio(g(impl, opa), g(impl, opb)), track)
 
 
 def floor(vus):
@@ -268,10 +276,8 @@ SHAPE_LABEL = {"str32": "32-byte string", "user": "user record (180 B of JSON)",
 VOPS = {"get": "fparse", "set": "fstring"}
 
 
-def vfloor(shape, op, vus):
+def blend(op, fp, fs):
     """the codec floor of op: JSON.parse for get, JSON.stringify for set, their 75/25 blend for mix"""
-    fp = pval(f"values-{shape}", "ours-mem", "fparse", "0", vus)
-    fs = pval(f"values-{shape}", "ours-mem", "fstring", "0", vus)
     if op == "get":
         return fp
     if op == "set":
@@ -279,12 +285,25 @@ def vfloor(shape, op, vus):
     return 1 / (0.75 / fp + 0.25 / fs) if fp and fs else None
 
 
+def vfloor(shape, op, vus):
+    """op's codec floor, from the medians of the two floors"""
+    g = f"values-{shape}"
+    return blend(op, pval(g, "ours-mem", "fparse", "0", vus), pval(g, "ours-mem", "fstring", "0", vus))
+
+
+def over_vfloor(shape, impl, op, vus):
+    """median over the repetitions of impl's op over the codec floor measured
+    in the same repetition (ours-mem measures the floors)"""
+    return per_rep(f"values-{shape}", vus,
+                   lambda g: ratio(g(impl, op), blend(op, g("ours-mem", "fparse"), g("ours-mem", "fstring"))))
+
+
 vshapes = [sh for sh in SHAPES if any(k[0] == f"values-{sh}" for k in pairs)]
 for sh in vshapes:
     parts, ok, have = [], True, True
     for op in ("get", "set"):
         for impl in ("ours-mem", "ours-disk"):
-            r = ratio(pval(f"values-{sh}", impl, op, "0", 8), vfloor(sh, op, 8))
+            r = over_vfloor(sh, impl, op, 8)
             parts.append(f"{op}/{'parse' if op == 'get' else 'stringify'} {impl[5:]} {fr(r)}")
             have = have and r is not None
             ok = ok and r is not None and r >= 0.85
@@ -521,7 +540,7 @@ if vshapes:
         """a values table's row: op's ops/s per store, the floor, then the ratios"""
         impls = ["ours-mem", "ours-disk"] + (["fork-mem", "fork-disk"] if FORK else []) + ["redis"]
         row = first + [fmt(pval(g, i, op, "0", vus)) for i in impls] + [fmt(floor)]
-        row += [fr(ratio(v, floor)) for v in ours_over_floor]
+        row += [fr(r) for r in ours_over_floor]
         peers = ["fork", "redis"] if FORK else ["redis"]
         row += [fr(pr(g, f"ours-{be}", p if p == "redis" else f"fork-{be}", op, vus))
                 for p in peers for be in ("mem", "disk")]
@@ -533,7 +552,7 @@ if vshapes:
         for op in ("get", "set", "mix"):
             for vus in (1, 8):
                 vrow([SHAPE_LABEL[sh], OPNAMES[op], str(vus)], g, op, vus, vfloor(sh, op, vus),
-                     [pval(g, "ours-mem", op, "0", vus), pval(g, "ours-disk", op, "0", vus)])
+                     [over_vfloor(sh, i, op, vus) for i in ("ours-mem", "ours-disk")])
     P("")
     if any(pval(f"values-{sh}", "ours-mem", "getr", "0", v) for sh in vshapes for v in (1, 8)):
         P("### A get whose value is then read")
@@ -553,7 +572,8 @@ if vshapes:
             g = f"values-{sh}"
             for vus in (1, 8):
                 vrow([SHAPE_LABEL[sh], str(vus)], g, "getr", vus, pval(g, "ours-mem", "flit", "0", vus),
-                     [pval(g, "ours-mem", "get", "0", vus), pval(g, "ours-disk", "get", "0", vus)])
+                     [per_rep(g, vus, lambda x, i=i: ratio(x(i, "get"), x("ours-mem", "flit")))
+                      for i in ("ours-mem", "ours-disk")])
         P("")
     if not FORK:
         P("The fork's columns are absent: " + FORKWHY + ".")
