@@ -14,24 +14,6 @@
 
 TestSuite(batch, .init = t_setup, .fini = t_teardown, .timeout = 240);
 
-typedef struct {
-    shmkv_backend be;
-    int track;
-} combo;
-
-static const combo combos[] = {
-    {SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF},
-    {SHMKV_BACKEND_DISK, SHMKV_TRACK_ON},
-    {SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF},
-    {SHMKV_BACKEND_MEMORY, SHMKV_TRACK_ON},
-};
-#define NCOMBO (sizeof combos / sizeof combos[0])
-
-static shmkv_db *open_combo(const combo *c, const char *tag, const char **where)
-{
-    *where = t_where(c->be, tag);
-    return t_open(*where, c->be, c->track == SHMKV_TRACK_ON ? SHMKV_TRACK_ON : SHMKV_TRACK_DEFAULT);
-}
 
 /* n keys "<pfx><i>" with values "<tag>-<i>", strings owned by the caller. */
 typedef struct {
@@ -82,9 +64,9 @@ static uint64_t count_of(shmkv_db *db, const char *pfx)
 
 Test(batch, set_get_delete_many)
 {
-    for (size_t c = 0; c < NCOMBO; c++) {
+    for (size_t c = 0; c < T_NCOMBO; c++) {
         const char *where;
-        shmkv_db *db = open_combo(&combos[c], "sgd", &where);
+        shmkv_db *db = t_open_combo(&t_combos[c], "sgd", &where);
         kvset s = kv_make("k:", 600, "v");
         size_t bad = 99;
         T_OK(shmkv_set_many(db, s.it, s.n, &bad));
@@ -145,16 +127,16 @@ Test(batch, set_get_delete_many)
         t_kvlist_free(&l);
         free(buf);
         free(g);
-        close_checked(db, where, combos[c].be);
+        close_checked(db, where, t_combos[c].be);
         kv_free(&s);
     }
 }
 
 Test(batch, duplicates_last_wins_and_updates_mix)
 {
-    for (size_t c = 0; c < NCOMBO; c++) {
+    for (size_t c = 0; c < T_NCOMBO; c++) {
         const char *where;
-        shmkv_db *db = open_combo(&combos[c], "dup", &where);
+        shmkv_db *db = t_open_combo(&t_combos[c], "dup", &where);
         t_set(db, "a", "old-a");
         shmkv_item it[] = {
             {"a", 1, "A1", 2, SHMKV_KIND_STRING, 0},
@@ -169,7 +151,7 @@ Test(batch, duplicates_last_wins_and_updates_mix)
         t_expect(db, "c", 1, "", 0);
         cr_assert_eq(shmkv_size(db), 3);
         cr_assert_eq(count_of(db, ""), 3);
-        close_checked(db, where, combos[c].be);
+        close_checked(db, where, t_combos[c].be);
     }
 }
 
@@ -193,9 +175,9 @@ Test(batch, get_many_buffer_too_small)
 
 Test(batch, invalid_entry_writes_nothing)
 {
-    for (size_t c = 0; c < NCOMBO; c++) {
+    for (size_t c = 0; c < T_NCOMBO; c++) {
         const char *where;
-        shmkv_db *db = open_combo(&combos[c], "inval", &where);
+        shmkv_db *db = t_open_combo(&t_combos[c], "inval", &where);
         t_set(db, "keep", "kept");
         kvset s = kv_make("v:", 8, "x");
         size_t bad = 1234;
@@ -239,7 +221,7 @@ Test(batch, invalid_entry_writes_nothing)
         cr_assert_eq(bad, 4);
         kv_free(&s);
 
-        shmkv_options o = t_opts(combos[c].be, SHMKV_TRACK_DEFAULT);
+        shmkv_options o = t_opts(t_combos[c].be, SHMKV_TRACK_DEFAULT);
         o.flags = SHMKV_RDONLY;
         shmkv_db *ro = t_open_opts(where, &o);
         shmkv_item one = {"keep", 4, "z", 1, SHMKV_KIND_BYTES, 0};
@@ -256,11 +238,11 @@ Test(batch, invalid_entry_writes_nothing)
 
 Test(batch, large_batch_few_segments)
 {
-    for (size_t c = 0; c < NCOMBO; c++) {
-        shmkv_options o = t_opts(combos[c].be, combos[c].track == SHMKV_TRACK_ON
+    for (size_t c = 0; c < T_NCOMBO; c++) {
+        shmkv_options o = t_opts(t_combos[c].be, t_combos[c].track == SHMKV_TRACK_ON
                                                    ? SHMKV_TRACK_ON : SHMKV_TRACK_DEFAULT);
         o.segments = 4;
-        const char *where = t_where(combos[c].be, "large");
+        const char *where = t_where(t_combos[c].be, "large");
         shmkv_db *db = t_open_opts(where, &o);
         size_t n = (size_t)t_scaled(20000, 2000);
         kvset pre = kv_make("L:", n / 2, "pre"); /* half exist: updates and inserts mixed */
@@ -275,7 +257,7 @@ Test(batch, large_batch_few_segments)
         T_OK(shmkv_delete_many(db, pre.it, pre.n, &del, NULL));
         cr_assert_eq(del, n / 2);
         cr_assert_eq(shmkv_size(db), n - n / 2);
-        close_checked(db, where, combos[c].be);
+        close_checked(db, where, t_combos[c].be);
         kv_free(&pre);
         kv_free(&s);
     }
@@ -285,9 +267,9 @@ Test(batch, large_batch_few_segments)
 
 Test(batch, delete_prefix_with_limit)
 {
-    for (size_t c = 0; c < NCOMBO; c++) {
+    for (size_t c = 0; c < T_NCOMBO; c++) {
         const char *where;
-        shmkv_db *db = open_combo(&combos[c], "dpre", &where);
+        shmkv_db *db = t_open_combo(&t_combos[c], "dpre", &where);
         kvset a = kv_make("a:", 300, "a"), b = kv_make("b:", 100, "b");
         T_OK(shmkv_set_many(db, a.it, a.n, NULL));
         T_OK(shmkv_set_many(db, b.it, b.n, NULL));
@@ -296,7 +278,7 @@ Test(batch, delete_prefix_with_limit)
         T_OK(shmkv_delete_prefix(db, "a:", 2, 120, &del));
         cr_assert_eq(del, 120);
         cr_assert_eq(count_of(db, "a:"), 180);
-        if (combos[c].track == SHMKV_TRACK_ON) {
+        if (t_combos[c].track == SHMKV_TRACK_ON) {
             /* with the index the first keys in order go */
             for (size_t i = 0; i < 300; i++) {
                 if (i < 120)
@@ -315,7 +297,7 @@ Test(batch, delete_prefix_with_limit)
         T_OK(shmkv_delete_prefix(db, NULL, 0, 0, &del));
         cr_assert_eq(del, 101);
         cr_assert_eq(shmkv_size(db), 0);
-        close_checked(db, where, combos[c].be);
+        close_checked(db, where, t_combos[c].be);
         kv_free(&a);
         kv_free(&b);
     }
@@ -423,10 +405,10 @@ static void reader(const char *where, shmkv_backend be, int track, int fd)
     _exit(0);
 }
 
-static void atomic_run(const combo *c)
+static void atomic_run(const t_combo *c)
 {
     const char *where;
-    shmkv_db *db = open_combo(c, "atom", &where);
+    shmkv_db *db = t_open_combo(c, "atom", &where);
     int fds[2];
     cr_assert(pipe(fds) == 0);
     pid_t kids[7];
@@ -460,14 +442,14 @@ static void atomic_run(const combo *c)
 
 Test(batch, atomic_for_other_processes_disk)
 {
-    atomic_run(&combos[0]);
-    atomic_run(&combos[1]);
+    atomic_run(&t_combos[0]);
+    atomic_run(&t_combos[1]);
 }
 
 Test(batch, atomic_for_other_processes_memory)
 {
-    atomic_run(&combos[2]);
-    atomic_run(&combos[3]);
+    atomic_run(&t_combos[2]);
+    atomic_run(&t_combos[3]);
 }
 
 /* ---- a writer killed inside a batch --------------------------------------------------- */
@@ -812,9 +794,9 @@ static void *thr_reader(void *arg)
 
 Test(batch, atomic_for_threads_of_one_process)
 {
-    for (size_t c = 0; c < NCOMBO; c++) {
+    for (size_t c = 0; c < T_NCOMBO; c++) {
         const char *where;
-        shmkv_db *db = open_combo(&combos[c], "thr", &where);
+        shmkv_db *db = t_open_combo(&t_combos[c], "thr", &where);
         thr t[4];
         pthread_t id[4];
         for (int i = 0; i < 4; i++) {
@@ -826,15 +808,15 @@ Test(batch, atomic_for_threads_of_one_process)
         for (int i = 0; i < 4; i++)
             pthread_join(id[i], NULL);
         for (int i = 0; i < 4; i++)
-            cr_assert(!t[i].err[0], "%s: %s", t_backend_name(combos[c].be), t[i].err);
+            cr_assert(!t[i].err[0], "%s: %s", t_backend_name(t_combos[c].be), t[i].err);
         cr_assert_gt(t[2].checks + t[3].checks, 10);
-        close_checked(db, where, combos[c].be);
+        close_checked(db, where, t_combos[c].be);
     }
 }
 
 /* ---- a full store (1 MiB reserve) ----------------------------------------------- */
 
-static shmkv_db *open_small(const combo *c, const char *tag, const char **where)
+static shmkv_db *open_small(const t_combo *c, const char *tag, const char **where)
 {
     *where = t_where(c->be, tag);
     shmkv_options o = t_opts(c->be, c->track == SHMKV_TRACK_ON ? SHMKV_TRACK_ON
@@ -892,9 +874,9 @@ static void failed_set_many(shmkv_db *db)
  * many values fit after it as before it. */
 Test(batch, failed_set_many_keeps_space)
 {
-    for (size_t c = 0; c < NCOMBO; c++) {
+    for (size_t c = 0; c < T_NCOMBO; c++) {
         const char *where;
-        shmkv_db *db = open_small(&combos[c], "fsk", &where);
+        shmkv_db *db = open_small(&t_combos[c], "fsk", &where);
         size_t before = 0;
         for (int r = 0; r < 3; r++) {
             before = fill_singles(db, "s:");
@@ -918,7 +900,7 @@ Test(batch, failed_set_many_keeps_space)
         }
         failed_set_many(db);
         cr_assert_eq(shmkv_size(db), half / 2);
-        close_checked(db, where, combos[c].be);
+        close_checked(db, where, t_combos[c].be);
     }
 }
 
@@ -947,10 +929,10 @@ static int collect_key(void *ctx, const void *key, size_t klen, const void *val,
  * failed as full. */
 Test(batch, deletes_need_no_room)
 {
-    for (size_t c = 0; c < NCOMBO; c++) {
+    for (size_t c = 0; c < T_NCOMBO; c++) {
         for (int prefix = 0; prefix < 2; prefix++) {
-            const char *where = t_where(combos[c].be, prefix ? "dnrp" : "dnr");
-            shmkv_options o = t_opts(combos[c].be, combos[c].track == SHMKV_TRACK_ON
+            const char *where = t_where(t_combos[c].be, prefix ? "dnrp" : "dnr");
+            shmkv_options o = t_opts(t_combos[c].be, t_combos[c].track == SHMKV_TRACK_ON
                                                        ? SHMKV_TRACK_ON
                                                        : SHMKV_TRACK_DEFAULT);
             o.reserve = SHMKV_RESERVE_MIN;
@@ -987,7 +969,7 @@ Test(batch, deletes_need_no_room)
                 free(s.k);
             }
             cr_assert_eq(rc, 0, "%s, %s: deleting all %zu keys of a full segment -> %d (%s)",
-                         t_backend_name(combos[c].be), prefix ? "delete_prefix" : "delete_many",
+                         t_backend_name(t_combos[c].be), prefix ? "delete_prefix" : "delete_many",
                          n, rc, shmkv_strerror(rc));
             cr_assert_eq(del, n);
             cr_assert_eq(shmkv_size(db), 0);
@@ -997,17 +979,17 @@ Test(batch, deletes_need_no_room)
              * fill, and since a chunk just large enough is taken there it
              * may fit a few more. */
             cr_assert_geq(again, big, "%zu of %zu values fit again", again, big);
-            close_checked(db, where, combos[c].be);
+            close_checked(db, where, t_combos[c].be);
         }
     }
 }
 
 Test(batch, deletes_work_on_a_full_store)
 {
-    for (size_t c = 0; c < NCOMBO; c++) {
+    for (size_t c = 0; c < T_NCOMBO; c++) {
         for (int fail_first = 0; fail_first < 2; fail_first++) {
             const char *where;
-            shmkv_db *db = open_small(&combos[c], fail_first ? "dff" : "dfn", &where);
+            shmkv_db *db = open_small(&t_combos[c], fail_first ? "dff" : "dfn", &where);
             if (fail_first)
                 failed_set_many(db);
             size_t n = fill_singles(db, "s:");
@@ -1037,7 +1019,7 @@ Test(batch, deletes_work_on_a_full_store)
             cr_assert_eq(del, 1);
             free(s.it);
             free(s.k);
-            close_checked(db, where, combos[c].be);
+            close_checked(db, where, t_combos[c].be);
         }
     }
 }

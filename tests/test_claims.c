@@ -21,31 +21,9 @@
 
 TestSuite(claims, .init = t_setup, .fini = t_teardown, .timeout = 300);
 
-typedef struct {
-    shmkv_backend be;
-    int track;
-} combo;
-
-static const combo combos[] = {
-    {SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF},
-    {SHMKV_BACKEND_DISK, SHMKV_TRACK_ON},
-    {SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF},
-    {SHMKV_BACKEND_MEMORY, SHMKV_TRACK_ON},
-};
-#define NCOMBO (sizeof combos / sizeof combos[0])
-#define FOR_COMBOS(c) for (const combo *c = combos; c < combos + NCOMBO; c++)
-#define CNAME(c)                                                                           \
-    t_str("%s/%s", t_backend_name((c)->be),                                                \
-          (c)->track == SHMKV_TRACK_ON ? "tracked" : "untracked")
 
 #define LONG_TTL 60000u
 #define SHORT_TTL 50u
-
-static shmkv_db *open_combo(const combo *c, const char *tag, const char **where)
-{
-    *where = t_where(c->be, tag);
-    return t_open(*where, c->be, c->track);
-}
 
 static shmkv_lease lease_of(const char *owner, uint64_t ttl)
 {
@@ -55,7 +33,7 @@ static shmkv_lease lease_of(const char *owner, uint64_t ttl)
 
 /* shmkv_check, then close, with shmkv-dump --check where the store still
  * exists (a memory store goes with its last handle). */
-static void finish(shmkv_db *db, const char *where, const combo *c, const char *what)
+static void finish(shmkv_db *db, const char *where, const t_combo *c, const char *what)
 {
     t_check_sound(db, what);
     if (c->be == SHMKV_BACKEND_MEMORY)
@@ -162,10 +140,10 @@ static int claim_rand(shmkv_db *db, const char *pfx, uint64_t ttl, char *k, size
 
 Test(claims, claim_key_basics)
 {
-    FOR_COMBOS(c) {
+    T_FOR_COMBOS(c) {
         const char *where;
-        shmkv_db *db = open_combo(c, "basics", &where);
-        const char *cn = CNAME(c);
+        shmkv_db *db = t_open_combo(c, "basics", &where);
+        const char *cn = t_combo_name(c);
         T_OK(shmkv_set(db, "a", 1, "va", 2, SHMKV_KIND_STRING));
         T_OK(shmkv_set(db, "b", 1, "\x01\x02\x03", 3, SHMKV_KIND_BYTES));
 
@@ -226,10 +204,10 @@ Test(claims, claim_key_basics)
 
 Test(claims, claim_key_ebufsize_claims_nothing)
 {
-    FOR_COMBOS(c) {
+    T_FOR_COMBOS(c) {
         const char *where;
-        shmkv_db *db = open_combo(c, "ebuf", &where);
-        const char *cn = CNAME(c);
+        shmkv_db *db = t_open_combo(c, "ebuf", &where);
+        const char *cn = t_combo_name(c);
         char big[100];
         memset(big, 'x', sizeof big);
         T_OK(shmkv_set(db, "big", 3, big, sizeof big, SHMKV_KIND_BYTES));
@@ -275,10 +253,10 @@ Test(claims, claim_key_ebufsize_claims_nothing)
 
 Test(claims, lease_validation)
 {
-    FOR_COMBOS(c) {
+    T_FOR_COMBOS(c) {
         const char *where;
-        shmkv_db *db = open_combo(c, "valid", &where);
-        const char *cn = CNAME(c);
+        shmkv_db *db = t_open_combo(c, "valid", &where);
+        const char *cn = t_combo_name(c);
         set_keys(db, "v:", 8);
         char owner[SHMKV_OWNER_MAX + 1];
         memset(owner, 'o', sizeof owner);
@@ -342,10 +320,10 @@ Test(claims, lease_validation)
 
 Test(claims, read_only_handle)
 {
-    FOR_COMBOS(c) {
+    T_FOR_COMBOS(c) {
         const char *where;
-        shmkv_db *db = open_combo(c, "ro", &where);
-        const char *cn = CNAME(c);
+        shmkv_db *db = t_open_combo(c, "ro", &where);
+        const char *cn = t_combo_name(c);
         set_keys(db, "r:", 4);
         shmkv_claim held;
         claim_ok(db, "r:00000", LONG_TTL, &held);
@@ -376,10 +354,10 @@ Test(claims, read_only_handle)
 
 Test(claims, token_grows_strictly)
 {
-    FOR_COMBOS(c) {
+    T_FOR_COMBOS(c) {
         const char *where;
-        shmkv_db *db = open_combo(c, "token", &where);
-        const char *cn = CNAME(c);
+        shmkv_db *db = t_open_combo(c, "token", &where);
+        const char *cn = t_combo_name(c);
         set_keys(db, "t:", 20);
         uint64_t last = 0;
         char k[48];
@@ -451,9 +429,9 @@ Test(claims, tokens_start_apart_per_store)
 {
     uint64_t first[4];
     for (size_t i = 0; i < 4; i++) {
-        const combo *c = &combos[i % NCOMBO];
+        const t_combo *c = &t_combos[i % T_NCOMBO];
         const char *where;
-        shmkv_db *db = open_combo(c, i < NCOMBO ? "start1" : "start2", &where);
+        shmkv_db *db = t_open_combo(c, i < T_NCOMBO ? "start1" : "start2", &where);
         T_OK(shmkv_set(db, "k", 1, "v", 1, SHMKV_KIND_STRING));
         shmkv_claim out;
         claim_ok(db, "k", LONG_TTL, &out);
@@ -463,7 +441,7 @@ Test(claims, tokens_start_apart_per_store)
         for (size_t j = 0; j < i; j++)
             cr_assert_neq(first[j], first[i], "stores %zu and %zu both began at %" PRIu64, j, i,
                           first[i]);
-        finish(db, where, c, CNAME(c));
+        finish(db, where, c, t_combo_name(c));
     }
 }
 
@@ -471,10 +449,10 @@ Test(claims, tokens_start_apart_per_store)
 
 Test(claims, expiry_and_stale_tokens)
 {
-    FOR_COMBOS(c) {
+    T_FOR_COMBOS(c) {
         const char *where;
-        shmkv_db *db = open_combo(c, "expiry", &where);
-        const char *cn = CNAME(c);
+        shmkv_db *db = t_open_combo(c, "expiry", &where);
+        const char *cn = t_combo_name(c);
         set_keys(db, "e:", 3);
         const char *k = "e:00000";
 
@@ -539,10 +517,10 @@ Test(claims, expiry_and_stale_tokens)
 
 Test(claims, release_complete_renew)
 {
-    FOR_COMBOS(c) {
+    T_FOR_COMBOS(c) {
         const char *where;
-        shmkv_db *db = open_combo(c, "rcr", &where);
-        const char *cn = CNAME(c);
+        shmkv_db *db = t_open_combo(c, "rcr", &where);
+        const char *cn = t_combo_name(c);
         set_keys(db, "x:", 4);
         shmkv_claim a, b, r;
 
@@ -608,10 +586,10 @@ Test(claims, release_complete_renew)
 
 Test(claims, random_skips_live_takes_expired)
 {
-    FOR_COMBOS(c) {
+    T_FOR_COMBOS(c) {
         const char *where;
-        shmkv_db *db = open_combo(c, "rand", &where);
-        const char *cn = CNAME(c);
+        shmkv_db *db = t_open_combo(c, "rand", &where);
+        const char *cn = t_combo_name(c);
         const int n = 20;
         set_keys(db, "p:", n);
         set_keys(db, "q:", 5);
@@ -718,10 +696,10 @@ Test(claims, random_skips_live_takes_expired)
 Test(claims, random_roughly_uniform)
 {
     const char *bad = "";
-    FOR_COMBOS(c) {
+    T_FOR_COMBOS(c) {
         const char *where;
-        shmkv_db *db = open_combo(c, "uniform", &where);
-        const char *cn = CNAME(c);
+        shmkv_db *db = t_open_combo(c, "uniform", &where);
+        const char *cn = t_combo_name(c);
         const int nfree = 32, nheld = 16, per = (int)t_scaled(150, 60);
         set_keys(db, "u:", nfree + nheld);
         set_keys(db, "v:", 50); /* outside the prefix */
@@ -782,10 +760,10 @@ Test(claims, random_roughly_uniform)
  * out, each once, and then nothing. */
 Test(claims, random_when_99_percent_claimed, .timeout = 600)
 {
-    FOR_COMBOS(c) {
+    T_FOR_COMBOS(c) {
         const char *where;
-        shmkv_db *db = open_combo(c, "ninety9", &where);
-        const char *cn = CNAME(c);
+        shmkv_db *db = t_open_combo(c, "ninety9", &where);
+        const char *cn = t_combo_name(c);
         const int n = (int)t_scaled(10000, 2000), nfree = n / 100;
         set_keys(db, "n:", n);
         set_keys(db, "m:", 100);
@@ -835,10 +813,10 @@ Test(claims, random_when_99_percent_claimed, .timeout = 600)
 
 Test(claims, set_delete_clear_on_claimed_keys)
 {
-    FOR_COMBOS(c) {
+    T_FOR_COMBOS(c) {
         const char *where;
-        shmkv_db *db = open_combo(c, "sdc", &where);
-        const char *cn = CNAME(c);
+        shmkv_db *db = t_open_combo(c, "sdc", &where);
+        const char *cn = t_combo_name(c);
         set_keys(db, "s:", 10);
         shmkv_claim a, b;
         char vb[32];
@@ -908,10 +886,10 @@ Test(claims, set_delete_clear_on_claimed_keys)
 /* claim_count: live and expired, by prefix. */
 Test(claims, count_live_and_expired)
 {
-    FOR_COMBOS(c) {
+    T_FOR_COMBOS(c) {
         const char *where;
-        shmkv_db *db = open_combo(c, "count", &where);
-        const char *cn = CNAME(c);
+        shmkv_db *db = t_open_combo(c, "count", &where);
+        const char *cn = t_combo_name(c);
         set_keys(db, "a:", 10);
         set_keys(db, "b:", 10);
         shmkv_claim out;
@@ -940,10 +918,10 @@ Test(claims, count_live_and_expired)
  * 8dc9fb7). */
 Test(claims, claim_get_owner_not_wanted)
 {
-    FOR_COMBOS(c) {
+    T_FOR_COMBOS(c) {
         const char *where;
-        shmkv_db *db = open_combo(c, "getnull", &where);
-        const char *cn = CNAME(c);
+        shmkv_db *db = t_open_combo(c, "getnull", &where);
+        const char *cn = t_combo_name(c);
         set_keys(db, "g:", 2);
         shmkv_claim out, g;
         claim_ok(db, "g:00000", LONG_TTL, &out); /* owner "tester" */
@@ -993,10 +971,10 @@ static void drain_exactly(shmkv_db *db, const char *pfx, int n, const unsigned c
  * the claim; every kind of delete ends it. claim_random sees the same. */
 Test(claims, other_writes_keep_claims_deletes_end_them)
 {
-    FOR_COMBOS(c) {
+    T_FOR_COMBOS(c) {
         const char *where;
-        shmkv_db *db = open_combo(c, "writes", &where);
-        const char *cn = CNAME(c);
+        shmkv_db *db = t_open_combo(c, "writes", &where);
+        const char *cn = t_combo_name(c);
         enum { N = 16 };
         set_keys(db, "w:", N);
         T_OK(shmkv_set(db, "w:00000", 7, "5", 1, SHMKV_KIND_STRING)); /* for incr */
@@ -1062,10 +1040,10 @@ Test(claims, other_writes_keep_claims_deletes_end_them)
  * is turned on for a store that has claims, it must count them all. */
 Test(claims, index_rebuilt_or_enabled_counts_claims)
 {
-    FOR_COMBOS(c) {
+    T_FOR_COMBOS(c) {
         const char *where;
-        shmkv_db *db = open_combo(c, "rebuild", &where);
-        const char *cn = CNAME(c);
+        shmkv_db *db = t_open_combo(c, "rebuild", &where);
+        const char *cn = t_combo_name(c);
         enum { N = 300 };
         set_keys(db, "i:", N);
         unsigned char want[N];
@@ -1108,10 +1086,10 @@ Test(claims, index_rebuilt_or_enabled_counts_claims)
  * share it: the draw must keep to the prefix exactly. */
 Test(claims, random_long_prefixes)
 {
-    FOR_COMBOS(c) {
+    T_FOR_COMBOS(c) {
         const char *where;
-        shmkv_db *db = open_combo(c, "longpfx", &where);
-        const char *cn = CNAME(c);
+        shmkv_db *db = t_open_combo(c, "longpfx", &where);
+        const char *cn = t_combo_name(c);
         const char *pfx[] = {"long-common-prefix:a:", "long-common-prefix:b:",
                              "long-common-prefix:", "long-com", "long-co"};
         set_keys(db, pfx[0], 40);
@@ -1155,12 +1133,12 @@ Test(claims, random_long_prefixes)
  * changes nothing; a complete that deletes always works. */
 Test(claims, full_store_changes_nothing_on_failure)
 {
-    FOR_COMBOS(c) {
+    T_FOR_COMBOS(c) {
         const char *where = t_where(c->be, "full");
         shmkv_options o = t_opts(c->be, c->track);
         o.reserve = SHMKV_RESERVE_MIN;
         shmkv_db *db = t_open_opts(where, &o);
-        const char *cn = CNAME(c);
+        const char *cn = t_combo_name(c);
         char val[400];
         memset(val, 'f', sizeof val);
         int n = 0;
@@ -1239,13 +1217,13 @@ static int set_until_full(shmkv_db *db, const char *pfx, int n, size_t len)
  * no block of the class of a copy of a claimed key's entry is left. */
 Test(claims, ending_claims_on_a_full_store)
 {
-    FOR_COMBOS(c) {
+    T_FOR_COMBOS(c) {
         const char *where = t_where(c->be, "endfull");
         shmkv_options o = t_opts(c->be, c->track);
         o.reserve = SHMKV_RESERVE_MIN;
         o.segments = 1;
         shmkv_db *db = t_open_opts(where, &o);
-        const char *cn = CNAME(c);
+        const char *cn = t_combo_name(c);
         char val[400];
         memset(val, 'e', sizeof val);
         enum { HELD = 6 };
@@ -1296,11 +1274,11 @@ Test(claims, ending_claims_on_a_full_store)
 Test(claims, leases_end_at_reboot_tokens_go_on)
 {
     for (int track = SHMKV_TRACK_OFF; track <= SHMKV_TRACK_ON; track++) {
-        combo cb = {SHMKV_BACKEND_DISK, track};
-        const combo *c = &cb;
+        t_combo cb = {SHMKV_BACKEND_DISK, track};
+        const t_combo *c = &cb;
         const char *where;
-        shmkv_db *db = open_combo(c, "reboot", &where);
-        const char *cn = CNAME(c);
+        shmkv_db *db = t_open_combo(c, "reboot", &where);
+        const char *cn = t_combo_name(c);
         enum { N = 200 };
         set_keys(db, "b:", N);
         shmkv_claim out;
@@ -1341,10 +1319,10 @@ Test(claims, leases_end_at_reboot_tokens_go_on)
  * lease is larger than any plain entry can be, and must still be made. */
 Test(claims, largest_key_value_and_owner)
 {
-    FOR_COMBOS(c) {
+    T_FOR_COMBOS(c) {
         const char *where;
-        shmkv_db *db = open_combo(c, "maxsize", &where);
-        const char *cn = CNAME(c);
+        shmkv_db *db = t_open_combo(c, "maxsize", &where);
+        const char *cn = t_combo_name(c);
         size_t kl = SHMKV_KEY_MAX, vl = SHMKV_VALUE_MAX;
         unsigned char *key = malloc(kl), *val = malloc(vl), *back = malloc(vl);
         cr_assert(key && val && back);
@@ -1388,10 +1366,10 @@ Test(claims, largest_key_value_and_owner)
  * was renewed longer and is still live. */
 Test(claims, renew_moves_the_end_both_ways)
 {
-    FOR_COMBOS(c) {
+    T_FOR_COMBOS(c) {
         const char *where;
-        shmkv_db *db = open_combo(c, "renewidx", &where);
-        const char *cn = CNAME(c);
+        shmkv_db *db = t_open_combo(c, "renewidx", &where);
+        const char *cn = t_combo_name(c);
         enum { N = 500 };
         set_keys(db, "m:", N);
         shmkv_claim out, r;
@@ -1480,10 +1458,10 @@ static void *thr_consume(void *p)
 
 Test(claims, threads_share_a_handle)
 {
-    FOR_COMBOS(c) {
+    T_FOR_COMBOS(c) {
         const char *where;
-        shmkv_db *db = open_combo(c, "threads", &where);
-        const char *cn = CNAME(c);
+        shmkv_db *db = t_open_combo(c, "threads", &where);
+        const char *cn = t_combo_name(c);
         const int n = (int)t_scaled(4000, 500);
         set_keys(db, "j:", n);
         _Atomic int *done = calloc((size_t)n, sizeof *done);
@@ -1518,10 +1496,10 @@ Test(claims, threads_share_a_handle)
 Test(claims, read_only_mapping_refuses_claim_reads)
 {
     for (int be = 0; be < 2; be++) {
-        combo cb = {(shmkv_backend)be, SHMKV_TRACK_ON};
+        t_combo cb = {(shmkv_backend)be, SHMKV_TRACK_ON};
         const char *where;
-        shmkv_db *db = open_combo(&cb, "romap", &where);
-        const char *cn = CNAME(&cb);
+        shmkv_db *db = t_open_combo(&cb, "romap", &where);
+        const char *cn = t_combo_name(&cb);
         set_keys(db, "r:", 4);
         shmkv_claim held;
         claim_ok(db, "r:00000", LONG_TTL, &held);

@@ -8,24 +8,6 @@
 
 TestSuite(scan, .init = t_setup, .fini = t_teardown, .timeout = 240);
 
-typedef struct {
-    shmkv_backend be;
-    int track;
-} combo;
-
-static const combo combos[] = {
-    {SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF},
-    {SHMKV_BACKEND_DISK, SHMKV_TRACK_ON},
-    {SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF},
-    {SHMKV_BACKEND_MEMORY, SHMKV_TRACK_ON},
-};
-#define NCOMBO (sizeof combos / sizeof combos[0])
-
-static shmkv_db *open_combo(const combo *c, const char *tag)
-{
-    return t_open(t_where(c->be, tag), c->be,
-                  c->track == SHMKV_TRACK_ON ? SHMKV_TRACK_ON : SHMKV_TRACK_DEFAULT);
-}
 
 static int key_of(char *buf, size_t n, const char *pfx, unsigned i)
 {
@@ -82,8 +64,8 @@ static void scan_all(shmkv_db *db, const char *pfx, uint64_t page, unsigned flag
 
 Test(scan, pages_return_every_key_once_in_order)
 {
-    for (size_t c = 0; c < NCOMBO; c++) {
-        shmkv_db *db = open_combo(&combos[c], "pages");
+    for (size_t c = 0; c < T_NCOMBO; c++) {
+        shmkv_db *db = t_open_combo(&t_combos[c], "pages", NULL);
         fill(db, "s:", 1234);
         fill(db, "r:", 50);
         fill(db, "t:", 50);
@@ -134,10 +116,10 @@ Test(scan, pages_return_every_key_once_in_order)
  * others at most once, all in order. */
 Test(scan, cursor_survives_concurrent_writes)
 {
-    for (size_t c = 0; c < NCOMBO; c++) {
-        const char *where = t_where(combos[c].be, "conc");
-        shmkv_db *db = t_open(where, combos[c].be,
-                              combos[c].track == SHMKV_TRACK_ON ? SHMKV_TRACK_ON
+    for (size_t c = 0; c < T_NCOMBO; c++) {
+        const char *where = t_where(t_combos[c].be, "conc");
+        shmkv_db *db = t_open(where, t_combos[c].be,
+                              t_combos[c].track == SHMKV_TRACK_ON ? SHMKV_TRACK_ON
                                                                 : SHMKV_TRACK_DEFAULT);
         unsigned n = (unsigned)t_scaled(3000, 600);
         fill(db, "s:", n);
@@ -148,7 +130,7 @@ Test(scan, cursor_survives_concurrent_writes)
             close(go[1]);
             close(ready[0]);
             shmkv_db *w = NULL;
-            shmkv_options o = t_opts(combos[c].be, SHMKV_TRACK_DEFAULT);
+            shmkv_options o = t_opts(t_combos[c].be, SHMKV_TRACK_DEFAULT);
             CHILD_OK(shmkv_open(where, &o, &w));
             t_rng r = {42};
             char k[64];
@@ -192,8 +174,8 @@ Test(scan, cursor_survives_concurrent_writes)
 
 Test(scan, count_by_prefix)
 {
-    for (size_t c = 0; c < NCOMBO; c++) {
-        shmkv_db *db = open_combo(&combos[c], "count");
+    for (size_t c = 0; c < T_NCOMBO; c++) {
+        shmkv_db *db = t_open_combo(&t_combos[c], "count", NULL);
         fill(db, "alpha:", 300);
         fill(db, "alpha:long-prefix-over-8:", 40);
         fill(db, "b", 7);
@@ -249,8 +231,8 @@ static int tally_key(void *ctx, const void *key, size_t klen, const void *val, s
 
 Test(scan, random_keys_uniform_with_and_without_replacement)
 {
-    for (size_t c = 0; c < NCOMBO; c++) {
-        shmkv_db *db = open_combo(&combos[c], "rnd");
+    for (size_t c = 0; c < T_NCOMBO; c++) {
+        shmkv_db *db = t_open_combo(&t_combos[c], "rnd", NULL);
         fill(db, "m:", 10);
         fill(db, "n:", 500); /* non-matching keys around them */
         fill(db, "l:", 500);

@@ -292,6 +292,19 @@ void t_adopt(pid_t p);
 shmkv_options t_opts(shmkv_backend be, int track);
 shmkv_db *t_open_opts(const char *where, const shmkv_options *o);
 shmkv_db *t_open(const char *where, shmkv_backend be, int track);
+/* The four kinds of store most tests run on: each backend, with and
+ * without the key index. */
+typedef struct {
+    shmkv_backend be;
+    int track; /* SHMKV_TRACK_ON or SHMKV_TRACK_OFF */
+} t_combo;
+extern const t_combo t_combos[4];
+#define T_NCOMBO (sizeof t_combos / sizeof t_combos[0])
+#define T_FOR_COMBOS(c) for (const t_combo *c = t_combos; c < t_combos + T_NCOMBO; c++)
+/* "disk/tracked", "memory/untracked", ... */
+const char *t_combo_name(const t_combo *c);
+/* A new store of kind c named after tag; where it is in *where (unless NULL). */
+shmkv_db *t_open_combo(const t_combo *c, const char *tag, const char **where);
 void t_close(shmkv_db *db);
 void t_set(shmkv_db *db, const char *k, const char *v);
 void t_setb(shmkv_db *db, const void *k, size_t kl, const void *v, size_t vl);

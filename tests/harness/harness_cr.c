@@ -288,6 +288,27 @@ shmkv_db *t_open(const char *where, shmkv_backend be, int track)
     return t_open_opts(where, &o);
 }
 
+const t_combo t_combos[4] = {
+    {SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF},
+    {SHMKV_BACKEND_DISK, SHMKV_TRACK_ON},
+    {SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF},
+    {SHMKV_BACKEND_MEMORY, SHMKV_TRACK_ON},
+};
+
+const char *t_combo_name(const t_combo *c)
+{
+    return t_str("%s/%s", t_backend_name(c->be),
+                 c->track == SHMKV_TRACK_ON ? "tracked" : "untracked");
+}
+
+shmkv_db *t_open_combo(const t_combo *c, const char *tag, const char **where)
+{
+    const char *w = t_where(c->be, tag);
+    if (where)
+        *where = w;
+    return t_open(w, c->be, c->track);
+}
+
 void t_close(shmkv_db *db)
 {
     T_OK(shmkv_close(db));
