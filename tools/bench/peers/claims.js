@@ -24,49 +24,22 @@
 // Environment: BACKEND (memory|disk), STORE (name or path), OPS, VUS, DUR,
 // REPS, NKEYS (default 10000), BATCH (cycles per iteration, default 10),
 // SUMMARY.
-import { Counter } from "k6/metrics";
 import { openKv } from "k6/x/kv";
+import { count, failed, schedule, summary } from "./slots.js";
 
 const OPS = (__ENV.OPS || "claim").split(",").filter((s) => s);
 const VUS = parseInt(__ENV.VUS || "1", 10);
 const DUR = parseFloat(__ENV.DUR || "1");
-const GAP = 0.3;
 const NKEYS = parseInt(__ENV.NKEYS || "10000", 10);
 const BATCH = parseInt(__ENV.BATCH || "10", 10);
 const REPS = parseInt(__ENV.REPS || "1", 10);
-const WARM = 1;
 
 const opts = { backend: __ENV.BACKEND || "memory", trackKeys: true };
 if (opts.backend === "memory") opts.name = __ENV.STORE || "claims-bench";
 else opts.path = __ENV.STORE || "./claims-bench.kv";
 const kv = openKv(opts);
 
-const kvOps = new Counter("kv_ops");
-const kvErrors = new Counter("kv_errors");
-
-const scenarios = {};
-const thresholds = {};
-let base = 0;
-if (OPS.includes("warm")) {
-  scenarios.warm = {
-    executor: "constant-vus", vus: VUS, duration: `${WARM}s`, startTime: "0s",
-    gracefulStop: "5s", exec: "run", env: { OP: "warm", REP: "0" },
-  };
-  base = WARM + GAP;
-}
-let slot = 0;
-for (let rep = 0; rep < REPS; rep++) {
-  for (const op of OPS.filter((o) => o !== "warm")) {
-    scenarios[`${op}_${rep}`] = {
-      executor: "constant-vus", vus: VUS, duration: `${DUR}s`,
-      startTime: `${(base + slot * (DUR + GAP)).toFixed(2)}s`, gracefulStop: "5s",
-      exec: "run", env: { OP: op, REP: `${rep}` },
-    };
-    thresholds[`kv_ops{op:${op},rep:${rep}}`] = ["count>=0"];
-    slot++;
-  }
-}
-thresholds.kv_errors = ["count>=0"];
+const { scenarios, thresholds } = schedule({ ops: OPS, vus: VUS, dur: DUR, reps: REPS });
 
 export const options = { scenarios, thresholds, setupTimeout: "600s", summaryTrendStats: ["avg"] };
 
@@ -117,21 +90,10 @@ export async function run() {
       await cycle(op === "warm" ? "claim" : op);
       done++;
     } catch (e) {
-      kvErrors.add(1, { op });
-      if (__ENV.DEBUG) console.error(`${op}: ${e && (e.message || e.name || e)}`);
+      failed(op, e);
     }
   }
-  kvOps.add(done, { op, rep: __ENV.REP });
+  count(op, done);
 }
 
-export function handleSummary(data) {
-  const out = { dur: DUR, vus: VUS, ops: {}, errors: 0 };
-  for (const [name, m] of Object.entries(data.metrics)) {
-    const mm = /^kv_ops\{op:([a-z]+),rep:([0-9]+)\}$/.exec(name);
-    if (mm) (out.ops[mm[1]] = out.ops[mm[1]] || [])[+mm[2]] = m.values.count;
-  }
-  if (data.metrics.kv_errors) out.errors = data.metrics.kv_errors.values.count;
-  const res = { stdout: "" };
-  res[__ENV.SUMMARY || "/dev/stdout"] = JSON.stringify(out) + "\n";
-  return res;
-}
+export const handleSummary = summary(DUR, VUS);

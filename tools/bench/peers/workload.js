@@ -44,8 +44,8 @@
 //   FILL      1 (default): setup() writes the keys unless they are there already
 //   START_AT  epoch ms: setup() waits until then (several processes start together)
 //   SUMMARY   where handleSummary writes the JSON counts
-import { Counter } from "k6/metrics";
 import { sleep } from "k6";
+import { count, failed, schedule, summary } from "./slots.js";
 
 const IMPL = __ENV.IMPL || "kv";
 // Loaded by name so that one script serves k6 v2 binaries (k6/x/kv; no
@@ -56,7 +56,6 @@ const openKv = IMPL === "redis" ? null : require("k6/x/kv").openKv;
 const OPS = (__ENV.OPS || "get").split(",").filter((s) => s);
 const VUS = parseInt(__ENV.VUS || "1", 10);
 const DUR = parseFloat(__ENV.DUR || "3");
-const GAP = 0.3;
 const NKEYS = parseInt(__ENV.NKEYS || "10000", 10);
 const BATCH = parseInt(__ENV.BATCH || "10", 10);
 // SHAPE: the value stored and read (issue 13): str32 (a 32-byte string, the
@@ -81,9 +80,6 @@ const VALUE_TEXT = JSON.stringify(VALUE);
 const PREFIX = "p3:";
 const MANY = parseInt(__ENV.MANY || "100", 10);
 
-const kvOps = new Counter("kv_ops");
-const kvErrors = new Counter("kv_errors");
-
 let kv = null;
 let client = null;
 if (IMPL === "redis") {
@@ -96,59 +92,11 @@ if (IMPL === "redis") {
   kv = openKv(opts);
 }
 
-const WARM = 1; // k6 wants at least 1 s per constant-vus scenario
-const REPS = parseInt(__ENV.REPS || "1", 10);
-const PHASE = parseInt(__ENV.PHASE || "0", 10);
-const NPHASE = parseInt(__ENV.NPHASE || "1", 10);
-const SLOT = DUR + GAP;
-const scenarios = {};
-const thresholds = {};
-// warm (if asked for) runs first, in every process at once; then each
-// (rep, op) gets NPHASE consecutive slots, and this process runs in slot
-// PHASE of them - swapped every other rep - so that two processes started
-// together (START_AT) alternate second by second and see the same machine.
-let base = 0;
-if (OPS.includes("warm")) {
-  scenarios.warm = {
-    executor: "constant-vus", vus: VUS, duration: `${WARM}s`, startTime: "0s",
-    gracefulStop: "5s", exec: "run", env: { OP: "warm", REP: "0" },
-  };
-  base = WARM + GAP;
-}
-const MEASURED = OPS.filter((op) => op !== "warm");
-// SOLO ops (the floors) are measured by the PHASE 0 process alone: each takes
-// one slot, which the other processes leave idle.
-const SOLO = (__ENV.SOLO || "").split(",").filter((s) => s);
-let slot = 0;
-for (let rep = 0; rep < REPS; rep++) {
-  const mine = NPHASE > 1 && rep % 2 === 1 ? NPHASE - 1 - PHASE : PHASE;
-  for (const op of MEASURED) {
-    if (NPHASE > 1 && SOLO.includes(op)) {
-      if (PHASE === 0) {
-        scenarios[`${op}_${rep}`] = {
-          executor: "constant-vus", vus: VUS, duration: `${DUR}s`,
-          startTime: `${(base + slot * SLOT).toFixed(2)}s`, gracefulStop: "5s",
-          exec: "run", env: { OP: op, REP: `${rep}` },
-        };
-        thresholds[`kv_ops{op:${op},rep:${rep}}`] = ["count>=0"];
-      }
-      slot += 1;
-      continue;
-    }
-    scenarios[`${op}_${rep}`] = {
-      executor: "constant-vus",
-      vus: VUS,
-      duration: `${DUR}s`,
-      startTime: `${(base + (slot + mine) * SLOT).toFixed(2)}s`,
-      gracefulStop: "5s",
-      exec: "run",
-      env: { OP: op, REP: `${rep}` },
-    };
-    thresholds[`kv_ops{op:${op},rep:${rep}}`] = ["count>=0"];
-    slot += NPHASE;
-  }
-}
-thresholds["kv_errors"] = ["count>=0"];
+const { scenarios, thresholds } = schedule({
+  ops: OPS, vus: VUS, dur: DUR, reps: parseInt(__ENV.REPS || "1", 10),
+  phase: parseInt(__ENV.PHASE || "0", 10), nphase: parseInt(__ENV.NPHASE || "1", 10),
+  solo: (__ENV.SOLO || "").split(",").filter((s) => s),
+});
 
 export const options = {
   scenarios,
@@ -271,21 +219,10 @@ export async function run() {
       }
       done++;
     } catch (e) {
-      kvErrors.add(1, { op });
-      if (__ENV.DEBUG) console.error(`${op}: ${e && (e.message || e.name || e)}`);
+      failed(op, e);
     }
   }
-  kvOps.add(done, { op, rep: __ENV.REP });
+  count(op, done);
 }
 
-export function handleSummary(data) {
-  const out = { dur: DUR, vus: VUS, ops: {}, errors: 0 };
-  for (const [name, m] of Object.entries(data.metrics)) {
-    const mm = /^kv_ops\{op:([a-z]+),rep:([0-9]+)\}$/.exec(name);
-    if (mm) (out.ops[mm[1]] = out.ops[mm[1]] || [])[+mm[2]] = m.values.count;
-  }
-  if (data.metrics.kv_errors) out.errors = data.metrics.kv_errors.values.count;
-  const res = { stdout: "" };
-  res[__ENV.SUMMARY || "/dev/stdout"] = JSON.stringify(out) + "\n";
-  return res;
-}
+export const handleSummary = summary(DUR, VUS);
