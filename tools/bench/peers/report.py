@@ -524,9 +524,11 @@ if vshapes:
     P("ours disk, the fork's when measured, Redis) take turns slot by slot as above.")
     P("*codec floor* is the same loop with no store: awaiting a resolved promise of")
     P("`JSON.parse` of the stored text (get), of `JSON.stringify` of the value (set),")
-    P("or their 75/25 blend (mix); our k6 measures it in a slot of its own. Above")
-    P("1, ours/floor means the store hands back (or takes) the value faster than the")
-    P("script could make it with the engine's JSON.")
+    P("or their 75/25 blend (mix); our k6 measures it in a slot of its own, and")
+    P("mem/floor and disk/floor are medians of per-repetition ratios (each against")
+    P("the floor of its own repetition). Above 1, ours/floor means the store hands")
+    P("back (or takes) the value faster than the script could make it with the")
+    P("engine's JSON.")
     P("")
 
     def vheader(first, floors):
@@ -565,7 +567,7 @@ if vshapes:
         P("from its literal, no store: what the JS engine takes to make the object in")
         P("the script (our k6 measures it in a slot of its own). A get that hands back")
         P("a plain JS value builds the same object; *get/floor* compares the plain get")
-        P("of the table above with it.")
+        P("of the table above with it (medians of per-repetition ratios).")
         P("")
         vheader(["value", "VUs"], ["construction floor", "get/floor mem", "get/floor disk"])
         for sh in vshapes:
