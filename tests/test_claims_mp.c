@@ -11,7 +11,7 @@
  *     "D <key>"  after complete returned 0,
  *     "S <key>"  after complete returned SHMKV_ESTALE (lease ran out first),
  *     "R <key>"  after a release (a consumer gives some keys back),
- * each line with one write(2) on an O_APPEND file. A few times in a
+ * each line 16 bytes (padded), with one write(2) on an O_APPEND file. A few times in a
  * thousand a consumer sleeps past its lease before completing, and then
  * complete must say SHMKV_ESTALE. At the end, with every consumer gone:
  *   - no key has two "D" lines (fencing: a stale holder never completes);
@@ -66,14 +66,33 @@ static int key_num(const char *k, size_t kl)
     return x;
 }
 
+/* A log line is "<tag> <key>", padded with spaces to 16 bytes with its
+ * newline. A write(2) that straddles a page can be cut short by a SIGKILL
+ * between its pages; one inside a page cannot, and 16 divides the page
+ * size, so a killed process never leaves a torn line. */
+#define LOG_LINE 16
+
 static void log_line(int fd, char tag, const char *k, size_t kl)
 {
-    char line[64];
+    char line[LOG_LINE];
+    CHILD_CHECK(kl + 3 <= LOG_LINE, "key %s too long for a log line", t_show(k, kl));
+    memset(line, ' ', sizeof line);
     line[0] = tag;
     line[1] = ' ';
     memcpy(line + 2, k, kl);
-    line[2 + kl] = '\n';
-    CHILD_CHECK(write(fd, line, kl + 3) == (ssize_t)(kl + 3), "log write: %s", strerror(errno));
+    line[LOG_LINE - 1] = '\n';
+    CHILD_CHECK(write(fd, line, LOG_LINE) == LOG_LINE, "log write: %s", strerror(errno));
+}
+
+/* The token number of a log line (without its newline), -1 if malformed. */
+static int line_key(const char *line, size_t ll)
+{
+    if (ll != LOG_LINE - 1 || line[1] != ' ')
+        return -1;
+    size_t kl = ll - 2;
+    while (kl > 0 && line[2 + kl - 1] == ' ')
+        kl--;
+    return key_num(line + 2, kl);
 }
 
 static void consumer(const char *where, shmkv_backend be, const char *logpath, int slot,
@@ -312,9 +331,8 @@ static void exactly_once(shmkv_backend be, int track)
             cr_assert(nl, "%s: %s: a torn last line", cn, logs[i].path);
             size_t ll = (size_t)(nl - (text + pos));
             const char *line = (const char *)text + pos;
-            cr_assert(ll > 2 && line[1] == ' ', "%s: bad log line in %s", cn, logs[i].path);
-            int x = key_num(line + 2, ll - 2);
-            cr_assert(x >= 0 && x < ntok, "%s: bad key in %s", cn, logs[i].path);
+            int x = line_key(line, ll);
+            cr_assert(x >= 0 && x < ntok, "%s: bad log line in %s", cn, logs[i].path);
             switch (line[0]) {
             case 'I':
                 nI++;
@@ -691,7 +709,7 @@ static void pop_once(shmkv_backend be, int track)
             unsigned char *nl = memchr(text + pos, '\n', len - pos);
             cr_assert(nl, "%s: torn log line", cn);
             size_t ll = (size_t)(nl - (text + pos));
-            int x = ll > 2 ? key_num((const char *)text + pos + 2, ll - 2) : -1;
+            int x = line_key((const char *)text + pos, ll);
             cr_assert(x >= 0 && x < ntok, "%s: bad log line", cn);
             cr_assert(!seen[x], "%s: " PFX "%05d popped twice", cn, x);
             seen[x] = 1;
