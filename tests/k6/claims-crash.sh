@@ -135,6 +135,7 @@ for inc in sorted(killed):
     held = {}
     path = os.path.join(work, "log." + inc)
     text = open(path).read() if os.path.exists(path) else ""  # killed before it logged
+    text = text[:text.rfind("\n") + 1]  # a kill can cut the last line short
     for m in re.finditer(r"\b([GIA]) (token:\d+) (\d+)(?: (true|false))?", text):
         kind, key, tok = m.group(1), m.group(2), int(m.group(3))
         if kind == "G":
@@ -169,7 +170,11 @@ last = {}                # (inc, key) -> last step on it
 acked = {}               # key -> [(inc, token)] with completeClaim true
 for path in glob.glob(os.path.join(work, "log.*")):
     inc = os.path.basename(path)[4:]
-    for m in re.finditer(r"\b([GIA]) (token:\d+) (\d+)(?: (true|false))?", open(path).read()):
+    # A SIGKILL can cut an incarnation's last line short (a write that
+    # straddles a page stops between its pages): such a line was not
+    # written, and it must not be read as a step with a cut token.
+    text = open(path).read()
+    for m in re.finditer(r"\b([GIA]) (token:\d+) (\d+)(?: (true|false))?", text[:text.rfind("\n") + 1]):
         kind, key, tok = m.group(1), m.group(2), int(m.group(3))
         if kind == "G":
             granted.add((inc, key, tok))
