@@ -176,6 +176,12 @@ int shmkv__grow(shmkv__map *m, uint32_t owner, uint64_t size, uint64_t *chunk_of
         }
         SHMKV__HOOK("grow.after_fallocate");
         atomic_store(&h->file_size, want);
+    } else if (atomic_load(&h->file_size) < end) {
+        /* A grower that died between its fallocate and the store above
+         * left the file larger than the header says, and no fallocate
+         * will come to correct it once the file has reached the reserve:
+         * record what is there before `top` passes the header's idea. */
+        atomic_store(&h->file_size, fs < m->reserve ? fs : m->reserve);
     }
     shmkv__chunk *c = (shmkv__chunk *)SHMKV__P(m, top);
     c->magic = SHMKV__CHUNK_MAGIC;
