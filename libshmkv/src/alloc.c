@@ -203,12 +203,15 @@ int shmkv__alloc_block(shmkv__map *m, shmkv__alloc *a, uint32_t owner,
         uint64_t coff;
         int rc = take_chunk(m, a, owner, csz, &coff);
         if (rc) {
-            /* No room for a block of this class: rather than refuse, a
-             * free block of a larger class serves, whole (it keeps its
-             * class, and goes back to that class's list when freed). On a
-             * full store this is what lets a write through once a delete
-             * freed a block of another class: a claim's release, say,
-             * whose copy of the entry is a class below the claimed one. */
+            /* No chunk for a block of this class (the store is full, or
+             * the growth lock's holder is stopped and the wait timed out):
+             * rather than refuse, a free block of a larger class serves,
+             * whole (it keeps its class, and goes back to that class's
+             * list when freed). On a full store this is what lets a write
+             * through once a delete freed a block of another class: a
+             * claim's release, say, whose copy of the entry is a class
+             * below the claimed one. Only when none is free does the
+             * caller get take_chunk's error. */
             for (uint32_t k = cls + 1; k < SHMKV__NCLASS; k++) {
                 if (a->free_head[k]) {
                     pop_free(m, a, k, off);
