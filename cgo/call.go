@@ -62,13 +62,27 @@ func newHandle(rt *sobek.Runtime, cfg *config) (*handle, *kvError) {
 	if err != nil {
 		return nil, err
 	}
-	h := &handle{rt: rt, cfg: cfg, codec: c, hint: minHint}
-	if ctor, ok := rt.Get("Error").(*sobek.Object); ok {
-		if p, ok := ctor.Get("prototype").(*sobek.Object); ok {
-			h.errProto = p
-		}
-	}
+	h := &handle{rt: rt, cfg: cfg, codec: c, hint: minHint, errProto: errorPrototype(rt)}
 	return h, nil
+}
+
+// errorPrototype is the engine's own Error.prototype, found through an
+// error the engine makes (a script may have replaced the global Error).
+func errorPrototype(rt *sobek.Runtime) *sobek.Object {
+	return rt.NewTypeError("").Prototype().Prototype()
+}
+
+// plain builds an object of name/value pairs with prototype proto, as
+// JSON.parse builds one: the pairs are set while it has no prototype yet,
+// so each is an own data property whatever setter or frozen property a
+// script put on the prototype.
+func (h *handle) plain(proto *sobek.Object, kv ...any) *sobek.Object {
+	o := h.rt.CreateObject(nil)
+	for i := 0; i+1 < len(kv); i += 2 {
+		_ = o.Set(kv[i].(string), kv[i+1])
+	}
+	_ = o.SetPrototype(proto)
+	return o
 }
 
 // object builds the JS object with the KV methods of the methods table.
@@ -116,17 +130,23 @@ func (h *handle) measured(name string, body func(*call) sobek.Value) func(sobek.
 	}
 }
 
-// run runs a method body. A getter or Proxy trap of an argument may throw:
-// what it threw is returned, for the promise to reject with, as an async
-// function's would, instead of the call throwing.
+// run runs a method body. A getter or Proxy trap of an argument may throw,
+// or the engine may (a revoked Proxy): what was thrown is returned, for the
+// promise to reject with, as an async function's would, instead of the call
+// throwing. Any other panic is a bug of ours and goes on.
 func (h *handle) run(c *call, body func(*call) sobek.Value) (v sobek.Value, thrown sobek.Value) {
 	defer func() {
 		if r := recover(); r != nil {
-			ex, ok := r.(*sobek.Exception)
-			if !ok {
+			switch x := r.(type) {
+			case *sobek.Exception:
+				thrown = x.Value()
+			case sobek.Value:
+				// The engine throws its own errors this way (a revoked
+				// Proxy's TypeError, say): a throw all the same.
+				thrown = x
+			default:
 				panic(r)
 			}
-			thrown = ex.Value()
 		}
 	}()
 	return body(c), nil
@@ -149,24 +169,15 @@ func (h *handle) settle(c *call, v, thrown sobek.Value) sobek.Value {
 // errorValue is the rejection value: an object with name and message whose
 // prototype is Error.prototype (so String(err) reads "Name: message").
 func (h *handle) errorValue(e *kvError) *sobek.Object {
-	o := h.rt.NewObject()
-	if h.errProto != nil {
-		_ = o.SetPrototype(h.errProto)
-	}
-	_ = o.Set("name", e.Name)
-	_ = o.Set("message", e.Message)
+	kv := []any{"name", e.Name, "message", e.Message}
 	if len(e.Errors) > 0 {
 		details := make([]any, len(e.Errors))
 		for i, d := range e.Errors {
-			item := h.rt.NewObject()
-			_ = item.Set("key", d.Key)
-			_ = item.Set("name", d.Name)
-			_ = item.Set("message", d.Message)
-			details[i] = item
+			details[i] = h.plain(h.codec.objProto, "key", d.Key, "name", d.Name, "message", d.Message)
 		}
-		_ = o.Set("errors", h.rt.NewArray(details...))
+		kv = append(kv, "errors", h.rt.NewArray(details...))
 	}
-	return o
+	return h.plain(h.errProto, kv...)
 }
 
 var errClosed = &kvError{Name: ErrStoreClosed, Message: "the store is closed"}
@@ -366,14 +377,10 @@ func (c *call) result(v any) sobek.Value {
 	return c.h.rt.ToValue(v)
 }
 
-// object builds a result object from name/value pairs.
+// object builds a result object from name/value pairs (see plain).
 func (c *call) object(kv ...any) sobek.Value {
 	if c.err != nil {
 		return nil
 	}
-	o := c.h.rt.NewObject()
-	for i := 0; i+1 < len(kv); i += 2 {
-		_ = o.Set(kv[i].(string), kv[i+1])
-	}
-	return o
+	return c.h.plain(c.h.codec.objProto, kv...)
 }

@@ -169,19 +169,12 @@ func (c *call) refs(i int) []ref {
 
 // claimValue builds a Claim: {id, key, token, owner?, expiresAt, entry}.
 func (c *call) claimValue(cl claimed, owner string, given bool, value sobek.Value) sobek.Value {
-	o := c.h.rt.NewObject()
-	_ = o.Set("id", itoa(int64(cl.Token)))
-	_ = o.Set("key", cl.Key)
-	_ = o.Set("token", cl.Token)
+	kv := []any{"id", itoa(int64(cl.Token)), "key", cl.Key, "token", cl.Token}
 	if given {
-		_ = o.Set("owner", owner)
+		kv = append(kv, "owner", owner)
 	}
-	_ = o.Set("expiresAt", cl.Expires)
-	entry := c.h.rt.NewObject()
-	_ = entry.Set("key", cl.Key)
-	_ = entry.Set("value", value)
-	_ = o.Set("entry", entry)
-	return o
+	kv = append(kv, "expiresAt", cl.Expires, "entry", c.h.plain(c.h.codec.objProto, "key", cl.Key, "value", value))
+	return c.h.plain(c.h.codec.objProto, kv...)
 }
 
 // claimValues decodes the values of claims just taken and builds their

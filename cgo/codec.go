@@ -75,6 +75,17 @@ func (c *codec) kind() Kind {
 }
 
 // replace is the JSON.stringify replacer: it refuses what JSON cannot hold.
+// jsNonFinite spells NaN or an infinity as JavaScript does.
+func jsNonFinite(f float64) string {
+	switch {
+	case math.IsNaN(f):
+		return "NaN"
+	case f > 0:
+		return "Infinity"
+	}
+	return "-Infinity"
+}
+
 func (c *codec) replace(call sobek.FunctionCall) sobek.Value {
 	v := call.Argument(1)
 	bad := ""
@@ -93,6 +104,12 @@ func (c *codec) replace(call sobek.FunctionCall) sobek.Value {
 		case *sobek.Object:
 			if _, fn := sobek.AssertFunction(x); fn {
 				bad = "a function"
+			} else if x.ClassName() == "Number" {
+				// JSON.stringify unboxes a Number object after the
+				// replacer has seen it: a boxed NaN would be null.
+				if f := x.ToFloat(); math.IsNaN(f) || math.IsInf(f, 0) {
+					bad = "a Number object holding " + jsNonFinite(f)
+				}
 			}
 		}
 	}
@@ -133,15 +150,55 @@ func (c *codec) encodeString(v sobek.Value) ([]byte, Kind, *kvError) {
 			`serialization "string" stores strings, got %s`, typeName(v))
 	}
 	if o, ok := v.(*sobek.Object); ok {
-		switch x := o.Export().(type) {
-		case sobek.ArrayBuffer:
-			return x.Bytes(), KindBytes, nil
-		case []byte:
-			return x, KindBytes, nil
+		if b, ok := binaryBytes(o); ok {
+			return b, KindBytes, nil
 		}
 	}
 	return nil, 0, newErr(ErrSerializer,
 		`serialization "string" stores strings (or numbers, booleans, ArrayBuffers), got %s`, typeName(v))
+}
+
+var typeArrayBuffer = reflect.TypeOf(sobek.ArrayBuffer{})
+
+// binaryBytes is the bytes of an ArrayBuffer, or those a typed array views
+// (its elements in this machine's byte order). Nothing else is exported:
+// an export of an ordinary array or object would convert all it holds.
+func binaryBytes(o *sobek.Object) ([]byte, bool) {
+	et := o.ExportType()
+	if et == nil || et != typeArrayBuffer && (et.Kind() != reflect.Slice || et.Elem().Kind() == reflect.Interface) {
+		return nil, false
+	}
+	switch x := o.Export().(type) {
+	case sobek.ArrayBuffer:
+		return x.Bytes(), true
+	case []byte:
+		return x, true
+	case []int8:
+		return viewBytes(x), true
+	case []uint16:
+		return viewBytes(x), true
+	case []int16:
+		return viewBytes(x), true
+	case []uint32:
+		return viewBytes(x), true
+	case []int32:
+		return viewBytes(x), true
+	case []float32:
+		return viewBytes(x), true
+	case []float64:
+		return viewBytes(x), true
+	case []int64:
+		return viewBytes(x), true
+	case []uint64:
+		return viewBytes(x), true
+	}
+	return nil, false
+}
+
+// viewBytes is the memory of a typed array's elements, not copied.
+func viewBytes[T any](x []T) []byte {
+	var zero T
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), len(x)*int(unsafe.Sizeof(zero)))
 }
 
 func (c *codec) encodeJSON(v sobek.Value) ([]byte, *kvError) {
@@ -170,27 +227,42 @@ func (c *codec) encodeJSON(v sobek.Value) ([]byte, *kvError) {
 		}
 		return []byte("false"), nil
 	}
-	if b, ok := c.fastStringify(v); ok {
-		return b, nil
+	b, ok, kerr := c.fastStringify(v)
+	if kerr != nil || ok {
+		return b, kerr
 	}
+	text, absent, kerr := c.stringifyValue(v)
+	if kerr != nil {
+		return nil, kerr
+	}
+	if absent {
+		return nil, newErr(ErrSerializer, "cannot encode %s as JSON", typeName(v))
+	}
+	return []byte(text), nil
+}
+
+// stringifyValue is JSON.stringify(v) with the codec's replacer: its text,
+// or absent when JSON.stringify gives undefined (a function, say), or the
+// rejection it threw.
+func (c *codec) stringifyValue(v sobek.Value) (string, bool, *kvError) {
 	c.replErr = nil
 	out, err := c.stringify(c.json, v, c.replacer)
 	if err != nil {
 		if c.replErr != nil {
 			e := c.replErr
 			c.replErr = nil
-			return nil, e
+			return "", false, e
 		}
 		msg := err.Error()
 		if ex, ok := err.(*sobek.Exception); ok {
 			msg = ex.Value().String()
 		}
-		return nil, newErr(ErrSerializer, "cannot encode value as JSON: %s", msg)
+		return "", false, newErr(ErrSerializer, "cannot encode value as JSON: %s", msg)
 	}
 	if absent(out) {
-		return nil, newErr(ErrSerializer, "cannot encode %s as JSON", typeName(v))
+		return "", true, nil
 	}
-	return []byte(out.String()), nil
+	return out.String(), false, nil
 }
 
 // appendJSONString appends s as a JSON string literal, escaping what

@@ -778,16 +778,12 @@ func opValidateCSV(c *call) sobek.Value {
 	if c.err != nil {
 		return nil
 	}
-	res := c.h.rt.NewObject()
-	_ = res.Set("valid", bad == nil)
-	_ = res.Set("rows", rows)
-	_ = res.Set("bytesRead", read)
-	_ = res.Set("checkedAll", all)
+	kv := []any{"valid", bad == nil, "rows", rows, "bytesRead", read, "checkedAll", all}
 	if bad != nil {
-		_ = res.Set("firstError", c.object("row", bad.row, "line", bad.line, "name", bad.name,
+		kv = append(kv, "firstError", c.object("row", bad.row, "line", bad.line, "name", bad.name,
 			"message", fmt.Sprintf("%s: %s", bad.where(file), bad.msg)))
 	}
-	return res
+	return c.object(kv...)
 }
 
 func opValidateJSONL(c *call) sobek.Value {
@@ -804,14 +800,10 @@ func opValidateJSONL(c *call) sobek.Value {
 	if c.err != nil {
 		return nil
 	}
-	res := c.h.rt.NewObject()
-	_ = res.Set("valid", bad == nil)
-	_ = res.Set("records", records)
-	_ = res.Set("bytesRead", read)
-	_ = res.Set("checkedAll", all)
+	kv := []any{"valid", bad == nil, "records", records, "bytesRead", read, "checkedAll", all}
 	if bad != nil {
-		_ = res.Set("firstError", c.object("line", bad.line, "name", bad.name,
+		kv = append(kv, "firstError", c.object("line", bad.line, "name", bad.name,
 			"message", fmt.Sprintf("%s: %s", bad.where(file), bad.msg)))
 	}
-	return res
+	return c.object(kv...)
 }

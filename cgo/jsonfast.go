@@ -3,6 +3,7 @@
 package kv
 
 import (
+	"bytes"
 	"math"
 	"strconv"
 	"strings"
@@ -308,53 +309,58 @@ func (p *jsonParser) number() (sobek.Value, bool) {
 }
 
 // fastStringify writes the JSON text of v as JSON.stringify with this
-// codec's replacer would, for plain data only: objects whose prototype is
-// Object.prototype (and no toJSON), arrays, strings without lone
-// surrogates, finite numbers, booleans and null, nested at most maxDepth
-// deep. Anything else answers ok false (undefined, functions, symbols,
-// BigInts, NaN, Dates, class instances, cycles, ...), and the caller uses
-// JSON.stringify, whose text and errors are then the reference.
-func (c *codec) fastStringify(v sobek.Value) ([]byte, bool) {
-	out, ok := c.appendJSON(make([]byte, 0, 256), v, 0)
-	return out, ok
+// codec's replacer would. It writes plain data itself: objects whose
+// prototype is Object.prototype (and no toJSON), arrays, strings without
+// lone surrogates, finite numbers, booleans, null, and undefined where
+// JSON.stringify leaves a property out or writes null. A value inside that
+// it does not write (a Date, a class instance, a function, NaN, a lone
+// surrogate, what lies deeper than maxDepth) goes to JSON.stringify alone,
+// and its text is put in place; only when v itself is such a value does it
+// answer ok false, having read nothing of it, and the caller uses
+// JSON.stringify. Either way each property is read once: a getter runs
+// once, as under JSON.stringify.
+func (c *codec) fastStringify(v sobek.Value) ([]byte, bool, *kvError) {
+	return c.appendJSON(make([]byte, 0, 256), v, 0)
 }
 
-func (c *codec) appendJSON(dst []byte, v sobek.Value, depth int) ([]byte, bool) {
+// appendJSON appends v's text to dst. ok false: v was not read into (not
+// a getter of it ran) and dst is as it was.
+func (c *codec) appendJSON(dst []byte, v sobek.Value, depth int) ([]byte, bool, *kvError) {
 	if depth > maxDepth {
-		return nil, false
+		return dst, false, nil
 	}
 	switch {
 	case v == nil || sobek.IsUndefined(v):
-		return nil, false
+		return dst, false, nil
 	case sobek.IsNull(v):
-		return append(dst, "null"...), true
+		return append(dst, "null"...), true, nil
 	case sobek.IsString(v):
 		s := v.String()
 		if strings.ContainsRune(s, utf8.RuneError) && !c.rt.ToValue(s).StrictEquals(v) {
-			return nil, false // a lone surrogate: JSON.stringify escapes it as \udxxx
+			return dst, false, nil // a lone surrogate: JSON.stringify escapes it as \udxxx
 		}
-		return appendJSONString(dst, s), true
+		return appendJSONString(dst, s), true, nil
 	case sobek.IsNumber(v):
 		if v.ExportType() == typeInt64 {
-			return strconv.AppendInt(dst, v.ToInteger(), 10), true
+			return strconv.AppendInt(dst, v.ToInteger(), 10), true, nil
 		}
 		f := v.ToFloat()
 		if math.IsNaN(f) || math.IsInf(f, 0) {
-			return nil, false
+			return dst, false, nil
 		}
-		return append(dst, v.String()...), true
+		return append(dst, v.String()...), true, nil
 	case isBool(v):
 		if v.ToBoolean() {
-			return append(dst, "true"...), true
+			return append(dst, "true"...), true, nil
 		}
-		return append(dst, "false"...), true
+		return append(dst, "false"...), true, nil
 	}
 	o, isObj := v.(*sobek.Object)
 	if !isObj {
-		return nil, false
+		return dst, false, nil
 	}
 	if _, fn := sobek.AssertFunction(o); fn {
-		return nil, false
+		return dst, false, nil
 	}
 	proto := o.Prototype()
 	switch {
@@ -365,32 +371,94 @@ func (c *codec) appendJSON(dst []byte, v sobek.Value, depth int) ([]byte, bool) 
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			var ok bool
-			if dst, ok = c.appendJSON(dst, o.Get(strconv.FormatInt(i, 10)), depth+1); !ok {
-				return nil, false
+			name := strconv.FormatInt(i, 10)
+			e := o.Get(name)
+			if e == nil || sobek.IsUndefined(e) {
+				dst = append(dst, "null"...) // as JSON.stringify writes a hole
+				continue
+			}
+			var err *kvError
+			if dst, err = c.appendPart(dst, name, e, depth, true); err != nil {
+				return nil, false, err
 			}
 		}
-		return append(dst, ']'), true
+		return append(dst, ']'), true, nil
 	case proto == c.objProto && o.ClassName() == "Object":
 		if t := o.Get("toJSON"); t != nil && !sobek.IsUndefined(t) {
-			return nil, false
+			return dst, false, nil
+		}
+		keys := o.Keys()
+		for _, k := range keys {
+			if strings.ContainsRune(k, utf8.RuneError) {
+				return dst, false, nil // maybe a lone surrogate, lost by Keys()
+			}
 		}
 		dst = append(dst, '{')
-		for i, k := range o.Keys() {
-			if strings.ContainsRune(k, utf8.RuneError) {
-				return nil, false // maybe a lone surrogate, lost by Keys()
+		first := true
+		for _, k := range keys {
+			e := o.Get(k)
+			if e == nil || sobek.IsUndefined(e) {
+				continue // left out, as JSON.stringify leaves it
 			}
-			if i > 0 {
+			mark := len(dst)
+			if !first {
 				dst = append(dst, ',')
 			}
 			dst = appendJSONString(dst, k)
 			dst = append(dst, ':')
-			var ok bool
-			if dst, ok = c.appendJSON(dst, o.Get(k), depth+1); !ok {
-				return nil, false
+			var err *kvError
+			if dst, err = c.appendPart(dst, k, e, depth, false); err != nil {
+				return nil, false, err
 			}
+			if len(dst) == mark {
+				continue // JSON.stringify left it out
+			}
+			first = false
 		}
-		return append(dst, '}'), true
+		return append(dst, '}'), true, nil
 	}
-	return nil, false
+	return dst, false, nil
+}
+
+// appendPart appends the text of e, the value of property name of an array
+// (inArray) or an object, whose "name": the caller has written. What
+// appendJSON does not write, JSON.stringify writes: e is put alone under
+// name in an object with no prototype (so that toJSON and the replacer see
+// the property's own name, and no getter of e runs twice) and the text
+// between `{"name":` and `}` is taken. JSON.stringify may leave it out: in
+// an array that is null; in an object the caller's `,"name":` is cut (dst
+// comes back as long as it was before it).
+func (c *codec) appendPart(dst []byte, name string, e sobek.Value, depth int, inArray bool) ([]byte, *kvError) {
+	before := dst
+	dst, ok, err := c.appendJSON(dst, e, depth+1)
+	if err != nil || ok {
+		return dst, err
+	}
+	dst = before
+	w := c.rt.CreateObject(nil)
+	_ = w.Set(name, e)
+	text, absent, err := c.stringifyValue(w)
+	if err != nil {
+		return nil, err
+	}
+	head := append(append([]byte{'{'}, appendJSONString(nil, name)...), ':')
+	switch {
+	case absent || text == "{}":
+		if inArray {
+			return append(dst, "null"...), nil
+		}
+		// cut `,"name":`
+		cut := len(appendJSONString(nil, name)) + 1
+		if !bytes.HasSuffix(dst, head[1:]) {
+			return nil, newErr(ErrSerializer, "cannot encode value as JSON: property %q", name)
+		}
+		dst = dst[:len(dst)-cut]
+		if n := len(dst); n > 0 && dst[n-1] == ',' {
+			dst = dst[:n-1]
+		}
+		return dst, nil
+	case strings.HasPrefix(text, string(head)) && strings.HasSuffix(text, "}"):
+		return append(dst, text[len(head):len(text)-1]...), nil
+	}
+	return nil, newErr(ErrSerializer, "cannot encode value as JSON: property %q", name)
 }

@@ -166,9 +166,9 @@ func TestFastStringifyMatchesJSONStringify(t *testing.T) {
 	fast := 0
 	for i := int64(0); i < n; i++ {
 		v := arr.Get(fmt.Sprint(i))
-		got, ok := c.fastStringify(v)
-		if !ok {
-			continue
+		got, ok, kerr := c.fastStringify(v)
+		if !ok || kerr != nil {
+			continue // JSON.stringify's answer (or our replacer's refusal)
 		}
 		fast++
 		want, err := stringify(sobek.Undefined(), v)
@@ -182,5 +182,81 @@ func TestFastStringifyMatchesJSONStringify(t *testing.T) {
 	}
 	if fast < int(n)/3 {
 		t.Errorf("fastStringify took only %d of %d values", fast, n)
+	}
+}
+
+// What fastStringify does not write itself, inside plain data, is written
+// by JSON.stringify and put in place: the whole text must be JSON.stringify's
+// (toJSON called with the property's own name, undefined left out or null,
+// the cut of a left-out first, middle and last property), and a refusal of
+// the replacer deep inside names its key.
+func TestStringifySplicesWhatItDoesNotWrite(t *testing.T) {
+	rt := newJS(t).VU.Runtime()
+	c, kerr := newCodec(rt, serJSON)
+	if kerr != nil {
+		t.Fatal(kerr)
+	}
+	vals, err := rt.RunString(`(() => {
+		class A { constructor() { this.x = 1; this.y = [2]; } }
+		const named = { toJSON(k) { return "key=" + k; } };
+		const gone = { toJSON() { return undefined; } };
+		let deep = [1];
+		for (let i = 0; i < 400; i++) deep = [deep, { d: i }];
+		return [
+			{ a: 1, d: new Date(0), b: [1, undefined, new Date(1)] },
+			{ a: named, b: [named, named], c: { named } },
+			{ u: undefined, v: 1, w: undefined },
+			[undefined, 1, undefined],
+			{ s: "x\ud800y", t: ["\udc00"] },
+			{ i: new A(), m: new Map([[1, 2]]), n: new Number(5), str: new String("x"), bool: new Boolean(false) },
+			{ o: Object.assign(Object.create(null), { z: 1, q: [named] }) },
+			{ a: gone, b: 2 },
+			{ a: 1, b: gone, c: 3 },
+			{ a: 1, b: gone },
+			{ a: gone },
+			[gone, 1, gone],
+			deep,
+		];
+	})()`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stringify, _ := sobek.AssertFunction(rt.Get("JSON").ToObject(rt).Get("stringify"))
+	arr := vals.ToObject(rt)
+	for i := int64(0); i < arr.Get("length").ToInteger(); i++ {
+		v := arr.Get(fmt.Sprint(i))
+		want, err := stringify(sobek.Undefined(), v)
+		if err != nil {
+			t.Fatalf("value %d: JSON.stringify: %v", i, err)
+		}
+		got, kerr := c.encodeJSON(v)
+		if kerr != nil {
+			t.Errorf("value %d: %s: %s", i, kerr.Name, kerr.Message)
+			continue
+		}
+		if string(got) != want.String() {
+			t.Errorf("value %d: encodeJSON %q, JSON.stringify %q", i, got, want.String())
+		}
+	}
+	for _, c2 := range []struct{ js, want string }{
+		{`({ a: [1, { b: NaN }] })`, `"b"`},
+		{`({ a: { f() {} } })`, `"f"`},
+		{`({ a: [1, 2n] })`, `"1"`},
+	} {
+		v, err := rt.RunString(c2.js)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, kerr := c.encodeJSON(v)
+		if kerr == nil || kerr.Name != ErrSerializer || !strings.Contains(kerr.Message, c2.want) {
+			t.Errorf("%s: got %v, want a %s naming key %s", c2.js, kerr, ErrSerializer, c2.want)
+		}
+	}
+	cyc, err := rt.RunString(`(() => { const o = { a: [] }; o.a.push({ o }); return o; })()`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, kerr := c.encodeJSON(cyc); kerr == nil || kerr.Name != ErrSerializer {
+		t.Errorf("a cycle: got %v, want a %s", kerr, ErrSerializer)
 	}
 }

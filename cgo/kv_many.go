@@ -47,17 +47,27 @@ func (c *call) strings(i int, what string) []string {
 		c.invalid("%s holds %.0f entries; one call takes at most %d", what, n, maxBatch)
 		return nil
 	}
-	// One export of the whole array; only an element that is not a string,
-	// or that came out holding U+FFFD (a lone surrogate, maybe), is looked
-	// at again through the engine.
-	all, _ := o.Export().([]any)
-	out := make([]string, len(all))
-	for j, e := range all {
-		s, isStr := e.(string)
-		if !isStr || strings.ContainsRune(s, utf8.RuneError) {
-			s = c.str(what+"["+itoa(int64(j))+"]", o.Get(itoa(int64(j))))
+	// Element by element, each read once and not converted deeper than a
+	// string: an export of the whole array would first convert every
+	// element (a nested array of 2^32-1 holes, or getters, before the
+	// first bad element is found). Only an element that is not a plain
+	// string, or holds U+FFFD (a lone surrogate, maybe), goes to c.str.
+	n := int(o.Get("length").ToInteger())
+	out := make([]string, n)
+	for j := 0; j < n; j++ {
+		e := o.Get(itoa(int64(j)))
+		if e != nil && sobek.IsString(e) {
+			if s := e.String(); !strings.ContainsRune(s, utf8.RuneError) {
+				out[j] = s
+				continue
+			}
 		}
-		out[j] = s
+		if e == nil {
+			e = sobek.Undefined()
+		}
+		if out[j] = c.str(what+"["+itoa(int64(j))+"]", e); c.err != nil {
+			return nil
+		}
 	}
 	return out
 }
@@ -201,15 +211,28 @@ func opSetMany(c *call) sobek.Value {
 	keys := o.Keys()
 	vals := make([][]byte, len(keys))
 	kinds := make([]Kind, len(keys))
-	bad := c.loneSurrogateKeys(o, keys)
+	lone := loneSurrogateSuspects(keys)
+	var bad []entryError
 	for i, k := range keys {
 		v := o.Get(k)
 		switch {
 		case k == "":
 			bad = append(bad, entryError{Key: k, Name: "EmptyKey", Message: "key must be a non-empty string"})
 			continue
+		case lone[k] > 1 || (lone[k] == 1 && v == nil):
+			// Keys() hands a name holding a lone UTF-16 surrogate over
+			// with U+FFFD in its place: read back under that name it is
+			// not there, or it is another property of the same spelling.
+			if lone[k] > 0 {
+				bad = append(bad, entryError{Key: k, Name: ErrInvalidOptions,
+					Message: "key contains a lone UTF-16 surrogate, which has no UTF-8 form"})
+				lone[k] = -1 // listed once
+			}
+			continue
 		case v == nil:
-			continue // a lone-surrogate name, listed above
+			// Listed, then gone (a getter deleted it, a Proxy listed a key
+			// its target lacks): it reads as undefined, as o[k] would.
+			v = sobek.Undefined()
 		}
 		b, kind, err := c.h.codec.encode(v)
 		if err != nil {
@@ -239,34 +262,22 @@ func opSetMany(c *call) sobek.Value {
 	return c.object("written", len(keys))
 }
 
-// loneSurrogateKeys lists the property names of o that hold a lone UTF-16
-// surrogate. Keys() hands them over converted (U+FFFD in place of the
-// surrogate), so only when a converted name holds U+FFFD are the names read
-// again as JavaScript strings.
-func (c *call) loneSurrogateKeys(o *sobek.Object, keys []string) []entryError {
-	suspect := false
+// loneSurrogateSuspects counts, per name holding U+FFFD, how many of the
+// names Keys() gave are spelled that way (nil when none is). A name with a
+// lone surrogate is one of those: Keys() converts it to UTF-8 with U+FFFD
+// in place of the surrogate. The record's own names are not read again
+// through the script's globals (Object.keys), which a script may replace.
+func loneSurrogateSuspects(keys []string) map[string]int {
+	var n map[string]int
 	for _, k := range keys {
-		suspect = suspect || strings.ContainsRune(k, utf8.RuneError)
-	}
-	if !suspect {
-		return nil
-	}
-	fn, _ := sobek.AssertFunction(c.h.rt.Get("Object").ToObject(c.h.rt).Get("keys"))
-	names, err := fn(sobek.Undefined(), o)
-	arr, _ := names.(*sobek.Object)
-	if err != nil || arr == nil {
-		return nil
-	}
-	var bad []entryError
-	n := arr.Get("length").ToInteger()
-	for j := int64(0); j < n; j++ {
-		name := arr.Get(itoa(j))
-		if s := name.String(); strings.ContainsRune(s, utf8.RuneError) && !c.h.rt.ToValue(s).StrictEquals(name) {
-			bad = append(bad, entryError{Key: s, Name: ErrInvalidOptions,
-				Message: "key contains a lone UTF-16 surrogate, which has no UTF-8 form"})
+		if strings.ContainsRune(k, utf8.RuneError) {
+			if n == nil {
+				n = make(map[string]int)
+			}
+			n[k]++
 		}
 	}
-	return bad
+	return n
 }
 
 func invalidEntries(n int) string {
@@ -529,14 +540,11 @@ func (c *call) detailed(r compared, doneName, doneReason string, include bool) s
 	if r.done {
 		return c.object(doneName, true, "reason", doneReason)
 	}
-	res := c.h.rt.NewObject()
-	_ = res.Set(doneName, false)
-	_ = res.Set("reason", "mismatch")
-	_ = res.Set("existed", r.existed)
+	kv := []any{doneName, false, "reason", "mismatch", "existed", r.existed}
 	if include && r.existed {
-		_ = res.Set("current", c.decode(r.current, r.kind))
+		kv = append(kv, "current", c.decode(r.current, r.kind))
 	}
-	return c.result(res)
+	return c.object(kv...)
 }
 
 func opCompareAndSwapDetailed(c *call) sobek.Value {

@@ -204,11 +204,11 @@ func openError(c *config, err error) *kvError {
 
 // throwable makes an Error object (with a stack) to throw.
 func throwable(rt *sobek.Runtime, e *kvError) *sobek.Object {
-	o, err := rt.New(rt.Get("Error"), rt.ToValue(e.Message))
-	if err != nil {
-		o = rt.NewObject()
-		_ = o.Set("message", e.Message)
-	}
-	_ = o.Set("name", e.Name)
+	// An error the engine makes (it has a stack), made an Error rather than
+	// a TypeError; name defined on it, not set, which an Error.prototype
+	// frozen by the script would refuse. No global is looked up.
+	o := rt.NewTypeError(e.Message)
+	_ = o.SetPrototype(errorPrototype(rt))
+	_ = o.DefineDataProperty("name", rt.ToValue(e.Name), sobek.FLAG_TRUE, sobek.FLAG_TRUE, sobek.FLAG_FALSE)
 	return o
 }
