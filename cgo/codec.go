@@ -165,40 +165,32 @@ var typeArrayBuffer = reflect.TypeOf(sobek.ArrayBuffer{})
 // an export of an ordinary array or object would convert all it holds.
 func binaryBytes(o *sobek.Object) ([]byte, bool) {
 	et := o.ExportType()
-	if et == nil || et != typeArrayBuffer && (et.Kind() != reflect.Slice || et.Elem().Kind() == reflect.Interface) {
+	if et == nil || et != typeArrayBuffer && (et.Kind() != reflect.Slice || !numericKind(et.Elem().Kind())) {
 		return nil, false
 	}
-	switch x := o.Export().(type) {
-	case sobek.ArrayBuffer:
-		return x.Bytes(), true
-	case []byte:
-		return x, true
-	case []int8:
-		return viewBytes(x), true
-	case []uint16:
-		return viewBytes(x), true
-	case []int16:
-		return viewBytes(x), true
-	case []uint32:
-		return viewBytes(x), true
-	case []int32:
-		return viewBytes(x), true
-	case []float32:
-		return viewBytes(x), true
-	case []float64:
-		return viewBytes(x), true
-	case []int64:
-		return viewBytes(x), true
-	case []uint64:
-		return viewBytes(x), true
+	x := o.Export()
+	if ab, ok := x.(sobek.ArrayBuffer); ok {
+		return ab.Bytes(), true
 	}
-	return nil, false
+	// A typed array exports as a slice of its element type over the
+	// viewed memory ([]byte, []int16, []float64, ...).
+	rv := reflect.ValueOf(x)
+	if rv.Kind() != reflect.Slice {
+		return nil, false
+	}
+	n := rv.Len() * int(rv.Type().Elem().Size())
+	return unsafe.Slice((*byte)(rv.UnsafePointer()), n), true
 }
 
-// viewBytes is the memory of a typed array's elements, not copied.
-func viewBytes[T any](x []T) []byte {
-	var zero T
-	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), len(x)*int(unsafe.Sizeof(zero)))
+// numericKind: the element kinds of typed arrays (a Go slice of anything
+// else, such as getMany's items, holds pointers, not bytes to store).
+func numericKind(k reflect.Kind) bool {
+	switch k {
+	case reflect.Int8, reflect.Uint8, reflect.Int16, reflect.Uint16, reflect.Int32, reflect.Uint32,
+		reflect.Int64, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return true
+	}
+	return false
 }
 
 func (c *codec) encodeJSON(v sobek.Value) ([]byte, *kvError) {

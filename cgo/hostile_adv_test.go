@@ -227,6 +227,11 @@ func TestHostileStringModeTypedArrays(t *testing.T) {
 			catch (e) { failed.push(name + ": " + e.name); }
 		}
 		if (failed.length) throw new Error("typed arrays not stored as their bytes: " + failed.join("; "));
+		// Go data seen from JS that is a slice but not of bytes: refused,
+		// not stored as the memory of its items.
+		await kv.set("a", "x");
+		await rejects(kv.set("t", await kv.getMany(["a"])), "SerializerError", "getMany's result in string mode");
+		await rejects(kv.set("t", new DataView(ab)), "SerializerError", "a DataView");
 	`)
 }
 
