@@ -260,3 +260,70 @@ func TestStringifySplicesWhatItDoesNotWrite(t *testing.T) {
 		t.Errorf("a cycle: got %v, want a %s", kerr, ErrSerializer)
 	}
 }
+
+// Random values that mix plain data with what the fast path hands to
+// JSON.stringify (Dates, class instances, toJSON, boxed primitives, Maps,
+// undefined, lone surrogates, getters), nested: encodeJSON must write
+// JSON.stringify's text, and run each getter as many times as it does.
+func TestEncodeJSONMixedMatchesJSONStringify(t *testing.T) {
+	rt := newJS(t).VU.Runtime()
+	c, kerr := newCodec(rt, serJSON)
+	if kerr != nil {
+		t.Fatal(kerr)
+	}
+	_, err := rt.RunString(`
+		globalThis.calls = 0;
+		let seed = 11;
+		const rnd = (n) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
+		class P { constructor(d) { this.p = d > 3 ? 1 : gen(d + 1); this.q = "x"; } }
+		const leaves = [() => "s\ud800", () => new Date(rnd(1e9)), () => new Number(rnd(9)), () => new String("b"),
+			() => new Boolean(true), () => new Map([[1, 2]]), () => undefined, () => null, () => rnd(100) / 7,
+			() => "plain", () => true];
+		function gen(d) {
+			const r = rnd(d > 4 ? 3 : 9);
+			if (r < 3) return leaves[rnd(leaves.length)]();
+			if (r === 3) { const a = []; for (let i = rnd(4); i > 0; i--) a.push(gen(d + 1)); return a; }
+			if (r === 4) return new P(d);
+			if (r === 5) { const inner = gen(d + 1); return { toJSON(k) { return [k, inner]; } }; }
+			if (r === 6) {
+				const o = {}, inner = gen(d + 1);
+				Object.defineProperty(o, "g" + rnd(3), { get() { calls++; return inner; }, enumerable: true });
+				o.after = gen(d + 1);
+				return o;
+			}
+			const o = {};
+			for (let i = rnd(4); i > 0; i--) o["k" + rnd(6)] = gen(d + 1);
+			return o;
+		}
+		globalThis.vals = [];
+		for (let i = 0; i < 2000; i++) vals.push({ top: gen(0), more: [gen(1), gen(1)] });
+	`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stringify, _ := sobek.AssertFunction(rt.Get("JSON").ToObject(rt).Get("stringify"))
+	arr := rt.Get("vals").ToObject(rt)
+	calls := func() int64 { return rt.Get("calls").ToInteger() }
+	for i := int64(0); i < arr.Get("length").ToInteger(); i++ {
+		v := arr.Get(fmt.Sprint(i))
+		before := calls()
+		want, err := stringify(sobek.Undefined(), v)
+		if err != nil {
+			t.Fatalf("value %d: JSON.stringify: %v", i, err)
+		}
+		byStringify := calls() - before
+		before = calls()
+		got, kerr := c.encodeJSON(v)
+		byUs := calls() - before
+		if kerr != nil {
+			t.Errorf("value %d: %s: %s (JSON.stringify: %s)", i, kerr.Name, kerr.Message, want.String())
+			continue
+		}
+		if string(got) != want.String() {
+			t.Errorf("value %d: encodeJSON %q, JSON.stringify %q", i, got, want.String())
+		}
+		if byUs != byStringify {
+			t.Errorf("value %d: getters ran %d times, under JSON.stringify %d", i, byUs, byStringify)
+		}
+	}
+}
