@@ -124,11 +124,7 @@ func randomKey(r *rand.Rand) string {
 // fastStringify must write exactly what JSON.stringify writes, or step
 // aside: random values made in JS, plus edge cases.
 func TestFastStringifyMatchesJSONStringify(t *testing.T) {
-	rt := newJS(t).VU.Runtime()
-	c, kerr := newCodec(rt, serJSON)
-	if kerr != nil {
-		t.Fatal(kerr)
-	}
+	rt, c := jsonCodec(t)
 	vals, err := rt.RunString(`(() => {
 		let seed = 7;
 		const rnd = (n) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
@@ -191,11 +187,7 @@ func TestFastStringifyMatchesJSONStringify(t *testing.T) {
 // the cut of a left-out first, middle and last property), and a refusal of
 // the replacer deep inside names its key.
 func TestStringifySplicesWhatItDoesNotWrite(t *testing.T) {
-	rt := newJS(t).VU.Runtime()
-	c, kerr := newCodec(rt, serJSON)
-	if kerr != nil {
-		t.Fatal(kerr)
-	}
+	rt, c := jsonCodec(t)
 	vals, err := rt.RunString(`(() => {
 		class A { constructor() { this.x = 1; this.y = [2]; } }
 		const named = { toJSON(k) { return "key=" + k; } };
@@ -221,23 +213,7 @@ func TestStringifySplicesWhatItDoesNotWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stringify, _ := sobek.AssertFunction(rt.Get("JSON").ToObject(rt).Get("stringify"))
-	arr := vals.ToObject(rt)
-	for i := int64(0); i < arr.Get("length").ToInteger(); i++ {
-		v := arr.Get(fmt.Sprint(i))
-		want, err := stringify(sobek.Undefined(), v)
-		if err != nil {
-			t.Fatalf("value %d: JSON.stringify: %v", i, err)
-		}
-		got, kerr := c.encodeJSON(v)
-		if kerr != nil {
-			t.Errorf("value %d: %s: %s", i, kerr.Name, kerr.Message)
-			continue
-		}
-		if string(got) != want.String() {
-			t.Errorf("value %d: encodeJSON %q, JSON.stringify %q", i, got, want.String())
-		}
-	}
+	sameAsStringify(t, rt, c, vals.ToObject(rt), nil)
 	for _, c2 := range []struct{ js, want string }{
 		{`({ a: [1, { b: NaN }] })`, `"b"`},
 		{`({ a: { f() {} } })`, `"f"`},
@@ -266,11 +242,7 @@ func TestStringifySplicesWhatItDoesNotWrite(t *testing.T) {
 // undefined, lone surrogates, getters), nested: encodeJSON must write
 // JSON.stringify's text, and run each getter as many times as it does.
 func TestEncodeJSONMixedMatchesJSONStringify(t *testing.T) {
-	rt := newJS(t).VU.Runtime()
-	c, kerr := newCodec(rt, serJSON)
-	if kerr != nil {
-		t.Fatal(kerr)
-	}
+	rt, c := jsonCodec(t)
 	_, err := rt.RunString(`
 		globalThis.calls = 0;
 		let seed = 11;
@@ -301,9 +273,28 @@ func TestEncodeJSONMixedMatchesJSONStringify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sameAsStringify(t, rt, c, rt.Get("vals").ToObject(rt), func() int64 { return rt.Get("calls").ToInteger() })
+}
+
+// jsonCodec is a runtime and a JSON codec on it.
+func jsonCodec(t *testing.T) (*sobek.Runtime, *codec) {
+	rt := newJS(t).VU.Runtime()
+	c, kerr := newCodec(rt, serJSON)
+	if kerr != nil {
+		t.Fatal(kerr)
+	}
+	return rt, c
+}
+
+// sameAsStringify checks that encodeJSON writes JSON.stringify's text for
+// every element of arr and, when calls counts getter runs, runs the getters
+// as often as JSON.stringify does.
+func sameAsStringify(t *testing.T, rt *sobek.Runtime, c *codec, arr *sobek.Object, calls func() int64) {
+	t.Helper()
+	if calls == nil {
+		calls = func() int64 { return 0 }
+	}
 	stringify, _ := sobek.AssertFunction(rt.Get("JSON").ToObject(rt).Get("stringify"))
-	arr := rt.Get("vals").ToObject(rt)
-	calls := func() int64 { return rt.Get("calls").ToInteger() }
 	for i := int64(0); i < arr.Get("length").ToInteger(); i++ {
 		v := arr.Get(fmt.Sprint(i))
 		before := calls()

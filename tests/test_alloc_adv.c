@@ -988,6 +988,26 @@ static void fexpect(shmkv_db *db, int i, uint32_t len, uint64_t gen)
                 "%s: -> %d, %zu bytes, expected %u of generation %" PRIu64, k, rc, gl, len, gen);
 }
 
+/* Keys d:<from>.. get FV-byte values of generation g until one is refused
+ * (its code returned) or NF is reached (0); *upto is the first key not
+ * written. */
+static int fill_big(shmkv_db *db, int from, uint64_t g, uint32_t *len, uint64_t *gen, uint64_t *upto)
+{
+    static unsigned char v[FV];
+    char k[16];
+    int rc = 0, i = from;
+    for (; i < NF; i++) {
+        snprintf(k, sizeof k, "d:%04d", i);
+        fill_val(v, FV, (uint64_t)i, g);
+        rc = shmkv_set(db, k, strlen(k), v, FV, SHMKV_KIND_BYTES);
+        if (rc)
+            break;
+        len[i] = FV, gen[i] = g;
+    }
+    *upto = (uint64_t)i;
+    return rc;
+}
+
 static void __attribute__((noreturn))
 kid_diskfull(shmkv_backend be, int track, const char *mnt, const char *where, int resfd)
 {
@@ -1012,17 +1032,7 @@ kid_diskfull(shmkv_backend be, int track, const char *mnt, const char *where, in
         CHILD_OK(shmkv_set(db, k, strlen(k), v, 1, SHMKV_KIND_BYTES));
         len[i] = 1;
     }
-    int rc = 0;
-    int i = 0;
-    for (; i < NF; i++) {
-        snprintf(k, sizeof k, "d:%04d", i);
-        fill_val(v, FV, (uint64_t)i, 1);
-        rc = shmkv_set(db, k, strlen(k), v, FV, SHMKV_KIND_BYTES);
-        if (rc)
-            break;
-        len[i] = FV, gen[i] = 1;
-    }
-    res.filled = (uint64_t)i;
+    int rc = fill_big(db, 0, 1, len, gen, &res.filled);
     res.rc = rc;
     CHILD_CHECK(rc == -ENOSPC, "the overwrite that filled the disk -> %d (%s)", rc,
                 shmkv_strerror(rc));
@@ -1054,15 +1064,9 @@ kid_diskfull(shmkv_backend be, int track, const char *mnt, const char *where, in
         len[j] = 1, gen[j] = 2;
         res.freed++;
     }
-    for (int j = (int)res.filled; j < NF; j++) {
-        snprintf(k, sizeof k, "d:%04d", j);
-        fill_val(v, FV, (uint64_t)j, 3);
-        rc = shmkv_set(db, k, strlen(k), v, FV, SHMKV_KIND_BYTES);
-        if (rc)
-            break;
-        len[j] = FV, gen[j] = 3;
-        res.refill++;
-    }
+    uint64_t upto = 0;
+    rc = fill_big(db, (int)res.filled, 3, len, gen, &upto);
+    res.refill = upto - res.filled;
     CHILD_CHECK(rc == 0 || is_full(rc), "refill -> %d (%s)", rc, shmkv_strerror(rc));
     for (int j = 0; j < NF; j++)
         fexpect(db, j, len[j], gen[j]);
