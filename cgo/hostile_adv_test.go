@@ -71,6 +71,18 @@ func TestHostileSetManyReplacedObjectKeys(t *testing.T) {
 	})
 }
 
+// A lone-surrogate name and a real "a\uFFFD" are one spelling for Keys():
+// the spelling is refused once, whatever the value it reads back.
+func TestHostileSetManyTwoNamesOneSpelling(t *testing.T) {
+	hostileRun(t, storeOptions(t, "memory", false, ""), `
+		let err = null;
+		try { await kv.setMany({["a\uD800"]: 1, ["a\uFFFD"]: NaN, b: 2}); } catch (e) { err = e; }
+		if (!err || err.name !== "InvalidOptionsError") throw new Error("resolved or wrong rejection: " + (err && err.name));
+		eq(JSON.stringify(err.errors.map((d) => d.name)), '["InvalidOptionsError"]', "one entry for the spelling");
+		eq(await kv.size(), 0, "nothing written");
+	`)
+}
+
 // Docs: NaN and Infinity reject with SerializerError, nested or not
 // (JSON.stringify would write null). A Number object holding one is
 // unboxed by JSON.stringify after the replacer looked at it.
