@@ -74,7 +74,6 @@ func (c *codec) kind() Kind {
 	return KindJSON
 }
 
-// replace is the JSON.stringify replacer: it refuses what JSON cannot hold.
 // jsNonFinite spells NaN or an infinity as JavaScript does.
 func jsNonFinite(f float64) string {
 	switch {
@@ -86,6 +85,7 @@ func jsNonFinite(f float64) string {
 	return "-Infinity"
 }
 
+// replace is the JSON.stringify replacer: it refuses what JSON cannot hold.
 func (c *codec) replace(call sobek.FunctionCall) sobek.Value {
 	v := call.Argument(1)
 	bad := ""

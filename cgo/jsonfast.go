@@ -448,11 +448,10 @@ func (c *codec) appendPart(dst []byte, name string, e sobek.Value, depth int, in
 			return append(dst, "null"...), nil
 		}
 		// cut `,"name":`
-		cut := len(appendJSONString(nil, name)) + 1
 		if !bytes.HasSuffix(dst, head[1:]) {
 			return nil, newErr(ErrSerializer, "cannot encode value as JSON: property %q", name)
 		}
-		dst = dst[:len(dst)-cut]
+		dst = dst[:len(dst)-(len(head)-1)]
 		if n := len(dst); n > 0 && dst[n-1] == ',' {
 			dst = dst[:n-1]
 		}
