@@ -26,11 +26,6 @@ TestSuite(alloc_adv, .init = t_setup, .fini = t_teardown, .timeout = 300);
 
 /* ---- looking inside ------------------------------------------------------- */
 
-static bool is_full(int rc)
-{
-    return rc == SHMKV_EFULL || rc == -ENOSPC;
-}
-
 /* The entry's payload offset of key k (0: absent). Single-threaded use
  * only: no lock is taken. */
 static uint64_t entry_off(shmkv_db *db, const void *k, size_t kl)
@@ -223,7 +218,7 @@ static void fill_one_segment(full1 *f, shmkv_backend be, int track, const char *
     for (int i = 0; i < NK; i++) {
         kname(k, i);
         int rc = put(f->db, k, MIDV, (uint64_t)i, 1);
-        if (is_full(rc)) {
+        if (t_full(rc)) {
             f->r = i;
             break;
         }
@@ -285,7 +280,7 @@ static void lend_roundtrip(shmkv_backend be, int track)
     char k2[16];
     kname(k2, r2);
     rc = put(db, k2, MIDV, (uint64_t)r2, 1);
-    cr_assert(is_full(rc), "overwrite of %s with nothing free -> %d (%s)", k2, rc,
+    cr_assert(t_full(rc), "overwrite of %s with nothing free -> %d (%s)", k2, rc,
               shmkv_strerror(rc));
     /* the lent block, freed, goes back to its own class's list */
     rc = put(db, k, 1, (uint64_t)f.r, 2);
@@ -430,7 +425,7 @@ static void killed_in_lend(shmkv_backend be, int track, const char *point, bool 
     for (int i = 0; i < NK; i++) {
         kname(k, i);
         int rc = put(db, k, MIDV, (uint64_t)i, 1);
-        if (is_full(rc))
+        if (t_full(rc))
             break;
         T_OK(rc);
         f.gen[i] = 1;
@@ -550,7 +545,7 @@ static churn_res churn(shmkv_db *db, const char *where, shmkv_backend be, uint64
             if (rc == 0) {
                 m->present = true, m->len = len, m->gen = gen;
             } else {
-                cr_assert(is_full(rc), "%s: set(%s, %u bytes) -> %d (%s)", what, k, len, rc,
+                cr_assert(t_full(rc), "%s: set(%s, %u bytes) -> %d (%s)", what, k, len, rc,
                           shmkv_strerror(rc));
                 res.refused++;
             }
@@ -565,7 +560,7 @@ static churn_res churn(shmkv_db *db, const char *where, shmkv_backend be, uint64
             if (rc == 0)
                 m->token = c.token;
             else {
-                cr_assert(is_full(rc), "%s: claim(%s) -> %d (%s)", what, k, rc, shmkv_strerror(rc));
+                cr_assert(t_full(rc), "%s: claim(%s) -> %d (%s)", what, k, rc, shmkv_strerror(rc));
                 res.refused++;
             }
         } else if (m->token) {
@@ -578,7 +573,7 @@ static churn_res churn(shmkv_db *db, const char *where, shmkv_backend be, uint64
                 if (how == 2)
                     m->present = false;
             } else {
-                cr_assert(is_full(rc) && how != 2, "%s: end %d of the claim on %s -> %d (%s)",
+                cr_assert(t_full(rc) && how != 2, "%s: end %d of the claim on %s -> %d (%s)",
                           what, how, k, rc, shmkv_strerror(rc));
                 res.refused++;
             }
@@ -753,7 +748,7 @@ writer(const char *where, shmkv_backend be, int w, wstate *ws, uint64_t nops, ui
             if (rc == 0) {
                 m->present = 1, m->len = len, m->gen = gen;
             } else {
-                CHILD_CHECK(is_full(rc), "set(%s, %u) -> %d (%s)", k, len, rc, shmkv_strerror(rc));
+                CHILD_CHECK(t_full(rc), "set(%s, %u) -> %d (%s)", k, len, rc, shmkv_strerror(rc));
                 ws->refused++;
             }
         }
@@ -913,7 +908,7 @@ static void killed_after_fallocate(shmkv_backend be)
             fill_val(v, sizeof v, (uint64_t)i, 0);
             snprintf(k, sizeof k, "f:%05d", i);
             int rc = shmkv_set(d, k, strlen(k), v, sizeof v, SHMKV_KIND_BYTES);
-            CHILD_CHECK(rc == 0 || is_full(rc), "set(%s) -> %d (%s)", k, rc, shmkv_strerror(rc));
+            CHILD_CHECK(rc == 0 || t_full(rc), "set(%s) -> %d (%s)", k, rc, shmkv_strerror(rc));
         }
         _exit(4); /* never grew the file to the reserve */
     }
@@ -925,7 +920,7 @@ static void killed_after_fallocate(shmkv_backend be)
         char gk[16];
         snprintf(gk, sizeof gk, "g:%05d", n);
         int rc = put(db, gk, 2000, (uint64_t)n, 1);
-        if (is_full(rc))
+        if (t_full(rc))
             break;
         T_OK(rc);
     }
@@ -1067,7 +1062,7 @@ kid_diskfull(shmkv_backend be, int track, const char *mnt, const char *where, in
     uint64_t upto = 0;
     rc = fill_big(db, (int)res.filled, 3, len, gen, &upto);
     res.refill = upto - res.filled;
-    CHILD_CHECK(rc == 0 || is_full(rc), "refill -> %d (%s)", rc, shmkv_strerror(rc));
+    CHILD_CHECK(rc == 0 || t_full(rc), "refill -> %d (%s)", rc, shmkv_strerror(rc));
     for (int j = 0; j < NF; j++)
         fexpect(db, j, len[j], gen[j]);
     rc = shmkv_check(db, &problems, msg, sizeof msg);
@@ -1155,7 +1150,7 @@ static void lend_in_index(shmkv_backend be, const char *point)
     for (; nv < 1000; nv++) {
         snprintf(k, sizeof k, "v:%04d", nv);
         int rc = put(db, k, IV, (uint64_t)nv, 0);
-        if (is_full(rc))
+        if (t_full(rc))
             break;
         T_OK(rc);
     }
@@ -1168,7 +1163,7 @@ static void lend_in_index(shmkv_backend be, const char *point)
     for (; nn < 2000; nn++) {
         nname(k, nn);
         int rc = shmkv_set(db, k, 100, "n", 1, SHMKV_KIND_STRING);
-        if (is_full(rc))
+        if (t_full(rc))
             break;
         T_OK(rc);
     }

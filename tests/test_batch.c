@@ -825,11 +825,6 @@ static shmkv_db *open_small(const t_combo *c, const char *tag, const char **wher
     return t_open_opts(*where, &o);
 }
 
-static bool full_rc(int rc)
-{
-    return rc == SHMKV_EFULL || rc == -ENOSPC;
-}
-
 /* Single sets of 500-byte values "<pfx><i>" until the store is full; the
  * number that fit. */
 static size_t fill_singles(shmkv_db *db, const char *pfx)
@@ -841,7 +836,7 @@ static size_t fill_singles(shmkv_db *db, const char *pfx)
         int kl = snprintf(k, sizeof k, "%s%zu", pfx, n);
         int rc = shmkv_set(db, k, (size_t)kl, val, sizeof val, SHMKV_KIND_STRING);
         if (rc) {
-            cr_assert(full_rc(rc), "set %s -> %d (%s)", k, rc, shmkv_strerror(rc));
+            cr_assert(t_full(rc), "set %s -> %d (%s)", k, rc, shmkv_strerror(rc));
             return n;
         }
         cr_assert(n < 100000, "a 1 MiB store never fills");
@@ -864,7 +859,7 @@ static void failed_set_many(shmkv_db *db)
     }
     uint64_t before = shmkv_size(db);
     int rc = shmkv_set_many(db, it, n, NULL);
-    cr_assert(full_rc(rc), "set_many of 1.5 MB into 1 MiB -> %d (%s)", rc, shmkv_strerror(rc));
+    cr_assert(t_full(rc), "set_many of 1.5 MB into 1 MiB -> %d (%s)", rc, shmkv_strerror(rc));
     cr_assert_eq(shmkv_size(db), before, "a failed set_many wrote something");
     free(it);
     free(k);
@@ -945,7 +940,7 @@ Test(batch, deletes_need_no_room)
                 int kl = snprintf(k, sizeof k, "t:%zu", small);
                 int rc = shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING);
                 if (rc) {
-                    cr_assert(full_rc(rc), "set %s -> %d (%s)", k, rc, shmkv_strerror(rc));
+                    cr_assert(t_full(rc), "set %s -> %d (%s)", k, rc, shmkv_strerror(rc));
                     break;
                 }
             }

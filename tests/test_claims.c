@@ -1146,7 +1146,7 @@ Test(claims, full_store_changes_nothing_on_failure)
             char k[16];
             snprintf(k, sizeof k, "f:%05d", n);
             int rc = shmkv_set(db, k, 7, val, sizeof val, SHMKV_KIND_BYTES);
-            if (rc == SHMKV_EFULL || rc == -ENOSPC)
+            if (t_full(rc))
                 break;
             T_OK(rc);
             cr_assert_lt(n, 100000);
@@ -1161,7 +1161,7 @@ Test(claims, full_store_changes_nothing_on_failure)
             snprintf(k, sizeof k, "f:%05d", i);
             shmkv_claim out;
             int rc = claim(db, k, LONG_TTL, &out);
-            if (rc == SHMKV_EFULL || rc == -ENOSPC) {
+            if (t_full(rc)) {
                 refused++;
                 cr_assert_eq(live_token(db, k), 0, "%s: a refused claim left one", cn);
                 t_expect(db, k, 7, val, sizeof val);
@@ -1201,7 +1201,7 @@ static int set_until_full(shmkv_db *db, const char *pfx, int n, size_t len)
         char k[24];
         int kl = snprintf(k, sizeof k, "%s%d", pfx, i);
         int rc = shmkv_set(db, k, (size_t)kl, val, len, SHMKV_KIND_BYTES);
-        if (rc == SHMKV_EFULL || rc == -ENOSPC)
+        if (t_full(rc))
             return i;
         T_OK(rc);
     }
@@ -1248,7 +1248,7 @@ Test(claims, ending_claims_on_a_full_store)
             int rc = i == 0   ? shmkv_claim_release(db, k[i], 7, tok[i])
                      : i == 1 ? shmkv_claim_complete(db, k[i], 7, tok[i], 0)
                               : shmkv_claim_renew(db, k[i], 7, tok[i], &longer, &out);
-            cr_assert(rc == SHMKV_EFULL || rc == -ENOSPC, "%s: end %d on a full store -> %d (%s)", cn, i,
+            cr_assert(t_full(rc), "%s: end %d on a full store -> %d (%s)", cn, i,
                       rc, shmkv_strerror(rc));
             cr_assert_eq(live_token(db, k[i]), tok[i], "%s: a refused end changed the claim", cn);
             t_expect(db, k[i], 7, val, sizeof val);

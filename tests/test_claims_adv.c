@@ -182,7 +182,7 @@ static uint64_t pick_ttl(model *md)
 
 static bool write_refused(model *md, int rc)
 {
-    return md->full && (rc == SHMKV_EFULL || rc == -ENOSPC);
+    return md->full && t_full(rc);
 }
 
 #define MFAIL(md, ...)                                                                     \
@@ -504,7 +504,7 @@ static void random_mix(shmkv_backend be, bool track, bool full)
         for (int i = 0;; i++) {
             snprintf(k, sizeof k, "zz%06d", i);
             int rc = shmkv_set(md->db, k, strlen(k), v, sizeof v, SHMKV_KIND_BYTES);
-            if (rc == SHMKV_EFULL || rc == -ENOSPC)
+            if (t_full(rc))
                 break;
             T_OK(rc);
             cr_assert_lt(i, 1000000);

@@ -289,6 +289,12 @@ void t_adopt(pid_t p);
     } while (0)
 
 /* ---- store helpers ---- */
+/* Whether rc refuses a write for want of room: the reserve is used up
+ * (SHMKV_EFULL) or the file system is full (-ENOSPC). */
+static inline bool t_full(int rc)
+{
+    return rc == SHMKV_EFULL || rc == -ENOSPC;
+}
 shmkv_options t_opts(shmkv_backend be, int track);
 shmkv_db *t_open_opts(const char *where, const shmkv_options *o);
 shmkv_db *t_open(const char *where, shmkv_backend be, int track);
