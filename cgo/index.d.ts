@@ -10,7 +10,8 @@ declare module "k6/x/kv" {
   export type Backend = "disk" | "memory";
 
   /** "json": values are JSON-encoded (the default). "string": values are
-   * stored as strings and read back as strings. */
+   * stored as strings and read back as strings (numbers and booleans as
+   * their String() form; an ArrayBuffer or any typed array as its bytes). */
   export type Serialization = "json" | "string";
 
   /** A byte count: a number, or a string such as "512MiB", "16GiB", "1GB". */
@@ -505,7 +506,9 @@ declare module "k6/x/kv" {
       options?: CompareDetailedOptions): Promise<CompareAndDeleteDetailedResult<T>>;
 
     /** Reads many keys as of one instant (every process's batches and
-     * writes whole or not at all); results in the order of keys. */
+     * writes whole or not at all); results in the order of keys. As on
+     * xk6-kv the array and its items are Go data seen from JS: read,
+     * iterate, spread them; copy (`r.map((x) => ({...x}))`) to change them. */
     getMany<T = any>(keys: string[]): Promise<Array<GetManyItem<T>>>;
     /** Writes every pair or none, at once for every process. Rejects with
      * InvalidOptionsError (errors[] naming each bad entry) and writes
