@@ -28,6 +28,9 @@ func BenchmarkJS(b *testing.B) {
 		{"set-record", `await kv.set("user", user)`},
 		{"floor-parse-record", `await Promise.resolve(JSON.parse(userText))`},
 		{"floor-stringify-record", `await Promise.resolve(JSON.stringify(user))`},
+		// Twenty numbers, the report's numeric shape, and its floor.
+		{"set-nums", `await kv.set("nums", nums)`},
+		{"floor-stringify-nums", `await Promise.resolve(JSON.stringify(nums))`},
 		// The construction floor: the same record built from a literal.
 		{"floor-literal-record", `await Promise.resolve({id: 12345, name: "name-12345", email: "user12345@example.com",
 			tags: ["a", "b", "c"], active: true, score: 17.5,
@@ -44,6 +47,7 @@ func BenchmarkJS(b *testing.B) {
 					tags: ["a", "b", "c"], active: true, score: 17.5,
 					address: {street: "1 Main St", city: "Springfield", zip: "12345"}};
 				globalThis.userText = JSON.stringify(user);
+				globalThis.nums = []; for (let i = 0; i < 20; i++) nums.push(i * 3.25);
 				await kv.set("user", user);
 				globalThis.keys100 = []; globalThis.rec100 = {};
 				for (let i = 0; i < 100; i++) { keys100.push("k" + i * 7); rec100["k" + i * 7] = "value-value-value"; }`)

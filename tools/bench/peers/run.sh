@@ -464,7 +464,11 @@ fi
 # ------------------------------------------------------------------ values (issue 13)
 # Per shape and VU count, ours (memory, disk), the fork (memory, disk) and
 # Redis (k6 v1, JSON.stringify/JSON.parse in the script) take turns slot by
-# slot; the codec floor (fparse, fstring) is measured by ours-mem alone.
+# slot; the codec floor (fparse, fstring) and the construction floor (flit)
+# are measured by ours-mem alone, each in the slot after the operation it is
+# the floor of: this machine's speed drifts by a quarter within seconds, and
+# a floor measured ten slots away from its operation made the per-repetition
+# ratios swing from 0.6x to 1.3x.
 if want values && [[ -n $K6 ]]; then
     log "values: shapes $VSHAPES, VUs $VVUS, $REPS repetition(s)"
     for shape in $VSHAPES; do
@@ -479,7 +483,7 @@ if want values && [[ -n $K6 ]]; then
                 redis-cli -h 127.0.0.1 -p "$RPORT" flushall >/dev/null
                 sides+=("redis|$K6REDIS|IMPL=redis REDIS=$RURL")
             fi
-            SHAPE=$shape SOLO=fparse,fstring,flit k6pair "values-$shape" "$vus" 0 warm,get,getr,set,mix,fparse,fstring,flit "${sides[@]}"
+            SHAPE=$shape SOLO=fparse,fstring,flit k6pair "values-$shape" "$vus" 0 warm,get,fparse,flit,getr,set,fstring,mix "${sides[@]}"
             rm -f "$WORK/v-$shape-$vus.kv" "$WORK/fv-$shape-$vus.bolt"
         done
         log "values: $shape done"
@@ -490,7 +494,8 @@ fi
 # ------------------------------------------------------------------ batches (issue 12)
 # getMany/setMany of MANY keys against get/set, keys/s, ours memory and disk
 # (and the fork's) taking turns; noopm and noopr (the same keys, or the same
-# record, made and one resolved promise, no store) by ours-mem alone.
+# record, made and one resolved promise, no store) by ours-mem alone, each
+# beside the batch it is the floor of.
 if want batch && [[ -n $K6 ]]; then
     log "batches: $MANY keys, $REPS repetition(s)"
     for vus in 1 8; do
@@ -500,7 +505,7 @@ if want batch && [[ -n $K6 ]]; then
             sides+=("fork-mem|$K6FORK|IMPL=kv BACKEND=memory"
                 "fork-disk|$K6FORK|IMPL=kv BACKEND=disk STORE=$WORK/fb-$vus.bolt")
         fi
-        SOLO=noopm,noopr k6pair batch "$vus" 0 warm,get,getm,set,setm,noopm,noopr "${sides[@]}"
+        SOLO=noopm,noopr k6pair batch "$vus" 0 warm,get,getm,noopm,set,setm,noopr "${sides[@]}"
         rm -f "$WORK/b-$vus.kv" "$WORK/fb-$vus.bolt"
     done
 fi
