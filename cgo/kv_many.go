@@ -219,16 +219,16 @@ func opSetMany(c *call) sobek.Value {
 		case k == "":
 			bad = append(bad, entryError{Key: k, Name: "EmptyKey", Message: "key must be a non-empty string"})
 			continue
-		case lone[k] != 0 && (lone[k] != 1 || v == nil):
+		case lone[k] < 0:
+			continue // a spelling refused below, already listed
+		case lone[k] > 1 || (lone[k] == 1 && v == nil):
 			// Keys() hands a name holding a lone UTF-16 surrogate over
 			// with U+FFFD in its place: read back under that name it is
 			// not there, or it is another property of the same spelling
 			// (every name so spelled is refused, and listed once).
-			if lone[k] > 0 {
-				bad = append(bad, entryError{Key: k, Name: ErrInvalidOptions,
-					Message: "key contains a lone UTF-16 surrogate, which has no UTF-8 form"})
-				lone[k] = -1 // listed once
-			}
+			bad = append(bad, entryError{Key: k, Name: ErrInvalidOptions,
+				Message: "key contains a lone UTF-16 surrogate, which has no UTF-8 form"})
+			lone[k] = -1
 			continue
 		case v == nil:
 			// Listed, then gone (a getter deleted it, a Proxy listed a key
