@@ -22,15 +22,24 @@ WHY = re.compile(r"Assertion Failed|\[FAIL\]|CRASH|[Tt]imed out|check failed|San
 WHY_LINES = 24  # per failed test: enough for a few assertions and their messages
 
 
+SEED = re.compile(r"(\S+::\S+): random seed: (SHMKV_TEST_SEED=\w+)")
+FAILED = re.compile(r"\[FAIL\] (\S+::\S+):")
+
+
 def why(out):
     """The lines of a failed test's output that explain it, each with the
-    two lines after it (Criterion puts an assertion's message there)."""
+    two lines after it (Criterion puts an assertion's message there), and
+    the random seed of each failed Criterion test that drew one (to rerun
+    it with the same draws)."""
     lines = out.splitlines()
     keep = []
     for i, line in enumerate(lines):
         if WHY.search(line):
             keep.extend(j for j in range(i, min(i + 3, len(lines))) if j not in keep)
-    return [lines[j] for j in keep][:WHY_LINES]
+    failed = {m.group(1) for m in map(FAILED.search, lines) if m}
+    seeds = ["%s: rerun with %s" % m.groups() for m in map(SEED.search, lines)
+             if m and m.group(1) in failed]
+    return ([lines[j] for j in keep] + seeds)[:WHY_LINES]
 
 
 def meson_log(path, suites):

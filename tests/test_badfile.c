@@ -90,7 +90,12 @@ Test(badfile, random_bytes)
         cr_assert(b);
         for (size_t j = 0; j < sizes[i]; j++)
             b[j] = (unsigned char)t_next(&r);
-        b[0] = (unsigned char)(b[0] == 'S' ? 'X' : b[0]); /* not our magic */
+        /* Not our magic's first byte, and not zero: a file of zeros no
+         * longer than a creator's first allocation is its leftover, taken
+         * as fresh by design (text_and_zeros). With a zero here the 1-byte
+         * file was such a leftover once in 256 runs. */
+        if (b[0] == 'S' || b[0] == 0)
+            b[0] = 'X';
         const char *p = t_path("rand");
         t_write_file(p, b, sizes[i]);
         free(b);

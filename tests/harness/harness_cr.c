@@ -161,7 +161,11 @@ const char *t_backend_name(shmkv_backend be)
 t_rng t_rng_new(void)
 {
     uint64_t seed = t_pick_seed();
-    cr_log_info("random seed: SHMKV_TEST_SEED=0x%" PRIx64, seed);
+    /* On stderr, which Criterion passes through without --verbose (its
+     * cr_log_warn would make the run exit 1): a failure is reproduced
+     * from this line, and scripts/summarize.py shows it for failed tests. */
+    fprintf(stderr, "[SEED] %s::%s: random seed: SHMKV_TEST_SEED=0x%" PRIx64 "\n",
+            criterion_current_test->category, criterion_current_test->name, seed);
     return t_rng_seeded(seed);
 }
 
