@@ -77,8 +77,9 @@ func TestJSClaimRandomExclusion(t *testing.T) {
 			await kv.setMany({"p:1": 1, "p:2": 2, "p:3": 3, "q:1": "other"});
 			const held = [];
 			for (let i = 0; i < 3; i++) {
+				const t0 = Date.now();
 				const c = await kv.claimRandom({prefix: "p:", owner: "w", ttl: 10000});
-				isClaim(c, c.key, Number(c.key.slice(2)), "w", 10000, Date.now() - 100, "claimRandom " + i);
+				isClaim(c, c.key, Number(c.key.slice(2)), "w", 10000, t0, "claimRandom " + i);
 				held.push(c);
 			}
 			eq(held.map((c) => c.key).sort(), ["p:1", "p:2", "p:3"], "every key once");
@@ -104,8 +105,14 @@ func TestJSClaimRandomExclusion(t *testing.T) {
 			eq(await kv.completeClaim(held[1]), false, "complete again");
 			eq(await kv.claimRandom({prefix: "p:"}), null, "p:* all gone or held");
 			// expired: claimable again, and the old token is stale
+			const t1 = Date.now();
 			const short = await kv.claimRandom({prefix: "q:", ttl: 300});
-			eq(await kv.claimRandom({prefix: "q:"}), null, "held for now");
+			const second = await kv.claimRandom({prefix: "q:"});
+			if (second !== null) {
+				// only a stall past the 300 ms lease lets a second claim in
+				if (Date.now() - t1 < 300) throw new Error("held for now, yet claimed again: " + JSON.stringify(second));
+				await kv.releaseClaim(second);
+			}
 			await sleep(Math.max(0, short.expiresAt - Date.now()) + 30);
 			const taken = await kv.claimRandom({prefix: "q:", owner: "next"});
 			eq([taken.key, taken.owner], ["q:1", "next"], "claimable once the lease ran out");
@@ -153,9 +160,10 @@ func TestJSClaimKeys(t *testing.T) {
 	eachStore(t, func(t *testing.T, opts string) {
 		claimRun(t, opts, `
 			await kv.setMany({a: "A", b: "B", c: "C", d: "D"});
+			const t0 = Date.now();
 			let got = await kv.claimKeys(["a", "missing", "b", "a"], {owner: "me", ttl: 4000});
 			eq(got.map((c) => [c.key, c.entry.value, c.owner]), [["a", "A", "me"], ["b", "B", "me"]], "the keys that could be claimed, once each");
-			for (const c of got) isClaim(c, c.key, c.entry.value, "me", 4000, Date.now() - 100, "claimKeys");
+			for (const c of got) isClaim(c, c.key, c.entry.value, "me", 4000, t0, "claimKeys");
 			eq(new Set(got.map((c) => c.token)).size, 2, "a token each");
 
 			// allOrNothing: b is held, so c and d (taken before it) are released
@@ -190,10 +198,11 @@ func TestJSClaimRandomMany(t *testing.T) {
 			for (let i = 0; i < 10; i++) pool["t:" + i] = {i};
 			await kv.setMany(pool);
 			await kv.set("other", 1);
+			const t0 = Date.now();
 			const first = await kv.claimRandomMany({prefix: "t:", count: 6, owner: "x", ttl: 2000});
 			eq(first.length, 6, "six");
 			eq(new Set(first.map((c) => c.key)).size, 6, "distinct keys");
-			for (const c of first) isClaim(c, c.key, {i: Number(c.key.slice(2))}, "x", 2000, Date.now() - 100, "claimRandomMany");
+			for (const c of first) isClaim(c, c.key, {i: Number(c.key.slice(2))}, "x", 2000, t0, "claimRandomMany");
 			const rest = await kv.claimRandomMany({prefix: "t:", count: 10});
 			eq(rest.length, 4, "up to count: the four left");
 			eq(new Set([...first, ...rest].map((c) => c.key)).size, 10, "none twice across calls");
@@ -390,8 +399,11 @@ func TestJSClaimStats(t *testing.T) {
 			eq((await kv.stats()).claims, {live: 0, expired: 0}, "none");
 			const o = `+opts+`;
 			const long = await kv.claimKeys(["u:1", "u:2", "x"], {ttl: 10000});
+			const t1 = Date.now();
 			const short = await kv.claimKey("u:3", {ttl: 300});
-			eq((await kv.stats()).claims, {live: 4, expired: 0}, "four live");
+			const four = (await kv.stats()).claims;
+			if (Date.now() - t1 < 300) eq(four, {live: 4, expired: 0}, "four live");
+			else eq(four.live + four.expired, 4, "four, the short one maybe run out (a stall)");
 			await sleep(Math.max(0, short.expiresAt - Date.now()) + 30);
 			eq((await kv.stats()).claims, {live: 3, expired: 1}, "one ran out");
 			eq(await kv.allocationStats({prefix: "u:"}), {prefix: "u:", total: 4, claimable: 2, claimedLive: 2, claimedExpired: 1,

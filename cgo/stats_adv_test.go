@@ -190,7 +190,7 @@ func TestAdvStatsOtherProcess(t *testing.T) {
 			rt := newJS(t)
 			runAsync(t, rt, `globalThis.kv = openKv(`+opts+`);
 				let s;
-				for (let i = 0; i < 500; i++) { s = await kv.stats(); if (s.count > 0) break; await new Promise((r) => setTimeout(r, 10)); }
+				for (let i = 0; i < 3000; i++) { s = await kv.stats(); if (s.count > 0) break; await new Promise((r) => setTimeout(r, 10)); }
 				for (let i = 0; i < 200; i++) {
 					s = await kv.stats();
 					eq([s.store.processes, s.index.consistent], [2, true], "with the child writing");

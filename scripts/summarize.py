@@ -22,7 +22,7 @@ WHY = re.compile(r"Assertion Failed|\[FAIL\]|CRASH|[Tt]imed out|check failed|San
 WHY_LINES = 24  # per failed test: enough for a few assertions and their messages
 
 
-SEED = re.compile(r"(\S+::\S+): random seed: (SHMKV_TEST_SEED=\w+)")
+SEED = re.compile(r"\[NOTE\] (\S+::\S+): random seed: (SHMKV_TEST_SEED=\w+)")
 FAILED = re.compile(r"\[FAIL\] (\S+::\S+):")
 
 

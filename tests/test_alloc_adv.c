@@ -785,7 +785,11 @@ static void writers_fill(shmkv_backend be, int track)
     for (int w = 0; w < NW; w++) {
         round[w] = 0;
         uint64_t seed = t_next(&r);
-        long cd = 50 + (long)t_below(&r, 3000);
+        /* Writer 0's first kill comes within its first inserts, which
+         * all succeed and each pass two hooks: the run has at least one
+         * kill. The others' fall anywhere in a run; the range shrinks with
+         * nops (TSan runs a quarter), or most of them would never come. */
+        long cd = 50 + (long)t_below(&r, w == 0 ? 150 : t_scaled(3000, 450));
         if ((kid[w] = t_fork()) == 0)
             writer(where, be, w, &ws[w], nops, seed, cd);
     }
@@ -800,7 +804,7 @@ static void writers_fill(shmkv_backend be, int track)
                 ws[w].kills++;
                 round[w]++;
                 uint64_t seed = t_next(&r);
-                long cd = round[w] >= WROUNDS ? 0 : 50 + (long)t_below(&r, 3000);
+                long cd = round[w] >= WROUNDS ? 0 : 50 + (long)t_below(&r, t_scaled(3000, 450));
                 if ((kid[w] = t_fork()) == 0)
                     writer(where, be, w, &ws[w], nops, seed, cd);
                 /* while the others write: a check that takes every lock

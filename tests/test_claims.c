@@ -549,22 +549,22 @@ Test(claims, release_complete_renew)
         /* renew: the claim outlives its first lease */
         uint64_t t0 = t_now_ns();
         claim_ok(db, "x:00003", 300, &a);
-        shmkv_lease l2 = lease_of(NULL, 2000);
+        /* renewed to a minute: what follows needs it live, however the
+         * machine stalls (it was 2 s, and a stall of 1.5 s failed it) */
+        shmkv_lease l2 = lease_of(NULL, 60000);
         int rc = shmkv_claim_renew(db, "x:00003", 7, a.token, &l2, &r);
         if (rc == SHMKV_ESTALE && ms_since(t0) >= 300) {
-            cr_log_warn("%s: renew came %.0f ms after the claim: not checked", cn, ms_since(t0));
+            t_note("%s: renew came %.0f ms after the claim: not checked", cn, ms_since(t0));
         } else {
             cr_assert_eq(rc, 0, "%s: renew -> %s", cn, shmkv_strerror(rc));
             cr_assert_eq(r.token, a.token, "%s", cn);
-            cr_assert(r.ttl_ms > 1500 && r.ttl_ms <= 2000, "%s: renewed ttl %" PRIu64, cn,
+            cr_assert(r.ttl_ms > 59500 && r.ttl_ms <= 60000, "%s: renewed ttl %" PRIu64, cn,
                       r.ttl_ms);
             cr_assert_gt(r.expires_ms, a.expires_ms, "%s", cn);
             sleep_until(t0, 450);
-            if (ms_since(t0) < 1800) {
-                T_RC(claim(db, "x:00003", LONG_TTL, &b), SHMKV_EHELD);
-                cr_assert_eq(live_token(db, "x:00003"), a.token, "%s", cn);
-                counts(db, "x:00003", 1, 0, cn);
-            }
+            T_RC(claim(db, "x:00003", LONG_TTL, &b), SHMKV_EHELD);
+            cr_assert_eq(live_token(db, "x:00003"), a.token, "%s", cn);
+            counts(db, "x:00003", 1, 0, cn);
             /* the owner is kept */
             char ob[16];
             size_t ol = 0;
@@ -688,7 +688,8 @@ Test(claims, random_skips_live_takes_expired)
 }
 
 /* Chi-square over the free keys of a prefix, some keys held. With 31
- * degrees of freedom the statistic exceeds 80 with probability about 2e-6:
+ * degrees of freedom the statistic exceeds 100 with probability about 4e-9
+ * (80, as it was, 3e-6 a store, a dozen stores a CI run):
  * a real bias (e.g. a key drawn twice as often) fails it. It found one:
  * untracked draws that took one random slot of the drawn segment made a
  * key's chance follow its segment's load (chi-square 630-810, fixed in
@@ -746,7 +747,7 @@ Test(claims, random_roughly_uniform)
             hi = hits[i] > hi ? hits[i] : hi;
         }
         cr_log_info("%s: chi-square %.1f (31 df), hits %d..%d of %.0f", cn, chi, lo, hi, exp);
-        if (chi >= 80.0)
+        if (chi >= 100.0)
             bad = t_str("%s%s: chi-square %.1f over %d free keys (%d draws, %d..%d each); ", bad,
                         cn, chi, nfree, draws, lo, hi);
         counts(db, "u:", (uint64_t)nheld, 0, cn);
@@ -1384,7 +1385,7 @@ Test(claims, renew_moves_the_end_both_ways)
         shmkv_lease longer = lease_of(NULL, LONG_TTL), shorter = lease_of(NULL, SHORT_TTL);
         int rc = shmkv_claim_renew(db, "m:00100", 7, tok[100], &longer, &r);
         if (rc == SHMKV_ESTALE) {
-            cr_log_warn("%s: the machine stalled past a 50 ms lease: not checked", cn);
+            t_note("%s: the machine stalled past a 50 ms lease: not checked", cn);
             T_OK(shmkv_claim_key(db, "m:00100", 7, &longer, &out, NULL, 0, NULL, NULL));
         } else {
             T_OK(rc);

@@ -259,7 +259,8 @@ Test(scan, random_keys_uniform_with_and_without_replacement)
             }
         }
         for (int i = 0; i < 10; i++)
-            cr_assert(t.hits[i] > 750 && t.hits[i] < 1050, "without replacement: key %d drawn %u times",
+            /* 900 +- 180: over 7 standard deviations (25.1) */
+            cr_assert(t.hits[i] > 720 && t.hits[i] < 1080, "without replacement: key %d drawn %u times",
                       i, t.hits[i]);
 
         /* more than match: all of them, once */

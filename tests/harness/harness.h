@@ -239,7 +239,14 @@ const char *t_shm_file(const char *name); /* /dev/shm file of a memory name */
 const char *t_where(shmkv_backend be, const char *tag);
 const char *t_backend_name(shmkv_backend be);
 
-/* Seeded from SHMKV_TEST_SEED or the clock; logs the seed for a replay. */
+/* A line on stderr, "[NOTE] category::test: ...", shown without --verbose
+ * and in scripts/summarize.py's account of a failed test. Not cr_log_warn:
+ * with Criterion 2.4 a warning makes the whole run exit 1, test results
+ * aside, so a test that only noted something (a stall it skipped) failed
+ * with no failed assertion to show for it. */
+void t_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Seeded from SHMKV_TEST_SEED or the clock; notes the seed for a replay. */
 t_rng t_rng_new(void);
 
 /* fork(); returns 0 in the child, which dies with the test process and is

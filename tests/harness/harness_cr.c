@@ -5,6 +5,7 @@
  */
 #include "harness.h"
 
+#include <stdarg.h>
 #include <sys/prctl.h>
 
 /* ---- sanitizer runtime hooks ---------------------------------------------- */
@@ -158,14 +159,21 @@ const char *t_backend_name(shmkv_backend be)
     return be == SHMKV_BACKEND_MEMORY ? "memory" : "disk";
 }
 
+void t_note(const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "[NOTE] %s::%s: %s\n", criterion_current_test->category,
+            criterion_current_test->name, msg);
+}
+
 t_rng t_rng_new(void)
 {
     uint64_t seed = t_pick_seed();
-    /* On stderr, which Criterion passes through without --verbose (its
-     * cr_log_warn would make the run exit 1): a failure is reproduced
-     * from this line, and scripts/summarize.py shows it for failed tests. */
-    fprintf(stderr, "[SEED] %s::%s: random seed: SHMKV_TEST_SEED=0x%" PRIx64 "\n",
-            criterion_current_test->category, criterion_current_test->name, seed);
+    t_note("random seed: SHMKV_TEST_SEED=0x%" PRIx64, seed);
     return t_rng_seeded(seed);
 }
 
