@@ -8,7 +8,9 @@
  * target is unchanged; a process killed inside shmkv_backup() leaves no
  * file at the target name and a usable store; a disk store's own file
  * copied after close restores; a full file system leaves no file and a
- * clear error; the restore guards refuse before anything is written.
+ * clear error; the restore guards refuse before anything is written; a
+ * process killed inside shmkv_restore() leaves the old keys or whole
+ * batches of the backup's, and a sound store.
  */
 #include "harness.h"
 
@@ -483,4 +485,110 @@ Test(backup, full_filesystem)
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child failed");
     T_OK(shmkv_check(db, NULL, NULL, 0));
     t_close(db);
+}
+
+/* Killed inside shmkv_restore(): a restore is a clear and then batches of
+ * set_many, so after any kill the store holds all of its old keys and
+ * none of the backup's, or none of its old keys and whole batches of the
+ * backup's (4096 keys a batch here, backup.c's BATCH_KEYS), each with the
+ * backup's value; it is sound, and the next restore loads all of it. */
+enum { OLD_KEYS = 2000, NEW_KEYS = 10000, RESTORE_BATCH = 4096 };
+
+static void restore_state(shmkv_db *db, const char *what, uint64_t *old, uint64_t *fresh)
+{
+    *old = *fresh = 0;
+    char v[128];
+    for (int i = 0; i < OLD_KEYS; i++)
+        *old += shmkv_exists(db, ks("old:%05d", i), 9) == 1;
+    for (int i = 0; i < NEW_KEYS; i++) {
+        size_t vl = 0;
+        int rc = shmkv_get(db, ks("new:%05d", i), 9, v, sizeof v, &vl, NULL);
+        if (rc == SHMKV_ENOTFOUND)
+            continue;
+        cr_assert_eq(rc, 0, "%s: get new:%05d -> %s", what, i, shmkv_strerror(rc));
+        const char *want = ks("%0100d", i);
+        cr_assert(vl == 100 && memcmp(v, want, 100) == 0, "%s: new:%05d holds another value",
+                  what, i);
+        (*fresh)++;
+    }
+    cr_assert(*old == 0 || *old == OLD_KEYS, "%s: %" PRIu64 " of the %d old keys left: a torn clear",
+              what, *old, OLD_KEYS);
+    cr_assert(*old == 0 || *fresh == 0, "%s: old keys beside %" PRIu64 " restored ones", what,
+              *fresh);
+    cr_assert(*fresh % RESTORE_BATCH == 0 || *fresh == NEW_KEYS,
+              "%s: %" PRIu64 " restored keys, not whole batches of %d", what, *fresh, RESTORE_BATCH);
+    cr_assert_eq(shmkv_size(db), *old + *fresh, "%s: size", what);
+    T_OK(shmkv_check(db, NULL, NULL, 0));
+}
+
+static void killed_inside_restore(shmkv_backend be)
+{
+    /* the backup: a closed disk store of NEW_KEYS keys */
+    const char *bk = t_fresh("backup");
+    shmkv_db *src = t_open(bk, SHMKV_BACKEND_DISK, 0);
+    for (int i = 0; i < NEW_KEYS; i++)
+        t_set(src, ks("new:%05d", i), ks("%0100d", i));
+    t_close(src);
+
+    const struct {
+        const char *point;
+        int skip;
+        long old, fresh; /* what must be there after the kill; -1: either */
+    } at[] = {
+        {"clear.before_commit", 0, OLD_KEYS, 0},
+        {"clear.mid", 3, 0, 0}, /* the generation is published before any segment is emptied */
+        {"clear.segments_done", 0, 0, 0},
+        {"restore.cleared", 0, 0, 0},
+        {"batch.prepared", 0, 0, 0},
+        {"batch.committed", 0, 0, RESTORE_BATCH},
+        {"batch.applying", 1, 0, 2 * RESTORE_BATCH},
+        {"batch.applied", 2, 0, NEW_KEYS},
+    };
+    for (int track = 0; track < 2; track++)
+        for (size_t p = 0; p < sizeof at / sizeof at[0]; p++) {
+            const char *what = t_str("%s, %s, kill at %s (skip %d)", t_backend_name(be),
+                                     track ? "tracked" : "untracked", at[p].point, at[p].skip);
+            const char *live = t_where(be, "live");
+            shmkv_db *db = t_open(live, be, track ? SHMKV_TRACK_ON : SHMKV_TRACK_OFF);
+            for (int i = 0; i < OLD_KEYS; i++)
+                t_set(db, ks("old:%05d", i), ks("old value %d", i));
+            pid_t kid = t_fork();
+            if (kid == 0) {
+                shmkv_options o = t_opts(be, SHMKV_TRACK_DEFAULT);
+                shmkv_db *c = NULL;
+                CHILD_OK(shmkv_open(live, &o, &c));
+                t_hook_kill_at(at[p].point, at[p].skip);
+                shmkv_restore(c, bk, 0, 0, NULL);
+                _exit(5); /* the hook should have killed us */
+            }
+            int st;
+            cr_assert_eq(t_reap(kid, &st), 0);
+            cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "%s: the child was not killed",
+                      what);
+            uint64_t old, fresh;
+            restore_state(db, what, &old, &fresh);
+            cr_assert_eq(old, (uint64_t)at[p].old, "%s: old keys", what);
+            cr_assert_eq(fresh, (uint64_t)at[p].fresh, "%s: restored keys", what);
+            /* the next restore, by a process that was not killed, loads it all */
+            shmkv_restore_info ri;
+            T_OK(shmkv_restore(db, bk, 0, 0, &ri));
+            cr_assert_eq(ri.entries, NEW_KEYS, "%s", what);
+            restore_state(db, what, &old, &fresh);
+            cr_assert(old == 0 && fresh == NEW_KEYS, "%s: after a second restore", what);
+            t_close(db);
+            if (be == SHMKV_BACKEND_DISK) {
+                t_dump_sound(live, be);
+                unlink(live);
+            }
+        }
+}
+
+Test(backup, killed_inside_restore_memory)
+{
+    killed_inside_restore(SHMKV_BACKEND_MEMORY);
+}
+
+Test(backup, killed_inside_restore_disk)
+{
+    killed_inside_restore(SHMKV_BACKEND_DISK);
 }
