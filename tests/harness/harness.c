@@ -558,3 +558,10 @@ int t_dump_run(const char *dump, const char *where, bool memory, const char *out
                  t_wait_default());
     return st;
 }
+
+/* ---- segments ------------------------------------------------------------ */
+
+uint32_t t_seg_of(shmkv_db *db, const void *key, size_t klen)
+{
+    return (uint32_t)(shmkv__hash(key, klen) >> 32) & (SHMKV__HDR(db->m)->nseg - 1);
+}

@@ -360,6 +360,10 @@ unsigned char *t_read_file(const char *path, size_t *len);
 void t_write_file(const char *path, const void *p, size_t n);
 bool t_exists(const char *path);
 
+/* The segment (lock stripe) of a key in db's store, as the library picks
+ * it: for tests that need keys behind one lock, or behind other locks. */
+uint32_t t_seg_of(shmkv_db *db, const void *key, size_t klen);
+
 /* ---- shmkv_check ---- */
 /* Fail the test (naming what) unless shmkv_check finds db sound: 0, no
  * problem and an empty message. */

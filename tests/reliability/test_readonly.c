@@ -487,6 +487,118 @@ Test(readonly, dead_holder_does_not_stop_reader)
     T_OK(shmkv_close(db));
 }
 
+/* ---- a live holder that is stopped ------------------------------------------ */
+
+static int count_cb(void *ctx, const void *k, size_t kl, const void *v, size_t vl, shmkv_kind kind)
+{
+    (void)k, (void)kl, (void)v, (void)vl, (void)kind;
+    ++*(uint64_t *)ctx;
+    return 0;
+}
+
+/* In the reader: the call's code must be SHMKV_ETIMEDOUT, and it must have
+ * waited the handle's whole lock timeout (ms) first, within a bound. */
+#define RO_TIMES_OUT(call, ms, what)                                                             \
+    do {                                                                                         \
+        uint64_t t0_ = t_now_ns();                                                               \
+        int rc_ = (call);                                                                        \
+        double el_ = (double)(t_now_ns() - t0_) / 1e6;                                           \
+        CHILD_CHECK(rc_ == SHMKV_ETIMEDOUT, "%s under a stopped holder -> %d (%s)", what, rc_,   \
+                    shmkv_strerror(rc_));                                                        \
+        CHILD_CHECK(el_ >= (ms) && el_ < 20000, "%s gave up after %.0f ms (timeout %d ms)", what, \
+                    el_, (int)(ms));                                                             \
+    } while (0)
+
+/* A live writer stopped while it holds a segment's lock (SIGSTOP: a
+ * debugger, a frozen container). A read-only reader takes no lock and
+ * cannot tell it from a slow writer, so whatever needs that segment waits
+ * out the handle's lock timeout and fails with SHMKV_ETIMEDOUT, changing
+ * nothing; keys of the other segments answer. Once the writer goes on,
+ * readers see its value. */
+Test(readonly, stopped_live_writer_times_out_reader)
+{
+    const char *where = t_name("stopped");
+    shmkv_options o = opts(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF, 0);
+    o.segments = 4;
+    shmkv_db *db = NULL;
+    T_OK(shmkv_open(where, &o, &db)); /* a writer stays attached throughout */
+    char k[16], v[16];
+    for (int i = 0; i < NKEYS; i++) {
+        snprintf(k, sizeof k, "k%03d", i);
+        snprintf(v, sizeof v, "v%03d", i);
+        T_OK(shmkv_set(db, k, 4, v, 4, SHMKV_KIND_STRING));
+    }
+    const char *hot = "k000";
+    char cold[16];
+    for (int i = 1;; i++) {
+        snprintf(cold, sizeof cold, "k%03d", i);
+        if (t_seg_of(db, cold, 4) != t_seg_of(db, hot, 4))
+            break;
+    }
+    pid_t w = t_fork();
+    if (w == 0) {
+        shmkv_db *d = NULL;
+        CHILD_OK(shmkv_open(where, &o, &d));
+        t_hook_stop_at("set.before_publish", -1);
+        CHILD_OK(shmkv_set(d, hot, 4, "new!", 4, SHMKV_KIND_STRING));
+        CHILD_OK(shmkv_close(d));
+        _exit(0);
+    }
+    int st = t_wait_stopped(w, 30);
+    cr_assert(WIFSTOPPED(st), "the writer was to stop holding the lock");
+    const int ms = 300;
+    pid_t r = t_fork();
+    if (r == 0) {
+        alarm(120);
+        shmkv_options ro = opts(SHMKV_BACKEND_MEMORY, 0, SHMKV_RDONLY);
+        ro.lock_timeout_ms = ms;
+        shmkv_db *d = NULL;
+        CHILD_OK(shmkv_open(where, &ro, &d));
+        char got[16];
+        size_t gl = 0;
+        CHILD_OK(shmkv_get(d, cold, 4, got, sizeof got, &gl, NULL));
+        CHILD_CHECK(gl == 4 && got[0] == 'v' && memcmp(got + 1, cold + 1, 3) == 0,
+                    "another segment's key");
+        RO_TIMES_OUT(shmkv_get(d, hot, 4, got, sizeof got, &gl, NULL), ms, "get");
+        RO_TIMES_OUT(shmkv_exists(d, hot, 4), ms, "exists");
+        shmkv_item items[2] = {{.key = cold, .klen = 4}, {.key = hot, .klen = 4}};
+        char buf[64];
+        size_t need = 0, bad = 0;
+        RO_TIMES_OUT(shmkv_get_many(d, items, 2, buf, sizeof buf, &need, &bad), ms, "get_many");
+        uint64_t n = 0;
+        RO_TIMES_OUT(shmkv_scan(d, "k", 1, NULL, 0, 0, 0, count_cb, &n), ms, "scan");
+        RO_TIMES_OUT(shmkv_count(d, NULL, 0, &n), ms, "count");
+        RO_TIMES_OUT(shmkv_count(d, "k", 1, &n), ms, "count of a prefix");
+        RO_TIMES_OUT(shmkv_random_keys(d, "k", 1, 5, 1, count_cb, &n), ms, "random_keys");
+        /* and the other segment still answers after all that waiting */
+        CHILD_OK(shmkv_get(d, cold, 4, got, sizeof got, &gl, NULL));
+        CHILD_OK(shmkv_close(d));
+        _exit(0);
+    }
+    t_wait_ok(r, "the read-only reader");
+    cr_assert_eq(kill(w, SIGCONT), 0);
+    t_wait_ok(w, "the writer, resumed");
+    r = t_fork();
+    if (r == 0) {
+        alarm(60);
+        shmkv_options ro = opts(SHMKV_BACKEND_MEMORY, 0, SHMKV_RDONLY);
+        shmkv_db *d = NULL;
+        CHILD_OK(shmkv_open(where, &ro, &d));
+        char got[16];
+        size_t gl = 0;
+        CHILD_OK(shmkv_get(d, hot, 4, got, sizeof got, &gl, NULL));
+        CHILD_CHECK(gl == 4 && memcmp(got, "new!", 4) == 0, "the resumed writer's value");
+        uint64_t n = 0;
+        CHILD_OK(shmkv_count(d, NULL, 0, &n));
+        CHILD_CHECK(n == NKEYS, "count %" PRIu64 " after the reader's timeouts", n);
+        CHILD_OK(shmkv_close(d));
+        _exit(0);
+    }
+    t_wait_ok(r, "a reader after the writer went on");
+    t_check_sound(db, "after the stopped writer went on");
+    T_OK(shmkv_close(db));
+}
+
 /* ---- a copy taken while a lock was held ------------------------------------ */
 
 /* A copied store (or one that outlived a reboot) holds lock words naming
