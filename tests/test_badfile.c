@@ -52,18 +52,22 @@ static void assert_unchanged(const char *path, snap *s, const char *what)
     s->bytes = NULL;
 }
 
-/* Open with default options and read-only; both must fail with one of
- * the accepted codes and leave the file as it was. */
-static void refuse(const char *path, const int *codes, size_t ncodes, const char *what)
+/* Open `where` (a disk path, or a memory name) with default options,
+ * read-only and without creating; each must fail with one of the accepted
+ * codes and leave the file (for memory, the /dev/shm object behind the
+ * name) as it was. */
+static void refuse(shmkv_backend be, const char *where, const int *codes, size_t ncodes,
+                   const char *what)
 {
+    const char *path = be == SHMKV_BACKEND_MEMORY ? t_shm_file(where) : where;
     const uint32_t flags[] = {0, SHMKV_RDONLY, SHMKV_NOCREATE};
     for (size_t f = 0; f < 3; f++) {
         snap s;
         snapshot(path, &s);
-        shmkv_options o = t_opts(SHMKV_BACKEND_DISK, 0);
+        shmkv_options o = t_opts(be, 0);
         o.flags = flags[f];
         shmkv_db *db = NULL;
-        int rc = shmkv_open(path, &o, &db);
+        int rc = shmkv_open(where, &o, &db);
         if (rc == 0)
             shmkv_close(db);
         bool ok = false;
@@ -71,8 +75,9 @@ static void refuse(const char *path, const int *codes, size_t ncodes, const char
             ok |= rc == codes[i];
         if (!ok) {
             free(s.bytes);
-            cr_assert_fail("%s (flags %u): open -> %d (%s), expected %d (%s)%s", what, flags[f],
-                           rc, shmkv_strerror(rc), codes[0], shmkv_strerror(codes[0]),
+            cr_assert_fail("%s (%s, flags %u): open -> %d (%s), expected %d (%s)%s", what,
+                           t_backend_name(be), flags[f], rc, shmkv_strerror(rc), codes[0],
+                           shmkv_strerror(codes[0]),
                            ncodes > 1 ? " or another listed code" : "");
         }
         assert_unchanged(path, &s, what);
@@ -101,7 +106,7 @@ Test(badfile, random_bytes)
         free(b);
         char what[64];
         snprintf(what, sizeof what, "%zu random bytes", sizes[i]);
-        refuse(p, NOTSTORE, 1, what);
+        refuse(SHMKV_BACKEND_DISK, p, NOTSTORE, 1, what);
     }
 }
 
@@ -110,7 +115,7 @@ Test(badfile, text_and_zeros)
     const char *p = t_path("text");
     const char *txt = "hello, this is a text file\nnot a store\n";
     t_write_file(p, txt, strlen(txt));
-    refuse(p, NOTSTORE, 1, "text file");
+    refuse(SHMKV_BACKEND_DISK, p, NOTSTORE, 1, "text file");
 
     /* (An all-zero file is deliberately taken for the leftover of a
      * creator that died before writing the header, so it is not here.) */
@@ -119,7 +124,7 @@ Test(badfile, text_and_zeros)
     unsigned char sq[4096] = "SQLite format 3";
     const char *ps = t_path("sqlite");
     t_write_file(ps, sq, sizeof sq);
-    refuse(ps, NOTSTORE, 1, "SQLite header");
+    refuse(SHMKV_BACKEND_DISK, ps, NOTSTORE, 1, "SQLite header");
 }
 
 Test(badfile, boltdb_like)
@@ -150,7 +155,7 @@ Test(badfile, boltdb_like)
     const char *p = t_path("bolt");
     t_write_file(p, b, SIZE);
     free(b);
-    refuse(p, NOTSTORE, 1, "BoltDB-like file");
+    refuse(SHMKV_BACKEND_DISK, p, NOTSTORE, 1, "BoltDB-like file");
 }
 
 /* A real, closed store with some keys. */
@@ -182,20 +187,20 @@ Test(badfile, truncated_store)
     /* the header page is incomplete: not a store */
     const char *p100 = t_path("trunc100");
     write_prefix_copy(src, p100, 100);
-    refuse(p100, NOTSTORE, 1, "first 100 bytes of a store");
+    refuse(SHMKV_BACKEND_DISK, p100, NOTSTORE, 1, "first 100 bytes of a store");
     const char *p8 = t_path("trunc8");
     write_prefix_copy(src, p8, 8);
-    refuse(p8, NOTSTORE, 1, "first 8 bytes of a store");
+    refuse(SHMKV_BACKEND_DISK, p8, NOTSTORE, 1, "first 8 bytes of a store");
 
     /* the whole header but none of the data the header points to: refused
      * as not a (complete) store, or as damaged */
     const int codes[] = {SHMKV_ENOTSTORE, SHMKV_ECORRUPT};
     const char *p4k = t_path("trunc4k");
     write_prefix_copy(src, p4k, 4096);
-    refuse(p4k, codes, 2, "first 4096 bytes of a store");
+    refuse(SHMKV_BACKEND_DISK, p4k, codes, 2, "first 4096 bytes of a store");
     const char *p5k = t_path("trunc5k");
     write_prefix_copy(src, p5k, 5000);
-    refuse(p5k, codes, 2, "first 5000 bytes of a store");
+    refuse(SHMKV_BACKEND_DISK, p5k, codes, 2, "first 5000 bytes of a store");
 
     /* the original is still fine */
     shmkv_db *db = t_open(src, SHMKV_BACKEND_DISK, 0);
@@ -223,7 +228,7 @@ Test(badfile, other_version)
         const int codes[] = {SHMKV_EVERSION};
         char what[48];
         snprintf(what, sizeof what, "store with version %u", versions[i]);
-        refuse(p, codes, 1, what);
+        refuse(SHMKV_BACKEND_DISK, p, codes, 1, what);
     }
 }
 
@@ -235,17 +240,17 @@ Test(badfile, other_abi)
     const char *p = t_path("endian");
     patch_copy(src, p, offsetof(shmkv__hdr, endian), &e, 4);
     const int codes[] = {SHMKV_EABI};
-    refuse(p, codes, 1, "store with the other byte order");
+    refuse(SHMKV_BACKEND_DISK, p, codes, 1, "store with the other byte order");
     /* 4-byte words */
     uint16_t w = 4;
     const char *p2 = t_path("word");
     patch_copy(src, p2, offsetof(shmkv__hdr, word_size), &w, 2);
-    refuse(p2, codes, 1, "store with 4-byte words");
+    refuse(SHMKV_BACKEND_DISK, p2, codes, 1, "store with 4-byte words");
     /* another mutex size */
     uint16_t ms = 24;
     const char *p3 = t_path("mutex");
     patch_copy(src, p3, offsetof(shmkv__hdr, mutex_size), &ms, 2);
-    refuse(p3, codes, 1, "store with another mutex size");
+    refuse(SHMKV_BACKEND_DISK, p3, codes, 1, "store with another mutex size");
 }
 
 Test(badfile, bad_magic)
@@ -253,7 +258,7 @@ Test(badfile, bad_magic)
     const char *src = real_store();
     const char *p = t_path("magic");
     patch_copy(src, p, 0, "SHMKVdX", 7);
-    refuse(p, NOTSTORE, 1, "store with a damaged magic");
+    refuse(SHMKV_BACKEND_DISK, p, NOTSTORE, 1, "store with a damaged magic");
 }
 
 Test(badfile, directory)
@@ -372,7 +377,7 @@ static void zero_prefixed(const char *tag, size_t zeros, const void *tail, size_
     free(b);
     char what[96];
     snprintf(what, sizeof what, "%zu zero bytes then %zu bytes of data (%s)", zeros, tlen, tag);
-    refuse(p, NOTSTORE, 1, what);
+    refuse(SHMKV_BACKEND_DISK, p, NOTSTORE, 1, what);
 }
 
 Test(badfile, zero_prefixed_foreign_files)
@@ -392,7 +397,7 @@ Test(badfile, zero_prefixed_foreign_files)
     cr_assert(fd >= 0);
     cr_assert(ftruncate(fd, 8 << 20) == 0);
     close(fd);
-    refuse(big, NOTSTORE, 1, "8 MiB of zeros");
+    refuse(SHMKV_BACKEND_DISK, big, NOTSTORE, 1, "8 MiB of zeros");
     /* the in-progress magic on a file too long to be a creation */
     unsigned char init[8];
     memcpy(init, SHMKV__MAGIC_INIT, 8);
@@ -402,7 +407,7 @@ Test(badfile, zero_prefixed_foreign_files)
     cr_assert(pwrite(fd, init, 8, 0) == 8);
     cr_assert(ftruncate(fd, 8 << 20) == 0);
     close(fd);
-    refuse(pi, NOTSTORE, 1, "in-progress magic on 8 MiB");
+    refuse(SHMKV_BACKEND_DISK, pi, NOTSTORE, 1, "in-progress magic on 8 MiB");
 }
 
 /* What a killed creator does leave (zeros, as long as the layout's start)
@@ -421,4 +426,106 @@ Test(badfile, zero_file_of_creation_size_becomes_store)
         t_expect_str(db, "k", "v");
         t_close(db);
     }
+}
+
+/* ---- foreign objects in /dev/shm ------------------------------------------ */
+
+/* The memory backend has its own open path: a store whose processes are all
+ * gone is started empty by its next opener, which must never extend to an
+ * object that is not a store. Each object is planted under a fresh name, as
+ * any other program could leave it in /dev/shm. (What a killed creator
+ * leaves, zeros or the in-progress magic no longer than a creation, is
+ * taken over by design, and so is a valid store nobody is attached to: the
+ * memory backend's promise is that such a store is found empty.) */
+static const char *plant_shm(const char *tag, const void *p, size_t n)
+{
+    const char *name = t_name(tag);
+    t_write_file(t_shm_file(name), p, n);
+    return name;
+}
+
+/* A copy of a real memory store, taken while it is open (its object goes
+ * with its last process), with n bytes at off replaced by v. */
+static const char *patched_shm_copy(const unsigned char *store, size_t len, size_t off,
+                                    const void *v, size_t n)
+{
+    unsigned char *b = malloc(len);
+    cr_assert(b);
+    memcpy(b, store, len);
+    memcpy(b + off, v, n);
+    const char *name = plant_shm("patched", b, len);
+    free(b);
+    return name;
+}
+
+Test(badfile, foreign_memory_objects)
+{
+    const shmkv_backend M = SHMKV_BACKEND_MEMORY;
+
+    t_rng r = t_rng_new();
+    const size_t sizes[] = {1, 100, 4095, 4096, 16384, 100000};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        unsigned char *b = malloc(sizes[i]);
+        cr_assert(b);
+        for (size_t j = 0; j < sizes[i]; j++)
+            b[j] = (unsigned char)t_next(&r);
+        /* neither a creator's leftover (zero) nor possibly our magic */
+        if (b[0] == 'S' || b[0] == 0)
+            b[0] = 'X';
+        const char *name = plant_shm("rand", b, sizes[i]);
+        free(b);
+        refuse(M, name, NOTSTORE, 1, t_str("object of %zu random bytes", sizes[i]));
+    }
+
+    /* ISO-9660-like: 32 KiB of zeros, then volume descriptors; 40 KiB is
+     * well within a creation's size, so only the data after the zeros
+     * tells it from a creator's leftover */
+    enum { ISO_ZEROS = 32768, ISO_SIZE = 40960 };
+    unsigned char *iso = calloc(1, ISO_SIZE);
+    cr_assert(iso);
+    memset(iso + ISO_ZEROS, ' ', ISO_SIZE - ISO_ZEROS);
+    memcpy(iso + ISO_ZEROS, (const unsigned char[]){1, 'C', 'D', '0', '0', '1', 1}, 7);
+    memcpy(iso + ISO_ZEROS + 40, "MY_BACKUP_2024", 14);
+    const char *niso = plant_shm("iso", iso, ISO_SIZE);
+    free(iso);
+    refuse(M, niso, NOTSTORE, 1, "40 KiB object: 32 KiB of zeros, then an ISO-9660 descriptor");
+
+    const char *txt = "hello, this is a text file\nnot a store\n";
+    refuse(M, plant_shm("text", txt, strlen(txt)), NOTSTORE, 1, "text object");
+
+    /* A real memory store's bytes with its identity patched: these say
+     * what is wrong (EVERSION, EABI), and must be refused before the
+     * "nobody attached, start it empty" rule could apply to them. */
+    const char *real = t_name("real");
+    shmkv_db *db = t_open(real, M, SHMKV_TRACK_ON);
+    for (int i = 0; i < 300; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%d", i);
+        t_set(db, k, "some value");
+    }
+    size_t len;
+    unsigned char *store = t_read_file(t_shm_file(real), &len);
+    t_close(db);
+    cr_assert(len >= SHMKV__HDR_SIZE && memcmp(store, SHMKV__MAGIC, 8) == 0,
+              "the memory store's object (%zu bytes) does not start with the magic", len);
+
+    const int EVER[] = {SHMKV_EVERSION};
+    const uint32_t versions[] = {SHMKV__FORMAT_VERSION + 1, 0, 0xffffffffu};
+    for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) {
+        const char *name = patched_shm_copy(store, len, offsetof(shmkv__hdr, version),
+                                            &versions[i], sizeof versions[i]);
+        refuse(M, name, EVER, 1, t_str("memory store with version %u", versions[i]));
+    }
+
+    const int EABI[] = {SHMKV_EABI};
+    uint32_t e = 0x04030201u;
+    refuse(M, patched_shm_copy(store, len, offsetof(shmkv__hdr, endian), &e, sizeof e), EABI, 1,
+           "memory store with the other byte order");
+    uint16_t w = 4;
+    refuse(M, patched_shm_copy(store, len, offsetof(shmkv__hdr, word_size), &w, sizeof w), EABI,
+           1, "memory store with 4-byte words");
+    uint16_t ms = 24;
+    refuse(M, patched_shm_copy(store, len, offsetof(shmkv__hdr, mutex_size), &ms, sizeof ms),
+           EABI, 1, "memory store with another mutex size");
+    free(store);
 }

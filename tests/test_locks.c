@@ -386,7 +386,7 @@ static void resume_stopper(stopper *s)
 
 static uint32_t seg_of(shmkv_db *db, const char *k)
 {
-    return (uint32_t)(shmkv__hash(k, strlen(k)) >> 32) & (SHMKV__HDR(db->m)->nseg - 1);
+    return t_seg_of(db, k, strlen(k));
 }
 
 /* A key named prefix<n> whose segment is (same ? equal : unequal) to seg. */
@@ -504,6 +504,206 @@ static void stopped_in_segment(shmkv_backend be)
 
 Test(locks, stopped_segment_holder_times_out_disk) { stopped_in_segment(SHMKV_BACKEND_DISK); }
 Test(locks, stopped_segment_holder_times_out_memory) { stopped_in_segment(SHMKV_BACKEND_MEMORY); }
+
+/*
+ * The same stopped holder against the calls that touch many keys, a prefix
+ * or a random key. Each one that needs the held segment's lock must time
+ * out like a single-key call, and a batch must not have written or deleted
+ * its keys of the segments it could lock: all or nothing. The store is
+ * tracked or not, because that decides which calls need the segment: with
+ * the index, counting, listing keys and drawing random keys take only the
+ * index lock, so those must answer instead.
+ */
+
+/* Bytes the region has handed out. A refused call must leave them as they
+ * were; read without locks, which is sound while the only other writer is
+ * stopped. */
+static uint64_t used_bytes(shmkv_db *db)
+{
+    const shmkv__hdr *h = SHMKV__HDR(db->m);
+    uint64_t n = shmkv__index_of(db->m)->alloc.used_bytes;
+    for (uint32_t i = 0; i < h->nseg; i++)
+        n += shmkv__seg_at(db->m, i)->alloc.used_bytes;
+    return n;
+}
+
+static bool all_start_with(const t_kvlist *l, char c)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (l->a[i].kl == 0 || l->a[i].k[0] != c)
+            return false;
+    return true;
+}
+
+static void vs_batches(shmkv_backend be, int track)
+{
+    const bool tracked = track == SHMKV_TRACK_ON;
+    const char *what = t_str("%s/%s", t_backend_name(be), tracked ? "tracked" : "untracked");
+    const char *where = t_where(be, "stopbatch");
+    shmkv_db *a = open_with_timeout(where, be, track, TMO_MS);
+    const uint32_t nseg = SHMKV__HDR(a->m)->nseg;
+    cr_assert_eq(nseg, 4);
+
+    /* Keys starting with 'h' are all in the held segment, those with 'q'
+     * one in each other segment, so a prefix chooses which segments a call
+     * must visit. */
+    const char *hot = "hot";
+    const uint32_t hs = seg_of(a, hot);
+    const char *hk = t_str("%s", key_in(a, "hb", hs, true));
+    const char *hc = t_str("%s", key_in(a, "hc", hs, true));
+    const char *nk = t_str("%s", key_in(a, "n", hs, false));
+    const char *q[4], *qv[4];
+    size_t nq = 0;
+    for (uint32_t sg = 0; sg < nseg; sg++) {
+        if (sg == hs)
+            continue;
+        q[nq] = t_str("%s", key_in(a, "q", sg, true));
+        qv[nq] = t_str("o%u", sg);
+        t_set(a, q[nq], qv[nq]);
+        nq++;
+    }
+    t_set(a, hot, "old");
+    t_set(a, hk, "h");
+    t_set(a, hc, "c");
+    const uint64_t nkeys = nq + 3;
+    /* A claim ever made is what makes claim_count visit the segments; the
+     * longest lease, so that it outlives a slow run. */
+    shmkv_lease lease = {.ttl_ms = SHMKV_TTL_MAX_MS};
+    shmkv_claim cl;
+    T_OK(shmkv_claim_key(a, hc, strlen(hc), &lease, &cl, NULL, 0, NULL, NULL));
+    const uint64_t token = cl.token;
+
+    stopper s = start_stopper(where, be, STOP_OVERWRITE, "set.before_publish", hot);
+    const uint64_t used0 = used_bytes(a);
+
+    /* batches spanning the held segment and every other */
+    shmkv_item set[6] = {{0}}, del[5] = {{0}}, get[5] = {{0}};
+    size_t n = 0;
+    for (size_t i = 0; i < nq; i++, n++) {
+        set[n] = (shmkv_item){.key = q[i], .klen = strlen(q[i]), .val = "new", .vlen = 3};
+        del[n] = (shmkv_item){.key = q[i], .klen = strlen(q[i])};
+        get[n] = del[n];
+    }
+    set[n] = (shmkv_item){.key = hk, .klen = strlen(hk), .val = "new", .vlen = 3};
+    del[n] = (shmkv_item){.key = hk, .klen = strlen(hk)};
+    get[n] = del[n];
+    n++;
+    set[n] = (shmkv_item){.key = nk, .klen = strlen(nk), .val = "new", .vlen = 3};
+    size_t bad = 99;
+    uint64_t deleted = 99;
+    char buf[256];
+    size_t need = 0;
+    EXPECT_TIMEOUT(shmkv_set_many(a, set, n + 1, &bad), TMO_MS);
+    EXPECT_TIMEOUT(shmkv_delete_many(a, del, n, &deleted, &bad), TMO_MS);
+    /* every segment's lock, even where no key has the prefix */
+    EXPECT_TIMEOUT(shmkv_delete_prefix(a, "q", 1, 0, &deleted), TMO_MS);
+    EXPECT_TIMEOUT(shmkv_delete_prefix(a, NULL, 0, 0, &deleted), TMO_MS);
+    /* lock-free first, then under the locks, which the held one stops */
+    EXPECT_TIMEOUT(shmkv_get_many(a, get, n, buf, sizeof buf, &need, &bad), TMO_MS);
+
+    /* claims read and write under the key's segment lock; drawing among
+     * the 'h' keys always ends in the held segment, tracked or not */
+    char kb[64], vb[64];
+    size_t kl = 0, vl = 0;
+    uint64_t live = 0, expired = 0;
+    EXPECT_TIMEOUT(shmkv_claim_key(a, hk, strlen(hk), &lease, &cl, NULL, 0, NULL, NULL), TMO_MS);
+    EXPECT_TIMEOUT(shmkv_claim_get(a, hc, strlen(hc), &cl, NULL, 0, NULL), TMO_MS);
+    EXPECT_TIMEOUT(shmkv_claim_release(a, hc, strlen(hc), token), TMO_MS);
+    EXPECT_TIMEOUT(shmkv_claim_complete(a, hc, strlen(hc), token, 1), TMO_MS);
+    EXPECT_TIMEOUT(shmkv_claim_renew(a, hc, strlen(hc), token, &lease, &cl), TMO_MS);
+    EXPECT_TIMEOUT(shmkv_claim_count(a, NULL, 0, &live, &expired), TMO_MS);
+    EXPECT_TIMEOUT(shmkv_claim_random(a, "h", 1, &lease, kb, sizeof kb, &kl, &cl, vb, sizeof vb,
+                                      &vl, NULL),
+                   TMO_MS);
+    EXPECT_TIMEOUT(shmkv_pop_random(a, "h", 1, kb, sizeof kb, &kl, vb, sizeof vb, &vl, NULL),
+                   TMO_MS);
+
+    /* values of the held segment's keys need its lock, with the index too */
+    t_kvlist l = {0};
+    EXPECT_TIMEOUT(shmkv_scan(a, "h", 1, NULL, 0, 0, 0, t_collect, &l), TMO_MS);
+    t_kvlist_free(&l);
+    if (!tracked) {
+        /* the tables: every segment, whatever the prefix */
+        EXPECT_TIMEOUT(shmkv_scan(a, "q", 1, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, t_collect, &l),
+                       TMO_MS);
+        t_kvlist_free(&l);
+        EXPECT_TIMEOUT(shmkv_random_keys(a, NULL, 0, 2, 1, t_collect, &l), TMO_MS);
+        t_kvlist_free(&l);
+        /* No 'h' key is outside the held segment: a draw either lands there
+         * or misses, and after the misses the count visits every segment. */
+        EXPECT_TIMEOUT(shmkv_random_key(a, "h", 1, kb, sizeof kb, &kl), TMO_MS);
+        EXPECT_TIMEOUT(shmkv_random_keys(a, "h", 1, 2, 0, t_collect, &l), TMO_MS);
+        t_kvlist_free(&l);
+    } else {
+        /* the index alone answers these */
+        uint64_t cnt = 0;
+        T_OK(shmkv_count(a, "q", 1, &cnt));
+        cr_assert_eq(cnt, nq, "%s: count(q) = %" PRIu64, what, cnt);
+        T_OK(shmkv_scan(a, NULL, 0, NULL, 0, 0, SHMKV_LIST_KEYS_ONLY, t_collect, &l));
+        cr_assert_eq(l.n, nkeys, "%s: keys-only scan saw %zu keys", what, l.n);
+        t_kvlist_free(&l);
+        T_OK(shmkv_random_key(a, "h", 1, kb, sizeof kb, &kl));
+        cr_assert(kl > 0 && kb[0] == 'h', "%s: random_key(h) drew %s", what, t_show(kb, kl));
+        T_OK(shmkv_random_keys(a, "h", 1, 2, 1, t_collect, &l));
+        cr_assert(l.n == 2 && all_start_with(&l, 'h'), "%s: random_keys(h) drew %zu", what, l.n);
+        t_kvlist_free(&l);
+        /* values only from segments that are free */
+        T_OK(shmkv_scan(a, "q", 1, NULL, 0, 0, 0, t_collect, &l));
+        cr_assert_eq(l.n, nq, "%s: scan(q) saw %zu keys", what, l.n);
+        t_kvlist_free(&l);
+    }
+
+    /* a batch that avoids the held segment is not held up */
+    T_OK(shmkv_get_many(a, get, nq, buf, sizeof buf, &need, &bad));
+    for (size_t i = 0; i < nq; i++)
+        cr_assert(get[i].rc == 0 && get[i].vlen == strlen(qv[i]) &&
+                      memcmp(get[i].val, qv[i], get[i].vlen) == 0,
+                  "%s: get_many(%s) -> %d, %zu bytes", what, q[i], get[i].rc, get[i].vlen);
+
+    /* still stopped: the refused batches wrote and deleted nothing where
+     * they held the locks */
+    for (size_t i = 0; i < nq; i++)
+        t_expect_str(a, q[i], qv[i]);
+    t_expect_absent(a, nk, strlen(nk));
+    cr_assert_eq(used_bytes(a), used0, "%s: the refused calls changed the space in use", what);
+
+    resume_stopper(&s);
+    t_expect_str(a, hot, "stopped");
+    t_expect_str(a, hk, "h");
+    t_expect_str(a, hc, "c");
+    for (size_t i = 0; i < nq; i++)
+        t_expect_str(a, q[i], qv[i]);
+    t_expect_absent(a, nk, strlen(nk));
+    T_OK(shmkv_claim_get(a, hc, strlen(hc), &cl, NULL, 0, NULL));
+    cr_assert_eq(cl.token, token, "%s: the claim on %s changed", what, hc);
+    T_OK(shmkv_claim_count(a, NULL, 0, &live, &expired));
+    cr_assert(live == 1 && expired == 0, "%s: %" PRIu64 " live, %" PRIu64 " expired claims", what,
+              live, expired);
+    uint64_t cnt = 0;
+    T_OK(shmkv_count(a, NULL, 0, &cnt));
+    cr_assert_eq(cnt, nkeys, "%s: %" PRIu64 " keys", what, cnt);
+
+    /* and the same batch goes through now */
+    T_OK(shmkv_set_many(a, set, n + 1, &bad));
+    for (size_t i = 0; i < n + 1; i++)
+        t_expect_str(a, set[i].key, "new");
+    t_check_sound(a, what);
+    T_OK(shmkv_close(a));
+    if (be == SHMKV_BACKEND_DISK)
+        t_dump_sound(where, be);
+}
+
+Test(locks, stopped_holder_vs_batches_disk)
+{
+    vs_batches(SHMKV_BACKEND_DISK, SHMKV_TRACK_OFF);
+    vs_batches(SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+}
+
+Test(locks, stopped_holder_vs_batches_memory)
+{
+    vs_batches(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_OFF);
+    vs_batches(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_ON);
+}
 
 /* The holder stops inside an index insert (segment lock and index lock):
  * an insert into another segment needs the index lock and times out, and

@@ -172,9 +172,18 @@ int shmkv__batch_lock(batch *b, bool writing)
             b->index_locked = true;
             return 0;
         }
+        if (shmkv__index_deferred(m)) {
+            /* A rebuild found no room: the batch leaves the index to the
+             * next one, as single-key writes do. (It used to rebuild at
+             * every batch, and a delete_many on a full store failed for
+             * want of the room the rebuild needed.) */
+            shmkv__index_unlock(m);
+            b->track = false;
+            return 0;
+        }
         shmkv__index_unlock(m);
         unlock_segs(b, taken);
-        if ((rc = shmkv__index_rebuild_all(m)) != 0)
+        if ((rc = shmkv__index_rebuild_or_defer(m)) != 0)
             return rc;
     }
 }

@@ -492,9 +492,7 @@ static int pick_index(shmkv_db *db, const void *prefix, size_t plen, act *a)
 {
     shmkv__map *m = db->m;
     int rc;
-    while ((rc = shmkv__index_lock(m, NULL)) == SHMKV__RESTART)
-        ;
-    if (rc)
+    if ((rc = shmkv__index_enter(m)) != 0)
         return rc;
     /* Every claim that ended is counted unclaimed first, so that the draw
      * is uniform over all claimable keys. Each costs O(log n) once in its

@@ -499,23 +499,44 @@ int shmkv__index_lock(shmkv__map *m, shmkv__seg *held)
     }
     if (!atomic_load(&shmkv__index_of(m)->dirty))
         return shmkv__index_settle(m, held);
-    if (shmkv__mono_ns() < atomic_load(&m->index_retry_ns)) {
+    if (shmkv__index_deferred(m)) {
         shmkv__index_unlock(m);
         return SHMKV__NOINDEX;
     }
     /* Rebuilding needs every segment lock, which may not be taken while
-     * holding the index lock or a higher segment: drop everything. */
+     * holding the index lock or a higher segment: drop everything. After
+     * a try that found no room, the restarted call finds it deferred. */
     shmkv__index_unlock(m);
     if (held)
         shmkv__seg_unlock(held);
-    rc = shmkv__index_rebuild_all(m);
+    rc = shmkv__index_rebuild_or_defer(m);
+    return rc ? rc : SHMKV__RESTART;
+}
+
+bool shmkv__index_deferred(shmkv__map *m)
+{
+    return atomic_load(&shmkv__index_of(m)->dirty) &&
+           shmkv__mono_ns() < atomic_load(&m->index_retry_ns);
+}
+
+int shmkv__index_rebuild_or_defer(shmkv__map *m)
+{
+    int rc = shmkv__index_rebuild_all(m);
     if (no_room(rc)) {
         atomic_store(&m->index_retry_ns, shmkv__mono_ns() + IDX_RETRY_NS);
-        return SHMKV__RESTART; /* and the next call goes on without the index */
+        return 0;
     }
     if (!rc)
         atomic_store(&m->index_retry_ns, 0);
-    return rc ? rc : SHMKV__RESTART;
+    return rc;
+}
+
+int shmkv__index_enter(shmkv__map *m)
+{
+    int rc;
+    while ((rc = shmkv__index_lock(m, NULL)) == SHMKV__RESTART)
+        ;
+    return rc;
 }
 
 bool shmkv__index_no_room(int rc)

@@ -593,6 +593,11 @@ uint64_t shmkv__index_expired(shmkv__map *m, uint64_t now);
  * readers scan the tables. */
 #define SHMKV__NOINDEX 0x4e4f4958 /* "NOIX" */
 int shmkv__index_lock(shmkv__map *m, shmkv__seg *held);
+/* For a reader holding no segment lock: shmkv__index_lock until it is not
+ * SHMKV__RESTART. 0: the index lock is held and the index usable;
+ * SHMKV__NOINDEX: nothing is held, and the caller reads the tables (its
+ * untracked path), never returning that code; negative: an error. */
+int shmkv__index_enter(shmkv__map *m);
 /* Take the index lock without the dirty check (for clear and rebuild,
  * which run with every segment lock already held); repairs the index if
  * its owner died. */
@@ -623,6 +628,14 @@ int shmkv__index_rebuild(shmkv__map *m);
 /* Rebuild the index under every segment lock and the index lock (the
  * caller holds none of them). */
 int shmkv__index_rebuild_all(shmkv__map *m);
+/* shmkv__index_rebuild_all for a writer that found the index marked: a
+ * rebuild that fails for want of room puts this process's next try off
+ * by a second and returns 0, and the caller goes on without the index. */
+int shmkv__index_rebuild_or_defer(shmkv__map *m);
+/* The index lock holder's question: is the index marked for a rebuild that
+ * found no room, with this process's next try not due yet? Then writers
+ * leave the index to that rebuild. */
+bool shmkv__index_deferred(shmkv__map *m);
 /* True for the codes a rebuild fails with for want of room. */
 bool shmkv__index_no_room(int rc);
 /* Empty the index and mark it emptied for generation gen (caller holds

@@ -52,9 +52,7 @@ static int random_index(shmkv__map *m, const void *prefix, size_t plen, void *ou
                         size_t *klen)
 {
     int rc;
-    while ((rc = shmkv__index_lock(m, NULL)) == SHMKV__RESTART)
-        ;
-    if (rc == SHMKV__NOINDEX)
+    if ((rc = shmkv__index_enter(m)) == SHMKV__NOINDEX)
         return random_scan(m, prefix, plen, out, cap, klen);
     if (rc)
         return rc;

@@ -16,14 +16,6 @@ static bool tracked(shmkv__map *m)
     return __atomic_load_n(&SHMKV__HDR(m)->track_keys, __ATOMIC_ACQUIRE) != 0;
 }
 
-static int index_enter(shmkv__map *m)
-{
-    int rc;
-    while ((rc = shmkv__index_lock(m, NULL)) == SHMKV__RESTART)
-        ;
-    return rc;
-}
-
 /* A key (and maybe its value) copied out from under a lock. */
 typedef struct rec {
     uint32_t klen, vlen;
@@ -104,6 +96,9 @@ static int copy_value(void *ctx, const shmkv__entry *e, shmkv_kind kind)
     return vc->r ? 0 : -ENOMEM;
 }
 
+static int scan_tables(shmkv_db *db, const void *prefix, size_t plen, const void *after,
+                       size_t alen, uint64_t limit, unsigned flags, shmkv_list_fn fn, void *ctx);
+
 /* Pages of keys from the index; values are read afterwards under each
  * key's segment lock, and a key deleted in between is skipped. So that a
  * short page still means "the end", keys are taken again after the last
@@ -120,7 +115,15 @@ static int scan_index(shmkv_db *db, const void *prefix, size_t plen, const void 
     for (;;) {
         recs keys = {0};
         uint64_t want = limit ? limit - emitted : 0;
-        if ((rc = index_enter(m)) != 0)
+        if ((rc = shmkv__index_enter(m)) == SHMKV__NOINDEX) {
+            /* marked for a rebuild that found no room: the rest of the
+             * page, after the last key handed out, from the tables */
+            rc = scan_tables(db, prefix, plen, cursor ? cursor->data : NULL,
+                             cursor ? cursor->klen : 0, limit ? limit - emitted : 0, flags, fn,
+                             ctx);
+            break;
+        }
+        if (rc)
             break;
         uint64_t from = plen ? shmkv__index_rank(m, prefix, plen) : 0;
         if (cursor) {
@@ -354,10 +357,11 @@ static int emit_keys(recs *l, shmkv_list_fn fn, void *ctx)
     return rc;
 }
 
+/* SHMKV__NOINDEX: the caller samples the tables. */
 static int sample_index(shmkv__map *m, const void *prefix, size_t plen, uint64_t count,
                         bool unique, recs *out)
 {
-    int rc = index_enter(m);
+    int rc = shmkv__index_enter(m);
     if (rc)
         return rc;
     uint64_t lo = plen ? shmkv__index_rank(m, prefix, plen) : 0;
@@ -464,8 +468,10 @@ int shmkv_random_keys(shmkv_db *db, const void *prefix, size_t plen, uint64_t co
     /* A read-only map cannot lock the index: it samples from the tables
      * (copied out without locks) or, with replacement, draws each key as
      * random_key does. */
-    if (tracked(m) && !m->rdonly) {
-        rc = sample_index(m, prefix, plen, count, unique, &out);
+    rc = tracked(m) && !m->rdonly ? sample_index(m, prefix, plen, count, unique, &out)
+                                  : SHMKV__NOINDEX;
+    if (rc != SHMKV__NOINDEX) {
+        /* drawn from the index */
     } else if (unique) {
         rc = sample_tables(m, prefix, plen, count, &out);
     } else {

@@ -310,19 +310,13 @@ static int list_index(shmkv_db *db, const void *prefix, size_t plen, uint64_t li
     shmkv__map *m = db->m;
     buf keys = {0}, val = {0};
     int rc;
-    for (;;) {
-        keys.len = 0;
-        if ((rc = shmkv__index_lock(m, NULL)) == SHMKV__RESTART)
-            continue;
-        if (rc == SHMKV__NOINDEX)
-            return list_scan(db, prefix, plen, limit, flags, fn, ctx);
-        if (rc)
-            return rc;
-        uint64_t from = plen ? shmkv__index_rank(m, prefix, plen) : 0;
-        rc = shmkv__index_walk(m, from, prefix, plen, limit, collect_kblob, &keys);
-        shmkv__index_unlock(m);
-        break;
-    }
+    if ((rc = shmkv__index_enter(m)) == SHMKV__NOINDEX)
+        return list_scan(db, prefix, plen, limit, flags, fn, ctx);
+    if (rc)
+        return rc;
+    uint64_t from = plen ? shmkv__index_rank(m, prefix, plen) : 0;
+    rc = shmkv__index_walk(m, from, prefix, plen, limit, collect_kblob, &keys);
+    shmkv__index_unlock(m);
     for (size_t at = 0; at < keys.len && !rc;) {
         uint32_t h[3];
         const unsigned char *k, *v;
@@ -390,14 +384,6 @@ static bool tracked(shmkv__map *m)
     return __atomic_load_n(&SHMKV__HDR(m)->track_keys, __ATOMIC_ACQUIRE) != 0;
 }
 
-static int index_enter(shmkv__map *m)
-{
-    int rc;
-    while ((rc = shmkv__index_lock(m, NULL)) == SHMKV__RESTART)
-        ;
-    return rc;
-}
-
 typedef struct counter {
     shmkv__map *m;
     const void *prefix;
@@ -432,8 +418,10 @@ int shmkv_count(shmkv_db *db, const void *prefix, size_t plen, uint64_t *count)
         *count = n;
         return 0;
     }
-    if (tracked(m)) {
-        if ((rc = index_enter(m)) != 0)
+    /* An index marked for a rebuild that found no room (NOINDEX): count
+     * as an untracked store does. */
+    if (tracked(m) && (rc = shmkv__index_enter(m)) != SHMKV__NOINDEX) {
+        if (rc)
             return rc;
         uint64_t lo = plen ? shmkv__index_rank(m, prefix, plen) : 0;
         *count = shmkv__index_prefix_end(m, prefix, plen) - lo;

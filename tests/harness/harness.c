@@ -563,5 +563,5 @@ int t_dump_run(const char *dump, const char *where, bool memory, const char *out
 
 uint32_t t_seg_of(shmkv_db *db, const void *key, size_t klen)
 {
-    return (uint32_t)(shmkv__hash(key, klen) >> 32) & (SHMKV__HDR(db->m)->nseg - 1);
+    return shmkv__seg_for(db->m, shmkv__hash(key, klen))->id;
 }
