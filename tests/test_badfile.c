@@ -86,21 +86,28 @@ static void refuse(shmkv_backend be, const char *where, const int *codes, size_t
 
 static const int NOTSTORE[] = {SHMKV_ENOTSTORE};
 
+/* n random bytes (malloc'd) that are no store and no creator's leftover:
+ * the first is neither our magic's first byte nor zero. A file of zeros no
+ * longer than a creator's first allocation is its leftover, taken as fresh
+ * by design (text_and_zeros); with a zero first byte the 1-byte file was
+ * such a leftover once in 256 runs. */
+static unsigned char *foreign_bytes(t_rng *r, size_t n)
+{
+    unsigned char *b = malloc(n);
+    cr_assert(b);
+    for (size_t j = 0; j < n; j++)
+        b[j] = (unsigned char)t_next(r);
+    if (b[0] == 'S' || b[0] == 0)
+        b[0] = 'X';
+    return b;
+}
+
 Test(badfile, random_bytes)
 {
     t_rng r = t_rng_new();
     const size_t sizes[] = {1, 7, 100, 4095, 4096, 16384, 100000};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        unsigned char *b = malloc(sizes[i]);
-        cr_assert(b);
-        for (size_t j = 0; j < sizes[i]; j++)
-            b[j] = (unsigned char)t_next(&r);
-        /* Not our magic's first byte, and not zero: a file of zeros no
-         * longer than a creator's first allocation is its leftover, taken
-         * as fresh by design (text_and_zeros). With a zero here the 1-byte
-         * file was such a leftover once in 256 runs. */
-        if (b[0] == 'S' || b[0] == 0)
-            b[0] = 'X';
+        unsigned char *b = foreign_bytes(&r, sizes[i]);
         const char *p = t_path("rand");
         t_write_file(p, b, sizes[i]);
         free(b);
@@ -158,17 +165,23 @@ Test(badfile, boltdb_like)
     refuse(SHMKV_BACKEND_DISK, p, NOTSTORE, 1, "BoltDB-like file");
 }
 
-/* A real, closed store with some keys. */
-static const char *real_store(void)
+/* A real store with some keys, open. */
+static shmkv_db *real_open(const char *where, shmkv_backend be)
 {
-    const char *p = t_path("real");
-    shmkv_db *db = t_open(p, SHMKV_BACKEND_DISK, SHMKV_TRACK_ON);
+    shmkv_db *db = t_open(where, be, SHMKV_TRACK_ON);
     for (int i = 0; i < 300; i++) {
         char k[16];
         snprintf(k, sizeof k, "k%d", i);
         t_set(db, k, "some value");
     }
-    t_close(db);
+    return db;
+}
+
+/* A real, closed disk store with some keys. */
+static const char *real_store(void)
+{
+    const char *p = t_path("real");
+    t_close(real_open(p, SHMKV_BACKEND_DISK));
     return p;
 }
 
@@ -465,13 +478,7 @@ Test(badfile, foreign_memory_objects)
     t_rng r = t_rng_new();
     const size_t sizes[] = {1, 100, 4095, 4096, 16384, 100000};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        unsigned char *b = malloc(sizes[i]);
-        cr_assert(b);
-        for (size_t j = 0; j < sizes[i]; j++)
-            b[j] = (unsigned char)t_next(&r);
-        /* neither a creator's leftover (zero) nor possibly our magic */
-        if (b[0] == 'S' || b[0] == 0)
-            b[0] = 'X';
+        unsigned char *b = foreign_bytes(&r, sizes[i]);
         const char *name = plant_shm("rand", b, sizes[i]);
         free(b);
         refuse(M, name, NOTSTORE, 1, t_str("object of %zu random bytes", sizes[i]));
@@ -497,12 +504,7 @@ Test(badfile, foreign_memory_objects)
      * what is wrong (EVERSION, EABI), and must be refused before the
      * "nobody attached, start it empty" rule could apply to them. */
     const char *real = t_name("real");
-    shmkv_db *db = t_open(real, M, SHMKV_TRACK_ON);
-    for (int i = 0; i < 300; i++) {
-        char k[16];
-        snprintf(k, sizeof k, "k%d", i);
-        t_set(db, k, "some value");
-    }
+    shmkv_db *db = real_open(real, M);
     size_t len;
     unsigned char *store = t_read_file(t_shm_file(real), &len);
     t_close(db);
