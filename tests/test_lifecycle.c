@@ -414,3 +414,99 @@ static void open_while_growing(shmkv_backend be)
 
 Test(lifecycle, disk_open_while_growing) { open_while_growing(SHMKV_BACKEND_DISK); }
 Test(lifecycle, memory_open_while_growing) { open_while_growing(SHMKV_BACKEND_MEMORY); }
+
+/* More processes than the attach table's 64 slots. The table only lists
+ * processes (for stat() and shmkv-dump); being attached is a file lock that
+ * each process holds. So the 65th and later openers are attached all the
+ * same: with every process that holds a slot killed, the ones left keep the
+ * memory store from being taken for abandoned and emptied; once the last
+ * is gone, it is. */
+enum { MANY = 80 };
+
+/* Whether pid holds a slot of the store's attach table (read from the
+ * object's bytes, as shmkv-dump does, without opening it). */
+static bool listed(const char *name, pid_t pid)
+{
+    size_t len;
+    unsigned char *b = t_read_file(t_shm_file(name), &len);
+    cr_assert_geq(len, sizeof(shmkv__hdr));
+    shmkv__hdr *h = malloc(sizeof *h);
+    cr_assert(h);
+    memcpy(h, b, sizeof *h);
+    free(b);
+    bool found = false;
+    for (unsigned i = 0; i < SHMKV__ATTACH_SLOTS; i++)
+        found |= atomic_load(&h->attach[i].pid) == pid;
+    free(h);
+    return found;
+}
+
+Test(lifecycle, memory_more_processes_than_attach_slots)
+{
+    const char *name = t_name("many");
+    int ready[2], go[2];
+    cr_assert(pipe(ready) == 0 && pipe(go) == 0);
+    pid_t kid[MANY];
+    for (int i = 0; i < MANY; i++) {
+        if ((kid[i] = t_fork()) != 0)
+            continue;
+        close(ready[0]);
+        close(go[1]);
+        shmkv_options o = t_opts(SHMKV_BACKEND_MEMORY, SHMKV_TRACK_DEFAULT);
+        shmkv_db *db = NULL;
+        CHILD_OK(shmkv_open(name, &o, &db));
+        char k[16], v[16];
+        int kl = snprintf(k, sizeof k, "p%02d", i), vl = snprintf(v, sizeof v, "%d", i);
+        CHILD_OK(shmkv_set(db, k, (size_t)kl, v, (size_t)vl, SHMKV_KIND_STRING));
+        char b = 'R';
+        CHILD_CHECK(write(ready[1], &b, 1) == 1, "ready");
+        /* until the parent closes its end: then every key must be here */
+        while (read(go[0], &b, 1) < 0 && errno == EINTR) {
+        }
+        CHILD_CHECK(shmkv_size(db) == MANY, "process %d sees %" PRIu64 " keys", i,
+                    shmkv_size(db));
+        CHILD_OK(shmkv_close(db));
+        _exit(0);
+    }
+    close(ready[1]);
+    close(go[0]);
+    for (int got = 0; got < MANY;) {
+        struct pollfd pf = {ready[0], POLLIN, 0};
+        cr_assert_eq(poll(&pf, 1, 120000), 1, "%d of %d processes ready after 120 s", got, MANY);
+        char b[MANY];
+        ssize_t n = read(ready[0], b, sizeof b);
+        cr_assert_gt(n, 0, "a process died before it was ready");
+        got += (int)n;
+    }
+    /* every process with a slot is killed: those left are attached, and
+     * listed nowhere */
+    bool dead[MANY] = {false};
+    int left = 0;
+    for (int i = 0; i < MANY; i++)
+        if ((dead[i] = listed(name, kid[i])))
+            t_kill(kid[i]);
+        else
+            left++;
+    cr_assert_eq(left, MANY - (int)SHMKV__ATTACH_SLOTS, "%d processes hold no slot", left);
+
+    shmkv_db *db = t_open(name, SHMKV_BACKEND_MEMORY, 0);
+    cr_assert_eq(shmkv_size(db), MANY, "an opener among %d attached, unlisted processes found %" PRIu64
+                 " keys", left, shmkv_size(db));
+    shmkv_info info;
+    T_OK(shmkv_stat(db, &info));
+    cr_assert(info.attached >= 1 && info.attached <= 64, "attached=%u", info.attached);
+    t_close(db);
+    cr_assert(t_exists(t_shm_file(name)), "removed while %d processes were attached", left);
+
+    close(go[1]);
+    for (int i = 0; i < MANY; i++)
+        if (!dead[i])
+            t_wait_ok(kid[i], "an attached process");
+    close(ready[0]);
+    /* everyone is gone: removed or, at least, found empty */
+    db = t_open(name, SHMKV_BACKEND_MEMORY, 0);
+    cr_assert_eq(shmkv_size(db), 0, "the last process is gone and %" PRIu64 " keys are left",
+                 shmkv_size(db));
+    t_close(db);
+    cr_assert(!t_exists(t_shm_file(name)));
+}

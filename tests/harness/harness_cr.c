@@ -54,7 +54,7 @@ int rand_r(unsigned int *seed)
 
 /* ---- per-test context ------------------------------------------------------ */
 
-#define T_MAX_KIDS 64
+#define T_MAX_KIDS 128
 #define T_MAX_STRS 512
 
 static struct {
