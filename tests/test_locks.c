@@ -264,29 +264,101 @@ Test(locks, fork_parent_killed_memory) { parent_dies(SHMKV_BACKEND_MEMORY, false
 Test(locks, fork_parent_killed_in_close_disk) { parent_dies(SHMKV_BACKEND_DISK, true); }
 Test(locks, fork_parent_killed_in_close_memory) { parent_dies(SHMKV_BACKEND_MEMORY, true); }
 
+static int count_calls(void *ctx, const void *k, size_t kl, const void *v, size_t vl,
+                       shmkv_kind kind)
+{
+    (void)k, (void)kl, (void)v, (void)vl, (void)kind;
+    ++*(int *)ctx;
+    return 0;
+}
+
+/* In the child: the call through the inherited handle must be refused. */
+#define INHERITED(call)                                                                        \
+    do {                                                                                       \
+        int rc_ = (call);                                                                      \
+        CHILD_CHECK(rc_ == SHMKV_EINVAL, "%s through an inherited handle -> %d (%s)", #call,   \
+                    rc_, shmkv_strerror(rc_));                                                 \
+    } while (0)
+
 /*
- * A handle crosses fork() only as something to close: in the child, calls
- * through it are refused, and closing it frees it without detaching the
- * parent (which would unlink a memory store the parent still uses).
+ * A handle crosses fork() only as something to close: in the child, every
+ * call through it is refused (none may touch the mapping, which the child
+ * does not have: MADV_DONTFORK), and closing it frees it without detaching
+ * the parent (which would unlink a memory store the parent still uses).
  */
 static void inherited_handle(shmkv_backend be)
 {
     const char *where = t_where(be, "inherit");
-    shmkv_db *a = t_open(where, be, 0);
+    shmkv_db *a = t_open(where, be, SHMKV_TRACK_ON);
     t_set(a, "k", "v");
+    shmkv_lease lease = {.ttl_ms = 60000};
+    shmkv_claim held;
+    T_OK(shmkv_claim_key(a, "k", 1, &lease, &held, NULL, 0, NULL, NULL));
+    const char *bk = t_fresh("inherit-backup");
     pid_t p = t_fork();
     if (p == 0) {
         alarm(BOUND);
-        char buf[8];
-        size_t n = 0;
-        int rc = shmkv_get(a, "k", 1, buf, sizeof buf, &n, NULL);
-        CHILD_CHECK(rc == SHMKV_EINVAL, "get through an inherited handle -> %d", rc);
-        rc = shmkv_set(a, "x", 1, "y", 1, SHMKV_KIND_STRING);
-        CHILD_CHECK(rc == SHMKV_EINVAL, "set through an inherited handle -> %d", rc);
+        char buf[64];
+        size_t n = 0, bad = 0;
+        int flag = 0, calls = 0;
+        int64_t num = 0;
+        uint64_t u = 0, u2 = 0;
+        shmkv_kind kind;
+        shmkv_claim c;
+        shmkv_info info;
+        shmkv_item items[1] = {{.key = "k", .klen = 1, .val = "w", .vlen = 1}};
+        INHERITED(shmkv_get(a, "k", 1, buf, sizeof buf, &n, NULL));
+        INHERITED(shmkv_set(a, "x", 1, "y", 1, SHMKV_KIND_STRING));
+        INHERITED(shmkv_delete(a, "k", 1, &flag));
+        INHERITED(shmkv_exists(a, "k", 1));
+        CHILD_CHECK(shmkv_size(a) == 0, "size through an inherited handle: %" PRIu64,
+                    shmkv_size(a));
+        INHERITED(shmkv_clear(a));
+        INHERITED(shmkv_incr(a, "n", 1, 1, SHMKV_KIND_STRING, &num));
+        INHERITED(shmkv_cas(a, "k", 1, "v", 1, "w", 1, SHMKV_KIND_STRING, &flag));
+        INHERITED(shmkv_set_if_absent(a, "x", 1, "y", 1, SHMKV_KIND_STRING, &flag));
+        INHERITED(shmkv_get_or_set(a, "x", 1, "y", 1, SHMKV_KIND_STRING, buf, sizeof buf, &n,
+                                   &kind, &flag));
+        INHERITED(shmkv_swap(a, "k", 1, "w", 1, SHMKV_KIND_STRING, buf, sizeof buf, &n, &kind,
+                             &flag));
+        INHERITED(shmkv_compare_and_delete(a, "k", 1, "v", 1, &flag));
+        INHERITED(shmkv_list(a, NULL, 0, 0, 0, count_calls, &calls));
+        INHERITED(shmkv_random_key(a, NULL, 0, buf, sizeof buf, &n));
+        INHERITED(shmkv_tracking_enable(a));
+        INHERITED(shmkv_rebuild_index(a));
+        INHERITED(shmkv_get_many(a, items, 1, buf, sizeof buf, &n, &bad));
+        INHERITED(shmkv_set_many(a, items, 1, &bad));
+        INHERITED(shmkv_delete_many(a, items, 1, &u, &bad));
+        INHERITED(shmkv_delete_prefix(a, "k", 1, 0, &u));
+        INHERITED(shmkv_scan(a, NULL, 0, NULL, 0, 0, 0, count_calls, &calls));
+        INHERITED(shmkv_count(a, NULL, 0, &u));
+        INHERITED(shmkv_random_keys(a, NULL, 0, 1, 0, count_calls, &calls));
+        INHERITED(shmkv_claim_key(a, "k", 1, &lease, &c, NULL, 0, NULL, NULL));
+        INHERITED(shmkv_claim_random(a, NULL, 0, &lease, buf, sizeof buf, &n, &c, NULL, 0, NULL,
+                                     NULL));
+        INHERITED(shmkv_pop_random(a, NULL, 0, buf, sizeof buf, &n, NULL, 0, NULL, NULL));
+        INHERITED(shmkv_claim_release(a, "k", 1, held.token));
+        INHERITED(shmkv_claim_complete(a, "k", 1, held.token, 1));
+        INHERITED(shmkv_claim_renew(a, "k", 1, held.token, &lease, &c));
+        INHERITED(shmkv_claim_get(a, "k", 1, &c, NULL, 0, NULL));
+        INHERITED(shmkv_claim_count(a, NULL, 0, &u, &u2));
+        INHERITED(shmkv_stat(a, &info));
+        INHERITED(shmkv_check(a, &u, buf, sizeof buf));
+        INHERITED(shmkv_backup(a, bk, 0, NULL));
+        INHERITED(shmkv_restore(a, bk, 0, 0, NULL));
+        CHILD_CHECK(calls == 0, "a callback ran %d times", calls);
         CHILD_OK(shmkv_close(a));
         _exit(0);
     }
     wait_bounded(p, "child closing an inherited handle");
+    /* nothing the child tried happened */
+    cr_assert(!t_exists(bk), "a backup was written through an inherited handle");
+    cr_assert_eq(shmkv_size(a), 1);
+    t_expect_str(a, "k", "v");
+    shmkv_claim now;
+    T_OK(shmkv_claim_get(a, "k", 1, &now, NULL, 0, NULL));
+    cr_assert_eq(now.token, held.token, "the claim changed");
+    T_OK(shmkv_claim_release(a, "k", 1, held.token));
     if (be == SHMKV_BACKEND_MEMORY)
         cr_assert(t_exists(t_shm_file(where)), "the child's close removed the parent's store");
     open_use_close(where, be, 1, "opening while the parent is attached");
