@@ -1066,6 +1066,106 @@ Test(batch, deletes_work_on_a_full_store)
     }
 }
 
+/* ---- a full file system (-ENOSPC) ------------------------------------------------ */
+
+/* The same promises when the file system fills before the reserve (a
+ * 2 MiB tmpfs, t_small_fs_run): the refused set_many is -ENOSPC, writes
+ * nothing and keeps no room (as many values fit after it as before), and
+ * delete_many and delete_prefix work on the full file system. Runs in a
+ * child, which holds the mount: CHILD_CHECK, not cr_assert. */
+typedef struct {
+    uint64_t before, after, deleted;
+} fullfs_res;
+
+/* -ENOSPC on the tmpfs; -EFBIG where the harness could not mount one and
+ * fell back to RLIMIT_FSIZE */
+static bool fs_full(int rc)
+{
+    return rc == -ENOSPC || rc == -EFBIG;
+}
+
+static size_t child_fill(shmkv_db *db, const char *pfx)
+{
+    static char val[500];
+    memset(val, 'x', sizeof val);
+    for (size_t n = 0;; n++) {
+        char k[48];
+        int kl = snprintf(k, sizeof k, "%s%zu", pfx, n);
+        int rc = shmkv_set(db, k, (size_t)kl, val, sizeof val, SHMKV_KIND_STRING);
+        if (rc) {
+            CHILD_CHECK(fs_full(rc), "set %s on a full file system -> %d (%s)", k, rc,
+                        shmkv_strerror(rc));
+            return n;
+        }
+        CHILD_CHECK(n < 100000, "a 2 MiB file system never fills");
+    }
+}
+
+static void fullfs_kid(shmkv_backend be, int track, const char *mnt, const char *where, int resfd)
+{
+    CHILD_CHECK(t_child_small_fs(mnt, NULL) > 0, "no small file system at %s", mnt);
+    shmkv_options o = t_opts(be, track);
+    shmkv_db *db = NULL;
+    CHILD_OK(shmkv_open(where, &o, &db));
+    fullfs_res res = {0};
+    for (int r = 0; r < 2; r++) { /* the second fill is the settled one */
+        res.before = child_fill(db, "s:");
+        CHILD_OK(shmkv_clear(db));
+    }
+    CHILD_CHECK(res.before > 500, "only %" PRIu64 " values fit", res.before);
+
+    static char val[500];
+    memset(val, 'y', sizeof val);
+    enum { N = 6000 }; /* 3 MB */
+    shmkv_item *it = calloc(N, sizeof *it);
+    char (*k)[24] = calloc(N, sizeof *k);
+    CHILD_CHECK(it && k, "calloc");
+    for (size_t i = 0; i < N; i++) {
+        int kl = snprintf(k[i], sizeof k[i], "f:%zu", i);
+        it[i] = (shmkv_item){k[i], (size_t)kl, val, sizeof val, SHMKV_KIND_STRING, 0};
+    }
+    size_t bad = 0;
+    int rc = shmkv_set_many(db, it, N, &bad);
+    CHILD_CHECK(fs_full(rc), "set_many of 3 MB on a 2 MiB file system -> %d (%s)", rc,
+                shmkv_strerror(rc));
+    CHILD_CHECK(shmkv_size(db) == 0, "a refused set_many wrote %" PRIu64 " keys", shmkv_size(db));
+    res.after = child_fill(db, "s:");
+    CHILD_CHECK(res.after == res.before, "%" PRIu64 " values fit after a refused set_many, %" PRIu64
+                " before", res.after, res.before);
+
+    /* full: delete half the keys in one batch, the rest by prefix */
+    size_t half = res.after / 2;
+    for (size_t i = 0; i < half; i++) {
+        int kl = snprintf(k[i], sizeof k[i], "s:%zu", i);
+        it[i] = (shmkv_item){k[i], (size_t)kl, NULL, 0, 0, 0};
+    }
+    uint64_t del = 0;
+    rc = shmkv_delete_many(db, it, half, &del, &bad);
+    CHILD_CHECK(rc == 0 && del == half, "delete_many of %zu keys on the full file system -> %d (%s), "
+                "%" PRIu64 " deleted", half, rc, shmkv_strerror(rc), del);
+    res.deleted = del;
+    rc = shmkv_delete_prefix(db, "s:", 2, 0, &del);
+    CHILD_CHECK(rc == 0 && del == res.after - half, "delete_prefix on the full file system -> %d (%s), "
+                "%" PRIu64 " deleted", rc, shmkv_strerror(rc), del);
+    res.deleted += del;
+    CHILD_CHECK(shmkv_size(db) == 0, "%" PRIu64 " keys left", shmkv_size(db));
+    free(it);
+    free(k);
+    t_child_dump_check(where, be, true); /* while open: a memory store goes with its last user */
+    CHILD_OK(shmkv_close(db));
+    CHILD_CHECK(fd_write_all(resfd, &res, sizeof res) == 0, "report");
+}
+
+Test(batch, full_file_system_refuses_and_deletes)
+{
+    for (size_t c = 0; c < T_NCOMBO; c++) {
+        fullfs_res res;
+        t_small_fs_run(t_combos[c].be, t_combos[c].track, "bfull", fullfs_kid, &res, sizeof res);
+        cr_assert_eq(res.after, res.before);
+        cr_assert_eq(res.deleted, res.after);
+    }
+}
+
 /* ---- a writer killed while it prepares a batch ------------------------------------------ */
 
 /*
