@@ -6,8 +6,11 @@
  * crashed creation and the next opener starts over. Here a child creates a
  * store (4096 segments, so creation takes a millisecond or two and a random
  * kill often lands inside it) and is SIGKILLed after a random delay in
- * [0, 1.2 x a measured creation time]. Whatever the kill left, the next
- * shmkv_open() of the same path or name must give a working store.
+ * [0, 1.2 x a measured creation time]. Whatever the kill left, a read-only
+ * open must either read a whole store or find none (-ENOENT), changing
+ * nothing, and the next shmkv_open() of the same path or name must give a
+ * sound, working store (shmkv_check, writes, listing, random keys, and
+ * shmkv-dump --check for disk).
  *
  * The test also counts how many kills left a half-written header (first
  * page not all zero, magic missing): those are the cases that matter, and
@@ -32,6 +35,65 @@ static void remove_store(shmkv_backend be, const char *where)
         shmkv_memory_unlink(where);
     else
         unlink(where);
+}
+
+/* What a read-only open may not change: size, mtime, the first page. */
+typedef struct {
+    bool exists;
+    struct stat st;
+    unsigned char pg[4096];
+    ssize_t n;
+} fsnap;
+
+static void fsnap_take(const char *file, fsnap *s)
+{
+    memset(s, 0, sizeof *s);
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    s->exists = fstat(fd, &s->st) == 0;
+    s->n = pread(fd, s->pg, sizeof s->pg, 0);
+    close(fd);
+}
+
+static bool fsnap_same(const fsnap *a, const fsnap *b)
+{
+    return a->exists == b->exists &&
+           (!a->exists ||
+            (a->st.st_size == b->st.st_size && a->st.st_mtim.tv_sec == b->st.st_mtim.tv_sec &&
+             a->st.st_mtim.tv_nsec == b->st.st_mtim.tv_nsec && a->n == b->n &&
+             memcmp(a->pg, b->pg, (size_t)(a->n > 0 ? a->n : 0)) == 0));
+}
+
+static int count_key(void *ctx, const void *k, size_t kl, const void *v, size_t vl, shmkv_kind kind)
+{
+    (void)k, (void)kl, (void)v, (void)vl, (void)kind;
+    ++*(int *)ctx;
+    return 0;
+}
+
+/* The store opened after a killed creation: sound, and it works. */
+static void must_work(shmkv_db *db, const char *where, shmkv_backend be, int kill_no)
+{
+    t_check_sound(db, t_str("the store opened after killed creation %d", kill_no));
+    for (int i = 0; i < 50; i++) {
+        char k[16];
+        int kl = snprintf(k, sizeof k, "k%02d", i);
+        int rc = shmkv_set(db, k, (size_t)kl, "v", 1, SHMKV_KIND_STRING);
+        cr_assert_eq(rc, 0, "set on the store opened after killed creation %d -> %s", kill_no,
+                     shmkv_strerror(rc));
+    }
+    int listed = 0;
+    T_OK(shmkv_list(db, "k", 1, 0, SHMKV_LIST_KEYS_ONLY, count_key, &listed));
+    cr_assert_eq(listed, 50, "after killed creation %d: %d keys listed", kill_no, listed);
+    char rk[16];
+    size_t rkl = 0;
+    T_OK(shmkv_random_key(db, "k", 1, rk, sizeof rk, &rkl));
+    cr_assert_eq(shmkv_exists(db, rk, rkl), 1);
+    t_check_sound(db, t_str("after writes, killed creation %d", kill_no));
+    T_OK(shmkv_close(db));
+    if (be == SHMKV_BACKEND_DISK)
+        t_dump_sound(where, be);
 }
 
 /* 1: first page has bytes but no magic; 0: empty, zero, or a store. */
@@ -82,16 +144,29 @@ static void killed_creators(shmkv_backend be)
         t_wait(p);
         bool h = half_written(file);
         half += h;
+
+        /* read-only first: a whole store, or none; nothing written */
+        fsnap before, after;
+        fsnap_take(file, &before);
+        shmkv_options ro = o;
+        ro.flags = SHMKV_RDONLY;
         db = NULL;
-        int rc = shmkv_open(where, &o, &db);
+        int rc = shmkv_open(where, &ro, &db);
+        cr_assert(rc == 0 || rc == -ENOENT, "read-only open after killed creation %d -> %d (%s)",
+                  tries, rc, shmkv_strerror(rc));
+        if (rc == 0)
+            T_OK(shmkv_close(db));
+        fsnap_take(file, &after);
+        cr_assert(fsnap_same(&before, &after),
+                  "the read-only open after killed creation %d changed the file", tries);
+
+        db = NULL;
+        rc = shmkv_open(where, &o, &db);
         if (rc != 0) {
             if (!refused++)
                 first_rc = rc;
         } else {
-            /* and it is a working store */
-            int r2 = shmkv_set(db, "k", 1, "v", 1, SHMKV_KIND_STRING);
-            cr_assert_eq(r2, 0, "set on the store opened after a killed creation -> %d", r2);
-            shmkv_close(db);
+            must_work(db, where, be, tries);
         }
         remove_store(be, where);
     }
