@@ -186,6 +186,7 @@ static int republish(cop *c, const shmkv__lease *ls, const char *op)
     hook(op, "published");
     if (track)
         shmkv__op_index_close(c);
+    shmkv__op_sync(c, noff);
     shmkv__free_block(m, &c->s->alloc, old);
     c->lk.off = noff;
     return 0;
@@ -212,6 +213,7 @@ static int remove_key(cop *c, const char *op)
     hook(op, "published");
     if (track)
         shmkv__op_index_close(c);
+    shmkv__op_sync(c, 0);
     shmkv__free_block(m, &c->s->alloc, old);
     shmkv__seg_shrink(m, c->s, &c->lk);
     c->lk.found = false;

@@ -731,6 +731,10 @@ int shmkv__op_begin(shmkv__op *o);
 int shmkv__op_index_open(shmkv__op *o);
 /* Commit the update (index and slot agree again) and unlock the index. */
 void shmkv__op_index_close(shmkv__op *o);
+/* After a write published o's slot (noff: the new entry's payload, 0 for
+ * a removal): with SHMKV_SYNC on the handle, msync the entry and the slot
+ * before the call returns. Every single-key write comes through here. */
+void shmkv__op_sync(shmkv__op *o, uint64_t noff);
 
 /* ---- sample.c: draws (also used by claims.c) ----------------------------- */
 /* A segment drawn in proportion to counts[] (which sum to total > 0);

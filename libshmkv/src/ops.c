@@ -23,6 +23,15 @@ static void sync_range(const void *p, size_t len)
     msync((void *)a, b - a, MS_SYNC);
 }
 
+void shmkv__op_sync(op *o, uint64_t noff)
+{
+    if (!(o->db->flags & SHMKV_SYNC))
+        return;
+    if (noff)
+        sync_range(shmkv__block_of(o->m, noff), shmkv__block_bytes(o->m, noff));
+    sync_range((const void *)&o->lk.t->slot[o->lk.slot], 8);
+}
+
 /* A new entry for o's key; one that replaces the key's entry keeps its
  * claim (a write does not end a lease). */
 static int entry_new(op *o, const void *val, size_t vlen, shmkv_kind kind, uint64_t *off)
@@ -90,10 +99,7 @@ static int put(op *o, const void *val, size_t vlen, shmkv_kind kind)
         if (rc)
             return rc;
     }
-    if (o->db->flags & SHMKV_SYNC) {
-        sync_range(shmkv__block_of(m, noff), shmkv__block_bytes(m, noff));
-        sync_range((const void *)&lk->t->slot[lk->slot], 8);
-    }
+    shmkv__op_sync(o, noff);
     return 0;
 }
 
@@ -113,8 +119,7 @@ static int removes(op *o)
     shmkv__seg_remove(s, lk);
     if (track)
         shmkv__op_index_close(o);
-    if (o->db->flags & SHMKV_SYNC)
-        sync_range((const void *)&lk->t->slot[lk->slot], 8);
+    shmkv__op_sync(o, 0);
     shmkv__free_block(m, &s->alloc, lk->off);
     shmkv__seg_shrink(m, s, lk);
     return 0;

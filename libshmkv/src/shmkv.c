@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #define STR_(x) #x
 #define STR(x) STR_(x)
@@ -134,6 +135,9 @@ int shmkv_clear(shmkv_db *db)
         shmkv__index_clear(m, gen);
         shmkv__index_unlock(m);
     }
+    /* as a batch does: the whole region (a clear is rare) */
+    if (db->flags & SHMKV_SYNC)
+        msync(m->base, atomic_load(&h->top), MS_SYNC);
     shmkv__unlock_all(m);
     return 0;
 }
