@@ -5,7 +5,6 @@ package kv
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -147,6 +146,7 @@ func TestAdvClosedAndReadOnly(t *testing.T) {
 		await rejects(ro.compareAndSwapDetailed("a", 1, 2), "StoreReadOnlyError", "ro casd");
 		await rejects(ro.compareAndDeleteDetailed("a", 1), "StoreReadOnlyError", "ro cadd");
 		await rejects(ro.compareAndSwap("a", 5, 2), "StoreReadOnlyError", "ro cas mismatch");
+		eq(await ro.rebuildKeyList(), true, "ro rebuildKeyList without trackKeys: a no-op");
 		eq(await kv.get("a"), 1, "unchanged");
 		await ro.close();
 		await kv.close();
@@ -362,43 +362,8 @@ func TestAdvDiskPathFoldersOnFailure(t *testing.T) {
 	}
 }
 
-func advStoreFull(t *testing.T, track bool) {
-	path := filepath.Join(t.TempDir(), "kv.db")
-	rt := newJS(t)
-	_ = rt.VU.Runtime().Set("log", func(a ...any) { t.Log(a...) })
-	defer func() {
-		out, err := exec.Command("../build-plain/tools/shmkv-dump/shmkv-dump", "--check", path).CombinedOutput()
-		if err != nil {
-			t.Errorf("check: %v\n%s", err, out)
-		}
-	}()
-	runAsync(t, rt, fmt.Sprintf(`const kv = openKv({path: %q, reserve: "1MiB", trackKeys: %v});
-		const rec = {}; for (let i = 0; i < 3000; i++) rec["f:" + i] = "x".repeat(500);
-		const e = await rejects(kv.setMany(rec), "StoreFullError", "too much for 1 MiB");
-		log(e.message, JSON.stringify(e.errors));
-		eq(await kv.size(), 0, "nothing written");
-		let n = 0;
-		for (;; n++) { try { await kv.set("s:" + n, "x".repeat(500)); } catch (e) { eq(e.name, "StoreFullError", "single"); break; } }
-		log("filled with", n);
-		// A full store must still let a script delete, in a batch or by prefix.
-		globalThis.failed = [];
-		for (const how of ["deleteByPrefix", "deleteMany"]) {
-			try {
-				const r = how === "deleteMany" ? await kv.deleteMany(await kv.listKeys({prefix: "s:"}))
-					: await kv.deleteByPrefix({prefix: "s:", limit: 2**53});
-				log(how, JSON.stringify(r));
-			} catch (e) { failed.push(how + ": " + e.name); log(how, "on a full store:", e.name, e.message, "size", await kv.size()); }
-		}
-		try { log("single delete", await kv.delete("s:0"), await kv.size()); } catch (e) { log("single delete:", e.name); }
-		try { log("clear", await kv.clear(), await kv.size()); } catch (e) { log("clear:", e.name); }
-		globalThis.left = await kv.size();
-		await kv.close();
-		eq(failed, [], "batch deletes on a full store");
-		eq(left, 0, "emptied");`, path, track))
-}
-
-// A bad includeCurrentOnMismatch is noticed after the write: the call
-// rejects, yet the swap (or delete) happened.
+// A bad includeCurrentOnMismatch is noticed before the write: the call
+// rejects and the key is as it was.
 func TestAdvDetailedBadFlagWrites(t *testing.T) {
 	t.Run("swap", func(t *testing.T) {
 		advRun(t, storeOptions(t, "memory", false, ""), `

@@ -90,6 +90,8 @@ func TestJSScanCountSample(t *testing.T) {
 		eq(pages, 4, "pages");
 		const all = await kv.scan({prefix: "k"});
 		eq([all.entries.length, all.done, all.cursor], [10, true, ""], "no limit: one page");
+		for (const l of [0, -3]) eq((await kv.scan({prefix: "k", limit: l})).entries.length, 10, "limit " + l + ": one page");
+		for (const l of [2.5, -Infinity, Infinity, NaN, "5"]) await rejects(kv.scan({limit: l}), "InvalidOptionsError", "scan limit " + l);
 		const sk = await kv.scanKeys({limit: 10});
 		eq([sk.keys.length, sk.done], [10, false], "scanKeys page");
 		eq((await kv.scanKeys({cursor: sk.cursor})).keys, ["z"], "scanKeys rest");

@@ -373,7 +373,10 @@ SHMKV_API int shmkv_tracking_enable(shmkv_db *db);
 
 /**
  * Rebuild the key index from the hash table (a no-op returning 0 without
- * key tracking). Takes every segment lock, so it stops writers for O(n).
+ * key tracking, through any handle). Takes every segment lock, so it stops
+ * writers for O(n).
+ * @return 0; SHMKV_EREADONLY through a read-only handle of a tracked store;
+ *   the errors of the locks (SHMKV_ETIMEDOUT) and of allocation.
  */
 SHMKV_API int shmkv_rebuild_index(shmkv_db *db);
 

@@ -147,10 +147,10 @@ int shmkv_rebuild_index(shmkv_db *db)
     if (!shmkv__db_usable(db))
         return SHMKV_EINVAL;
     shmkv__map *m = db->m;
+    if (!SHMKV__HDR(m)->track_keys)
+        return 0; /* nothing to rebuild, through any handle */
     if (m->rdonly)
         return SHMKV_EREADONLY; /* it cannot take the locks a rebuild needs */
-    if (!SHMKV__HDR(m)->track_keys)
-        return 0;
     shmkv__call_begin(db);
     return shmkv__index_rebuild_all(m);
 }
