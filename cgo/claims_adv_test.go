@@ -156,6 +156,13 @@ func TestAdvClaimUndecodableValue(t *testing.T) {
 		eq((await kv.stats()).claims, {live: 0, expired: 0}, "released again");
 		await rejects(kv.popRandom(), "ValueParseError", "popRandom");
 		eq(await kv.exists("bad"), true, "popRandom: put back");
+		// and so does every read that decodes it; those over many keys name it
+		for (const [what, call, names] of [["get", () => kv.get("bad"), false], ["getOrSet", () => kv.getOrSet("bad", 1), false],
+			["list", () => kv.list(), true], ["getMany", () => kv.getMany(["bad"]), true], ["scan", () => kv.scan({limit: 1}), true]]) {
+			e = await rejects(call(), "ValueParseError", what);
+			if (names && !e.message.includes('"bad"')) throw new Error(what + " does not name the key: " + e.message);
+		}
+		eq(await kv.exists("bad"), true, "reads changed nothing");
 		await kv.set("good", 1);
 		await rejects(kv.popRandomMany({count: 5}), "ValueParseError", "popRandomMany");
 		eq(await kv.listKeys(), ["bad", "good"], "popRandomMany: every entry put back");

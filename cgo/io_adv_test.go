@@ -361,6 +361,7 @@ func TestAdvExportFailures(t *testing.T) {
 			await kv.set("b", [1, 2]);
 			let e = await rejects(kv.exportCSV({fileName: d + "old.csv", columns: ["v"]}), "ValueParseError", "an array value");
 			if (!e.message.includes('"b"')) throw new Error(e.message);
+			eq((await kv.validateCSV({fileName: d + "old.csv"})).bytesRead, 3, "the failed export left old.csv as it was");
 			await rejects(kv.exportJSONL({fileName: d + "adir"}), "SnapshotExportError", "a directory as the target");
 			await rejects(kv.exportJSONL({fileName: d + "afile/x.jsonl"}), "SnapshotExportError", "a file as the folder");
 			await rejects(kv.exportJSONL({fileName: d + "x.jsonl", limit: -1}), "InvalidOptionsError", "negative limit");

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +19,85 @@ import (
 func advRun(t *testing.T, opts, body string) {
 	t.Helper()
 	runAsync(t, newJS(t), `const kv = openKv(`+opts+`);`+body)
+}
+
+// concurrently runs scripts, each in a VU of its own (a runtime on its own
+// goroutine, as k6 runs VUs), on one store, and fails the test with the
+// first error; the VUs' runtimes, to read what the scripts left.
+func concurrently(t *testing.T, scripts ...string) []*sobek.Runtime {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, len(scripts))
+	vus := make([]*sobek.Runtime, len(scripts))
+	for i, script := range scripts {
+		rt := newJS(t)
+		vus[i] = rt.VU.Runtime()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = runAsyncErr(rt, script)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("VU %d: %v", i, err)
+		}
+	}
+	return vus
+}
+
+// compareAndSwap from several VUs at once, each a read-modify-write loop
+// on one JSON object: every win is one increment, none lost. The expected
+// value is written with its keys in another order than the stored one, so
+// every attempt is decided by comparing JSON values, not bytes (the
+// comparison and the swap must still be one step for every writer).
+func TestAdvCompareAndSwapLoopConcurrent(t *testing.T) {
+	eachStore(t, func(t *testing.T, opts string) {
+		const vus, wins = 4, 500
+		advRun(t, opts, `await kv.set("doc", {n: 0, pad: "p", tags: ["a"]});`)
+		loop := `const kv = openKv(` + opts + `);
+			let wins = 0, tries = 0;
+			while (wins < ` + itoa(wins) + `) {
+				if (++tries > 1000000) throw new Error("no progress: " + wins + " wins");
+				const v = await kv.get("doc");
+				const expect = {tags: v.tags, pad: v.pad, n: v.n};
+				if (await kv.compareAndSwap("doc", expect, {n: v.n + 1, pad: v.pad, tags: v.tags})) wins++;
+			}
+			globalThis.tries = tries;`
+		scripts := make([]string, vus)
+		for i := range scripts {
+			scripts[i] = loop
+		}
+		tries := int64(0)
+		for _, vu := range concurrently(t, scripts...) {
+			tries += vu.Get("tries").ToInteger()
+		}
+		t.Logf("%d tries for %d wins", tries, vus*wins)
+		advRun(t, opts, `const d = await kv.get("doc");
+			eq([d.n, Object.keys(d)], [`+itoa(vus*wins)+`, ["n", "pad", "tags"]], "every win counted once, in the order last stored");`)
+	})
+}
+
+// incrementBy of a value stored as a JSON string holding an integer ("41"):
+// the shim reads, parses and writes it back as one step under the key's
+// lock, while another VU keeps turning the number back into such a string.
+// No increment is lost.
+func TestAdvIncrementStringValueConcurrent(t *testing.T) {
+	eachStore(t, func(t *testing.T, opts string) {
+		const vus, each = 4, 300
+		advRun(t, opts, `await kv.set("c", "0");`)
+		inc := `const kv = openKv(` + opts + `);
+			for (let i = 0; i < ` + itoa(each) + `; i++) await kv.incrementBy("c", 1);`
+		back := `const kv = openKv(` + opts + `);
+			for (let i = 0; i < ` + itoa(each) + `; i++) { const v = await kv.get("c"); await kv.compareAndSwap("c", v, String(v)); }`
+		scripts := []string{back}
+		for i := 0; i < vus; i++ {
+			scripts = append(scripts, inc)
+		}
+		concurrently(t, scripts...)
+		advRun(t, opts, `eq(Number(await kv.get("c")), `+itoa(vus*each)+`, "every increment counted");`)
+	})
 }
 
 // P-surr: a lone-surrogate key beside the U+FFFD key it converts to.

@@ -182,7 +182,11 @@ func opGetMany(c *call) sobek.Value {
 		}
 		if got[j].Found {
 			items[i].Exists = true
-			items[i].Value = c.decode(got[j].Value, got[j].Kind)
+			if items[i].Value = c.decode(got[j].Value, got[j].Kind); c.err != nil {
+				// which of the keys, as list() says
+				c.err.Message = "getMany: key " + strconv.Quote(keys[i]) + ": " + c.err.Message
+				return nil
+			}
 		}
 	}
 	return c.result(items)
@@ -381,6 +385,10 @@ func opScan(c *call) sobek.Value {
 	items := make([]any, 0, len(es))
 	for _, e := range es {
 		v := c.decode(e.Value, e.Kind)
+		if c.err != nil {
+			c.err.Message = "scan: key " + strconv.Quote(e.Key) + ": " + c.err.Message
+			return nil
+		}
 		items = append(items, c.object("key", e.Key, "value", v))
 	}
 	if c.err != nil {

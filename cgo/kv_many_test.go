@@ -59,6 +59,8 @@ func TestJSDeleteByPrefix(t *testing.T) {
 		await kv.setMany(rec);
 		eq(await kv.deleteByPrefix({prefix: "job:", limit: 10}), {deleted: 10, done: false}, "first 10");
 		eq(await kv.count({prefix: "job:"}), 15, "15 left");
+		if ((await kv.stats()).trackKeys)
+			eq(await kv.listKeys({prefix: "job:", limit: 1}), ["job:10"], "with trackKeys the first 10 in key order went");
 		eq(await kv.deleteByPrefix({prefix: "job:", limit: 15}), {deleted: 15, done: true}, "the rest, exactly");
 		eq(await kv.deleteByPrefix({prefix: "job:", limit: 5}), {deleted: 0, done: true}, "nothing left");
 		eq(await kv.size(), 1, "other stays");

@@ -484,6 +484,12 @@ func TestOptionsConflict(t *testing.T) {
 	// segments and reserve are fixed at creation: a different value throws.
 	conflicting := strings.Replace(opts, "segments: 16", "segments: 8", 1)
 	runAsync(t, b, `throws(() => openKv(`+conflicting+`), "KVOptionsConflictError", "segments conflict");`)
+	conflicting = strings.Replace(opts, `reserve: "64MiB"`, `reserve: "128MiB"`, 1)
+	runAsync(t, b, `throws(() => openKv(`+conflicting+`), "KVOptionsConflictError", "reserve conflict");`)
+	// left out, they are taken from the store
+	omitted := strings.Replace(strings.Replace(opts, `, reserve: "64MiB"`, "", 1), ", segments: 16", "", 1)
+	runAsync(t, b, `const kv = openKv(`+omitted+`); const s = (await kv.stats()).store;
+		eq([s.segments, s.reserveBytes], [16, 64 * 1024 * 1024], "creation options taken from the store");`)
 	// trackKeys is reconciled, as on the fork: false joins the tracked store.
 	joining := strings.Replace(opts, "trackKeys: true", "trackKeys: false", 1)
 	runAsync(t, b, `const kv = openKv(`+joining+`); eq(await kv.size(), 1, "joined");`)
