@@ -158,3 +158,54 @@ func TestProcessScanWhileAnotherWrites(t *testing.T) {
 		})
 	}
 }
+
+// popRandom, popRandomMany and claimRandom with completeClaim, from three
+// processes at once on one pool: every token is taken exactly once. Each
+// taker records its take with setIfAbsent, so a token handed out twice is
+// found by the second taker; "taken:" keys by taker show that all three
+// took some (logged).
+func TestProcessPoolTakenOnce(t *testing.T) {
+	eachStore(t, func(t *testing.T, opts string) {
+		const n = 3000
+		rt := newJS(t)
+		runAsync(t, rt, `globalThis.kv = openKv(`+opts+`);
+			const rec = {};
+			for (let i = 0; i < `+itoa(n)+`; i++) rec["t:" + i] = i;
+			await kv.setMany(rec);`)
+		// the three start together: each waits until all are ready
+		take := `const me = Math.random().toString(36).slice(2);
+			await kv.set("ready:" + me, 1);
+			for (let i = 0; (await kv.count({prefix: "ready:"})) < 3; i++) {
+				if (i > 12000) throw new Error("the other takers did not come");
+				await new Promise((r) => setTimeout(r, 5));
+			}
+			const took = async (key, value) => {
+				if (value !== Number(key.slice(2))) throw new Error(key + " came with " + JSON.stringify(value));
+				if (!(await kv.setIfAbsent("taken:" + key, me))) throw new Error(key + " taken twice");
+			};
+			for (let round = 0; ; round++) {
+				let got = 0;
+				if (round % 3 === 0) {
+					const p = await kv.popRandom({prefix: "t:"});
+					if (p) { await took(p.key, p.value); got++; }
+				} else if (round % 3 === 1) {
+					for (const p of await kv.popRandomMany({prefix: "t:", count: 5})) { await took(p.key, p.value); got++; }
+				} else {
+					const c = await kv.claimRandom({prefix: "t:", ttl: 60000});
+					if (c && await kv.completeClaim(c)) { await took(c.key, c.entry.value); got++; }
+					else if (c) throw new Error("a live claim could not be completed: " + c.key);
+				}
+				if (got === 0 && (await kv.count({prefix: "t:"})) === 0) break;
+			}`
+		a := startProcess(t, opts, take, false)
+		b := startProcess(t, opts, take, false)
+		runAsync(t, rt, take)
+		a.wait()
+		b.wait()
+		runAsync(t, rt, `eq([await kv.count({prefix: "t:"}), await kv.count({prefix: "taken:"})], [0, `+itoa(n)+`], "every token taken once, none left");
+			const by = {};
+			for (const e of await kv.list({prefix: "taken:"})) by[e.value] = (by[e.value] || 0) + 1;
+			globalThis.by = JSON.stringify(Object.values(by));`)
+		t.Logf("tokens taken by each process: %s", rt.VU.Runtime().Get("by").String())
+	})
+}
