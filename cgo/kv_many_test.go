@@ -154,39 +154,36 @@ func TestJSCompareDetailed(t *testing.T) {
 // (once, for the store): pages then cost O(log n + page) instead of a pass
 // over the store each, and every key still comes back once, in order.
 func TestJSPagedScanTurnsIndexOn(t *testing.T) {
-	for _, backend := range []string{"memory", "disk"} {
-		t.Run(backend, func(t *testing.T) {
-			opts := storeOptions(t, backend, false, "")
-			rt := newJS(t)
-			runAsync(t, rt, `globalThis.kv = openKv(`+opts+`);
-				for (let b = 0; b < 25; b++) {
-					const rec = {};
-					for (let i = 0; i < 1000; i++) rec["u:" + String(b * 1000 + i).padStart(6, "0")] = i;
-					await kv.setMany(rec);
-				}`)
-			d, err := openDB(openParams{backend: map[string]Backend{"memory": BackendMemory, "disk": BackendDisk}[backend],
-				where: extractWhere(opts)})
-			if err != nil {
-				t.Fatal(err)
+	eachUntracked(t, func(t *testing.T, backend, opts string) {
+		rt := newJS(t)
+		runAsync(t, rt, `globalThis.kv = openKv(`+opts+`);
+			for (let b = 0; b < 25; b++) {
+				const rec = {};
+				for (let i = 0; i < 1000; i++) rec["u:" + String(b * 1000 + i).padStart(6, "0")] = i;
+				await kv.setMany(rec);
+			}`)
+		d, err := openDB(openParams{backend: map[string]Backend{"memory": BackendMemory, "disk": BackendDisk}[backend],
+			where: extractWhere(opts)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.close()
+		if info, _ := d.stat(); info.TrackKeys {
+			t.Fatal("tracked before any scan")
+		}
+		runAsync(t, rt, `
+			let cursor = "", n = 0, last = "";
+			for (;;) {
+				const p = await kv.scanKeys({prefix: "u:", limit: 1000, cursor});
+				for (const k of p.keys) { if (k <= last) throw new Error("order at " + k); last = k; n++; }
+				if (p.done) break;
+				cursor = p.cursor;
 			}
-			defer d.close()
-			if info, _ := d.stat(); info.TrackKeys {
-				t.Fatal("tracked before any scan")
-			}
-			runAsync(t, rt, `
-				let cursor = "", n = 0, last = "";
-				for (;;) {
-					const p = await kv.scanKeys({prefix: "u:", limit: 1000, cursor});
-					for (const k of p.keys) { if (k <= last) throw new Error("order at " + k); last = k; n++; }
-					if (p.done) break;
-					cursor = p.cursor;
-				}
-				eq(n, 25000, "every key once");`)
-			if info, _ := d.stat(); !info.TrackKeys {
-				t.Fatal("a paged scan of 25,000 keys left the store without its index")
-			}
-		})
-	}
+			eq(n, 25000, "every key once");`)
+		if info, _ := d.stat(); !info.TrackKeys {
+			t.Fatal("a paged scan of 25,000 keys left the store without its index")
+		}
+	})
 }
 
 // extractWhere pulls the name or path out of storeOptions' JS text.

@@ -102,6 +102,14 @@ func eachStore(t *testing.T, f func(t *testing.T, opts string)) {
 	}
 }
 
+// eachUntracked runs f on a fresh store of each backend, created without
+// trackKeys (for the tests of what turns the index on).
+func eachUntracked(t *testing.T, f func(t *testing.T, backend, opts string)) {
+	for _, b := range []string{"memory", "disk"} {
+		t.Run(b, func(t *testing.T) { f(t, b, storeOptions(t, b, false, "")) })
+	}
+}
+
 func TestJSBasics(t *testing.T) {
 	eachStore(t, func(t *testing.T, opts string) {
 		rt := newJS(t)
@@ -498,21 +506,18 @@ func TestOptionsConflict(t *testing.T) {
 // A store created without trackKeys, joined with trackKeys: true, is
 // tracked from then on, for the opener that came first too.
 func TestTrackKeysTurnedOnByALaterOpener(t *testing.T) {
-	for _, backend := range []string{"memory", "disk"} {
-		t.Run(backend, func(t *testing.T) {
-			opts := storeOptions(t, backend, false, "")
-			a := newJS(t)
-			runAsync(t, a, `globalThis.kv = openKv(`+opts+`);
-				for (let i = 0; i < 50; i++) await kv.set("u:" + i, i);`)
-			b := newJS(t)
-			tracked := strings.Replace(opts, "trackKeys: false", "trackKeys: true", 1)
-			runAsync(t, b, `globalThis.kv = openKv(`+tracked+`);
-				eq((await kv.list({prefix: "u:1"})).length, 11, "list through the new index");`)
-			runAsync(t, a, `for (let i = 50; i < 60; i++) await kv.set("u:" + i, i);`)
-			runAsync(t, b, `eq((await kv.list({prefix: "u:5"})).length, 11, "the first opener's later writes are indexed");
-				eq(await kv.size(), 60, "size");`)
-		})
-	}
+	eachUntracked(t, func(t *testing.T, backend, opts string) {
+		a := newJS(t)
+		runAsync(t, a, `globalThis.kv = openKv(`+opts+`);
+			for (let i = 0; i < 50; i++) await kv.set("u:" + i, i);`)
+		b := newJS(t)
+		tracked := strings.Replace(opts, "trackKeys: false", "trackKeys: true", 1)
+		runAsync(t, b, `globalThis.kv = openKv(`+tracked+`);
+			eq((await kv.list({prefix: "u:1"})).length, 11, "list through the new index");`)
+		runAsync(t, a, `for (let i = 50; i < 60; i++) await kv.set("u:" + i, i);`)
+		runAsync(t, b, `eq((await kv.list({prefix: "u:5"})).length, 11, "the first opener's later writes are indexed");
+			eq(await kv.size(), 60, "size");`)
+	})
 }
 
 func TestReadOnly(t *testing.T) {

@@ -91,23 +91,20 @@ func (p *process) wait() {
 // trackKeys: true from another process turns tracking on for the store; a
 // process that opened it before keeps the index current from then on.
 func TestProcessTrackKeysTurnedOnByAnother(t *testing.T) {
-	for _, backend := range []string{"memory", "disk"} {
-		t.Run(backend, func(t *testing.T) {
-			opts := storeOptions(t, backend, false, "")
-			rt := newJS(t)
-			runAsync(t, rt, `globalThis.kv = openKv(`+opts+`);
-				for (let i = 0; i < 50; i++) await kv.set("u:" + i, i);
-				eq((await kv.stats()).trackKeys, false, "untracked");`)
-			tracked := strings.Replace(opts, "trackKeys: false", "trackKeys: true", 1)
-			startProcess(t, tracked, `eq((await kv.list({prefix: "u:1"})).length, 11, "the other process lists through the index");`, false).wait()
-			runAsync(t, rt, `for (let i = 50; i < 60; i++) await kv.set("u:" + i, i);
-				await kv.delete("u:0");
-				const s = await kv.stats();
-				eq([s.trackKeys, s.index.keysList, s.index.consistent], [true, 59, true], "tracked, and current with this process's writes");
-				eq((await kv.list({prefix: "u:5"})).map((e) => e.key), ["u:5", "u:50", "u:51", "u:52", "u:53", "u:54", "u:55", "u:56", "u:57", "u:58", "u:59"], "listed through the index");
-				eq(await kv.count({prefix: "u:"}), 59, "count");`)
-		})
-	}
+	eachUntracked(t, func(t *testing.T, backend, opts string) {
+		rt := newJS(t)
+		runAsync(t, rt, `globalThis.kv = openKv(`+opts+`);
+			for (let i = 0; i < 50; i++) await kv.set("u:" + i, i);
+			eq((await kv.stats()).trackKeys, false, "untracked");`)
+		tracked := strings.Replace(opts, "trackKeys: false", "trackKeys: true", 1)
+		startProcess(t, tracked, `eq((await kv.list({prefix: "u:1"})).length, 11, "the other process lists through the index");`, false).wait()
+		runAsync(t, rt, `for (let i = 50; i < 60; i++) await kv.set("u:" + i, i);
+			await kv.delete("u:0");
+			const s = await kv.stats();
+			eq([s.trackKeys, s.index.keysList, s.index.consistent], [true, 59, true], "tracked, and current with this process's writes");
+			eq((await kv.list({prefix: "u:5"})).map((e) => e.key), ["u:5", "u:50", "u:51", "u:52", "u:53", "u:54", "u:55", "u:56", "u:57", "u:58", "u:59"], "listed through the index");
+			eq(await kv.count({prefix: "u:"}), 59, "count");`)
+	})
 }
 
 // A paged scan while another process writes between its pages: every key
@@ -116,47 +113,44 @@ func TestProcessTrackKeysTurnedOnByAnother(t *testing.T) {
 // so the first page of an untracked store turns the index on, under the
 // writer.
 func TestProcessScanWhileAnotherWrites(t *testing.T) {
-	for _, backend := range []string{"memory", "disk"} {
-		t.Run(backend, func(t *testing.T) {
-			opts := storeOptions(t, backend, false, "")
-			rt := newJS(t)
-			runAsync(t, rt, `globalThis.kv = openKv(`+opts+`);
-				const rec = {};
-				for (let i = 0; i < 25000; i++) rec["s:" + String(i).padStart(5, "0")] = i;
-				await kv.setMany(rec);`)
-			// between the base keys: "s:00012w" sorts after "s:00012"
-			writer := startProcess(t, opts, `const r = {};
-				for (let i = 0; i < 20; i++) r["s:" + String(Math.floor(Math.random() * 25000)).padStart(5, "0") + "w"] = "w";
-				await kv.setMany(r);
-				await kv.set("writer", 1);
-				await kv.deleteMany(Object.keys(r));`, true)
-			runAsync(t, rt, `for (let i = 0; i < 3000 && !(await kv.exists("writer")); i++) await new Promise((r) => setTimeout(r, 10));
-				eq(await kv.exists("writer"), true, "the other process writes");
-				for (const [what, page] of [["scanKeys", 997], ["scan", 500]]) {
-					let cursor = "", last = "", base = 0, pages = 0;
-					for (;;) {
-						const p = what === "scan" ? await kv.scan({prefix: "s:", limit: page, cursor})
-							: await kv.scanKeys({prefix: "s:", limit: page, cursor});
-						const keys = what === "scan" ? p.entries.map((e) => e.key) : p.keys;
-						for (const k of keys) {
-							if (!(k > last)) throw new Error(what + ": " + k + " after " + last);
-							last = k;
-							if (!k.endsWith("w")) {
-								if (k !== "s:" + String(base).padStart(5, "0")) throw new Error(what + ": " + k + " where s:" + base + " was due");
-								base++;
-							}
+	eachUntracked(t, func(t *testing.T, backend, opts string) {
+		rt := newJS(t)
+		runAsync(t, rt, `globalThis.kv = openKv(`+opts+`);
+			const rec = {};
+			for (let i = 0; i < 25000; i++) rec["s:" + String(i).padStart(5, "0")] = i;
+			await kv.setMany(rec);`)
+		// between the base keys: "s:00012w" sorts after "s:00012"
+		writer := startProcess(t, opts, `const r = {};
+			for (let i = 0; i < 20; i++) r["s:" + String(Math.floor(Math.random() * 25000)).padStart(5, "0") + "w"] = "w";
+			await kv.setMany(r);
+			await kv.set("writer", 1);
+			await kv.deleteMany(Object.keys(r));`, true)
+		runAsync(t, rt, `for (let i = 0; i < 3000 && !(await kv.exists("writer")); i++) await new Promise((r) => setTimeout(r, 10));
+			eq(await kv.exists("writer"), true, "the other process writes");
+			for (const [what, page] of [["scanKeys", 997], ["scan", 500]]) {
+				let cursor = "", last = "", base = 0, pages = 0;
+				for (;;) {
+					const p = what === "scan" ? await kv.scan({prefix: "s:", limit: page, cursor})
+						: await kv.scanKeys({prefix: "s:", limit: page, cursor});
+					const keys = what === "scan" ? p.entries.map((e) => e.key) : p.keys;
+					for (const k of keys) {
+						if (!(k > last)) throw new Error(what + ": " + k + " after " + last);
+						last = k;
+						if (!k.endsWith("w")) {
+							if (k !== "s:" + String(base).padStart(5, "0")) throw new Error(what + ": " + k + " where s:" + base + " was due");
+							base++;
 						}
-						pages++;
-						if (p.done) break;
-						cursor = p.cursor;
 					}
-					eq(base, 25000, what + ": every key that stayed, once");
-					if (pages < 25000 / page) throw new Error(what + ": " + pages + " pages");
+					pages++;
+					if (p.done) break;
+					cursor = p.cursor;
 				}
-				eq((await kv.stats()).trackKeys, true, "the first paged scan turned the index on");`)
-			writer.wait()
-		})
-	}
+				eq(base, 25000, what + ": every key that stayed, once");
+				if (pages < 25000 / page) throw new Error(what + ": " + pages + " pages");
+			}
+			eq((await kv.stats()).trackKeys, true, "the first paged scan turned the index on");`)
+		writer.wait()
+	})
 }
 
 // popRandom, popRandomMany and claimRandom with completeClaim, from three

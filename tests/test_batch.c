@@ -872,22 +872,30 @@ static shmkv_db *open_small(const t_combo *c, const char *tag, const char **wher
     return t_open_opts(*where, &o);
 }
 
-/* Single sets of 500-byte values "<pfx><i>" until the store is full; the
- * number that fit. */
-static size_t fill_singles(shmkv_db *db, const char *pfx)
+/* Single sets of 500-byte values "<pfx><i>" until one fails (or 100,000
+ * went in); the number that fit, and *rc the failure. */
+static size_t fill_until_refused(shmkv_db *db, const char *pfx, int *rc)
 {
     static char val[500];
     memset(val, 'x', sizeof val);
-    for (size_t n = 0;; n++) {
+    for (size_t n = 0; n < 100000; n++) {
         char k[48];
         int kl = snprintf(k, sizeof k, "%s%zu", pfx, n);
-        int rc = shmkv_set(db, k, (size_t)kl, val, sizeof val, SHMKV_KIND_STRING);
-        if (rc) {
-            cr_assert(t_full(rc), "set %s -> %d (%s)", k, rc, shmkv_strerror(rc));
+        if ((*rc = shmkv_set(db, k, (size_t)kl, val, sizeof val, SHMKV_KIND_STRING)) != 0)
             return n;
-        }
-        cr_assert(n < 100000, "a 1 MiB store never fills");
     }
+    *rc = 0;
+    return 100000;
+}
+
+/* fill_until_refused, where only a full store may refuse. */
+static size_t fill_singles(shmkv_db *db, const char *pfx)
+{
+    int rc;
+    size_t n = fill_until_refused(db, pfx, &rc);
+    cr_assert(t_full(rc), "set %s%zu -> %d (%s)%s", pfx, n, rc, shmkv_strerror(rc),
+              rc ? "" : ": a 1 MiB store never fills");
+    return n;
 }
 
 /* A set_many far too big for the store: it must fail as full and write
@@ -1086,19 +1094,11 @@ static bool fs_full(int rc)
 
 static size_t child_fill(shmkv_db *db, const char *pfx)
 {
-    static char val[500];
-    memset(val, 'x', sizeof val);
-    for (size_t n = 0;; n++) {
-        char k[48];
-        int kl = snprintf(k, sizeof k, "%s%zu", pfx, n);
-        int rc = shmkv_set(db, k, (size_t)kl, val, sizeof val, SHMKV_KIND_STRING);
-        if (rc) {
-            CHILD_CHECK(fs_full(rc), "set %s on a full file system -> %d (%s)", k, rc,
-                        shmkv_strerror(rc));
-            return n;
-        }
-        CHILD_CHECK(n < 100000, "a 2 MiB file system never fills");
-    }
+    int rc;
+    size_t n = fill_until_refused(db, pfx, &rc);
+    CHILD_CHECK(fs_full(rc), "set %s%zu on a full file system -> %d (%s)%s", pfx, n, rc,
+                shmkv_strerror(rc), rc ? "" : ": a 2 MiB file system never fills");
+    return n;
 }
 
 static void fullfs_kid(shmkv_backend be, int track, const char *mnt, const char *where, int resfd)

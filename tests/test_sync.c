@@ -110,62 +110,37 @@ Test(sync, each_write_memory)
     each_write(SHMKV_BACKEND_MEMORY);
 }
 
+/* Open with flags, write, close: the synchronous msyncs of the close. */
+static unsigned long close_syncs(const char *where, shmkv_backend be, uint32_t flags)
+{
+    shmkv_db *db = open_flags(where, be, flags);
+    t_set(db, "k", "v");
+    taken();
+    T_OK(shmkv_close(db));
+    return taken();
+}
+
 /* The last close of a disk store msyncs it, unless SHMKV_NOSYNC; a close
  * while another process is attached does not. */
 Test(sync, last_close_disk)
 {
     const char *where = t_path("close");
-    shmkv_db *db = open_flags(where, SHMKV_BACKEND_DISK, 0);
-    t_set(db, "k", "v");
-    taken();
-    T_OK(shmkv_close(db));
-    cr_assert_gt(taken(), 0, "the last close did not msync");
-
-    db = open_flags(where, SHMKV_BACKEND_DISK, SHMKV_NOSYNC);
-    t_set(db, "k", "w");
-    taken();
-    T_OK(shmkv_close(db));
-    cr_assert_eq(taken(), 0, "the last close msynced under SHMKV_NOSYNC");
+    cr_assert_gt(close_syncs(where, SHMKV_BACKEND_DISK, 0), 0, "the last close did not msync");
+    cr_assert_eq(close_syncs(where, SHMKV_BACKEND_DISK, SHMKV_NOSYNC), 0,
+                 "the last close msynced under SHMKV_NOSYNC");
 
     /* another writer stays: not the last close */
-    int ready[2], go[2];
-    cr_assert(pipe(ready) == 0 && pipe(go) == 0);
-    pid_t kid = t_fork();
-    if (kid == 0) {
-        close(ready[0]);
-        close(go[1]);
-        shmkv_db *d = NULL;
-        shmkv_options o = t_opts(SHMKV_BACKEND_DISK, SHMKV_TRACK_DEFAULT);
-        CHILD_OK(shmkv_open(where, &o, &d));
-        char b = 'R';
-        CHILD_CHECK(write(ready[1], &b, 1) == 1, "ready");
-        while (read(go[0], &b, 1) < 0 && errno == EINTR) {
-        }
-        CHILD_OK(shmkv_close(d));
-        _exit(0);
-    }
-    close(ready[1]);
-    close(go[0]);
-    char b;
-    cr_assert_eq(read(ready[0], &b, 1), 1);
-    db = open_flags(where, SHMKV_BACKEND_DISK, 0);
-    t_set(db, "k", "x");
-    taken();
-    T_OK(shmkv_close(db));
-    cr_assert_eq(taken(), 0, "a close with another writer attached msynced");
-    close(go[1]);
-    t_wait_ok(kid, "the other writer");
-    close(ready[0]);
+    t_attached other = t_attach_child(where, SHMKV_BACKEND_DISK);
+    cr_assert_eq(close_syncs(where, SHMKV_BACKEND_DISK, 0), 0,
+                 "a close with another writer attached msynced");
+    t_detach_child(&other);
 }
 
 /* A memory store has no disk to reach: its last close removes it. */
 Test(sync, last_close_memory)
 {
     const char *where = t_name("close");
-    shmkv_db *db = open_flags(where, SHMKV_BACKEND_MEMORY, 0);
-    t_set(db, "k", "v");
-    taken();
-    T_OK(shmkv_close(db));
-    cr_assert_eq(taken(), 0, "the last close of a memory store msynced");
+    cr_assert_eq(close_syncs(where, SHMKV_BACKEND_MEMORY, 0), 0,
+                 "the last close of a memory store msynced");
     cr_assert(!t_exists(t_shm_file(where)));
 }

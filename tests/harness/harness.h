@@ -259,6 +259,16 @@ int t_wait(pid_t p); /* t_wait_for(p, t_wait_default()) */
 /* Wait for a child to stop (SIGSTOP) or end; the wait status. */
 int t_wait_stopped(pid_t p, double seconds);
 void t_wait_ok(pid_t p, const char *what); /* and assert exit status 0 */
+/* Another process attached to a store: t_attach_child() returns once a
+ * child has opened where (t_opts(be, SHMKV_TRACK_DEFAULT)); it stays
+ * attached, doing nothing, until t_detach_child() lets it close the store,
+ * and asserts that it exited 0. */
+typedef struct t_attached {
+    pid_t pid;
+    int go; /* closing it lets the child go on */
+} t_attached;
+t_attached t_attach_child(const char *where, shmkv_backend be);
+void t_detach_child(t_attached *a);
 void t_kill(pid_t p);                      /* SIGKILL and reap */
 /* Let teardown kill a process the test made by other means. */
 void t_adopt(pid_t p);

@@ -264,6 +264,38 @@ void t_wait_ok(pid_t p, const char *what)
               t_status_str(st, b, sizeof b));
 }
 
+t_attached t_attach_child(const char *where, shmkv_backend be)
+{
+    int ready[2], go[2];
+    cr_assert(pipe(ready) == 0 && pipe(go) == 0);
+    pid_t kid = t_fork();
+    if (kid == 0) {
+        close(ready[0]);
+        close(go[1]);
+        shmkv_db *db = NULL;
+        shmkv_options o = t_opts(be, SHMKV_TRACK_DEFAULT);
+        CHILD_OK(shmkv_open(where, &o, &db));
+        char b = 'R';
+        CHILD_CHECK(write(ready[1], &b, 1) == 1, "ready");
+        while (read(go[0], &b, 1) < 0 && errno == EINTR) {
+        }
+        CHILD_OK(shmkv_close(db));
+        _exit(0);
+    }
+    close(ready[1]);
+    close(go[0]);
+    char b;
+    cr_assert_eq(read(ready[0], &b, 1), 1, "the attached child did not open the store");
+    close(ready[0]);
+    return (t_attached){kid, go[1]};
+}
+
+void t_detach_child(t_attached *a)
+{
+    close(a->go);
+    t_wait_ok(a->pid, "attached to the store");
+}
+
 void t_kill(pid_t p)
 {
     kill(p, SIGKILL);
