@@ -279,8 +279,10 @@ func jsonValue(method string, e entry) (json.RawMessage, *kvError) {
 	if !utf8.Valid(e.Value) {
 		return nil, newErr(ErrSerializer, "%s: the value of key %q is bytes that are not UTF-8 text, which JSON cannot hold", method, e.Key)
 	}
-	b, _ := json.Marshal(string(e.Value))
-	return b, nil
+	// As JSON.stringify writes it: < > & as they are (json.Marshal writes
+	// each as a 6-byte \u escape, so a value of them would come back as a
+	// line too long to import).
+	return appendJSONString(nil, string(e.Value)), nil
 }
 
 // csvRecord fills rec with an entry's row: its key (with includeKey) and

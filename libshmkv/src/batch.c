@@ -451,6 +451,12 @@ static int pc_blob(void *ctx, const shmkv__kblob *kb)
     return pc_add(ctx, kb->key, kb->klen);
 }
 
+static int item_keycmp(const void *a, const void *b)
+{
+    const shmkv_item *x = a, *y = b;
+    return shmkv__keycmp(x->key, x->klen, y->key, y->klen);
+}
+
 int shmkv_delete_prefix(shmkv_db *db, const void *prefix, size_t plen, uint64_t limit,
                         uint64_t *deleted)
 {
@@ -475,10 +481,16 @@ int shmkv_delete_prefix(shmkv_db *db, const void *prefix, size_t plen, uint64_t 
     batch b = {.db = db, .m = m, .lk = all, .nlk = nseg};
     if ((rc = shmkv__batch_lock(&b, true)) != 0)
         goto out;
+    /* A tracked store deletes its first keys in key order. With the index
+     * waiting for room to be rebuilt (b.track false on a tracked store),
+     * the tables give every match, which are sorted and cut to limit. */
+    bool ordered = !b.track && limit && SHMKV__HDR(m)->track_keys;
     if (b.track) {
         uint64_t from = plen ? shmkv__index_rank(m, prefix, plen) : 0;
         rc = shmkv__index_walk(m, from, prefix, plen, limit, pc_blob, &pc);
     } else {
+        if (ordered)
+            pc.limit = 0;
         for (uint32_t i = 0; i < nseg && !rc; i++)
             rc = shmkv__seg_visit(m, shmkv__seg_at(m, i), pc_entry, &pc);
         if (rc == 1)
@@ -492,6 +504,10 @@ int shmkv_delete_prefix(shmkv_db *db, const void *prefix, size_t plen, uint64_t 
         items[i].key = pc.keys + at + 4;
         items[i].klen = kl;
         at += 4 + (size_t)kl;
+    }
+    if (!rc && ordered && pc.n > limit) {
+        qsort(items, pc.n, sizeof *items, item_keycmp);
+        pc.n = limit;
     }
     bool track = b.track, index_locked = b.index_locked;
     if (!rc && pc.n) {

@@ -557,7 +557,8 @@ static int walk_one(void *ctx, uint64_t off)
     return 0;
 }
 
-/* Act on the entry at off of the locked segment s. */
+/* Act on the entry at off of the locked segment s; s is unlocked on every
+ * return. */
 static int act_at(shmkv_db *db, shmkv__seg *s, uint64_t off, act *a, uint64_t now)
 {
     const shmkv__entry *e = shmkv__entry_at(db->m, off);
@@ -567,8 +568,11 @@ static int act_at(shmkv_db *db, shmkv__seg *s, uint64_t off, act *a, uint64_t no
     shmkv__seg_find(c.m, s, c.h, c.key, c.klen, &c.lk);
     /* Acting frees the entry the key lives in: work from a copy. */
     unsigned char *kcopy = malloc(e->klen);
-    if (!kcopy)
+    if (!kcopy) {
+        shmkv__seg_unlock(s); /* as the callers expect; a lock kept here would stall
+                               * every process on this segment */
         return -ENOMEM;
+    }
     memcpy(kcopy, e->data, e->klen);
     c.key = kcopy;
     int rc = act_on(&c, a, now);

@@ -463,18 +463,26 @@ void shmkv__release_all(shmkv__map *m)
 /* Rebuild the index under every lock: what repairs a dead index owner
  * when its undo log cannot (an old store without one, a log overflow, a
  * rebuild or log creation cut short), and what rebuild_index() does. */
-int shmkv__index_rebuild_all(shmkv__map *m)
+static int rebuild_all(shmkv__map *m, bool only_if_dirty)
 {
     int rc = shmkv__lock_all(m);
     if (rc)
         return rc;
     rc = shmkv__index_lock_raw(m);
     if (!rc) {
-        rc = shmkv__index_rebuild(m);
+        /* Several processes that found it marked queue up here: the
+         * first rebuilds, the others find it clean and need not. */
+        if (!only_if_dirty || atomic_load(&shmkv__index_of(m)->dirty))
+            rc = shmkv__index_rebuild(m);
         shmkv__index_unlock(m);
     }
     shmkv__unlock_all(m);
     return rc;
+}
+
+int shmkv__index_rebuild_all(shmkv__map *m)
+{
+    return rebuild_all(m, false);
 }
 
 /* A rebuild allocates a whole new index. When the disk, /dev/shm or the
@@ -521,7 +529,7 @@ bool shmkv__index_deferred(shmkv__map *m)
 
 int shmkv__index_rebuild_or_defer(shmkv__map *m)
 {
-    int rc = shmkv__index_rebuild_all(m);
+    int rc = rebuild_all(m, true);
     if (no_room(rc)) {
         atomic_store(&m->index_retry_ns, shmkv__mono_ns() + IDX_RETRY_NS);
         return 0;

@@ -135,10 +135,11 @@ int shmkv_clear(shmkv_db *db)
         shmkv__index_clear(m, gen);
         shmkv__index_unlock(m);
     }
-    /* as a batch does: the whole region (a clear is rare) */
+    shmkv__unlock_all(m);
+    /* The whole region, as a batch does (a clear is rare), with the locks
+     * let go: writers need not wait for the disk. */
     if (db->flags & SHMKV_SYNC)
         msync(m->base, atomic_load(&h->top), MS_SYNC);
-    shmkv__unlock_all(m);
     return 0;
 }
 
