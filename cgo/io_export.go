@@ -279,10 +279,14 @@ func jsonValue(method string, e entry) (json.RawMessage, *kvError) {
 	if !utf8.Valid(e.Value) {
 		return nil, newErr(ErrSerializer, "%s: the value of key %q is bytes that are not UTF-8 text, which JSON cannot hold", method, e.Key)
 	}
-	// As JSON.stringify writes it: < > & as they are (json.Marshal writes
-	// each as a 6-byte \u escape, so a value of them would come back as a
-	// line too long to import).
-	return appendJSONString(nil, string(e.Value)), nil
+	// < > & as they are, as keys are written (json.Marshal would write
+	// each as a 6-byte \u escape: a 12 MiB value of them became a line too
+	// long to import back). shmkv-dump --export writes the same bytes.
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(string(e.Value))
+	return bytes.TrimSuffix(b.Bytes(), []byte{'\n'}), nil
 }
 
 // csvRecord fills rec with an entry's row: its key (with includeKey) and

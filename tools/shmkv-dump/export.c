@@ -27,10 +27,10 @@ typedef struct exp {
 
 /* ---- JSON as Go's encoding/json writes it --------------------------------- */
 
-/* A JSON string. html: also <, > and & as \u escapes (json.Marshal does,
- * and exportJSONL marshals text values with it; keys go through an
- * encoder that does not). */
-static void put_gostr(FILE *f, const unsigned char *p, size_t n, bool html)
+/* A JSON string as Go's json.Encoder writes it with SetEscapeHTML(false),
+ * as exportJSONL writes keys and text values: control characters, U+2028
+ * and U+2029 as \u escapes, < > & as they are. */
+static void put_gostr(FILE *f, const unsigned char *p, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     fputc('"', f);
@@ -45,7 +45,7 @@ static void put_gostr(FILE *f, const unsigned char *p, size_t n, bool html)
         case '\b': fputs("\\b", f); continue;
         case '\f': fputs("\\f", f); continue;
         }
-        if (c < 0x20 || (html && (c == '<' || c == '>' || c == '&'))) {
+        if (c < 0x20) {
             fprintf(f, "\\u00%c%c", hex[c >> 4], hex[c & 15]);
         } else if (c == 0xE2 && i + 2 < n && p[i + 1] == 0x80 && (p[i + 2] & ~1u) == 0xA8) {
             /* U+2028 and U+2029, which JavaScript takes for line breaks */
@@ -201,12 +201,12 @@ static int export_one(void *ctx, const unsigned char *k, uint32_t klen, const un
     if (x->csv)
         return put_csv_row(x, k, klen, v, vlen, label);
     fputs("{\"key\":", x->out);
-    put_gostr(x->out, k, klen, false);
+    put_gostr(x->out, k, klen);
     fputs(",\"value\":", x->out);
     if (kind == SHMKV_KIND_JSON)
         jx_put_compact(x->out, v, vlen);
     else
-        put_gostr(x->out, v, vlen, true);
+        put_gostr(x->out, v, vlen);
     fputs("}\n", x->out);
     return 0;
 }
