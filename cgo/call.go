@@ -3,6 +3,7 @@
 package kv
 
 import (
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -365,6 +366,16 @@ func (c *call) decode(b []byte, k Kind) sobek.Value {
 	if err != nil {
 		c.fail(err)
 		return nil
+	}
+	return v
+}
+
+// decodeKey is decode for the methods that read many keys: a value that
+// does not decode names its key ("list: key \"k\": ...").
+func (c *call) decodeKey(key string, b []byte, k Kind) sobek.Value {
+	v := c.decode(b, k)
+	if c.err != nil {
+		c.err.Message = c.name + ": key " + strconv.Quote(key) + ": " + c.err.Message
 	}
 	return v
 }

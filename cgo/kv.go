@@ -152,9 +152,8 @@ func opList(c *call) sobek.Value {
 	}
 	items := make([]any, len(entries))
 	for i, e := range entries {
-		v := c.decode(e.Value, e.Kind)
+		v := c.decodeKey(e.Key, e.Value, e.Kind)
 		if c.err != nil {
-			c.err.Message = "list: key " + strconv.Quote(e.Key) + ": " + c.err.Message
 			return nil
 		}
 		items[i] = c.object("key", e.Key, "value", v)

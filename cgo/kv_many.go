@@ -182,9 +182,7 @@ func opGetMany(c *call) sobek.Value {
 		}
 		if got[j].Found {
 			items[i].Exists = true
-			if items[i].Value = c.decode(got[j].Value, got[j].Kind); c.err != nil {
-				// which of the keys, as list() says
-				c.err.Message = "getMany: key " + strconv.Quote(keys[i]) + ": " + c.err.Message
+			if items[i].Value = c.decodeKey(keys[i], got[j].Value, got[j].Kind); c.err != nil {
 				return nil
 			}
 		}
@@ -384,15 +382,11 @@ func opScan(c *call) sobek.Value {
 	es, cursor, done := c.page(false)
 	items := make([]any, 0, len(es))
 	for _, e := range es {
-		v := c.decode(e.Value, e.Kind)
+		v := c.decodeKey(e.Key, e.Value, e.Kind)
 		if c.err != nil {
-			c.err.Message = "scan: key " + strconv.Quote(e.Key) + ": " + c.err.Message
 			return nil
 		}
 		items = append(items, c.object("key", e.Key, "value", v))
-	}
-	if c.err != nil {
-		return nil
 	}
 	return c.object("entries", c.h.rt.NewArray(items...), "cursor", cursor, "done", done)
 }

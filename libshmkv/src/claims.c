@@ -50,10 +50,6 @@ static void cop_unlock(cop *c)
     c->locked = false;
 }
 
-static bool tracked(shmkv__map *m)
-{
-    return SHMKV__HDR(m)->track_keys != 0;
-}
 
 /* The live lease of the found key, or NULL. */
 static const shmkv__lease *live_lease(cop *c, uint64_t now)
@@ -706,7 +702,7 @@ static int draw(shmkv_db *db, const void *prefix, size_t plen, act *a)
     if (rc)
         return rc;
     for (int tries = 0; tries < PICK_TRIES; tries++) {
-        if (tracked(db->m)) {
+        if (shmkv__tracked(db->m)) {
             rc = pick_index(db, prefix, plen, a);
             if (rc == SHMKV__NOINDEX)
                 rc = pick_scan(db, prefix, plen, a);

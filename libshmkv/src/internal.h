@@ -578,6 +578,13 @@ uint64_t shmkv__index_free_select(shmkv__map *m, uint64_t r);
  * 0: none. O(log n). */
 uint64_t shmkv__index_expired(shmkv__map *m, uint64_t now);
 
+/* Whether the store keeps the key index (read with acquire: turning it on
+ * publishes the index built before it). */
+static inline bool shmkv__tracked(shmkv__map *m)
+{
+    return __atomic_load_n(&SHMKV__HDR(m)->track_keys, __ATOMIC_ACQUIRE) != 0;
+}
+
 /* ---- index_repair.c: the index lock, logged updates, repair, rebuild -- */
 /* Take the index lock; `held` is the segment lock the caller holds, or
  * NULL. Returns 0 when the index is usable. When the index needed a rebuild

@@ -11,10 +11,6 @@
 #include <errno.h>
 #include <stdlib.h>
 
-static bool tracked(shmkv__map *m)
-{
-    return __atomic_load_n(&SHMKV__HDR(m)->track_keys, __ATOMIC_ACQUIRE) != 0;
-}
 
 /* A key (and maybe its value) copied out from under a lock. */
 typedef struct rec {
@@ -119,8 +115,7 @@ static int scan_index(shmkv_db *db, const void *prefix, size_t plen, const void 
             /* marked for a rebuild that found no room: the rest of the
              * page, after the last key handed out, from the tables */
             rc = scan_tables(db, prefix, plen, cursor ? cursor->data : NULL,
-                             cursor ? cursor->klen : 0, limit ? limit - emitted : 0, flags, fn,
-                             ctx);
+                             cursor ? cursor->klen : 0, want, flags, fn, ctx);
             break;
         }
         if (rc)
@@ -307,7 +302,7 @@ int shmkv_scan(shmkv_db *db, const void *prefix, size_t plen, const void *after,
         return SHMKV_EKEYSIZE;
     shmkv__call_begin(db);
     /* A read-only map cannot lock the index: it scans the tables. */
-    if (tracked(db->m) && !db->m->rdonly)
+    if (shmkv__tracked(db->m) && !db->m->rdonly)
         return scan_index(db, prefix, plen, after, alen, limit, flags, fn, ctx);
     return scan_tables(db, prefix, plen, after, alen, limit, flags, fn, ctx);
 }
@@ -468,13 +463,11 @@ int shmkv_random_keys(shmkv_db *db, const void *prefix, size_t plen, uint64_t co
     /* A read-only map cannot lock the index: it samples from the tables
      * (copied out without locks) or, with replacement, draws each key as
      * random_key does. */
-    rc = tracked(m) && !m->rdonly ? sample_index(m, prefix, plen, count, unique, &out)
-                                  : SHMKV__NOINDEX;
-    if (rc != SHMKV__NOINDEX) {
-        /* drawn from the index */
-    } else if (unique) {
+    rc = shmkv__tracked(m) && !m->rdonly ? sample_index(m, prefix, plen, count, unique, &out)
+                                         : SHMKV__NOINDEX;
+    if (rc == SHMKV__NOINDEX && unique) {
         rc = sample_tables(m, prefix, plen, count, &out);
-    } else {
+    } else if (rc == SHMKV__NOINDEX) {
         /* Each draw is uniform on its own; the callback runs between draws
          * with no lock held. */
         unsigned char *k = malloc(SHMKV_KEY_MAX);

@@ -384,10 +384,6 @@ int shmkv_list(shmkv_db *db, const void *prefix, size_t plen, uint64_t limit, un
 
 /* ---- count ------------------------------------------------------------------------------ */
 
-static bool tracked(shmkv__map *m)
-{
-    return __atomic_load_n(&SHMKV__HDR(m)->track_keys, __ATOMIC_ACQUIRE) != 0;
-}
 
 typedef struct counter {
     shmkv__map *m;
@@ -425,7 +421,7 @@ int shmkv_count(shmkv_db *db, const void *prefix, size_t plen, uint64_t *count)
     }
     /* An index marked for a rebuild that found no room (NOINDEX): count
      * as an untracked store does. */
-    if (tracked(m) && (rc = shmkv__index_enter(m)) != SHMKV__NOINDEX) {
+    if (shmkv__tracked(m) && (rc = shmkv__index_enter(m)) != SHMKV__NOINDEX) {
         if (rc)
             return rc;
         uint64_t lo = plen ? shmkv__index_rank(m, prefix, plen) : 0;
