@@ -15,8 +15,9 @@ import (
 // from the same library call that claims or pops it.
 
 const (
-	// maxClaims bounds count and the arrays of keys and refs of one call.
-	maxClaims = 100_000
+	// maxClaims bounds count and the arrays of keys and refs of one call,
+	// as xk6-kv bounds count.
+	maxClaims = 1_000_000
 	// maxToken: tokens are handed to scripts as numbers, exact below 2^53.
 	maxToken = 1<<53 - 1
 )
@@ -100,6 +101,7 @@ func (c *call) leaseOpts(o *sobek.Object) (lease, bool) {
 // ref is a ClaimRef as a script handed it back.
 type ref struct {
 	key   string
+	id    string // as the script gave it (String(token) when it gave none)
 	token uint64
 	// match is false when the ref's id is not String(token): it names no
 	// live claim, and the store is not asked.
@@ -135,9 +137,14 @@ func (c *call) readRef(v sobek.Value, what string) ref {
 	if c.err != nil {
 		return ref{}
 	}
-	r := ref{key: key, token: uint64(f), match: possible(key)}
+	r := ref{key: key, id: itoa(int64(f)), token: uint64(f), match: possible(key)}
 	if id := o.Get("id"); id != nil && !sobek.IsUndefined(id) {
-		r.match = r.match && sobek.IsString(id) && id.String() == itoa(int64(r.token))
+		if sobek.IsString(id) {
+			r.id = id.String()
+		} else {
+			r.match = false
+		}
+		r.match = r.match && r.id == itoa(int64(r.token))
 	}
 	return r
 }
@@ -382,15 +389,22 @@ func opClaimRandomMany(c *call) sobek.Value {
 
 func opClaimKey(c *call) sobek.Value {
 	key := c.key(0)
-	l, given := c.leaseOpts(c.options(1, "owner", "ttl"))
+	// prefix is taken and not used: xk6-kv's claimKey options are its
+	// ClaimOptions type, which has one.
+	o := c.options(1, "owner", "ttl", "prefix")
+	_ = c.prefix(o)
+	l, given := c.leaseOpts(o)
 	return c.oneClaim(l, given, func(cs claimStore) (claimed, bool, error) {
 		return cs.claimKey(key, l, &c.h.claimBuf)
 	})
 }
 
-// opClaimKeys claims each key in turn (a key given twice once), in the
-// order given. With allOrNothing the first key that cannot be claimed
-// releases the ones taken before it and the call resolves to [].
+// opClaimKeys claims each key in turn, in the order given, and sorts the
+// keys into {claimed, busy, missing}: a key that could not be claimed is
+// busy when it exists (another live claim holds it) and missing otherwise.
+// With allOrNothing the first key that cannot be claimed stops the call:
+// the claims taken before it are released, and the result names that key
+// alone (claimed empty). Keys must be non-empty and given once.
 func opClaimKeys(c *call) sobek.Value {
 	keys := c.strings(0, "keys")
 	o := c.options(1, "owner", "ttl", "allOrNothing")
@@ -399,36 +413,63 @@ func opClaimKeys(c *call) sobek.Value {
 	if len(keys) > maxClaims && c.err == nil {
 		c.invalid("keys holds %d entries; one call takes at most %d", len(keys), maxClaims)
 	}
-	for _, k := range keys {
-		if k == "" && c.err == nil {
-			c.fail(&kvError{Name: ErrInvalidOptions, Message: "claimKeys: keys must be non-empty strings",
-				Errors: []entryError{{Key: k, Name: "EmptyKey", Message: "key must be a non-empty string"}}})
+	if c.err == nil {
+		var bad []entryError
+		seen := make(map[string]bool, len(keys))
+		for _, k := range keys {
+			switch {
+			case k == "":
+				bad = append(bad, entryError{Key: k, Name: "EmptyKey", Message: "key must be a non-empty string"})
+			case seen[k]:
+				bad = append(bad, entryError{Key: k, Name: "DuplicateKey", Message: "key " + quote(k) + " is given more than once"})
+			}
+			seen[k] = true
+		}
+		if len(bad) > 0 {
+			c.fail(&kvError{Name: ErrInvalidOptions, Errors: bad,
+				Message: "claimKeys: keys must be non-empty strings, each given once"})
 		}
 	}
 	var cls []claimed
+	var busy, missing []string
 	c.onClaims(func(cs claimStore) error {
-		seen := make(map[string]bool, len(keys))
 		undo := func() {
 			release(cs, cls)
 			cls = nil
 		}
 		for _, k := range keys {
-			if seen[k] {
-				continue
-			}
-			seen[k] = true
 			var cl claimed
 			ok := false
 			if possible(k) {
 				var err error
 				if cl, ok, err = cs.claimKey(k, l, &c.h.claimBuf); err != nil {
+					c.keyArg = k
 					undo()
 					return err
 				}
 			}
 			if ok {
 				cls = append(cls, cl)
-			} else if all {
+				continue
+			}
+			// Not claimed: held by a live claim, or not there. The two
+			// looks are not one step; a key written or deleted between
+			// them is sorted by the second.
+			there := false
+			if possible(k) {
+				var err error
+				if there, err = c.h.db.exists(k); err != nil {
+					c.keyArg = k
+					undo()
+					return err
+				}
+			}
+			if there {
+				busy = append(busy, k)
+			} else {
+				missing = append(missing, k)
+			}
+			if all {
 				undo()
 				return nil
 			}
@@ -438,18 +479,60 @@ func opClaimKeys(c *call) sobek.Value {
 	if c.err != nil {
 		return nil
 	}
-	return c.array(c.claimValues(cls, l.owner, given))
+	claimedArr := c.array(c.claimValues(cls, l.owner, given))
+	if c.err != nil {
+		return nil
+	}
+	return c.object("claimed", claimedArr, "busy", c.stringArray(busy), "missing", c.stringArray(missing))
+}
+
+func (c *call) stringArray(ss []string) sobek.Value {
+	all := make([]any, len(ss))
+	for i, s := range ss {
+		all[i] = s
+	}
+	return c.h.rt.NewArray(all...)
 }
 
 // ---- release, complete, renew ----------------------------------------------
 
-// end runs release (complete false) or complete on each ref; a ref that
-// names no live claim gives false.
-func (c *call) end(refs []ref, complete, deleteKey bool) []any {
-	out := make([]any, len(refs))
+// batchResult builds the result of releaseClaims, completeClaims and
+// renewClaims: {attempted, <done>: n, failed: [{index, id, key, name,
+// message}]}, a failure for each ref that named no live claim.
+func (c *call) batchResult(done string, refs []ref, ok []bool) sobek.Value {
+	if c.err != nil {
+		return nil
+	}
+	n := 0
+	var failed []sobek.Value
+	for i, r := range refs {
+		if ok[i] {
+			n++
+			continue
+		}
+		failed = append(failed, c.object("index", i, "id", r.id, "key", r.key, "name", "ClaimNotUpdated",
+			"message", c.name+": refs["+itoa(int64(i))+"] (key "+quote(r.key)+
+				") names no live claim: it was released, completed, taken over, or its lease ran out"))
+	}
+	return c.object("attempted", len(refs), done, n, "failed", c.array(failed))
+}
+
+// progress adds to a failure in the middle of a batch how many refs were
+// applied before it: those stay applied.
+func (c *call) progress(verb string, applied, total int) {
+	if c.err != nil && total > 1 {
+		c.err.Message += "; " + itoa(int64(applied)) + " of " + itoa(int64(total)) +
+			" refs were " + verb + " before it and stay so"
+	}
+}
+
+// end runs release (complete false) or complete on each ref; ok[i] is
+// whether ref i named a live claim (and was ended).
+func (c *call) end(refs []ref, complete, deleteKey bool) []bool {
+	out := make([]bool, len(refs))
+	applied := 0
 	c.onClaims(func(cs claimStore) error {
 		for i, r := range refs {
-			out[i] = false
 			if !r.match {
 				continue
 			}
@@ -459,9 +542,17 @@ func (c *call) end(refs []ref, complete, deleteKey bool) []any {
 				return err
 			}
 			out[i] = ok
+			if ok {
+				applied++
+			}
 		}
 		return nil
 	})
+	verb := "released"
+	if complete {
+		verb = "completed"
+	}
+	c.progress(verb, applied, len(refs))
 	return out
 }
 
@@ -472,7 +563,7 @@ func opReleaseClaim(c *call) sobek.Value {
 
 func opReleaseClaims(c *call) sobek.Value {
 	refs := c.refs(0)
-	return c.result(c.end(refs, false, false))
+	return c.batchResult("released", refs, c.end(refs, false, false))
 }
 
 func opCompleteClaim(c *call) sobek.Value {
@@ -484,30 +575,32 @@ func opCompleteClaim(c *call) sobek.Value {
 func opCompleteClaims(c *call) sobek.Value {
 	refs := c.refs(0)
 	del := c.flag(c.options(1, "deleteKey"), "deleteKey", true)
-	return c.result(c.end(refs, true, del))
+	return c.batchResult("completed", refs, c.end(refs, true, del))
 }
 
-// renew extends each ref's claim: its new end (Unix ms), or null when the
-// ref names no live claim.
-func (c *call) renew(refs []ref, ttl uint64) []any {
-	out := make([]any, len(refs))
+// renew extends each ref's claim to ttl from now; ok[i] is whether ref i
+// named a live claim (and was renewed).
+func (c *call) renew(refs []ref, ttl uint64) []bool {
+	out := make([]bool, len(refs))
+	applied := 0
 	c.onClaims(func(cs claimStore) error {
 		for i, r := range refs {
-			out[i] = sobek.Null()
 			if !r.match {
 				continue
 			}
-			at, ok, err := cs.renewClaim(r.key, r.token, ttl)
+			_, ok, err := cs.renewClaim(r.key, r.token, ttl)
 			if err != nil {
 				c.keyArg = r.key
 				return err
 			}
+			out[i] = ok
 			if ok {
-				out[i] = at
+				applied++
 			}
 		}
 		return nil
 	})
+	c.progress("renewed", applied, len(refs))
 	return out
 }
 
@@ -520,5 +613,5 @@ func opRenewClaim(c *call) sobek.Value {
 func opRenewClaims(c *call) sobek.Value {
 	refs := c.refs(0)
 	ttl := c.ttl(c.options(1, "ttl"))
-	return c.result(c.renew(refs, ttl))
+	return c.batchResult("renewed", refs, c.renew(refs, ttl))
 }

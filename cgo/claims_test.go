@@ -54,7 +54,7 @@ func TestJSClaimKey(t *testing.T) {
 			eq(await kv.releaseClaim(a), true, "release");
 			eq(await kv.releaseClaim(a), false, "release again");
 			eq(await kv.completeClaim(a), false, "complete after release");
-			eq(await kv.renewClaim(a), null, "renew after release");
+			eq(await kv.renewClaim(a), false, "renew after release");
 			const a2 = await kv.claimKey("u:1");
 			eq(a2.entry.value, {n: 11}, "claimed again, with the value set meanwhile");
 			if (!(a2.token > b.token)) throw new Error("a new claim has a new, larger token");
@@ -119,7 +119,7 @@ func TestJSClaimRandomExclusion(t *testing.T) {
 			if (!(taken.token > short.token)) throw new Error("take-over token grows");
 			eq(await kv.releaseClaim(short), false, "stale after take-over: release");
 			eq(await kv.completeClaim(short), false, "stale after take-over: complete");
-			eq(await kv.renewClaim(short), null, "stale after take-over: renew");
+			eq(await kv.renewClaim(short), false, "stale after take-over: renew");
 			eq(await kv.exists("q:1"), true, "a stale complete deletes nothing");
 			eq(await kv.completeClaim(taken), true, "the holder completes");
 			eq(await kv.exists("q:1"), false, "and deletes");
@@ -137,21 +137,29 @@ func TestJSClaimExpiryAndRenew(t *testing.T) {
 			await kv.setMany({a: 1, b: 2});
 			const a = await kv.claimKey("a", {ttl: 50});
 			await sleep(100);
-			eq(await kv.renewClaim(a, {ttl: 1000}), null, "renew after expiry");
+			eq(await kv.renewClaim(a, {ttl: 1000}), false, "renew after expiry");
 			eq(await kv.releaseClaim(a), false, "release after expiry");
 			eq(await kv.completeClaim(a), false, "complete after expiry");
 			eq(await kv.exists("a"), true, "kept");
 
 			const b = await kv.claimKey("b", {ttl: 400, owner: "o"});
-			const t0 = Date.now();
-			const at = await kv.renewClaim(b, {ttl: 3000});
-			if (typeof at !== "number" || !(at > b.expiresAt) || at < t0 + 3000 - 50 || at > Date.now() + 3000 + 50) throw new Error("renewed to " + at + ", was " + b.expiresAt);
+			eq(await kv.renewClaim(b, {ttl: 3000}), true, "renew");
 			await sleep(Math.max(0, b.expiresAt - Date.now()) + 50);
 			eq(await kv.claimKey("b"), null, "still held past the first end");
-			const d = await kv.renewClaim(b);
-			if (!(d >= Date.now() + 30000 - 100)) throw new Error("renew without ttl: the default, got " + d);
-			eq(await kv.renewClaims([b, a, {key: "b", token: b.token + 1000}], {ttl: 500}).then((r) => r.map((x) => typeof x)), ["number", "object", "object"], "renewClaims");
-			eq(await kv.releaseClaim(b), true, "released by its token after renewals");
+			eq(await kv.renewClaim(b), true, "renew without ttl (the default, 30 s)");
+			const r = await kv.renewClaims([b, a, {key: "b", token: b.token + 1000}], {ttl: 500});
+			eq([r.attempted, r.renewed, r.failed.map((f) => [f.index, f.key, f.id, f.name])],
+				[3, 1, [[1, "a", a.id, "ClaimNotUpdated"], [2, "b", String(b.token + 1000), "ClaimNotUpdated"]]], "renewClaims");
+			eq(Object.keys(r), ["attempted", "renewed", "failed"], "renewClaims shape");
+			eq(Object.keys(r.failed[0]), ["index", "id", "key", "name", "message"], "failure shape");
+			if (!/names no live claim/.test(r.failed[0].message)) throw new Error("failure message: " + r.failed[0].message);
+			// The renewal set the lease to 500 ms from then (from the 30 s
+			// before it): the key is free again after that.
+			await sleep(600);
+			const b2 = await kv.claimKey("b");
+			eq(b2 !== null && b2.token > b.token, true, "free once the renewed lease ran out");
+			eq(await kv.releaseClaim(b), false, "b's old ref is stale");
+			eq(await kv.releaseClaim(b2), true, "the new holder releases");
 		`)
 	})
 }
@@ -161,32 +169,52 @@ func TestJSClaimKeys(t *testing.T) {
 		claimRun(t, opts, `
 			await kv.setMany({a: "A", b: "B", c: "C", d: "D"});
 			const t0 = Date.now();
-			let got = await kv.claimKeys(["a", "missing", "b", "a"], {owner: "me", ttl: 4000});
-			eq(got.map((c) => [c.key, c.entry.value, c.owner]), [["a", "A", "me"], ["b", "B", "me"]], "the keys that could be claimed, once each");
+			let res = await kv.claimKeys(["a", "missing", "b"], {owner: "me", ttl: 4000});
+			eq(Object.keys(res), ["claimed", "busy", "missing"], "claimKeys shape");
+			let got = res.claimed;
+			eq(got.map((c) => [c.key, c.entry.value, c.owner]), [["a", "A", "me"], ["b", "B", "me"]], "the keys that could be claimed");
+			eq([res.busy, res.missing], [[], ["missing"]], "missing");
 			for (const c of got) isClaim(c, c.key, c.entry.value, "me", 4000, t0, "claimKeys");
 			eq(new Set(got.map((c) => c.token)).size, 2, "a token each");
+			eq(await kv.claimKeys(["c", "a", "gone", "b"]).then((r) => [r.claimed.map((c) => c.key), r.busy, r.missing]),
+				[["c"], ["a", "b"], ["gone"]], "busy: held by a live claim");
 
-			// allOrNothing: b is held, so c and d (taken before it) are released
-			eq(await kv.claimKeys(["c", "d", "b"], {allOrNothing: true}), [], "allOrNothing, one held");
-			eq(await kv.claimKeys(["c", "missing"], {allOrNothing: true}), [], "allOrNothing, one missing");
-			const cd = await kv.claimKeys(["c", "d"]);
-			eq(cd.map((c) => c.key), ["c", "d"], "nothing was left claimed by the failures");
-			eq(await kv.releaseClaims([...got, ...cd]), [true, true, true, true], "releaseClaims");
-			const all = await kv.claimKeys(["d", "c", "b", "a", "d"], {allOrNothing: true});
-			eq(all.map((c) => c.key), ["d", "c", "b", "a"], "allOrNothing, all free");
-			eq(await kv.completeClaims(all.slice(0, 2), {deleteKey: false}), [true, true], "completeClaims, keep");
-			eq(await kv.completeClaims(all), [false, false, true, true], "completeClaims: two ended already");
-			eq(await kv.listKeys(), ["c", "d"], "deleted by default");
-			eq(await kv.claimKeys([]), [], "no keys");
-			eq(await kv.claimKeys(["k".repeat(16385)]), [], "a key too long is never there");
+			// allOrNothing: the first key that cannot be claimed stops the call,
+			// and the keys taken before it are released
+			eq((await kv.claimKeys(["c"])).busy, ["c"], "c is held by the call before");
+			eq(await kv.claimKeys(["d", "b", "missing"], {allOrNothing: true}), {claimed: [], busy: ["b"], missing: []}, "allOrNothing, one held");
+			eq(await kv.claimKeys(["d", "missing", "b"], {allOrNothing: true}), {claimed: [], busy: [], missing: ["missing"]}, "allOrNothing, one missing");
+			const dd = await kv.claimKeys(["d"]);
+			eq(dd.claimed.map((c) => c.key), ["d"], "nothing was left claimed by the failures");
+			let rel = await kv.releaseClaims([...got, ...dd.claimed]);
+			eq(rel, {attempted: 3, released: 3, failed: []}, "releaseClaims");
+			rel = await kv.releaseClaims([got[0], {key: "a", token: 1, id: "1"}]);
+			eq([rel.attempted, rel.released, rel.failed.map((f) => [f.index, f.id, f.key, f.name])],
+				[2, 0, [[0, got[0].id, "a", "ClaimNotUpdated"], [1, "1", "a", "ClaimNotUpdated"]]], "releaseClaims: stale refs fail");
+			eq(Object.keys(rel), ["attempted", "released", "failed"], "releaseClaims shape");
+			const all = (await kv.claimKeys(["d", "b", "a"], {allOrNothing: true})).claimed;
+			eq(all.map((c) => c.key), ["d", "b", "a"], "allOrNothing, all free");
+			eq(await kv.completeClaims(all.slice(0, 2), {deleteKey: false}), {attempted: 2, completed: 2, failed: []}, "completeClaims, keep");
+			const done = await kv.completeClaims(all);
+			eq([done.attempted, done.completed, done.failed.map((f) => f.index)], [3, 1, [0, 1]], "completeClaims: two ended already");
+			eq(Object.keys(done), ["attempted", "completed", "failed"], "completeClaims shape");
+			eq(await kv.listKeys(), ["b", "c", "d"], "deleted by default");
+			eq(await kv.claimKeys([]), {claimed: [], busy: [], missing: []}, "no keys");
+			eq(await kv.claimKeys(["k".repeat(16385)]), {claimed: [], busy: [], missing: ["k".repeat(16385)]}, "a key too long is never there");
+			eq(await kv.releaseClaims([]), {attempted: 0, released: 0, failed: []}, "no refs");
 
-			await rejects(kv.claimKeys(["a", ""]), "InvalidOptionsError", "empty key");
-			await rejects(kv.claimKeys(["a", 1]), "InvalidOptionsError", "not a string");
-			await rejects(kv.claimKeys("a"), "InvalidOptionsError", "not an array");
-			await rejects(kv.claimKeys(["a"], {allOrNothing: 1}), "InvalidOptionsError", "allOrNothing not a boolean");
-			await rejects(kv.claimKeys(["a"], {prefix: "x"}), "InvalidOptionsError", "unknown option");
-			await rejects(kv.claimKeys(new Array(100001).fill("c")), "InvalidOptionsError", "too many keys");
-			eq(await kv.claimKey("c") !== null, true, "the failed calls claimed nothing");
+			let e = await rejects(kv.claimKeys(["b", ""]), "InvalidOptionsError", "empty key");
+			eq(e.errors.map((x) => x.name), ["EmptyKey"], "empty key named");
+			e = await rejects(kv.claimKeys(["b", "d", "b"]), "InvalidOptionsError", "a key twice");
+			eq(e.errors.map((x) => [x.key, x.name]), [["b", "DuplicateKey"]], "duplicate named");
+			await rejects(kv.claimKeys(["b", 1]), "InvalidOptionsError", "not a string");
+			await rejects(kv.claimKeys("b"), "InvalidOptionsError", "not an array");
+			await rejects(kv.claimKeys(["b"], {allOrNothing: 1}), "InvalidOptionsError", "allOrNothing not a boolean");
+			await rejects(kv.claimKeys(["b"], {prefix: "x"}), "InvalidOptionsError", "unknown option");
+			await rejects(kv.claimKeys(new Array(1000001).fill("b")), "InvalidOptionsError", "too many keys");
+			eq(await kv.claimKey("b") !== null, true, "the failed calls claimed nothing");
+			const pc = await kv.claimKey("d", {prefix: "zzz", ttl: 1000});
+			eq(pc && pc.key, "d", "claimKey takes xk6-kv's prefix option and does not use it");
 		`)
 	})
 }
@@ -211,7 +239,7 @@ func TestJSClaimRandomMany(t *testing.T) {
 
 			const popped = await kv.popRandomMany({prefix: "t:", count: 3});
 			eq(popped, [], "pop passes claimed keys by");
-			eq(await kv.releaseClaims(rest), [true, true, true, true], "release four");
+			eq(await kv.releaseClaims(rest), {attempted: 4, released: 4, failed: []}, "release four");
 			const p = await kv.popRandomMany({prefix: "t:", count: 3});
 			eq(p.length, 3, "popRandomMany");
 			for (const e of p) eq([Object.keys(e), e.value], [["key", "value"], {i: Number(e.key.slice(2))}], "entry " + e.key);
@@ -242,13 +270,14 @@ func TestJSClaimOptionErrors(t *testing.T) {
 			["claimRandom prefix number", () => kv.claimRandom({prefix: 1})],
 			["claimRandom unknown option", () => kv.claimRandom({count: 2})],
 			["claimRandom options not an object", () => kv.claimRandom("a")],
-			["claimKey unknown option", () => kv.claimKey("a", {prefix: "a"})],
+			["claimKey unknown option", () => kv.claimKey("a", {count: 1})],
+			["claimKey prefix not a string", () => kv.claimKey("a", {prefix: 1})],
 			["claimKey ttl", () => kv.claimKey("a", {ttl: 0})],
 			["claimRandomMany count missing", () => kv.claimRandomMany({prefix: "a"})],
 			["claimRandomMany no options", () => kv.claimRandomMany()],
 			["claimRandomMany count 0", () => kv.claimRandomMany({count: 0})],
 			["claimRandomMany count 1.5", () => kv.claimRandomMany({count: 1.5})],
-			["claimRandomMany count 100001", () => kv.claimRandomMany({count: 100001})],
+			["claimRandomMany count 1000001", () => kv.claimRandomMany({count: 1000001})],
 			["claimRandomMany count 1e12", () => kv.claimRandomMany({count: 1e12})],
 			["claimRandomMany count string", () => kv.claimRandomMany({count: "2"})],
 			["popRandomMany count missing", () => kv.popRandomMany({})],
@@ -294,7 +323,7 @@ func TestJSClaimOptionErrors(t *testing.T) {
 	`)
 }
 
-// A ref whose id is not String(token) names no claim: false or null, and
+// A ref whose id is not String(token) names no claim: false, and
 // the claim it might look like stays.
 func TestJSClaimRefID(t *testing.T) {
 	claimRun(t, storeOptions(t, "disk", false, ""), `
@@ -304,8 +333,9 @@ func TestJSClaimRefID(t *testing.T) {
 		eq(await kv.releaseClaim({id: c.token, key: "a", token: c.token}), false, "id a number");
 		eq(await kv.releaseClaim({id: null, key: "a", token: c.token}), false, "id null");
 		eq(await kv.completeClaim({...c, id: "0"}), false, "complete, id differs");
-		eq(await kv.renewClaim({...c, id: ""}), null, "renew, id differs");
-		eq(await kv.renewClaims([{...c, id: "z"}]), [null], "renewClaims, id differs");
+		eq(await kv.renewClaim({...c, id: ""}), false, "renew, id differs");
+		const r = await kv.renewClaims([{...c, id: "z"}]);
+		eq([r.renewed, r.failed.map((f) => [f.index, f.id, f.key, f.name])], [0, [[0, "z", "a", "ClaimNotUpdated"]]], "renewClaims, id differs");
 		eq(await kv.releaseClaim({...c, key: "b"}), false, "another key");
 		eq(await kv.releaseClaim({key: "a", token: c.token + 1}), false, "another token");
 		eq(await kv.releaseClaim({key: "", token: c.token}), false, "empty key");
@@ -342,7 +372,7 @@ func TestJSClaimValues(t *testing.T) {
 		for (const [k, v] of Object.entries(vals)) pool["v:" + k] = v;
 		await kv.setMany(pool);
 		for (const [k, v] of Object.entries(vals)) eq((await kv.claimKey("v:" + k)).entry.value, v, "claimKey " + k);
-		eq(await kv.claimKeys(Object.keys(pool)), [], "all held by the claimKey calls");
+		eq(await kv.claimKeys(Object.keys(pool)), {claimed: [], busy: Object.keys(pool), missing: []}, "all held by the claimKey calls");
 		eq(await kv.claimRandomMany({prefix: "v:", count: 20}), [], "all held");
 	`)
 	claimRun(t, storeOptions(t, "disk", false, ""), `
@@ -398,7 +428,7 @@ func TestJSClaimStats(t *testing.T) {
 			await kv.setMany({"u:1": 1, "u:2": 2, "u:3": 3, "u:4": 4, "x": 5});
 			eq((await kv.stats()).claims, {live: 0, expired: 0}, "none");
 			const o = `+opts+`;
-			const long = await kv.claimKeys(["u:1", "u:2", "x"], {ttl: 10000});
+			const long = (await kv.claimKeys(["u:1", "u:2", "x"], {ttl: 10000})).claimed;
 			const t1 = Date.now();
 			const short = await kv.claimKey("u:3", {ttl: 300});
 			const four = (await kv.stats()).claims;
@@ -462,7 +492,7 @@ func TestJSClaimTwoVUs(t *testing.T) {
 	opts := storeOptions(t, "memory", true, "")
 	a, b := newJS(t), newJS(t)
 	runAsync(t, a, claimPrelude+`globalThis.kv = openKv(`+opts+`); await kv.setMany({k1: 1, k2: 2});
-		globalThis.held = await kv.claimKeys(["k1", "k2"], {owner: "a", ttl: 10000});
+		globalThis.held = (await kv.claimKeys(["k1", "k2"], {owner: "a", ttl: 10000})).claimed;
 		eq(held.length, 2, "a holds both");`)
 	runAsync(t, b, claimPrelude+`globalThis.kv = openKv(`+opts+`);
 		eq(await kv.claimKey("k1"), null, "b: held by a");
@@ -524,7 +554,7 @@ func TestJSClaimOtherProcess(t *testing.T) {
 				const free = await kv.claimRandomMany({prefix: "p:", count: 3});
 				const keys = free.map((c) => c.key);
 				if (!keys.includes("p:3") || keys.includes("p:1")) throw new Error("claimable: " + keys);
-				eq(await kv.releaseClaims(free), free.map(() => true), "release them");
+				eq(await kv.releaseClaims(free), {attempted: free.length, released: free.length, failed: []}, "release them");
 				await sleep(Math.max(0, short.expiresAt - Date.now()) + 50);
 				const back = await kv.claimKey("p:2", {owner: "parent"});
 				eq(back.key, "p:2", "claimable once the lease ran out");

@@ -216,7 +216,7 @@ declare module "k6/x/kv" {
   }
   export interface PopRandomManyOptions {
     prefix?: string;
-    /** How many at most, 1 to 100,000. */
+    /** How many at most, 1 to 1,000,000. */
     count: number;
   }
   /** What a claim asks for. */
@@ -227,20 +227,49 @@ declare module "k6/x/kv" {
     /** Lease length in ms, above 0 and at most 86,400,000 (24 h); default
      * 30,000. Fractions round up. */
     ttl?: number;
-  }
-  export interface ClaimRandomOptions extends ClaimOptions {
+    /** claimRandom(Many): only keys that start with it. claimKey takes it
+     * (as xk6-kv's type does) and does not use it. */
     prefix?: string;
   }
+  export interface ClaimRandomOptions extends ClaimOptions {}
   export interface ClaimRandomManyOptions extends ClaimRandomOptions {
-    /** How many at most, 1 to 100,000. */
+    /** How many at most, 1 to 1,000,000. */
     count: number;
   }
-  export interface ClaimKeysOptions extends ClaimOptions {
-    /** Claim every key or none: the first key that cannot be claimed
-     * releases those taken before it and the call resolves to []. Default
-     * false. */
+  /** xk6-kv's name for ClaimRandomManyOptions. */
+  export type ClaimManyOptions = ClaimRandomManyOptions;
+  export interface ClaimKeysOptions {
+    owner?: string;
+    ttl?: number;
+    /** Stop at the first key that cannot be claimed: the claims taken
+     * before it are released, and the result names that key alone.
+     * Default false. */
     allOrNothing?: boolean;
   }
+  /** claimKeys' answer: each key given, claimed or else busy (a live claim
+   * holds it) or missing (not there). */
+  export interface ClaimKeysResult<T = any> {
+    claimed: Array<Claim<T>>;
+    busy: string[];
+    missing: string[];
+  }
+  /** "ClaimNotUpdated": the ref named no live claim (released, completed,
+   * ran out, taken over, key deleted). */
+  export type ClaimBatchFailureName = "ClaimNotUpdated" | string;
+  /** A ref of releaseClaims, completeClaims or renewClaims that named no
+   * live claim. */
+  export interface ClaimBatchFailure {
+    /** Its place in the refs given. */
+    index: number;
+    /** Its id as given (String(token) when it had none). */
+    id: string;
+    key: string;
+    name: ClaimBatchFailureName;
+    message: string;
+  }
+  export interface ReleaseClaimsResult { attempted: number; released: number; failed: ClaimBatchFailure[]; }
+  export interface CompleteClaimsResult { attempted: number; completed: number; failed: ClaimBatchFailure[]; }
+  export interface RenewClaimsResult { attempted: number; renewed: number; failed: ClaimBatchFailure[]; }
   /** What release, complete and renew take: a Claim, or these fields of
    * one. A ref names a claim of the store it came from. */
   export interface ClaimRef {
@@ -566,24 +595,27 @@ declare module "k6/x/kv" {
     claimRandomMany<T = any>(options: ClaimRandomManyOptions): Promise<Array<Claim<T>>>;
     /** Claims the key; null when it does not exist or a live claim holds it. */
     claimKey<T = any>(key: string, options?: ClaimOptions): Promise<Claim<T> | null>;
-    /** Claims each key (a key given twice once), in order: the claims of
-     * the keys that could be claimed. */
-    claimKeys<T = any>(keys: string[], options?: ClaimKeysOptions): Promise<Array<Claim<T>>>;
+    /** Claims each key in order (non-empty, each given once), sorting the
+     * others into busy and missing. */
+    claimKeys<T = any>(keys: string[], options?: ClaimKeysOptions): Promise<ClaimKeysResult<T>>;
     /** Ends the claim, the key claimable again; false when the ref names no
      * live claim (released, completed, ran out, taken over, key deleted). */
     releaseClaim(ref: ClaimRef): Promise<boolean>;
-    /** releaseClaim for each ref, in order. */
-    releaseClaims(refs: ClaimRef[]): Promise<boolean[]>;
+    /** releaseClaim for each ref, in order; the refs that named no live
+     * claim are in failed. */
+    releaseClaims(refs: ClaimRef[]): Promise<ReleaseClaimsResult>;
     /** Ends the claim as done, deleting the key unless deleteKey is false;
      * false when the ref names no live claim (nothing is deleted then). */
     completeClaim(ref: ClaimRef, options?: CompleteClaimOptions): Promise<boolean>;
-    /** completeClaim for each ref, in order. */
-    completeClaims(refs: ClaimRef[], options?: CompleteClaimOptions): Promise<boolean[]>;
-    /** Extends the live claim to ttl from now: its new expiresAt, or null
-     * when the ref names no live claim. */
-    renewClaim(ref: ClaimRef, options?: RenewClaimOptions): Promise<number | null>;
-    /** renewClaim for each ref, in order. */
-    renewClaims(refs: ClaimRef[], options?: RenewClaimOptions): Promise<Array<number | null>>;
+    /** completeClaim for each ref, in order; the refs that named no live
+     * claim are in failed. */
+    completeClaims(refs: ClaimRef[], options?: CompleteClaimOptions): Promise<CompleteClaimsResult>;
+    /** Extends the live claim to ttl from now; false when the ref names no
+     * live claim. */
+    renewClaim(ref: ClaimRef, options?: RenewClaimOptions): Promise<boolean>;
+    /** renewClaim for each ref, in order; the refs that named no live
+     * claim are in failed. */
+    renewClaims(refs: ClaimRef[], options?: RenewClaimOptions): Promise<RenewClaimsResult>;
     /** Counters of the store, now. */
     stats(): Promise<KVStats>;
     /** Keys with a prefix, and how many are claimable. */

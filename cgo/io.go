@@ -154,6 +154,12 @@ func (c *call) countOption(o *sobek.Object, name string, hi int64) int64 {
 	return c.number(o, name, 0, hi, 0, false)
 }
 
+// countOrAll is countOption where xk6-kv takes any number <= 0 for "no
+// limit" (or "the default"): a negative whole number reads as 0.
+func (c *call) countOrAll(o *sobek.Object, name string, hi int64) int64 {
+	return max(0, c.number(o, name, -1<<53, hi, 0, false))
+}
+
 // keyColumn reads importCSV's and validateCSV's keyColumn: a header name,
 // or with hasHeader false a field index (a string or a number). -1 and ""
 // when absent and not required.
@@ -650,8 +656,14 @@ func (c *call) importFile(csvMode bool) sobek.Value {
 		o = c.options(0, "fileName", "limit", "batchSize")
 	}
 	file := c.fileName(o)
-	limit := c.countOption(o, "limit", 1<<53)
-	batch := int(c.countOption(o, "batchSize", maxFileBatch))
+	// importJSONL reads a limit or batchSize <= 0 as xk6-kv does (none, the
+	// default); importCSV refuses a negative one, as xk6-kv does.
+	count := c.countOption
+	if !csvMode {
+		count = c.countOrAll
+	}
+	limit := count(o, "limit", 1<<53)
+	batch := int(count(o, "batchSize", maxFileBatch))
 	if batch == 0 {
 		batch = defaultBatch
 	}
@@ -771,7 +783,7 @@ func opValidateCSV(c *call) sobek.Value {
 	o := c.options(0, "fileName", "keyColumn", "delimiter", "hasHeader", "limit")
 	file := c.fileName(o)
 	sp := csvSpec{file: file, comma: c.delimiter(o), header: c.flag(o, "hasHeader", true),
-		limit: c.countOption(o, "limit", 1<<53), syntax: ErrValueParse}
+		limit: c.countOrAll(o, "limit", 1<<53), syntax: ErrValueParse}
 	sp.keyCol, sp.keyIdx = c.keyColumn(o, sp.header, false)
 	var rows, read int64
 	var all bool
@@ -791,7 +803,7 @@ func opValidateCSV(c *call) sobek.Value {
 func opValidateJSONL(c *call) sobek.Value {
 	o := c.options(0, "fileName", "limit")
 	file := c.fileName(o)
-	limit := c.countOption(o, "limit", 1<<53)
+	limit := c.countOrAll(o, "limit", 1<<53)
 	var records, read int64
 	var all bool
 	var bad *fileError

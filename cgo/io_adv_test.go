@@ -117,7 +117,8 @@ func TestAdvImportOptionTypes(t *testing.T) {
 				{fileName: "a\0b"}, {fileName: {}}]) {
 			const o = Object.assign({}, c, extra);
 			await bad(kv.importCSV(o), "importCSV", o, "InvalidOptionsError", []);
-			if (!("keyColumn" in extra) && !("delimiter" in extra) && !("hasHeader" in extra)) {
+			// importJSONL takes a batchSize <= 0 for the default, as xk6-kv does
+			if (!("keyColumn" in extra) && !("delimiter" in extra) && !("hasHeader" in extra) && extra.batchSize !== -1) {
 				const j = Object.assign({fileName: d + "g.jsonl"}, extra);
 				await bad(kv.importJSONL(j), "importJSONL", j, "InvalidOptionsError", []);
 			}
@@ -370,7 +371,8 @@ func TestAdvExportFailures(t *testing.T) {
 			eq((await kv.validateCSV({fileName: d + "old.csv"})).bytesRead, 3, "the failed export left old.csv as it was");
 			await rejects(kv.exportJSONL({fileName: d + "adir"}), "SnapshotExportError", "a directory as the target");
 			await rejects(kv.exportJSONL({fileName: d + "afile/x.jsonl"}), "SnapshotExportError", "a file as the folder");
-			await rejects(kv.exportJSONL({fileName: d + "x.jsonl", limit: -1}), "InvalidOptionsError", "negative limit");
+			eq((await kv.exportJSONL({fileName: d + "x.jsonl", limit: -1})).exported, 2, "a negative limit: all, as xk6-kv");
+			eq((await kv.exportCSV({fileName: d + "x.csv", columns: ["v"], prefix: "a", limit: -5})).exported, 1, "exportCSV too");
 			await rejects(kv.exportJSONL({fileName: d + "x.jsonl", prefix: 1}), "InvalidOptionsError", "prefix a number");
 			await rejects(kv.exportCSV({fileName: d + "x.csv", columns: "v"}), "InvalidOptionsError", "columns a string");
 			await rejects(kv.exportCSV({fileName: d + "x.csv", columns: [1]}), "InvalidOptionsError", "columns of numbers");

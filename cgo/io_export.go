@@ -177,7 +177,7 @@ func (c *call) exportFile(csvMode bool) sobek.Value {
 	}
 	file := c.fileName(o)
 	prefix := c.prefix(o)
-	limit := c.countOption(o, "limit", math.MaxInt64>>1)
+	limit := c.countOrAll(o, "limit", math.MaxInt64>>1)
 	var cols []string
 	var comma rune
 	includeKey := false

@@ -194,6 +194,11 @@ func TestJSImportJSONL(t *testing.T) {
 			await kv.clear();
 			r = await kv.importJSONL({fileName: d + "limit.jsonl", limit: 2});
 			eq([r.imported, await kv.size()], [2, 2], "limit stops before a bad line");
+			// A limit or batchSize <= 0 means none (the default), as in xk6-kv.
+			await kv.clear();
+			r = await kv.importJSONL({fileName: d + "users.jsonl", limit: -1, batchSize: -5});
+			eq([r.imported, await kv.size()], [4, 4], "limit and batchSize below 0");
+			eq((await kv.validateJSONL({fileName: d + "users.jsonl", limit: -1})).checkedAll, true, "validateJSONL, limit below 0");
 		`)
 	})
 }
@@ -234,6 +239,8 @@ func TestJSValidate(t *testing.T) {
 			eq(r, {valid: true, rows: 5, bytesRead: `+strconv.Itoa(len(ioFiles["users.csv"]))+`, checkedAll: true}, "valid CSV");
 			r = await kv.validateCSV({fileName: d + "users.csv", limit: 2});
 			eq([r.valid, r.rows, r.checkedAll], [true, 2, false], "limit");
+			r = await kv.validateCSV({fileName: d + "users.csv", limit: -2});
+			eq([r.valid, r.rows, r.checkedAll], [true, 5, true], "limit below 0: all rows");
 			r = await kv.validateCSV({fileName: d + "malformed.csv", keyColumn: "id"});
 			eq([r.valid, r.rows, r.checkedAll, r.firstError.row, r.firstError.line, r.firstError.name], [false, 1, false, 3, 3, "ValueParseError"], "malformed");
 			if (!r.firstError.message.includes("malformed.csv line 3")) throw new Error(r.firstError.message);

@@ -100,7 +100,7 @@ func TestAdvOperationMetricsFiles(t *testing.T) {
 		await kv.importCSV({fileName: d + "g.csv", keyColumn: "id"});
 		await rejects(kv.importCSV({fileName: d + "none.csv", keyColumn: "id"}), "SnapshotNotFoundError", "missing");
 		await rejects(kv.importJSONL({fileName: d + "bad.jsonl"}), "ValueParseError", "bad");
-		await rejects(kv.importJSONL({fileName: d + "bad.jsonl", limit: -1}), "InvalidOptionsError", "bad option");
+		await rejects(kv.importJSONL({fileName: d + "bad.jsonl", limit: 1.5}), "InvalidOptionsError", "bad option");
 		eq((await kv.validateJSONL({fileName: d + "bad.jsonl"})).valid, false, "validate resolves");
 		await kv.exportJSONL({fileName: d + "out.jsonl"});
 		await kv.stats();

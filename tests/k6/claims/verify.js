@@ -37,7 +37,7 @@ export default async function () {
       const old = { id: String(token), key, token };
       ok((await kv.completeClaim(old)) === false, "a stale token cannot complete", `${key} ${token}`);
       ok((await kv.releaseClaim(old)) === false, "a stale token cannot release", `${key} ${token}`);
-      ok((await kv.renewClaim(old, { ttl: 1000 })) === null, "a stale token cannot renew", `${key} ${token}`);
+      ok((await kv.renewClaim(old, { ttl: 1000 })) === false, "a stale token cannot renew", `${key} ${token}`);
       ok((await kv.completeClaim(fresh)) === true, "the live claim completes", `${key} ${fresh.token}`);
       fenced++;
     }
