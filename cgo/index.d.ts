@@ -146,7 +146,27 @@ declare module "k6/x/kv" {
     | "BackupOptionsRequiredError"
     | "RestoreOptionsRequiredError"
     | "MetricsUnavailableError"
-    | "StoreError";
+    | "StoreError"
+    // Names that xk6-kv's declarations list and this extension never
+    // rejects with; kept so that code written for xk6-kv type-checks.
+    | "InternalStoreError"
+    | "UnsupportedValueTypeError"
+    | "UnexpectedStoreOutputError"
+    | "UnknownError"
+    | "BackupInProgressError"
+    | "RestoreInProgressError"
+    | "OperationCanceledError"
+    | "DatabaseNotOpenError"
+    | "SnapshotKeyMissingError"
+    | "DiskStoreReadError"
+    | "DiskStoreWriteError"
+    | "DiskStoreDeleteError"
+    | "DiskStoreExistsError"
+    | "DiskStoreScanError"
+    | "DiskStoreSizeError"
+    | "DiskStoreIndexError"
+    | "KeyListRebuildError"
+    | "BucketNotFoundError";
 
   /** One bad entry of a batch (setMany, deleteMany). */
   export interface ManyEntryError {
@@ -306,12 +326,22 @@ declare module "k6/x/kv" {
     /** On a mismatch with the key present, return its value as current. */
     includeCurrentOnMismatch?: boolean;
   }
-  export type CompareAndSwapDetailedResult<T = any> =
-    | { swapped: true; reason: "swapped" }
-    | { swapped: false; reason: "mismatch"; existed: boolean; current?: T };
-  export type CompareAndDeleteDetailedResult<T = any> =
-    | { deleted: true; reason: "deleted" }
-    | { deleted: false; reason: "mismatch"; existed: boolean; current?: T };
+  export interface CompareAndSwapDetailedSuccess { swapped: true; reason: "swapped"; }
+  export interface CompareAndSwapDetailedMismatch<T = any> { swapped: false; reason: "mismatch"; existed: boolean; current?: T; }
+  export type CompareAndSwapDetailedResult<T = any> = CompareAndSwapDetailedSuccess | CompareAndSwapDetailedMismatch<T>;
+  export interface CompareAndDeleteDetailedSuccess { deleted: true; reason: "deleted"; }
+  export interface CompareAndDeleteDetailedMismatch<T = any> { deleted: false; reason: "mismatch"; existed: boolean; current?: T; }
+  export type CompareAndDeleteDetailedResult<T = any> = CompareAndDeleteDetailedSuccess | CompareAndDeleteDetailedMismatch<T>;
+
+  // xk6-kv's names for types declared here under other names.
+  export type OpenKvMetricsOptions = NonNullable<OpenKvOptions["metrics"]>;
+  export type ListKeysOptions = ListOptions;
+  export type ScanKeysOptions = ScanOptions;
+  export type ImportCSVResult = ImportResult;
+  export type ImportJSONLResult = ImportResult;
+  export type ExportCSVResult = ExportResult;
+  export type ExportJSONLResult = ExportResult;
+  export interface AllocationStatsOptions { prefix?: string; }
 
   export interface ImportCSVOptions {
     /** The CSV file; a relative path is taken from the directory k6 runs in. */
@@ -619,7 +649,7 @@ declare module "k6/x/kv" {
     /** Counters of the store, now. */
     stats(): Promise<KVStats>;
     /** Keys with a prefix, and how many are claimable. */
-    allocationStats(options?: { prefix?: string }): Promise<AllocationStats>;
+    allocationStats(options?: AllocationStatsOptions): Promise<AllocationStats>;
     /** Emits the store's gauges (xk6_kv_keys, ...) into k6's metrics, as of
      * now; only while a VU runs (else MetricsUnavailableError). */
     reportStats(): Promise<void>;
