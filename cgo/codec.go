@@ -120,7 +120,7 @@ func (c *codec) replace(call sobek.FunctionCall) sobek.Value {
 		} else {
 			c.replErr = newErr(ErrSerializer, "cannot encode %s (at key %q) as JSON", bad, where)
 		}
-		panic(c.rt.NewTypeError(c.replErr.Message))
+		panic(c.rt.NewTypeError("%s", c.replErr.Message))
 	}
 	return v
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -143,8 +144,8 @@ func (c *call) delimiter(o *sobek.Object) rune {
 	}
 	s := c.str("delimiter", o.Get("delimiter"))
 	r, size := utf8.DecodeRuneInString(s)
-	if c.err == nil && (s == "" || size != len(s) || r == '"' || r == '\r' || r == '\n' || r == utf8.RuneError) {
-		c.invalid("delimiter must be one character other than a quote or a line break, got %q", s)
+	if c.err == nil && (s == "" || size != len(s) || r == '"' || r == '\r' || r == '\n' || r == 0 || r == utf8.RuneError) {
+		c.invalid("delimiter must be one character other than a quote, a line break or NUL, got %q", s)
 	}
 	return r
 }
@@ -157,7 +158,14 @@ func (c *call) countOption(o *sobek.Object, name string, hi int64) int64 {
 // countOrAll is countOption where xk6-kv takes any number <= 0 for "no
 // limit" (or "the default"): a negative whole number reads as 0.
 func (c *call) countOrAll(o *sobek.Object, name string, hi int64) int64 {
-	return max(0, c.number(o, name, -1<<53, hi, 0, false))
+	if c.err == nil && o != nil {
+		if v := o.Get(name); v != nil && sobek.IsNumber(v) {
+			if f := v.ToFloat(); f < 0 && f == math.Trunc(f) && !math.IsInf(f, -1) {
+				return 0
+			}
+		}
+	}
+	return c.number(o, name, 0, hi, 0, false)
 }
 
 // keyColumn reads importCSV's and validateCSV's keyColumn: a header name,

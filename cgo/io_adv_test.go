@@ -112,7 +112,7 @@ func TestAdvImportOptionTypes(t *testing.T) {
 		const c = {fileName: d + "g.csv", keyColumn: "id"};
 		for (const extra of [{limit: 1.5}, {limit: "1"}, {limit: NaN}, {limit: Infinity}, {batchSize: -1}, {batchSize: 2.5},
 				{batchSize: "10"}, {batchSize: 1e9}, {hasHeader: "yes"}, {hasHeader: 1}, {delimiter: 5}, {delimiter: ""},
-				{delimiter: "\n"}, {delimiter: "\uFFFD"}, {keyColumn: 0}, {keyColumn: ""}, {keyColumn: null, hasHeader: false},
+				{delimiter: "\n"}, {delimiter: "\uFFFD"}, {delimiter: "\0"}, {keyColumn: 0}, {keyColumn: ""}, {keyColumn: null, hasHeader: false},
 				{keyColumn: 1.5, hasHeader: false}, {keyColumn: -1, hasHeader: false}, {keyColumn: "x", hasHeader: false},
 				{fileName: "a\0b"}, {fileName: {}}]) {
 			const o = Object.assign({}, c, extra);

@@ -368,6 +368,10 @@ func (c *codec) appendJSON(dst []byte, v sobek.Value, depth int) ([]byte, bool, 
 		n := o.Get("length").ToInteger()
 		dst = append(dst, '[')
 		for i := int64(0); i < n; i++ {
+			if len(dst) > valueMax {
+				// A sparse array of 2^32-1 holes would be 20 GB of nulls.
+				return nil, false, tooLarge(len(dst))
+			}
 			if i > 0 {
 				dst = append(dst, ',')
 			}
@@ -396,6 +400,9 @@ func (c *codec) appendJSON(dst []byte, v sobek.Value, depth int) ([]byte, bool, 
 		dst = append(dst, '{')
 		first := true
 		for _, k := range keys {
+			if len(dst) > valueMax {
+				return nil, false, tooLarge(len(dst))
+			}
 			e := o.Get(k)
 			if e == nil || sobek.IsUndefined(e) {
 				continue // left out, as JSON.stringify leaves it
@@ -460,4 +467,9 @@ func (c *codec) appendPart(dst []byte, name string, e sobek.Value, depth int, in
 		return append(dst, text[len(head):len(text)-1]...), nil
 	}
 	return nil, newErr(ErrSerializer, "cannot encode value as JSON: property %q", name)
+}
+
+// tooLarge is the failure of an encoding stopped once it passed valueMax.
+func tooLarge(n int) *kvError {
+	return newErr(ErrValueTooLarge, "value is more than %d bytes once encoded (the encoding stopped there); the limit is %d", n-1, valueMax)
 }

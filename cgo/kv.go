@@ -273,12 +273,12 @@ func opSetIfAbsent(c *call) sobek.Value {
 }
 
 func opGetOrSet(c *call) sobek.Value {
-	v, loaded := c.exchange(backendStore.getOrSet)
+	v, loaded := c.exchange(backendStore.getOrSet, false)
 	return c.object("value", v, "loaded", loaded)
 }
 
 func opSwap(c *call) sobek.Value {
-	prev, loaded := c.exchange(backendStore.swap)
+	prev, loaded := c.exchange(backendStore.swap, true)
 	if !loaded {
 		prev = sobek.Null()
 	}
@@ -286,8 +286,9 @@ func opSwap(c *call) sobek.Value {
 }
 
 // exchange runs a store call that writes argument 1 under the key in
-// argument 0 and hands back a stored value (nil bytes: none), decoded.
-func (c *call) exchange(op func(s backendStore, key string, val []byte, kind Kind, scratch []byte) ([]byte, Kind, bool, error)) (sobek.Value, bool) {
+// argument 0 and hands back a stored value (nil bytes: none), decoded;
+// swap: the call replaced that value.
+func (c *call) exchange(op func(s backendStore, key string, val []byte, kind Kind, scratch []byte) ([]byte, Kind, bool, error), swap bool) (sobek.Value, bool) {
 	key := c.key(0)
 	val, kind := c.value(1)
 	var b []byte
@@ -300,5 +301,21 @@ func (c *call) exchange(op func(s backendStore, key string, val []byte, kind Kin
 	if b == nil {
 		return nil, loaded
 	}
-	return c.decode(b, bkind), loaded
+	v := c.decode(b, bkind)
+	if c.err != nil && swap {
+		// The old value does not decode (another program wrote it), and
+		// the call rejects: it must not have replaced it. The old bytes go
+		// back unless the key was written again meanwhile.
+		back := false
+		if c.h.enter() == nil {
+			back, _ = c.h.db.cas(key, val, b, bkind)
+			c.h.leave()
+		}
+		if back {
+			c.err.Message += "; the value is left as it was"
+		} else {
+			c.err.Message += "; the new value stays (the key was written again meanwhile)"
+		}
+	}
+	return v, loaded
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -553,4 +554,78 @@ func TestAdvLoneSurrogatePrefixes(t *testing.T) {
 		}
 		eq(await kv.size(), 2, "nothing deleted");
 	`)
+}
+
+// A Symbol or a BigInt where a method reads a number, or where the engine
+// converts one (an array's length, through a Proxy), rejects the promise;
+// it never throws at the call (found by a review: c.number converted
+// before it checked).
+func TestAdvNumberOptionsSymbolAndBigInt(t *testing.T) {
+	rt := newJS(t)
+	runAsync(t, rt, `
+		const kv = openKv(`+storeOptions(t, "memory", false, "")+`);
+		await kv.set("a", 1);
+		const calls = {
+			"randomKeys count Symbol": [() => kv.randomKeys({count: Symbol("x")}), "InvalidOptionsError"],
+			"randomKeys count 5n": [() => kv.randomKeys({count: 5n}), "InvalidOptionsError"],
+			"scan limit 5n": [() => kv.scan({limit: 5n}), "InvalidOptionsError"],
+			"deleteByPrefix limit Symbol": [() => kv.deleteByPrefix({prefix: "a", limit: Symbol()}), "InvalidOptionsError"],
+			"popRandomMany count 1n": [() => kv.popRandomMany({count: 1n}), "InvalidOptionsError"],
+			"exportJSONL limit Symbol": [() => kv.exportJSONL({fileName: "/nonexistent/x", limit: Symbol()}), "InvalidOptionsError"],
+			"restore maxEntries 1n": [() => kv.restore({fileName: "/nonexistent", maxEntries: 1n}), "InvalidOptionsError"],
+		};
+		for (const [what, [f, name]] of Object.entries(calls)) {
+			let p;
+			try { p = f(); } catch (e) { throw new Error(what + ": threw at the call: " + e); }
+			await rejects(p, name, what);
+		}
+		eq(await kv.get("a"), 1, "unchanged");
+		// An array too long to encode stops at the value limit (it would
+		// be 20 GB of nulls), and a Proxy's Symbol length is refused.
+		await rejects(kv.set("x", Object.assign([], {length: 2 ** 32 - 1})), "ValueTooLargeError", "a sparse array of 2^32-1");
+		await rejects(kv.set("y", {a: new Proxy([], {get: (t, p) => p === "length" ? Symbol() : t[p]})}), "SerializerError", "a Proxy");
+		eq(await kv.exists("x") || await kv.exists("y"), false, "nothing written");`)
+	// Wherever else the engine is asked to convert a Symbol (no method is
+	// known to do it now), the call rejects with the TypeError.
+	rt2 := newJS(t)
+	h := &handle{rt: rt2.VU.Runtime()}
+	v, thrown := h.run(&call{h: h}, func(*call) sobek.Value {
+		return h.rt.ToValue(h.rt.ToValue(sobek.NewSymbol("s")).ToFloat())
+	})
+	if v != nil || thrown == nil || !strings.Contains(thrown.String(), "TypeError") {
+		t.Fatalf("run: %v, thrown %v", v, thrown)
+	}
+}
+
+// A swap whose old value does not decode (another program wrote it)
+// rejects, and leaves that value in place: the rejection means nothing
+// changed (found by a review: the new value stayed).
+func TestAdvSwapUndecodableOldValue(t *testing.T) {
+	name := testMemName(t)
+	d, err := openDB(openParams{backend: BackendMemory, where: name, track: trackOff, reserve: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	if err := d.set("bad", []byte("{oops"), KindJSON); err != nil {
+		t.Fatal(err)
+	}
+	runAsync(t, newJS(t), `const kv = openKv({backend: "memory", name: "`+name+`"});
+		const e = await rejects(kv.swap("bad", 5), "ValueParseError", "swap");
+		if (!e.message.includes("left as it was")) throw new Error(e.message);
+		await rejects(kv.get("bad"), "ValueParseError", "the old value is still there");
+		eq(await kv.swap("good", 1), {previous: null, loaded: false}, "a swap of a new key");`)
+	b, _, err := d.get("bad", nil)
+	if err != nil || string(b) != "{oops" {
+		t.Fatalf("after the failed swap the store holds %q (%v), want the old bytes", b, err)
+	}
+}
+
+// An openKv error whose message holds a % is thrown as it is, not
+// formatted a second time.
+func TestAdvOpenErrorWithPercent(t *testing.T) {
+	runAsync(t, newJS(t), `
+		let msg = "";
+		try { openKv({backend: "memory", name: "bad%dname/x"}); } catch (e) { msg = String(e.message); }
+		if (!msg.includes("bad%dname/x") || msg.includes("MISSING")) throw new Error("message: " + msg);`)
 }

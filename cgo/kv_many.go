@@ -90,8 +90,11 @@ func (c *call) number(o *sobek.Object, name string, lo, hi, def int64, required 
 		}
 		return def
 	}
-	f := v.ToFloat()
-	if !sobek.IsNumber(v) || math.IsNaN(f) || f != math.Trunc(f) || f < float64(lo) || f > float64(hi) {
+	f := math.NaN()
+	if sobek.IsNumber(v) { // ToFloat of a Symbol or a BigInt would throw
+		f = v.ToFloat()
+	}
+	if math.IsNaN(f) || f != math.Trunc(f) || f < float64(lo) || f > float64(hi) {
 		c.invalid("%s must be a whole number from %d to %d, got %s", name, lo, hi, v.String())
 		return def
 	}
@@ -349,7 +352,7 @@ func opDeleteByPrefix(c *call) sobek.Value {
 func (c *call) page(keysOnly bool) ([]entry, string, bool) {
 	o := c.options(0, "prefix", "limit", "cursor")
 	prefix := c.prefix(o)
-	limit := c.number(o, "limit", math.MinInt64, math.MaxInt64, 0, false)
+	limit := c.countOrAll(o, "limit", math.MaxInt64)
 	after := c.cursor(o)
 	ask := uint64(0)
 	if limit > 0 {

@@ -94,6 +94,7 @@ func TestJSScanCountSample(t *testing.T) {
 		eq([all.entries.length, all.done, all.cursor], [10, true, ""], "no limit: one page");
 		for (const l of [0, -3]) eq((await kv.scan({prefix: "k", limit: l})).entries.length, 10, "limit " + l + ": one page");
 		for (const l of [2.5, -Infinity, Infinity, NaN, "5"]) await rejects(kv.scan({limit: l}), "InvalidOptionsError", "scan limit " + l);
+		eq((await kv.scan({limit: -1e300})).done, true, "any negative limit: one page of all");
 		const sk = await kv.scanKeys({limit: 10});
 		eq([sk.keys.length, sk.done], [10, false], "scanKeys page");
 		eq((await kv.scanKeys({cursor: sk.cursor})).keys, ["z"], "scanKeys rest");

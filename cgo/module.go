@@ -207,7 +207,7 @@ func throwable(rt *sobek.Runtime, e *kvError) *sobek.Object {
 	// An error the engine makes (it has a stack), made an Error rather than
 	// a TypeError; name defined on it, not set, which an Error.prototype
 	// frozen by the script would refuse. No global is looked up.
-	o := rt.NewTypeError(e.Message)
+	o := rt.NewTypeError("%s", e.Message)
 	_ = o.SetPrototype(errorPrototype(rt))
 	_ = o.DefineDataProperty("name", rt.ToValue(e.Name), sobek.FLAG_TRUE, sobek.FLAG_TRUE, sobek.FLAG_FALSE)
 	return o

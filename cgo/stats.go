@@ -70,16 +70,20 @@ func gatherKeys(s backendStore) (storeStats, error) {
 		if !info.TrackKeys {
 			return st, nil
 		}
+		// The index's count against the tables' (shmkv_stat sums the
+		// segments' counts; count("") asks the index). Writers between the
+		// two reads can make them differ for a moment: a difference counts
+		// only when the tables' count held still across a second try.
 		if st.indexKeys, err = d.count(""); err != nil {
 			return st, err
 		}
-		after, err := d.size()
+		again, err := d.stat()
 		if err != nil {
 			return st, err
 		}
-		st.consistent = st.indexKeys == after
-		if st.consistent || (after == info.Keys && try >= 1) || try >= 3 {
-			st.info.Keys = after
+		st.info = again
+		st.consistent = st.indexKeys == again.Keys
+		if st.consistent || (again.Keys == info.Keys && try >= 1) || try >= 3 {
 			return st, nil
 		}
 	}
