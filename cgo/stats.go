@@ -199,6 +199,7 @@ func opReportStats(c *call) sobek.Value {
 		sample(m.usedBytes, tags, float64(info.UsedBytes)),
 		sample(m.fileBytes, tags, float64(info.FileBytes)),
 		sample(m.processes, tags, float64(info.Attached)),
+		sample(m.inFlight, tags, 0),
 	}
 	if st.claimsKnown {
 		set = append(set,

@@ -96,6 +96,7 @@ func TestJSReportStats(t *testing.T) {
 				"xk6_kv_index_keys{backend=" + backend + ",index=ost,scenario=test,serialization=json,track_keys=true} 2",
 				"xk6_kv_index_consistent{" + base + " 1",
 				"xk6_kv_processes{" + base + " 1",
+				"xk6_kv_async_in_flight{" + base + " 0",
 				"xk6_kv_used_bytes{" + base,
 			} {
 				if !strings.Contains(got, want) {

@@ -124,7 +124,7 @@ metrics = json.load(open(sys.argv[1]))["metrics"]
 want = ["xk6_kv_operations_total", "xk6_kv_operation_duration", "xk6_kv_operation_failed",
         "xk6_kv_errors_total", "xk6_kv_keys",
         "xk6_kv_index_keys", "xk6_kv_index_consistent", "xk6_kv_claims_live",
-        "xk6_kv_used_bytes", "xk6_kv_processes",
+        "xk6_kv_used_bytes", "xk6_kv_processes", "xk6_kv_async_in_flight",
         "xk6_kv_operations_total{op:import_csv}", "xk6_kv_errors_total{error_type:SnapshotReadError}"]
 if sys.argv[2] == "disk":
     want.append("xk6_kv_disk_size_bytes")
