@@ -43,6 +43,11 @@ func (c *call) claims() claimStore {
 func (c *call) onClaims(fn func(cs claimStore) error) {
 	cs := c.claims()
 	c.do(func(backendStore) error { return fn(cs) })
+	// A value of up to 64 MiB grows the scratch space: it is not kept
+	// between calls past what getMany's is.
+	if cap(c.h.claimBuf.val) > maxManyScratch {
+		c.h.claimBuf.val = nil
+	}
 }
 
 // ttl reads the ttl option: a number of ms in (0, 24 h]; fractions round
