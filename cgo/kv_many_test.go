@@ -3,6 +3,7 @@
 package kv
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -196,4 +197,27 @@ func extractWhere(opts string) string {
 		}
 	}
 	return ""
+}
+
+// countFails is a store whose count fails (as a lock timeout would), for
+// the calls that count after they wrote.
+type countFails struct{ backendStore }
+
+func (countFails) count(string) (uint64, error) { return 0, errors.New("count failed (injected)") }
+
+// deleteByPrefix deletes, then counts what is left: a count that fails
+// must not turn the deletes into a rejection that says nothing changed.
+func TestJSDeleteByPrefixCountFailsAfterDeletes(t *testing.T) {
+	rt := newJS(t)
+	runAsync(t, rt, `globalThis.kv = openKv(`+storeOptions(t, "memory", true, "")+`);
+		await kv.setMany({"p:1": 1, "p:2": 2, "p:3": 3});`)
+	live.mu.Lock()
+	for h := range live.handles {
+		if h.rt == rt.VU.Runtime() {
+			h.db = countFails{h.db}
+		}
+	}
+	live.mu.Unlock()
+	runAsync(t, rt, `eq(await kv.deleteByPrefix({prefix: "p:", limit: 2}), {deleted: 2, done: false}, "deleted, done unknown");
+		eq(await kv.listKeys(), ["p:3"], "two deleted");`)
 }
