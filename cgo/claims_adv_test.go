@@ -4,6 +4,7 @@ package kv
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -252,4 +253,37 @@ func TestAdvClaimMethodsDocumented(t *testing.T) {
 			t.Errorf("%s: no row in docs/api.md", m)
 		}
 	}
+}
+
+// endFailsAt is a store whose n-th claim end fails (as a lock timeout
+// would), the ones before it done.
+type endFailsAt struct {
+	*db
+	n int
+}
+
+func (s *endFailsAt) endClaim(key string, token uint64, complete, deleteKey bool) (bool, error) {
+	if s.n--; s.n == 0 {
+		return false, errors.New("end failed (injected)")
+	}
+	return s.db.endClaim(key, token, complete, deleteKey)
+}
+
+// A batch of ends that fails part way rejects, and says how many refs it
+// ended before: those stay ended (xk6-kv's messages say the same).
+func TestAdvClaimBatchFailsPartWay(t *testing.T) {
+	rt := newJS(t)
+	runAsync(t, rt, claimPrelude+`globalThis.kv = openKv(`+storeOptions(t, "memory", true, "")+`);
+		await kv.setMany({a: 1, b: 2, c: 3});
+		globalThis.cs = (await kv.claimKeys(["a", "b", "c"])).claimed;`)
+	live.mu.Lock()
+	for h := range live.handles {
+		if h.rt == rt.VU.Runtime() {
+			h.db = &endFailsAt{h.db.(*db), 3}
+		}
+	}
+	live.mu.Unlock()
+	runAsync(t, rt, `const e = await rejects(kv.completeClaims(cs), "StoreError", "the third end fails");
+		if (!e.message.includes("2 of 3 refs were completed before it")) throw new Error(e.message);
+		eq(await kv.listKeys(), ["c"], "the first two completed (deleted)");`)
 }
