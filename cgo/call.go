@@ -150,19 +150,14 @@ func (h *handle) run(c *call, body func(*call) sobek.Value) (v sobek.Value, thro
 				// A conversion the engine refuses (a Symbol or a BigInt
 				// read as a number, somewhere an argument is read) panics
 				// with one of its unexported string types, which it turns
-				// into a TypeError or RangeError only when it catches them
-				// itself: here they reject the promise as that error.
+				// into an error object only when it catches them itself:
+				// here they reject the promise, as a TypeError (no global
+				// is looked up, which a script could have replaced).
 				t := reflect.TypeOf(r)
 				if t == nil || t.PkgPath() != "github.com/grafana/sobek" || t.Kind() != reflect.String {
 					panic(r)
 				}
-				msg := reflect.ValueOf(r).String()
-				thrown = h.rt.NewTypeError("%s", msg)
-				if ctor, ok := sobek.AssertConstructor(h.rt.Get("RangeError")); ok && t.Name() == "rangeError" {
-					if o, err := ctor(nil, h.rt.ToValue(msg)); err == nil {
-						thrown = o
-					}
-				}
+				thrown = h.rt.NewTypeError("%s", reflect.ValueOf(r).String())
 			}
 		}
 	}()

@@ -158,14 +158,22 @@ func (c *call) countOption(o *sobek.Object, name string, hi int64) int64 {
 // countOrAll is countOption where xk6-kv takes any number <= 0 for "no
 // limit" (or "the default"): a negative whole number reads as 0.
 func (c *call) countOrAll(o *sobek.Object, name string, hi int64) int64 {
-	if c.err == nil && o != nil {
-		if v := o.Get(name); v != nil && sobek.IsNumber(v) {
-			if f := v.ToFloat(); f < 0 && f == math.Trunc(f) && !math.IsInf(f, -1) {
-				return 0
-			}
-		}
+	if c.err != nil || o == nil {
+		return 0
 	}
-	return c.number(o, name, 0, hi, 0, false)
+	v := o.Get(name) // read once: a getter runs once
+	if absent(v) {
+		return 0
+	}
+	f := math.NaN()
+	if sobek.IsNumber(v) {
+		f = v.ToFloat()
+	}
+	if math.IsNaN(f) || math.IsInf(f, 0) || f != math.Trunc(f) || f > float64(hi) {
+		c.invalid("%s must be a whole number up to %d (0 or below: none), got %s", name, hi, describe(v))
+		return 0
+	}
+	return int64(max(0, f))
 }
 
 // keyColumn reads importCSV's and validateCSV's keyColumn: a header name,
