@@ -492,11 +492,7 @@ func opClaimKeys(c *call) sobek.Value {
 }
 
 func (c *call) stringArray(ss []string) sobek.Value {
-	all := make([]any, len(ss))
-	for i, s := range ss {
-		all[i] = s
-	}
-	return c.h.rt.NewArray(all...)
+	return c.h.rt.NewArray(anyStrings(ss)...)
 }
 
 // ---- release, complete, renew ----------------------------------------------
@@ -522,18 +518,10 @@ func (c *call) batchResult(done string, refs []ref, ok []bool) sobek.Value {
 	return c.object("attempted", len(refs), done, n, "failed", c.array(failed))
 }
 
-// progress adds to a failure in the middle of a batch how many refs were
-// applied before it: those stay applied.
-func (c *call) progress(verb string, applied, total int) {
-	if c.err != nil && total > 1 {
-		c.err.Message += "; " + itoa(int64(applied)) + " of " + itoa(int64(total)) +
-			" refs were " + verb + " before it and stay so"
-	}
-}
-
-// end runs release (complete false) or complete on each ref; ok[i] is
-// whether ref i named a live claim (and was ended).
-func (c *call) end(refs []ref, complete, deleteKey bool) []bool {
+// each runs act on every ref that can name a live claim, in order; ok[i]
+// is whether ref i named one (and act was done). A failure part way
+// rejects, and says how many refs were done (verb) before it: those stay.
+func (c *call) each(refs []ref, verb string, act func(cs claimStore, r ref) (bool, error)) []bool {
 	out := make([]bool, len(refs))
 	applied := 0
 	c.onClaims(func(cs claimStore) error {
@@ -541,7 +529,7 @@ func (c *call) end(refs []ref, complete, deleteKey bool) []bool {
 			if !r.match {
 				continue
 			}
-			ok, err := cs.endClaim(r.key, r.token, complete, deleteKey)
+			ok, err := act(cs, r)
 			if err != nil {
 				c.keyArg = r.key
 				return err
@@ -553,12 +541,22 @@ func (c *call) end(refs []ref, complete, deleteKey bool) []bool {
 		}
 		return nil
 	})
+	if c.err != nil && len(refs) > 1 {
+		c.err.Message += "; " + itoa(int64(applied)) + " of " + itoa(int64(len(refs))) +
+			" refs were " + verb + " before it and stay so"
+	}
+	return out
+}
+
+// end runs release (complete false) or complete on each ref.
+func (c *call) end(refs []ref, complete, deleteKey bool) []bool {
 	verb := "released"
 	if complete {
 		verb = "completed"
 	}
-	c.progress(verb, applied, len(refs))
-	return out
+	return c.each(refs, verb, func(cs claimStore, r ref) (bool, error) {
+		return cs.endClaim(r.key, r.token, complete, deleteKey)
+	})
 }
 
 func opReleaseClaim(c *call) sobek.Value {
@@ -583,30 +581,12 @@ func opCompleteClaims(c *call) sobek.Value {
 	return c.batchResult("completed", refs, c.end(refs, true, del))
 }
 
-// renew extends each ref's claim to ttl from now; ok[i] is whether ref i
-// named a live claim (and was renewed).
+// renew extends each ref's claim to ttl from now.
 func (c *call) renew(refs []ref, ttl uint64) []bool {
-	out := make([]bool, len(refs))
-	applied := 0
-	c.onClaims(func(cs claimStore) error {
-		for i, r := range refs {
-			if !r.match {
-				continue
-			}
-			_, ok, err := cs.renewClaim(r.key, r.token, ttl)
-			if err != nil {
-				c.keyArg = r.key
-				return err
-			}
-			out[i] = ok
-			if ok {
-				applied++
-			}
-		}
-		return nil
+	return c.each(refs, "renewed", func(cs claimStore, r ref) (bool, error) {
+		_, ok, err := cs.renewClaim(r.key, r.token, ttl)
+		return ok, err
 	})
-	c.progress("renewed", applied, len(refs))
-	return out
 }
 
 func opRenewClaim(c *call) sobek.Value {

@@ -276,13 +276,7 @@ func TestAdvClaimBatchFailsPartWay(t *testing.T) {
 	runAsync(t, rt, claimPrelude+`globalThis.kv = openKv(`+storeOptions(t, "memory", true, "")+`);
 		await kv.setMany({a: 1, b: 2, c: 3});
 		globalThis.cs = (await kv.claimKeys(["a", "b", "c"])).claimed;`)
-	live.mu.Lock()
-	for h := range live.handles {
-		if h.rt == rt.VU.Runtime() {
-			h.db = &endFailsAt{h.db.(*db), 3}
-		}
-	}
-	live.mu.Unlock()
+	wrapStore(rt, func(s backendStore) backendStore { return &endFailsAt{s.(*db), 3} })
 	runAsync(t, rt, `const e = await rejects(kv.completeClaims(cs), "StoreError", "the third end fails");
 		if (!e.message.includes("2 of 3 refs were completed before it")) throw new Error(e.message);
 		eq(await kv.listKeys(), ["c"], "the first two completed (deleted)");`)

@@ -404,6 +404,15 @@ func opScanKeys(c *call) sobek.Value {
 	return c.object("keys", keysOf(es), "cursor", cursor, "done", done)
 }
 
+// anyStrings is ss as the []any that the engine's conversions take.
+func anyStrings(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
 func keysOf(es []entry) []any {
 	keys := make([]any, len(es))
 	for i, e := range es {
@@ -438,11 +447,7 @@ func opRandomKeys(c *call) sobek.Value {
 	unique := c.flag(o, "unique", true)
 	var keys []string
 	c.do(func(s backendStore) (err error) { keys, err = s.randomKeys(prefix, uint64(n), unique); return })
-	out := make([]any, len(keys))
-	for i, k := range keys {
-		out[i] = k
-	}
-	return c.result(out)
+	return c.result(anyStrings(keys))
 }
 
 // ---- compare as JSON, and the detailed forms -----------------------------

@@ -211,13 +211,7 @@ func TestJSDeleteByPrefixCountFailsAfterDeletes(t *testing.T) {
 	rt := newJS(t)
 	runAsync(t, rt, `globalThis.kv = openKv(`+storeOptions(t, "memory", true, "")+`);
 		await kv.setMany({"p:1": 1, "p:2": 2, "p:3": 3});`)
-	live.mu.Lock()
-	for h := range live.handles {
-		if h.rt == rt.VU.Runtime() {
-			h.db = countFails{h.db}
-		}
-	}
-	live.mu.Unlock()
+	wrapStore(rt, func(s backendStore) backendStore { return countFails{s} })
 	runAsync(t, rt, `eq(await kv.deleteByPrefix({prefix: "p:", limit: 2}), {deleted: 2, done: false}, "deleted, done unknown");
 		eq(await kv.listKeys(), ["p:3"], "two deleted");`)
 }

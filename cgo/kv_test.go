@@ -361,6 +361,18 @@ func TestJSClose(t *testing.T) {
 	}
 }
 
+// wrapStore replaces the store of every live handle of rt's runtime by
+// wrap of it: a test's way to make one store call fail.
+func wrapStore(rt *modulestest.Runtime, wrap func(backendStore) backendStore) {
+	live.mu.Lock()
+	defer live.mu.Unlock()
+	for h := range live.handles {
+		if h.rt == rt.VU.Runtime() {
+			h.db = wrap(h.db)
+		}
+	}
+}
+
 func liveCount() int {
 	live.mu.Lock()
 	defer live.mu.Unlock()
